@@ -1,0 +1,59 @@
+//! Building the app: headless (no window, no GPU; bots and tests) or windowed.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+
+use crate::call::CallPlugin;
+use crate::config::{ClientArgs, ClientConfig};
+use crate::runtime::AsyncRuntime;
+use crate::signaling::server::{ServerLimits, SignalingServer};
+use crate::ui::UiPlugin;
+
+/// How often a headless app runs its schedule.
+const HEADLESS_TICK: Duration = Duration::from_millis(10);
+
+/// An app with the call plugins and no window: `MinimalPlugins` ticking every 10 ms.
+pub fn headless_app(config: ClientConfig) -> App {
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(HEADLESS_TICK)))
+        .add_plugins(CallPlugin::new(config));
+    app
+}
+
+/// Runs the windowed client until its window closes.
+///
+/// Without `--signal`, first starts a signaling server on a free port of 127.0.0.1 on
+/// the app's runtime and calls through it.
+pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
+    let runtime = AsyncRuntime::new().context("cannot start the network runtime")?;
+    let signal = match args.signal {
+        Some(url) => url,
+        None => {
+            let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let server = runtime
+                .handle()
+                .block_on(SignalingServer::bind(loopback, ServerLimits::default()))
+                .context("cannot start the embedded signaling server")?;
+            let url = server.url();
+            info!("hosting signaling at {url}");
+            runtime.handle().spawn(server.run());
+            url.parse().context("the embedded server's URL")?
+        }
+    };
+    let config = ClientConfig::new(signal, args.identity);
+    let mut app = App::new();
+    app.insert_resource(runtime)
+        .add_plugins(DefaultPlugins.set(WindowPlugin {
+            primary_window: Some(Window {
+                title: "meetspace".into(),
+                ..default()
+            }),
+            ..default()
+        }))
+        .add_plugins((CallPlugin::new(config), UiPlugin));
+    Ok(app.run())
+}

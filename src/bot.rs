@@ -1,0 +1,200 @@
+//! `meetspace bot`: a headless participant for scripts and tests.
+//!
+//! Its first line on stdout is `room <ID>` once it is in the room. A failure before
+//! that exits non-zero with one line on stderr naming the reason (see [`exit_code`]).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bevy::prelude::*;
+use serde::Serialize;
+
+use crate::app::headless_app;
+use crate::call::{CallCommand, CallError, CallNotice, CallState, Participant};
+use crate::config::{BotArgs, ClientConfig};
+use crate::runtime::AsyncRuntime;
+use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId};
+
+/// Exit code when the room id does not exist.
+pub const EXIT_ROOM_NOT_FOUND: u8 = 3;
+/// Exit code when the room is full.
+pub const EXIT_ROOM_FULL: u8 = 4;
+/// Exit code when the signaling server cannot be reached or the connection drops.
+pub const EXIT_SIGNALING: u8 = 5;
+/// Exit code for any other failure.
+pub const EXIT_OTHER: u8 = 1;
+
+/// The process exit code for a call failure.
+pub fn exit_code(error: &CallError) -> u8 {
+    match error {
+        CallError::Refused {
+            code: ErrorCode::RoomNotFound,
+            ..
+        } => EXIT_ROOM_NOT_FOUND,
+        CallError::Refused {
+            code: ErrorCode::RoomFull,
+            ..
+        } => EXIT_ROOM_FULL,
+        CallError::SignalingUnreachable(_) | CallError::ConnectionLost(_) => EXIT_SIGNALING,
+        CallError::Refused { .. } | CallError::AlreadyInCall => EXIT_OTHER,
+    }
+}
+
+/// Runs the bot until it leaves; returns how the app ended.
+pub fn run(args: BotArgs) -> AppExit {
+    let config = ClientConfig::new(args.signal.clone(), args.identity.clone());
+    let mut app = headless_app(config);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    app.world()
+        .resource::<AsyncRuntime>()
+        .handle()
+        .spawn(watch_for_interrupt(interrupted.clone()));
+    let first_command = match args.room {
+        Some(room) => CallCommand::JoinRoom {
+            room,
+            name: args.identity.name.clone(),
+        },
+        None => CallCommand::CreateRoom {
+            name: args.identity.name.clone(),
+        },
+    };
+    app.insert_resource(Bot {
+        first_command,
+        stay_for: args.duration.map(Duration::from_secs_f64),
+        stats_json: args.stats_json,
+        interrupted,
+        joined_at: None,
+        leaving: false,
+        failure: None,
+        peers_seen: BTreeMap::new(),
+    })
+    .add_systems(Startup, start_call)
+    .add_systems(Update, (follow_call, react_to_notices).chain());
+    app.run()
+}
+
+async fn watch_for_interrupt(flag: Arc<AtomicBool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    flag.store(true, Ordering::SeqCst);
+}
+
+#[derive(Resource)]
+struct Bot {
+    first_command: CallCommand,
+    stay_for: Option<Duration>,
+    stats_json: Option<PathBuf>,
+    interrupted: Arc<AtomicBool>,
+    joined_at: Option<Instant>,
+    leaving: bool,
+    failure: Option<CallError>,
+    peers_seen: BTreeMap<PeerId, DisplayName>,
+}
+
+fn start_call(bot: Res<Bot>, mut commands: MessageWriter<CallCommand>) {
+    commands.write(bot.first_command.clone());
+}
+
+fn follow_call(
+    mut bot: ResMut<Bot>,
+    state: Res<CallState>,
+    participants: Query<&Participant>,
+    mut commands: MessageWriter<CallCommand>,
+) {
+    let CallState::InCall { room, .. } = &*state else {
+        return;
+    };
+    let joined_at = *bot.joined_at.get_or_insert_with(|| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "room {room}");
+        let _ = stdout.flush();
+        Instant::now()
+    });
+    for participant in &participants {
+        bot.peers_seen
+            .insert(participant.peer_id.clone(), participant.name.clone());
+    }
+    let time_is_up = bot.stay_for.is_some_and(|stay| joined_at.elapsed() >= stay);
+    if (time_is_up || bot.interrupted.load(Ordering::SeqCst)) && !bot.leaving {
+        bot.leaving = true;
+        commands.write(CallCommand::Leave);
+    }
+}
+
+fn react_to_notices(
+    mut bot: ResMut<Bot>,
+    mut notices: MessageReader<CallNotice>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    for notice in notices.read() {
+        match notice {
+            CallNotice::Failed(error) if bot.joined_at.is_none() => {
+                eprintln!("meetspace bot: {}: {error}", error.kind());
+                exit.write(AppExit::from_code(exit_code(error)));
+            }
+            CallNotice::Failed(error) => {
+                warn!("{}: {error}", error.kind());
+                bot.failure = Some(error.clone());
+            }
+            CallNotice::Left if bot.joined_at.is_some() => {
+                if let Some(path) = &bot.stats_json
+                    && let Err(error) = write_stats(path, &bot.peers_seen)
+                {
+                    eprintln!("meetspace bot: {error:#}");
+                    exit.write(AppExit::from_code(EXIT_OTHER));
+                    continue;
+                }
+                match (&bot.failure, bot.leaving) {
+                    (Some(error), false) => {
+                        eprintln!("meetspace bot: {}: {error}", error.kind());
+                        exit.write(AppExit::from_code(exit_code(error)));
+                    }
+                    _ => {
+                        exit.write(AppExit::Success);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One remote peer in the `--stats-json` file.
+#[derive(Debug, Serialize)]
+struct PeerStats<'a> {
+    peer_id: &'a PeerId,
+    name: &'a DisplayName,
+}
+
+/// The `--stats-json` file.
+#[derive(Debug, Serialize)]
+struct BotStats<'a> {
+    peers: Vec<PeerStats<'a>>,
+}
+
+fn write_stats(path: &Path, peers: &BTreeMap<PeerId, DisplayName>) -> anyhow::Result<()> {
+    let stats = BotStats {
+        peers: peers
+            .iter()
+            .map(|(peer_id, name)| PeerStats { peer_id, name })
+            .collect(),
+    };
+    let json = serde_json::to_string_pretty(&stats)?;
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
+}

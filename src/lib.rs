@@ -1,0 +1,14 @@
+//! meetspace: a video-call client that is also a place.
+//!
+//! An ECS app (Bevy) with async edges: the network runs on a tokio runtime owned by
+//! the app, and everything crosses into the ECS through channels. See
+//! `../shared/DESIGN.md` for the architecture and `docs/signaling.md` for the wire
+//! protocol.
+
+pub mod app;
+pub mod bot;
+pub mod call;
+pub mod config;
+pub mod runtime;
+pub mod signaling;
+pub mod ui;

@@ -1,0 +1,111 @@
+//! Signaling: how peers find each other and exchange offers, answers and candidates.
+//!
+//! One message protocol ([`protocol`]), a server ([`server`]), and client backends
+//! that all hand the call driver the same [`SignalingLink`]: the driver never knows
+//! which backend carries its messages.
+
+pub mod protocol;
+pub mod server;
+mod ws_native;
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use protocol::{ClientMessage, ServerMessage};
+
+/// Path of the WebSocket endpoint on a meetspace signaling server.
+pub const WS_PATH: &str = "/ws";
+
+/// Where the signaling server is: a `ws://` or `wss://` URL.
+///
+/// A URL without a path (`ws://host:port`) means the server's [`WS_PATH`] endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalUrl(url::Url);
+
+/// Why a `--signal` value was refused.
+#[derive(Debug, Error)]
+pub enum SignalUrlError {
+    /// Not a URL at all.
+    #[error("not a URL ({0}); expected ws://HOST:PORT")]
+    Malformed(#[from] url::ParseError),
+    /// A URL of another scheme.
+    #[error("unsupported scheme {0:?}; expected ws:// or wss://")]
+    Scheme(String),
+    /// A URL without a host.
+    #[error("the URL has no host; expected ws://HOST:PORT")]
+    NoHost,
+}
+
+impl FromStr for SignalUrl {
+    type Err = SignalUrlError;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let mut url = url::Url::parse(raw.trim())?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return Err(SignalUrlError::Scheme(url.scheme().to_owned()));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(SignalUrlError::NoHost);
+        }
+        if url.path().is_empty() || url.path() == "/" {
+            url.set_path(WS_PATH);
+        }
+        Ok(Self(url))
+    }
+}
+
+impl fmt::Display for SignalUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+/// What arrives from a signaling backend.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A message from the server.
+    Message(ServerMessage),
+    /// The connection ended; nothing more will arrive.
+    Closed {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+/// An open signaling connection: send [`ClientMessage`]s, receive [`LinkEvent`]s.
+/// Dropping it closes the connection cleanly.
+pub struct SignalingLink {
+    /// Messages to send, in order.
+    pub outgoing: mpsc::UnboundedSender<ClientMessage>,
+    /// What the server sent, ending with [`LinkEvent::Closed`].
+    pub incoming: mpsc::UnboundedReceiver<LinkEvent>,
+}
+
+/// Why a signaling connection could not be opened.
+#[derive(Debug, Error)]
+pub enum SignalingError {
+    /// The server refused the connection, or the handshake failed.
+    #[error("cannot reach the signaling server at {url}: {reason}")]
+    Unreachable {
+        /// The URL tried.
+        url: SignalUrl,
+        /// What the network said.
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("the signaling server at {url} did not answer within {seconds} s")]
+    Timeout {
+        /// The URL tried.
+        url: SignalUrl,
+        /// How long we waited.
+        seconds: u64,
+    },
+}
+
+/// Opens a signaling connection to `url`.
+pub async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingError> {
+    ws_native::connect(url).await
+}

@@ -1,0 +1,433 @@
+//! The signaling protocol: JSON messages over WebSocket, one object per text frame,
+//! tagged by `"type"`. `docs/signaling.md` describes every message with an example.
+//!
+//! Everything a peer sends is untrusted: ids and names are validated when they are
+//! deserialized, so a handler never sees a malformed one.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Longest room id accepted from anyone (our ids are 20 characters, Firestore's too).
+pub const MAX_ROOM_ID_LEN: usize = 64;
+/// Longest display name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Name used when a peer gives none.
+pub const DEFAULT_NAME: &str = "Guest";
+
+/// Characters of server-made ids: lowercase letters and digits without the easily
+/// confused `l`, `o`, `0` and `1`. 32 symbols, so each one carries 5 random bits.
+const ID_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+/// Length of a server-made room id: 20 symbols = 100 random bits.
+const ROOM_ID_SYMBOLS: usize = 20;
+/// Length of a server-made peer id: 10 symbols = 50 random bits (unique per room).
+const PEER_ID_SYMBOLS: usize = 10;
+
+/// Why an id or a name from the outside was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InvalidInput {
+    /// The id was empty after trimming.
+    #[error("the id is empty")]
+    EmptyId,
+    /// The id was longer than [`MAX_ROOM_ID_LEN`].
+    #[error("the id is longer than {MAX_ROOM_ID_LEN} characters")]
+    IdTooLong,
+    /// The id held something other than letters, digits, `-` and `_`.
+    #[error("the id may only hold letters, digits, '-' and '_'")]
+    IdCharacters,
+    /// The name was longer than [`MAX_NAME_CHARS`].
+    #[error("the name is longer than {MAX_NAME_CHARS} characters")]
+    NameTooLong,
+    /// The name held control characters.
+    #[error("the name may not hold control characters")]
+    NameCharacters,
+}
+
+fn random_id(symbols: usize) -> String {
+    let mut bytes = vec![0u8; symbols];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    // 256 is a multiple of 32, so masking keeps every symbol equally likely.
+    bytes
+        .iter()
+        .map(|b| ID_ALPHABET[(b & 31) as usize] as char)
+        .collect()
+}
+
+fn validate_id(raw: &str) -> Result<String, InvalidInput> {
+    let id = raw.trim();
+    if id.is_empty() {
+        return Err(InvalidInput::EmptyId);
+    }
+    if id.len() > MAX_ROOM_ID_LEN {
+        return Err(InvalidInput::IdTooLong);
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(InvalidInput::IdCharacters);
+    }
+    Ok(id.to_owned())
+}
+
+/// The id of a room: what a user shares so that others can join.
+///
+/// Server-made ids are 20 symbols of [`ID_ALPHABET`] (100 random bits); any id of
+/// letters, digits, `-` and `_` up to 64 characters is accepted, so other backends
+/// (Firestore's 20-character auto ids) fit the same type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RoomId(String);
+
+impl RoomId {
+    /// Makes a fresh, unguessable room id.
+    pub fn random() -> Self {
+        Self(random_id(ROOM_ID_SYMBOLS))
+    }
+
+    /// Validates an id typed or pasted by a user (surrounding white space is dropped).
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        validate_id(raw).map(Self)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The id the server gives a peer inside one room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PeerId(String);
+
+impl PeerId {
+    /// Makes a fresh peer id.
+    pub fn random() -> Self {
+        Self(random_id(PEER_ID_SYMBOLS))
+    }
+
+    /// Validates a peer id received from the outside.
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        validate_id(raw).map(Self)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! string_conversions {
+    ($ty:ty) => {
+        impl TryFrom<String> for $ty {
+            type Error = InvalidInput;
+            fn try_from(raw: String) -> Result<Self, Self::Error> {
+                Self::parse(&raw)
+            }
+        }
+        impl From<$ty> for String {
+            fn from(value: $ty) -> String {
+                value.0
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+string_conversions!(RoomId);
+string_conversions!(PeerId);
+string_conversions!(DisplayName);
+
+/// A participant's display name: at most 64 characters, no control characters; an
+/// empty name becomes [`DEFAULT_NAME`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// Validates a name typed by a user or received from a peer.
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let name = raw.trim();
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(InvalidInput::NameTooLong);
+        }
+        if name.chars().any(char::is_control) {
+            return Err(InvalidInput::NameCharacters);
+        }
+        Ok(Self(if name.is_empty() {
+            DEFAULT_NAME.to_owned()
+        } else {
+            name.to_owned()
+        }))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for DisplayName {
+    fn default() -> Self {
+        Self(DEFAULT_NAME.to_owned())
+    }
+}
+
+/// Who is in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's id in this room.
+    pub peer_id: PeerId,
+    /// The peer's display name.
+    pub name: DisplayName,
+}
+
+/// A message from a client to the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Make a new room and enter it.
+    CreateRoom {
+        /// The creator's display name.
+        #[serde(default)]
+        name: DisplayName,
+    },
+    /// Enter an existing room by its id.
+    JoinRoom {
+        /// The room to enter.
+        room: RoomId,
+        /// The joiner's display name.
+        #[serde(default)]
+        name: DisplayName,
+    },
+    /// Relay `data` to one peer of the same room. The server does not look inside.
+    Signal {
+        /// The peer to deliver to.
+        to: PeerId,
+        /// Opaque payload (an SDP offer or answer, an ICE candidate, ...).
+        data: serde_json::Value,
+    },
+    /// Leave the room; the connection stays open and may create or join again.
+    Leave,
+}
+
+/// A message from the server to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// You are in `room` as `peer_id`; `peers` were there before you. You send the
+    /// offers to each of them (see the offer rule in `docs/signaling.md`).
+    Welcome {
+        /// The room entered.
+        room: RoomId,
+        /// Your id in that room.
+        peer_id: PeerId,
+        /// Everyone already in the room, oldest first.
+        peers: Vec<PeerInfo>,
+    },
+    /// Someone entered your room; they will send you an offer.
+    PeerJoined {
+        /// The newcomer.
+        peer: PeerInfo,
+    },
+    /// Someone left your room (cleanly or because their connection dropped).
+    PeerLeft {
+        /// Who left.
+        peer_id: PeerId,
+    },
+    /// A payload relayed from another peer of your room.
+    Signal {
+        /// The sender.
+        from: PeerId,
+        /// The payload as the sender wrote it.
+        data: serde_json::Value,
+    },
+    /// Something you asked for could not be done.
+    Error {
+        /// What went wrong, for programs.
+        code: ErrorCode,
+        /// What went wrong, for people.
+        message: String,
+    },
+}
+
+/// The typed reasons the server refuses something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No room has that id (it never existed, or everyone left).
+    RoomNotFound,
+    /// The room already holds as many peers as the server allows.
+    RoomFull,
+    /// The server holds as many rooms as it allows.
+    ServerFull,
+    /// The message was not JSON, had an unknown type, or had invalid fields.
+    BadMessage,
+    /// The message was larger than the server accepts; the server closes the connection.
+    MessageTooLarge,
+    /// Too many messages too fast; the ones over the limit were dropped.
+    RateLimited,
+    /// Create or join while already in a room.
+    AlreadyInRoom,
+    /// A signal or leave while in no room.
+    NotInRoom,
+    /// A signal to a peer that is not in your room.
+    PeerNotFound,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire (`room_not_found`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoomNotFound => "room_not_found",
+            Self::RoomFull => "room_full",
+            Self::ServerFull => "server_full",
+            Self::BadMessage => "bad_message",
+            Self::MessageTooLarge => "message_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::AlreadyInRoom => "already_in_room",
+            Self::NotInRoom => "not_in_room",
+            Self::PeerNotFound => "peer_not_found",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a text frame is not a valid [`ClientMessage`].
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// Not JSON at all.
+    #[error("not valid JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// JSON without a string `type` field.
+    #[error("the message has no \"type\" field")]
+    MissingType,
+    /// A `type` this protocol does not have.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// A known type with missing or invalid fields.
+    #[error("invalid {kind:?} message: {source}")]
+    InvalidFields {
+        /// The message type.
+        kind: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+}
+
+const CLIENT_MESSAGE_TYPES: [&str; 4] = ["create_room", "join_room", "signal", "leave"];
+
+impl ClientMessage {
+    /// Parses one text frame, telling apart broken JSON, unknown types and bad fields.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(DecodeError::NotJson)?;
+        let kind = value
+            .get("type")
+            .and_then(serde_json::Value::as_str)
+            .ok_or(DecodeError::MissingType)?
+            .to_owned();
+        if !CLIENT_MESSAGE_TYPES.contains(&kind.as_str()) {
+            return Err(DecodeError::UnknownType(kind));
+        }
+        serde_json::from_value(value).map_err(|source| DecodeError::InvalidFields { kind, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_room_ids_are_long_distinct_and_valid() {
+        let a = RoomId::random();
+        let b = RoomId::random();
+        assert_eq!(a.as_str().len(), ROOM_ID_SYMBOLS);
+        assert_ne!(a, b);
+        assert_eq!(RoomId::parse(a.as_str()).unwrap(), a);
+        assert!(a.as_str().bytes().all(|c| ID_ALPHABET.contains(&c)));
+    }
+
+    #[test]
+    fn room_id_validation() {
+        assert_eq!(RoomId::parse("  abc-DEF_9 ").unwrap().as_str(), "abc-DEF_9");
+        assert_eq!(RoomId::parse("   "), Err(InvalidInput::EmptyId));
+        assert_eq!(RoomId::parse("a/b"), Err(InvalidInput::IdCharacters));
+        assert_eq!(RoomId::parse("ünï"), Err(InvalidInput::IdCharacters));
+        assert_eq!(RoomId::parse(&"a".repeat(65)), Err(InvalidInput::IdTooLong));
+    }
+
+    #[test]
+    fn names_default_and_reject_control_characters() {
+        assert_eq!(DisplayName::parse("").unwrap().as_str(), DEFAULT_NAME);
+        assert_eq!(DisplayName::parse(" Zoë ").unwrap().as_str(), "Zoë");
+        assert_eq!(
+            DisplayName::parse("a\nb"),
+            Err(InvalidInput::NameCharacters)
+        );
+        assert_eq!(
+            DisplayName::parse(&"é".repeat(65)),
+            Err(InvalidInput::NameTooLong)
+        );
+    }
+
+    #[test]
+    fn wire_format_matches_the_documentation() {
+        let join = ClientMessage::decode(
+            r#"{"type":"join_room","room":"k3m9px2q7rabcdefghjk","name":"Bob"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            join,
+            ClientMessage::JoinRoom {
+                room: RoomId::parse("k3m9px2q7rabcdefghjk").unwrap(),
+                name: DisplayName::parse("Bob").unwrap(),
+            }
+        );
+        let error = ServerMessage::Error {
+            code: ErrorCode::RoomNotFound,
+            message: "no such room".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&error).unwrap(),
+            r#"{"type":"error","code":"room_not_found","message":"no such room"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ClientMessage::Leave).unwrap(),
+            r#"{"type":"leave"}"#
+        );
+    }
+
+    #[test]
+    fn decode_tells_failures_apart() {
+        assert!(matches!(
+            ClientMessage::decode("{not json"),
+            Err(DecodeError::NotJson(_))
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"room":"x"}"#),
+            Err(DecodeError::MissingType)
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"launch_rockets"}"#),
+            Err(DecodeError::UnknownType(t)) if t == "launch_rockets"
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"join_room","room":"../etc"}"#),
+            Err(DecodeError::InvalidFields { .. })
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"signal","to":"abc"}"#),
+            Err(DecodeError::InvalidFields { .. })
+        ));
+    }
+}

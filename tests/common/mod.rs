@@ -1,0 +1,230 @@
+//! Helpers shared by the integration tests: a real signaling server on 127.0.0.1,
+//! headless meetspace clients, and a raw protocol client for poking the server.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use futures_util::{SinkExt, StreamExt};
+use meetspace::app::headless_app;
+use meetspace::call::{CallCommand, CallNotice, CallState, Participant};
+use meetspace::config::ClientConfig;
+use meetspace::runtime::AsyncRuntime;
+use meetspace::signaling::protocol::{DisplayName, RoomId, ServerMessage};
+use meetspace::signaling::server::{ServerLimits, SignalingServer};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A signaling server on a free loopback port; stops when dropped.
+pub struct TestServer {
+    pub runtime: AsyncRuntime,
+    pub url: String,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::with_limits(ServerLimits::default())
+    }
+
+    pub fn with_limits(limits: ServerLimits) -> Self {
+        let runtime = AsyncRuntime::new().unwrap();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let server = runtime
+            .handle()
+            .block_on(SignalingServer::bind(addr, limits))
+            .unwrap();
+        let url = server.url();
+        runtime.handle().spawn(server.run());
+        Self { runtime, url }
+    }
+
+    /// Runs a future on the server's runtime (for raw protocol clients).
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.handle().block_on(future)
+    }
+}
+
+/// Every [`CallNotice`] an app has seen, in order.
+#[derive(Resource, Default)]
+pub struct NoticeLog(pub Vec<CallNotice>);
+
+fn record_notices(mut notices: MessageReader<CallNotice>, mut log: ResMut<NoticeLog>) {
+    log.0.extend(notices.read().cloned());
+}
+
+/// A headless meetspace client calling through `url`, ready for manual `update()`s.
+pub fn client(url: &str, name: &str) -> App {
+    let config = ClientConfig {
+        signal: url.parse().unwrap(),
+        name: DisplayName::parse(name).unwrap(),
+        ice_servers: Vec::new(),
+    };
+    let mut app = headless_app(config);
+    app.init_resource::<NoticeLog>()
+        .add_systems(Last, record_notices);
+    app.finish();
+    app.cleanup();
+    app
+}
+
+pub fn create_room(app: &mut App) {
+    let name = app.world().resource::<ClientConfig>().name.clone();
+    app.world_mut()
+        .write_message(CallCommand::CreateRoom { name });
+}
+
+pub fn join_room(app: &mut App, room: &RoomId) {
+    let name = app.world().resource::<ClientConfig>().name.clone();
+    app.world_mut().write_message(CallCommand::JoinRoom {
+        room: room.clone(),
+        name,
+    });
+}
+
+pub fn leave(app: &mut App) {
+    app.world_mut().write_message(CallCommand::Leave);
+}
+
+pub fn state(app: &App) -> CallState {
+    app.world().resource::<CallState>().clone()
+}
+
+pub fn room_of(app: &App) -> Option<RoomId> {
+    match state(app) {
+        CallState::InCall { room, .. } => Some(room),
+        _ => None,
+    }
+}
+
+/// Names of the remote participants this app shows, sorted.
+pub fn participant_names(app: &mut App) -> Vec<String> {
+    let world = app.world_mut();
+    let mut names: Vec<String> = world
+        .query::<&Participant>()
+        .iter(world)
+        .map(|p| p.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn notices(app: &App) -> &[CallNotice] {
+    &app.world().resource::<NoticeLog>().0
+}
+
+/// Updates every app until `done` holds or `timeout` passes; returns whether it held.
+pub fn pump_until(
+    apps: &mut [&mut App],
+    timeout: Duration,
+    mut done: impl FnMut(&mut [&mut App]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for app in apps.iter_mut() {
+            app.update();
+        }
+        if done(apps) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Creates a room with `host` and returns its id once the host is in it.
+pub fn host_room(host: &mut App) -> RoomId {
+    create_room(host);
+    assert!(
+        pump_until(&mut [host], Duration::from_secs(5), |apps| room_of(apps[0])
+            .is_some()),
+        "the host never entered its room: {:?}",
+        notices(host)
+    );
+    room_of(host).unwrap()
+}
+
+/// A client speaking the wire protocol directly, for tests of the server itself.
+pub struct RawClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl RawClient {
+    pub async fn connect(url: &str) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self { socket }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.try_send_text(text).await.unwrap();
+    }
+
+    /// Sends a text frame; fails if the server has already closed the connection.
+    pub async fn try_send_text(
+        &mut self,
+        text: impl Into<String>,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.socket.send(Message::text(text.into())).await
+    }
+
+    pub async fn send_json(&mut self, value: serde_json::Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.socket.send(Message::binary(bytes)).await.unwrap();
+    }
+
+    /// The next frame, or `None` if nothing came within `wait` or the socket closed.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<Message> {
+        match tokio::time::timeout(wait, self.socket.next()).await {
+            Ok(Some(Ok(frame))) => Some(frame),
+            _ => None,
+        }
+    }
+
+    /// The next protocol message (skipping control frames), within `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<ServerMessage> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_frame(left).await? {
+                Message::Text(text) => return Some(serde_json::from_str(text.as_str()).unwrap()),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> ServerMessage {
+        self.recv_within(Duration::from_secs(5))
+            .await
+            .expect("no message from the server within 5 s")
+    }
+
+    /// Creates a room; returns (room id, own peer id).
+    pub async fn create(&mut self, name: &str) -> (String, String) {
+        self.send_json(serde_json::json!({"type": "create_room", "name": name}))
+            .await;
+        match self.recv().await {
+            ServerMessage::Welcome { room, peer_id, .. } => (room.to_string(), peer_id.to_string()),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// Joins a room; returns the welcome message.
+    pub async fn join(&mut self, room: &str, name: &str) -> ServerMessage {
+        self.send_json(serde_json::json!({"type": "join_room", "room": room, "name": name}))
+            .await;
+        self.recv().await
+    }
+
+    /// Drops the TCP connection without a WebSocket goodbye.
+    pub fn kill(self) {
+        drop(self.socket);
+    }
+}

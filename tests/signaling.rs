@@ -1,0 +1,477 @@
+//! Signaling end to end: a real server on 127.0.0.1, headless meetspace clients,
+//! raw protocol clients, and the `meetspace bot` binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use meetspace::call::{CallError, CallNotice, CallState};
+use meetspace::signaling::protocol::{ErrorCode, RoomId, ServerMessage};
+use meetspace::signaling::server::ServerLimits;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn refused_with(app: &bevy::prelude::App, code: ErrorCode) -> bool {
+    notices(app).iter().any(|notice| {
+        matches!(notice, CallNotice::Failed(CallError::Refused { code: c, .. }) if *c == code)
+    })
+}
+
+#[test]
+fn create_then_join_by_id_both_see_each_other() {
+    let server = TestServer::start();
+    let mut alice = client(&server.url, "Alice");
+    let mut bob = client(&server.url, "Bob");
+    let room = host_room(&mut alice);
+    assert_eq!(
+        room.as_str().len(),
+        20,
+        "server-made ids carry 100 random bits"
+    );
+
+    join_room(&mut bob, &room);
+    let both_see_each_other = pump_until(&mut [&mut alice, &mut bob], 5 * SECOND, |apps| {
+        participant_names(apps[0]) == ["Bob"] && participant_names(apps[1]) == ["Alice"]
+    });
+    assert!(
+        both_see_each_other,
+        "alice {:?}, bob {:?}",
+        notices(&alice),
+        notices(&bob)
+    );
+    assert_eq!(room_of(&bob), Some(room));
+    assert!(notices(&alice).contains(&CallNotice::PeerJoined("Bob".parse_name())));
+}
+
+/// Small helper so expectations read naturally.
+trait ParseName {
+    fn parse_name(&self) -> meetspace::signaling::protocol::DisplayName;
+}
+impl ParseName for str {
+    fn parse_name(&self) -> meetspace::signaling::protocol::DisplayName {
+        meetspace::signaling::protocol::DisplayName::parse(self).unwrap()
+    }
+}
+
+#[test]
+fn unknown_room_id_fails_within_a_second_and_returns_to_idle() {
+    let server = TestServer::start();
+    let mut carol = client(&server.url, "Carol");
+    join_room(&mut carol, &RoomId::parse("nosuchroom2345678abc").unwrap());
+    let started = Instant::now();
+    let failed = pump_until(&mut [&mut carol], SECOND, |apps| {
+        refused_with(apps[0], ErrorCode::RoomNotFound) && state(apps[0]) == CallState::Idle
+    });
+    assert!(
+        failed,
+        "no room_not_found within 1 s: {:?} in state {:?}",
+        notices(&carol),
+        state(&carol)
+    );
+    assert!(started.elapsed() < SECOND);
+    assert!(participant_names(&mut carol).is_empty());
+}
+
+#[test]
+fn unreachable_server_is_reported_not_hung() {
+    // Bind and drop a listener so that the port is (almost certainly) closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut dave = client(&format!("ws://127.0.0.1:{port}"), "Dave");
+    create_room(&mut dave);
+    let reported = pump_until(&mut [&mut dave], 6 * SECOND, |apps| {
+        notices(apps[0])
+            .iter()
+            .any(|n| matches!(n, CallNotice::Failed(CallError::SignalingUnreachable(_))))
+            && state(apps[0]) == CallState::Idle
+    });
+    assert!(reported, "{:?}", notices(&dave));
+}
+
+#[test]
+fn three_clients_see_each_other_and_every_departure() {
+    let server = TestServer::start();
+    let mut a = client(&server.url, "A");
+    let mut b = client(&server.url, "B");
+    let mut c = client(&server.url, "C");
+    let room = host_room(&mut a);
+    join_room(&mut b, &room);
+    join_room(&mut c, &room);
+    let full_mesh = pump_until(&mut [&mut a, &mut b, &mut c], 5 * SECOND, |apps| {
+        participant_names(apps[0]) == ["B", "C"]
+            && participant_names(apps[1]) == ["A", "C"]
+            && participant_names(apps[2]) == ["A", "B"]
+    });
+    assert!(full_mesh);
+
+    // B hangs up cleanly.
+    leave(&mut b);
+    let b_gone = pump_until(&mut [&mut a, &mut b, &mut c], 2 * SECOND, |apps| {
+        participant_names(apps[0]) == ["C"]
+            && participant_names(apps[2]) == ["A"]
+            && state(apps[1]) == CallState::Idle
+            && participant_names(apps[1]).is_empty()
+    });
+    assert!(b_gone);
+    assert!(notices(&a).contains(&CallNotice::PeerLeft("B".parse_name())));
+
+    // D joins, then is killed: its runtime and socket vanish without a goodbye.
+    let mut d = client(&server.url, "D");
+    join_room(&mut d, &room);
+    assert!(pump_until(
+        &mut [&mut a, &mut c, &mut d],
+        5 * SECOND,
+        |apps| {
+            participant_names(apps[0]) == ["C", "D"] && participant_names(apps[1]) == ["A", "D"]
+        }
+    ));
+    drop(d);
+    let killed_at = Instant::now();
+    let d_gone = pump_until(&mut [&mut a, &mut c], 2 * SECOND, |apps| {
+        participant_names(apps[0]) == ["C"] && participant_names(apps[1]) == ["A"]
+    });
+    assert!(
+        d_gone,
+        "the killed peer was still listed after {:?}",
+        killed_at.elapsed()
+    );
+}
+
+#[test]
+fn a_second_and_third_call_in_one_app_work() {
+    let server = TestServer::start();
+    let mut host = client(&server.url, "Host");
+    let mut guest = client(&server.url, "Guest");
+    for round in 0..3 {
+        let room = host_room(&mut host);
+        join_room(&mut guest, &room);
+        assert!(
+            pump_until(&mut [&mut host, &mut guest], 5 * SECOND, |apps| {
+                participant_names(apps[0]).len() == 1 && participant_names(apps[1]).len() == 1
+            }),
+            "round {round}"
+        );
+        leave(&mut guest);
+        leave(&mut host);
+        assert!(pump_until(
+            &mut [&mut host, &mut guest],
+            2 * SECOND,
+            |apps| { state(apps[0]) == CallState::Idle && state(apps[1]) == CallState::Idle }
+        ));
+    }
+}
+
+#[test]
+fn room_full_for_the_joiner_past_capacity() {
+    let capacity = 3;
+    let server = TestServer::with_limits(ServerLimits {
+        room_capacity: capacity,
+        ..ServerLimits::default()
+    });
+    let mut host = client(&server.url, "Host");
+    let room = host_room(&mut host);
+    let mut guests: Vec<_> = (1..capacity)
+        .map(|i| client(&server.url, &format!("G{i}")))
+        .collect();
+    for guest in &mut guests {
+        join_room(guest, &room);
+    }
+    let mut everyone: Vec<&mut bevy::prelude::App> = guests.iter_mut().collect();
+    everyone.push(&mut host);
+    assert!(pump_until(&mut everyone, 5 * SECOND, |apps| {
+        apps.iter_mut()
+            .all(|app| participant_names(app).len() == capacity - 1)
+    }));
+
+    let mut late = client(&server.url, "Late");
+    join_room(&mut late, &room);
+    let refused = pump_until(&mut [&mut late], 2 * SECOND, |apps| {
+        refused_with(apps[0], ErrorCode::RoomFull) && state(apps[0]) == CallState::Idle
+    });
+    assert!(refused, "{:?}", notices(&late));
+    pump_until(&mut [&mut host], Duration::from_millis(200), |_| false);
+    assert_eq!(
+        participant_names(&mut host).len(),
+        capacity - 1,
+        "the refused joiner must not appear"
+    );
+}
+
+#[test]
+fn a_signal_reaches_its_addressee_and_nobody_else() {
+    let server = TestServer::start();
+    server.block_on(async {
+        let mut a = RawClient::connect(&server.url).await;
+        let mut b = RawClient::connect(&server.url).await;
+        let mut c = RawClient::connect(&server.url).await;
+        let (room, a_id) = a.create("A").await;
+        let ServerMessage::Welcome { peer_id: b_id, peers, .. } = b.join(&room, "B").await else {
+            panic!("B was not welcomed");
+        };
+        assert_eq!(peers.len(), 1);
+        assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+        assert!(matches!(c.join(&room, "C").await, ServerMessage::Welcome { ref peers, .. } if peers.len() == 2));
+        assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+        assert!(matches!(b.recv().await, ServerMessage::PeerJoined { .. }));
+
+        let offer = json!({"kind": "offer", "sdp": "v=0\r\n"});
+        a.send_json(json!({"type": "signal", "to": b_id.as_str(), "data": offer})).await;
+        match b.recv().await {
+            ServerMessage::Signal { from, data } => {
+                assert_eq!(from.as_str(), a_id);
+                assert_eq!(data, offer);
+            }
+            other => panic!("B expected the signal, got {other:?}"),
+        }
+        assert_eq!(c.recv_within(Duration::from_millis(300)).await, None, "C must not see it");
+        assert_eq!(a.recv_within(Duration::from_millis(100)).await, None, "no echo to A");
+
+        a.send_json(json!({"type": "signal", "to": "nobody", "data": {}})).await;
+        assert!(matches!(
+            a.recv().await,
+            ServerMessage::Error { code: ErrorCode::PeerNotFound, .. }
+        ));
+    });
+}
+
+/// A call between two raw clients in their own room, used to show it keeps working.
+struct Bystanders {
+    x: RawClient,
+    y: RawClient,
+    y_id: String,
+}
+
+impl Bystanders {
+    async fn start(url: &str) -> Self {
+        let mut x = RawClient::connect(url).await;
+        let mut y = RawClient::connect(url).await;
+        let (room, _) = x.create("X").await;
+        let ServerMessage::Welcome { peer_id, .. } = y.join(&room, "Y").await else {
+            panic!("Y was not welcomed");
+        };
+        assert!(matches!(x.recv().await, ServerMessage::PeerJoined { .. }));
+        Self {
+            x,
+            y,
+            y_id: peer_id.to_string(),
+        }
+    }
+
+    async fn still_talking(&mut self, tag: &str) {
+        self.x
+            .send_json(json!({"type": "signal", "to": self.y_id, "data": {"tag": tag}}))
+            .await;
+        match self.y.recv().await {
+            ServerMessage::Signal { data, .. } => assert_eq!(data, json!({"tag": tag})),
+            other => panic!("the other room broke after {tag}: {other:?}"),
+        }
+    }
+}
+
+async fn expect_error(client: &mut RawClient, code: ErrorCode) -> String {
+    match client.recv().await {
+        ServerMessage::Error { code: got, message } if got == code => message,
+        other => panic!("expected {code}, got {other:?}"),
+    }
+}
+
+#[test]
+fn hostile_input_gets_typed_errors_and_other_rooms_keep_working() {
+    let server = TestServer::start();
+    server.block_on(async {
+        let mut calm = Bystanders::start(&server.url).await;
+        let mut attacker = RawClient::connect(&server.url).await;
+
+        attacker.send_text("{\"type\": \"join_room\", ").await;
+        assert!(
+            expect_error(&mut attacker, ErrorCode::BadMessage)
+                .await
+                .contains("JSON")
+        );
+        calm.still_talking("malformed").await;
+
+        attacker.send_json(json!({"type": "launch_rockets"})).await;
+        assert!(
+            expect_error(&mut attacker, ErrorCode::BadMessage)
+                .await
+                .contains("launch_rockets")
+        );
+        attacker
+            .send_json(json!({"type": "join_room", "room": "../../etc/passwd"}))
+            .await;
+        expect_error(&mut attacker, ErrorCode::BadMessage).await;
+        attacker.send_binary(vec![0xff; 16]).await;
+        expect_error(&mut attacker, ErrorCode::BadMessage).await;
+        calm.still_talking("unknown type").await;
+
+        // A thousand messages at once: the burst is served, the rest is dropped with
+        // a rate_limited error, and the connection survives.
+        for _ in 0..1000 {
+            attacker.send_json(json!({"type": "leave"})).await;
+        }
+        let mut not_in_room = 0;
+        let mut rate_limited = 0;
+        while let Some(message) = attacker.recv_within(Duration::from_millis(500)).await {
+            match message {
+                ServerMessage::Error {
+                    code: ErrorCode::NotInRoom,
+                    ..
+                } => not_in_room += 1,
+                ServerMessage::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                } => rate_limited += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(rate_limited >= 1, "no rate_limited error");
+        assert!(
+            not_in_room < 1000,
+            "nothing was dropped ({not_in_room} served)"
+        );
+        calm.still_talking("flood").await;
+        tokio::time::sleep(SECOND).await;
+        attacker.send_json(json!({"type": "leave"})).await;
+        expect_error(&mut attacker, ErrorCode::NotInRoom).await;
+
+        // One MiB in one message: refused and the connection closed (1009).
+        // The server may close before the whole frame is written, failing the send.
+        let _ = attacker.try_send_text("x".repeat(1 << 20)).await;
+        let mut saw_error = false;
+        let mut saw_close = false;
+        while let Some(frame) = attacker.next_frame(Duration::from_secs(2)).await {
+            match frame {
+                Message::Text(text) => {
+                    saw_error |= text.as_str().contains("message_too_large");
+                }
+                Message::Close(frame) => {
+                    saw_close = true;
+                    if let Some(frame) = frame {
+                        assert_eq!(u16::from(frame.code), 1009);
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            saw_error || saw_close,
+            "the oversized message was neither refused nor closed"
+        );
+        calm.still_talking("oversized").await;
+    });
+}
+
+/// A `meetspace bot` process; killed if the test ends early.
+struct BotProcess(Child);
+
+impl Drop for BotProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bot(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meetspace"));
+    command
+        .arg("bot")
+        .args(args)
+        .env_remove("MEETSPACE_SIGNAL")
+        .env_remove("MEETSPACE_NAME");
+    command
+}
+
+/// Starts a bot that creates a room; returns it with the room id from its first line.
+fn spawn_hosting_bot(url: &str, name: &str) -> (BotProcess, String) {
+    let mut child = bot(&["--signal", url, "--create", "--name", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let room = first_line
+        .strip_prefix("room ")
+        .unwrap_or_else(|| panic!("the bot's first line was {first_line:?}"))
+        .trim()
+        .to_owned();
+    (BotProcess(child), room)
+}
+
+#[test]
+fn bot_hosts_and_another_bot_joins_and_reports_its_peers() {
+    let server = TestServer::start();
+    let (_host, room) = spawn_hosting_bot(&server.url, "HostBot");
+    let stats = std::env::temp_dir().join(format!("meetspace-bot-{}.json", std::process::id()));
+    let output = bot(&[
+        "--signal",
+        &server.url,
+        "--room",
+        &room,
+        "--name",
+        "GuestBot",
+        "--duration",
+        "1",
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().next(),
+        Some(format!("room {room}").as_str())
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(stats["peers"][0]["name"], "HostBot");
+    assert_eq!(stats["peers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bot_with_a_wrong_room_id_exits_3_naming_room_not_found() {
+    let server = TestServer::start();
+    let output = bot(&["--signal", &server.url, "--room", "doesnotexist23456789"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line on stderr: {stderr}");
+    assert!(stderr.contains("room_not_found"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn bot_killed_with_sigkill_is_dropped_from_the_room() {
+    let server = TestServer::start();
+    let (mut host, room) = spawn_hosting_bot(&server.url, "Doomed");
+    let mut watcher = client(&server.url, "Watcher");
+    join_room(&mut watcher, &RoomId::parse(&room).unwrap());
+    assert!(pump_until(&mut [&mut watcher], 5 * SECOND, |apps| {
+        participant_names(apps[0]) == ["Doomed"]
+    }));
+    host.0.kill().unwrap(); // SIGKILL: no goodbye of any kind
+    let killed_at = Instant::now();
+    assert!(
+        pump_until(&mut [&mut watcher], 2 * SECOND, |apps| participant_names(
+            apps[0]
+        )
+        .is_empty()),
+        "still listed {:?} after the kill",
+        killed_at.elapsed()
+    );
+    assert!(notices(&watcher).contains(&CallNotice::PeerLeft("Doomed".parse_name())));
+}
