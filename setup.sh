@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # build: -sys crates of bevy (windowing, input) need these headers
   pkg-config libudev-dev libwayland-dev libxkbcommon-dev
+  # codecs: VP8 (libvpx) and Opus (libopus), linked through pkg-config
+  libvpx-dev libopus-dev
   # headless rendering (screenshots, machines without a GPU)
   xvfb mesa-vulkan-drivers
 )

@@ -16,10 +16,13 @@ use crate::ui::UiPlugin;
 /// How often a headless app runs its schedule.
 const HEADLESS_TICK: Duration = Duration::from_millis(10);
 
-/// An app with the call plugins and no window: `MinimalPlugins` ticking every 10 ms.
+/// An app with the call plugins and no window: `MinimalPlugins` ticking every 10 ms,
+/// plus the asset store that participants' video images live in.
 pub fn headless_app(config: ClientConfig) -> App {
     let mut app = App::new();
     app.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(HEADLESS_TICK)))
+        .add_plugins(AssetPlugin::default())
+        .init_asset::<Image>()
         .add_plugins(CallPlugin::new(config));
     app
 }
@@ -44,7 +47,7 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
             url.parse().context("the embedded server's URL")?
         }
     };
-    let config = ClientConfig::new(signal, args.identity);
+    let config = ClientConfig::new(signal, args.call);
     let mut app = App::new();
     app.insert_resource(runtime)
         .add_plugins(DefaultPlugins.set(WindowPlugin {

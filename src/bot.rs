@@ -15,8 +15,9 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::app::headless_app;
-use crate::call::{CallCommand, CallError, CallNotice, CallState, Participant};
+use crate::call::{CallCommand, CallError, CallNotice, CallReport, CallState};
 use crate::config::{BotArgs, ClientConfig};
+use crate::media::CallStats;
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId};
 
@@ -41,13 +42,13 @@ pub fn exit_code(error: &CallError) -> u8 {
             ..
         } => EXIT_ROOM_FULL,
         CallError::SignalingUnreachable(_) | CallError::ConnectionLost(_) => EXIT_SIGNALING,
-        CallError::Refused { .. } | CallError::AlreadyInCall => EXIT_OTHER,
+        CallError::Refused { .. } | CallError::AlreadyInCall | CallError::Media(_) => EXIT_OTHER,
     }
 }
 
 /// Runs the bot until it leaves; returns how the app ended.
 pub fn run(args: BotArgs) -> AppExit {
-    let config = ClientConfig::new(args.signal.clone(), args.identity.clone());
+    let config = ClientConfig::new(args.signal.clone(), args.call.clone());
     let mut app = headless_app(config);
     let interrupted = Arc::new(AtomicBool::new(false));
     app.world()
@@ -57,10 +58,10 @@ pub fn run(args: BotArgs) -> AppExit {
     let first_command = match args.room {
         Some(room) => CallCommand::JoinRoom {
             room,
-            name: args.identity.name.clone(),
+            name: args.call.name.clone(),
         },
         None => CallCommand::CreateRoom {
-            name: args.identity.name.clone(),
+            name: args.call.name.clone(),
         },
     };
     app.insert_resource(Bot {
@@ -71,7 +72,6 @@ pub fn run(args: BotArgs) -> AppExit {
         joined_at: None,
         leaving: false,
         failure: None,
-        peers_seen: BTreeMap::new(),
     })
     .add_systems(Startup, start_call)
     .add_systems(Update, (follow_call, react_to_notices).chain());
@@ -104,7 +104,6 @@ struct Bot {
     joined_at: Option<Instant>,
     leaving: bool,
     failure: Option<CallError>,
-    peers_seen: BTreeMap<PeerId, DisplayName>,
 }
 
 fn start_call(bot: Res<Bot>, mut commands: MessageWriter<CallCommand>) {
@@ -114,7 +113,6 @@ fn start_call(bot: Res<Bot>, mut commands: MessageWriter<CallCommand>) {
 fn follow_call(
     mut bot: ResMut<Bot>,
     state: Res<CallState>,
-    participants: Query<&Participant>,
     mut commands: MessageWriter<CallCommand>,
 ) {
     let CallState::InCall { room, .. } = &*state else {
@@ -126,10 +124,6 @@ fn follow_call(
         let _ = stdout.flush();
         Instant::now()
     });
-    for participant in &participants {
-        bot.peers_seen
-            .insert(participant.peer_id.clone(), participant.name.clone());
-    }
     let time_is_up = bot.stay_for.is_some_and(|stay| joined_at.elapsed() >= stay);
     if (time_is_up || bot.interrupted.load(Ordering::SeqCst)) && !bot.leaving {
         bot.leaving = true;
@@ -139,6 +133,7 @@ fn follow_call(
 
 fn react_to_notices(
     mut bot: ResMut<Bot>,
+    report: Res<CallReport>,
     mut notices: MessageReader<CallNotice>,
     mut exit: MessageWriter<AppExit>,
 ) {
@@ -154,7 +149,7 @@ fn react_to_notices(
             }
             CallNotice::Left if bot.joined_at.is_some() => {
                 if let Some(path) = &bot.stats_json
-                    && let Err(error) = write_stats(path, &bot.peers_seen)
+                    && let Err(error) = write_stats(path, &report.peers)
                 {
                     eprintln!("meetspace bot: {error:#}");
                     exit.write(AppExit::from_code(EXIT_OTHER));
@@ -175,11 +170,13 @@ fn react_to_notices(
     }
 }
 
-/// One remote peer in the `--stats-json` file.
+/// One remote peer in the `--stats-json` file: who, and what we received from them.
 #[derive(Debug, Serialize)]
 struct PeerStats<'a> {
     peer_id: &'a PeerId,
     name: &'a DisplayName,
+    #[serde(flatten)]
+    received: &'a CallStats,
 }
 
 /// The `--stats-json` file.
@@ -188,11 +185,18 @@ struct BotStats<'a> {
     peers: Vec<PeerStats<'a>>,
 }
 
-fn write_stats(path: &Path, peers: &BTreeMap<PeerId, DisplayName>) -> anyhow::Result<()> {
+fn write_stats(
+    path: &Path,
+    peers: &BTreeMap<PeerId, (DisplayName, CallStats)>,
+) -> anyhow::Result<()> {
     let stats = BotStats {
         peers: peers
             .iter()
-            .map(|(peer_id, name)| PeerStats { peer_id, name })
+            .map(|(peer_id, (name, received))| PeerStats {
+                peer_id,
+                name,
+                received,
+            })
             .collect(),
     };
     let json = serde_json::to_string_pretty(&stats)?;

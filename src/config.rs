@@ -10,6 +10,7 @@ use bevy::prelude::Resource;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use thiserror::Error;
 
+use crate::media::SendSettings;
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, RoomId};
 use crate::signaling::server::ServerLimits;
@@ -38,11 +39,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// A headless participant: joins a room, stays, leaves. For scripts and tests.
     Bot(BotArgs),
+    /// Measure calls between headless clients in this process (loopback, synthetic media).
+    Bench(BenchArgs),
 }
 
-/// Who we are and how calls connect; shared by the client and the bot.
+/// Who we are, how calls connect and what we send; shared by the client and the bot.
 #[derive(Debug, Clone, Args)]
-pub struct IdentityArgs {
+pub struct CallArgs {
     /// Display name others see.
     #[arg(long, env = "MEETSPACE_NAME", default_value = "Guest", value_parser = DisplayName::parse)]
     pub name: DisplayName,
@@ -51,6 +54,49 @@ pub struct IdentityArgs {
     /// machine or LAN unless asked.
     #[arg(long = "ice", value_name = "URL")]
     pub ice_servers: Vec<IceServerUrl>,
+    /// Size of the video we send, WIDTHxHEIGHT (even numbers, at least 320x240).
+    #[arg(long, default_value = "640x480", value_parser = parse_resolution)]
+    pub resolution: (u32, u32),
+    /// Frames per second we send.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub fps: u32,
+    /// VP8 bitrate we send, in kbit/s.
+    #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(50..=8000))]
+    pub video_kbps: u32,
+    /// Frequency of the synthetic audio tone we send, in Hz.
+    #[arg(long, default_value_t = 440.0, value_parser = parse_tone)]
+    pub tone_hz: f32,
+}
+
+fn parse_resolution(raw: &str) -> Result<(u32, u32), String> {
+    let (width, height) = raw
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, got {raw:?}"))?;
+    let parse = |side: &str| {
+        side.trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{side:?}: {e}"))
+    };
+    let (width, height) = (parse(width)?, parse(height)?);
+    let fits = width % 2 == 0
+        && height % 2 == 0
+        && (320..=1920).contains(&width)
+        && (240..=1080).contains(&height);
+    if fits {
+        Ok((width, height))
+    } else {
+        Err(format!(
+            "{width}x{height}: width 320..=1920 and height 240..=1080, both even"
+        ))
+    }
+}
+
+fn parse_tone(raw: &str) -> Result<f32, String> {
+    match raw.parse::<f32>() {
+        Ok(hz) if (50.0..=4000.0).contains(&hz) => Ok(hz),
+        Ok(hz) => Err(format!("{hz} Hz is outside 50..=4000")),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// Flags of the windowed client.
@@ -59,9 +105,9 @@ pub struct ClientArgs {
     /// Signaling server (ws://HOST:PORT). Omitted: host one in-process on 127.0.0.1.
     #[arg(long, env = "MEETSPACE_SIGNAL", value_name = "URL")]
     pub signal: Option<SignalUrl>,
-    /// Identity and ICE settings.
+    /// Identity, ICE and media settings.
     #[command(flatten)]
-    pub identity: IdentityArgs,
+    pub call: CallArgs,
 }
 
 /// Flags of `meetspace serve`.
@@ -94,9 +140,32 @@ pub struct BotArgs {
     /// Write per-peer figures to this JSON file on exit.
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
-    /// Identity and ICE settings.
+    /// Identity, ICE and media settings.
     #[command(flatten)]
-    pub identity: IdentityArgs,
+    pub call: CallArgs,
+}
+
+/// Flags of `meetspace bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Length of one run in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Runs per mesh size.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Mesh sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,6")]
+    pub mesh: Vec<usize>,
+    /// Frame width.
+    #[arg(long, default_value_t = 640)]
+    pub width: u32,
+    /// Frame height.
+    #[arg(long, default_value_t = 480)]
+    pub height: u32,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
 }
 
 /// What a call client needs to know, resolved from the flags.
@@ -108,15 +177,25 @@ pub struct ClientConfig {
     pub name: DisplayName,
     /// STUN/TURN servers for ICE.
     pub ice_servers: Vec<IceServerUrl>,
+    /// What we send.
+    pub media: SendSettings,
 }
 
 impl ClientConfig {
-    /// A config for `signal` with the identity from `identity`.
-    pub fn new(signal: SignalUrl, identity: IdentityArgs) -> Self {
+    /// A config for `signal` with the rest from `call`.
+    pub fn new(signal: SignalUrl, call: CallArgs) -> Self {
+        let (width, height) = call.resolution;
         Self {
             signal,
-            name: identity.name,
-            ice_servers: identity.ice_servers,
+            name: call.name,
+            ice_servers: call.ice_servers,
+            media: SendSettings {
+                width,
+                height,
+                fps: call.fps,
+                video_kbps: call.video_kbps,
+                tone_hz: call.tone_hz,
+            },
         }
     }
 }
@@ -203,6 +282,16 @@ mod tests {
     }
 
     #[test]
+    fn resolutions_and_tones_are_validated() {
+        assert_eq!(parse_resolution("1280x720"), Ok((1280, 720)));
+        assert!(parse_resolution("641x480").is_err());
+        assert!(parse_resolution("160x120").is_err());
+        assert!(parse_resolution("big").is_err());
+        assert_eq!(parse_tone("440"), Ok(440.0));
+        assert!(parse_tone("20000").is_err());
+    }
+
+    #[test]
     fn bot_needs_exactly_one_of_create_and_room() {
         let parse = |args: &[&str]| Cli::try_parse_from(args);
         assert!(parse(&["meetspace", "bot", "--signal", "ws://h:1"]).is_err());
@@ -243,7 +332,7 @@ mod tests {
         match cli.command {
             Some(Command::Bot(bot)) => {
                 assert_eq!(bot.room.unwrap().as_str(), "abc");
-                assert_eq!(bot.identity.name.as_str(), "Ann");
+                assert_eq!(bot.call.name.as_str(), "Ann");
             }
             other => panic!("expected the bot subcommand, got {other:?}"),
         }

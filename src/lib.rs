@@ -6,9 +6,12 @@
 //! protocol.
 
 pub mod app;
+pub mod bench;
 pub mod bot;
 pub mod call;
 pub mod config;
+pub mod media;
+pub mod rtc;
 pub mod runtime;
 pub mod signaling;
 pub mod ui;

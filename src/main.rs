@@ -16,6 +16,7 @@ fn main() -> ExitCode {
             init_logging();
             Ok(meetspace::bot::run(args))
         }
+        Some(Command::Bench(args)) => meetspace::bench::run(args).map(|()| AppExit::Success),
         None => meetspace::app::run_windowed(cli.client),
     };
     match outcome {

@@ -6,14 +6,21 @@
 //! bot) what happened. Nothing here touches the network.
 
 mod driver;
+mod peer;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use bevy::asset::RenderAssetUsages;
 use bevy::prelude::*;
+use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::config::ClientConfig;
+use crate::media::{CallStats, DecodedFrame, FrameReceiver, SendCounters, Stamp};
+use crate::rtc::PeerConnectionState;
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId};
 
@@ -34,10 +41,23 @@ pub enum CallCommand {
     },
     /// Hang up and go back to idle.
     Leave,
+    /// Microphone on (true) or muted (false); peers are told.
+    SetMicrophone(bool),
+    /// Camera on (true) or off (false); peers are told.
+    SetCamera(bool),
+}
+
+/// A remote peer entering the call, with the channel its decoded video arrives on.
+#[derive(Debug, Clone)]
+pub struct JoiningPeer {
+    /// Who.
+    pub info: PeerInfo,
+    /// Their decoded frames, newest first.
+    pub video: FrameReceiver,
 }
 
 /// What the async side reports back; turned into ECS changes by [`apply_call_events`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum CallEvent {
     /// We are in `room` as `self_id`, with `peers` already there.
     Joined {
@@ -46,12 +66,18 @@ pub enum CallEvent {
         /// Our id in it.
         self_id: PeerId,
         /// Who was there before us.
-        peers: Vec<PeerInfo>,
+        peers: Vec<JoiningPeer>,
     },
     /// A peer entered the room.
-    PeerJoined(PeerInfo),
-    /// A peer left the room.
+    PeerJoined(JoiningPeer),
+    /// A peer left the room, or its connection failed for good.
     PeerLeft(PeerId),
+    /// The connection to a peer changed state.
+    PeerState(PeerId, PeerConnectionState),
+    /// Fresh receive figures for a peer.
+    PeerStats(PeerId, CallStats),
+    /// A peer turned its microphone or camera on or off.
+    PeerMedia(PeerId, MediaState),
     /// The call is over (hung up, refused, or lost); back to idle.
     Left,
     /// Something went wrong; [`CallEvent::Left`] follows when the call cannot go on.
@@ -78,6 +104,9 @@ pub enum CallError {
     /// Create or join while a call is going on.
     #[error("already in a call; hang up first")]
     AlreadyInCall,
+    /// Media could not be set up or negotiated with a peer (no common codec, ...).
+    #[error("media problem: {0}")]
+    Media(String),
 }
 
 impl CallError {
@@ -97,6 +126,7 @@ impl CallError {
             Self::Refused { code, .. } => code.as_str(),
             Self::ConnectionLost(_) => "connection_lost",
             Self::AlreadyInCall => "already_in_call",
+            Self::Media(_) => "media",
         }
     }
 
@@ -117,6 +147,9 @@ impl CallError {
             Self::Refused { .. } => "try again; if it keeps happening, report it",
             Self::ConnectionLost(_) => "check your network, then join the room again",
             Self::AlreadyInCall => "hang up before creating or joining another room",
+            Self::Media(_) => {
+                "the other side may use a codec meetspace lacks (it needs VP8 and Opus)"
+            }
         }
     }
 }
@@ -140,14 +173,103 @@ pub enum CallState {
     Leaving,
 }
 
-/// A remote person in the call; one entity each, spawned on join, despawned on leave.
+/// A remote person in the call; one entity each, spawned on join, despawned on leave,
+/// with [`ConnectionState`], [`MediaState`], [`VideoFeed`] and (once measured)
+/// [`CallStats`] beside it.
 #[derive(Component, Debug, Clone, PartialEq, Eq)]
+#[require(ConnectionState, MediaState)]
 pub struct Participant {
     /// Their id in the room.
     pub peer_id: PeerId,
     /// Their display name.
     pub name: DisplayName,
 }
+
+/// Where the peer connection to a participant stands.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionState(pub PeerConnectionState);
+
+impl Default for ConnectionState {
+    fn default() -> Self {
+        Self(PeerConnectionState::New)
+    }
+}
+
+/// Microphone and camera switches; as a component on a [`Participant`], theirs (as
+/// they told us).
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaState {
+    /// Microphone on.
+    pub audio: bool,
+    /// Camera on.
+    pub video: bool,
+}
+
+impl Default for MediaState {
+    fn default() -> Self {
+        Self {
+            audio: true,
+            video: true,
+        }
+    }
+}
+
+/// Our own microphone and camera switches.
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq, Deref, DerefMut)]
+pub struct OwnMediaState(pub MediaState);
+
+/// Call-level messages peers send each other through signaling, beside the WebRTC
+/// offers, answers and candidates (see docs/signaling.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PeerControl {
+    /// The sender's microphone and camera switches.
+    MediaState(MediaState),
+}
+
+impl PeerControl {
+    /// The message as a signaling payload.
+    pub fn to_json(&self) -> serde_json::Value {
+        // Serializing two booleans and a tag cannot fail.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// A participant's live video: the channel decoded frames arrive on and the image they
+/// are written into.
+#[derive(Component, Debug)]
+pub struct VideoFeed {
+    frames: FrameReceiver,
+    /// The image showing the newest frame, once one arrived.
+    pub image: Option<Handle<Image>>,
+    /// Frames written into the image so far.
+    pub frames_shown: u64,
+    /// The stamp of the frame now shown (synthetic senders stamp their frames).
+    pub stamp: Option<Stamp>,
+}
+
+impl VideoFeed {
+    fn new(frames: FrameReceiver) -> Self {
+        Self {
+            frames,
+            image: None,
+            frames_shown: 0,
+            stamp: None,
+        }
+    }
+}
+
+/// Everyone seen in the current (or last) call and their latest receive figures; kept
+/// after they leave, cleared when the next call starts. Bots write it out at exit.
+#[derive(Resource, Debug, Default, Clone)]
+pub struct CallReport {
+    /// Per peer: name and latest figures (default until the first measurement).
+    pub peers: std::collections::BTreeMap<PeerId, (DisplayName, CallStats)>,
+}
+
+/// What our send path has done; `video_encoders` shows that one encoder serves all.
+#[derive(Resource, Debug, Clone, Deref)]
+pub struct SendStats(pub Arc<SendCounters>);
 
 /// What happened, for the UI's toasts and for bots.
 #[derive(Message, Debug, Clone, PartialEq)]
@@ -192,11 +314,13 @@ impl Plugin for CallPlugin {
         }
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        let counters = Arc::new(SendCounters::default());
         app.world()
             .resource::<AsyncRuntime>()
             .handle()
             .spawn(driver::run(
-                self.config.signal.clone(),
+                self.config.clone(),
+                counters.clone(),
                 command_rx,
                 event_tx,
             ));
@@ -205,12 +329,15 @@ impl Plugin for CallPlugin {
             events: event_rx,
         })
         .insert_resource(self.config.clone())
+        .insert_resource(SendStats(counters))
         .init_resource::<CallState>()
+        .init_resource::<OwnMediaState>()
+        .init_resource::<CallReport>()
         .add_message::<CallCommand>()
         .add_message::<CallNotice>()
         .add_systems(
             PreUpdate,
-            (forward_call_commands, apply_call_events).chain(),
+            (forward_call_commands, apply_call_events, show_newest_frames).chain(),
         );
     }
 }
@@ -219,11 +346,20 @@ impl Plugin for CallPlugin {
 pub fn forward_call_commands(
     mut commands: MessageReader<CallCommand>,
     mut state: ResMut<CallState>,
+    mut media: ResMut<OwnMediaState>,
     link: Res<CallLink>,
     mut notices: MessageWriter<CallNotice>,
 ) {
     for command in commands.read() {
         let next = match (command, &*state) {
+            (CallCommand::SetMicrophone(on), _) => {
+                media.audio = *on;
+                state.clone()
+            }
+            (CallCommand::SetCamera(on), _) => {
+                media.video = *on;
+                state.clone()
+            }
             (CallCommand::CreateRoom { .. } | CallCommand::JoinRoom { .. }, CallState::Idle) => {
                 CallState::Joining
             }
@@ -252,6 +388,7 @@ pub fn apply_call_events(
     link: Res<CallLink>,
     mut state: ResMut<CallState>,
     mut roster: Local<HashMap<PeerId, (Entity, DisplayName)>>,
+    mut report: ResMut<CallReport>,
     mut commands: Commands,
     mut notices: MessageWriter<CallNotice>,
 ) {
@@ -263,15 +400,36 @@ pub fn apply_call_events(
                 peers,
             } => {
                 despawn_all(&mut roster, &mut commands);
+                report.peers.clear();
                 for peer in peers {
+                    record(&mut report, &peer.info);
                     spawn_participant(&mut roster, &mut commands, peer);
                 }
                 notices.write(CallNotice::Joined(room.clone()));
                 *state = CallState::InCall { room, self_id };
             }
             CallEvent::PeerJoined(peer) => {
-                notices.write(CallNotice::PeerJoined(peer.name.clone()));
+                notices.write(CallNotice::PeerJoined(peer.info.name.clone()));
+                record(&mut report, &peer.info);
                 spawn_participant(&mut roster, &mut commands, peer);
+            }
+            CallEvent::PeerState(peer_id, connection) => {
+                if let Some((entity, _)) = roster.get(&peer_id) {
+                    commands.entity(*entity).insert(ConnectionState(connection));
+                }
+            }
+            CallEvent::PeerStats(peer_id, stats) => {
+                if let Some((_, latest)) = report.peers.get_mut(&peer_id) {
+                    latest.clone_from(&stats);
+                }
+                if let Some((entity, _)) = roster.get(&peer_id) {
+                    commands.entity(*entity).insert(stats);
+                }
+            }
+            CallEvent::PeerMedia(peer_id, media) => {
+                if let Some((entity, _)) = roster.get(&peer_id) {
+                    commands.entity(*entity).insert(media);
+                }
             }
             CallEvent::PeerLeft(peer_id) => {
                 if let Some((entity, name)) = roster.remove(&peer_id) {
@@ -291,18 +449,29 @@ pub fn apply_call_events(
     }
 }
 
+fn record(report: &mut CallReport, peer: &PeerInfo) {
+    report
+        .peers
+        .entry(peer.peer_id.clone())
+        .or_insert_with(|| (peer.name.clone(), CallStats::default()));
+}
+
 fn spawn_participant(
     roster: &mut HashMap<PeerId, (Entity, DisplayName)>,
     commands: &mut Commands,
-    peer: PeerInfo,
+    peer: JoiningPeer,
 ) {
+    let PeerInfo { peer_id, name } = peer.info;
     let entity = commands
-        .spawn(Participant {
-            peer_id: peer.peer_id.clone(),
-            name: peer.name.clone(),
-        })
+        .spawn((
+            Participant {
+                peer_id: peer_id.clone(),
+                name: name.clone(),
+            },
+            VideoFeed::new(peer.video),
+        ))
         .id();
-    if let Some((stale, _)) = roster.insert(peer.peer_id, (entity, peer.name)) {
+    if let Some((stale, _)) = roster.insert(peer_id, (entity, name)) {
         commands.entity(stale).despawn();
     }
 }
@@ -311,4 +480,50 @@ fn despawn_all(roster: &mut HashMap<PeerId, (Entity, DisplayName)>, commands: &m
     for (_, (entity, _)) in roster.drain() {
         commands.entity(entity).despawn();
     }
+}
+
+/// Writes each participant's newest decoded frame into its image: at most one upload
+/// per new frame, and no allocation unless the frame size changed.
+pub fn show_newest_frames(mut feeds: Query<&mut VideoFeed>, mut images: ResMut<Assets<Image>>) {
+    for mut feed in &mut feeds {
+        let Some(frame) = feed.frames.try_iter().last() else {
+            continue;
+        };
+        let reused = feed
+            .image
+            .as_ref()
+            .and_then(|handle| images.get_mut(handle))
+            .is_some_and(|mut image| copy_into(&mut image, &frame));
+        if !reused {
+            feed.image = Some(images.add(image_of(frame.clone())));
+        }
+        feed.frames_shown += 1;
+        feed.stamp = frame.stamp;
+    }
+}
+
+/// Copies `frame` into `image` if it has the same size; false if it does not.
+fn copy_into(image: &mut Image, frame: &DecodedFrame) -> bool {
+    let same_size = image.width() == frame.width && image.height() == frame.height;
+    match &mut image.data {
+        Some(data) if same_size && data.len() == frame.rgba.len() => {
+            data.copy_from_slice(&frame.rgba);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn image_of(frame: DecodedFrame) -> Image {
+    Image::new(
+        Extent3d {
+            width: frame.width,
+            height: frame.height,
+            depth_or_array_layers: 1,
+        },
+        TextureDimension::D2,
+        frame.rgba,
+        TextureFormat::Rgba8UnormSrgb,
+        RenderAssetUsages::default(),
+    )
 }

@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use meetspace::app::headless_app;
 use meetspace::call::{CallCommand, CallNotice, CallState, Participant};
 use meetspace::config::ClientConfig;
+use meetspace::media::SendSettings;
 use meetspace::runtime::AsyncRuntime;
 use meetspace::signaling::protocol::{DisplayName, RoomId, ServerMessage};
 use meetspace::signaling::server::{ServerLimits, SignalingServer};
@@ -57,10 +58,16 @@ fn record_notices(mut notices: MessageReader<CallNotice>, mut log: ResMut<Notice
 
 /// A headless meetspace client calling through `url`, ready for manual `update()`s.
 pub fn client(url: &str, name: &str) -> App {
+    client_with(url, name, SendSettings::default())
+}
+
+/// A headless client sending `media` (its tone tells its audio apart from others').
+pub fn client_with(url: &str, name: &str, media: SendSettings) -> App {
     let config = ClientConfig {
         signal: url.parse().unwrap(),
         name: DisplayName::parse(name).unwrap(),
         ice_servers: Vec::new(),
+        media,
     };
     let mut app = headless_app(config);
     app.init_resource::<NoticeLog>()

@@ -1,0 +1,287 @@
+//! `meetspace bench`: real calls between headless clients in this process, over an
+//! in-process signaling server on 127.0.0.1, with synthetic media. Prints join-to-first
+//! frame, glass-to-glass latency, received fps, CPU per received frame, memory per peer,
+//! and the encode cost per sender for meshes of several sizes.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bevy::prelude::*;
+
+use crate::app::headless_app;
+use crate::call::{CallCommand, CallReport, CallState, SendStats};
+use crate::config::{BenchArgs, ClientConfig};
+use crate::media::{CallStats, SendSettings};
+use crate::runtime::AsyncRuntime;
+use crate::signaling::protocol::DisplayName;
+use crate::signaling::server::{ServerLimits, SignalingServer};
+
+/// The figures of one run.
+struct RunFigures {
+    first_frame_ms: Vec<f64>,
+    latency_p50_ms: Vec<f64>,
+    latency_p95_ms: Vec<f64>,
+    received_fps: Vec<f64>,
+    frames_received: u64,
+    cpu_seconds: f64,
+    rss_growth_bytes: i64,
+    encode_ms_per_frame: Vec<f64>,
+    encoders: Vec<u64>,
+}
+
+/// Runs the benchmark and prints its figures.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = AsyncRuntime::new().context("cannot start the network runtime")?;
+    let server = runtime
+        .handle()
+        .block_on(SignalingServer::bind(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ServerLimits::default(),
+        ))
+        .context("cannot start the signaling server")?;
+    let url = server.url();
+    runtime.handle().spawn(server.run());
+    let media = SendSettings {
+        width: args.width,
+        height: args.height,
+        fps: args.fps,
+        ..SendSettings::default()
+    };
+    println!(
+        "meetspace bench: {}x{}@{} VP8 {} kbit/s + Opus, {} s per run, {} runs per size, loopback",
+        media.width, media.height, media.fps, media.video_kbps, args.seconds, args.repeat
+    );
+    println!(
+        "{:>4} {:>18} {:>18} {:>8} {:>14} {:>12} {:>16} {:>8}",
+        "N",
+        "first frame p50/95",
+        "glass-glass p50/95",
+        "rx fps",
+        "CPU ms/rx fr",
+        "RSS MiB/peer",
+        "encode ms/frame",
+        "encoders"
+    );
+    for &peers in &args.mesh {
+        if peers < 2 {
+            bail!("a mesh needs at least 2 peers, got {peers}");
+        }
+        let runs = (0..args.repeat)
+            .map(|_| run_once(&url, peers, &media, Duration::from_secs_f64(args.seconds)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        print_row(peers, &runs);
+    }
+    Ok(())
+}
+
+fn run_once(
+    url: &str,
+    peers: usize,
+    media: &SendSettings,
+    length: Duration,
+) -> anyhow::Result<RunFigures> {
+    let rss_before = resident_bytes();
+    let cpu_before = cpu_seconds();
+    let mut apps: Vec<App> = (0..peers)
+        .map(|i| {
+            let config = ClientConfig {
+                signal: url.parse()?,
+                name: DisplayName::parse(&format!("bench-{i}"))?,
+                ice_servers: Vec::new(),
+                media: SendSettings {
+                    tone_hz: 300.0 + 100.0 * i as f32,
+                    ..media.clone()
+                },
+            };
+            let mut app = headless_app(config);
+            app.finish();
+            app.cleanup();
+            Ok(app)
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let name = apps[0].world().resource::<ClientConfig>().name.clone();
+    apps[0]
+        .world_mut()
+        .write_message(CallCommand::CreateRoom { name });
+    let room = pump(&mut apps, Duration::from_secs(10), |apps| {
+        match apps[0].world().resource::<CallState>() {
+            CallState::InCall { room, .. } => Some(room.clone()),
+            _ => None,
+        }
+    })
+    .context("the first peer could not create a room")?;
+    for app in &mut apps[1..] {
+        let name = app.world().resource::<ClientConfig>().name.clone();
+        app.world_mut().write_message(CallCommand::JoinRoom {
+            room: room.clone(),
+            name,
+        });
+    }
+    let started = Instant::now();
+    pump(&mut apps, length, |_| None::<()>);
+    let elapsed = started.elapsed().as_secs_f64();
+    for app in &mut apps {
+        app.world_mut().write_message(CallCommand::Leave);
+    }
+    pump(&mut apps, Duration::from_secs(5), |apps| {
+        apps.iter()
+            .all(|app| *app.world().resource::<CallState>() == CallState::Idle)
+            .then_some(())
+    });
+
+    let mut figures = RunFigures {
+        first_frame_ms: Vec::new(),
+        latency_p50_ms: Vec::new(),
+        latency_p95_ms: Vec::new(),
+        received_fps: Vec::new(),
+        frames_received: 0,
+        cpu_seconds: cpu_seconds() - cpu_before,
+        rss_growth_bytes: resident_bytes() - rss_before,
+        encode_ms_per_frame: Vec::new(),
+        encoders: Vec::new(),
+    };
+    for app in &apps {
+        for (_, stats) in app.world().resource::<CallReport>().peers.values() {
+            add_peer(&mut figures, stats, elapsed);
+        }
+        let sent = app.world().resource::<SendStats>();
+        let frames = sent.video_frames.load(Ordering::Relaxed).max(1);
+        figures
+            .encode_ms_per_frame
+            .push(sent.encode_micros.load(Ordering::Relaxed) as f64 / 1000.0 / frames as f64);
+        figures
+            .encoders
+            .push(sent.video_encoders.load(Ordering::Relaxed));
+    }
+    drop(apps);
+    Ok(figures)
+}
+
+fn add_peer(figures: &mut RunFigures, stats: &CallStats, elapsed: f64) {
+    figures.frames_received += stats.frames_decoded;
+    figures
+        .received_fps
+        .push(stats.frames_decoded as f64 / elapsed);
+    figures.first_frame_ms.extend(stats.first_frame_ms);
+    figures.latency_p50_ms.extend(stats.latency_ms_p50);
+    figures.latency_p95_ms.extend(stats.latency_ms_p95);
+}
+
+/// Updates every app until `done` gives a value or `limit` passes.
+fn pump<T>(
+    apps: &mut [App],
+    limit: Duration,
+    mut done: impl FnMut(&[App]) -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        for app in apps.iter_mut() {
+            app.update();
+        }
+        if let Some(value) = done(apps) {
+            return Some(value);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+fn print_row(peers: usize, runs: &[RunFigures]) {
+    let all = |pick: fn(&RunFigures) -> &Vec<f64>| -> Vec<f64> {
+        runs.iter()
+            .flat_map(|run| pick(run).iter().copied())
+            .collect()
+    };
+    let first = all(|run| &run.first_frame_ms);
+    let p50s = all(|run| &run.latency_p50_ms);
+    let p95s = all(|run| &run.latency_p95_ms);
+    let fps = all(|run| &run.received_fps);
+    let encode = all(|run| &run.encode_ms_per_frame);
+    let frames: u64 = runs.iter().map(|run| run.frames_received).sum();
+    let cpu: f64 = runs.iter().map(|run| run.cpu_seconds).sum();
+    let rss = runs
+        .iter()
+        .map(|run| run.rss_growth_bytes)
+        .max()
+        .unwrap_or(0) as f64
+        / peers as f64
+        / (1024.0 * 1024.0);
+    let encoders = runs
+        .iter()
+        .flat_map(|run| run.encoders.iter())
+        .max()
+        .copied()
+        .unwrap_or(0);
+    println!(
+        "{:>4} {:>18} {:>18} {:>8.1} {:>14.2} {:>12.1} {:>16.2} {:>8}",
+        peers,
+        format!(
+            "{:.0}/{:.0} ms",
+            percentile(&first, 0.5),
+            percentile(&first, 0.95)
+        ),
+        format!(
+            "{:.1}/{:.1} ms",
+            percentile(&p50s, 0.5),
+            percentile(&p95s, 0.95)
+        ),
+        mean(&fps),
+        cpu * 1000.0 / frames.max(1) as f64,
+        rss,
+        mean(&encode),
+        encoders,
+    );
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and
+    // 13th of those, in clock ticks (100 per second on Linux).
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Resident memory of this process, from `/proc/self/status`.
+fn resident_bytes() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<i64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kib| kib * 1024)
+}

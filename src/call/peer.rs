@@ -1,0 +1,185 @@
+//! One remote peer of a call: its peer connection, its receive path (video decoder
+//! thread, Opus decoder, statistics) and the task that routes its events.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{CallError, CallEvent, MediaState, PeerControl};
+use crate::media::receive::lock_stats;
+use crate::media::{
+    CallStats, FrameSender, LocalSender, OpusDecoder, ReceiveStats, RemoteVideoDecoder,
+};
+use crate::rtc::native::{LocalMedia, PeerSession};
+use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig};
+use crate::signaling::protocol::{ClientMessage, PeerId};
+
+/// What every peer of the call shares.
+#[derive(Clone)]
+pub(super) struct PeerContext {
+    /// Signaling messages to send.
+    pub outgoing: mpsc::UnboundedSender<ClientMessage>,
+    /// Events for the ECS.
+    pub events: Sender<CallEvent>,
+    /// Tells the driver that a peer's connection is gone for good.
+    pub lost: mpsc::UnboundedSender<PeerId>,
+    /// Our encoders, for the keyframes peers ask for.
+    pub sender: Arc<LocalSender>,
+}
+
+impl PeerContext {
+    /// Sends `data` to `to` through signaling.
+    pub fn signal(&self, to: &PeerId, data: serde_json::Value) {
+        let _ = self.outgoing.send(ClientMessage::Signal {
+            to: to.clone(),
+            data,
+        });
+    }
+}
+
+/// A connected (or connecting) remote peer. Dropping it stops its task and decoder.
+pub(super) struct RemotePeer {
+    /// The peer connection.
+    pub session: Arc<PeerSession>,
+    stats: Arc<Mutex<ReceiveStats>>,
+    task: JoinHandle<()>,
+}
+
+impl RemotePeer {
+    /// Opens the connection to `peer_id` in `role`, decoding its video into `frames`.
+    /// `our_media` is told to the peer at once so it can show our mic/camera state.
+    pub async fn connect(
+        peer_id: PeerId,
+        role: Role,
+        rtc: &RtcConfig,
+        local: &LocalMedia,
+        frames: FrameSender,
+        our_media: MediaState,
+        context: PeerContext,
+    ) -> Result<Self, CallError> {
+        let media_error = |error: &dyn std::fmt::Display| CallError::Media(error.to_string());
+        let stats = Arc::new(Mutex::new(ReceiveStats::new(Instant::now())));
+        let (keyframe_tx, keyframe_rx) = mpsc::unbounded_channel();
+        let decoder = RemoteVideoDecoder::start(frames, stats.clone(), move || {
+            let _ = keyframe_tx.send(());
+        })
+        .map_err(|e| media_error(&e))?;
+        let opus = OpusDecoder::new().map_err(|e| media_error(&e))?;
+        let (peer_events_tx, peer_events) = mpsc::unbounded_channel();
+        let session = Arc::new(
+            PeerSession::new(rtc, local, role, peer_events_tx)
+                .await
+                .map_err(|e| media_error(&e))?,
+        );
+        context.signal(&peer_id, PeerControl::MediaState(our_media).to_json());
+        let router = PeerRouter {
+            peer_id,
+            session: session.clone(),
+            stats: stats.clone(),
+            decoder,
+            opus,
+            context,
+        };
+        let task = tokio::spawn(router.run(peer_events, keyframe_rx));
+        Ok(Self {
+            session,
+            stats,
+            task,
+        })
+    }
+
+    /// The receive figures now.
+    pub fn stats(&self) -> CallStats {
+        lock_stats(&self.stats).snapshot()
+    }
+
+    /// Closes the connection (the peer sees it at once) and stops the receive path.
+    pub async fn close(self) {
+        self.session.close().await;
+    }
+}
+
+impl Drop for RemotePeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Routes one peer's events: signaling out, media into the decoders, state to the ECS.
+struct PeerRouter {
+    peer_id: PeerId,
+    session: Arc<PeerSession>,
+    stats: Arc<Mutex<ReceiveStats>>,
+    decoder: RemoteVideoDecoder,
+    opus: OpusDecoder,
+    context: PeerContext,
+}
+
+impl PeerRouter {
+    async fn run(
+        mut self,
+        mut peer_events: mpsc::UnboundedReceiver<PeerEvent>,
+        mut keyframe_wanted: mpsc::UnboundedReceiver<()>,
+    ) {
+        loop {
+            tokio::select! {
+                event = peer_events.recv() => match event {
+                    Some(event) => self.on_event(event).await,
+                    None => return,
+                },
+                Some(()) = keyframe_wanted.recv() => self.session.request_keyframe().await,
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Signal(payload) => {
+                // Serializing our own enum of strings cannot fail.
+                let data = serde_json::to_value(&payload).unwrap_or_default();
+                self.context.signal(&self.peer_id, data);
+            }
+            PeerEvent::State(state) => {
+                let _ = self
+                    .context
+                    .events
+                    .send(CallEvent::PeerState(self.peer_id.clone(), state));
+                if matches!(
+                    state,
+                    PeerConnectionState::Failed | PeerConnectionState::Closed
+                ) {
+                    let _ = self.context.lost.send(self.peer_id.clone());
+                }
+            }
+            PeerEvent::VideoFrame { data, .. } => {
+                lock_stats(&self.stats).on_video_received(data.len());
+                if !self.decoder.push(data) {
+                    self.session.request_keyframe().await;
+                }
+            }
+            PeerEvent::VideoFramesDropped { frames } => {
+                lock_stats(&self.stats).on_video_dropped(frames);
+            }
+            PeerEvent::AudioPacket { data, .. } => match self.opus.decode(&data) {
+                Ok(frame) => lock_stats(&self.stats).on_audio(&frame),
+                Err(error) => tracing::debug!(%error, "dropping an audio packet"),
+            },
+            PeerEvent::KeyframeRequested => self.context.sender.request_keyframe(),
+            PeerEvent::Stats {
+                rtt_ms,
+                packets_lost,
+                packets_received,
+                ..
+            } => lock_stats(&self.stats).on_transport(rtt_ms, packets_lost, packets_received),
+            PeerEvent::Error(message) => {
+                let _ = self
+                    .context
+                    .events
+                    .send(CallEvent::Failed(CallError::Media(message)));
+            }
+        }
+    }
+}

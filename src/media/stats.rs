@@ -1,0 +1,240 @@
+//! Receive statistics per remote peer: accumulated by the receive path, snapshotted
+//! about once a second into a [`CallStats`] component (and the bot's `--stats-json`).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bevy::prelude::Component;
+use serde::Serialize;
+
+use super::analysis::{dominant_frequency, rms_level};
+use super::frame::{AUDIO_SAMPLE_RATE, AudioFrame};
+use super::synthetic::Stamp;
+
+/// Decoded audio kept for the tone and level figures (about 85 ms at 48 kHz).
+const AUDIO_WINDOW: usize = 4096;
+/// Samples in the level window (50 ms at 48 kHz).
+const LEVEL_WINDOW: usize = 2400;
+/// Latency samples kept; past this the percentiles describe the first part of the call.
+const MAX_LATENCY_SAMPLES: usize = 200_000;
+
+/// What we receive from one remote peer, as last measured.
+#[derive(Component, Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CallStats {
+    /// Video codec in use.
+    pub video_codec: &'static str,
+    /// Size of the last decoded frame.
+    pub width: u32,
+    /// Size of the last decoded frame.
+    pub height: u32,
+    /// Frames decoded since the peer arrived.
+    pub frames_decoded: u64,
+    /// Frames that never arrived: gaps in the stamped sequence numbers, or (for peers
+    /// that do not stamp) frames dropped as incomplete.
+    pub frames_lost: u64,
+    /// Frames that failed to decode.
+    pub decode_errors: u64,
+    /// Decoded frames per second over the last interval.
+    pub fps: f64,
+    /// Received video payload rate over the last interval.
+    pub video_kbps: f64,
+    /// From the later of our joining and the peer's arrival to its first decoded frame.
+    pub first_frame_ms: Option<f64>,
+    /// Capture-to-decoded latency, median (peers that stamp their frames only).
+    pub latency_ms_p50: Option<f64>,
+    /// Capture-to-decoded latency, 95th percentile.
+    pub latency_ms_p95: Option<f64>,
+    /// Opus packets received.
+    pub audio_packets: u64,
+    /// Strongest frequency in the last ~85 ms of decoded audio.
+    pub audio_tone_hz: Option<f32>,
+    /// RMS level of the last 50 ms of decoded audio, 0 to 1.
+    pub audio_level: f32,
+    /// Round-trip time of the connection.
+    pub rtt_ms: Option<f64>,
+    /// RTP packets lost, all streams.
+    pub packets_lost: u64,
+    /// RTP packets received, all streams.
+    pub packets_received: u64,
+}
+
+/// The running tallies behind [`CallStats`].
+#[derive(Debug)]
+pub struct ReceiveStats {
+    started: Instant,
+    report: CallStats,
+    last_seq: Option<u32>,
+    stamped: bool,
+    frames_dropped: u64,
+    latencies_ms: Vec<f64>,
+    audio: VecDeque<i16>,
+    bytes_received: u64,
+    last_snapshot: Instant,
+    frames_at_last_snapshot: u64,
+    bytes_at_last_snapshot: u64,
+}
+
+impl ReceiveStats {
+    /// Tallies for a peer whose media we started waiting for at `started`.
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            report: CallStats {
+                video_codec: "VP8",
+                ..CallStats::default()
+            },
+            last_seq: None,
+            stamped: false,
+            frames_dropped: 0,
+            latencies_ms: Vec::new(),
+            audio: VecDeque::with_capacity(AUDIO_WINDOW),
+            bytes_received: 0,
+            last_snapshot: started,
+            frames_at_last_snapshot: 0,
+            bytes_at_last_snapshot: 0,
+        }
+    }
+
+    /// An encoded frame of `bytes` arrived.
+    pub fn on_video_received(&mut self, bytes: usize) {
+        self.bytes_received += bytes as u64;
+    }
+
+    /// A frame of `width` x `height` was decoded at `now_micros` (wall clock), carrying
+    /// `stamp` if the sender stamps its frames.
+    pub fn on_video_decoded(
+        &mut self,
+        width: u32,
+        height: u32,
+        stamp: Option<Stamp>,
+        now_micros: u64,
+    ) {
+        let report = &mut self.report;
+        report.frames_decoded += 1;
+        report.width = width;
+        report.height = height;
+        if report.first_frame_ms.is_none() {
+            report.first_frame_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let Some(stamp) = stamp else { return };
+        self.stamped = true;
+        if let Some(last) = self.last_seq
+            && stamp.seq > last
+        {
+            report.frames_lost += u64::from(stamp.seq - last - 1);
+        }
+        self.last_seq = Some(self.last_seq.map_or(stamp.seq, |last| last.max(stamp.seq)));
+        if self.latencies_ms.len() < MAX_LATENCY_SAMPLES {
+            let latency = now_micros.saturating_sub(stamp.capture_micros) as f64 / 1000.0;
+            self.latencies_ms.push(latency);
+        }
+    }
+
+    /// The transport gave up on `frames` incomplete frames.
+    pub fn on_video_dropped(&mut self, frames: u32) {
+        self.frames_dropped += u64::from(frames);
+    }
+
+    /// A frame failed to decode.
+    pub fn on_decode_error(&mut self) {
+        self.report.decode_errors += 1;
+    }
+
+    /// An Opus packet arrived and decoded to `frame`.
+    pub fn on_audio(&mut self, frame: &AudioFrame) {
+        self.report.audio_packets += 1;
+        for &sample in &frame.samples {
+            if self.audio.len() == AUDIO_WINDOW {
+                self.audio.pop_front();
+            }
+            self.audio.push_back(sample);
+        }
+    }
+
+    /// Transport figures from the connection.
+    pub fn on_transport(&mut self, rtt_ms: Option<f64>, packets_lost: u64, packets_received: u64) {
+        self.report.rtt_ms = rtt_ms.or(self.report.rtt_ms);
+        self.report.packets_lost = packets_lost;
+        self.report.packets_received = packets_received;
+    }
+
+    /// The figures now; rates cover the time since the previous snapshot.
+    pub fn snapshot(&mut self) -> CallStats {
+        let now = Instant::now();
+        let seconds = now.duration_since(self.last_snapshot).as_secs_f64();
+        if seconds > 0.0 {
+            let frames = self.report.frames_decoded - self.frames_at_last_snapshot;
+            let bytes = self.bytes_received - self.bytes_at_last_snapshot;
+            self.report.fps = frames as f64 / seconds;
+            self.report.video_kbps = bytes as f64 * 8.0 / 1000.0 / seconds;
+        }
+        self.last_snapshot = now;
+        self.frames_at_last_snapshot = self.report.frames_decoded;
+        self.bytes_at_last_snapshot = self.bytes_received;
+        if !self.stamped {
+            self.report.frames_lost = self.frames_dropped;
+        }
+        let (p50, p95) = percentiles(&mut self.latencies_ms);
+        self.report.latency_ms_p50 = p50;
+        self.report.latency_ms_p95 = p95;
+        let audio: Vec<i16> = self.audio.iter().copied().collect();
+        self.report.audio_tone_hz = dominant_frequency(&audio, AUDIO_SAMPLE_RATE);
+        self.report.audio_level = rms_level(&audio[audio.len().saturating_sub(LEVEL_WINDOW)..]);
+        self.report.clone()
+    }
+}
+
+/// The 50th and 95th percentiles (nearest rank); sorts `values`.
+fn percentiles(values: &mut [f64]) -> (Option<f64>, Option<f64>) {
+    if values.is_empty() {
+        return (None, None);
+    }
+    values.sort_by(f64::total_cmp);
+    let rank =
+        |p: f64| values[((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+    (Some(rank(0.50)), Some(rank(0.95)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut values: Vec<f64> = (1..=100).map(f64::from).collect();
+        values.reverse();
+        assert_eq!(percentiles(&mut values), (Some(50.0), Some(95.0)));
+        assert_eq!(percentiles(&mut []), (None, None));
+    }
+
+    #[test]
+    fn sequence_gaps_count_as_lost_frames() {
+        let mut stats = ReceiveStats::new(Instant::now());
+        for seq in [0, 1, 2, 5, 6, 4, 9] {
+            let stamp = Stamp {
+                seq,
+                capture_micros: 1_000,
+            };
+            stats.on_video_decoded(640, 480, Some(stamp), 26_000);
+        }
+        let report = stats.snapshot();
+        assert_eq!(report.frames_decoded, 7);
+        assert_eq!(
+            report.frames_lost,
+            2 + 2,
+            "3,4 then 7,8 missing (4 came late)"
+        );
+        assert_eq!(report.latency_ms_p50, Some(25.0));
+        assert!(report.first_frame_ms.is_some());
+    }
+
+    #[test]
+    fn unstamped_peers_count_dropped_frames() {
+        let mut stats = ReceiveStats::new(Instant::now());
+        stats.on_video_decoded(320, 240, None, 0);
+        stats.on_video_dropped(3);
+        let report = stats.snapshot();
+        assert_eq!(report.frames_lost, 3);
+        assert_eq!(report.latency_ms_p50, None);
+    }
+}

@@ -1,0 +1,330 @@
+//! Peer connections: one per remote participant.
+//!
+//! This module holds the backend-neutral types that the rest of the app sees. The native
+//! backend (`native.rs`, webrtc-rs) and the browser backend (`web.rs`) both speak them; no
+//! backend type leaks out of its file.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+
+/// Longest SDP we accept from a remote peer (bytes). Real offers are 2-10 KB.
+pub const MAX_SDP_LEN: usize = 64 * 1024;
+/// Longest ICE candidate line we accept from a remote peer (bytes).
+pub const MAX_CANDIDATE_LEN: usize = 1024;
+/// Longest `sdpMid` we accept from a remote peer (bytes).
+pub const MAX_MID_LEN: usize = 64;
+
+/// One signaling message for a single remote peer, relayed opaquely by the signaling server.
+///
+/// Serialized as `{"kind":"offer","sdp":"..."}`, `{"kind":"answer","sdp":"..."}` or
+/// `{"kind":"candidate","candidate":"...","sdpMid":"0","sdpMLineIndex":0}`. Unknown fields
+/// (browsers add `usernameFragment`) are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SignalPayload {
+    /// An SDP offer.
+    Offer {
+        /// The session description text.
+        sdp: String,
+    },
+    /// An SDP answer.
+    Answer {
+        /// The session description text.
+        sdp: String,
+    },
+    /// One trickled ICE candidate.
+    Candidate {
+        /// The `candidate:...` attribute line; empty means end of candidates.
+        candidate: String,
+        /// The media section the candidate belongs to.
+        #[serde(rename = "sdpMid")]
+        sdp_mid: Option<String>,
+        /// The index of the media section the candidate belongs to.
+        #[serde(rename = "sdpMLineIndex")]
+        sdp_mline_index: Option<u16>,
+    },
+}
+
+/// Why a [`SignalPayload`] received from a remote peer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignalError {
+    /// The payload was not valid JSON of the expected shape.
+    #[error("malformed signaling payload: {0}")]
+    Malformed(String),
+    /// A field exceeded its length bound.
+    #[error("{field} is {len} bytes, more than the {max} allowed")]
+    TooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// An SDP that does not start with `v=0`.
+    #[error("{0} SDP does not start with \"v=0\"")]
+    NotSdp(&'static str),
+    /// A candidate line with control characters (a line break would smuggle SDP lines).
+    #[error("ICE candidate contains control characters")]
+    BadCandidate,
+}
+
+impl SignalPayload {
+    /// Parses and validates a payload received from the signaling server.
+    pub fn from_json(json: &str) -> Result<Self, SignalError> {
+        let payload: Self =
+            serde_json::from_str(json).map_err(|e| SignalError::Malformed(e.to_string()))?;
+        payload.validate()?;
+        Ok(payload)
+    }
+
+    /// Serializes the payload for the signaling server.
+    pub fn to_json(&self) -> String {
+        // Serializing a plain enum of strings and integers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks the bounds every remote payload must meet before it reaches the WebRTC stack.
+    pub fn validate(&self) -> Result<(), SignalError> {
+        fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), SignalError> {
+            if value.len() > max {
+                return Err(SignalError::TooLong {
+                    field,
+                    len: value.len(),
+                    max,
+                });
+            }
+            Ok(())
+        }
+        match self {
+            Self::Offer { sdp } | Self::Answer { sdp } => {
+                let which = if matches!(self, Self::Offer { .. }) {
+                    "offer"
+                } else {
+                    "answer"
+                };
+                bounded("sdp", sdp, MAX_SDP_LEN)?;
+                if !sdp.starts_with("v=0") {
+                    return Err(SignalError::NotSdp(which));
+                }
+            }
+            Self::Candidate {
+                candidate, sdp_mid, ..
+            } => {
+                bounded("candidate", candidate, MAX_CANDIDATE_LEN)?;
+                if candidate.chars().any(char::is_control) {
+                    return Err(SignalError::BadCandidate);
+                }
+                if let Some(mid) = sdp_mid {
+                    bounded("sdpMid", mid, MAX_MID_LEN)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What went wrong in a peer connection operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RtcError {
+    /// A signaling payload from the remote failed validation.
+    #[error("invalid signaling payload: {0}")]
+    Signal(#[from] SignalError),
+    /// The remote's session description offers nothing we can send or decode.
+    #[error("the peer offered no codec we support (VP8/Opus) for {media}; it offered: {offered}")]
+    NoSupportedCodec {
+        /// The media kind of the offending section (`audio` or `video`).
+        media: String,
+        /// The codec names the remote listed for it.
+        offered: String,
+    },
+    /// A description that makes no sense for our role (an answer to an answerer, ...).
+    #[error("unexpected {got} for a session in the {role:?} role")]
+    UnexpectedSignal {
+        /// Our role.
+        role: Role,
+        /// What arrived.
+        got: &'static str,
+    },
+    /// The remote sent more early candidates than we keep before its description arrives.
+    #[error("more than {0} ICE candidates arrived before the remote description")]
+    TooManyCandidates(usize),
+    /// The WebRTC stack refused an operation.
+    #[error("{context}: {message}")]
+    Stack {
+        /// What we were doing.
+        context: &'static str,
+        /// The stack's own message.
+        message: String,
+    },
+    /// The session was closed.
+    #[error("the peer connection is closed")]
+    Closed,
+}
+
+/// Which side of the offer/answer exchange a session plays. In our protocol the newcomer
+/// offers to everyone already in the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Creates the offer as soon as the session exists.
+    Offerer,
+    /// Waits for the remote offer and answers it.
+    Answerer,
+}
+
+/// The state of one peer connection, as the W3C `RTCPeerConnectionState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerConnectionState {
+    /// Created, nothing negotiated yet.
+    New,
+    /// ICE/DTLS in progress.
+    Connecting,
+    /// Media can flow.
+    Connected,
+    /// Connectivity lost; may recover by itself.
+    Disconnected,
+    /// Connectivity lost for good (or the handshake failed).
+    Failed,
+    /// Closed by either side.
+    Closed,
+}
+
+/// Something that happened on the connection to one remote peer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// A message to relay to that peer through signaling.
+    Signal(SignalPayload),
+    /// The connection state changed.
+    State(PeerConnectionState),
+    /// One complete, depacketized VP8 frame.
+    VideoFrame {
+        /// The VP8 frame, as the encoder produced it.
+        data: Vec<u8>,
+        /// The RTP timestamp (90 kHz) of the frame.
+        rtp_timestamp: u32,
+        /// Whether the frame is a key frame (decodable on its own).
+        keyframe: bool,
+    },
+    /// Incomplete video frames were dropped because of packet loss. A keyframe has already
+    /// been requested from the sender; the decoder should skip to it.
+    VideoFramesDropped {
+        /// How many frames were dropped.
+        frames: u32,
+    },
+    /// One Opus packet.
+    AudioPacket {
+        /// The Opus payload.
+        data: Vec<u8>,
+        /// The RTP timestamp (48 kHz) of the packet.
+        rtp_timestamp: u32,
+    },
+    /// The remote asked for a key frame of our video (PLI or FIR).
+    KeyframeRequested,
+    /// Periodic connection statistics.
+    Stats {
+        /// Round-trip time of the selected ICE candidate pair, when measured.
+        rtt_ms: Option<f64>,
+        /// RTP packets lost in what we receive, all streams.
+        packets_lost: u64,
+        /// RTP packets received, all streams.
+        packets_received: u64,
+        /// Bytes received in RTP payloads, all streams.
+        bytes_received: u64,
+        /// Bytes sent in RTP payloads, all streams.
+        bytes_sent: u64,
+    },
+    /// A problem the user should hear about, such as no common codec.
+    Error(String),
+}
+
+/// Settings for the peer connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtcConfig {
+    /// STUN/TURN server URLs, e.g. `stun:stun.example.org:3478`.
+    pub ice_servers: Vec<String>,
+    /// Local UDP addresses to gather host candidates on. `0.0.0.0:0` means every non-loopback
+    /// interface; loopback must be listed explicitly. Ignored by the browser backend.
+    pub udp_bind: Vec<SocketAddr>,
+}
+
+impl Default for RtcConfig {
+    /// No ICE servers; every interface plus loopback, so two clients on one machine connect
+    /// even when it has no network.
+    fn default() -> Self {
+        Self {
+            ice_servers: Vec::new(),
+            udp_bind: vec![
+                SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+                SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
+            ],
+        }
+    }
+}
+
+impl RtcConfig {
+    /// Host candidates on 127.0.0.1 only: for tests and same-machine calls.
+    pub fn loopback() -> Self {
+        Self {
+            ice_servers: Vec::new(),
+            udp_bind: vec![SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_json_shape() {
+        let c = SignalPayload::Candidate {
+            candidate: "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+        };
+        let json = c.to_json();
+        assert!(json.contains(r#""kind":"candidate""#), "{json}");
+        assert!(json.contains(r#""sdpMid":"0""#), "{json}");
+        assert!(json.contains(r#""sdpMLineIndex":0"#), "{json}");
+        assert_eq!(SignalPayload::from_json(&json), Ok(c));
+
+        let browser = r#"{"kind":"candidate","candidate":"","sdpMid":null,"sdpMLineIndex":null,"usernameFragment":"x"}"#;
+        assert!(SignalPayload::from_json(browser).is_ok());
+        let offer = SignalPayload::from_json(r#"{"kind":"offer","sdp":"v=0\r\n"}"#);
+        assert_eq!(
+            offer,
+            Ok(SignalPayload::Offer {
+                sdp: "v=0\r\n".into()
+            })
+        );
+    }
+
+    #[test]
+    fn payload_validation() {
+        assert!(matches!(
+            SignalPayload::from_json(r#"{"kind":"answer","sdp":"hello"}"#),
+            Err(SignalError::NotSdp("answer"))
+        ));
+        assert!(matches!(
+            SignalPayload::from_json(r#"{"kind":"bye"}"#),
+            Err(SignalError::Malformed(_))
+        ));
+        let huge = SignalPayload::Offer {
+            sdp: format!("v=0\r\n{}", "a".repeat(MAX_SDP_LEN)),
+        };
+        assert!(matches!(
+            huge.validate(),
+            Err(SignalError::TooLong { field: "sdp", .. })
+        ));
+        let smuggled = SignalPayload::Candidate {
+            candidate: "candidate:1 1 udp 1 1.2.3.4 5 typ host\r\na=evil".into(),
+            sdp_mid: None,
+            sdp_mline_index: None,
+        };
+        assert_eq!(smuggled.validate(), Err(SignalError::BadCandidate));
+    }
+}

@@ -1,0 +1,441 @@
+//! Real WebRTC calls between headless meetspace clients over 127.0.0.1: synthetic video
+//! and audio through VP8 and Opus, decoded frames checked pixel by pixel in the ECS.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use common::*;
+use meetspace::call::{
+    CallCommand, CallError, CallNotice, MediaState, Participant, SendStats, VideoFeed,
+};
+use meetspace::media::convert::i420_to_rgba;
+use meetspace::media::{CallStats, SendSettings, SyntheticVideo};
+use meetspace::rtc::native::{LocalMedia, PeerSession};
+use meetspace::rtc::{PeerEvent, Role, RtcConfig, SignalPayload};
+use meetspace::runtime::AsyncRuntime;
+use meetspace::signaling::protocol::ServerMessage;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Small frames keep several calls at once affordable on a 2-core machine.
+fn settings(tone_hz: f32) -> SendSettings {
+    SendSettings {
+        width: 320,
+        height: 240,
+        fps: 30,
+        video_kbps: 300,
+        tone_hz,
+    }
+}
+
+/// What `app` shows of the participant called `name`.
+struct Seen {
+    stats: Option<CallStats>,
+    media: MediaState,
+    frames_shown: u64,
+    stamp_seq: Option<u32>,
+}
+
+fn seen(app: &mut App, name: &str) -> Option<Seen> {
+    let world = app.world_mut();
+    let mut query = world.query::<(&Participant, Option<&CallStats>, &MediaState, &VideoFeed)>();
+    query
+        .iter(world)
+        .find(|(participant, ..)| participant.name.as_str() == name)
+        .map(|(_, stats, media, feed)| Seen {
+            stats: stats.cloned(),
+            media: *media,
+            frames_shown: feed.frames_shown,
+            stamp_seq: feed.stamp.map(|stamp| stamp.seq),
+        })
+}
+
+fn frames_decoded(app: &mut App, name: &str) -> u64 {
+    seen(app, name)
+        .and_then(|seen| seen.stats)
+        .map_or(0, |stats| stats.frames_decoded)
+}
+
+/// Mean absolute RGB difference between the image `app` shows for `name` and the frame
+/// the synthetic source rendered for the same stamp.
+fn difference_from_source(app: &mut App, name: &str) -> f64 {
+    let world = app.world_mut();
+    let mut query = world.query::<(&Participant, &VideoFeed)>();
+    let (handle, stamp) = query
+        .iter(world)
+        .find(|(participant, _)| participant.name.as_str() == name)
+        .and_then(|(_, feed)| Some((feed.image.clone()?, feed.stamp?)))
+        .expect("a stamped frame is shown");
+    let images = world.resource::<Assets<Image>>();
+    let image = images.get(&handle).expect("the image exists");
+    let shown = image.data.as_ref().expect("the image has pixels");
+    let source = SyntheticVideo::new(image.width(), image.height())
+        .unwrap()
+        .render(stamp);
+    let mut expected = Vec::new();
+    i420_to_rgba(&source, &mut expected).unwrap();
+    assert_eq!(shown.len(), expected.len());
+    let total: u64 = shown
+        .chunks_exact(4)
+        .zip(expected.chunks_exact(4))
+        .map(|(a, b)| (0..3).map(|c| u64::from(a[c].abs_diff(b[c]))).sum::<u64>())
+        .sum();
+    total as f64 / (shown.len() / 4 * 3) as f64
+}
+
+fn tone_of(app: &mut App, name: &str) -> Option<f32> {
+    seen(app, name)?.stats?.audio_tone_hz
+}
+
+fn audio_packets(app: &mut App, name: &str) -> u64 {
+    seen(app, name)
+        .and_then(|seen| seen.stats)
+        .map_or(0, |stats| stats.audio_packets)
+}
+
+fn close_to(measured: Option<f32>, expected: f32) -> bool {
+    measured.is_some_and(|hz| (hz - expected).abs() <= expected * 0.05)
+}
+
+#[test]
+fn two_clients_see_and_hear_each_other() {
+    let server = TestServer::start();
+    let mut alice = client_with(&server.url, "Alice", settings(440.0));
+    let mut bob = client_with(&server.url, "Bob", settings(660.0));
+    let room = host_room(&mut alice);
+    join_room(&mut bob, &room);
+
+    // Watch the stamps Bob sees go by while waiting for 60 decoded frames each way.
+    let mut seqs_at_bob = Vec::new();
+    let decoded = pump_until(&mut [&mut alice, &mut bob], 30 * SECOND, |apps| {
+        if let Some(seq) = seen(apps[1], "Alice").and_then(|seen| seen.stamp_seq)
+            && seqs_at_bob.last() != Some(&seq)
+        {
+            seqs_at_bob.push(seq);
+        }
+        frames_decoded(apps[0], "Bob") >= 60 && frames_decoded(apps[1], "Alice") >= 60
+    });
+    assert!(
+        decoded,
+        "alice got {} frames, bob {}: {:?} / {:?}",
+        frames_decoded(&mut alice, "Bob"),
+        frames_decoded(&mut bob, "Alice"),
+        notices(&alice),
+        notices(&bob)
+    );
+    assert!(
+        seqs_at_bob.len() > 10,
+        "too few distinct frames shown: {seqs_at_bob:?}"
+    );
+    assert!(
+        seqs_at_bob.windows(2).all(|pair| pair[0] < pair[1]),
+        "stamped sequence numbers must increase: {seqs_at_bob:?}"
+    );
+
+    // The pixels shown are the pixels sent, within VP8's tolerance. For scale: a
+    // neighbouring frame of the pattern differs by far more than this bound.
+    let at_bob = difference_from_source(&mut bob, "Alice");
+    let at_alice = difference_from_source(&mut alice, "Bob");
+    assert!(
+        at_bob < 8.0 && at_alice < 8.0,
+        "mean RGB error {at_bob:.2} / {at_alice:.2}"
+    );
+
+    // Audio both ways, each the sender's own tone.
+    let heard = pump_until(&mut [&mut alice, &mut bob], 10 * SECOND, |apps| {
+        close_to(tone_of(apps[0], "Bob"), 660.0) && close_to(tone_of(apps[1], "Alice"), 440.0)
+    });
+    assert!(
+        heard,
+        "tones heard: alice {:?}, bob {:?}",
+        tone_of(&mut alice, "Bob"),
+        tone_of(&mut bob, "Alice")
+    );
+    assert!(audio_packets(&mut alice, "Bob") > 50 && audio_packets(&mut bob, "Alice") > 50);
+    let stats = seen(&mut bob, "Alice").unwrap().stats.unwrap();
+    assert_eq!(
+        (stats.width, stats.height, stats.video_codec),
+        (320, 240, "VP8")
+    );
+    assert!(stats.latency_ms_p50.is_some() && stats.first_frame_ms.is_some());
+}
+
+#[test]
+fn three_clients_full_mesh_with_one_encoder_each() {
+    let server = TestServer::start();
+    let mut a = client_with(&server.url, "A", settings(300.0));
+    let mut b = client_with(&server.url, "B", settings(500.0));
+    let mut c = client_with(&server.url, "C", settings(700.0));
+    let room = host_room(&mut a);
+    join_room(&mut b, &room);
+    join_room(&mut c, &room);
+    let names = ["A", "B", "C"];
+    let mesh = pump_until(&mut [&mut a, &mut b, &mut c], 40 * SECOND, |apps| {
+        apps.iter_mut().enumerate().all(|(i, app)| {
+            names
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .all(|(_, name)| frames_decoded(app, name) >= 30)
+        })
+    });
+    assert!(mesh, "not every client received both others' video");
+    for app in [&a, &b, &c] {
+        let encoders = app
+            .world()
+            .resource::<SendStats>()
+            .video_encoders
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(encoders, 1, "one VP8 encoder serves both peers");
+    }
+
+    // C leaves: A and B keep receiving each other without a glitch over 1 s, and C's
+    // participant is gone within 2 s.
+    leave(&mut c);
+    let left_at = Instant::now();
+    let mut last_change = [Instant::now(); 2];
+    let mut last_seq = [None, None];
+    let mut longest_gap = Duration::ZERO;
+    let mut c_gone_after = None;
+    pump_until(&mut [&mut a, &mut b, &mut c], 3 * SECOND, |apps| {
+        for (i, (viewer, sender)) in [(0, "B"), (1, "A")].into_iter().enumerate() {
+            let seq = seen(apps[viewer], sender).and_then(|seen| seen.stamp_seq);
+            if seq != last_seq[i] {
+                longest_gap = longest_gap.max(last_change[i].elapsed());
+                last_change[i] = Instant::now();
+                last_seq[i] = seq;
+            }
+        }
+        if c_gone_after.is_none() && seen(apps[0], "C").is_none() && seen(apps[1], "C").is_none() {
+            c_gone_after = Some(left_at.elapsed());
+        }
+        false
+    });
+    assert!(
+        longest_gap < SECOND,
+        "video froze for {longest_gap:?} when C left"
+    );
+    assert!(
+        c_gone_after.is_some_and(|after| after < 2 * SECOND),
+        "C still shown: {c_gone_after:?}"
+    );
+}
+
+#[test]
+fn camera_off_and_mic_mute_stop_the_media_and_resume_it() {
+    let server = TestServer::start();
+    let mut alice = client_with(&server.url, "Alice", settings(440.0));
+    let mut bob = client_with(&server.url, "Bob", settings(660.0));
+    let room = host_room(&mut alice);
+    join_room(&mut bob, &room);
+    assert!(pump_until(
+        &mut [&mut alice, &mut bob],
+        30 * SECOND,
+        |apps| { frames_decoded(apps[1], "Alice") >= 30 && audio_packets(apps[1], "Alice") > 20 }
+    ));
+
+    alice
+        .world_mut()
+        .write_message(CallCommand::SetCamera(false));
+    alice
+        .world_mut()
+        .write_message(CallCommand::SetMicrophone(false));
+    assert!(
+        pump_until(&mut [&mut alice, &mut bob], SECOND, |apps| {
+            seen(apps[1], "Alice").is_some_and(|seen| {
+                seen.media
+                    == MediaState {
+                        audio: false,
+                        video: false,
+                    }
+            })
+        }),
+        "Bob was not told that Alice muted"
+    );
+    // Let what was in flight arrive, then nothing more may come.
+    pump_until(
+        &mut [&mut alice, &mut bob],
+        1500 * Duration::from_millis(1),
+        |_| false,
+    );
+    let frames_before = seen(&mut bob, "Alice").unwrap().frames_shown;
+    let errors_before = seen(&mut bob, "Alice")
+        .unwrap()
+        .stats
+        .unwrap()
+        .decode_errors;
+    let audio_before = audio_packets(&mut bob, "Alice");
+    pump_until(&mut [&mut alice, &mut bob], 2 * SECOND, |_| false);
+    assert_eq!(
+        seen(&mut bob, "Alice").unwrap().frames_shown,
+        frames_before,
+        "video kept coming"
+    );
+    assert_eq!(
+        audio_packets(&mut bob, "Alice"),
+        audio_before,
+        "audio kept coming"
+    );
+
+    alice
+        .world_mut()
+        .write_message(CallCommand::SetCamera(true));
+    alice
+        .world_mut()
+        .write_message(CallCommand::SetMicrophone(true));
+    let resumed_at = Instant::now();
+    assert!(
+        pump_until(&mut [&mut alice, &mut bob], SECOND, |apps| {
+            seen(apps[1], "Alice").is_some_and(|seen| {
+                seen.frames_shown > frames_before && seen.media == MediaState::default()
+            })
+        }),
+        "video did not resume within 1 s"
+    );
+    let resumed_after = resumed_at.elapsed();
+    // Stats arrive once a second: wait for a fresh snapshot before comparing.
+    pump_until(
+        &mut [&mut alice, &mut bob],
+        1200 * Duration::from_millis(1),
+        |_| false,
+    );
+    let errors = seen(&mut bob, "Alice")
+        .unwrap()
+        .stats
+        .unwrap()
+        .decode_errors;
+    assert_eq!(
+        errors, errors_before,
+        "the first frame after the pause must be a keyframe (resumed after {resumed_after:?})"
+    );
+    assert!(pump_until(
+        &mut [&mut alice, &mut bob],
+        3 * SECOND,
+        |apps| { audio_packets(apps[1], "Alice") > audio_before }
+    ));
+}
+
+/// Joins `room` as a bare WebRTC peer driven by the test (no meetspace client): the
+/// signaling half runs on the server's runtime, the peer connection on `rtc_runtime`,
+/// so killing `rtc_runtime` kills the media path while signaling stays up.
+fn join_as_bare_peer(
+    server: &TestServer,
+    rtc_runtime: &AsyncRuntime,
+    room: &str,
+    offer_override: Option<fn(String) -> String>,
+) {
+    let (to_signaling, mut outbox) = mpsc::unbounded_channel::<(String, serde_json::Value)>();
+    let (to_rtc, mut inbox) = mpsc::unbounded_channel::<serde_json::Value>();
+    let url = server.url.clone();
+    let room = room.to_owned();
+    let (welcomed_tx, welcomed) = std::sync::mpsc::channel();
+    server.runtime.handle().spawn(async move {
+        let mut raw = RawClient::connect(&url).await;
+        let ServerMessage::Welcome { peers, .. } = raw.join(&room, "Bare").await else {
+            panic!("the bare peer was not welcomed");
+        };
+        welcomed_tx.send(peers[0].peer_id.to_string()).unwrap();
+        loop {
+            tokio::select! {
+                Some((to, data)) = outbox.recv() => {
+                    raw.send_json(json!({"type": "signal", "to": to, "data": data})).await;
+                }
+                message = raw.recv_within(Duration::from_secs(3600)) => match message {
+                    Some(ServerMessage::Signal { data, .. }) => { let _ = to_rtc.send(data); }
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+        }
+    });
+    let host = welcomed.recv_timeout(5 * SECOND).unwrap();
+    rtc_runtime.handle().spawn(async move {
+        let local = LocalMedia::new().unwrap();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let session = PeerSession::new(&RtcConfig::loopback(), &local, Role::Offerer, events_tx)
+            .await
+            .unwrap();
+        loop {
+            tokio::select! {
+                Some(event) = events.recv() => {
+                    if let PeerEvent::Signal(mut payload) = event {
+                        if let (SignalPayload::Offer { sdp }, Some(edit)) = (&mut payload, offer_override) {
+                            *sdp = edit(std::mem::take(sdp));
+                        }
+                        let _ = to_signaling.send((host.clone(), serde_json::to_value(&payload).unwrap()));
+                    }
+                }
+                Some(data) = inbox.recv() => {
+                    if let Ok(payload) = serde_json::from_value::<SignalPayload>(data) {
+                        let _ = session.handle_signal(payload).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn a_killed_peer_is_dropped_through_ice_even_while_signaling_still_lists_it() {
+    let server = TestServer::start();
+    let mut host = client_with(&server.url, "Host", settings(440.0));
+    let room = host_room(&mut host);
+    let bare_runtime = AsyncRuntime::new().unwrap();
+    join_as_bare_peer(&server, &bare_runtime, room.as_str(), None);
+    let connected = pump_until(&mut [&mut host], 15 * SECOND, |apps| {
+        let world = apps[0].world_mut();
+        let mut query = world.query::<(&Participant, &meetspace::call::ConnectionState)>();
+        query
+            .iter(world)
+            .any(|(_, state)| state.0 == meetspace::rtc::PeerConnectionState::Connected)
+    });
+    assert!(
+        connected,
+        "the bare peer never connected: {:?}",
+        notices(&host)
+    );
+
+    drop(bare_runtime); // its sockets vanish without DTLS or signaling goodbye
+    let killed_at = Instant::now();
+    let gone = pump_until(&mut [&mut host], 5 * SECOND, |apps| {
+        seen(apps[0], "Bare").is_none()
+    });
+    assert!(
+        gone,
+        "the dead peer was still shown after {:?}",
+        killed_at.elapsed()
+    );
+}
+
+#[test]
+fn an_offer_without_a_codec_we_support_is_a_clear_error() {
+    let server = TestServer::start();
+    let mut host = client_with(&server.url, "Host", settings(440.0));
+    let room = host_room(&mut host);
+    let bare_runtime = AsyncRuntime::new().unwrap();
+    // The video section of the bare peer's offer lists only H.265 and AV1.
+    let only_h265_and_av1: fn(String) -> String = |sdp| {
+        sdp.replace("VP8/90000", "H265/90000")
+            .replace("UDP/TLS/RTP/SAVPF 96", "UDP/TLS/RTP/SAVPF 96 45")
+            .replace(
+                "a=rtpmap:96 H265/90000",
+                "a=rtpmap:96 H265/90000\r\na=rtpmap:45 AV1/90000",
+            )
+    };
+    join_as_bare_peer(
+        &server,
+        &bare_runtime,
+        room.as_str(),
+        Some(only_h265_and_av1),
+    );
+    let refused = pump_until(&mut [&mut host], 10 * SECOND, |apps| {
+        notices(apps[0]).iter().any(|notice| {
+            matches!(notice, CallNotice::Failed(CallError::Media(message)) if message.contains("VP8"))
+        })
+    });
+    assert!(refused, "{:?}", notices(&host));
+}
