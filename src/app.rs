@@ -7,7 +7,7 @@ use anyhow::Context;
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 
-use crate::call::CallPlugin;
+use crate::call::{CallCommand, CallPlugin};
 use crate::config::{ClientArgs, ClientConfig};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::server::{ServerLimits, SignalingServer};
@@ -49,6 +49,15 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
     };
     let config = ClientConfig::new(signal, args.call);
     let mut app = App::new();
+    if let Some(room) = args.room {
+        let name = config.name.clone();
+        app.add_systems(Startup, move |mut commands: MessageWriter<CallCommand>| {
+            commands.write(CallCommand::JoinRoom {
+                room: room.clone(),
+                name: name.clone(),
+            });
+        });
+    }
     app.insert_resource(runtime)
         .add_plugins(DefaultPlugins.set(WindowPlugin {
             primary_window: Some(Window {

@@ -105,6 +105,9 @@ pub struct ClientArgs {
     /// Signaling server (ws://HOST:PORT). Omitted: host one in-process on 127.0.0.1.
     #[arg(long, env = "MEETSPACE_SIGNAL", value_name = "URL")]
     pub signal: Option<SignalUrl>,
+    /// Join this room right away instead of showing the home panel.
+    #[arg(long, value_name = "ID", value_parser = RoomId::parse, requires = "signal")]
+    pub room: Option<RoomId>,
     /// Identity, ICE and media settings.
     #[command(flatten)]
     pub call: CallArgs,

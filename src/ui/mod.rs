@@ -1,16 +1,21 @@
 //! The egui overlay. It only reads call state and sends [`CallCommand`]s.
 //!
 //! Home: display name, create a room, join one by id (validated before sending).
-//! In a call: the room id with a copy button, who is there, hang up. Every
+//! In a call: the room id with a copy button, who is there with their live video,
+//! mic and camera switches, hang up. Every
 //! [`CallNotice`] becomes a toast that fades after a few seconds.
 
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
+use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, EguiTextureHandle, egui};
 
-use crate::call::{CallCommand, CallNotice, CallState, Participant};
+use crate::call::{
+    CallCommand, CallNotice, CallState, ConnectionState, MediaState, OwnMediaState, Participant,
+    VideoFeed,
+};
 use crate::config::ClientConfig;
+use crate::rtc::PeerConnectionState;
 use crate::signaling::protocol::{DisplayName, RoomId};
 
 /// How long a toast stays on screen.
@@ -95,10 +100,23 @@ fn call_panel(
     mut contexts: EguiContexts,
     state: Res<CallState>,
     config: Res<ClientConfig>,
-    participants: Query<&Participant>,
+    participants: Query<(&Participant, &ConnectionState, &MediaState, &VideoFeed)>,
+    own_media: Res<OwnMediaState>,
     mut form: ResMut<HomeForm>,
     mut commands: MessageWriter<CallCommand>,
 ) -> Result {
+    // Register each participant's video image with egui before borrowing its context.
+    let tiles: Vec<Tile> = participants
+        .iter()
+        .map(|(participant, connection, media, feed)| Tile {
+            name: participant.name.to_string(),
+            status: describe(connection.0, *media),
+            texture: feed
+                .image
+                .as_ref()
+                .map(|image| contexts.add_image(EguiTextureHandle::Weak(image.id()))),
+        })
+        .collect();
     let ctx = contexts.ctx_mut()?;
     egui::Window::new("meetspace")
         .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
@@ -125,19 +143,34 @@ fn call_panel(
                 });
                 ui.label("Share this id; the other side joins with it.");
                 ui.separator();
-                let count = participants.iter().count();
-                if count == 0 {
+                if tiles.is_empty() {
                     ui.label("Waiting for others to join…");
-                } else {
-                    ui.label(format!("{count} other(s) here:"));
-                    for participant in &participants {
-                        ui.label(format!("• {}", participant.name));
-                    }
+                }
+                for tile in &tiles {
+                    show_tile(ui, tile);
                 }
                 ui.separator();
-                if ui.button("Hang up").clicked() {
-                    commands.write(CallCommand::Leave);
-                }
+                ui.horizontal(|ui| {
+                    let mic = if own_media.audio {
+                        "Mute mic"
+                    } else {
+                        "Unmute mic"
+                    };
+                    if ui.button(mic).clicked() {
+                        commands.write(CallCommand::SetMicrophone(!own_media.audio));
+                    }
+                    let camera = if own_media.video {
+                        "Camera off"
+                    } else {
+                        "Camera on"
+                    };
+                    if ui.button(camera).clicked() {
+                        commands.write(CallCommand::SetCamera(!own_media.video));
+                    }
+                    if ui.button("Hang up").clicked() {
+                        commands.write(CallCommand::Leave);
+                    }
+                });
             }
             CallState::Leaving => {
                 ui.horizontal(|ui| {
@@ -147,6 +180,49 @@ fn call_panel(
             }
         });
     Ok(())
+}
+
+/// One participant as the overlay shows it.
+struct Tile {
+    name: String,
+    status: String,
+    texture: Option<egui::TextureId>,
+}
+
+/// Width of a participant's video in the overlay (the 3D panels replace this).
+const TILE_WIDTH: f32 = 240.0;
+
+fn show_tile(ui: &mut egui::Ui, tile: &Tile) {
+    ui.label(format!("{} ({})", tile.name, tile.status));
+    match tile.texture {
+        Some(texture) => {
+            let size = egui::vec2(TILE_WIDTH, TILE_WIDTH * 3.0 / 4.0);
+            ui.add(egui::Image::new(egui::load::SizedTexture::new(
+                texture, size,
+            )));
+        }
+        None => {
+            ui.label("waiting for video…");
+        }
+    }
+}
+
+/// Connection state and mute badges in words.
+fn describe(connection: PeerConnectionState, media: MediaState) -> String {
+    let mut words = vec![match connection {
+        PeerConnectionState::New | PeerConnectionState::Connecting => "connecting",
+        PeerConnectionState::Connected => "connected",
+        PeerConnectionState::Disconnected => "reconnecting",
+        PeerConnectionState::Failed => "connection failed",
+        PeerConnectionState::Closed => "left",
+    }];
+    if !media.audio {
+        words.push("mic muted");
+    }
+    if !media.video {
+        words.push("camera off");
+    }
+    words.join(", ")
 }
 
 fn home(
