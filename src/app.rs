@@ -13,6 +13,10 @@ use crate::runtime::AsyncRuntime;
 use crate::signaling::server::{ServerLimits, SignalingServer};
 use crate::ui::UiPlugin;
 
+/// Default log filter: our own news, everyone's warnings, minus the WebRTC stack's
+/// chatter about candidate pairs and server names that a user cannot act on.
+pub const LOG_FILTER: &str = "warn,meetspace=info,rtc_ice=error,rtc_dtls=error,wgpu=error";
+
 /// How often a headless app runs its schedule.
 const HEADLESS_TICK: Duration = Duration::from_millis(10);
 
@@ -59,13 +63,20 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
         });
     }
     app.insert_resource(runtime)
-        .add_plugins(DefaultPlugins.set(WindowPlugin {
-            primary_window: Some(Window {
-                title: "meetspace".into(),
-                ..default()
-            }),
-            ..default()
-        }))
+        .add_plugins(
+            DefaultPlugins
+                .set(WindowPlugin {
+                    primary_window: Some(Window {
+                        title: "meetspace".into(),
+                        ..default()
+                    }),
+                    ..default()
+                })
+                .set(bevy::log::LogPlugin {
+                    filter: LOG_FILTER.to_owned(),
+                    ..default()
+                }),
+        )
         .add_plugins((CallPlugin::new(config), UiPlugin));
     Ok(app.run())
 }

@@ -94,6 +94,7 @@ fn run_once(
                     tone_hz: 300.0 + 100.0 * i as f32,
                     ..media.clone()
                 },
+                echo: false,
             };
             let mut app = headless_app(config);
             app.finish();

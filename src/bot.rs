@@ -48,7 +48,10 @@ pub fn exit_code(error: &CallError) -> u8 {
 
 /// Runs the bot until it leaves; returns how the app ended.
 pub fn run(args: BotArgs) -> AppExit {
-    let config = ClientConfig::new(args.signal.clone(), args.call.clone());
+    let config = ClientConfig {
+        echo: args.echo,
+        ..ClientConfig::new(args.signal.clone(), args.call.clone())
+    };
     let mut app = headless_app(config);
     let interrupted = Arc::new(AtomicBool::new(false));
     app.world()

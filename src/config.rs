@@ -143,6 +143,10 @@ pub struct BotArgs {
     /// Write per-peer figures to this JSON file on exit.
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
+    /// Send back what the first peer sends (its encoded video and audio, unchanged)
+    /// instead of our own media: a peer sees and hears itself after one round trip.
+    #[arg(long)]
+    pub echo: bool,
     /// Identity, ICE and media settings.
     #[command(flatten)]
     pub call: CallArgs,
@@ -182,6 +186,8 @@ pub struct ClientConfig {
     pub ice_servers: Vec<IceServerUrl>,
     /// What we send.
     pub media: SendSettings,
+    /// Send back what the first peer sends us instead of our own media (`bot --echo`).
+    pub echo: bool,
 }
 
 impl ClientConfig {
@@ -199,6 +205,7 @@ impl ClientConfig {
                 video_kbps: call.video_kbps,
                 tone_hz: call.tone_hz,
             },
+            echo: false,
         }
     }
 }

@@ -29,10 +29,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and info from meetspace).
+/// Logs to stderr, filtered by `RUST_LOG` (default: [`meetspace::app::LOG_FILTER`]).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,meetspace=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(meetspace::app::LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -439,3 +439,30 @@ fn an_offer_without_a_codec_we_support_is_a_clear_error() {
     });
     assert!(refused, "{:?}", notices(&host));
 }
+
+#[test]
+fn an_echo_bot_sends_back_our_own_video_and_tone() {
+    let server = TestServer::start();
+    let mut alice = client_with(&server.url, "Alice", settings(550.0));
+    let room = host_room(&mut alice);
+    let mut echo = std::process::Command::new(env!("CARGO_BIN_EXE_meetspace"))
+        .args(["bot", "--signal", &server.url, "--room", room.as_str()])
+        .args(["--name", "Echo", "--echo", "--duration", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let echoed = pump_until(&mut [&mut alice], 30 * SECOND, |apps| {
+        frames_decoded(apps[0], "Echo") >= 30 && close_to(tone_of(apps[0], "Echo"), 550.0)
+    });
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert!(
+        echoed,
+        "frames {}, tone {:?}",
+        frames_decoded(&mut alice, "Echo"),
+        tone_of(&mut alice, "Echo")
+    );
+    // The frames that came back carry Alice's own stamps: the pixels match her source.
+    assert!(difference_from_source(&mut alice, "Echo") < 8.0);
+}

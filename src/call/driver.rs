@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::peer::{PeerContext, RemotePeer};
+use super::peer::{Echo, Outbound, PeerContext, RemotePeer};
 use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
 use crate::config::ClientConfig;
 use crate::media::{LocalSender, MediaSink, SendCounters, frame_channel};
@@ -80,8 +80,17 @@ struct Link {
 /// The media side of the call in progress: our encoders and one connection per peer.
 struct ActiveCall {
     local: LocalMedia,
-    sender: Arc<LocalSender>,
+    outbound: Outbound,
     peers: HashMap<PeerId, RemotePeer>,
+}
+
+impl ActiveCall {
+    fn sender(&self) -> Option<&LocalSender> {
+        match &self.outbound {
+            Outbound::Encoded(sender) => Some(sender),
+            Outbound::Echo(_) => None,
+        }
+    }
 }
 
 /// Hands encoded frames from the encoder threads to every peer connection.
@@ -141,16 +150,16 @@ impl Driver {
             }
             CallCommand::SetMicrophone(on) => {
                 self.media_state.audio = on;
-                if let Some(call) = &self.call {
-                    call.sender.set_audio_enabled(on);
+                if let Some(sender) = self.call.as_ref().and_then(ActiveCall::sender) {
+                    sender.set_audio_enabled(on);
                 }
                 self.announce_media_state();
                 return;
             }
             CallCommand::SetCamera(on) => {
                 self.media_state.video = on;
-                if let Some(call) = &self.call {
-                    call.sender.set_video_enabled(on);
+                if let Some(sender) = self.call.as_ref().and_then(ActiveCall::sender) {
+                    sender.set_video_enabled(on);
                 }
                 self.announce_media_state();
                 return;
@@ -226,15 +235,21 @@ impl Driver {
         let started = LocalMedia::new()
             .map_err(|error| CallError::Media(error.to_string()))
             .and_then(|local| {
+                if self.config.echo {
+                    let echo = Outbound::Echo(Arc::new(Echo::new(local.clone())));
+                    return Ok((local, echo));
+                }
                 let sink = Arc::new(FanOut {
                     local: local.clone(),
                     runtime: Handle::current(),
                 });
-                LocalSender::start(&self.config.media, sink, self.counters.clone())
-                    .map(|sender| (local, sender))
-                    .map_err(|error| CallError::Media(error.to_string()))
+                let sender = LocalSender::start(&self.config.media, sink, self.counters.clone())
+                    .map_err(|error| CallError::Media(error.to_string()))?;
+                sender.set_audio_enabled(self.media_state.audio);
+                sender.set_video_enabled(self.media_state.video);
+                Ok((local, Outbound::Encoded(Arc::new(sender))))
             });
-        let (local, sender) = match started {
+        let (local, outbound) = match started {
             Ok(started) => started,
             Err(error) => {
                 self.emit(CallEvent::Failed(error));
@@ -245,11 +260,9 @@ impl Driver {
                 return;
             }
         };
-        sender.set_audio_enabled(self.media_state.audio);
-        sender.set_video_enabled(self.media_state.video);
         self.call = Some(ActiveCall {
             local,
-            sender: Arc::new(sender),
+            outbound,
             peers: HashMap::new(),
         });
         let mut joining = Vec::new();
@@ -282,7 +295,7 @@ impl Driver {
             outgoing: link.signaling.outgoing.clone(),
             events: self.events.clone(),
             lost: self.lost_tx.clone(),
-            sender: call.sender.clone(),
+            outbound: call.outbound.clone(),
         };
         let connected = RemotePeer::connect(
             peer_id.clone(),
@@ -377,7 +390,9 @@ impl Driver {
     async fn end_call(&mut self) {
         self.publish_stats();
         let Some(call) = self.call.take() else { return };
-        call.sender.stop();
+        if let Some(sender) = call.sender() {
+            sender.stop();
+        }
         let closing = call.peers.into_values().map(RemotePeer::close);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures_util::future::join_all(closing)).await;
     }

@@ -1,8 +1,8 @@
 //! One remote peer of a call: its peer connection, its receive path (video decoder
 //! thread, Opus decoder, statistics) and the task that routes its events.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
@@ -26,8 +26,63 @@ pub(super) struct PeerContext {
     pub events: Sender<CallEvent>,
     /// Tells the driver that a peer's connection is gone for good.
     pub lost: mpsc::UnboundedSender<PeerId>,
-    /// Our encoders, for the keyframes peers ask for.
-    pub sender: Arc<LocalSender>,
+    /// Where what we send comes from.
+    pub outbound: Outbound,
+}
+
+/// Where the media we send comes from.
+#[derive(Clone)]
+pub(super) enum Outbound {
+    /// Our own sources through our own encoders (keyframes on request).
+    Encoded(Arc<LocalSender>),
+    /// Echo mode: what one peer sends us goes back out unchanged.
+    Echo(Arc<Echo>),
+}
+
+/// Echo mode (`meetspace bot --echo`): the first peer whose media arrives is the
+/// source, and its encoded frames and packets are sent to every peer as they came, so
+/// a sender sees its own stamped video back and can measure the round trip.
+pub(super) struct Echo {
+    local: LocalMedia,
+    source: Mutex<Option<(PeerId, Weak<PeerSession>)>>,
+}
+
+impl Echo {
+    /// Echoes through `local`, our outgoing tracks.
+    pub fn new(local: LocalMedia) -> Self {
+        Self {
+            local,
+            source: Mutex::new(None),
+        }
+    }
+
+    /// Whether `peer_id` is the echo source, making it the source if there is none.
+    fn claims(&self, peer_id: &PeerId, session: &Arc<PeerSession>) -> bool {
+        let mut source = self
+            .source
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let alive = source
+            .as_ref()
+            .is_some_and(|(_, session)| session.strong_count() > 0);
+        if !alive {
+            *source = Some((peer_id.clone(), Arc::downgrade(session)));
+        }
+        source.as_ref().is_some_and(|(id, _)| id == peer_id)
+    }
+
+    /// Passes a peer's keyframe request on to the source.
+    async fn request_keyframe(&self) {
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .and_then(|(_, session)| session.upgrade());
+        if let Some(session) = source {
+            session.request_keyframe().await;
+        }
+    }
 }
 
 impl PeerContext {
@@ -77,6 +132,7 @@ impl RemotePeer {
         context.signal(&peer_id, PeerControl::MediaState(our_media).to_json());
         let router = PeerRouter {
             peer_id,
+            last_video_timestamp: None,
             session: session.clone(),
             stats: stats.clone(),
             decoder,
@@ -111,6 +167,8 @@ impl Drop for RemotePeer {
 /// Routes one peer's events: signaling out, media into the decoders, state to the ECS.
 struct PeerRouter {
     peer_id: PeerId,
+    /// RTP timestamp of the last video frame, for echoing frames with their timing.
+    last_video_timestamp: Option<u32>,
     session: Arc<PeerSession>,
     stats: Arc<Mutex<ReceiveStats>>,
     decoder: RemoteVideoDecoder,
@@ -118,7 +176,18 @@ struct PeerRouter {
     context: PeerContext,
 }
 
+/// Length of the Opus packets meetspace and browsers send.
+const OPUS_FRAME: Duration = Duration::from_millis(20);
+
 impl PeerRouter {
+    /// The echo to feed, when we echo and this peer is the source.
+    fn echo_source(&self) -> Option<Arc<Echo>> {
+        match &self.context.outbound {
+            Outbound::Echo(echo) if echo.claims(&self.peer_id, &self.session) => Some(echo.clone()),
+            _ => None,
+        }
+    }
+
     async fn run(
         mut self,
         mut peer_events: mpsc::UnboundedReceiver<PeerEvent>,
@@ -154,8 +223,21 @@ impl PeerRouter {
                     let _ = self.context.lost.send(self.peer_id.clone());
                 }
             }
-            PeerEvent::VideoFrame { data, .. } => {
+            PeerEvent::VideoFrame {
+                data,
+                rtp_timestamp,
+                ..
+            } => {
                 lock_stats(&self.stats).on_video_received(data.len());
+                let since_last = self
+                    .last_video_timestamp
+                    .replace(rtp_timestamp)
+                    .map_or(0, |last| rtp_timestamp.wrapping_sub(last));
+                if let Some(echo) = self.echo_source() {
+                    let duration = Duration::from_micros(u64::from(since_last) * 1000 / 90)
+                        .clamp(Duration::from_millis(1), Duration::from_millis(200));
+                    let _ = echo.local.write_video(&data, duration).await;
+                }
                 if !self.decoder.push(data) {
                     self.session.request_keyframe().await;
                 }
@@ -163,11 +245,19 @@ impl PeerRouter {
             PeerEvent::VideoFramesDropped { frames } => {
                 lock_stats(&self.stats).on_video_dropped(frames);
             }
-            PeerEvent::AudioPacket { data, .. } => match self.opus.decode(&data) {
-                Ok(frame) => lock_stats(&self.stats).on_audio(&frame),
-                Err(error) => tracing::debug!(%error, "dropping an audio packet"),
+            PeerEvent::AudioPacket { data, .. } => {
+                if let Some(echo) = self.echo_source() {
+                    let _ = echo.local.write_audio(&data, OPUS_FRAME).await;
+                }
+                match self.opus.decode(&data) {
+                    Ok(frame) => lock_stats(&self.stats).on_audio(&frame),
+                    Err(error) => tracing::debug!(%error, "dropping an audio packet"),
+                }
+            }
+            PeerEvent::KeyframeRequested => match &self.context.outbound {
+                Outbound::Encoded(sender) => sender.request_keyframe(),
+                Outbound::Echo(echo) => echo.request_keyframe().await,
             },
-            PeerEvent::KeyframeRequested => self.context.sender.request_keyframe(),
             PeerEvent::Stats {
                 rtt_ms,
                 packets_lost,

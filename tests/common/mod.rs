@@ -68,6 +68,7 @@ pub fn client_with(url: &str, name: &str, media: SendSettings) -> App {
         name: DisplayName::parse(name).unwrap(),
         ice_servers: Vec::new(),
         media,
+        echo: false,
     };
     let mut app = headless_app(config);
     app.init_resource::<NoticeLog>()
