@@ -104,9 +104,10 @@ fn run_once(
         .collect::<anyhow::Result<_>>()?;
 
     let name = apps[0].world().resource::<ClientConfig>().name.clone();
-    apps[0]
-        .world_mut()
-        .write_message(CallCommand::CreateRoom { name });
+    apps[0].world_mut().write_message(CallCommand::CreateRoom {
+        name,
+        public_title: None,
+    });
     let room = pump(&mut apps, Duration::from_secs(10), |apps| {
         match apps[0].world().resource::<CallState>() {
             CallState::InCall { room, .. } => Some(room.clone()),

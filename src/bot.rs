@@ -65,6 +65,7 @@ pub fn run(args: BotArgs) -> AppExit {
         },
         None => CallCommand::CreateRoom {
             name: args.call.name.clone(),
+            public_title: args.public.clone(),
         },
     };
     app.insert_resource(Bot {

@@ -137,6 +137,9 @@ pub struct BotArgs {
     /// Join the room with this id.
     #[arg(long, value_name = "ID", value_parser = RoomId::parse)]
     pub room: Option<RoomId>,
+    /// With --create: list the room in everyone's lobby under this title.
+    #[arg(long, value_name = "TITLE", requires = "create", value_parser = DisplayName::parse)]
+    pub public: Option<DisplayName>,
     /// Leave after this many seconds (default: stay until interrupted).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,

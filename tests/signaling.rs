@@ -475,3 +475,50 @@ fn bot_killed_with_sigkill_is_dropped_from_the_room() {
     );
     assert!(notices(&watcher).contains(&CallNotice::PeerLeft("Doomed".parse_name())));
 }
+
+#[test]
+fn public_rooms_are_listed_and_private_ones_are_not() {
+    let server = TestServer::start();
+    // The raw clients stay connected (and the rooms open) until the end of the test.
+    let _members = server.block_on(async {
+        let mut public = RawClient::connect(&server.url).await;
+        public
+            .send_json(json!({"type": "create_room", "name": "A", "public_title": "Standup"}))
+            .await;
+        let ServerMessage::Welcome { room, .. } = public.recv().await else {
+            panic!("no welcome");
+        };
+        let mut private = RawClient::connect(&server.url).await;
+        private.create("B").await;
+        let mut guest = RawClient::connect(&server.url).await;
+        guest.join(room.as_str(), "C").await;
+
+        let mut lobby = RawClient::connect(&server.url).await;
+        lobby.send_json(json!({"type": "list_rooms"})).await;
+        match lobby.recv().await {
+            ServerMessage::RoomList { rooms } => {
+                assert_eq!(rooms.len(), 1, "only the public room: {rooms:?}");
+                assert_eq!(rooms[0].room, room);
+                assert_eq!(rooms[0].title.as_str(), "Standup");
+                assert_eq!(rooms[0].participants, 2);
+            }
+            other => panic!("expected room_list, got {other:?}"),
+        }
+        (public, private, guest)
+    });
+    // The client side: ListRooms fills PublicRooms without entering a call.
+    let mut viewer = client(&server.url, "Viewer");
+    viewer
+        .world_mut()
+        .write_message(meetspace::call::CallCommand::ListRooms);
+    let listed = pump_until(&mut [&mut viewer], 5 * SECOND, |apps| {
+        apps[0]
+            .world()
+            .resource::<meetspace::call::PublicRooms>()
+            .0
+            .len()
+            == 1
+    });
+    assert!(listed);
+    assert_eq!(state(&viewer), CallState::Idle);
+}

@@ -24,6 +24,8 @@ use crate::signaling::{self, LinkEvent, SignalingLink};
 
 /// How often receive statistics go to the ECS.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long listing the public rooms may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long closing one peer connection may take when the call ends.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -138,7 +140,13 @@ impl Driver {
 
     async fn on_command(&mut self, command: CallCommand) {
         let request = match command {
-            CallCommand::CreateRoom { name } => ClientMessage::CreateRoom { name },
+            CallCommand::CreateRoom { name, public_title } => {
+                ClientMessage::CreateRoom { name, public_title }
+            }
+            CallCommand::ListRooms => {
+                self.list_rooms();
+                return;
+            }
             CallCommand::JoinRoom { room, name } => ClientMessage::JoinRoom { room, name },
             CallCommand::Leave => {
                 self.end_call().await;
@@ -207,6 +215,9 @@ impl Driver {
             }
             LinkEvent::Message(ServerMessage::Signal { from, data }) => {
                 self.on_signal(from, data).await
+            }
+            LinkEvent::Message(ServerMessage::RoomList { rooms }) => {
+                self.emit(CallEvent::RoomList(rooms));
             }
             LinkEvent::Message(ServerMessage::Error { code, message }) => {
                 let welcomed = self.link.as_ref().is_some_and(|link| link.welcomed);
@@ -364,6 +375,35 @@ impl Driver {
         };
         self.emit(CallEvent::PeerStats(peer_id.clone(), peer.stats()));
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, peer.close()).await;
+    }
+
+    /// Asks for the public rooms: over the call's connection if there is one, else over
+    /// a short-lived connection of its own (in the background; a failure only logs).
+    fn list_rooms(&self) {
+        if let Some(link) = &self.link {
+            let _ = link.signaling.outgoing.send(ClientMessage::ListRooms);
+            return;
+        }
+        let signal = self.config.signal.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let listing = async {
+                let mut link = signaling::connect(&signal).await.ok()?;
+                link.outgoing.send(ClientMessage::ListRooms).ok()?;
+                while let Some(event) = link.incoming.recv().await {
+                    if let LinkEvent::Message(ServerMessage::RoomList { rooms }) = event {
+                        return Some(rooms);
+                    }
+                }
+                None
+            };
+            match tokio::time::timeout(LIST_TIMEOUT, listing).await {
+                Ok(Some(rooms)) => {
+                    let _ = events.send(CallEvent::RoomList(rooms));
+                }
+                _ => tracing::debug!("the public rooms could not be listed"),
+            }
+        });
     }
 
     fn announce_media_state(&self) {

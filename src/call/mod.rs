@@ -22,7 +22,7 @@ use crate::config::ClientConfig;
 use crate::media::{CallStats, DecodedFrame, FrameReceiver, SendCounters, Stamp};
 use crate::rtc::PeerConnectionState;
 use crate::runtime::AsyncRuntime;
-use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId};
+use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary};
 
 /// What the app asks of the call.
 #[derive(Message, Debug, Clone, PartialEq)]
@@ -31,6 +31,8 @@ pub enum CallCommand {
     CreateRoom {
         /// The name others see.
         name: DisplayName,
+        /// List the room in everyone's lobby under this title; `None`: private.
+        public_title: Option<DisplayName>,
     },
     /// Enter a room by its id.
     JoinRoom {
@@ -45,7 +47,13 @@ pub enum CallCommand {
     SetMicrophone(bool),
     /// Camera on (true) or off (false); peers are told.
     SetCamera(bool),
+    /// Ask the server which public rooms exist; the answer fills [`PublicRooms`].
+    ListRooms,
 }
+
+/// The public rooms the server listed last (the lobby's doors).
+#[derive(Resource, Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublicRooms(pub Vec<RoomSummary>);
 
 /// A remote peer entering the call, with the channel its decoded video arrives on.
 #[derive(Debug, Clone)]
@@ -78,6 +86,8 @@ pub enum CallEvent {
     PeerStats(PeerId, CallStats),
     /// A peer turned its microphone or camera on or off.
     PeerMedia(PeerId, MediaState),
+    /// The server's list of public rooms.
+    RoomList(Vec<RoomSummary>),
     /// The call is over (hung up, refused, or lost); back to idle.
     Left,
     /// Something went wrong; [`CallEvent::Left`] follows when the call cannot go on.
@@ -333,6 +343,7 @@ impl Plugin for CallPlugin {
         .init_resource::<CallState>()
         .init_resource::<OwnMediaState>()
         .init_resource::<CallReport>()
+        .init_resource::<PublicRooms>()
         .add_message::<CallCommand>()
         .add_message::<CallNotice>()
         .add_systems(
@@ -360,6 +371,7 @@ pub fn forward_call_commands(
                 media.video = *on;
                 state.clone()
             }
+            (CallCommand::ListRooms, _) => state.clone(),
             (CallCommand::CreateRoom { .. } | CallCommand::JoinRoom { .. }, CallState::Idle) => {
                 CallState::Joining
             }
@@ -389,6 +401,7 @@ pub fn apply_call_events(
     mut state: ResMut<CallState>,
     mut roster: Local<HashMap<PeerId, (Entity, DisplayName)>>,
     mut report: ResMut<CallReport>,
+    mut public_rooms: ResMut<PublicRooms>,
     mut commands: Commands,
     mut notices: MessageWriter<CallNotice>,
 ) {
@@ -426,6 +439,7 @@ pub fn apply_call_events(
                     commands.entity(*entity).insert(stats);
                 }
             }
+            CallEvent::RoomList(rooms) => public_rooms.0 = rooms,
             CallEvent::PeerMedia(peer_id, media) => {
                 if let Some((entity, _)) = roster.get(&peer_id) {
                     commands.entity(*entity).insert(media);

@@ -196,6 +196,10 @@ pub enum ClientMessage {
         /// The creator's display name.
         #[serde(default)]
         name: DisplayName,
+        /// Shown in everyone's lobby (`list_rooms`) under this title when set; a room
+        /// without one is private: only its id lets anyone in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public_title: Option<DisplayName>,
     },
     /// Enter an existing room by its id.
     JoinRoom {
@@ -214,6 +218,21 @@ pub enum ClientMessage {
     },
     /// Leave the room; the connection stays open and may create or join again.
     Leave,
+    /// Ask for the public rooms (answered with `room_list`), in a room or not.
+    ListRooms,
+}
+
+/// A public room as the lobby lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// The room's id.
+    pub room: RoomId,
+    /// Its title.
+    pub title: DisplayName,
+    /// How many people are in it.
+    pub participants: usize,
+    /// How many it holds.
+    pub capacity: usize,
 }
 
 /// A message from the server to a client.
@@ -246,6 +265,11 @@ pub enum ServerMessage {
         from: PeerId,
         /// The payload as the sender wrote it.
         data: serde_json::Value,
+    },
+    /// The public rooms, answering `list_rooms` (at most 100, fullest first).
+    RoomList {
+        /// The rooms.
+        rooms: Vec<RoomSummary>,
     },
     /// Something you asked for could not be done.
     Error {
@@ -325,7 +349,8 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 4] = ["create_room", "join_room", "signal", "leave"];
+const CLIENT_MESSAGE_TYPES: [&str; 5] =
+    ["create_room", "join_room", "signal", "leave", "list_rooms"];
 
 impl ClientMessage {
     /// Parses one text frame, telling apart broken JSON, unknown types and bad fields.

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
 use super::protocol::{
-    ClientMessage, DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, ServerMessage,
+    ClientMessage, DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary, ServerMessage,
 };
 
 /// Default number of peers one room holds.
@@ -180,10 +180,14 @@ struct Member {
     mailbox: Mailbox,
 }
 
+/// Most rooms one `room_list` names.
+const MAX_LISTED_ROOMS: usize = 100;
+
 /// Peers of one room, oldest first.
-#[derive(Default)]
 struct Room {
     members: Vec<Member>,
+    /// The lobby title of a public room; private rooms have none.
+    public_title: Option<DisplayName>,
 }
 
 impl Room {
@@ -204,6 +208,7 @@ impl Hub {
         &mut self,
         limits: &ServerLimits,
         name: DisplayName,
+        public_title: Option<DisplayName>,
         mailbox: Mailbox,
     ) -> Result<(RoomId, PeerId), ErrorCode> {
         if self.rooms.len() >= limits.max_rooms {
@@ -224,6 +229,7 @@ impl Hub {
                 },
                 mailbox,
             }],
+            public_title,
         };
         self.rooms.insert(room_id.clone(), room);
         Ok((room_id, peer_id))
@@ -274,6 +280,28 @@ impl Hub {
             data,
         });
         Ok(())
+    }
+
+    fn public_rooms(&self, capacity: usize) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .filter_map(|(room, state)| {
+                Some(RoomSummary {
+                    room: room.clone(),
+                    title: state.public_title.clone()?,
+                    participants: state.members.len(),
+                    capacity,
+                })
+            })
+            .collect();
+        rooms.sort_by(|a, b| {
+            b.participants
+                .cmp(&a.participants)
+                .then(a.title.as_str().cmp(b.title.as_str()))
+        });
+        rooms.truncate(MAX_LISTED_ROOMS);
+        rooms
     }
 
     fn leave(&mut self, room_id: &RoomId, peer_id: &PeerId) {
@@ -391,11 +419,20 @@ impl Connection {
                     format!("already in room {room}; leave it first"),
                 );
             }
-            (ClientMessage::CreateRoom { name }, None) => {
-                let created =
-                    self.state
-                        .hub()
-                        .create(&self.state.limits, name.clone(), self.mailbox.clone());
+            (ClientMessage::ListRooms, _) => {
+                let rooms = self
+                    .state
+                    .hub()
+                    .public_rooms(self.state.limits.room_capacity);
+                self.reply(ServerMessage::RoomList { rooms });
+            }
+            (ClientMessage::CreateRoom { name, public_title }, None) => {
+                let created = self.state.hub().create(
+                    &self.state.limits,
+                    name.clone(),
+                    public_title,
+                    self.mailbox.clone(),
+                );
                 match created {
                     Ok((room, peer_id)) => {
                         tracing::info!(%room, peer = %peer_id, %name, "room created");

@@ -245,7 +245,10 @@ fn home(
         .clicked()
         && let Ok(name) = &name
     {
-        commands.write(CallCommand::CreateRoom { name: name.clone() });
+        commands.write(CallCommand::CreateRoom {
+            name: name.clone(),
+            public_title: None,
+        });
     }
     ui.separator();
     ui.horizontal(|ui| {

@@ -80,8 +80,10 @@ pub fn client_with(url: &str, name: &str, media: SendSettings) -> App {
 
 pub fn create_room(app: &mut App) {
     let name = app.world().resource::<ClientConfig>().name.clone();
-    app.world_mut()
-        .write_message(CallCommand::CreateRoom { name });
+    app.world_mut().write_message(CallCommand::CreateRoom {
+        name,
+        public_title: None,
+    });
 }
 
 pub fn join_room(app: &mut App, room: &RoomId) {
