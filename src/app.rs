@@ -7,15 +7,20 @@ use anyhow::Context;
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 
+use crate::bot;
 use crate::call::{CallCommand, CallPlugin};
 use crate::config::{ClientArgs, ClientConfig};
 use crate::runtime::AsyncRuntime;
+use crate::signaling::protocol::DisplayName;
 use crate::signaling::server::{ServerLimits, SignalingServer};
 use crate::ui::UiPlugin;
 
 /// Default log filter: our own news, everyone's warnings, minus the WebRTC stack's
 /// chatter about candidate pairs and server names that a user cannot act on.
-pub const LOG_FILTER: &str = "warn,meetspace=info,rtc_ice=error,rtc_dtls=error,wgpu=error";
+pub const LOG_FILTER: &str = "warn,meetspace=info,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error,wgpu=error";
+
+/// Bots that `--demo` starts.
+const DEMO_BOTS: usize = 3;
 
 /// How often a headless app runs its schedule.
 const HEADLESS_TICK: Duration = Duration::from_millis(10);
@@ -34,7 +39,8 @@ pub fn headless_app(config: ClientConfig) -> App {
 /// Runs the windowed client until its window closes.
 ///
 /// Without `--signal`, first starts a signaling server on a free port of 127.0.0.1 on
-/// the app's runtime and calls through it.
+/// the app's runtime and calls through it. With `--demo`, starts three bots in a public
+/// room first and joins it; with `--room`, joins that room.
 pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
     let runtime = AsyncRuntime::new().context("cannot start the network runtime")?;
     let signal = match args.signal {
@@ -51,9 +57,15 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
             url.parse().context("the embedded server's URL")?
         }
     };
+    let room = if args.demo {
+        let title = DisplayName::parse("Demo room").context("the demo room's title")?;
+        Some(bot::spawn_in_process(&signal, &title, DEMO_BOTS).context("cannot start the demo")?)
+    } else {
+        args.room
+    };
     let config = ClientConfig::new(signal, args.call);
     let mut app = App::new();
-    if let Some(room) = args.room {
+    if let Some(room) = room {
         let name = config.name.clone();
         app.add_systems(Startup, move |mut commands: MessageWriter<CallCommand>| {
             commands.write(CallCommand::JoinRoom {

@@ -17,9 +17,10 @@ use serde::Serialize;
 use crate::app::headless_app;
 use crate::call::{CallCommand, CallError, CallNotice, CallReport, CallState};
 use crate::config::{BotArgs, ClientConfig};
-use crate::media::CallStats;
+use crate::media::{CallStats, SendSettings};
 use crate::runtime::AsyncRuntime;
-use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId};
+use crate::signaling::SignalUrl;
+use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, RoomId};
 
 /// Exit code when the room id does not exist.
 pub const EXIT_ROOM_NOT_FOUND: u8 = 3;
@@ -52,12 +53,6 @@ pub fn run(args: BotArgs) -> AppExit {
         echo: args.echo,
         ..ClientConfig::new(args.signal.clone(), args.call.clone())
     };
-    let mut app = headless_app(config);
-    let interrupted = Arc::new(AtomicBool::new(false));
-    app.world()
-        .resource::<AsyncRuntime>()
-        .handle()
-        .spawn(watch_for_interrupt(interrupted.clone()));
     let first_command = match args.room {
         Some(room) => CallCommand::JoinRoom {
             room,
@@ -68,10 +63,85 @@ pub fn run(args: BotArgs) -> AppExit {
             public_title: args.public.clone(),
         },
     };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut app = bot_app(config, first_command, Announce::Stdout, interrupted.clone());
+    app.world()
+        .resource::<AsyncRuntime>()
+        .handle()
+        .spawn(watch_for_interrupt(interrupted));
+    app.world_mut().resource_mut::<Bot>().stay_for = args.duration.map(Duration::from_secs_f64);
+    app.world_mut().resource_mut::<Bot>().stats_json = args.stats_json;
+    app.run()
+}
+
+/// Starts `count` bots on threads of this process, the first creating a public room
+/// titled `title` and the others joining it; returns the room's id once the first is in
+/// it. The bots stay until the process ends (for `meetspace --demo`).
+pub fn spawn_in_process(
+    signal: &SignalUrl,
+    title: &DisplayName,
+    count: usize,
+) -> anyhow::Result<RoomId> {
+    let (room_tx, room_rx) = crossbeam_channel::bounded(1);
+    let mut room: Option<RoomId> = None;
+    for index in 0..count {
+        let name = DisplayName::parse(&format!("Demo bot {}", index + 1))?;
+        let first_command = match &room {
+            None => CallCommand::CreateRoom {
+                name: name.clone(),
+                public_title: Some(title.clone()),
+            },
+            Some(room) => CallCommand::JoinRoom {
+                room: room.clone(),
+                name: name.clone(),
+            },
+        };
+        let mut config = ClientConfig {
+            signal: signal.clone(),
+            name,
+            ice_servers: Vec::new(),
+            media: SendSettings::default(),
+            echo: false,
+        };
+        // Each bot hums its own note, so spatial audio can tell them apart.
+        config.media.tone_hz = 330.0 + 110.0 * index as f32;
+        let announce = Announce::Channel(room_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("meetspace-demo-bot-{index}"))
+            .spawn(move || {
+                bot_app(config, first_command, announce, Arc::default()).run();
+            })
+            .context("cannot start a demo bot")?;
+        if room.is_none() {
+            let created = room_rx
+                .recv_timeout(Duration::from_secs(10))
+                .context("the first demo bot could not create a room")?;
+            room = Some(created);
+        }
+    }
+    room.context("no demo bots were asked for")
+}
+
+/// How a bot tells the world it is in its room.
+enum Announce {
+    /// Print `room <ID>` as the first line of stdout (for scripts).
+    Stdout,
+    /// Send the id (for the in-process demo).
+    Channel(crossbeam_channel::Sender<RoomId>),
+}
+
+fn bot_app(
+    config: ClientConfig,
+    first_command: CallCommand,
+    announce: Announce,
+    interrupted: Arc<AtomicBool>,
+) -> App {
+    let mut app = headless_app(config);
     app.insert_resource(Bot {
         first_command,
-        stay_for: args.duration.map(Duration::from_secs_f64),
-        stats_json: args.stats_json,
+        announce,
+        stay_for: None,
+        stats_json: None,
         interrupted,
         joined_at: None,
         leaving: false,
@@ -79,7 +149,7 @@ pub fn run(args: BotArgs) -> AppExit {
     })
     .add_systems(Startup, start_call)
     .add_systems(Update, (follow_call, react_to_notices).chain());
-    app.run()
+    app
 }
 
 async fn watch_for_interrupt(flag: Arc<AtomicBool>) {
@@ -102,6 +172,7 @@ async fn watch_for_interrupt(flag: Arc<AtomicBool>) {
 #[derive(Resource)]
 struct Bot {
     first_command: CallCommand,
+    announce: Announce,
     stay_for: Option<Duration>,
     stats_json: Option<PathBuf>,
     interrupted: Arc<AtomicBool>,
@@ -122,12 +193,22 @@ fn follow_call(
     let CallState::InCall { room, .. } = &*state else {
         return;
     };
-    let joined_at = *bot.joined_at.get_or_insert_with(|| {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "room {room}");
-        let _ = stdout.flush();
-        Instant::now()
-    });
+    let joined_at = match bot.joined_at {
+        Some(at) => at,
+        None => {
+            match &bot.announce {
+                Announce::Stdout => {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = writeln!(stdout, "room {room}");
+                    let _ = stdout.flush();
+                }
+                Announce::Channel(sender) => {
+                    let _ = sender.try_send(room.clone());
+                }
+            }
+            *bot.joined_at.insert(Instant::now())
+        }
+    };
     let time_is_up = bot.stay_for.is_some_and(|stay| joined_at.elapsed() >= stay);
     if (time_is_up || bot.interrupted.load(Ordering::SeqCst)) && !bot.leaving {
         bot.leaving = true;

@@ -108,6 +108,10 @@ pub struct ClientArgs {
     /// Join this room right away instead of showing the home panel.
     #[arg(long, value_name = "ID", value_parser = RoomId::parse, requires = "signal")]
     pub room: Option<RoomId>,
+    /// Open straight into a public room with three bots of this process in it: a
+    /// working call on one machine with nothing else running.
+    #[arg(long, conflicts_with = "room")]
+    pub demo: bool,
     /// Identity, ICE and media settings.
     #[command(flatten)]
     pub call: CallArgs,

@@ -23,24 +23,63 @@ const TOAST_LIFETIME: Duration = Duration::from_secs(6);
 /// Toasts shown at once; older ones make room.
 const MAX_TOASTS: usize = 5;
 
-/// The overlay: adds egui and the home / in-call panels and toasts.
+mod shortcuts;
+mod stats;
+
+/// Rooms remembered on the home panel.
+const MAX_RECENT_ROOMS: usize = 5;
+
+/// The overlay: adds egui and the home / in-call panels, statistics, help and toasts.
 pub struct UiPlugin;
 
 impl Plugin for UiPlugin {
     fn build(&self, app: &mut App) {
         app.add_plugins(EguiPlugin::default())
             .init_resource::<Toasts>()
+            .init_resource::<OverlayToggles>()
             .add_systems(Startup, (spawn_camera, init_form))
             .add_systems(Update, collect_toasts)
-            .add_systems(EguiPrimaryContextPass, (call_panel, toast_stack));
+            .add_systems(
+                EguiPrimaryContextPass,
+                (
+                    shortcuts::handle_shortcuts,
+                    call_panel,
+                    stats::stats_window,
+                    shortcuts::help_window,
+                    toast_stack,
+                )
+                    .chain(),
+            );
     }
 }
 
-/// What the user is typing on the home panel.
+/// Which parts of the overlay are shown.
+#[derive(Resource)]
+struct OverlayToggles {
+    /// The main panel (Esc).
+    menu: bool,
+    /// The statistics window (S).
+    stats: bool,
+    /// The shortcuts help (H).
+    help: bool,
+}
+
+impl Default for OverlayToggles {
+    fn default() -> Self {
+        Self {
+            menu: true,
+            stats: false,
+            help: false,
+        }
+    }
+}
+
+/// What the user is typing on the home panel, and the rooms they were in lately.
 #[derive(Resource, Default)]
 struct HomeForm {
     name: String,
     room: String,
+    recent: Vec<RoomId>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -79,14 +118,23 @@ fn spawn_camera(mut commands: Commands) {
 fn init_form(mut commands: Commands, config: Res<ClientConfig>) {
     commands.insert_resource(HomeForm {
         name: config.name.to_string(),
-        room: String::new(),
+        ..default()
     });
 }
 
-fn collect_toasts(mut notices: MessageReader<CallNotice>, mut toasts: ResMut<Toasts>) {
+fn collect_toasts(
+    mut notices: MessageReader<CallNotice>,
+    mut toasts: ResMut<Toasts>,
+    mut form: ResMut<HomeForm>,
+) {
     for notice in notices.read() {
         let (severity, text) = match notice {
-            CallNotice::Joined(room) => (Severity::Info, format!("You are in room {room}")),
+            CallNotice::Joined(room) => {
+                form.recent.retain(|recent| recent != room);
+                form.recent.insert(0, room.clone());
+                form.recent.truncate(MAX_RECENT_ROOMS);
+                (Severity::Info, format!("You are in room {room}"))
+            }
             CallNotice::PeerJoined(name) => (Severity::Info, format!("{name} joined")),
             CallNotice::PeerLeft(name) => (Severity::Info, format!("{name} left")),
             CallNotice::Left => (Severity::Info, "Call ended".to_owned()),
@@ -102,9 +150,13 @@ fn call_panel(
     config: Res<ClientConfig>,
     participants: Query<(&Participant, &ConnectionState, &MediaState, &VideoFeed)>,
     own_media: Res<OwnMediaState>,
+    mut toggles: ResMut<OverlayToggles>,
     mut form: ResMut<HomeForm>,
     mut commands: MessageWriter<CallCommand>,
 ) -> Result {
+    if !toggles.menu {
+        return Ok(());
+    }
     // Register each participant's video image with egui before borrowing its context.
     let tiles: Vec<Tile> = participants
         .iter()
@@ -170,6 +222,10 @@ fn call_panel(
                     if ui.button("Hang up").clicked() {
                         commands.write(CallCommand::Leave);
                     }
+                });
+                ui.horizontal(|ui| {
+                    ui.toggle_value(&mut toggles.stats, "Statistics (S)");
+                    ui.toggle_value(&mut toggles.help, "Shortcuts (H)");
                 });
             }
             CallState::Leaving => {
@@ -265,6 +321,18 @@ fn home(
         && let (Ok(name), Ok(room)) = (name, room)
     {
         commands.write(CallCommand::JoinRoom { room, name });
+    }
+    if !form.recent.is_empty() {
+        ui.label("Recent rooms:");
+        let mut chosen = None;
+        for room in &form.recent {
+            if ui.link(room.as_str()).clicked() {
+                chosen = Some(room.to_string());
+            }
+        }
+        if let Some(room) = chosen {
+            form.room = room;
+        }
     }
     ui.separator();
     ui.small(format!("Signaling: {}", config.signal));
