@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, EguiTextureHandle, egui};
 
@@ -144,12 +145,18 @@ fn collect_toasts(
     }
 }
 
+/// What the main panel reads of the call.
+#[derive(SystemParam)]
+struct CallView<'w> {
+    state: Res<'w, CallState>,
+    config: Res<'w, ClientConfig>,
+    own_media: Res<'w, OwnMediaState>,
+}
+
 fn call_panel(
     mut contexts: EguiContexts,
-    state: Res<CallState>,
-    config: Res<ClientConfig>,
+    call: CallView,
     participants: Query<(&Participant, &ConnectionState, &MediaState, &VideoFeed)>,
-    own_media: Res<OwnMediaState>,
     mut toggles: ResMut<OverlayToggles>,
     mut form: ResMut<HomeForm>,
     mut commands: MessageWriter<CallCommand>,
@@ -174,8 +181,8 @@ fn call_panel(
         .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
         .resizable(false)
         .collapsible(false)
-        .show(ctx, |ui| match &*state {
-            CallState::Idle => home(ui, &config, &mut form, &mut commands),
+        .show(ctx, |ui| match &*call.state {
+            CallState::Idle => home(ui, &call.config, &mut form, &mut commands),
             CallState::Joining => {
                 ui.horizontal(|ui| {
                     ui.spinner();
@@ -203,6 +210,7 @@ fn call_panel(
                 }
                 ui.separator();
                 ui.horizontal(|ui| {
+                    let own_media = *call.own_media;
                     let mic = if own_media.audio {
                         "Mute mic"
                     } else {
