@@ -235,6 +235,7 @@ fn call_panel(
                     ui.toggle_value(&mut toggles.stats, "Statistics (S)");
                     ui.toggle_value(&mut toggles.help, "Shortcuts (H)");
                 });
+                device_pickers(ui);
             }
             CallState::Leaving => {
                 ui.horizontal(|ui| {
@@ -244,6 +245,27 @@ fn call_panel(
             }
         });
     Ok(())
+}
+
+/// The sources we can send from. Only the synthetic ones exist so far; cameras and
+/// microphones join these lists when the device backends arrive.
+const VIDEO_SOURCES: [&str; 1] = ["Synthetic test pattern"];
+/// See [`VIDEO_SOURCES`].
+const AUDIO_SOURCES: [&str; 1] = ["Synthetic tone"];
+
+fn device_pickers(ui: &mut egui::Ui) {
+    egui::CollapsingHeader::new("Devices").show(ui, |ui| {
+        for (label, sources) in [("Camera", VIDEO_SOURCES), ("Microphone", AUDIO_SOURCES)] {
+            let mut chosen = 0;
+            egui::ComboBox::from_label(label)
+                .selected_text(sources[chosen])
+                .show_ui(ui, |ui| {
+                    for (index, source) in sources.iter().enumerate() {
+                        ui.selectable_value(&mut chosen, index, *source);
+                    }
+                });
+        }
+    });
 }
 
 /// One participant as the overlay shows it.
