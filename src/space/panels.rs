@@ -24,6 +24,8 @@ pub const PANEL_HALF_WIDTH: f32 = 0.85;
 const SCREEN_SIZE: Vec2 = Vec2::new(1.6, 1.2);
 /// Height of the screen's centre: eye level.
 const SCREEN_Y: f32 = 1.6;
+/// The stand from the floor to the screen's lower edge, behind it.
+const STAND_HEIGHT: f32 = SCREEN_Y - SCREEN_SIZE.y / 2.0;
 /// How fast panels glide to their places, per second.
 const GLIDE_RATE: f32 = 4.0;
 /// Smallest glow change worth re-uploading the ring's material for.
@@ -130,7 +132,7 @@ pub(super) fn init_panel_kit(
             SCREEN_SIZE.y + 0.1,
             0.05,
         )),
-        stand: meshes.add(Cylinder::new(0.04, SCREEN_Y)),
+        stand: meshes.add(Cylinder::new(0.04, STAND_HEIGHT)),
         name_sign: meshes.add(Rectangle::new(SCREEN_SIZE.x, 0.3)),
         ring: meshes.add(Torus::new(0.85, 0.95)),
         mic_badge: meshes.add(Capsule3d::new(0.05, 0.1)),
@@ -272,7 +274,11 @@ pub(super) fn spawn_panels(
             kit.dark.clone(),
             Vec3::new(0.0, SCREEN_Y, 0.0),
         ));
-        commands.spawn(part(&kit.stand, kit.dark.clone(), Vec3::Y * SCREEN_Y / 2.0));
+        commands.spawn(part(
+            &kit.stand,
+            kit.dark.clone(),
+            Vec3::new(0.0, STAND_HEIGHT / 2.0, -0.07),
+        ));
         commands.spawn(part(
             &kit.name_sign,
             name_sign,
