@@ -30,7 +30,7 @@ impl Plugin for UiPlugin {
     fn build(&self, app: &mut App) {
         app.add_plugins(EguiPlugin::default())
             .init_resource::<Toasts>()
-            .add_systems(Startup, (spawn_camera, init_form))
+            .add_systems(Startup, init_form)
             .add_systems(Update, collect_toasts)
             .add_systems(EguiPrimaryContextPass, (call_panel, toast_stack));
     }
@@ -70,10 +70,6 @@ impl Toasts {
             shown_at: Instant::now(),
         });
     }
-}
-
-fn spawn_camera(mut commands: Commands) {
-    commands.spawn(Camera3d::default());
 }
 
 fn init_form(mut commands: Commands, config: Res<ClientConfig>) {
