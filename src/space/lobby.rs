@@ -3,6 +3,7 @@
 //! room, "New room" creates a public room, "Join by id" asks the overlay for an id,
 //! and the room's exit hangs up.
 
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 
 use super::label::{SignPainter, SignStyle, sign_material};
@@ -59,9 +60,10 @@ pub fn room_title(name: &DisplayName) -> DisplayName {
     DisplayName::parse(&format!("{short}{SUFFIX}")).unwrap_or_default()
 }
 
-/// Meshes and materials of walls, lamps and doors.
-struct Builder<'a, 'w> {
-    commands: Commands<'w, 'a>,
+/// What building walls, lamps and doors takes.
+#[derive(SystemParam)]
+pub(super) struct Builder<'w, 's> {
+    commands: Commands<'w, 's>,
     meshes: ResMut<'w, Assets<Mesh>>,
     materials: ResMut<'w, Assets<StandardMaterial>>,
     images: ResMut<'w, Assets<Image>>,
@@ -193,27 +195,15 @@ impl Builder<'_, '_> {
 
 /// Builds the lobby: floor, walls, lamps, and the "New room" and "Join by id" doors
 /// on the side walls (public rooms' doors come and go on the back wall).
-pub(super) fn build_lobby(
-    commands: Commands,
-    meshes: ResMut<Assets<Mesh>>,
-    materials: ResMut<Assets<StandardMaterial>>,
-    images: ResMut<Assets<Image>>,
-    painter: Option<Res<SignPainter>>,
-) {
-    let mut builder = Builder {
-        commands,
-        meshes,
-        materials,
-        images,
-        painter,
-    };
+pub(super) fn build_lobby(mut builder: Builder) {
     builder.enclosure(
         LOBBY,
         Color::srgb(0.42, 0.38, 0.33),
         Color::srgb(0.75, 0.72, 0.66),
     );
     for corner in [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)] {
-        builder.lamp(LOBBY.center + Vec2::from(corner) * (LOBBY.half_extents - Vec2::splat(2.5)));
+        builder
+            .lamp(LOBBY.center + Vec2::from(corner) * (LOBBY.half_extents - Vec2::new(5.0, 2.5)));
     }
     builder.door(
         DoorKind::NewRoom,
@@ -229,20 +219,7 @@ pub(super) fn build_lobby(
 
 /// Builds the room: floor with a rug where the panels stand, walls, lamps, and the
 /// exit door behind the arrival spot.
-pub(super) fn build_room(
-    commands: Commands,
-    meshes: ResMut<Assets<Mesh>>,
-    materials: ResMut<Assets<StandardMaterial>>,
-    images: ResMut<Assets<Image>>,
-    painter: Option<Res<SignPainter>>,
-) {
-    let mut builder = Builder {
-        commands,
-        meshes,
-        materials,
-        images,
-        painter,
-    };
+pub(super) fn build_room(mut builder: Builder) {
     builder.enclosure(
         ROOM,
         Color::srgb(0.22, 0.24, 0.3),
@@ -269,23 +246,12 @@ pub(super) fn show_public_rooms(
     rooms: Res<PublicRooms>,
     mut shown: Local<Vec<RoomSummary>>,
     doors: Query<(Entity, &Door)>,
-    commands: Commands,
-    meshes: ResMut<Assets<Mesh>>,
-    materials: ResMut<Assets<StandardMaterial>>,
-    images: ResMut<Assets<Image>>,
-    painter: Option<Res<SignPainter>>,
+    mut builder: Builder,
 ) {
     if rooms.0 == *shown {
         return;
     }
     shown.clone_from(&rooms.0);
-    let mut builder = Builder {
-        commands,
-        meshes,
-        materials,
-        images,
-        painter,
-    };
     for (entity, door) in &doors {
         if matches!(door.kind, DoorKind::Public(_)) {
             builder.commands.entity(entity).despawn();
