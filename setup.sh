@@ -8,8 +8,8 @@ packages=(
   pkg-config libudev-dev libwayland-dev libxkbcommon-dev
   # codecs: VP8 (libvpx) and Opus (libopus), linked through pkg-config
   libvpx-dev libopus-dev
-  # headless rendering (screenshots, machines without a GPU)
-  xvfb mesa-vulkan-drivers
+  # headless rendering and screenshots (tests, machines without a GPU)
+  xvfb mesa-vulkan-drivers imagemagick
 )
 
 missing=()

@@ -13,6 +13,7 @@ use crate::config::{ClientArgs, ClientConfig};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::DisplayName;
 use crate::signaling::server::{ServerLimits, SignalingServer};
+use crate::space::SpacePlugin;
 use crate::ui::UiPlugin;
 
 /// Default log filter: our own news, everyone's warnings, minus the WebRTC stack's
@@ -89,6 +90,6 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
                     ..default()
                 }),
         )
-        .add_plugins((CallPlugin::new(config), UiPlugin));
+        .add_plugins((CallPlugin::new(config), UiPlugin, SpacePlugin));
     Ok(app.run())
 }

@@ -14,4 +14,5 @@ pub mod media;
 pub mod rtc;
 pub mod runtime;
 pub mod signaling;
+pub mod space;
 pub mod ui;

@@ -1,15 +1,16 @@
 //! The egui overlay. It only reads call state and sends [`CallCommand`]s.
 //!
 //! Home: display name, create a room, join one by id (validated before sending).
-//! In a call: the room id with a copy button, who is there with their live video,
-//! mic and camera switches, hang up. Every
+//! In a call: the room id with a copy button, who is there and how their connection
+//! is (their video is on their panels in the space), mic and camera switches, hang up,
+//! device pickers, statistics. Every
 //! [`CallNotice`] becomes a toast that fades after a few seconds.
 
 use std::time::{Duration, Instant};
 
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
-use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, EguiTextureHandle, egui};
+use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use crate::call::{
     CallCommand, CallNotice, CallState, ConnectionState, MediaState, OwnMediaState, Participant,
@@ -18,6 +19,7 @@ use crate::call::{
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
 use crate::signaling::protocol::{DisplayName, RoomId};
+use crate::space::JoinByIdRequested;
 
 /// How long a toast stays on screen.
 const TOAST_LIFETIME: Duration = Duration::from_secs(6);
@@ -38,7 +40,7 @@ impl Plugin for UiPlugin {
         app.add_plugins(EguiPlugin::default())
             .init_resource::<Toasts>()
             .init_resource::<OverlayToggles>()
-            .add_systems(Startup, (spawn_camera, init_form))
+            .add_systems(Startup, init_form)
             .add_systems(Update, collect_toasts)
             .add_systems(
                 EguiPrimaryContextPass,
@@ -59,7 +61,7 @@ impl Plugin for UiPlugin {
 struct OverlayToggles {
     /// The main panel (Esc).
     menu: bool,
-    /// The statistics window (S).
+    /// The statistics window (I).
     stats: bool,
     /// The shortcuts help (H).
     help: bool,
@@ -81,6 +83,8 @@ struct HomeForm {
     name: String,
     room: String,
     recent: Vec<RoomId>,
+    /// Put the keyboard focus on the room-id field on the next frame.
+    focus_room_id: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -110,10 +114,6 @@ impl Toasts {
             shown_at: Instant::now(),
         });
     }
-}
-
-fn spawn_camera(mut commands: Commands) {
-    commands.spawn(Camera3d::default());
 }
 
 fn init_form(mut commands: Commands, config: Res<ClientConfig>) {
@@ -156,7 +156,13 @@ struct CallView<'w> {
 fn call_panel(
     mut contexts: EguiContexts,
     call: CallView,
-    participants: Query<(&Participant, &ConnectionState, &MediaState, &VideoFeed)>,
+    participants: Query<(
+        &Participant,
+        &ConnectionState,
+        &MediaState,
+        Option<&VideoFeed>,
+    )>,
+    mut join_by_id: ResMut<JoinByIdRequested>,
     mut toggles: ResMut<OverlayToggles>,
     mut form: ResMut<HomeForm>,
     mut commands: MessageWriter<CallCommand>,
@@ -164,18 +170,12 @@ fn call_panel(
     if !toggles.menu {
         return Ok(());
     }
-    // Register each participant's video image with egui before borrowing its context.
-    let tiles: Vec<Tile> = participants
-        .iter()
-        .map(|(participant, connection, media, feed)| Tile {
-            name: participant.name.to_string(),
-            status: describe(connection.0, *media),
-            texture: feed
-                .image
-                .as_ref()
-                .map(|image| contexts.add_image(EguiTextureHandle::Weak(image.id()))),
-        })
-        .collect();
+    if join_by_id.0 {
+        // The lobby's "Join by id" door: open the menu on the room-id field.
+        join_by_id.0 = false;
+        toggles.menu = true;
+        form.focus_room_id = true;
+    }
     let ctx = contexts.ctx_mut()?;
     egui::Window::new("meetspace")
         .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
@@ -202,11 +202,19 @@ fn call_panel(
                 });
                 ui.label("Share this id; the other side joins with it.");
                 ui.separator();
-                if tiles.is_empty() {
+                if participants.is_empty() {
                     ui.label("Waiting for others to join…");
                 }
-                for tile in &tiles {
-                    show_tile(ui, tile);
+                for (participant, connection, media, feed) in &participants {
+                    let video = match feed.map_or(0, |feed| feed.frames_shown) {
+                        0 if media.video => ", waiting for video",
+                        _ => "",
+                    };
+                    ui.label(format!(
+                        "• {} ({}{video})",
+                        participant.name,
+                        describe(connection.0, *media)
+                    ));
                 }
                 ui.separator();
                 ui.horizontal(|ui| {
@@ -232,7 +240,7 @@ fn call_panel(
                     }
                 });
                 ui.horizontal(|ui| {
-                    ui.toggle_value(&mut toggles.stats, "Statistics (S)");
+                    ui.toggle_value(&mut toggles.stats, "Statistics (I)");
                     ui.toggle_value(&mut toggles.help, "Shortcuts (H)");
                 });
                 device_pickers(ui);
@@ -266,31 +274,6 @@ fn device_pickers(ui: &mut egui::Ui) {
                 });
         }
     });
-}
-
-/// One participant as the overlay shows it.
-struct Tile {
-    name: String,
-    status: String,
-    texture: Option<egui::TextureId>,
-}
-
-/// Width of a participant's video in the overlay (the 3D panels replace this).
-const TILE_WIDTH: f32 = 240.0;
-
-fn show_tile(ui: &mut egui::Ui, tile: &Tile) {
-    ui.label(format!("{} ({})", tile.name, tile.status));
-    match tile.texture {
-        Some(texture) => {
-            let size = egui::vec2(TILE_WIDTH, TILE_WIDTH * 3.0 / 4.0);
-            ui.add(egui::Image::new(egui::load::SizedTexture::new(
-                texture, size,
-            )));
-        }
-        None => {
-            ui.label("waiting for video…");
-        }
-    }
 }
 
 /// Connection state and mute badges in words.
@@ -339,7 +322,10 @@ fn home(
     ui.separator();
     ui.horizontal(|ui| {
         ui.label("Room id:");
-        ui.text_edit_singleline(&mut form.room);
+        let field = ui.text_edit_singleline(&mut form.room);
+        if std::mem::take(&mut form.focus_room_id) {
+            field.request_focus();
+        }
     });
     let room = RoomId::parse(&form.room);
     if let (Err(error), false) = (&room, form.room.is_empty()) {

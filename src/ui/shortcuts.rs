@@ -7,10 +7,13 @@ use super::OverlayToggles;
 use crate::call::{CallCommand, CallState, OwnMediaState};
 
 /// Every shortcut with what it does, as the help panel shows them.
-pub(super) const SHORTCUTS: [(&str, &str); 5] = [
+pub(super) const SHORTCUTS: [(&str, &str); 8] = [
+    ("W A S D / arrows", "walk"),
+    ("Q / E, right mouse", "turn"),
+    ("left click on the floor", "walk there"),
     ("M", "mute or unmute the microphone"),
     ("V", "turn the camera off or on"),
-    ("S", "show or hide call statistics"),
+    ("I", "show or hide call statistics"),
     ("H", "show or hide this help"),
     ("Esc", "show or hide the menu"),
 ];
@@ -34,7 +37,7 @@ pub(super) fn handle_shortcuts(
     if keys.just_pressed(KeyCode::KeyV) && in_call {
         commands.write(CallCommand::SetCamera(!own_media.video));
     }
-    if keys.just_pressed(KeyCode::KeyS) {
+    if keys.just_pressed(KeyCode::KeyI) {
         toggles.stats = !toggles.stats;
     }
     if keys.just_pressed(KeyCode::KeyH) {

@@ -1,5 +1,5 @@
 //! The statistics window: per participant what we receive, like a small
-//! webrtc-internals. Toggled with S or the overlay's button.
+//! webrtc-internals. Toggled with I or the overlay's button.
 
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, egui};

@@ -1,0 +1,165 @@
+//! The 3D meeting space: a lobby with a door per public room (plus "New room" and
+//! "Join by id"), a room where every participant is a video panel on a circle, and the
+//! player who walks between them.
+//!
+//! The space never touches the network: it reads [`CallState`], [`PublicRooms`] and
+//! the participants' components, and writes [`CallCommand`]s. Where the player is
+//! follows the call: joining (from a door, the overlay or `--room`) takes them into
+//! the room; the call ending (exit door, hang-up, error) brings them back to the lobby.
+//!
+//! The room is a second enclosure far along +X ([`ROOM`]), not the lobby reused: both
+//! stay built, so entering or leaving is a move of the camera and nothing is rebuilt.
+
+mod label;
+mod layout;
+mod lobby;
+mod panels;
+mod player;
+
+use std::time::Duration;
+
+use bevy::prelude::*;
+
+pub use label::{LabelError, SignPainter, SignStyle};
+pub use layout::{
+    Area, DoorPlacement, PanelSlot, SPEAKING_LEVEL, approach_fraction, keep_clear, panel_slots,
+    ring_glow,
+};
+pub use lobby::{Door, DoorKind, room_title};
+pub use panels::Panel;
+pub use player::Player;
+
+use crate::call::{CallCommand, CallState};
+
+/// The lobby's floor.
+pub const LOBBY: Area = Area {
+    center: Vec2::ZERO,
+    half_extents: Vec2::new(10.0, 7.0),
+};
+
+/// The room's floor, far enough from the lobby that neither is seen from the other.
+pub const ROOM: Area = Area {
+    center: Vec2::new(60.0, 0.0),
+    half_extents: Vec2::new(7.5, 7.5),
+};
+
+/// How often the lobby asks the server for its public rooms while not in a call.
+const ROOM_LIST_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Where the player is.
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Location {
+    /// In the lobby, among the doors.
+    #[default]
+    Lobby,
+    /// In the room, among the panels.
+    Room,
+}
+
+impl Location {
+    /// The floor of this place.
+    pub fn area(self) -> Area {
+        match self {
+            Self::Lobby => LOBBY,
+            Self::Room => ROOM,
+        }
+    }
+
+    /// Where the player appears on arrival, and the yaw they face.
+    pub fn arrival(self) -> (Vec2, f32) {
+        match self {
+            // Facing the back wall with the public rooms' doors.
+            Self::Lobby => (LOBBY.center + Vec2::new(0.0, 3.5), 0.0),
+            // Facing the panels, with the exit behind.
+            Self::Room => (ROOM.center + Vec2::new(0.0, 2.5), 0.0),
+        }
+    }
+}
+
+/// Set when the player walks through the "Join by id" door; the overlay shows its
+/// room-id form when it sees `true` and sets it back to `false`.
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JoinByIdRequested(pub bool);
+
+/// The meeting space: builds the lobby and the room, owns the one 3D camera (the
+/// player), and keeps doors and panels in step with the call.
+pub struct SpacePlugin;
+
+impl Plugin for SpacePlugin {
+    fn build(&self, app: &mut App) {
+        match SignPainter::new() {
+            Ok(painter) => {
+                app.insert_resource(painter);
+            }
+            Err(error) => warn!("signs will be blank: {error}"),
+        }
+        app.init_resource::<Location>()
+            .init_resource::<JoinByIdRequested>()
+            .insert_resource(ClearColor(Color::srgb(0.05, 0.06, 0.09)))
+            .insert_resource(GlobalAmbientLight {
+                brightness: 250.0,
+                ..default()
+            })
+            .add_systems(
+                Startup,
+                (
+                    lobby::build_lobby,
+                    lobby::build_room,
+                    player::spawn_player,
+                    panels::init_panel_kit,
+                ),
+            )
+            .add_systems(
+                Update,
+                (
+                    (
+                        follow_call_state,
+                        player::arrive,
+                        player::steer,
+                        player::walk,
+                        lobby::enter_doors,
+                    )
+                        .chain(),
+                    (refresh_public_rooms, lobby::show_public_rooms).chain(),
+                    (
+                        panels::spawn_panels,
+                        panels::despawn_panels,
+                        panels::arrange_panels,
+                        panels::show_video,
+                        panels::show_status,
+                    )
+                        .chain(),
+                ),
+            );
+    }
+}
+
+/// Moves the player to the room when a call starts (whoever started it) and back to
+/// the lobby when it ends.
+fn follow_call_state(state: Res<CallState>, mut location: ResMut<Location>) {
+    let next = match (&*state, *location) {
+        (CallState::Idle, Location::Room) => Location::Lobby,
+        (CallState::Joining | CallState::InCall { .. }, Location::Lobby) if state.is_changed() => {
+            Location::Room
+        }
+        _ => return,
+    };
+    *location = next;
+}
+
+/// Asks the server for its public rooms every few seconds while no call runs.
+fn refresh_public_rooms(
+    state: Res<CallState>,
+    time: Res<Time<Real>>,
+    mut last: Local<Option<Duration>>,
+    mut commands: MessageWriter<CallCommand>,
+) {
+    if *state != CallState::Idle {
+        return;
+    }
+    let now = time.elapsed();
+    if last.is_none_or(|sent| now.saturating_sub(sent) >= ROOM_LIST_INTERVAL) {
+        commands.write(CallCommand::ListRooms);
+        *last = Some(now);
+    }
+}
