@@ -466,3 +466,37 @@ fn an_echo_bot_sends_back_our_own_video_and_tone() {
     // The frames that came back carry Alice's own stamps: the pixels match her source.
     assert!(difference_from_source(&mut alice, "Echo") < 8.0);
 }
+
+fn self_view_frames(app: &mut App) -> u64 {
+    let world = app.world_mut();
+    let mut query = world.query_filtered::<&VideoFeed, With<meetspace::call::SelfView>>();
+    query.single(world).expect("one self-view").frames_shown
+}
+
+#[test]
+fn the_self_view_shows_our_capture_during_a_call_and_stops_after() {
+    let server = TestServer::start();
+    let mut alice = client_with(&server.url, "Alice", settings(440.0));
+    pump_until(&mut [&mut alice], Duration::from_millis(300), |_| false);
+    assert_eq!(
+        self_view_frames(&mut alice),
+        0,
+        "nothing is captured outside a call"
+    );
+    host_room(&mut alice);
+    assert!(
+        pump_until(&mut [&mut alice], 3 * SECOND, |apps| self_view_frames(
+            apps[0]
+        ) >= 10),
+        "the self-view did not show our capture"
+    );
+    leave(&mut alice);
+    pump_until(&mut [&mut alice], SECOND, |_| false);
+    let after_leaving = self_view_frames(&mut alice);
+    pump_until(&mut [&mut alice], SECOND, |_| false);
+    assert_eq!(
+        self_view_frames(&mut alice),
+        after_leaving,
+        "capture must stop when the call ends"
+    );
+}

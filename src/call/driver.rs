@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::peer::{Echo, Outbound, PeerContext, RemotePeer};
 use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
 use crate::config::ClientConfig;
-use crate::media::{LocalSender, MediaSink, SendCounters, frame_channel};
+use crate::media::{FrameSender, LocalSender, MediaSink, SendCounters, frame_channel};
 use crate::rtc::native::LocalMedia;
 use crate::rtc::{Role, RtcConfig, SignalPayload};
 use crate::signaling::protocol::{
@@ -33,6 +33,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) async fn run(
     config: ClientConfig,
     counters: Arc<SendCounters>,
+    preview: FrameSender,
     mut commands: mpsc::UnboundedReceiver<CallCommand>,
     events: Sender<CallEvent>,
 ) {
@@ -44,6 +45,7 @@ pub(super) async fn run(
         },
         config,
         counters,
+        preview,
         events,
         lost_tx,
         media_state: MediaState::default(),
@@ -125,6 +127,8 @@ struct Driver {
     config: ClientConfig,
     rtc: RtcConfig,
     counters: Arc<SendCounters>,
+    /// Where our own captured frames go (the self-view).
+    preview: FrameSender,
     events: Sender<CallEvent>,
     lost_tx: mpsc::UnboundedSender<PeerId>,
     /// Our microphone and camera switches; they outlast calls.
@@ -254,8 +258,13 @@ impl Driver {
                     local: local.clone(),
                     runtime: Handle::current(),
                 });
-                let sender = LocalSender::start(&self.config.media, sink, self.counters.clone())
-                    .map_err(|error| CallError::Media(error.to_string()))?;
+                let sender = LocalSender::start(
+                    &self.config.media,
+                    sink,
+                    self.counters.clone(),
+                    Some(self.preview.clone()),
+                )
+                .map_err(|error| CallError::Media(error.to_string()))?;
                 sender.set_audio_enabled(self.media_state.audio);
                 sender.set_video_enabled(self.media_state.video);
                 Ok((local, Outbound::Encoded(Arc::new(sender))))

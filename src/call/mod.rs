@@ -19,7 +19,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::config::ClientConfig;
-use crate::media::{CallStats, DecodedFrame, FrameReceiver, SendCounters, Stamp};
+use crate::media::{CallStats, DecodedFrame, FrameReceiver, SendCounters, Stamp, frame_channel};
 use crate::rtc::PeerConnectionState;
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary};
@@ -245,8 +245,13 @@ impl PeerControl {
     }
 }
 
-/// A participant's live video: the channel decoded frames arrive on and the image they
-/// are written into.
+/// Our own video as we capture it (the self-view): the one entity with this marker
+/// has a [`VideoFeed`] fed by our send path while a call runs.
+#[derive(Component, Debug)]
+pub struct SelfView;
+
+/// A participant's (or our own) live video: the channel decoded frames arrive on and
+/// the image they are written into.
 #[derive(Component, Debug)]
 pub struct VideoFeed {
     frames: FrameReceiver,
@@ -325,15 +330,19 @@ impl Plugin for CallPlugin {
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(SendCounters::default());
+        let (preview_tx, preview_rx) = frame_channel();
         app.world()
             .resource::<AsyncRuntime>()
             .handle()
             .spawn(driver::run(
                 self.config.clone(),
                 counters.clone(),
+                preview_tx,
                 command_rx,
                 event_tx,
             ));
+        app.world_mut()
+            .spawn((SelfView, VideoFeed::new(preview_rx)));
         app.insert_resource(CallLink {
             commands: command_tx,
             events: event_rx,

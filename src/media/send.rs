@@ -10,12 +10,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::convert::i420_to_rgba;
 use super::error::CodecError;
 use super::frame::AUDIO_FRAME_SAMPLES;
 use super::frame::AUDIO_SAMPLE_RATE;
 use super::opus::OpusEncoder;
+use super::receive::{DecodedFrame, FrameSender};
 use super::synthetic::{SyntheticAudio, SyntheticVideo};
 use super::vp8::{Vp8Config, Vp8Encoder};
+
+/// Every how many captured frames one goes to the self-view (30 fps → 15 fps).
+const PREVIEW_EVERY: u32 = 2;
 
 /// Opus bitrate for voice.
 const OPUS_BITRATE_BPS: u32 = 32_000;
@@ -85,11 +90,13 @@ pub struct LocalSender {
 
 impl LocalSender {
     /// Creates the encoders (errors surface here, not on the threads) and starts
-    /// producing frames into `sink`.
+    /// producing frames into `sink`, and what we capture into `preview` (the
+    /// self-view) at half the frame rate.
     pub fn start(
         settings: &SendSettings,
         sink: Arc<dyn MediaSink>,
         counters: Arc<SendCounters>,
+        preview: Option<FrameSender>,
     ) -> Result<Self, CodecError> {
         let encoder = Vp8Encoder::new(Vp8Config {
             width: settings.width,
@@ -113,6 +120,7 @@ impl LocalSender {
             encoder,
             source,
             period: Duration::from_secs(1) / settings.fps.max(1),
+            preview,
         };
         let audio = AudioLoop {
             controls: controls.clone(),
@@ -199,11 +207,13 @@ struct VideoLoop {
     encoder: Vp8Encoder,
     source: SyntheticVideo,
     period: Duration,
+    preview: Option<FrameSender>,
 }
 
 impl VideoLoop {
     fn run(mut self) {
         let mut deadline = Instant::now();
+        let mut captured_frames = 0u32;
         while !self.controls.stop.load(Ordering::Relaxed) {
             pace(&mut deadline, self.period);
             if !self.controls.video_on.load(Ordering::Relaxed) {
@@ -211,6 +221,20 @@ impl VideoLoop {
             }
             let captured = wall_clock_micros();
             let frame = self.source.next_frame(captured);
+            captured_frames = captured_frames.wrapping_add(1);
+            if let Some(preview) = &self.preview
+                && captured_frames.is_multiple_of(PREVIEW_EVERY)
+            {
+                let mut rgba = Vec::new();
+                if i420_to_rgba(&frame, &mut rgba).is_ok() {
+                    preview.offer(DecodedFrame {
+                        width: frame.width,
+                        height: frame.height,
+                        rgba,
+                        stamp: None,
+                    });
+                }
+            }
             let keyframe = self.controls.keyframe_wanted.swap(false, Ordering::Relaxed);
             let encode_started = Instant::now();
             let encoded = self.encoder.encode(&frame, captured as i64, keyframe);

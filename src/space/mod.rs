@@ -1,6 +1,6 @@
 //! The 3D meeting space: a lobby with a door per public room (plus "New room" and
-//! "Join by id"), a room where every participant is a video panel on a circle, and the
-//! player who walks between them.
+//! "Join by id"), a room where every participant is a video panel on a circle, the
+//! player who walks between them, and a mirrored self-view in the corner of their view.
 //!
 //! The space never touches the network: it reads [`CallState`], [`PublicRooms`] and
 //! the participants' components, and writes [`CallCommand`]s. Where the player is
@@ -15,6 +15,7 @@ mod layout;
 mod lobby;
 mod panels;
 mod player;
+mod self_view;
 
 use std::time::Duration;
 
@@ -129,6 +130,7 @@ impl Plugin for SpacePlugin {
                         panels::show_status,
                     )
                         .chain(),
+                    (self_view::spawn_self_view, self_view::show_self_view).chain(),
                 ),
             );
     }
