@@ -85,6 +85,32 @@ struct HomeForm {
     recent: Vec<RoomId>,
     /// Put the keyboard focus on the room-id field on the next frame.
     focus_room_id: bool,
+    /// Why the last "Join room" was refused, until the next try.
+    join_error: Option<String>,
+}
+
+impl HomeForm {
+    /// The join command for what is typed, or `None` with [`Self::join_error`] saying
+    /// what to fix: nothing reaches the network unless name and id are valid.
+    fn submit_join(&mut self) -> Option<CallCommand> {
+        let checked = DisplayName::parse(&self.name)
+            .map_err(|error| format!("Your name: {error}"))
+            .and_then(|name| {
+                RoomId::parse(&self.room)
+                    .map(|room| CallCommand::JoinRoom { room, name })
+                    .map_err(|error| format!("Room id: {error}"))
+            });
+        match checked {
+            Ok(join) => {
+                self.join_error = None;
+                Some(join)
+            }
+            Err(error) => {
+                self.join_error = Some(error);
+                None
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -327,16 +353,13 @@ fn home(
             field.request_focus();
         }
     });
-    let room = RoomId::parse(&form.room);
-    if let (Err(error), false) = (&room, form.room.is_empty()) {
-        ui.colored_label(egui::Color32::LIGHT_RED, error.to_string());
+    if let Some(error) = &form.join_error {
+        ui.colored_label(egui::Color32::LIGHT_RED, error);
     }
-    if ui
-        .add_enabled(name.is_ok() && room.is_ok(), egui::Button::new("Join room"))
-        .clicked()
-        && let (Ok(name), Ok(room)) = (name, room)
+    if ui.button("Join room").clicked()
+        && let Some(join) = form.submit_join()
     {
-        commands.write(CallCommand::JoinRoom { room, name });
+        commands.write(join);
     }
     if !form.recent.is_empty() {
         ui.label("Recent rooms:");
@@ -382,4 +405,95 @@ fn toast_stack(mut contexts: EguiContexts, mut toasts: ResMut<Toasts>) -> Result
         });
     ctx.request_repaint_after(Duration::from_millis(250));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::app::headless_app;
+    use crate::runtime::AsyncRuntime;
+    use crate::signaling::server::{ServerLimits, SignalingServer};
+
+    fn form(name: &str, room: &str) -> HomeForm {
+        HomeForm {
+            name: name.to_owned(),
+            room: room.to_owned(),
+            ..default()
+        }
+    }
+
+    #[test]
+    fn join_with_an_empty_or_malformed_id_sends_nothing_and_says_why() {
+        for (room, expected) in [("", "empty"), ("   ", "empty"), ("bad id!", "letters")] {
+            let mut form = form("Ada", room);
+            assert_eq!(form.submit_join(), None, "{room:?}");
+            let error = form.join_error.clone().unwrap();
+            assert!(
+                error.starts_with("Room id:") && error.contains(expected),
+                "{error}"
+            );
+        }
+        let mut bad_name = form("a\u{7}b", "k3m9px2q7rabcdefghjk");
+        assert_eq!(bad_name.submit_join(), None);
+        assert!(bad_name.join_error.unwrap().starts_with("Your name:"));
+
+        let mut good = form("Ada", " k3m9px2q7rabcdefghjk ");
+        good.join_error = Some("stale".into());
+        assert!(matches!(
+            good.submit_join(),
+            Some(CallCommand::JoinRoom { room, .. }) if room.as_str() == "k3m9px2q7rabcdefghjk"
+        ));
+        assert_eq!(good.join_error, None);
+    }
+
+    #[test]
+    fn an_unknown_room_id_becomes_a_toast_and_the_call_returns_to_idle() {
+        let runtime = AsyncRuntime::new().unwrap();
+        let server = runtime
+            .handle()
+            .block_on(SignalingServer::bind(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                ServerLimits::default(),
+            ))
+            .unwrap();
+        let config = ClientConfig {
+            signal: server.url().parse().unwrap(),
+            name: DisplayName::parse("Ada").unwrap(),
+            ice_servers: Vec::new(),
+            media: crate::media::SendSettings::default(),
+            echo: false,
+        };
+        runtime.handle().spawn(server.run());
+        let mut app = headless_app(config);
+        app.init_resource::<Toasts>()
+            .init_resource::<HomeForm>()
+            .add_systems(Update, collect_toasts);
+        app.finish();
+        app.cleanup();
+        let join = form("Ada", "nosuchroom2345678abc").submit_join().unwrap();
+        app.world_mut().write_message(join);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let toast = loop {
+            app.update();
+            let toasts = &app.world().resource::<Toasts>().0;
+            if let Some(toast) = toasts.iter().find(|t| t.severity == Severity::Error) {
+                break toast.text.clone();
+            }
+            assert!(Instant::now() < deadline, "no error toast");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(
+            toast.contains("no room with id nosuchroom2345678abc"),
+            "{toast}"
+        );
+        assert!(
+            toast.contains("check the room id"),
+            "the toast says what to do: {toast}"
+        );
+        app.update();
+        assert_eq!(*app.world().resource::<CallState>(), CallState::Idle);
+    }
 }

@@ -1,0 +1,152 @@
+//! The meeting space without a window: the player is moved by setting its transform,
+//! as walking would, and doors must join and leave real calls.
+
+mod common;
+
+use std::time::Duration;
+
+use bevy::prelude::*;
+use common::*;
+use meetspace::app::headless_app;
+use meetspace::call::{CallCommand, CallState, SelfView, VideoFeed};
+use meetspace::config::ClientConfig;
+use meetspace::media::SendSettings;
+use meetspace::signaling::protocol::DisplayName;
+use meetspace::space::{Door, DoorKind, Location, Player, SpacePlugin};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A headless client with the space: no window, no GPU, the same systems.
+fn walker(url: &str) -> App {
+    let config = ClientConfig {
+        signal: url.parse().unwrap(),
+        name: DisplayName::parse("Walker").unwrap(),
+        ice_servers: Vec::new(),
+        media: SendSettings {
+            width: 320,
+            height: 240,
+            video_kbps: 300,
+            ..SendSettings::default()
+        },
+        echo: false,
+    };
+    let mut app = headless_app(config);
+    app.add_plugins(bevy::input::InputPlugin)
+        .init_asset::<Mesh>()
+        .init_asset::<StandardMaterial>()
+        .add_plugins(SpacePlugin);
+    app.finish();
+    app.cleanup();
+    app
+}
+
+/// Puts the player on the floor spot at the middle of the first door matching `kind`.
+fn step_into(app: &mut App, kind: impl Fn(&DoorKind) -> bool) {
+    let world = app.world_mut();
+    let spot = world
+        .query::<&Door>()
+        .iter(world)
+        .find(|door| kind(&door.kind))
+        .map(|door| door.placement.center + door.placement.inward * 0.2)
+        .expect("no such door");
+    let mut players = world.query_filtered::<&mut Transform, With<Player>>();
+    let mut transform = players.single_mut(world).unwrap();
+    transform.translation.x = spot.x;
+    transform.translation.z = spot.y;
+}
+
+fn location(app: &App) -> Location {
+    *app.world().resource::<Location>()
+}
+
+fn self_view_frames(app: &mut App) -> u64 {
+    let world = app.world_mut();
+    let mut query = world.query_filtered::<&VideoFeed, With<SelfView>>();
+    query.single(world).unwrap().frames_shown
+}
+
+fn has_public_door(app: &mut App) -> bool {
+    let world = app.world_mut();
+    world
+        .query::<&Door>()
+        .iter(world)
+        .any(|door| matches!(door.kind, DoorKind::Public(_)))
+}
+
+#[test]
+fn walking_through_a_door_joins_the_room_and_walking_out_leaves_it() {
+    let server = TestServer::start();
+    let mut host = client(&server.url, "Host");
+    let name = DisplayName::parse("Host").unwrap();
+    host.world_mut().write_message(CallCommand::CreateRoom {
+        name,
+        public_title: Some(DisplayName::parse("Standup").unwrap()),
+    });
+    let mut walker = walker(&server.url);
+    assert!(
+        pump_until(&mut [&mut host, &mut walker], 10 * SECOND, |apps| {
+            room_of(apps[0]).is_some() && has_public_door(apps[1])
+        }),
+        "the lobby never showed the public room's door"
+    );
+    assert_eq!(location(&walker), Location::Lobby);
+
+    step_into(&mut walker, |kind| matches!(kind, DoorKind::Public(_)));
+    let joined = pump_until(&mut [&mut host, &mut walker], 10 * SECOND, |apps| {
+        room_of(apps[1]) == room_of(apps[0])
+            && participant_names(apps[1]) == ["Host"]
+            && self_view_frames(apps[1]) > 5
+    });
+    assert!(
+        joined,
+        "walking through the door did not join: {:?}",
+        notices(&walker)
+    );
+    assert_eq!(location(&walker), Location::Room);
+
+    step_into(&mut walker, |kind| matches!(kind, DoorKind::Exit));
+    assert!(
+        pump_until(&mut [&mut host, &mut walker], 3 * SECOND, |apps| {
+            state(apps[1]) == CallState::Idle && participant_names(apps[0]).is_empty()
+        }),
+        "walking out did not leave the call"
+    );
+    assert_eq!(location(&walker), Location::Lobby);
+    // The local media sources are released: nothing more is captured.
+    pump_until(&mut [&mut walker], SECOND / 2, |_| false);
+    let captured = self_view_frames(&mut walker);
+    pump_until(&mut [&mut walker], SECOND, |_| false);
+    assert_eq!(
+        self_view_frames(&mut walker),
+        captured,
+        "capture went on after leaving"
+    );
+}
+
+#[test]
+fn the_new_room_door_creates_a_public_room_named_after_the_player() {
+    let server = TestServer::start();
+    let mut walker = walker(&server.url);
+    pump_until(&mut [&mut walker], SECOND / 2, |_| false);
+    step_into(&mut walker, |kind| matches!(kind, DoorKind::NewRoom));
+    assert!(pump_until(&mut [&mut walker], 5 * SECOND, |apps| room_of(
+        apps[0]
+    )
+    .is_some()));
+    assert_eq!(location(&walker), Location::Room);
+
+    let mut lobby = client(&server.url, "Lobby");
+    lobby.world_mut().write_message(CallCommand::ListRooms);
+    assert!(pump_until(
+        &mut [&mut walker, &mut lobby],
+        5 * SECOND,
+        |apps| {
+            apps[1]
+                .world()
+                .resource::<meetspace::call::PublicRooms>()
+                .0
+                .iter()
+                .any(|room| room.title.as_str() == "Walker's room")
+        }
+    ));
+}
