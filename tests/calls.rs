@@ -467,12 +467,6 @@ fn an_echo_bot_sends_back_our_own_video_and_tone() {
     assert!(difference_from_source(&mut alice, "Echo") < 8.0);
 }
 
-fn self_view_frames(app: &mut App) -> u64 {
-    let world = app.world_mut();
-    let mut query = world.query_filtered::<&VideoFeed, With<meetspace::call::SelfView>>();
-    query.single(world).expect("one self-view").frames_shown
-}
-
 #[test]
 fn the_self_view_shows_our_capture_during_a_call_and_stops_after() {
     let server = TestServer::start();

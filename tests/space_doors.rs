@@ -8,7 +8,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 use common::*;
 use meetspace::app::headless_app;
-use meetspace::call::{CallCommand, CallState, SelfView, VideoFeed};
+use meetspace::call::{CallCommand, CallState};
 use meetspace::config::ClientConfig;
 use meetspace::media::SendSettings;
 use meetspace::signaling::protocol::DisplayName;
@@ -57,12 +57,6 @@ fn step_into(app: &mut App, kind: impl Fn(&DoorKind) -> bool) {
 
 fn location(app: &App) -> Location {
     *app.world().resource::<Location>()
-}
-
-fn self_view_frames(app: &mut App) -> u64 {
-    let world = app.world_mut();
-    let mut query = world.query_filtered::<&VideoFeed, With<SelfView>>();
-    query.single(world).unwrap().frames_shown
 }
 
 fn has_public_door(app: &mut App) -> bool {

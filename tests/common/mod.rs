@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 use futures_util::{SinkExt, StreamExt};
 use meetspace::app::headless_app;
-use meetspace::call::{CallCommand, CallNotice, CallState, Participant};
+use meetspace::call::{CallCommand, CallNotice, CallState, Participant, SelfView, VideoFeed};
 use meetspace::config::ClientConfig;
 use meetspace::media::SendSettings;
 use meetspace::runtime::AsyncRuntime;
@@ -123,6 +123,13 @@ pub fn participant_names(app: &mut App) -> Vec<String> {
 
 pub fn notices(app: &App) -> &[CallNotice] {
     &app.world().resource::<NoticeLog>().0
+}
+
+/// Frames our own capture has put on the self-view so far.
+pub fn self_view_frames(app: &mut App) -> u64 {
+    let world = app.world_mut();
+    let mut query = world.query_filtered::<&VideoFeed, With<SelfView>>();
+    query.single(world).expect("one self-view").frames_shown
 }
 
 /// Updates every app until `done` holds or `timeout` passes; returns whether it held.
