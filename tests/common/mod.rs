@@ -69,6 +69,7 @@ pub fn client_with(url: &str, name: &str, media: SendSettings) -> App {
         ice_servers: Vec::new(),
         media,
         echo: false,
+        decode_video: true,
     };
     let mut app = headless_app(config);
     app.init_resource::<NoticeLog>()
