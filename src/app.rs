@@ -10,18 +10,19 @@ use bevy::prelude::*;
 use crate::bot;
 use crate::call::{CallCommand, CallPlugin};
 use crate::config::{ClientArgs, ClientConfig};
+use crate::frame_stats::FrameStatsPlugin;
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::DisplayName;
 use crate::signaling::server::{ServerLimits, SignalingServer};
-use crate::space::SpacePlugin;
+use crate::space::{CapturePlugin, ScreenshotPlan, SpacePlugin, WaitFor};
 use crate::ui::UiPlugin;
 
 /// Default log filter: our own news, everyone's warnings, minus the WebRTC stack's
 /// chatter about candidate pairs and server names that a user cannot act on.
 pub const LOG_FILTER: &str = "warn,meetspace=info,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error,wgpu=error";
 
-/// Bots that `--demo` starts.
-const DEMO_BOTS: usize = 3;
+/// Exit code when no GPU adapter can be found.
+pub const EXIT_NO_GPU: i32 = 2;
 
 /// How often a headless app runs its schedule.
 const HEADLESS_TICK: Duration = Duration::from_millis(10);
@@ -37,20 +38,29 @@ pub fn headless_app(config: ClientConfig) -> App {
     app
 }
 
-/// Runs the windowed client until its window closes.
+/// Runs the windowed client until its window closes (or, with `--screenshot` or
+/// `--frame-stats`, until those are done).
 ///
 /// Without `--signal`, first starts a signaling server on a free port of 127.0.0.1 on
-/// the app's runtime and calls through it. With `--demo`, starts three bots in a public
-/// room first and joins it; with `--room`, joins that room.
+/// the app's runtime and calls through it. With `--demo`, starts `--demo-bots` bots in
+/// a public room first and joins it; with `--room`, joins that room. Without a GPU
+/// adapter, exits with [`EXIT_NO_GPU`] and one line on stderr.
 pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
+    exit_without_gpu();
     let runtime = AsyncRuntime::new().context("cannot start the network runtime")?;
+    let demo_bots = usize::from(args.demo_bots);
     let signal = match args.signal {
         Some(url) => url,
         None => {
             let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let limits = ServerLimits {
+                // The bots and us.
+                room_capacity: ServerLimits::default().room_capacity.max(demo_bots + 1),
+                ..ServerLimits::default()
+            };
             let server = runtime
                 .handle()
-                .block_on(SignalingServer::bind(loopback, ServerLimits::default()))
+                .block_on(SignalingServer::bind(loopback, limits))
                 .context("cannot start the embedded signaling server")?;
             let url = server.url();
             info!("hosting signaling at {url}");
@@ -60,9 +70,16 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
     };
     let room = if args.demo {
         let title = DisplayName::parse("Demo room").context("the demo room's title")?;
-        Some(bot::spawn_in_process(&signal, &title, DEMO_BOTS).context("cannot start the demo")?)
+        Some(bot::spawn_in_process(&signal, &title, demo_bots).context("cannot start the demo")?)
     } else {
-        args.room
+        args.room.clone()
+    };
+    let wait_for = if args.demo {
+        WaitFor::Panels(demo_bots)
+    } else if room.is_some() {
+        WaitFor::Panels(1)
+    } else {
+        WaitFor::Nothing
     };
     let config = ClientConfig::new(signal, args.call);
     let mut app = App::new();
@@ -91,5 +108,38 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
                 }),
         )
         .add_plugins((CallPlugin::new(config), UiPlugin, SpacePlugin));
+    if !args.screenshot.is_empty() {
+        app.add_plugins(CapturePlugin {
+            wait_for,
+            plan: Some(ScreenshotPlan::new(args.screenshot, args.frames)),
+        });
+    } else if let Some(seconds) = args.frame_stats {
+        app.add_plugins((
+            CapturePlugin {
+                wait_for,
+                plan: None,
+            },
+            FrameStatsPlugin { seconds },
+        ));
+    }
     Ok(app.run())
+}
+
+/// Turns Bevy's panic when no GPU adapter exists into one line on stderr and exit code
+/// [`EXIT_NO_GPU`]; every other panic goes to the hook that was there before.
+fn exit_without_gpu() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .payload_as_str()
+            .is_some_and(|message| message.starts_with("Unable to find a GPU"))
+        {
+            eprintln!(
+                "meetspace: no GPU adapter found (Vulkan or GL); install a driver, e.g. \
+                 mesa-vulkan-drivers for software rendering"
+            );
+            std::process::exit(EXIT_NO_GPU);
+        }
+        previous(info);
+    }));
 }

@@ -95,6 +95,7 @@ fn run_once(
                     ..media.clone()
                 },
                 echo: false,
+                decode_video: true,
             };
             let mut app = headless_app(config);
             app.finish();

@@ -91,6 +91,14 @@ fn parse_resolution(raw: &str) -> Result<(u32, u32), String> {
     }
 }
 
+fn parse_seconds(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 3600.0 => Ok(secs),
+        Ok(secs) => Err(format!("{secs} s is outside (0, 3600]")),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 fn parse_tone(raw: &str) -> Result<f32, String> {
     match raw.parse::<f32>() {
         Ok(hz) if (50.0..=4000.0).contains(&hz) => Ok(hz),
@@ -112,6 +120,28 @@ pub struct ClientArgs {
     /// working call on one machine with nothing else running.
     #[arg(long, conflicts_with = "room")]
     pub demo: bool,
+    /// With --demo: how many bots join the demo room.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "demo",
+          value_parser = clap::value_parser!(u16).range(1..=15))]
+    pub demo_bots: u16,
+    /// Save a PNG of the window to PATH, then exit (repeatable: the next PATH is saved
+    /// --frames frames after the previous one). Frames count from the moment the player
+    /// is in the room and every participant's video shows on their panel (with --demo:
+    /// every bot's; with --room: at least one participant's), or from the first frame
+    /// otherwise. Next to each PNG, PATH with the extension .json lists every panel's
+    /// participant and the rectangle its video screen covers in window pixels. Exits 1
+    /// when video did not show within 120 s (the PNGs are still saved), 2 without a GPU.
+    #[arg(long, value_name = "PATH")]
+    pub screenshot: Vec<PathBuf>,
+    /// With --screenshot: frames to run before each screenshot (see --screenshot).
+    #[arg(long, value_name = "N", default_value_t = 120, requires = "screenshot",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub frames: u64,
+    /// Measure for SECS seconds once video shows on every panel (as for --screenshot),
+    /// then print the median and p95 frame time and how much of a frame goes into
+    /// copying video into textures, and exit.
+    #[arg(long, value_name = "SECS", conflicts_with = "screenshot", value_parser = parse_seconds)]
+    pub frame_stats: Option<f64>,
     /// Identity, ICE and media settings.
     #[command(flatten)]
     pub call: CallArgs,
@@ -195,6 +225,8 @@ pub struct ClientConfig {
     pub media: SendSettings,
     /// Send back what the first peer sends us instead of our own media (`bot --echo`).
     pub echo: bool,
+    /// Decode the video we receive (false for `--demo`'s bots, which show it nowhere).
+    pub decode_video: bool,
 }
 
 impl ClientConfig {
@@ -213,6 +245,7 @@ impl ClientConfig {
                 tone_hz: call.tone_hz,
             },
             echo: false,
+            decode_video: true,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bot;
 pub mod call;
 pub mod config;
+pub mod frame_stats;
 pub mod media;
 pub mod rtc;
 pub mod runtime;

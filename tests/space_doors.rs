@@ -9,7 +9,6 @@ use bevy::prelude::*;
 use common::*;
 use meetspace::app::headless_app;
 use meetspace::call::{CallCommand, CallState};
-use meetspace::config::ClientConfig;
 use meetspace::media::SendSettings;
 use meetspace::signaling::protocol::DisplayName;
 use meetspace::space::{Door, DoorKind, Location, Player, SpacePlugin};
@@ -18,19 +17,13 @@ const SECOND: Duration = Duration::from_secs(1);
 
 /// A headless client with the space: no window, no GPU, the same systems.
 fn walker(url: &str) -> App {
-    let config = ClientConfig {
-        signal: url.parse().unwrap(),
-        name: DisplayName::parse("Walker").unwrap(),
-        ice_servers: Vec::new(),
-        media: SendSettings {
-            width: 320,
-            height: 240,
-            video_kbps: 300,
-            ..SendSettings::default()
-        },
-        echo: false,
+    let media = SendSettings {
+        width: 320,
+        height: 240,
+        video_kbps: 300,
+        ..SendSettings::default()
     };
-    let mut app = headless_app(config);
+    let mut app = headless_app(config(url, "Walker", media));
     app.add_plugins(bevy::input::InputPlugin)
         .init_asset::<Mesh>()
         .init_asset::<StandardMaterial>()

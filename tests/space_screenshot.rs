@@ -1,25 +1,58 @@
-//! The 3D space renders participants' video: the real `meetspace` window under Xvfb
-//! with Mesa's software renderer, in a public room with two `meetspace bot`s, captured
-//! with ImageMagick's `import`; the bots' colour bars must show on the panels.
+//! The 3D space renders participants' live video: the real `meetspace` window under
+//! Xvfb with Mesa's software renderer, in the demo room with its three bots, saving two
+//! screenshots through Bevy's screenshot API (`--screenshot a.png --screenshot b.png
+//! --frames N`). Inside every panel's video screen, at the rectangle the client projects
+//! from the panel's transform and the camera (the JSON next to each PNG), the bots'
+//! colour bars must show, the screen must not be mostly black, and the two screenshots
+//! must differ (the moving box and the stamp band), so a black, missing or frozen
+//! panel fails.
 //!
-//! Needs Xvfb, a Vulkan or GL driver (mesa-vulkan-drivers) and ImageMagick. Without a
-//! usable adapter the client exits and the test fails saying so; it never skips.
+//! Needs Xvfb and a Vulkan or GL driver (mesa-vulkan-drivers). Without a usable adapter
+//! the client exits and the test fails saying so; it never skips.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use image::RgbImage;
+use serde_json::Value;
 
-/// Size of the virtual screen; the client's window is smaller and sits inside it.
+/// Size of the virtual screen; the client's window (1280x720) fills it.
 const SCREEN: (usize, usize) = (1280, 720);
-/// How long the client gets to join, connect and show video.
-const DEADLINE: Duration = Duration::from_secs(60);
-/// Pixels of each bar colour that must show outside the overlay.
-const MIN_PIXELS: usize = 300;
+/// How long the client gets to join, show video, take both screenshots and exit. It
+/// waits at most 120 s for video itself; software rendering of the frames after that
+/// is slow on a busy 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(420);
+/// Frames before the first screenshot and between the two.
+const FRAMES: u32 = 20;
+/// The bots of `--demo`.
+const BOTS: [&str; 3] = ["Demo bot 1", "Demo bot 2", "Demo bot 3"];
+/// Fraction of each side of a panel's rectangle left out before checking its pixels
+/// (the edges blend with the frame around the screen).
+const INSET: f32 = 0.08;
+/// Share of a panel's pixels that each checked bar colour must cover (a bar is 1/8 of
+/// the pattern's width over about 3/4 of its height).
+const MIN_BAR_SHARE: f64 = 0.02;
+/// Largest share of near-black pixels a live panel may have (its black bar and the
+/// dark end of the grey ramp make about a sixth).
+const MAX_DARK_SHARE: f64 = 0.4;
+/// Share of a panel's pixels that must change between the two screenshots.
+const MIN_CHANGED_SHARE: f64 = 0.003;
+
+/// The test pattern's bars as the scene renders them (unlit screen material, the
+/// camera's default tone mapping), measured from a screenshot under Mesa's lavapipe:
+/// name and sRGB value. White, black and the grey ramp are left out (the room has
+/// those too).
+const BAR_COLOURS: [(&str, [u8; 3]); 6] = [
+    ("yellow", [167, 164, 45]),
+    ("cyan", [55, 164, 166]),
+    ("green", [37, 164, 26]),
+    ("magenta", [166, 45, 166]),
+    ("red", [177, 23, 17]),
+    ("blue", [0, 28, 175]),
+];
+/// How far (largest channel difference) a pixel may be from a bar colour to count.
+const COLOUR_TOLERANCE: i32 = 30;
 
 /// A child process, killed when the test ends.
 struct Killed(Child);
@@ -73,139 +106,287 @@ fn start_xvfb() -> (Killed, String) {
     panic!("no free X display between :90 and :129 for Xvfb");
 }
 
-fn meetspace() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_meetspace"));
-    command
-        .env_remove("MEETSPACE_SIGNAL")
-        .env_remove("MEETSPACE_NAME");
-    command
+/// The last lines of the client's log, newest first.
+fn log_tail(log: &Path) -> String {
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    output.lines().rev().take(30).collect::<Vec<_>>().join("\n")
 }
 
-/// A bot that creates the public room "Demo"; returns it with the room's id.
-fn hosting_bot(url: &str) -> (Killed, String) {
-    let mut child = meetspace()
-        .args(["bot", "--signal", url, "--create", "--public", "Demo"])
-        .args(["--name", "Alice"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start meetspace bot");
-    let mut first_line = String::new();
-    let stdout = child.stdout.take().expect("piped stdout");
-    BufReader::new(stdout)
-        .read_line(&mut first_line)
-        .expect("reading the bot's first line");
-    let room = first_line
-        .strip_prefix("room ")
-        .unwrap_or_else(|| panic!("the bot's first line was {first_line:?}"))
-        .trim()
-        .to_owned();
-    (Killed(child), room)
-}
-
-/// Captures the whole X screen into `png`; returns its pixels, RGB, row by row.
-fn capture(display: &str, png: &Path) -> Vec<u8> {
-    let status = Command::new("import")
-        .args(["-window", "root"])
-        .arg(png)
-        .env("DISPLAY", display)
-        .status()
-        .expect("cannot run `import` (install imagemagick)");
-    assert!(status.success(), "import failed: {status}");
-    let pixels = image::open(png)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", png.display()))
-        .into_rgb8()
-        .into_raw();
-    assert_eq!(
-        pixels.len(),
-        SCREEN.0 * SCREEN.1 * 3,
-        "unexpected capture size"
-    );
-    pixels
-}
-
-/// Counts of yellow, cyan and magenta pixels (the test pattern's bars, as the scene's
-/// tone mapping leaves them) in columns from `from_x` rightwards.
-fn bar_pixels(rgb: &[u8], from_x: usize) -> [usize; 3] {
-    let mut counts = [0; 3];
-    for (index, pixel) in rgb.chunks_exact(3).enumerate() {
-        if index % SCREEN.0 < from_x {
-            continue;
-        }
-        let [r, g, b] = [pixel[0], pixel[1], pixel[2]].map(i32::from);
-        let strong = |a: i32, b: i32| a > 110 && b > 110 && (a - b).abs() < 40;
-        if strong(r, g) && b < 90 {
-            counts[0] += 1;
-        } else if strong(g, b) && r < 100 {
-            counts[1] += 1;
-        } else if strong(r, b) && g < 90 {
-            counts[2] += 1;
-        }
-    }
-    counts
-}
-
-#[test]
-fn video_panels_render_in_the_room() {
-    let (_xvfb, display) = start_xvfb();
-    let server = TestServer::start();
-    let (_alice, room) = hosting_bot(&server.url);
-    let _bob = Killed(
-        meetspace()
-            .args(["bot", "--signal", &server.url, "--room", &room])
-            .args(["--name", "Bob", "--tone-hz", "660"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start the second bot"),
-    );
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("space_screenshot_client.log");
-    let log_file = std::fs::File::create(&log).expect("creating the client's log");
+/// Runs the demo client until it exits by itself (after its screenshots).
+fn run_demo(display: &str, shots: [&Path; 2], log: &Path) {
+    let log_file = std::fs::File::create(log).expect("creating the client's log");
     let mut client = Killed(
-        meetspace()
-            .args(["--signal", &server.url, "--room", &room, "--name", "Viewer"])
-            .env("DISPLAY", &display)
+        Command::new(env!("CARGO_BIN_EXE_meetspace"))
+            .env_remove("MEETSPACE_SIGNAL")
+            .env_remove("MEETSPACE_NAME")
+            .args([
+                "--demo",
+                "--name",
+                "Viewer",
+                "--frames",
+                &FRAMES.to_string(),
+            ])
+            .arg("--screenshot")
+            .arg(shots[0])
+            .arg("--screenshot")
+            .arg(shots[1])
+            .env("DISPLAY", display)
             .env_remove("WAYLAND_DISPLAY")
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)
             .spawn()
             .expect("cannot start the meetspace client"),
     );
-
-    let png = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("space_screenshot.png");
-    // The overlay (egui) shows the same video at the left; count only the 3D scene.
-    let from_x = SCREEN.0 * 2 / 5;
     let started = Instant::now();
-    let mut counts = [0; 3];
-    std::thread::sleep(Duration::from_secs(8));
-    while started.elapsed() < DEADLINE {
+    let status = loop {
         if let Some(status) = client.0.try_wait().expect("polling the client") {
-            let output = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: String = output.lines().rev().take(30).collect::<Vec<_>>().join("\n");
-            let no_adapter = ["adapter", "GPU", "Vulkan", "wgpu"]
-                .iter()
-                .any(|word| output.contains(word));
-            panic!(
-                "the client exited ({status}) before showing video{}; last lines, newest \
-                 first:\n{tail}",
-                if no_adapter {
-                    ": no usable Vulkan/GL adapter? (install mesa-vulkan-drivers)"
-                } else {
-                    ""
-                }
-            );
+            break status;
         }
-        counts = bar_pixels(&capture(&display, &png), from_x);
-        if counts.iter().all(|&count| count >= MIN_PIXELS) {
-            println!("screenshot: {} (bar pixels {counts:?})", png.display());
-            return;
-        }
-        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the client did not save its screenshots within {DEADLINE:?}; last lines of {}, \
+             newest first:\n{}",
+            log.display(),
+            log_tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if !status.success() {
+        let no_gpu = status.code() == Some(2);
+        panic!(
+            "the client exited with {status}{}; last lines of {}, newest first:\n{}",
+            if no_gpu {
+                ": no usable Vulkan/GL adapter (install mesa-vulkan-drivers)"
+            } else {
+                ""
+            },
+            log.display(),
+            log_tail(log)
+        );
     }
-    panic!(
-        "no video panels within {DEADLINE:?}: yellow/cyan/magenta pixels {counts:?}, need \
-         {MIN_PIXELS} each; see {} and {}",
-        png.display(),
-        log.display()
+}
+
+fn load_png(path: &Path) -> RgbImage {
+    image::open(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()))
+        .into_rgb8()
+}
+
+fn load_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
+}
+
+/// A panel of a screenshot's JSON: its rectangle in window pixels and frames shown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PanelInfo {
+    rect: [f32; 4],
+    frames_shown: u64,
+}
+
+/// The panel showing `name`, from a screenshot's JSON.
+fn panel(info: &Value, name: &str, json: &Path) -> PanelInfo {
+    let panels = info["panels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{} has no panels list", json.display()));
+    let entry = panels
+        .iter()
+        .find(|panel| panel["name"] == name)
+        .unwrap_or_else(|| panic!("{} has no panel for {name:?}: {info}", json.display()));
+    let rect = entry["rect"]
+        .as_array()
+        .filter(|rect| rect.len() == 4)
+        .unwrap_or_else(|| panic!("{name:?}'s screen is not in view in {}", json.display()));
+    let rect: Vec<f32> = rect.iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    PanelInfo {
+        rect: [rect[0], rect[1], rect[2], rect[3]],
+        frames_shown: entry["frames_shown"].as_u64().unwrap_or(0),
+    }
+}
+
+/// The pixel coordinates inside `rect` shrunk by [`INSET`], clipped to the image.
+fn inner_pixels(rect: [f32; 4], image: &RgbImage) -> Vec<(u32, u32)> {
+    let [x0, y0, x1, y1] = rect;
+    let (dx, dy) = ((x1 - x0) * INSET, (y1 - y0) * INSET);
+    let clip = |v: f32, max: u32| (v.max(0.0) as u32).min(max);
+    let (x0, x1) = (clip(x0 + dx, image.width()), clip(x1 - dx, image.width()));
+    let (y0, y1) = (clip(y0 + dy, image.height()), clip(y1 - dy, image.height()));
+    (y0..y1)
+        .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+        .collect()
+}
+
+fn near(pixel: [u8; 3], colour: [u8; 3]) -> bool {
+    pixel
+        .iter()
+        .zip(colour)
+        .all(|(a, b)| (i32::from(*a) - i32::from(b)).abs() <= COLOUR_TOLERANCE)
+}
+
+/// Checks one panel's pixels in the first screenshot and what changed in the second;
+/// returns a line describing it, or why it fails.
+fn check_panel(
+    name: &str,
+    first: (&RgbImage, PanelInfo),
+    second: (&RgbImage, PanelInfo),
+) -> Result<String, String> {
+    let (a, info_a) = first;
+    let (b, info_b) = second;
+    let moved = info_a
+        .rect
+        .iter()
+        .zip(info_b.rect)
+        .any(|(p, q)| (p - q).abs() > 1.0);
+    if moved {
+        return Err(format!(
+            "{name}: the panel moved between the screenshots ({:?} then {:?})",
+            info_a.rect, info_b.rect
+        ));
+    }
+    let pixels = inner_pixels(info_a.rect, a);
+    if pixels.len() < 2000 {
+        return Err(format!(
+            "{name}: its screen covers only {} pixels at {:?}",
+            pixels.len(),
+            info_a.rect
+        ));
+    }
+    let total = pixels.len() as f64;
+    let mut bars = [0usize; BAR_COLOURS.len()];
+    let mut dark = 0usize;
+    let mut changed = 0usize;
+    for &(x, y) in &pixels {
+        let pixel = a.get_pixel(x, y).0;
+        for (count, (_, colour)) in bars.iter_mut().zip(BAR_COLOURS) {
+            if near(pixel, colour) {
+                *count += 1;
+            }
+        }
+        if pixel.iter().all(|&channel| channel < 30) {
+            dark += 1;
+        }
+        let later = b.get_pixel(x, y).0;
+        let difference: i32 = pixel
+            .iter()
+            .zip(later)
+            .map(|(p, q)| (i32::from(*p) - i32::from(q)).abs())
+            .sum();
+        if difference > 60 {
+            changed += 1;
+        }
+    }
+    let shares: Vec<String> = BAR_COLOURS
+        .iter()
+        .zip(bars)
+        .map(|((colour, _), count)| format!("{colour} {:.1}%", 100.0 * count as f64 / total))
+        .collect();
+    let line = format!(
+        "{name}: {} px at {:?}; {}; dark {:.1}%; changed {:.2}%; frames shown {} then {}",
+        pixels.len(),
+        info_a.rect.map(|v| v.round()),
+        shares.join(", "),
+        100.0 * dark as f64 / total,
+        100.0 * changed as f64 / total,
+        info_a.frames_shown,
+        info_b.frames_shown,
+    );
+    let missing: Vec<&str> = BAR_COLOURS
+        .iter()
+        .zip(bars)
+        .filter(|(_, count)| (*count as f64) < MIN_BAR_SHARE * total)
+        .map(|((colour, _), _)| *colour)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{line}\n  -> no video: too few {} pixels (need {:.0}% each)",
+            missing.join("/"),
+            100.0 * MIN_BAR_SHARE
+        ));
+    }
+    if dark as f64 > MAX_DARK_SHARE * total {
+        return Err(format!("{line}\n  -> the screen is mostly black"));
+    }
+    if (changed as f64) < MIN_CHANGED_SHARE * total {
+        return Err(format!(
+            "{line}\n  -> frozen: the two screenshots hardly differ inside the panel"
+        ));
+    }
+    if info_b.frames_shown <= info_a.frames_shown {
+        return Err(format!(
+            "{line}\n  -> frozen: no new frames between the two"
+        ));
+    }
+    Ok(line)
+}
+
+/// Fails unless the picture has some variety (not one flat colour).
+fn assert_not_blank(image: &RgbImage, path: &Path) {
+    let mut colours: Vec<[u8; 3]> = image
+        .pixels()
+        .step_by(97)
+        .map(|pixel| pixel.0.map(|c| c & 0xF0))
+        .collect();
+    colours.sort_unstable();
+    colours.dedup();
+    assert!(
+        colours.len() >= 20,
+        "{} is blank: only {} distinct colours",
+        path.display(),
+        colours.len()
+    );
+}
+
+#[test]
+fn video_panels_render_live_in_the_demo_room() {
+    let (_xvfb, display) = start_xvfb();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("space_screenshot");
+    std::fs::create_dir_all(&dir).expect("creating the output folder");
+    let shots = [dir.join("first.png"), dir.join("second.png")];
+    for shot in &shots {
+        let _ = std::fs::remove_file(shot);
+        let _ = std::fs::remove_file(shot.with_extension("json"));
+    }
+    let log = dir.join("client.log");
+    run_demo(&display, [&shots[0], &shots[1]], &log);
+
+    let images = shots.each_ref().map(|shot| load_png(shot));
+    let infos = shots
+        .each_ref()
+        .map(|shot| load_json(&shot.with_extension("json")));
+    for ((image, info), shot) in images.iter().zip(&infos).zip(&shots) {
+        assert_eq!(
+            (image.width(), image.height()),
+            (
+                info["window"][0].as_u64().unwrap_or(0) as u32,
+                info["window"][1].as_u64().unwrap_or(0) as u32
+            ),
+            "{}: the PNG's size is not the window's",
+            shot.display()
+        );
+        assert_not_blank(image, shot);
+        let panels = info["panels"].as_array().map_or(0, Vec::len);
+        assert_eq!(panels, BOTS.len(), "{}: panels {info}", shot.display());
+    }
+
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for name in BOTS {
+        let first = panel(&infos[0], name, &shots[0].with_extension("json"));
+        let second = panel(&infos[1], name, &shots[1].with_extension("json"));
+        match check_panel(name, (&images[0], first), (&images[1], second)) {
+            Ok(line) => report.push(line),
+            Err(line) => failures.push(line),
+        }
+    }
+    println!("{}", report.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "panels without live video (screenshots {} and {}, log {}):\n{}",
+        shots[0].display(),
+        shots[1].display(),
+        log.display(),
+        failures.join("\n")
     );
 }

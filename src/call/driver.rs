@@ -316,6 +316,7 @@ impl Driver {
             events: self.events.clone(),
             lost: self.lost_tx.clone(),
             outbound: call.outbound.clone(),
+            decode_video: self.config.decode_video,
         };
         let connected = RemotePeer::connect(
             peer_id.clone(),

@@ -505,9 +505,25 @@ fn despawn_all(roster: &mut HashMap<PeerId, (Entity, DisplayName)>, commands: &m
     }
 }
 
+/// Time spent in [`show_newest_frames`] since the resource was last reset; measured
+/// only while this resource exists (`--frame-stats` inserts it).
+#[derive(Resource, Debug, Clone, Copy, Default)]
+pub struct VideoCopyTiming {
+    /// Time spent copying frames into images.
+    pub spent: std::time::Duration,
+    /// Frames copied.
+    pub frames: u64,
+}
+
 /// Writes each participant's newest decoded frame into its image: at most one upload
 /// per new frame, and no allocation unless the frame size changed.
-pub fn show_newest_frames(mut feeds: Query<&mut VideoFeed>, mut images: ResMut<Assets<Image>>) {
+pub fn show_newest_frames(
+    mut feeds: Query<&mut VideoFeed>,
+    mut images: ResMut<Assets<Image>>,
+    timing: Option<ResMut<VideoCopyTiming>>,
+) {
+    let started = timing.as_ref().map(|_| std::time::Instant::now());
+    let mut copied = 0;
     for mut feed in &mut feeds {
         let Some(frame) = feed.frames.try_iter().last() else {
             continue;
@@ -522,6 +538,11 @@ pub fn show_newest_frames(mut feeds: Query<&mut VideoFeed>, mut images: ResMut<A
         }
         feed.frames_shown += 1;
         feed.stamp = frame.stamp;
+        copied += 1;
+    }
+    if let (Some(mut timing), Some(started)) = (timing, started) {
+        timing.spent += started.elapsed();
+        timing.frames += copied;
     }
 }
 

@@ -28,6 +28,8 @@ pub(super) struct PeerContext {
     pub lost: mpsc::UnboundedSender<PeerId>,
     /// Where what we send comes from.
     pub outbound: Outbound,
+    /// Decode the peer's video (otherwise it is counted and dropped).
+    pub decode_video: bool,
 }
 
 /// Where the media we send comes from.
@@ -238,7 +240,7 @@ impl PeerRouter {
                         .clamp(Duration::from_millis(1), Duration::from_millis(200));
                     let _ = echo.local.write_video(&data, duration).await;
                 }
-                if !self.decoder.push(data) {
+                if self.context.decode_video && !self.decoder.push(data) {
                     self.session.request_keyframe().await;
                 }
             }

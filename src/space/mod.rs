@@ -10,6 +10,7 @@
 //! The room is a second enclosure far along +X ([`ROOM`]), not the lobby reused: both
 //! stay built, so entering or leaving is a move of the camera and nothing is rebuilt.
 
+mod capture;
 mod label;
 mod layout;
 mod lobby;
@@ -21,13 +22,16 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 
+pub use capture::{
+    CapturePlugin, PanelRect, READY_TIMEOUT, RoomReady, ScreenshotInfo, ScreenshotPlan, WaitFor,
+};
 pub use label::{LabelError, SignPainter, SignStyle};
 pub use layout::{
     Area, DoorPlacement, PanelSlot, SPEAKING_LEVEL, approach_fraction, keep_clear, panel_slots,
     ring_glow,
 };
 pub use lobby::{Door, DoorKind, room_title};
-pub use panels::Panel;
+pub use panels::{Panel, PanelScreen};
 pub use player::Player;
 
 use crate::call::{CallCommand, CallState};

@@ -21,7 +21,7 @@ pub const PANEL_RADIUS: f32 = 4.5;
 /// Half the width of a panel (its frame), for keeping the player clear of it.
 pub const PANEL_HALF_WIDTH: f32 = 0.85;
 /// Size of the video screen (4:3), metres.
-const SCREEN_SIZE: Vec2 = Vec2::new(1.6, 1.2);
+pub(super) const SCREEN_SIZE: Vec2 = Vec2::new(1.6, 1.2);
 /// Height of the screen's centre: eye level.
 const SCREEN_Y: f32 = 1.6;
 /// The stand from the floor to the screen's lower edge, behind it.
@@ -38,6 +38,11 @@ pub struct Panel {
     pub participant: Entity,
 }
 
+/// The video screen of a panel (a child of its [`Panel`]): a [`SCREEN_SIZE`] quad in
+/// its local XY plane, centred on its origin.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PanelScreen;
+
 /// The parts of a panel that change.
 #[derive(Component, Debug)]
 pub(super) struct PanelParts {
@@ -48,6 +53,19 @@ pub(super) struct PanelParts {
     mic_badge: Entity,
     camera_badge: Entity,
     dot: Entity,
+}
+
+impl PanelParts {
+    /// The image the screen shows now, if any.
+    pub(super) fn screen_image(
+        &self,
+        materials: &Assets<StandardMaterial>,
+    ) -> Option<AssetId<Image>> {
+        materials
+            .get(&self.screen)
+            .and_then(|material| material.base_color_texture.as_ref())
+            .map(Handle::id)
+    }
 }
 
 /// How the connection dot looks.
@@ -264,10 +282,9 @@ pub(super) fn spawn_panels(
             )
         };
         let badge_y = SCREEN_Y - SCREEN_SIZE.y / 2.0 - 0.14;
-        commands.spawn(part(
-            &kit.screen,
-            screen.clone(),
-            Vec3::new(0.0, SCREEN_Y, 0.03),
+        commands.spawn((
+            PanelScreen,
+            part(&kit.screen, screen.clone(), Vec3::new(0.0, SCREEN_Y, 0.03)),
         ));
         commands.spawn(part(
             &kit.frame,

@@ -465,6 +465,7 @@ mod tests {
             ice_servers: Vec::new(),
             media: crate::media::SendSettings::default(),
             echo: false,
+            decode_video: true,
         };
         runtime.handle().spawn(server.run());
         let mut app = headless_app(config);

@@ -61,16 +61,21 @@ pub fn client(url: &str, name: &str) -> App {
     client_with(url, name, SendSettings::default())
 }
 
-/// A headless client sending `media` (its tone tells its audio apart from others').
-pub fn client_with(url: &str, name: &str, media: SendSettings) -> App {
-    let config = ClientConfig {
+/// The settings of a client called `name`, signaling through `url`, sending `media`.
+pub fn config(url: &str, name: &str, media: SendSettings) -> ClientConfig {
+    ClientConfig {
         signal: url.parse().unwrap(),
         name: DisplayName::parse(name).unwrap(),
         ice_servers: Vec::new(),
         media,
         echo: false,
-    };
-    let mut app = headless_app(config);
+        decode_video: true,
+    }
+}
+
+/// A headless client sending `media` (its tone tells its audio apart from others').
+pub fn client_with(url: &str, name: &str, media: SendSettings) -> App {
+    let mut app = headless_app(config(url, name, media));
     app.init_resource::<NoticeLog>()
         .add_systems(Last, record_notices);
     app.finish();
