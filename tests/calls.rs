@@ -485,12 +485,5 @@ fn the_self_view_shows_our_capture_during_a_call_and_stops_after() {
         "the self-view did not show our capture"
     );
     leave(&mut alice);
-    pump_until(&mut [&mut alice], SECOND, |_| false);
-    let after_leaving = self_view_frames(&mut alice);
-    pump_until(&mut [&mut alice], SECOND, |_| false);
-    assert_eq!(
-        self_view_frames(&mut alice),
-        after_leaving,
-        "capture must stop when the call ends"
-    );
+    assert_capture_stopped(&mut alice);
 }

@@ -137,6 +137,19 @@ pub fn self_view_frames(app: &mut App) -> u64 {
     query.single(world).expect("one self-view").frames_shown
 }
 
+/// Asserts that the local media sources are released: once what was in flight has
+/// landed, not one more captured frame reaches the self-view for a second.
+pub fn assert_capture_stopped(app: &mut App) {
+    pump_until(&mut [&mut *app], Duration::from_millis(500), |_| false);
+    let captured = self_view_frames(app);
+    pump_until(&mut [&mut *app], Duration::from_secs(1), |_| false);
+    assert_eq!(
+        self_view_frames(app),
+        captured,
+        "capture went on after the call ended"
+    );
+}
+
 /// Updates every app until `done` holds or `timeout` passes; returns whether it held.
 pub fn pump_until(
     apps: &mut [&mut App],
