@@ -13,6 +13,7 @@ use bevy::prelude::*;
 use crate::app::headless_app;
 use crate::call::{CallCommand, CallReport, CallState, SendStats};
 use crate::config::{BenchArgs, ClientConfig};
+use crate::media::stats::nearest_rank;
 use crate::media::{CallStats, SendSettings};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::DisplayName;
@@ -244,12 +245,7 @@ fn mean(values: &[f64]) -> f64 {
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+    nearest_rank(&mut values.to_vec(), p).unwrap_or(f64::NAN)
 }
 
 /// CPU time (user + system) this process has used, from `/proc/self/stat`.

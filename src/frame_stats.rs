@@ -185,7 +185,8 @@ fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// The `q` quantile of `samples` (nearest rank), in milliseconds.
+/// The `q` quantile of `samples` (the sample at rank `q·(n−1)`, rounded), in
+/// milliseconds.
 fn quantile(samples: &[Duration], q: f64) -> f64 {
     if samples.is_empty() {
         return f64::NAN;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use serde::Deserialize;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -342,7 +343,8 @@ impl Driver {
     }
 
     async fn on_signal(&mut self, from: PeerId, data: serde_json::Value) {
-        if let Ok(PeerControl::MediaState(state)) = serde_json::from_value(data.clone()) {
+        // Deserializing from a reference: an SDP payload is not copied to be tried.
+        if let Ok(PeerControl::MediaState(state)) = PeerControl::deserialize(&data) {
             self.emit(CallEvent::PeerMedia(from, state));
             return;
         }

@@ -533,11 +533,11 @@ pub fn show_newest_frames(
             .as_ref()
             .and_then(|handle| images.get_mut(handle))
             .is_some_and(|mut image| copy_into(&mut image, &frame));
-        if !reused {
-            feed.image = Some(images.add(image_of(frame.clone())));
-        }
         feed.frames_shown += 1;
         feed.stamp = frame.stamp;
+        if !reused {
+            feed.image = Some(images.add(image_of(frame)));
+        }
         copied += 1;
     }
     if let (Some(mut timing), Some(started)) = (timing, started) {

@@ -1,7 +1,7 @@
 //! One remote peer of a call: its peer connection, its receive path (video decoder
 //! thread, Opus decoder, statistics) and the task that routes its events.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -58,12 +58,14 @@ impl Echo {
         }
     }
 
+    /// The current source; a panicked holder leaves it usable.
+    fn source(&self) -> MutexGuard<'_, Option<(PeerId, Weak<PeerSession>)>> {
+        self.source.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether `peer_id` is the echo source, making it the source if there is none.
     fn claims(&self, peer_id: &PeerId, session: &Arc<PeerSession>) -> bool {
-        let mut source = self
-            .source
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut source = self.source();
         let alive = source
             .as_ref()
             .is_some_and(|(_, session)| session.strong_count() > 0);
@@ -76,9 +78,7 @@ impl Echo {
     /// Passes a peer's keyframe request on to the source.
     async fn request_keyframe(&self) {
         let source = self
-            .source
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .source()
             .as_ref()
             .and_then(|(_, session)| session.upgrade());
         if let Some(session) = source {

@@ -184,15 +184,17 @@ impl ReceiveStats {
     }
 }
 
+/// The `p` quantile (0 to 1) of `values` by nearest rank, `None` when empty; sorts
+/// `values`.
+pub fn nearest_rank(values: &mut [f64], p: f64) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let rank = (p * values.len() as f64).ceil() as usize;
+    (!values.is_empty()).then(|| values[rank.clamp(1, values.len()) - 1])
+}
+
 /// The 50th and 95th percentiles (nearest rank); sorts `values`.
 fn percentiles(values: &mut [f64]) -> (Option<f64>, Option<f64>) {
-    if values.is_empty() {
-        return (None, None);
-    }
-    values.sort_by(f64::total_cmp);
-    let rank =
-        |p: f64| values[((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
-    (Some(rank(0.50)), Some(rank(0.95)))
+    (nearest_rank(values, 0.50), nearest_rank(values, 0.95))
 }
 
 #[cfg(test)]
