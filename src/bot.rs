@@ -105,6 +105,7 @@ pub fn spawn_in_process(
             // Nobody looks at a demo bot's screen: decoding would only take CPU from
             // the client.
             decode_video: false,
+            passcode: None,
         };
         // Each bot hums its own note, so spatial audio can tell them apart.
         config.media.tone_hz = 330.0 + 110.0 * index as f32;

@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::media::SendSettings;
 use crate::signaling::SignalUrl;
-use crate::signaling::protocol::{DisplayName, RoomId};
+use crate::signaling::protocol::{DisplayName, Passcode, RoomId};
 use crate::signaling::server::ServerLimits;
 
 /// meetspace: a video call that is also a place.
@@ -66,6 +66,9 @@ pub struct CallArgs {
     /// Frequency of the synthetic audio tone we send, in Hz.
     #[arg(long, default_value_t = 440.0, value_parser = parse_tone)]
     pub tone_hz: f32,
+    /// Passcode of the rooms we create (joiners must give it) and join.
+    #[arg(long, env = "MEETSPACE_PASSCODE", value_name = "SECRET", value_parser = Passcode::parse)]
+    pub passcode: Option<Passcode>,
 }
 
 fn parse_resolution(raw: &str) -> Result<(u32, u32), String> {
@@ -227,6 +230,8 @@ pub struct ClientConfig {
     pub echo: bool,
     /// Decode the video we receive (false for `--demo`'s bots, which show it nowhere).
     pub decode_video: bool,
+    /// The passcode of the rooms we create and join.
+    pub passcode: Option<Passcode>,
 }
 
 impl ClientConfig {
@@ -246,6 +251,7 @@ impl ClientConfig {
             },
             echo: false,
             decode_video: true,
+            passcode: call.passcode,
         }
     }
 }

@@ -1,34 +1,49 @@
 //! The call driver: the async task that owns the signaling connection and the media of
 //! the current call. It turns [`CallCommand`]s into protocol messages, server messages
 //! into peer connections and [`CallEvent`]s, and tears everything down when the call
-//! ends. One fresh signaling connection, encoder set and peer connection set per call.
+//! ends. One encoder set and fresh peer connections per call.
+//!
+//! A call outlives its signaling connection: when that drops, the driver reconnects
+//! with backoff and takes its place in the room back (`resume`, docs/signaling.md)
+//! while media keeps flowing peer to peer. A peer connection that fails while both
+//! sides are in the room is replaced by a fresh one (its offerer offers again); one
+//! that does not recover within [`PEER_RECONNECT_LIMIT`] is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use serde::Deserialize;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::peer::{Echo, Outbound, PeerContext, RemotePeer};
+use super::peer::{Echo, Outbound, PeerContext, PeerStateChange, RemotePeer};
 use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
 use crate::config::ClientConfig;
 use crate::media::{FrameSender, LocalSender, MediaSink, SendCounters, frame_channel};
 use crate::rtc::native::LocalMedia;
-use crate::rtc::{Role, RtcConfig, SignalPayload};
+use crate::rtc::{PeerConnectionState, Role, RtcConfig, SignalPayload};
 use crate::signaling::protocol::{
-    ClientMessage, ErrorCode, PeerId, PeerInfo, RoomId, ServerMessage,
+    ClientMessage, DisplayName, ErrorCode, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
 };
 use crate::signaling::{self, LinkEvent, SignalingLink};
 
-/// How often receive statistics go to the ECS.
+/// How often receive statistics go to the ECS (and deadlines are checked).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long listing the public rooms may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long closing one peer connection may take when the call ends.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a peer whose connection failed may take to connect again before it is
+/// dropped from the call.
+pub const PEER_RECONNECT_LIMIT: Duration = Duration::from_secs(10);
+/// How long the signaling connection may stay lost before the call ends.
+pub const RESUME_LIMIT: Duration = Duration::from_secs(60);
+/// Signaling messages kept for sending while the connection is down (the oldest go).
+const MAX_QUEUED_SIGNALS: usize = 1024;
 
 /// Runs until the ECS side drops its command sender.
 pub(super) async fn run(
@@ -38,7 +53,8 @@ pub(super) async fn run(
     mut commands: mpsc::UnboundedReceiver<CallCommand>,
     events: Sender<CallEvent>,
 ) {
-    let (lost_tx, mut lost) = mpsc::unbounded_channel();
+    let (states_tx, mut states) = mpsc::unbounded_channel();
+    let (signal_tx, mut signals) = mpsc::unbounded_channel();
     let mut driver = Driver {
         rtc: RtcConfig {
             ice_servers: config.ice_servers.iter().map(ToString::to_string).collect(),
@@ -48,10 +64,16 @@ pub(super) async fn run(
         counters,
         preview,
         events,
-        lost_tx,
+        states_tx,
+        signal_tx,
+        queued: VecDeque::new(),
         media_state: MediaState::default(),
         link: None,
+        reconnect: None,
+        asked_title: None,
+        place: None,
         call: None,
+        next_epoch: 0,
     };
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     loop {
@@ -61,8 +83,13 @@ pub(super) async fn run(
                 None => break,
             },
             Some(event) = next_link_event(&mut driver.link) => driver.on_link_event(event).await,
-            Some(peer_id) = lost.recv() => driver.on_peer_lost(peer_id).await,
-            _ = stats_tick.tick() => driver.publish_stats(),
+            link = next_reconnection(&mut driver.reconnect) => driver.on_reconnected(link),
+            Some(change) = states.recv() => driver.on_peer_state(change).await,
+            Some(message) = signals.recv() => driver.send_signal(message),
+            _ = stats_tick.tick() => {
+                driver.publish_stats();
+                driver.enforce_deadlines().await;
+            }
         }
     }
     driver.end_call().await;
@@ -75,6 +102,13 @@ async fn next_link_event(link: &mut Option<Link>) -> Option<LinkEvent> {
     }
 }
 
+async fn next_reconnection(reconnect: &mut Option<Reconnect>) -> SignalingLink {
+    match reconnect {
+        Some(reconnect) => (&mut reconnect.attempt).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The signaling connection of the call in progress.
 struct Link {
     signaling: SignalingLink,
@@ -82,11 +116,46 @@ struct Link {
     welcomed: bool,
 }
 
+/// Getting the signaling connection back after it dropped during a call.
+struct Reconnect {
+    /// When it dropped.
+    since: Instant,
+    /// Connects with backoff; yields the new connection.
+    attempt: Pin<Box<dyn Future<Output = SignalingLink> + Send>>,
+}
+
+/// Our place in a room: what `resume` needs to take it back.
+struct Place {
+    room: RoomId,
+    self_id: PeerId,
+    resume_token: ResumeToken,
+    public_title: Option<DisplayName>,
+}
+
+/// One remote peer of the call and the connection to it now.
+struct PeerSlot {
+    remote: RemotePeer,
+    /// Which of the successive connections to this peer `remote` is.
+    epoch: u64,
+    /// Our side of that connection's offer/answer.
+    role: Role,
+    /// Where the peer's decoded video goes (its panel keeps the receiving end).
+    frames: FrameSender,
+    /// The connection's state as last reported.
+    state: PeerConnectionState,
+    /// Whether signaling says the peer's own connection to the server dropped.
+    away: bool,
+    /// When the connection failed, until it connects again.
+    failed_at: Option<Instant>,
+    /// Whether the remote's offer or answer has been applied.
+    described: bool,
+}
+
 /// The media side of the call in progress: our encoders and one connection per peer.
 struct ActiveCall {
     local: LocalMedia,
     outbound: Outbound,
-    peers: HashMap<PeerId, RemotePeer>,
+    peers: HashMap<PeerId, PeerSlot>,
 }
 
 impl ActiveCall {
@@ -131,11 +200,25 @@ struct Driver {
     /// Where our own captured frames go (the self-view).
     preview: FrameSender,
     events: Sender<CallEvent>,
-    lost_tx: mpsc::UnboundedSender<PeerId>,
+    /// Where peer connections report their state.
+    states_tx: mpsc::UnboundedSender<PeerStateChange>,
+    /// Where peer connections put what they send through signaling: it outlives any
+    /// one signaling connection.
+    signal_tx: mpsc::UnboundedSender<ClientMessage>,
+    /// Signaling messages waiting for the connection to come back.
+    queued: VecDeque<ClientMessage>,
     /// Our microphone and camera switches; they outlast calls.
     media_state: MediaState,
     link: Option<Link>,
+    /// Set while the signaling connection of a call is being restored.
+    reconnect: Option<Reconnect>,
+    /// The lobby title asked for with the room being created.
+    asked_title: Option<DisplayName>,
+    /// Our place in the room, once welcomed.
+    place: Option<Place>,
     call: Option<ActiveCall>,
+    /// The epoch the next peer connection gets.
+    next_epoch: u64,
 }
 
 impl Driver {
@@ -143,22 +226,40 @@ impl Driver {
         let _ = self.events.send(event);
     }
 
+    /// Whether the server has us in the room over a live connection.
+    fn signaling_up(&self) -> bool {
+        self.link.as_ref().is_some_and(|link| link.welcomed)
+    }
+
     async fn on_command(&mut self, command: CallCommand) {
+        let passcode = self.config.passcode.clone();
         let request = match command {
             CallCommand::CreateRoom { name, public_title } => {
-                ClientMessage::CreateRoom { name, public_title }
+                self.asked_title.clone_from(&public_title);
+                ClientMessage::CreateRoom {
+                    name,
+                    public_title,
+                    passcode,
+                }
             }
             CallCommand::ListRooms => {
                 self.list_rooms();
                 return;
             }
-            CallCommand::JoinRoom { room, name } => ClientMessage::JoinRoom { room, name },
+            CallCommand::JoinRoom { room, name } => {
+                self.asked_title = None;
+                ClientMessage::JoinRoom {
+                    room,
+                    name,
+                    passcode,
+                }
+            }
             CallCommand::Leave => {
-                self.end_call().await;
-                if let Some(link) = self.link.take() {
+                let link = self.link.take();
+                self.finish_call().await;
+                if let Some(link) = link {
                     let _ = link.signaling.outgoing.send(ClientMessage::Leave);
                 }
-                self.emit(CallEvent::Left);
                 return;
             }
             CallCommand::SetMicrophone(on) => {
@@ -178,7 +279,7 @@ impl Driver {
                 return;
             }
         };
-        if self.link.is_some() {
+        if self.link.is_some() || self.call.is_some() {
             // The ECS state machine only forwards create/join when idle.
             self.emit(CallEvent::Failed(CallError::AlreadyInCall));
             return;
@@ -207,47 +308,204 @@ impl Driver {
                 room,
                 peer_id,
                 peers,
-            }) => self.start_call(room, peer_id, peers).await,
+                resume_token,
+            }) => {
+                if let Some(link) = &mut self.link {
+                    link.welcomed = true;
+                }
+                let resumed = self.call.is_some();
+                self.place = Some(Place {
+                    room: room.clone(),
+                    self_id: peer_id.clone(),
+                    resume_token,
+                    public_title: self
+                        .place
+                        .take()
+                        .map_or_else(|| self.asked_title.clone(), |place| place.public_title),
+                });
+                if resumed {
+                    self.resumed(peers).await;
+                } else {
+                    self.start_call(room, peer_id, peers).await;
+                }
+            }
             LinkEvent::Message(ServerMessage::PeerJoined { peer }) => {
-                let (frames, video) = frame_channel();
-                let peer_id = peer.peer_id.clone();
-                self.emit(CallEvent::PeerJoined(JoiningPeer { info: peer, video }));
-                self.connect_peer(peer_id, Role::Answerer, frames).await;
+                self.add_peer(peer, Role::Answerer).await;
             }
             LinkEvent::Message(ServerMessage::PeerLeft { peer_id }) => {
-                self.drop_peer(&peer_id).await;
-                self.emit(CallEvent::PeerLeft(peer_id));
+                self.remove_peer(&peer_id).await;
+            }
+            LinkEvent::Message(ServerMessage::PeerAway { peer_id }) => {
+                let failed = self.peer_mut(&peer_id).is_some_and(|slot| {
+                    slot.away = true;
+                    slot.state == PeerConnectionState::Failed
+                });
+                if failed {
+                    self.remove_peer(&peer_id).await;
+                }
+            }
+            LinkEvent::Message(ServerMessage::PeerBack { peer }) => {
+                match self.peer_mut(&peer.peer_id) {
+                    Some(slot) => slot.away = false,
+                    // New to us (we had dropped it): it offers, as a newcomer does.
+                    None => self.add_peer(peer, Role::Answerer).await,
+                }
             }
             LinkEvent::Message(ServerMessage::Signal { from, data }) => {
-                self.on_signal(from, data).await
+                self.on_signal(from, data).await;
             }
             LinkEvent::Message(ServerMessage::RoomList { rooms }) => {
                 self.emit(CallEvent::RoomList(rooms));
             }
             LinkEvent::Message(ServerMessage::Error { code, message }) => {
-                let welcomed = self.link.as_ref().is_some_and(|link| link.welcomed);
+                let welcomed = self.signaling_up();
                 self.emit(CallEvent::Failed(CallError::Refused { code, message }));
                 if !welcomed || code == ErrorCode::MessageTooLarge {
-                    self.end_call().await;
                     self.link = None;
-                    self.emit(CallEvent::Left);
+                    self.finish_call().await;
                 }
             }
             LinkEvent::Closed { reason } => {
-                self.end_call().await;
                 self.link = None;
-                self.emit(CallEvent::Failed(CallError::ConnectionLost(reason)));
-                self.emit(CallEvent::Left);
+                if self.place.is_some() && self.call.is_some() {
+                    tracing::info!(%reason, "signaling lost; reconnecting");
+                    if self.reconnect.is_none() {
+                        self.emit(CallEvent::Reconnecting(reason));
+                    }
+                    self.start_reconnecting();
+                } else {
+                    self.emit(CallEvent::Failed(CallError::ConnectionLost(reason)));
+                    self.finish_call().await;
+                }
             }
         }
+    }
+
+    /// Starts (or, after a failed resume attempt, restarts) getting the signaling
+    /// connection back; the call ends if that takes longer than [`RESUME_LIMIT`].
+    fn start_reconnecting(&mut self) {
+        let since = self
+            .reconnect
+            .as_ref()
+            .map_or_else(Instant::now, |reconnect| reconnect.since);
+        let url = self.config.signal.clone();
+        self.reconnect = Some(Reconnect {
+            since,
+            attempt: Box::pin(async move { signaling::reconnect::reconnect(&url).await }),
+        });
+    }
+
+    /// A new signaling connection is open: ask for our place back.
+    fn on_reconnected(&mut self, signaling: SignalingLink) {
+        let Some(place) = &self.place else { return };
+        let _ = signaling.outgoing.send(ClientMessage::Resume {
+            room: place.room.clone(),
+            peer_id: place.self_id.clone(),
+            resume_token: place.resume_token.clone(),
+            name: self.config.name.clone(),
+            public_title: place.public_title.clone(),
+            passcode: self.config.passcode.clone(),
+        });
+        self.link = Some(Link {
+            signaling,
+            welcomed: false,
+        });
+        // `reconnect` stays set (its `since` counts) until `welcome` arrives.
+        if let Some(reconnect) = &mut self.reconnect {
+            reconnect.attempt = Box::pin(std::future::pending());
+        }
+    }
+
+    /// We have our place back. `peers` are those in the room now: we connect afresh
+    /// (as the newcomer, offering) to each one we have no working connection with.
+    /// Peers not listed may simply not have resumed yet (after a server restart):
+    /// they count as away, and are dropped if their connection is not working.
+    async fn resumed(&mut self, peers: Vec<PeerInfo>) {
+        self.reconnect = None;
+        self.emit(CallEvent::Reconnected);
+        self.flush_queued();
+        let listed: Vec<PeerId> = peers.iter().map(|p| p.peer_id.clone()).collect();
+        for info in peers {
+            let stale = match self.peer_mut(&info.peer_id) {
+                Some(slot) => {
+                    slot.away = false;
+                    (slot.state != PeerConnectionState::Connected).then(|| slot.frames.clone())
+                }
+                None => {
+                    self.add_peer(info, Role::Offerer).await;
+                    continue;
+                }
+            };
+            if let Some(frames) = stale {
+                self.connect_peer(info.peer_id, Role::Offerer, frames).await;
+            }
+        }
+        let unlisted: Vec<(PeerId, bool)> = self
+            .call
+            .iter()
+            .flat_map(|call| &call.peers)
+            .filter(|(peer_id, _)| !listed.contains(peer_id))
+            .map(|(peer_id, slot)| {
+                (
+                    peer_id.clone(),
+                    slot.state == PeerConnectionState::Connected,
+                )
+            })
+            .collect();
+        for (peer_id, working) in unlisted {
+            if working {
+                if let Some(slot) = self.peer_mut(&peer_id) {
+                    slot.away = true;
+                }
+            } else {
+                self.remove_peer(&peer_id).await;
+            }
+        }
+    }
+
+    /// Sends a signaling message now, or keeps it for when the connection is back.
+    fn send_signal(&mut self, message: ClientMessage) {
+        if let Some(link) = self.link.as_ref().filter(|link| link.welcomed)
+            && link.signaling.outgoing.send(message.clone()).is_ok()
+        {
+            return;
+        }
+        if self.call.is_none() {
+            return;
+        }
+        if self.queued.len() >= MAX_QUEUED_SIGNALS {
+            self.queued.pop_front();
+        }
+        self.queued.push_back(message);
+    }
+
+    fn flush_queued(&mut self) {
+        for message in std::mem::take(&mut self.queued) {
+            self.send_signal(message);
+        }
+    }
+
+    fn peer_mut(&mut self, peer_id: &PeerId) -> Option<&mut PeerSlot> {
+        self.call.as_mut()?.peers.get_mut(peer_id)
+    }
+
+    /// A peer to show and connect to: the newcomer offers, the others answer.
+    async fn add_peer(&mut self, info: PeerInfo, role: Role) {
+        let (frames, video) = frame_channel();
+        let peer_id = info.peer_id.clone();
+        self.emit(CallEvent::PeerJoined(JoiningPeer { info, video }));
+        self.connect_peer(peer_id, role, frames).await;
+    }
+
+    /// The peer is gone from the call: close its connection and take its panel away.
+    async fn remove_peer(&mut self, peer_id: &PeerId) {
+        self.drop_peer(peer_id).await;
+        self.emit(CallEvent::PeerLeft(peer_id.clone()));
     }
 
     /// We are in the room: start our encoders and offer to everyone already there (the
     /// newcomer offers; see docs/signaling.md).
     async fn start_call(&mut self, room: RoomId, self_id: PeerId, peers: Vec<PeerInfo>) {
-        if let Some(link) = &mut self.link {
-            link.welcomed = true;
-        }
         let started = LocalMedia::new()
             .map_err(|error| CallError::Media(error.to_string()))
             .and_then(|local| {
@@ -277,7 +535,7 @@ impl Driver {
                 if let Some(link) = self.link.take() {
                     let _ = link.signaling.outgoing.send(ClientMessage::Leave);
                 }
-                self.emit(CallEvent::Left);
+                self.finish_call().await;
                 return;
             }
         };
@@ -303,41 +561,57 @@ impl Driver {
         }
     }
 
-    async fn connect_peer(
-        &mut self,
-        peer_id: PeerId,
-        role: Role,
-        frames: crate::media::FrameSender,
-    ) {
-        let (Some(call), Some(link)) = (&mut self.call, &self.link) else {
-            return;
-        };
+    /// Opens a fresh connection to `peer_id`, replacing the one it has (whose failure
+    /// time and presence carry over).
+    async fn connect_peer(&mut self, peer_id: PeerId, role: Role, frames: FrameSender) {
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let Some(call) = &mut self.call else { return };
         let context = PeerContext {
-            outgoing: link.signaling.outgoing.clone(),
+            outgoing: self.signal_tx.clone(),
             events: self.events.clone(),
-            lost: self.lost_tx.clone(),
+            states: self.states_tx.clone(),
+            epoch,
             outbound: call.outbound.clone(),
             decode_video: self.config.decode_video,
         };
+        let previous = call.peers.remove(&peer_id);
+        let (away, failed_at) = previous
+            .as_ref()
+            .map_or((false, None), |slot| (slot.away, slot.failed_at));
+        if let Some(previous) = previous {
+            previous.remote.retire();
+        }
         let connected = RemotePeer::connect(
             peer_id.clone(),
             role,
             &self.rtc,
             &call.local,
-            frames,
+            frames.clone(),
             self.media_state,
             context,
         )
         .await;
         match connected {
-            Ok(peer) => {
-                if let Some(stale) = call.peers.insert(peer_id, peer) {
-                    stale.close().await;
-                }
+            Ok(remote) => {
+                call.peers.insert(
+                    peer_id,
+                    PeerSlot {
+                        remote,
+                        epoch,
+                        role,
+                        frames,
+                        state: PeerConnectionState::New,
+                        away,
+                        failed_at,
+                        described: false,
+                    },
+                );
             }
             Err(error) => {
                 tracing::warn!(peer = %peer_id, %error, "cannot connect to a peer");
                 self.emit(CallEvent::Failed(error));
+                self.emit(CallEvent::PeerLeft(peer_id));
             }
         }
     }
@@ -355,38 +629,130 @@ impl Driver {
                 return;
             }
         };
-        let Some(peer) = self.call.as_ref().and_then(|call| call.peers.get(&from)) else {
+        if let Err(error) = payload.validate() {
+            tracing::warn!(peer = %from, %error, "ignoring an invalid signal");
+            return;
+        }
+        if matches!(payload, SignalPayload::Offer { .. }) && !self.accept_offer(&from).await {
+            return;
+        }
+        let describes = matches!(
+            payload,
+            SignalPayload::Offer { .. } | SignalPayload::Answer { .. }
+        );
+        let Some(slot) = self.peer_mut(&from) else {
             tracing::debug!(peer = %from, "signal from a peer we have no connection with");
             return;
         };
-        if let Err(error) = peer.session.handle_signal(payload).await {
+        match slot.remote.session.handle_signal(payload).await {
+            Ok(()) => slot.described |= describes,
             // Codec mismatches are also reported by the session as an event.
-            tracing::warn!(peer = %from, %error, "a signal from a peer was refused");
+            Err(error) => tracing::warn!(peer = %from, %error, "a signal from a peer was refused"),
         }
     }
 
-    /// The connection to a peer failed or closed: it is gone from the call.
-    async fn on_peer_lost(&mut self, peer_id: PeerId) {
-        let known = self
+    /// Decides what a new offer from `from` means. To a connection that has not been
+    /// negotiated and waits for it: the offer. To one already negotiated: the peer
+    /// starts over (its connection failed, or it came back), so a fresh connection
+    /// answers it. When both sides offered at once, the peer with the smaller id keeps
+    /// its own offer (false: ignore theirs) and the other answers.
+    async fn accept_offer(&mut self, from: &PeerId) -> bool {
+        let self_id = self.place.as_ref().map(|place| place.self_id.clone());
+        let Some(slot) = self.peer_mut(from) else {
+            return true;
+        };
+        let renegotiate = match slot.role {
+            Role::Answerer => slot.described,
+            Role::Offerer if slot.described => true,
+            Role::Offerer => {
+                if self_id.as_ref().is_some_and(|own| own < from) {
+                    return false;
+                }
+                true
+            }
+        };
+        if renegotiate {
+            let frames = slot.frames.clone();
+            tracing::info!(peer = %from, "the peer starts over; answering on a fresh connection");
+            self.connect_peer(from.clone(), Role::Answerer, frames)
+                .await;
+        }
+        true
+    }
+
+    /// A peer connection changed state: a failed one is replaced while the peer is in
+    /// the room (its offerer offers again), dropped when signaling says the peer is
+    /// away too; a closed one means the peer hung up.
+    async fn on_peer_state(&mut self, change: PeerStateChange) {
+        let signaling_up = self.signaling_up();
+        let PeerStateChange {
+            peer_id,
+            epoch,
+            state,
+        } = change;
+        let Some(slot) = self.peer_mut(&peer_id).filter(|slot| slot.epoch == epoch) else {
+            return; // a replaced connection's last words
+        };
+        slot.state = state;
+        match state {
+            PeerConnectionState::Connected => slot.failed_at = None,
+            PeerConnectionState::Closed => self.remove_peer(&peer_id).await,
+            PeerConnectionState::Failed => {
+                slot.failed_at.get_or_insert_with(Instant::now);
+                if slot.away {
+                    self.remove_peer(&peer_id).await;
+                } else if signaling_up && slot.role == Role::Offerer {
+                    tracing::info!(peer = %peer_id, "connection failed; offering a fresh one");
+                    let frames = slot.frames.clone();
+                    self.connect_peer(peer_id, Role::Offerer, frames).await;
+                }
+                // Otherwise the peer offers again, or our resume will.
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops peers that did not reconnect in time, and ends the call when signaling
+    /// stayed lost for too long.
+    async fn enforce_deadlines(&mut self) {
+        let overdue: Vec<PeerId> = self
             .call
+            .iter()
+            .flat_map(|call| &call.peers)
+            .filter(|(_, slot)| {
+                slot.failed_at
+                    .is_some_and(|at| at.elapsed() >= PEER_RECONNECT_LIMIT)
+            })
+            .map(|(peer_id, _)| peer_id.clone())
+            .collect();
+        for peer_id in overdue {
+            tracing::info!(peer = %peer_id, "the peer did not reconnect in time");
+            self.remove_peer(&peer_id).await;
+        }
+        if self
+            .reconnect
             .as_ref()
-            .is_some_and(|call| call.peers.contains_key(&peer_id));
-        if known {
-            self.drop_peer(&peer_id).await;
-            self.emit(CallEvent::PeerLeft(peer_id));
+            .is_some_and(|reconnect| reconnect.since.elapsed() >= RESUME_LIMIT)
+        {
+            self.emit(CallEvent::Failed(CallError::ConnectionLost(format!(
+                "the signaling server stayed unreachable for {} s",
+                RESUME_LIMIT.as_secs()
+            ))));
+            self.link = None;
+            self.finish_call().await;
         }
     }
 
     async fn drop_peer(&mut self, peer_id: &PeerId) {
-        let Some(peer) = self
+        let Some(slot) = self
             .call
             .as_mut()
             .and_then(|call| call.peers.remove(peer_id))
         else {
             return;
         };
-        self.emit(CallEvent::PeerStats(peer_id.clone(), peer.stats()));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, peer.close()).await;
+        self.emit(CallEvent::PeerStats(peer_id.clone(), slot.remote.stats()));
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, slot.remote.close()).await;
     }
 
     /// Asks for the public rooms: over the call's connection if there is one, else over
@@ -419,12 +785,10 @@ impl Driver {
     }
 
     fn announce_media_state(&self) {
-        let (Some(call), Some(link)) = (&self.call, &self.link) else {
-            return;
-        };
+        let Some(call) = &self.call else { return };
         let data = PeerControl::MediaState(self.media_state).to_json();
         for peer_id in call.peers.keys() {
-            let _ = link.signaling.outgoing.send(ClientMessage::Signal {
+            let _ = self.signal_tx.send(ClientMessage::Signal {
                 to: peer_id.clone(),
                 data: data.clone(),
             });
@@ -433,9 +797,18 @@ impl Driver {
 
     fn publish_stats(&self) {
         let Some(call) = &self.call else { return };
-        for (peer_id, peer) in &call.peers {
-            self.emit(CallEvent::PeerStats(peer_id.clone(), peer.stats()));
+        for (peer_id, slot) in &call.peers {
+            self.emit(CallEvent::PeerStats(peer_id.clone(), slot.remote.stats()));
         }
+    }
+
+    /// Ends the call: media stopped, our place forgotten, back to idle.
+    async fn finish_call(&mut self) {
+        self.end_call().await;
+        self.place = None;
+        self.reconnect = None;
+        self.queued.clear();
+        self.emit(CallEvent::Left);
     }
 
     /// Closes every peer connection and stops the encoders (releasing the devices).
@@ -445,7 +818,7 @@ impl Driver {
         if let Some(sender) = call.sender() {
             sender.stop();
         }
-        let closing = call.peers.into_values().map(RemotePeer::close);
+        let closing = call.peers.into_values().map(|slot| slot.remote.close());
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures_util::future::join_all(closing)).await;
     }
 }

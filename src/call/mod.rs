@@ -88,6 +88,11 @@ pub enum CallEvent {
     PeerMedia(PeerId, MediaState),
     /// The server's list of public rooms.
     RoomList(Vec<RoomSummary>),
+    /// The signaling connection dropped during the call (why); media goes on while
+    /// the driver reconnects.
+    Reconnecting(String),
+    /// The signaling connection is back and we have our place in the room again.
+    Reconnected,
     /// The call is over (hung up, refused, or lost); back to idle.
     Left,
     /// Something went wrong; [`CallEvent::Left`] follows when the call cannot go on.
@@ -154,6 +159,10 @@ impl CallError {
                 code: ErrorCode::RoomFull,
                 ..
             } => "the room has no free place; ask for a new room",
+            Self::Refused {
+                code: ErrorCode::WrongPasscode,
+                ..
+            } => "ask whoever made the room for its passcode (--passcode)",
             Self::Refused { .. } => "try again; if it keeps happening, report it",
             Self::ConnectionLost(_) => "check your network, then join the room again",
             Self::AlreadyInCall => "hang up before creating or joining another room",
@@ -297,6 +306,11 @@ pub enum CallNotice {
     PeerLeft(DisplayName),
     /// The call ended.
     Left,
+    /// The connection to the signaling server dropped (why); reconnecting, the call
+    /// goes on.
+    Reconnecting(String),
+    /// The connection to the signaling server is back.
+    Reconnected,
     /// Something failed.
     Failed(CallError),
 }
@@ -464,6 +478,12 @@ pub fn apply_call_events(
                 despawn_all(&mut roster, &mut commands);
                 notices.write(CallNotice::Left);
                 *state = CallState::Idle;
+            }
+            CallEvent::Reconnecting(reason) => {
+                notices.write(CallNotice::Reconnecting(reason));
+            }
+            CallEvent::Reconnected => {
+                notices.write(CallNotice::Reconnected);
             }
             CallEvent::Failed(error) => {
                 notices.write(CallNotice::Failed(error));

@@ -24,12 +24,26 @@ pub(super) struct PeerContext {
     pub outgoing: mpsc::UnboundedSender<ClientMessage>,
     /// Events for the ECS.
     pub events: Sender<CallEvent>,
-    /// Tells the driver that a peer's connection is gone for good.
-    pub lost: mpsc::UnboundedSender<PeerId>,
+    /// Tells the driver how each peer connection stands.
+    pub states: mpsc::UnboundedSender<PeerStateChange>,
+    /// Which of the successive connections to this peer this one is.
+    pub epoch: u64,
     /// Where what we send comes from.
     pub outbound: Outbound,
     /// Decode the peer's video (otherwise it is counted and dropped).
     pub decode_video: bool,
+}
+
+/// A peer connection changed state; `epoch` tells a replaced connection's last words
+/// from the current one's.
+#[derive(Debug, Clone)]
+pub(super) struct PeerStateChange {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Which connection to it.
+    pub epoch: u64,
+    /// Its new state.
+    pub state: PeerConnectionState,
 }
 
 /// Where the media we send comes from.
@@ -158,6 +172,14 @@ impl RemotePeer {
     pub async fn close(self) {
         self.session.close().await;
     }
+
+    /// Stops the receive path at once (nothing more reaches the app) and closes the
+    /// connection in the background: for a connection being replaced by a fresh one.
+    pub fn retire(self) {
+        let session = self.session.clone();
+        drop(self);
+        tokio::spawn(async move { session.close().await });
+    }
 }
 
 impl Drop for RemotePeer {
@@ -218,12 +240,11 @@ impl PeerRouter {
                     .context
                     .events
                     .send(CallEvent::PeerState(self.peer_id.clone(), state));
-                if matches!(
+                let _ = self.context.states.send(PeerStateChange {
+                    peer_id: self.peer_id.clone(),
+                    epoch: self.context.epoch,
                     state,
-                    PeerConnectionState::Failed | PeerConnectionState::Closed
-                ) {
-                    let _ = self.context.lost.send(self.peer_id.clone());
-                }
+                });
             }
             PeerEvent::VideoFrame {
                 data,

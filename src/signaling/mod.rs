@@ -5,6 +5,7 @@
 //! which backend carries its messages.
 
 pub mod protocol;
+pub mod reconnect;
 pub mod server;
 mod ws_native;
 

@@ -23,6 +23,10 @@ const ID_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 const ROOM_ID_SYMBOLS: usize = 20;
 /// Length of a server-made peer id: 10 symbols = 50 random bits (unique per room).
 const PEER_ID_SYMBOLS: usize = 10;
+/// Length of a resume token: 26 symbols = 130 random bits.
+const RESUME_TOKEN_SYMBOLS: usize = 26;
+/// Longest room passcode accepted, in characters.
+pub const MAX_PASSCODE_CHARS: usize = 64;
 
 /// Why an id or a name from the outside was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -42,6 +46,12 @@ pub enum InvalidInput {
     /// The name held control characters.
     #[error("the name may not hold control characters")]
     NameCharacters,
+    /// The passcode was empty or longer than [`MAX_PASSCODE_CHARS`].
+    #[error("a passcode has 1 to {MAX_PASSCODE_CHARS} characters")]
+    PasscodeLength,
+    /// The passcode held control characters.
+    #[error("the passcode may not hold control characters")]
+    PasscodeCharacters,
 }
 
 fn random_id(symbols: usize) -> String {
@@ -52,6 +62,12 @@ fn random_id(symbols: usize) -> String {
         .iter()
         .map(|b| ID_ALPHABET[(b & 31) as usize] as char)
         .collect()
+}
+
+/// Whether two secrets are equal, taking the same time wherever they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn validate_id(raw: &str) -> Result<String, InvalidInput> {
@@ -142,6 +158,71 @@ macro_rules! string_conversions {
 string_conversions!(RoomId);
 string_conversions!(PeerId);
 string_conversions!(DisplayName);
+string_conversions!(ResumeToken);
+string_conversions!(Passcode);
+
+/// The secret that lets a peer take its place in a room back after its signaling
+/// connection dropped (see `resume` in docs/signaling.md). Made by the server in
+/// `welcome`; only that peer and the server know it.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ResumeToken(String);
+
+impl ResumeToken {
+    /// Makes a fresh, unguessable token.
+    pub fn random() -> Self {
+        Self(random_id(RESUME_TOKEN_SYMBOLS))
+    }
+
+    /// Validates a token received from the outside (same rules as ids).
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        validate_id(raw).map(Self)
+    }
+
+    /// Whether `other` is the same token, compared in time independent of where they
+    /// differ (a wrong guess tells nothing about the right one).
+    pub fn matches(&self, other: &Self) -> bool {
+        same_secret(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResumeToken(..)")
+    }
+}
+
+/// A room's passcode: set by whoever creates the room, asked of everyone who joins.
+/// 1 to 64 characters, no control characters; compared exactly.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Passcode(String);
+
+impl Passcode {
+    /// Validates a passcode typed by a user or received from a peer.
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let count = raw.chars().count();
+        if count == 0 || count > MAX_PASSCODE_CHARS {
+            return Err(InvalidInput::PasscodeLength);
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(InvalidInput::PasscodeCharacters);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Whether `given` opens a room locked with this passcode (time independent of
+    /// where they differ).
+    pub fn admits(&self, given: Option<&Self>) -> bool {
+        given.is_some_and(|given| same_secret(&self.0, &given.0))
+    }
+}
+
+impl fmt::Debug for Passcode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passcode(..)")
+    }
+}
 
 /// A participant's display name: at most 64 characters, no control characters; an
 /// empty name becomes [`DEFAULT_NAME`].
@@ -200,6 +281,9 @@ pub enum ClientMessage {
         /// without one is private: only its id lets anyone in.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         public_title: Option<DisplayName>,
+        /// Locks the room: `join_room` must give the same passcode.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passcode: Option<Passcode>,
     },
     /// Enter an existing room by its id.
     JoinRoom {
@@ -208,6 +292,29 @@ pub enum ClientMessage {
         /// The joiner's display name.
         #[serde(default)]
         name: DisplayName,
+        /// The room's passcode, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passcode: Option<Passcode>,
+    },
+    /// Take our place in a room back after the signaling connection dropped: same
+    /// room, same peer id. If the server no longer knows the room (it restarted), it
+    /// makes it again with this id, title and passcode.
+    Resume {
+        /// The room we were in.
+        room: RoomId,
+        /// Our id in it.
+        peer_id: PeerId,
+        /// The token `welcome` gave us.
+        resume_token: ResumeToken,
+        /// Our display name.
+        #[serde(default)]
+        name: DisplayName,
+        /// The room's lobby title, for making the room again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public_title: Option<DisplayName>,
+        /// The room's passcode, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passcode: Option<Passcode>,
     },
     /// Relay `data` to one peer of the same room. The server does not look inside.
     Signal {
@@ -248,10 +355,24 @@ pub enum ServerMessage {
         peer_id: PeerId,
         /// Everyone already in the room, oldest first.
         peers: Vec<PeerInfo>,
+        /// The secret for taking this place back with `resume`.
+        resume_token: ResumeToken,
     },
     /// Someone entered your room; they will send you an offer.
     PeerJoined {
         /// The newcomer.
+        peer: PeerInfo,
+    },
+    /// A peer's signaling connection dropped; the server keeps its place for a grace
+    /// period (`peer_left` follows if it does not come back). Its media may still flow.
+    PeerAway {
+        /// Who.
+        peer_id: PeerId,
+    },
+    /// A peer took its place back with `resume`. If you have no connection to it, it
+    /// will send you an offer, as a newcomer would.
+    PeerBack {
+        /// Who.
         peer: PeerInfo,
     },
     /// Someone left your room (cleanly or because their connection dropped).
@@ -302,6 +423,11 @@ pub enum ErrorCode {
     NotInRoom,
     /// A signal to a peer that is not in your room.
     PeerNotFound,
+    /// `join_room` without the room's passcode, or with a wrong one.
+    WrongPasscode,
+    /// `resume` with a token that does not match the place asked for, or a place
+    /// another peer holds now.
+    ResumeRefused,
 }
 
 impl ErrorCode {
@@ -317,6 +443,8 @@ impl ErrorCode {
             Self::AlreadyInRoom => "already_in_room",
             Self::NotInRoom => "not_in_room",
             Self::PeerNotFound => "peer_not_found",
+            Self::WrongPasscode => "wrong_passcode",
+            Self::ResumeRefused => "resume_refused",
         }
     }
 }
@@ -349,8 +477,14 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 5] =
-    ["create_room", "join_room", "signal", "leave", "list_rooms"];
+const CLIENT_MESSAGE_TYPES: [&str; 6] = [
+    "create_room",
+    "join_room",
+    "resume",
+    "signal",
+    "leave",
+    "list_rooms",
+];
 
 impl ClientMessage {
     /// Parses one text frame, telling apart broken JSON, unknown types and bad fields.
@@ -416,6 +550,7 @@ mod tests {
             ClientMessage::JoinRoom {
                 room: RoomId::parse("k3m9px2q7rabcdefghjk").unwrap(),
                 name: DisplayName::parse("Bob").unwrap(),
+                passcode: None,
             }
         );
         let error = ServerMessage::Error {

@@ -13,6 +13,10 @@ use super::{LinkEvent, SignalUrl, SignalingError, SignalingLink};
 
 /// How long connecting (TCP + WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often we ping the server, so that a dead path shows even when nobody talks.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// Silence from the server (its pongs count) after which the connection counts as lost.
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
 pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingError> {
     let config = WebSocketConfig::default()
@@ -35,15 +39,23 @@ pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingE
     let (received, incoming) = mpsc::unbounded_channel();
 
     tokio::spawn(async move {
-        while let Some(message) = to_send.recv().await {
-            let json = match serde_json::to_string(&message) {
-                Ok(json) => json,
-                Err(error) => {
-                    tracing::error!(%error, "could not encode a signaling message");
-                    continue;
-                }
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        loop {
+            let frame = tokio::select! {
+                message = to_send.recv() => match message {
+                    Some(message) => match serde_json::to_string(&message) {
+                        Ok(json) => Message::text(json),
+                        Err(error) => {
+                            tracing::error!(%error, "could not encode a signaling message");
+                            continue;
+                        }
+                    },
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Default::default()),
             };
-            if sink.send(Message::text(json)).await.is_err() {
+            if sink.send(frame).await.is_err() {
                 return;
             }
         }
@@ -53,7 +65,10 @@ pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingE
 
     tokio::spawn(async move {
         let reason = loop {
-            match stream.next().await {
+            let Ok(frame) = tokio::time::timeout(SILENCE_LIMIT, stream.next()).await else {
+                break format!("no word from the server in {} s", SILENCE_LIMIT.as_secs());
+            };
+            match frame {
                 Some(Ok(Message::Text(text))) => {
                     match serde_json::from_str::<ServerMessage>(text.as_str()) {
                         Ok(message) => {

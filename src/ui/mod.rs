@@ -165,6 +165,13 @@ fn collect_toasts(
             CallNotice::PeerJoined(name) => (Severity::Info, format!("{name} joined")),
             CallNotice::PeerLeft(name) => (Severity::Info, format!("{name} left")),
             CallNotice::Left => (Severity::Info, "Call ended".to_owned()),
+            CallNotice::Reconnecting(reason) => (
+                Severity::Error,
+                format!("Lost the signaling server ({reason}); reconnecting, the call goes on"),
+            ),
+            CallNotice::Reconnected => {
+                (Severity::Info, "Signaling server reached again".to_owned())
+            }
             CallNotice::Failed(error) => (Severity::Error, format!("{error}. {}", error.hint())),
         };
         toasts.push(severity, text);
@@ -466,6 +473,7 @@ mod tests {
             media: crate::media::SendSettings::default(),
             echo: false,
             decode_video: true,
+            passcode: None,
         };
         runtime.handle().spawn(server.run());
         let mut app = headless_app(config);

@@ -14,7 +14,7 @@ use meetspace::config::ClientConfig;
 use meetspace::media::SendSettings;
 use meetspace::runtime::AsyncRuntime;
 use meetspace::signaling::protocol::{DisplayName, RoomId, ServerMessage};
-use meetspace::signaling::server::{ServerLimits, SignalingServer};
+use meetspace::signaling::server::{ServerLimits, ServerMonitor, SignalingServer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -23,6 +23,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub struct TestServer {
     pub runtime: AsyncRuntime,
     pub url: String,
+    pub addr: SocketAddr,
+    pub monitor: ServerMonitor,
 }
 
 impl TestServer {
@@ -31,15 +33,27 @@ impl TestServer {
     }
 
     pub fn with_limits(limits: ServerLimits) -> Self {
+        Self::start_at(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), limits)
+    }
+
+    /// A server on `addr` (port 0: a free one); e.g. again on the port of one that
+    /// was stopped, to restart it without its state.
+    pub fn start_at(addr: SocketAddr, limits: ServerLimits) -> Self {
         let runtime = AsyncRuntime::new().unwrap();
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let server = runtime
             .handle()
             .block_on(SignalingServer::bind(addr, limits))
             .unwrap();
         let url = server.url();
+        let monitor = server.monitor();
+        let addr = server.local_addr();
         runtime.handle().spawn(server.run());
-        Self { runtime, url }
+        Self {
+            runtime,
+            url,
+            addr,
+            monitor,
+        }
     }
 
     /// Runs a future on the server's runtime (for raw protocol clients).
@@ -70,6 +84,7 @@ pub fn config(url: &str, name: &str, media: SendSettings) -> ClientConfig {
         media,
         echo: false,
         decode_video: true,
+        passcode: None,
     }
 }
 
@@ -128,6 +143,43 @@ pub fn participant_names(app: &mut App) -> Vec<String> {
 
 pub fn notices(app: &App) -> &[CallNotice] {
     &app.world().resource::<NoticeLog>().0
+}
+
+/// Frames written into the panel image of the participant called `name` so far.
+pub fn frames_shown(app: &mut App, name: &str) -> Option<u64> {
+    let world = app.world_mut();
+    let mut query = world.query::<(&Participant, &VideoFeed)>();
+    query
+        .iter(world)
+        .find(|(participant, _)| participant.name.as_str() == name)
+        .map(|(_, feed)| feed.frames_shown)
+}
+
+/// What this process holds: threads, open file descriptors, resident memory (KiB).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessFigures {
+    pub threads: usize,
+    pub fds: usize,
+    pub rss_kib: u64,
+}
+
+impl ProcessFigures {
+    pub fn now() -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|value| value.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/self/status"))
+        };
+        Self {
+            threads: usize::try_from(field("Threads:")).unwrap(),
+            fds: std::fs::read_dir("/proc/self/fd").unwrap().count(),
+            rss_kib: field("VmRSS:"),
+        }
+    }
 }
 
 /// Frames our own capture has put on the self-view so far.
