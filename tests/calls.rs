@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 use common::*;
 use meetspace::call::{
-    CallCommand, CallError, CallNotice, MediaState, Participant, SendStats, VideoFeed,
+    CallCommand, CallError, CallNotice, MediaState, PEER_RECONNECT_LIMIT, Participant, SendStats,
+    VideoFeed,
 };
 use meetspace::media::convert::i420_to_rgba;
 use meetspace::media::{CallStats, SendSettings, SyntheticVideo};
@@ -380,7 +381,7 @@ fn join_as_bare_peer(
 }
 
 #[test]
-fn a_killed_peer_is_dropped_through_ice_even_while_signaling_still_lists_it() {
+fn a_killed_peer_is_dropped_in_bounded_time_even_while_signaling_still_lists_it() {
     let server = TestServer::start();
     let mut host = client_with(&server.url, "Host", settings(440.0));
     let room = host_room(&mut host);
@@ -401,14 +402,19 @@ fn a_killed_peer_is_dropped_through_ice_even_while_signaling_still_lists_it() {
 
     drop(bare_runtime); // its sockets vanish without DTLS or signaling goodbye
     let killed_at = Instant::now();
-    let gone = pump_until(&mut [&mut host], 5 * SECOND, |apps| {
-        seen(apps[0], "Bare").is_none()
-    });
+    // Signaling still lists the peer, so it gets the time a fresh connection needs
+    // (its offer) before it is dropped: failed after 4 s, then PEER_RECONNECT_LIMIT.
+    let gone = pump_until(
+        &mut [&mut host],
+        PEER_RECONNECT_LIMIT + 8 * SECOND,
+        |apps| seen(apps[0], "Bare").is_none(),
+    );
     assert!(
         gone,
         "the dead peer was still shown after {:?}",
         killed_at.elapsed()
     );
+    println!("dropped {:?} after the kill", killed_at.elapsed());
 }
 
 #[test]

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use meetspace::call::{CallError, CallNotice, CallState};
+use meetspace::call::{CallError, CallNotice, CallState, ConnectionState, Participant};
+use meetspace::rtc::PeerConnectionState;
 use meetspace::signaling::protocol::{ErrorCode, RoomId, ServerMessage};
 use meetspace::signaling::server::ServerLimits;
 use serde_json::json;
@@ -455,7 +456,7 @@ fn bot_with_a_wrong_room_id_exits_3_naming_room_not_found() {
 }
 
 #[test]
-fn bot_killed_with_sigkill_is_dropped_from_the_room() {
+fn bot_killed_with_sigkill_is_shown_reconnecting_then_dropped_within_5_s() {
     let server = TestServer::start();
     let (mut host, room) = spawn_hosting_bot(&server.url, "Doomed");
     let mut watcher = client(&server.url, "Watcher");
@@ -463,17 +464,38 @@ fn bot_killed_with_sigkill_is_dropped_from_the_room() {
     assert!(pump_until(&mut [&mut watcher], 5 * SECOND, |apps| {
         participant_names(apps[0]) == ["Doomed"]
     }));
+    assert!(pump_until(&mut [&mut watcher], 15 * SECOND, |apps| {
+        doomed_connection(apps[0]) == Some(PeerConnectionState::Connected)
+    }));
     host.0.kill().unwrap(); // SIGKILL: no goodbye of any kind
     let killed_at = Instant::now();
+    // Signaling says at once that the peer is away; its panel shows "reconnecting"
+    // (disconnected) when ICE notices, and goes when ICE fails (4 s of silence).
+    let mut reconnecting_seen = false;
     assert!(
-        pump_until(&mut [&mut watcher], 2 * SECOND, |apps| participant_names(
-            apps[0]
-        )
-        .is_empty()),
+        pump_until(&mut [&mut watcher], 5 * SECOND, |apps| {
+            reconnecting_seen |=
+                doomed_connection(apps[0]) == Some(PeerConnectionState::Disconnected);
+            participant_names(apps[0]).is_empty()
+        }),
         "still listed {:?} after the kill",
         killed_at.elapsed()
     );
+    println!(
+        "the killed peer was dropped {:?} after the kill",
+        killed_at.elapsed()
+    );
+    assert!(reconnecting_seen, "never shown as reconnecting");
     assert!(notices(&watcher).contains(&CallNotice::PeerLeft("Doomed".parse_name())));
+}
+
+fn doomed_connection(app: &mut bevy::prelude::App) -> Option<PeerConnectionState> {
+    let world = app.world_mut();
+    let mut query = world.query::<(&Participant, &ConnectionState)>();
+    query
+        .iter(world)
+        .find(|(participant, _)| participant.name.as_str() == "Doomed")
+        .map(|(_, state)| state.0)
 }
 
 #[test]

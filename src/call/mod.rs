@@ -8,6 +8,8 @@
 mod driver;
 mod peer;
 
+pub use driver::{PEER_RECONNECT_LIMIT, RESUME_LIMIT};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -40,10 +40,21 @@ impl TestServer {
     /// was stopped, to restart it without its state.
     pub fn start_at(addr: SocketAddr, limits: ServerLimits) -> Self {
         let runtime = AsyncRuntime::new().unwrap();
-        let server = runtime
-            .handle()
-            .block_on(SignalingServer::bind(addr, limits))
-            .unwrap();
+        // A server stopped a moment ago may still hold the port for a little while.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let server = loop {
+            match runtime
+                .handle()
+                .block_on(SignalingServer::bind(addr, limits.clone()))
+            {
+                Ok(server) => break server,
+                Err(error) if Instant::now() < deadline => {
+                    assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{error}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(error) => panic!("cannot bind {addr}: {error}"),
+            }
+        };
         let url = server.url();
         let monitor = server.monitor();
         let addr = server.local_addr();
@@ -90,7 +101,12 @@ pub fn config(url: &str, name: &str, media: SendSettings) -> ClientConfig {
 
 /// A headless client sending `media` (its tone tells its audio apart from others').
 pub fn client_with(url: &str, name: &str, media: SendSettings) -> App {
-    let mut app = headless_app(config(url, name, media));
+    client_from(config(url, name, media))
+}
+
+/// A headless client with these settings.
+pub fn client_from(config: ClientConfig) -> App {
+    let mut app = headless_app(config);
     app.init_resource::<NoticeLog>()
         .add_systems(Last, record_notices);
     app.finish();
