@@ -336,11 +336,16 @@ impl Driver {
                 self.remove_peer(&peer_id).await;
             }
             LinkEvent::Message(ServerMessage::PeerAway { peer_id }) => {
-                let failed = self.peer_mut(&peer_id).is_some_and(|slot| {
+                // Away with no media path either (never connected, or failed): gone.
+                // Connected or disconnected ("reconnecting"): ICE decides.
+                let gone = self.peer_mut(&peer_id).is_some_and(|slot| {
                     slot.away = true;
-                    slot.state == PeerConnectionState::Failed
+                    !matches!(
+                        slot.state,
+                        PeerConnectionState::Connected | PeerConnectionState::Disconnected
+                    )
                 });
-                if failed {
+                if gone {
                     self.remove_peer(&peer_id).await;
                 }
             }
