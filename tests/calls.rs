@@ -3,18 +3,19 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use common::*;
 use meetspace::call::{
-    CallCommand, CallError, CallNotice, MediaState, PEER_RECONNECT_LIMIT, Participant, SendStats,
-    VideoFeed,
+    CallCommand, CallError, CallNotice, ConnectionState, MediaState, PEER_RECONNECT_LIMIT,
+    Participant, SendStats, VideoFeed,
 };
 use meetspace::media::convert::i420_to_rgba;
 use meetspace::media::{CallStats, SendSettings, SyntheticVideo};
 use meetspace::rtc::native::{LocalMedia, PeerSession};
-use meetspace::rtc::{PeerEvent, Role, RtcConfig, SignalPayload};
+use meetspace::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, SignalPayload};
 use meetspace::runtime::AsyncRuntime;
 use meetspace::signaling::protocol::ServerMessage;
 use serde_json::json;
@@ -320,64 +321,101 @@ fn camera_off_and_mic_mute_stop_the_media_and_resume_it() {
     ));
 }
 
-/// Joins `room` as a bare WebRTC peer driven by the test (no meetspace client): the
-/// signaling half runs on the server's runtime, the peer connection on `rtc_runtime`,
-/// so killing `rtc_runtime` kills the media path while signaling stays up.
-fn join_as_bare_peer(
-    server: &TestServer,
-    rtc_runtime: &AsyncRuntime,
-    room: &str,
-    offer_override: Option<fn(String) -> String>,
-) {
-    let (to_signaling, mut outbox) = mpsc::unbounded_channel::<(String, serde_json::Value)>();
-    let (to_rtc, mut inbox) = mpsc::unbounded_channel::<serde_json::Value>();
-    let url = server.url.clone();
-    let room = room.to_owned();
-    let (welcomed_tx, welcomed) = std::sync::mpsc::channel();
-    server.runtime.handle().spawn(async move {
-        let mut raw = RawClient::connect(&url).await;
-        let ServerMessage::Welcome { peers, .. } = raw.join(&room, "Bare").await else {
-            panic!("the bare peer was not welcomed");
-        };
-        welcomed_tx.send(peers[0].peer_id.to_string()).unwrap();
-        loop {
-            tokio::select! {
-                Some((to, data)) = outbox.recv() => {
-                    raw.send_json(json!({"type": "signal", "to": to, "data": data})).await;
-                }
-                message = raw.recv_within(Duration::from_secs(3600)) => match message {
-                    Some(ServerMessage::Signal { data, .. }) => { let _ = to_rtc.send(data); }
-                    Some(_) => {}
-                    None => return,
-                },
-            }
-        }
-    });
-    let host = welcomed.recv_timeout(5 * SECOND).unwrap();
-    rtc_runtime.handle().spawn(async move {
-        let local = LocalMedia::new().unwrap();
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        let session = PeerSession::new(&RtcConfig::loopback(), &local, Role::Offerer, events_tx)
-            .await
-            .unwrap();
-        loop {
-            tokio::select! {
-                Some(event) = events.recv() => {
-                    if let PeerEvent::Signal(mut payload) = event {
-                        if let (SignalPayload::Offer { sdp }, Some(edit)) = (&mut payload, offer_override) {
-                            *sdp = edit(std::mem::take(sdp));
+/// A bare WebRTC peer driven by the test (no meetspace client) in a room: its
+/// signaling half runs on the server's runtime, its peer connections on runtimes the
+/// test hands it, so dropping such a runtime kills the media path while signaling
+/// stays up.
+struct BarePeer {
+    /// The peer id of the room's host, whom the bare peer offers to.
+    host: String,
+    to_signaling: mpsc::UnboundedSender<(String, serde_json::Value)>,
+    /// Where signals from the host go: the current peer connection's task.
+    inbox: Arc<Mutex<Option<mpsc::UnboundedSender<serde_json::Value>>>>,
+}
+
+impl BarePeer {
+    /// Joins `room` (hosted by a meetspace client alone) over signaling only.
+    fn join(server: &TestServer, room: &str) -> Self {
+        let (to_signaling, mut outbox) = mpsc::unbounded_channel::<(String, serde_json::Value)>();
+        let inbox: Arc<Mutex<Option<mpsc::UnboundedSender<serde_json::Value>>>> = Arc::default();
+        let url = server.url.clone();
+        let room = room.to_owned();
+        let (welcomed_tx, welcomed) = std::sync::mpsc::channel();
+        let deliver = inbox.clone();
+        server.runtime.handle().spawn(async move {
+            let mut raw = RawClient::connect(&url).await;
+            let ServerMessage::Welcome { peers, .. } = raw.join(&room, "Bare").await else {
+                panic!("the bare peer was not welcomed");
+            };
+            welcomed_tx.send(peers[0].peer_id.to_string()).unwrap();
+            loop {
+                tokio::select! {
+                    Some((to, data)) = outbox.recv() => {
+                        raw.send_json(json!({"type": "signal", "to": to, "data": data})).await;
+                    }
+                    message = raw.recv_within(Duration::from_secs(3600)) => match message {
+                        Some(ServerMessage::Signal { data, .. }) => {
+                            if let Some(inbox) = deliver.lock().unwrap().as_ref() {
+                                let _ = inbox.send(data);
+                            }
                         }
-                        let _ = to_signaling.send((host.clone(), serde_json::to_value(&payload).unwrap()));
-                    }
+                        Some(_) => {}
+                        None => return,
+                    },
                 }
-                Some(data) = inbox.recv() => {
-                    if let Ok(payload) = serde_json::from_value::<SignalPayload>(data) {
-                        let _ = session.handle_signal(payload).await;
+            }
+        });
+        let host = welcomed.recv_timeout(5 * SECOND).unwrap();
+        Self {
+            host,
+            to_signaling,
+            inbox,
+        }
+    }
+
+    /// Offers to the host on a fresh peer connection that runs on `rtc_runtime`;
+    /// `offer_override` edits the offer's SDP before it is sent.
+    fn offer_from(&self, rtc_runtime: &AsyncRuntime, offer_override: Option<fn(String) -> String>) {
+        let (to_rtc, mut inbox) = mpsc::unbounded_channel::<serde_json::Value>();
+        *self.inbox.lock().unwrap() = Some(to_rtc);
+        let host = self.host.clone();
+        let to_signaling = self.to_signaling.clone();
+        rtc_runtime.handle().spawn(async move {
+            let local = LocalMedia::new().unwrap();
+            let (events_tx, mut events) = mpsc::unbounded_channel();
+            let session =
+                PeerSession::new(&RtcConfig::loopback(), &local, Role::Offerer, events_tx)
+                    .await
+                    .unwrap();
+            loop {
+                tokio::select! {
+                    Some(event) = events.recv() => {
+                        if let PeerEvent::Signal(mut payload) = event {
+                            if let (SignalPayload::Offer { sdp }, Some(edit)) = (&mut payload, offer_override) {
+                                *sdp = edit(std::mem::take(sdp));
+                            }
+                            let _ = to_signaling.send((host.clone(), serde_json::to_value(&payload).unwrap()));
+                        }
+                    }
+                    Some(data) = inbox.recv() => {
+                        if let Ok(payload) = serde_json::from_value::<SignalPayload>(data) {
+                            let _ = session.handle_signal(payload).await;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
+    }
+}
+
+/// The state of the host's connection to the bare peer, while it is shown.
+fn bare_connection(app: &mut App) -> Option<PeerConnectionState> {
+    let world = app.world_mut();
+    let mut query = world.query::<(&Participant, &ConnectionState)>();
+    query
+        .iter(world)
+        .find(|(participant, _)| participant.name.as_str() == "Bare")
+        .map(|(_, state)| state.0)
 }
 
 #[test]
@@ -386,13 +424,9 @@ fn a_killed_peer_is_dropped_in_bounded_time_even_while_signaling_still_lists_it(
     let mut host = client_with(&server.url, "Host", settings(440.0));
     let room = host_room(&mut host);
     let bare_runtime = AsyncRuntime::new().unwrap();
-    join_as_bare_peer(&server, &bare_runtime, room.as_str(), None);
+    BarePeer::join(&server, room.as_str()).offer_from(&bare_runtime, None);
     let connected = pump_until(&mut [&mut host], 15 * SECOND, |apps| {
-        let world = apps[0].world_mut();
-        let mut query = world.query::<(&Participant, &meetspace::call::ConnectionState)>();
-        query
-            .iter(world)
-            .any(|(_, state)| state.0 == meetspace::rtc::PeerConnectionState::Connected)
+        bare_connection(apps[0]) == Some(PeerConnectionState::Connected)
     });
     assert!(
         connected,
@@ -418,6 +452,61 @@ fn a_killed_peer_is_dropped_in_bounded_time_even_while_signaling_still_lists_it(
 }
 
 #[test]
+fn a_failed_connection_is_replaced_by_a_fresh_one_while_both_stay_in_the_room() {
+    let server = TestServer::start();
+    let mut host = client_with(&server.url, "Host", settings(440.0));
+    let room = host_room(&mut host);
+    let bare = BarePeer::join(&server, room.as_str());
+    let first = AsyncRuntime::new().unwrap();
+    bare.offer_from(&first, None);
+    assert!(
+        pump_until(&mut [&mut host], 15 * SECOND, |apps| {
+            bare_connection(apps[0]) == Some(PeerConnectionState::Connected)
+        }),
+        "the bare peer never connected: {:?}",
+        notices(&host)
+    );
+
+    drop(first); // the media path dies; both stay in the room
+    let cut_at = Instant::now();
+    assert!(
+        pump_until(&mut [&mut host], 10 * SECOND, |apps| {
+            matches!(
+                bare_connection(apps[0]),
+                Some(PeerConnectionState::Disconnected | PeerConnectionState::Failed)
+            )
+        }),
+        "the dead path was never shown as reconnecting"
+    );
+    // The peer that offered the failed connection offers a fresh one (new ICE
+    // credentials, new DTLS); the host answers it on a fresh connection of its own.
+    let second = AsyncRuntime::new().unwrap();
+    bare.offer_from(&second, None);
+    assert!(
+        pump_until(&mut [&mut host], 15 * SECOND, |apps| {
+            bare_connection(apps[0]) == Some(PeerConnectionState::Connected)
+        }),
+        "no fresh connection: {:?}",
+        notices(&host)
+    );
+    println!("connected again {:?} after the cut", cut_at.elapsed());
+    assert_eq!(participant_names(&mut host), ["Bare"], "shown once");
+    assert!(
+        !notices(&host)
+            .iter()
+            .any(|notice| matches!(notice, CallNotice::PeerLeft(_))),
+        "the peer was dropped on the way: {:?}",
+        notices(&host)
+    );
+    // Past the reconnect limit, it is still there: the fresh connection counts.
+    pump_until(&mut [&mut host], PEER_RECONNECT_LIMIT, |_| false);
+    assert_eq!(
+        bare_connection(&mut host),
+        Some(PeerConnectionState::Connected)
+    );
+}
+
+#[test]
 fn an_offer_without_a_codec_we_support_is_a_clear_error() {
     let server = TestServer::start();
     let mut host = client_with(&server.url, "Host", settings(440.0));
@@ -432,12 +521,7 @@ fn an_offer_without_a_codec_we_support_is_a_clear_error() {
                 "a=rtpmap:96 H265/90000\r\na=rtpmap:45 AV1/90000",
             )
     };
-    join_as_bare_peer(
-        &server,
-        &bare_runtime,
-        room.as_str(),
-        Some(only_h265_and_av1),
-    );
+    BarePeer::join(&server, room.as_str()).offer_from(&bare_runtime, Some(only_h265_and_av1));
     let refused = pump_until(&mut [&mut host], 10 * SECOND, |apps| {
         notices(apps[0]).iter().any(|notice| {
             matches!(notice, CallNotice::Failed(CallError::Media(message)) if message.contains("VP8"))
