@@ -98,6 +98,7 @@ fn run_once(
                 echo: false,
                 decode_video: true,
                 passcode: None,
+                signal_ca: None,
             };
             let mut app = headless_app(config);
             app.finish();

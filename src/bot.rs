@@ -106,6 +106,7 @@ pub fn spawn_in_process(
             // the client.
             decode_video: false,
             passcode: None,
+            signal_ca: None,
         };
         // Each bot hums its own note, so spatial audio can tell them apart.
         config.media.tone_hz = 330.0 + 110.0 * index as f32;

@@ -66,6 +66,10 @@ pub struct CallArgs {
     /// Frequency of the synthetic audio tone we send, in Hz.
     #[arg(long, default_value_t = 440.0, value_parser = parse_tone)]
     pub tone_hz: f32,
+    /// Also trust the CA certificates in this PEM file for a wss:// signaling server
+    /// (besides the platform's), e.g. a self-signed server's own certificate.
+    #[arg(long, env = "MEETSPACE_SIGNAL_CA", value_name = "PEM")]
+    pub signal_ca: Option<PathBuf>,
     /// Passcode of the rooms we create (joiners must give it) and join.
     #[arg(long, env = "MEETSPACE_PASSCODE", value_name = "SECRET", value_parser = Passcode::parse)]
     pub passcode: Option<Passcode>,
@@ -159,6 +163,12 @@ pub struct ServeArgs {
     /// Limits on rooms, peers and messages.
     #[command(flatten)]
     pub limits: ServerLimits,
+    /// Certificate chain (PEM, leaf first): with --tls-key, clients use wss://.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Flags of `meetspace bot`.
@@ -232,6 +242,8 @@ pub struct ClientConfig {
     pub decode_video: bool,
     /// The passcode of the rooms we create and join.
     pub passcode: Option<Passcode>,
+    /// Extra CA certificates (PEM) to trust for a `wss://` signaling server.
+    pub signal_ca: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -252,6 +264,7 @@ impl ClientConfig {
             echo: false,
             decode_video: true,
             passcode: call.passcode,
+            signal_ca: call.signal_ca,
         }
     }
 }

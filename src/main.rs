@@ -43,9 +43,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async {
-        let server = SignalingServer::bind(args.listen, args.limits)
+        let mut server = SignalingServer::bind(args.listen, args.limits)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            let config = meetspace::signaling::tls::server_config(cert, key)
+                .context("cannot load the TLS certificate and key")?;
+            server = server.with_tls(config);
+        }
         tracing::info!("signaling server listening at {}", server.url());
         tokio::select! {
             served = server.run() => served.context("the server stopped"),

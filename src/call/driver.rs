@@ -284,7 +284,7 @@ impl Driver {
             self.emit(CallEvent::Failed(CallError::AlreadyInCall));
             return;
         }
-        match signaling::connect(&self.config.signal).await {
+        match signaling::connect(&self.config.signal, self.config.signal_ca.as_deref()).await {
             Ok(signaling) => {
                 let _ = signaling.outgoing.send(request);
                 self.link = Some(Link {
@@ -394,9 +394,12 @@ impl Driver {
             .as_ref()
             .map_or_else(Instant::now, |reconnect| reconnect.since);
         let url = self.config.signal.clone();
+        let ca = self.config.signal_ca.clone();
         self.reconnect = Some(Reconnect {
             since,
-            attempt: Box::pin(async move { signaling::reconnect::reconnect(&url).await }),
+            attempt: Box::pin(
+                async move { signaling::reconnect::reconnect(&url, ca.as_deref()).await },
+            ),
         });
     }
 
@@ -768,10 +771,11 @@ impl Driver {
             return;
         }
         let signal = self.config.signal.clone();
+        let ca = self.config.signal_ca.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
             let listing = async {
-                let mut link = signaling::connect(&signal).await.ok()?;
+                let mut link = signaling::connect(&signal, ca.as_deref()).await.ok()?;
                 link.outgoing.send(ClientMessage::ListRooms).ok()?;
                 while let Some(event) = link.incoming.recv().await {
                     if let LinkEvent::Message(ServerMessage::RoomList { rooms }) = event {

@@ -7,9 +7,11 @@
 pub mod protocol;
 pub mod reconnect;
 pub mod server;
+pub mod tls;
 mod ws_native;
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 use thiserror::Error;
@@ -96,6 +98,14 @@ pub enum SignalingError {
         /// What the network said.
         reason: String,
     },
+    /// The TLS settings for a `wss://` URL could not be made (a bad `--signal-ca`).
+    #[error("cannot set up TLS for {url}: {source}")]
+    Tls {
+        /// The URL tried.
+        url: SignalUrl,
+        /// What was wrong.
+        source: tls::TlsError,
+    },
     /// No answer in time.
     #[error("the signaling server at {url} did not answer within {seconds} s")]
     Timeout {
@@ -106,7 +116,11 @@ pub enum SignalingError {
     },
 }
 
-/// Opens a signaling connection to `url`.
-pub async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingError> {
-    ws_native::connect(url).await
+/// Opens a signaling connection to `url`; a `wss://` server must show a certificate
+/// that the platform's roots or the CA certificates in `extra_ca` (PEM) vouch for.
+pub async fn connect(
+    url: &SignalUrl,
+    extra_ca: Option<&Path>,
+) -> Result<SignalingLink, SignalingError> {
+    ws_native::connect(url, extra_ca).await
 }

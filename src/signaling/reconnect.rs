@@ -1,6 +1,7 @@
 //! Getting a signaling connection back after it dropped: exponential backoff with
 //! jitter, for any backend that [`super::connect`] opens.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::{SignalUrl, SignalingLink};
@@ -34,12 +35,13 @@ impl Backoff {
 }
 
 /// Connects to `url` again and again, waiting as [`Backoff`] says between attempts,
-/// until a connection opens. Cancel it by dropping the future.
-pub async fn reconnect(url: &SignalUrl) -> SignalingLink {
+/// until a connection opens (`extra_ca` as for [`super::connect`]). Cancel it by
+/// dropping the future.
+pub async fn reconnect(url: &SignalUrl, extra_ca: Option<&Path>) -> SignalingLink {
     let mut backoff = Backoff::default();
     loop {
         tokio::time::sleep(backoff.next_delay()).await;
-        match super::connect(url).await {
+        match super::connect(url, extra_ca).await {
             Ok(link) => return link,
             Err(error) => tracing::debug!(%error, "signaling still unreachable"),
         }

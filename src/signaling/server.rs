@@ -25,6 +25,7 @@ use super::protocol::{
     ClientMessage, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, ResumeToken, RoomId,
     RoomSummary, ServerMessage,
 };
+use super::tls::TlsListener;
 
 /// Default number of peers one room holds.
 pub const DEFAULT_ROOM_CAPACITY: usize = 8;
@@ -129,6 +130,8 @@ impl Default for ServerLimits {
 pub struct SignalingServer {
     listener: TcpListener,
     state: ServerState,
+    /// Set: clients connect with `wss://`.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl SignalingServer {
@@ -143,7 +146,15 @@ impl SignalingServer {
                 connections: Arc::new(AtomicUsize::new(0)),
                 next_connection: Arc::new(AtomicU64::new(0)),
             },
+            tls: None,
         })
+    }
+
+    /// Serves over TLS (`wss://`) with these settings (see [`super::tls::server_config`]).
+    #[must_use]
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     /// A handle that reports the server's sizes while it runs.
@@ -158,9 +169,10 @@ impl SignalingServer {
             .expect("a bound TCP listener has an address")
     }
 
-    /// The URL clients connect to (`ws://ADDR/ws`).
+    /// The URL clients connect to (`ws://ADDR/ws`, or `wss://` with TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}/ws", self.local_addr())
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.local_addr())
     }
 
     /// Serves until the task is dropped or the listener fails.
@@ -172,7 +184,10 @@ impl SignalingServer {
                 get(|| async { "meetspace signaling server: connect to /ws\n" }),
             )
             .with_state(self.state);
-        axum::serve(self.listener, app).await
+        match self.tls {
+            Some(config) => axum::serve(TlsListener::new(self.listener, config), app).await,
+            None => axum::serve(self.listener, app).await,
+        }
     }
 }
 

@@ -1,15 +1,19 @@
-//! The native WebSocket signaling client (tokio-tungstenite).
+//! The native WebSocket signaling client (tokio-tungstenite; `wss://` through rustls).
 
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::protocol::ServerMessage;
 use super::server::DEFAULT_MAX_MESSAGE_BYTES;
-use super::{LinkEvent, SignalUrl, SignalingError, SignalingLink};
+use super::{LinkEvent, SignalUrl, SignalingError, SignalingLink, tls};
 
 /// How long connecting (TCP + WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,22 +22,63 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// Silence from the server (its pongs count) after which the connection counts as lost.
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
-pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingError> {
+/// A byte stream to the server: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Opens TCP (and, for `wss://`, TLS) to the server of `url`.
+async fn open_stream(
+    url: &SignalUrl,
+    extra_ca: Option<&Path>,
+) -> Result<Box<dyn Stream>, SignalingError> {
+    let unreachable = |reason: String| SignalingError::Unreachable {
+        url: url.clone(),
+        reason,
+    };
+    let host = url.0.host_str().unwrap_or_default();
+    let port = url.0.port_or_known_default().unwrap_or(80);
+    let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    if url.0.scheme() != "wss" {
+        return Ok(Box::new(tcp));
+    }
+    let config = tls::client_config(extra_ca).map_err(|source| SignalingError::Tls {
+        url: url.clone(),
+        source,
+    })?;
+    let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| unreachable(format!("TLS: {e}")))?;
+    Ok(Box::new(tls))
+}
+
+pub(super) async fn connect(
+    url: &SignalUrl,
+    extra_ca: Option<&Path>,
+) -> Result<SignalingLink, SignalingError> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(4 * DEFAULT_MAX_MESSAGE_BYTES))
         .max_frame_size(Some(4 * DEFAULT_MAX_MESSAGE_BYTES));
-    let handshake =
-        tokio_tungstenite::connect_async_with_config(url.0.as_str(), Some(config), true);
+    let handshake = async {
+        let stream = open_stream(url, extra_ca).await?;
+        tokio_tungstenite::client_async_with_config(url.0.as_str(), stream, Some(config))
+            .await
+            .map_err(|error| SignalingError::Unreachable {
+                url: url.clone(),
+                reason: error.to_string(),
+            })
+    };
     let (socket, _response) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
         .map_err(|_| SignalingError::Timeout {
             url: url.clone(),
             seconds: CONNECT_TIMEOUT.as_secs(),
-        })?
-        .map_err(|error| SignalingError::Unreachable {
-            url: url.clone(),
-            reason: error.to_string(),
-        })?;
+        })??;
     let (mut sink, mut stream) = socket.split();
     let (outgoing, mut to_send) = mpsc::unbounded_channel();
     let (received, incoming) = mpsc::unbounded_channel();

@@ -474,6 +474,7 @@ mod tests {
             echo: false,
             decode_video: true,
             passcode: None,
+            signal_ca: None,
         };
         runtime.handle().spawn(server.run());
         let mut app = headless_app(config);

@@ -96,6 +96,7 @@ pub fn config(url: &str, name: &str, media: SendSettings) -> ClientConfig {
         echo: false,
         decode_video: true,
         passcode: None,
+        signal_ca: None,
     }
 }
 
