@@ -540,6 +540,34 @@ mod tests {
     }
 
     #[test]
+    fn passcodes_and_resume_tokens() {
+        assert_eq!(Passcode::parse(""), Err(InvalidInput::PasscodeLength));
+        assert_eq!(
+            Passcode::parse(&"x".repeat(65)),
+            Err(InvalidInput::PasscodeLength)
+        );
+        assert_eq!(
+            Passcode::parse("a\tb"),
+            Err(InvalidInput::PasscodeCharacters)
+        );
+        let locked = Passcode::parse("blue heron").unwrap();
+        assert!(locked.admits(Some(&Passcode::parse("blue heron").unwrap())));
+        assert!(!locked.admits(Some(&Passcode::parse("blue heron ").unwrap())));
+        assert!(!locked.admits(None));
+        assert_eq!(
+            format!("{locked:?}"),
+            "Passcode(..)",
+            "secrets stay out of logs"
+        );
+
+        let token = ResumeToken::random();
+        assert_eq!(token.0.len(), RESUME_TOKEN_SYMBOLS);
+        assert!(token.matches(&ResumeToken::parse(&token.0).unwrap()));
+        assert!(!token.matches(&ResumeToken::random()));
+        assert_eq!(format!("{token:?}"), "ResumeToken(..)");
+    }
+
+    #[test]
     fn wire_format_matches_the_documentation() {
         let join = ClientMessage::decode(
             r#"{"type":"join_room","room":"k3m9px2q7rabcdefghjk","name":"Bob"}"#,
