@@ -68,6 +68,18 @@ fn hundred_join_leave_cycles_do_not_grow_threads_fds_or_memory() {
         after.rss_kib
     );
     println!("server after: {:?}", server.monitor.sizes());
+    let images = |app: &bevy::prelude::App| {
+        app.world()
+            .resource::<bevy::prelude::Assets<bevy::prelude::Image>>()
+            .len()
+    };
+    println!(
+        "images held: host {}, guest {}",
+        images(&host),
+        images(&guest)
+    );
+    // Only the self-view's image is left: every panel's went with its participant.
+    assert!(images(&host) <= 1 && images(&guest) <= 1);
     assert!(
         after.threads <= before.threads + 4,
         "threads grew {} -> {}",
