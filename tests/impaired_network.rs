@@ -56,7 +56,10 @@ struct Impairment {
 
 /// Fails with instructions when a tool the harness needs is missing.
 fn require_tools() {
-    let uid = Command::new("id").arg("-u").output().expect("cannot run id");
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("cannot run id");
     assert_eq!(
         String::from_utf8_lossy(&uid.stdout).trim(),
         "0",
@@ -113,8 +116,7 @@ impl Link {
         // Made inside the namespaces, so the name `veth0` cannot collide with anything.
         let [a, b] = &link.namespaces;
         run(Command::new("ip").args([
-            "link", "add", "veth0", "netns", a, "type", "veth", "peer", "name", "veth0", "netns",
-            b,
+            "link", "add", "veth0", "netns", a, "type", "veth", "peer", "name", "veth0", "netns", b,
         ]));
         for side in SIDES {
             link.run_in(side, "ip", &["addr", "add", side.address(), "dev", "veth0"]);
@@ -141,7 +143,9 @@ impl Link {
     /// Starts `command`; it is killed when the link goes. Returns its index in
     /// `children`.
     fn spawn(&mut self, mut command: Command) -> usize {
-        let child = command.spawn().expect("cannot start a process in a namespace");
+        let child = command
+            .spawn()
+            .expect("cannot start a process in a namespace");
         self.children.push(child);
         self.children.len() - 1
     }
@@ -162,12 +166,24 @@ impl Link {
     fn impair(&mut self, impairment: Impairment) {
         for side in SIDES {
             if impairment.loss_percent > 0 {
-                let rules = format!(
-                    "table inet impair {{ chain out {{ type filter hook output priority 0; \
-                     oifname \"veth0\" meta l4proto udp numgen random mod 100 < {} drop; }} }}",
-                    impairment.loss_percent
+                let loss = impairment.loss_percent.to_string();
+                self.run_in(side, "nft", &["add", "table", "inet", "impair"]);
+                self.run_in(
+                    side,
+                    "nft",
+                    &[
+                        "add", "chain", "inet", "impair", "out", "{", "type", "filter", "hook",
+                        "output", "priority", "0", ";", "}",
+                    ],
                 );
-                self.run_in(side, "nft", &[&rules]);
+                self.run_in(
+                    side,
+                    "nft",
+                    &[
+                        "add", "rule", "inet", "impair", "out", "oifname", "veth0", "meta",
+                        "l4proto", "udp", "numgen", "random", "mod", "100", "<", &loss, "drop",
+                    ],
+                );
             }
             if impairment.delay_ms > 0 {
                 self.delay(side, impairment.delay_ms);
@@ -240,25 +256,31 @@ impl Link {
             .status()
             .is_ok_and(|status| status.success())
         {
-            assert!(Instant::now() < deadline, "the signaling server did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the signaling server did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// Runs a call: A creates a room and stays `seconds` + 5, B joins and stays
     /// `seconds`. Returns both bots' `--stats-json` files, A's then B's.
-    fn call(&mut self, seconds: u64) -> [Value; 2] {
+    fn call(&mut self, seconds: u64, media: &[&str]) -> [Value; 2] {
         self.start_server();
         let signal = format!("ws://{SERVER}");
         let stats = [self.scratch.join("a.json"), self.scratch.join("b.json")];
         let host_stays = (seconds + 5).to_string();
         let mut host = self.bot(Side::A, &signal, &stats[0], "Alice", &host_stays);
-        host.args(["--create"]).stdout(Stdio::piped());
+        host.args(["--create"]).args(media).stdout(Stdio::piped());
         let host = self.spawn(host);
         let room = read_room(&mut self.children[host]);
         let guest_stays = seconds.to_string();
         let mut guest = self.bot(Side::B, &signal, &stats[1], "Bob", &guest_stays);
-        guest.args(["--room", &room]).stdout(Stdio::null());
+        guest
+            .args(["--room", &room])
+            .args(media)
+            .stdout(Stdio::null());
         let guest = self.spawn(guest);
         let deadline = Instant::now() + Duration::from_secs(seconds) + JOIN_TIMEOUT * 2;
         self.wait_for(guest, deadline);
@@ -270,7 +292,14 @@ impl Link {
         })
     }
 
-    fn bot(&self, side: Side, signal: &str, stats: &std::path::Path, name: &str, stay: &str) -> Command {
+    fn bot(
+        &self,
+        side: Side,
+        signal: &str,
+        stats: &std::path::Path,
+        name: &str,
+        stay: &str,
+    ) -> Command {
         let stats = stats.to_str().expect("a UTF-8 temp path");
         let mut bot = self.command(
             side,
@@ -354,7 +383,7 @@ fn video_keeps_playing_through_five_percent_loss_and_fifty_ms_delay() {
         delay_ms: 50,
         ..Impairment::default()
     });
-    let [alice, bob] = link.call(SECONDS);
+    let [alice, bob] = link.call(SECONDS, &[]);
     let received = peer(&bob);
     let sent = peer(&alice);
     let decoded = number(received, "frames_decoded");
@@ -385,39 +414,85 @@ fn video_keeps_playing_through_five_percent_loss_and_fifty_ms_delay() {
     // Video keeps playing: frames throughout (a third of the frame rate on average, no
     // stall of 5 s), and the loss was seen and repaired by retransmission requests.
     assert!(decoded >= 10.0 * watched_s, "{received}");
-    assert!(number(received, "longest_frame_gap_ms") < 5000.0, "{received}");
-    assert!(number(received, "packets_lost") > 0.0, "no loss seen: {received}");
+    assert!(
+        number(received, "longest_frame_gap_ms") < 5000.0,
+        "{received}"
+    );
+    assert!(
+        number(received, "packets_lost") > 0.0,
+        "no loss seen: {received}"
+    );
     assert!(number(received, "nacks_sent") > 0.0, "no NACKs: {received}");
 }
 
-#[test]
-fn a_300_kbit_cap_lowers_the_bitrate_instead_of_freezing() {
+/// A call over a link capped at `rate_kbit` each way; prints and returns what Alice
+/// sent and what Bob received: (Alice's encoder target, Bob's view of Alice, seconds of
+/// video Bob watched).
+fn capped_call(rate_kbit: u32, media: &[&str]) -> (f64, Value, f64) {
     const SECONDS: u64 = 30;
     let mut link = Link::new();
     link.impair(Impairment {
-        rate_kbit: Some(300),
+        rate_kbit: Some(rate_kbit),
         ..Impairment::default()
     });
-    let [alice, bob] = link.call(SECONDS);
-    let received = peer(&bob);
+    let [alice, bob] = link.call(SECONDS, media);
+    let received = peer(&bob).clone();
     let target = number(&alice["sent"], "video_target_kbps");
-    let decoded = number(received, "frames_decoded");
-    let watched_s = SECONDS as f64 - number(received, "first_frame_ms") / 1000.0;
+    let decoded = number(&received, "frames_decoded");
+    // No first frame at all counts as none watched (the assertions then fail).
+    let first_frame_ms = received["first_frame_ms"]
+        .as_f64()
+        .unwrap_or(1000.0 * SECONDS as f64);
+    let watched_s = (SECONDS as f64 - first_frame_ms / 1000.0).max(1.0);
     println!(
-        "300 kbit/s cap, {watched_s:.1} s of video: Alice's video target fell from 800 to \
+        "{rate_kbit} kbit/s cap, {watched_s:.1} s of video: Alice's video target ended at \
          {target} kbit/s; Bob received {:.0} kbit/s at {:.1} fps in the last second, \
          {:.1} fps on average; longest gap {:.0} ms, frozen {:.0} ms in {} freezes; \
-         packets lost {}",
-        number(received, "video_kbps"),
-        number(received, "fps"),
+         packets lost {}, NACKs {}, PLIs {}",
+        number(&received, "video_kbps"),
+        number(&received, "fps"),
         decoded / watched_s,
-        number(received, "longest_frame_gap_ms"),
-        number(received, "frozen_ms"),
+        number(&received, "longest_frame_gap_ms"),
+        number(&received, "frozen_ms"),
         received["freezes"],
         received["packets_lost"],
+        received["nacks_sent"],
+        received["plis_sent"],
     );
-    // The call adapted: the encoder came down to the cap, and video still plays.
-    assert!(target <= 400.0, "the bitrate did not come down: {alice}");
-    assert!(decoded >= 5.0 * watched_s, "{received}");
-    assert!(number(received, "fps") > 0.0, "video stopped: {received}");
+    (target, received, watched_s)
+}
+
+#[test]
+fn video_keeps_playing_under_a_300_kbit_cap() {
+    // The synthetic 640x480 picture needs about 140 kbit/s of VP8, so this cap leaves
+    // room: the call must simply go on at full frame rate.
+    let (target, received, watched_s) = capped_call(300, &[]);
+    assert!(target <= 800.0);
+    assert!(
+        number(&received, "frames_decoded") >= 10.0 * watched_s,
+        "{received}"
+    );
+    assert!(
+        number(&received, "longest_frame_gap_ms") < 5000.0,
+        "{received}"
+    );
+}
+
+#[test]
+fn a_cap_below_what_the_video_needs_lowers_the_bitrate_instead_of_freezing() {
+    // 180 kbit/s for everything: audio takes about 50 of it (Opus and packet headers),
+    // less than the synthetic video's 140 kbit/s is left.
+    let (target, received, watched_s) = capped_call(180, &["--min-video-kbps", "50"]);
+    assert!(
+        target <= 180.0,
+        "the bitrate did not come down to the cap: {target}"
+    );
+    assert!(
+        number(&received, "frames_decoded") >= 5.0 * watched_s,
+        "{received}"
+    );
+    assert!(
+        number(&received, "longest_frame_gap_ms") < 5000.0,
+        "{received}"
+    );
 }

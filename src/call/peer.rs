@@ -291,6 +291,7 @@ impl PeerRouter {
                         .controller
                         .on_receiver_report(fraction_lost, Instant::now());
                     rate.target.set(kbps);
+                    tracing::debug!(peer = %self.peer_id, fraction_lost, kbps, "receiver report");
                 }
             }
             PeerEvent::Stats {

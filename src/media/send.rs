@@ -23,6 +23,11 @@ use super::vp8::{Vp8Config, Vp8Encoder};
 /// Every how many captured frames one goes to the self-view (30 fps → 15 fps).
 const PREVIEW_EVERY: u32 = 2;
 
+/// Below this video bitrate only every other captured frame is encoded: at the
+/// quantizer ceiling a frame costs what it costs (about 140 kbit/s for the synthetic
+/// 640x480 picture at 30 fps), so fewer frames is how the rate keeps falling.
+const HALF_FRAME_RATE_BELOW_KBPS: u32 = 150;
+
 /// Relative change of the bitrate target below which the encoder is left alone.
 const RETUNE_STEP: f64 = 0.03;
 
@@ -273,6 +278,15 @@ impl VideoLoop {
                 }
             }
             self.follow_bitrate_target();
+            // Every other frame at very low rates; the frame after a skipped one lasts two.
+            let step = if self.encoder.config().bitrate_kbps < HALF_FRAME_RATE_BELOW_KBPS {
+                2
+            } else {
+                1
+            };
+            if !captured_frames.is_multiple_of(step) {
+                continue;
+            }
             let keyframe = self.controls.keyframe_wanted.swap(false, Ordering::Relaxed);
             let encode_started = Instant::now();
             let encoded = self.encoder.encode(&frame, captured as i64, keyframe);
@@ -283,10 +297,12 @@ impl VideoLoop {
             match encoded {
                 Ok(encoded) => {
                     for packet in encoded {
-                        self.sink.send_video(&packet.data, self.period);
+                        self.sink.send_video(&packet.data, self.period * step);
                         self.counters.video_frames.fetch_add(1, Ordering::Relaxed);
                         if packet.keyframe {
-                            self.counters.video_keyframes.fetch_add(1, Ordering::Relaxed);
+                            self.counters
+                                .video_keyframes
+                                .fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }

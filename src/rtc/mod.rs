@@ -258,7 +258,7 @@ pub struct FeedbackCounts {
     pub nacks_received: u64,
     /// Picture-loss indications we sent (asking for a keyframe).
     pub plis_sent: u64,
-    /// Picture-loss indications the peer sent us.
+    /// Keyframe requests (PLI or FIR) the peer sent us.
     pub plis_received: u64,
 }
 

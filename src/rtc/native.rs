@@ -25,6 +25,7 @@ use ::rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndicati
 use ::rtc::rtcp::receiver_report::ReceiverReport;
 use ::rtc::rtcp::reception_report::ReceptionReport;
 use ::rtc::rtcp::sender_report::SenderReport;
+use ::rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use ::rtc::rtp;
 use ::rtc::rtp::packetizer::{Packetizer, new_packetizer};
 use ::rtc::rtp::sequence::new_random_sequencer;
@@ -338,15 +339,23 @@ struct FeedbackTap {
     /// Our video SSRC: the reports about it are the ones congestion control wants.
     video_ssrc: u32,
     events: UnboundedSender<PeerEvent>,
+    /// NACKs and keyframe requests the peer sent us, counted here because webrtc-rs's
+    /// statistics do not count inbound feedback.
+    received: Arc<ReceivedFeedback>,
     read_queue: std::collections::VecDeque<TaggedPacket>,
     write_queue: std::collections::VecDeque<TaggedPacket>,
 }
 
 impl FeedbackTap {
-    fn new(video_ssrc: u32, events: UnboundedSender<PeerEvent>) -> Self {
+    fn new(
+        video_ssrc: u32,
+        events: UnboundedSender<PeerEvent>,
+        received: Arc<ReceivedFeedback>,
+    ) -> Self {
         Self {
             video_ssrc,
             events,
+            received,
             read_queue: std::collections::VecDeque::new(),
             write_queue: std::collections::VecDeque::new(),
         }
@@ -376,6 +385,23 @@ fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
+/// Loss-recovery requests a peer sent us.
+#[derive(Default)]
+struct ReceivedFeedback {
+    nacks: AtomicU64,
+    keyframe_requests: AtomicU64,
+}
+
+impl ReceivedFeedback {
+    fn count(&self, packet: &dyn rtcp::Packet) {
+        if packet.as_any().is::<TransportLayerNack>() {
+            self.nacks.fetch_add(1, Ordering::Relaxed);
+        } else if is_keyframe_request(packet) {
+            self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
@@ -387,6 +413,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
         if let ChainPacket::Rtcp(packets) = &msg.message.packet {
             for packet in packets {
                 self.report_loss(packet.as_ref());
+                self.received.count(packet.as_ref());
             }
             let requests: Vec<Box<dyn rtcp::Packet>> = packets
                 .iter()
@@ -497,8 +524,9 @@ enum FrameStatus {
 
 impl Vp8Assembler {
     /// How far (in 90 kHz ticks) the stream may move past an incomplete frame before it is
-    /// given up: 200 ms, room for a NACK round trip.
-    const MAX_WAIT_TICKS: u32 = VIDEO_CLOCK_RATE / 5;
+    /// given up: 400 ms, room for two NACK attempts (the generator runs every 100 ms) over
+    /// a 100 ms round trip. Giving up costs a keyframe round trip and a longer freeze.
+    const MAX_WAIT_TICKS: u32 = VIDEO_CLOCK_RATE * 2 / 5;
     /// Most packets held while waiting for a missing one.
     const MAX_BUFFERED: usize = 1024;
     /// Extended sequence numbers start here so that unwrapping never goes below zero.
@@ -675,6 +703,8 @@ struct Shared {
     /// Our video SSRC, named as the sender of our keyframe requests.
     local_video_ssrc: u32,
     last_auto_keyframe_request: Mutex<Option<Instant>>,
+    /// What the peer asked of our video, counted by the [`FeedbackTap`].
+    received_feedback: Arc<ReceivedFeedback>,
     /// Our copies of the outgoing streams, video then audio; sending starts once connected.
     sinks: [Arc<Sink>; 2],
     connected: AtomicBool,
@@ -930,7 +960,14 @@ async fn monitor(shared: Arc<Shared>, pc: Arc<dyn PeerConnection>, sender: Arc<d
         let mut rtt_ms = None;
         let (mut packets_lost, mut packets_received, mut bytes_received, mut bytes_sent) =
             (0u64, 0u64, 0u64, 0u64);
-        let mut feedback = FeedbackCounts::default();
+        let mut feedback = FeedbackCounts {
+            nacks_received: shared.received_feedback.nacks.load(Ordering::Relaxed),
+            plis_received: shared
+                .received_feedback
+                .keyframe_requests
+                .load(Ordering::Relaxed),
+            ..FeedbackCounts::default()
+        };
         for entry in report.iter() {
             match entry {
                 RTCStatsReportEntry::IceCandidatePair(pair)
@@ -948,8 +985,6 @@ async fn monitor(shared: Arc<Shared>, pc: Arc<dyn PeerConnection>, sender: Arc<d
                 }
                 RTCStatsReportEntry::OutboundRtp(outbound) => {
                     bytes_sent += outbound.sent_rtp_stream_stats.bytes_sent;
-                    feedback.nacks_received += u64::from(outbound.nack_count);
-                    feedback.plis_received += u64::from(outbound.pli_count);
                 }
                 _ => {}
             }
@@ -1011,6 +1046,7 @@ impl PeerSession {
             remote_video: Mutex::new(None),
             local_video_ssrc: local.video.ssrc,
             last_auto_keyframe_request: Mutex::new(None),
+            received_feedback: Arc::default(),
             sinks: [Arc::clone(&video_sink), Arc::clone(&audio_sink)],
             connected: AtomicBool::new(false),
         });
@@ -1052,7 +1088,11 @@ impl PeerSession {
             .map_err(stack_error("registering interceptors"))?
             .with(
                 Slot::from(FEEDBACK_TAP_SLOT),
-                FeedbackTap::new(local.video.ssrc, shared.events.clone()),
+                FeedbackTap::new(
+                    local.video.ssrc,
+                    shared.events.clone(),
+                    Arc::clone(&shared.received_feedback),
+                ),
             );
         let setting_engine = SettingEngineBuilder::new()
             .with_ice_timeouts(
@@ -1459,11 +1499,11 @@ mod tests {
             }
         }
         assert_eq!(dropped, 1);
-        // Frames after the loss are held at most 200 ms, then released in order.
+        // Frames after the loss are held at most 400 ms, then released in order.
         let timestamps: Vec<u32> = frames.iter().map(|f| f.timestamp).collect();
         let expected: Vec<u32> = (0..20).filter(|n| *n != 2).map(|n| n * 3000).collect();
         assert_eq!(&timestamps[..], &expected[..timestamps.len()]);
-        assert!(timestamps.len() >= 19 - 7, "{timestamps:?}");
+        assert!(timestamps.len() >= 19 - 13, "{timestamps:?}");
     }
 
     #[test]
