@@ -374,125 +374,134 @@ fn number(value: &Value, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {field} in {value}"))
 }
 
-#[test]
-fn video_keeps_playing_through_five_percent_loss_and_fifty_ms_delay() {
-    const SECONDS: u64 = 30;
-    let mut link = Link::new();
-    link.impair(Impairment {
-        loss_percent: 5,
-        delay_ms: 50,
-        ..Impairment::default()
-    });
-    let [alice, bob] = link.call(SECONDS, &[]);
-    let received = peer(&bob);
-    let sent = peer(&alice);
-    let decoded = number(received, "frames_decoded");
-    let first_frame_s = number(received, "first_frame_ms") / 1000.0;
-    let watched_s = SECONDS as f64 - first_frame_s;
-    let frozen_ms = number(received, "frozen_ms");
-    let per_minute = 60.0 / watched_s;
-    println!(
-        "5 % loss, 50 ms one-way delay, {watched_s:.1} s of video (30 fps sent):\n  \
-         frames decoded {decoded}, {:.1} fps on average; rtt {:?} ms\n  \
-         longest gap between decoded frames {:.0} ms\n  \
-         frozen (gaps > 200 ms, counted whole) {frozen_ms:.0} ms in {} freezes = \
-         {:.0} ms per minute (extrapolated)\n  \
-         recovery: Bob sent {} NACKs and {} PLIs; Alice received {} NACKs and {} PLIs, \
-         encoded {} keyframes; Alice's video target at the end {} kbit/s",
-        decoded / watched_s,
-        received["rtt_ms"].as_f64(),
-        number(received, "longest_frame_gap_ms"),
-        received["freezes"],
-        frozen_ms * per_minute,
-        received["nacks_sent"],
-        received["plis_sent"],
-        sent["nacks_received"],
-        sent["plis_received"],
-        alice["sent"]["video_keyframes"],
-        alice["sent"]["video_target_kbps"],
-    );
-    // Video keeps playing: frames throughout (a third of the frame rate on average, no
-    // stall of 5 s), and the loss was seen and repaired by retransmission requests.
-    assert!(decoded >= 10.0 * watched_s, "{received}");
-    assert!(
-        number(received, "longest_frame_gap_ms") < 5000.0,
-        "{received}"
-    );
-    assert!(
-        number(received, "packets_lost") > 0.0,
-        "no loss seen: {received}"
-    );
-    assert!(number(received, "nacks_sent") > 0.0, "no NACKs: {received}");
+/// What one call over the link showed: what Alice sent, what Bob received from her.
+struct CallFigures {
+    /// Alice's encoder target when she left, kbit/s.
+    target_kbps: f64,
+    /// Bob's stats about Alice.
+    received: Value,
+    /// Seconds from Bob's first decoded frame to his leaving.
+    watched_s: f64,
 }
 
-/// A call over a link capped at `rate_kbit` each way; prints and returns what Alice
-/// sent and what Bob received: (Alice's encoder target, Bob's view of Alice, seconds of
-/// video Bob watched).
-fn capped_call(rate_kbit: u32, media: &[&str]) -> (f64, Value, f64) {
+impl CallFigures {
+    fn get(&self, field: &str) -> f64 {
+        number(&self.received, field)
+    }
+}
+
+/// Runs a call of `SECONDS` over a link with `impairment` (described by `label`) and
+/// prints the figures.
+fn impaired_call(label: &str, impairment: Impairment, media: &[&str]) -> CallFigures {
     const SECONDS: u64 = 30;
     let mut link = Link::new();
-    link.impair(Impairment {
-        rate_kbit: Some(rate_kbit),
-        ..Impairment::default()
-    });
+    link.impair(impairment);
     let [alice, bob] = link.call(SECONDS, media);
     let received = peer(&bob).clone();
-    let target = number(&alice["sent"], "video_target_kbps");
-    let decoded = number(&received, "frames_decoded");
+    let target_kbps = number(&alice["sent"], "video_target_kbps");
     // No first frame at all counts as none watched (the assertions then fail).
     let first_frame_ms = received["first_frame_ms"]
         .as_f64()
         .unwrap_or(1000.0 * SECONDS as f64);
     let watched_s = (SECONDS as f64 - first_frame_ms / 1000.0).max(1.0);
+    let figures = CallFigures {
+        target_kbps,
+        received,
+        watched_s,
+    };
+    let frozen_ms = figures.get("frozen_ms");
     println!(
-        "{rate_kbit} kbit/s cap, {watched_s:.1} s of video: Alice's video target ended at \
-         {target} kbit/s; Bob received {:.0} kbit/s at {:.1} fps in the last second, \
-         {:.1} fps on average; longest gap {:.0} ms, frozen {:.0} ms in {} freezes; \
-         packets lost {}, NACKs {}, PLIs {}",
-        number(&received, "video_kbps"),
-        number(&received, "fps"),
-        decoded / watched_s,
-        number(&received, "longest_frame_gap_ms"),
-        number(&received, "frozen_ms"),
-        received["freezes"],
-        received["packets_lost"],
-        received["nacks_sent"],
-        received["plis_sent"],
+        "{label}, {watched_s:.1} s of video (640x480, 30 fps sent unless said):\n  \
+         Bob decoded {:.1} fps and received {:.0} kbit/s of video on average; rtt {:?} ms\n  \
+         longest gap between decoded frames {:.0} ms; frozen (gaps > 200 ms, counted \
+         whole) {frozen_ms:.0} ms in {} freezes = {:.0} ms per minute (extrapolated)\n  \
+         packets lost {}; recovery: Bob sent {} NACKs and {} PLIs; Alice received {} \
+         NACKs and {} PLIs, encoded {} keyframes; her video target ended at \
+         {target_kbps} kbit/s",
+        figures.get("frames_decoded") / watched_s,
+        figures.get("video_bytes_received") * 8.0 / 1000.0 / watched_s,
+        figures.received["rtt_ms"].as_f64(),
+        figures.get("longest_frame_gap_ms"),
+        figures.received["freezes"],
+        frozen_ms * 60.0 / watched_s,
+        figures.received["packets_lost"],
+        figures.received["nacks_sent"],
+        figures.received["plis_sent"],
+        peer(&alice)["nacks_received"],
+        peer(&alice)["plis_received"],
+        alice["sent"]["video_keyframes"],
     );
-    (target, received, watched_s)
+    figures
+}
+
+/// Video kept playing: on average at least `min_fps` frames a second, and no stall of
+/// 5 s.
+fn assert_video_kept_playing(figures: &CallFigures, min_fps: f64) {
+    assert!(
+        figures.get("frames_decoded") >= min_fps * figures.watched_s,
+        "{}",
+        figures.received
+    );
+    assert!(
+        figures.get("longest_frame_gap_ms") < 5000.0,
+        "{}",
+        figures.received
+    );
+}
+
+#[test]
+fn baseline_figures_on_an_unimpaired_link() {
+    let figures = impaired_call("no impairment", Impairment::default(), &[]);
+    assert_video_kept_playing(&figures, 10.0);
+    assert_eq!(
+        figures.target_kbps, 800.0,
+        "no loss, no reason to slow down"
+    );
+}
+
+#[test]
+fn video_keeps_playing_through_five_percent_loss_and_fifty_ms_delay() {
+    let impairment = Impairment {
+        loss_percent: 5,
+        delay_ms: 50,
+        ..Impairment::default()
+    };
+    let figures = impaired_call("5 % loss, 50 ms one-way delay", impairment, &[]);
+    assert_video_kept_playing(&figures, 10.0);
+    // The loss was seen and repaired by retransmission requests.
+    assert!(figures.get("packets_lost") > 0.0, "{}", figures.received);
+    assert!(figures.get("nacks_sent") > 0.0, "{}", figures.received);
 }
 
 #[test]
 fn video_keeps_playing_under_a_300_kbit_cap() {
     // The synthetic 640x480 picture needs about 140 kbit/s of VP8, so this cap leaves
-    // room: the call must simply go on at full frame rate.
-    let (target, received, watched_s) = capped_call(300, &[]);
-    assert!(target <= 800.0);
-    assert!(
-        number(&received, "frames_decoded") >= 10.0 * watched_s,
-        "{received}"
-    );
-    assert!(
-        number(&received, "longest_frame_gap_ms") < 5000.0,
-        "{received}"
-    );
+    // room: the call must simply go on.
+    let impairment = Impairment {
+        rate_kbit: Some(300),
+        ..Impairment::default()
+    };
+    let figures = impaired_call("300 kbit/s cap", impairment, &[]);
+    assert_video_kept_playing(&figures, 10.0);
 }
 
 #[test]
 fn a_cap_below_what_the_video_needs_lowers_the_bitrate_instead_of_freezing() {
     // 180 kbit/s for everything: audio takes about 50 of it (Opus and packet headers),
     // less than the synthetic video's 140 kbit/s is left.
-    let (target, received, watched_s) = capped_call(180, &["--min-video-kbps", "50"]);
-    assert!(
-        target <= 180.0,
-        "the bitrate did not come down to the cap: {target}"
+    let impairment = Impairment {
+        rate_kbit: Some(180),
+        ..Impairment::default()
+    };
+    let figures = impaired_call(
+        "180 kbit/s cap, --min-video-kbps 50",
+        impairment,
+        &["--min-video-kbps", "50"],
     );
     assert!(
-        number(&received, "frames_decoded") >= 5.0 * watched_s,
-        "{received}"
+        figures.target_kbps <= 180.0,
+        "the bitrate did not come down to the cap: {}",
+        figures.target_kbps
     );
-    assert!(
-        number(&received, "longest_frame_gap_ms") < 5000.0,
-        "{received}"
-    );
+    assert_video_kept_playing(&figures, 5.0);
 }

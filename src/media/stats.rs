@@ -42,6 +42,8 @@ pub struct CallStats {
     pub fps: f64,
     /// Received video payload rate over the last interval.
     pub video_kbps: f64,
+    /// Video payload received since the peer arrived, in bytes.
+    pub video_bytes_received: u64,
     /// From the later of our joining and the peer's arrival to its first decoded frame.
     pub first_frame_ms: Option<f64>,
     /// Capture-to-decoded latency, median (peers that stamp their frames only).
@@ -200,6 +202,7 @@ impl ReceiveStats {
             self.report.fps = frames as f64 / seconds;
             self.report.video_kbps = bytes as f64 * 8.0 / 1000.0 / seconds;
         }
+        self.report.video_bytes_received = self.bytes_received;
         self.last_snapshot = now;
         self.frames_at_last_snapshot = self.report.frames_decoded;
         self.bytes_at_last_snapshot = self.bytes_received;
