@@ -7,11 +7,12 @@
 //!
 //! The tests assert behaviour (video keeps playing, the bitrate comes down under a cap);
 //! the figures (freezes, NACK/PLI counts, bitrate, fps) are printed:
-//! `cargo test --test impaired_network -- --nocapture --test-threads 1`.
+//! `cargo test --test impaired_network -- --nocapture` (the calls take turns).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -394,6 +395,12 @@ impl CallFigures {
 /// prints the figures.
 fn impaired_call(label: &str, impairment: Impairment, media: &[&str]) -> CallFigures {
     const SECONDS: u64 = 30;
+    // One call at a time: four calls of two encoding, decoding bots at once would starve
+    // each other of CPU on a small machine and blur the figures.
+    static ONE_CALL_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_CALL_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut link = Link::new();
     link.impair(impairment);
     let [alice, bob] = link.call(SECONDS, media);
