@@ -12,6 +12,9 @@ packages=(
   libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libvulkan1
   # headless rendering and screenshots (tests, machines without a GPU)
   xvfb mesa-vulkan-drivers imagemagick
+  # the impaired-network harness: namespaces and veth (ip), loss (nft), the NFQUEUE
+  # rule for delay (iptables), bandwidth caps (tc)
+  iproute2 nftables iptables
 )
 
 missing=()

@@ -15,7 +15,7 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::app::headless_app;
-use crate::call::{CallCommand, CallError, CallNotice, CallReport, CallState};
+use crate::call::{CallCommand, CallError, CallNotice, CallReport, CallState, SendStats};
 use crate::config::{BotArgs, ClientConfig};
 use crate::media::{CallStats, SendSettings};
 use crate::runtime::AsyncRuntime;
@@ -224,6 +224,7 @@ fn follow_call(
 fn react_to_notices(
     mut bot: ResMut<Bot>,
     report: Res<CallReport>,
+    sent: Res<SendStats>,
     mut notices: MessageReader<CallNotice>,
     mut exit: MessageWriter<AppExit>,
 ) {
@@ -239,7 +240,7 @@ fn react_to_notices(
             }
             CallNotice::Left if bot.joined_at.is_some() => {
                 if let Some(path) = &bot.stats_json
-                    && let Err(error) = write_stats(path, &report.peers)
+                    && let Err(error) = write_stats(path, &sent, &report.peers)
                 {
                     eprintln!("meetspace bot: {error:#}");
                     exit.write(AppExit::from_code(EXIT_OTHER));
@@ -269,17 +270,36 @@ struct PeerStats<'a> {
     received: &'a CallStats,
 }
 
+/// What we sent, in the `--stats-json` file.
+#[derive(Debug, Serialize)]
+struct SentStats {
+    /// Video frames encoded.
+    video_frames: u64,
+    /// Of those, keyframes.
+    video_keyframes: u64,
+    /// The encoder's bitrate when we left (congestion control's lowest peer target).
+    video_target_kbps: u64,
+}
+
 /// The `--stats-json` file.
 #[derive(Debug, Serialize)]
 struct BotStats<'a> {
+    sent: SentStats,
     peers: Vec<PeerStats<'a>>,
 }
 
 fn write_stats(
     path: &Path,
+    sent: &SendStats,
     peers: &BTreeMap<PeerId, (DisplayName, CallStats)>,
 ) -> anyhow::Result<()> {
+    let counters = &sent.0;
     let stats = BotStats {
+        sent: SentStats {
+            video_frames: counters.video_frames.load(Ordering::Relaxed),
+            video_keyframes: counters.video_keyframes.load(Ordering::Relaxed),
+            video_target_kbps: counters.video_target_kbps.load(Ordering::Relaxed),
+        },
         peers: peers
             .iter()
             .map(|(peer_id, (name, received))| PeerStats {

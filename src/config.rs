@@ -60,9 +60,13 @@ pub struct CallArgs {
     /// Frames per second we send.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
     pub fps: u32,
-    /// VP8 bitrate we send, in kbit/s.
+    /// Highest VP8 bitrate we send, in kbit/s (and where a call starts).
     #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(50..=8000))]
     pub video_kbps: u32,
+    /// Lowest VP8 bitrate congestion control may go down to when peers report loss, in
+    /// kbit/s (capped at --video-kbps).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(50..=8000))]
+    pub min_video_kbps: u32,
     /// Frequency of the synthetic audio tone we send, in Hz.
     #[arg(long, default_value_t = 440.0, value_parser = parse_tone)]
     pub tone_hz: f32,
@@ -259,6 +263,7 @@ impl ClientConfig {
                 height,
                 fps: call.fps,
                 video_kbps: call.video_kbps,
+                min_video_kbps: call.min_video_kbps,
                 tone_hz: call.tone_hz,
             },
             echo: false,

@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 use super::{CallError, CallEvent, MediaState, PeerControl};
 use crate::media::receive::lock_stats;
 use crate::media::{
-    CallStats, FrameSender, LocalSender, OpusDecoder, ReceiveStats, RemoteVideoDecoder,
+    CallStats, FrameSender, LocalSender, LossBasedController, OpusDecoder, PeerBitrateTarget,
+    ReceiveStats, RemoteVideoDecoder,
 };
 use crate::rtc::native::{LocalMedia, PeerSession};
 use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig};
@@ -146,8 +147,13 @@ impl RemotePeer {
                 .map_err(|e| media_error(&e))?,
         );
         context.signal(&peer_id, PeerControl::MediaState(our_media).to_json());
+        let send_rate = match &context.outbound {
+            Outbound::Encoded(sender) => Some(SendRate::new(sender)),
+            Outbound::Echo(_) => None,
+        };
         let router = PeerRouter {
             peer_id,
+            send_rate,
             last_video_timestamp: None,
             session: session.clone(),
             stats: stats.clone(),
@@ -188,9 +194,28 @@ impl Drop for RemotePeer {
     }
 }
 
+/// How fast our shared video encoder may send as far as this peer is concerned.
+struct SendRate {
+    controller: LossBasedController,
+    target: PeerBitrateTarget,
+}
+
+impl SendRate {
+    fn new(sender: &LocalSender) -> Self {
+        let bounds = sender.bitrate_bounds();
+        Self {
+            controller: LossBasedController::new(bounds),
+            target: sender.bitrate_targets().register(bounds.max_kbps),
+        }
+    }
+}
+
 /// Routes one peer's events: signaling out, media into the decoders, state to the ECS.
 struct PeerRouter {
     peer_id: PeerId,
+    /// Congestion control of what we send this peer (not in echo mode: echoed frames
+    /// keep the bitrate they came with).
+    send_rate: Option<SendRate>,
     /// RTP timestamp of the last video frame, for echoing frames with their timing.
     last_video_timestamp: Option<u32>,
     session: Arc<PeerSession>,
@@ -281,12 +306,27 @@ impl PeerRouter {
                 Outbound::Encoded(sender) => sender.request_keyframe(),
                 Outbound::Echo(echo) => echo.request_keyframe().await,
             },
+            PeerEvent::ReceiverReport { fraction_lost } => {
+                if let Some(rate) = &mut self.send_rate {
+                    let kbps = rate
+                        .controller
+                        .on_receiver_report(fraction_lost, Instant::now());
+                    rate.target.set(kbps);
+                    tracing::debug!(peer = %self.peer_id, fraction_lost, kbps, "receiver report");
+                }
+            }
             PeerEvent::Stats {
                 rtt_ms,
                 packets_lost,
                 packets_received,
+                feedback,
                 ..
-            } => lock_stats(&self.stats).on_transport(rtt_ms, packets_lost, packets_received),
+            } => lock_stats(&self.stats).on_transport(
+                rtt_ms,
+                packets_lost,
+                packets_received,
+                feedback,
+            ),
             PeerEvent::Error(message) => {
                 let _ = self
                     .context

@@ -4,6 +4,7 @@
 //! `Send` values living on worker threads; nothing here runs in a Bevy system.
 
 pub mod analysis;
+pub mod congestion;
 pub mod convert;
 pub mod error;
 pub mod frame;
@@ -15,6 +16,9 @@ pub mod synthetic;
 pub mod vp8;
 
 pub use self::analysis::{dominant_frequency, rms_level};
+pub use self::congestion::{
+    BitrateBounds, LossBasedController, PeerBitrateTarget, VideoBitrateTargets,
+};
 pub use self::error::{CodecError, FrameError};
 pub use self::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 pub use self::opus::{OpusDecoder, OpusEncoder};

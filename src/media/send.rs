@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::congestion::{BitrateBounds, VideoBitrateTargets};
 use super::convert::i420_to_rgba;
 use super::error::CodecError;
 use super::frame::AUDIO_FRAME_SAMPLES;
@@ -21,6 +22,14 @@ use super::vp8::{Vp8Config, Vp8Encoder};
 
 /// Every how many captured frames one goes to the self-view (30 fps → 15 fps).
 const PREVIEW_EVERY: u32 = 2;
+
+/// Below this video bitrate only every other captured frame is encoded: at the
+/// quantizer ceiling a frame costs what it costs (about 140 kbit/s for the synthetic
+/// 640x480 picture at 30 fps), so fewer frames is how the rate keeps falling.
+const HALF_FRAME_RATE_BELOW_KBPS: u32 = 150;
+
+/// Relative change of the bitrate target below which the encoder is left alone.
+const RETUNE_STEP: f64 = 0.03;
 
 /// Opus bitrate for voice.
 const OPUS_BITRATE_BPS: u32 = 32_000;
@@ -34,8 +43,11 @@ pub struct SendSettings {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
-    /// VP8 target bitrate. Fixed: the stack gives us no bandwidth estimate to follow.
+    /// Highest VP8 bitrate, in kbit/s, and where a call starts; congestion control lowers
+    /// it when peers report loss (see [`super::congestion`]).
     pub video_kbps: u32,
+    /// Lowest VP8 bitrate congestion control may go to, in kbit/s.
+    pub min_video_kbps: u32,
     /// Frequency of the synthetic audio tone.
     pub tone_hz: f32,
 }
@@ -47,6 +59,7 @@ impl Default for SendSettings {
             height: 480,
             fps: 30,
             video_kbps: 800,
+            min_video_kbps: 100,
             tone_hz: 440.0,
         }
     }
@@ -69,6 +82,10 @@ pub struct SendCounters {
     pub video_frames: AtomicU64,
     /// Time spent in the VP8 encoder, in microseconds.
     pub encode_micros: AtomicU64,
+    /// Of those video frames, keyframes (periodic, or asked for by a peer).
+    pub video_keyframes: AtomicU64,
+    /// The VP8 bitrate the encoder is set to now, in kbit/s (the lowest peer's target).
+    pub video_target_kbps: AtomicU64,
     /// Opus packets encoded and handed to the sink.
     pub audio_packets: AtomicU64,
 }
@@ -85,6 +102,8 @@ struct Controls {
 /// The running send path of one call: one video and one audio encoder thread.
 pub struct LocalSender {
     controls: Arc<Controls>,
+    bounds: BitrateBounds,
+    bitrate_targets: Arc<VideoBitrateTargets>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -105,6 +124,11 @@ impl LocalSender {
             bitrate_kbps: settings.video_kbps,
         })?;
         counters.video_encoders.fetch_add(1, Ordering::Relaxed);
+        counters
+            .video_target_kbps
+            .store(u64::from(settings.video_kbps), Ordering::Relaxed);
+        let bounds = BitrateBounds::new(settings.min_video_kbps, settings.video_kbps);
+        let bitrate_targets = Arc::new(VideoBitrateTargets::default());
         let source = SyntheticVideo::new(settings.width, settings.height)?;
         let opus = OpusEncoder::new(OPUS_BITRATE_BPS)?;
         let controls = Arc::new(Controls {
@@ -118,6 +142,7 @@ impl LocalSender {
             sink: sink.clone(),
             counters: counters.clone(),
             encoder,
+            bitrate_targets: bitrate_targets.clone(),
             source,
             period: Duration::from_secs(1) / settings.fps.max(1),
             preview,
@@ -133,7 +158,12 @@ impl LocalSender {
             spawn_named("meetspace-video-send", move || video.run())?,
             spawn_named("meetspace-audio-send", move || audio.run())?,
         ];
-        Ok(Self { controls, threads })
+        Ok(Self {
+            controls,
+            bounds,
+            bitrate_targets,
+            threads,
+        })
     }
 
     /// Camera on or off. Turning it on starts with a keyframe so peers recover at once.
@@ -152,6 +182,17 @@ impl LocalSender {
     /// Makes the next encoded frame a keyframe (a peer lost data or just arrived).
     pub fn request_keyframe(&self) {
         self.controls.keyframe_wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// The range congestion control keeps the video bitrate in.
+    pub fn bitrate_bounds(&self) -> BitrateBounds {
+        self.bounds
+    }
+
+    /// Where each peer's congestion controller puts its target; the video encoder
+    /// follows the lowest.
+    pub fn bitrate_targets(&self) -> &Arc<VideoBitrateTargets> {
+        &self.bitrate_targets
     }
 }
 
@@ -205,6 +246,7 @@ struct VideoLoop {
     sink: Arc<dyn MediaSink>,
     counters: Arc<SendCounters>,
     encoder: Vp8Encoder,
+    bitrate_targets: Arc<VideoBitrateTargets>,
     source: SyntheticVideo,
     period: Duration,
     preview: Option<FrameSender>,
@@ -235,6 +277,16 @@ impl VideoLoop {
                     });
                 }
             }
+            self.follow_bitrate_target();
+            // Every other frame at very low rates; the frame after a skipped one lasts two.
+            let step = if self.encoder.config().bitrate_kbps < HALF_FRAME_RATE_BELOW_KBPS {
+                2
+            } else {
+                1
+            };
+            if !captured_frames.is_multiple_of(step) {
+                continue;
+            }
             let keyframe = self.controls.keyframe_wanted.swap(false, Ordering::Relaxed);
             let encode_started = Instant::now();
             let encoded = self.encoder.encode(&frame, captured as i64, keyframe);
@@ -245,12 +297,36 @@ impl VideoLoop {
             match encoded {
                 Ok(encoded) => {
                     for packet in encoded {
-                        self.sink.send_video(&packet.data, self.period);
+                        self.sink.send_video(&packet.data, self.period * step);
                         self.counters.video_frames.fetch_add(1, Ordering::Relaxed);
+                        if packet.keyframe {
+                            self.counters
+                                .video_keyframes
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 Err(error) => tracing::warn!(%error, "a video frame could not be encoded"),
             }
+        }
+    }
+
+    /// Retunes the encoder to the lowest peer's target when that moved by more than
+    /// [`RETUNE_STEP`] (rate control needs no keyframe for it).
+    fn follow_bitrate_target(&mut self) {
+        let Some(target) = self.bitrate_targets.lowest_kbps() else {
+            return;
+        };
+        let current = self.encoder.config().bitrate_kbps;
+        if f64::from(target.abs_diff(current)) < f64::from(current) * RETUNE_STEP {
+            return;
+        }
+        match self.encoder.set_bitrate_kbps(target) {
+            Ok(()) => self
+                .counters
+                .video_target_kbps
+                .store(u64::from(target), Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, "the video bitrate could not be changed"),
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::analysis::{dominant_frequency, rms_level};
 use super::frame::{AUDIO_SAMPLE_RATE, AudioFrame};
 use super::synthetic::Stamp;
+use crate::rtc::FeedbackCounts;
 
 /// Decoded audio kept for the tone and level figures (about 85 ms at 48 kHz).
 const AUDIO_WINDOW: usize = 4096;
@@ -17,6 +18,9 @@ const AUDIO_WINDOW: usize = 4096;
 const LEVEL_WINDOW: usize = 2400;
 /// Latency samples kept; past this the percentiles describe the first part of the call.
 const MAX_LATENCY_SAMPLES: usize = 200_000;
+/// A gap between two decoded frames longer than this is a freeze (a viewer notices it;
+/// at 30 fps it is six missing frames).
+pub const FREEZE_THRESHOLD_MS: f64 = 200.0;
 
 /// What we receive from one remote peer, as last measured.
 #[derive(Component, Debug, Clone, Default, PartialEq, Serialize)]
@@ -38,6 +42,8 @@ pub struct CallStats {
     pub fps: f64,
     /// Received video payload rate over the last interval.
     pub video_kbps: f64,
+    /// Video payload received since the peer arrived, in bytes.
+    pub video_bytes_received: u64,
     /// From the later of our joining and the peer's arrival to its first decoded frame.
     pub first_frame_ms: Option<f64>,
     /// Capture-to-decoded latency, median (peers that stamp their frames only).
@@ -56,6 +62,16 @@ pub struct CallStats {
     pub packets_lost: u64,
     /// RTP packets received, all streams.
     pub packets_received: u64,
+    /// Longest time between two decoded frames since the first one.
+    pub longest_frame_gap_ms: f64,
+    /// Time spent in freezes: the sum of the gaps between decoded frames longer than
+    /// [`FREEZE_THRESHOLD_MS`], each counted whole.
+    pub frozen_ms: f64,
+    /// How many such freezes.
+    pub freezes: u64,
+    /// Loss-recovery requests on the connection, both ways.
+    #[serde(flatten)]
+    pub feedback: FeedbackCounts,
 }
 
 /// The running tallies behind [`CallStats`].
@@ -64,6 +80,8 @@ pub struct ReceiveStats {
     started: Instant,
     report: CallStats,
     last_seq: Option<u32>,
+    /// Wall-clock time of the last decoded frame, in microseconds.
+    last_decoded_micros: Option<u64>,
     stamped: bool,
     frames_dropped: u64,
     latencies_ms: Vec<f64>,
@@ -84,6 +102,7 @@ impl ReceiveStats {
                 ..CallStats::default()
             },
             last_seq: None,
+            last_decoded_micros: None,
             stamped: false,
             frames_dropped: 0,
             latencies_ms: Vec::new(),
@@ -115,6 +134,14 @@ impl ReceiveStats {
         report.height = height;
         if report.first_frame_ms.is_none() {
             report.first_frame_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        }
+        if let Some(last) = self.last_decoded_micros.replace(now_micros) {
+            let gap_ms = now_micros.saturating_sub(last) as f64 / 1000.0;
+            report.longest_frame_gap_ms = report.longest_frame_gap_ms.max(gap_ms);
+            if gap_ms > FREEZE_THRESHOLD_MS {
+                report.frozen_ms += gap_ms;
+                report.freezes += 1;
+            }
         }
         let Some(stamp) = stamp else { return };
         self.stamped = true;
@@ -152,10 +179,17 @@ impl ReceiveStats {
     }
 
     /// Transport figures from the connection.
-    pub fn on_transport(&mut self, rtt_ms: Option<f64>, packets_lost: u64, packets_received: u64) {
+    pub fn on_transport(
+        &mut self,
+        rtt_ms: Option<f64>,
+        packets_lost: u64,
+        packets_received: u64,
+        feedback: FeedbackCounts,
+    ) {
         self.report.rtt_ms = rtt_ms.or(self.report.rtt_ms);
         self.report.packets_lost = packets_lost;
         self.report.packets_received = packets_received;
+        self.report.feedback = feedback;
     }
 
     /// The figures now; rates cover the time since the previous snapshot.
@@ -168,6 +202,7 @@ impl ReceiveStats {
             self.report.fps = frames as f64 / seconds;
             self.report.video_kbps = bytes as f64 * 8.0 / 1000.0 / seconds;
         }
+        self.report.video_bytes_received = self.bytes_received;
         self.last_snapshot = now;
         self.frames_at_last_snapshot = self.report.frames_decoded;
         self.bytes_at_last_snapshot = self.bytes_received;
@@ -228,6 +263,21 @@ mod tests {
         );
         assert_eq!(report.latency_ms_p50, Some(25.0));
         assert!(report.first_frame_ms.is_some());
+    }
+
+    #[test]
+    fn gaps_between_decoded_frames_longer_than_the_threshold_are_freezes() {
+        let mut stats = ReceiveStats::new(Instant::now());
+        // 30 fps, then a 150 ms hiccup (not a freeze), then a 700 ms and a 300 ms freeze.
+        let mut at = 1_000_000u64;
+        for step_ms in [0, 33, 33, 150, 33, 700, 33, 300, 33] {
+            at += step_ms * 1000;
+            stats.on_video_decoded(640, 480, None, at);
+        }
+        let report = stats.snapshot();
+        assert_eq!(report.longest_frame_gap_ms, 700.0);
+        assert_eq!(report.freezes, 2);
+        assert_eq!(report.frozen_ms, 1000.0);
     }
 
     #[test]

@@ -224,6 +224,12 @@ pub enum PeerEvent {
     },
     /// The remote asked for a key frame of our video (PLI or FIR).
     KeyframeRequested,
+    /// The remote reported how much of our video it lost since its previous report
+    /// (RTCP receiver report), for congestion control.
+    ReceiverReport {
+        /// Share of our video packets lost, 0 to 1.
+        fraction_lost: f64,
+    },
     /// Periodic connection statistics.
     Stats {
         /// Round-trip time of the selected ICE candidate pair, when measured.
@@ -236,9 +242,24 @@ pub enum PeerEvent {
         bytes_received: u64,
         /// Bytes sent in RTP payloads, all streams.
         bytes_sent: u64,
+        /// Loss-recovery requests both ways.
+        feedback: FeedbackCounts,
     },
     /// A problem the user should hear about, such as no common codec.
     Error(String),
+}
+
+/// Loss-recovery requests on one connection since it started, all streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FeedbackCounts {
+    /// NACKs we sent (asking the peer to retransmit packets we missed).
+    pub nacks_sent: u64,
+    /// NACKs the peer sent us (we retransmitted from our send buffer).
+    pub nacks_received: u64,
+    /// Picture-loss indications we sent (asking for a keyframe).
+    pub plis_sent: u64,
+    /// Keyframe requests (PLI or FIR) the peer sent us.
+    pub plis_received: u64,
 }
 
 /// Settings for the peer connections.

@@ -22,6 +22,10 @@ use ::rtc::peer_connection::transport::RTCDtlsTransportState;
 use ::rtc::rtcp;
 use ::rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use ::rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use ::rtc::rtcp::receiver_report::ReceiverReport;
+use ::rtc::rtcp::reception_report::ReceptionReport;
+use ::rtc::rtcp::sender_report::SenderReport;
+use ::rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use ::rtc::rtp;
 use ::rtc::rtp::packetizer::{Packetizer, new_packetizer};
 use ::rtc::rtp::sequence::new_random_sequencer;
@@ -45,7 +49,9 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload};
+use super::{
+    FeedbackCounts, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload,
+};
 
 /// Payload type we offer for VP8 (the remote's choice wins when it offers).
 const VP8_PAYLOAD_TYPE: u8 = 96;
@@ -73,8 +79,8 @@ const AUTO_KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// A write this much later than the previous frame's end is a pause (camera off, mic muted):
 /// the RTP clock is advanced over the gap so receivers see real time pass.
 const PAUSE_THRESHOLD: Duration = Duration::from_millis(250);
-/// Where our keyframe-request interceptor sits: application-most, after every stock one.
-const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
+/// Where our RTCP feedback interceptor sits: application-most, after every stock one.
+const FEEDBACK_TAP_SLOT: usize = 14_000;
 
 fn stack_error(context: &'static str) -> impl FnOnce(webrtc::error::Error) -> RtcError {
     move |e| RtcError::Stack {
@@ -321,16 +327,57 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Keyframe requests: an interceptor that lets inbound PLI/FIR reach the application.
+// RTCP feedback: an interceptor that lets inbound PLI/FIR reach the application and reports
+// the loss that receiver reports describe.
 // ---------------------------------------------------------------------------------------------
 
-/// Marks inbound PLI and FIR for delivery to the application. webrtc-rs ends inbound RTCP at
-/// the end of the interceptor chain unless an interceptor vouches for it; other RTCP passes
-/// through unmarked and stops there as usual.
-#[derive(Default)]
-struct KeyframeRequestForwarder {
+/// Marks inbound PLI and FIR for delivery to the application, and turns each reception
+/// report about our video into a [`PeerEvent::ReceiverReport`] (for congestion control).
+/// webrtc-rs ends inbound RTCP at the end of the interceptor chain unless an interceptor
+/// vouches for it; other RTCP passes through unmarked and stops there as usual.
+struct FeedbackTap {
+    /// Our video SSRC: the reports about it are the ones congestion control wants.
+    video_ssrc: u32,
+    events: UnboundedSender<PeerEvent>,
+    /// NACKs and keyframe requests the peer sent us, counted here because webrtc-rs's
+    /// statistics do not count inbound feedback.
+    received: Arc<ReceivedFeedback>,
     read_queue: std::collections::VecDeque<TaggedPacket>,
     write_queue: std::collections::VecDeque<TaggedPacket>,
+}
+
+impl FeedbackTap {
+    fn new(
+        video_ssrc: u32,
+        events: UnboundedSender<PeerEvent>,
+        received: Arc<ReceivedFeedback>,
+    ) -> Self {
+        Self {
+            video_ssrc,
+            events,
+            received,
+            read_queue: std::collections::VecDeque::new(),
+            write_queue: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Reports the loss in each reception report about our video (a peer that also sends
+    /// may put them in its sender reports).
+    fn report_loss(&self, packet: &dyn rtcp::Packet) {
+        let any = packet.as_any();
+        let reports: &[ReceptionReport] = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+            &rr.reports
+        } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+            &sr.reports
+        } else {
+            return;
+        };
+        for report in reports.iter().filter(|r| r.ssrc == self.video_ssrc) {
+            let _ = self.events.send(PeerEvent::ReceiverReport {
+                fraction_lost: f64::from(report.fraction_lost) / 256.0,
+            });
+        }
+    }
 }
 
 fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
@@ -338,7 +385,24 @@ fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
+/// Loss-recovery requests a peer sent us.
+#[derive(Default)]
+struct ReceivedFeedback {
+    nacks: AtomicU64,
+    keyframe_requests: AtomicU64,
+}
+
+impl ReceivedFeedback {
+    fn count(&self, packet: &dyn rtcp::Packet) {
+        if packet.as_any().is::<TransportLayerNack>() {
+            self.nacks.fetch_add(1, Ordering::Relaxed);
+        } else if is_keyframe_request(packet) {
+            self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -347,6 +411,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let ChainPacket::Rtcp(packets) = &msg.message.packet {
+            for packet in packets {
+                self.report_loss(packet.as_ref());
+                self.received.count(packet.as_ref());
+            }
             let requests: Vec<Box<dyn rtcp::Packet>> = packets
                 .iter()
                 .filter(|p| is_keyframe_request(p.as_ref()))
@@ -375,7 +443,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
     }
 }
 
-impl Interceptor for KeyframeRequestForwarder {
+impl Interceptor for FeedbackTap {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -456,8 +524,9 @@ enum FrameStatus {
 
 impl Vp8Assembler {
     /// How far (in 90 kHz ticks) the stream may move past an incomplete frame before it is
-    /// given up: 200 ms, room for a NACK round trip.
-    const MAX_WAIT_TICKS: u32 = VIDEO_CLOCK_RATE / 5;
+    /// given up: 400 ms, room for two NACK attempts (the generator runs every 100 ms) over
+    /// a 100 ms round trip. Giving up costs a keyframe round trip and a longer freeze.
+    const MAX_WAIT_TICKS: u32 = VIDEO_CLOCK_RATE * 2 / 5;
     /// Most packets held while waiting for a missing one.
     const MAX_BUFFERED: usize = 1024;
     /// Extended sequence numbers start here so that unwrapping never goes below zero.
@@ -634,6 +703,8 @@ struct Shared {
     /// Our video SSRC, named as the sender of our keyframe requests.
     local_video_ssrc: u32,
     last_auto_keyframe_request: Mutex<Option<Instant>>,
+    /// What the peer asked of our video, counted by the [`FeedbackTap`].
+    received_feedback: Arc<ReceivedFeedback>,
     /// Our copies of the outgoing streams, video then audio; sending starts once connected.
     sinks: [Arc<Sink>; 2],
     connected: AtomicBool,
@@ -889,6 +960,14 @@ async fn monitor(shared: Arc<Shared>, pc: Arc<dyn PeerConnection>, sender: Arc<d
         let mut rtt_ms = None;
         let (mut packets_lost, mut packets_received, mut bytes_received, mut bytes_sent) =
             (0u64, 0u64, 0u64, 0u64);
+        let mut feedback = FeedbackCounts {
+            nacks_received: shared.received_feedback.nacks.load(Ordering::Relaxed),
+            plis_received: shared
+                .received_feedback
+                .keyframe_requests
+                .load(Ordering::Relaxed),
+            ..FeedbackCounts::default()
+        };
         for entry in report.iter() {
             match entry {
                 RTCStatsReportEntry::IceCandidatePair(pair)
@@ -901,6 +980,8 @@ async fn monitor(shared: Arc<Shared>, pc: Arc<dyn PeerConnection>, sender: Arc<d
                     packets_lost += received.packets_lost.max(0).unsigned_abs();
                     packets_received += received.packets_received;
                     bytes_received += inbound.bytes_received;
+                    feedback.nacks_sent += u64::from(inbound.nack_count);
+                    feedback.plis_sent += u64::from(inbound.pli_count);
                 }
                 RTCStatsReportEntry::OutboundRtp(outbound) => {
                     bytes_sent += outbound.sent_rtp_stream_stats.bytes_sent;
@@ -914,6 +995,7 @@ async fn monitor(shared: Arc<Shared>, pc: Arc<dyn PeerConnection>, sender: Arc<d
             packets_received,
             bytes_received,
             bytes_sent,
+            feedback,
         });
     }
 }
@@ -964,6 +1046,7 @@ impl PeerSession {
             remote_video: Mutex::new(None),
             local_video_ssrc: local.video.ssrc,
             last_auto_keyframe_request: Mutex::new(None),
+            received_feedback: Arc::default(),
             sinks: [Arc::clone(&video_sink), Arc::clone(&audio_sink)],
             connected: AtomicBool::new(false),
         });
@@ -1004,8 +1087,12 @@ impl PeerSession {
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)
             .map_err(stack_error("registering interceptors"))?
             .with(
-                Slot::from(KEYFRAME_FORWARDER_SLOT),
-                KeyframeRequestForwarder::default(),
+                Slot::from(FEEDBACK_TAP_SLOT),
+                FeedbackTap::new(
+                    local.video.ssrc,
+                    shared.events.clone(),
+                    Arc::clone(&shared.received_feedback),
+                ),
             );
         let setting_engine = SettingEngineBuilder::new()
             .with_ice_timeouts(
@@ -1412,11 +1499,11 @@ mod tests {
             }
         }
         assert_eq!(dropped, 1);
-        // Frames after the loss are held at most 200 ms, then released in order.
+        // Frames after the loss are held at most 400 ms, then released in order.
         let timestamps: Vec<u32> = frames.iter().map(|f| f.timestamp).collect();
         let expected: Vec<u32> = (0..20).filter(|n| *n != 2).map(|n| n * 3000).collect();
         assert_eq!(&timestamps[..], &expected[..timestamps.len()]);
-        assert!(timestamps.len() >= 19 - 7, "{timestamps:?}");
+        assert!(timestamps.len() >= 19 - 13, "{timestamps:?}");
     }
 
     #[test]
