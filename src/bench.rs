@@ -97,6 +97,7 @@ fn run_once(
                 },
                 echo: false,
                 decode_video: true,
+                speaker: None,
             };
             let mut app = headless_app(config);
             app.finish();

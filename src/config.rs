@@ -10,7 +10,7 @@ use bevy::prelude::Resource;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use thiserror::Error;
 
-use crate::media::SendSettings;
+use crate::media::{AudioInput, DeviceChoice, SendSettings};
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, RoomId};
 use crate::signaling::server::ServerLimits;
@@ -66,6 +66,42 @@ pub struct CallArgs {
     /// Frequency of the synthetic audio tone we send, in Hz.
     #[arg(long, default_value_t = 440.0, value_parser = parse_tone)]
     pub tone_hz: f32,
+    /// Microphone to send from: `default`, a device's name (or a unique part of it), its
+    /// index, or `tone` for the synthetic tone. The client uses the default microphone,
+    /// the bot the tone.
+    #[arg(long, value_name = "DEVICE")]
+    pub mic: Option<String>,
+    /// Speaker to play the others on: `default`, a name (or a unique part), an index, or
+    /// `none`. The client plays on the default speaker, the bot on none.
+    #[arg(long, value_name = "DEVICE")]
+    pub speaker: Option<String>,
+    /// `none`: use no sound device at all (send the synthetic tone, play nothing), for
+    /// machines without one.
+    #[arg(long, value_name = "none", value_parser = ["none"], conflicts_with_all = ["mic", "speaker"])]
+    pub audio: Option<String>,
+}
+
+impl CallArgs {
+    /// Where our audio comes from and where others' goes, from `--mic`, `--speaker`
+    /// and `--audio`; without them, the default devices when `devices_by_default`
+    /// (the windowed client), else the tone and no playback (the bot).
+    pub fn audio_devices(&self, devices_by_default: bool) -> (AudioInput, Option<DeviceChoice>) {
+        if self.audio.is_some() {
+            return (AudioInput::Tone, None);
+        }
+        let input = match self.mic.as_deref() {
+            Some(tone) if tone.eq_ignore_ascii_case("tone") => AudioInput::Tone,
+            Some(name) => AudioInput::Microphone(DeviceChoice::parse(name)),
+            None if devices_by_default => AudioInput::Microphone(DeviceChoice::Default),
+            None => AudioInput::Tone,
+        };
+        let output = match self.speaker.as_deref() {
+            Some(none) if none.eq_ignore_ascii_case("none") => None,
+            Some(name) => Some(DeviceChoice::parse(name)),
+            None => devices_by_default.then_some(DeviceChoice::Default),
+        };
+        (input, output)
+    }
 }
 
 fn parse_resolution(raw: &str) -> Result<(u32, u32), String> {
@@ -227,12 +263,16 @@ pub struct ClientConfig {
     pub echo: bool,
     /// Decode the video we receive (false for `--demo`'s bots, which show it nowhere).
     pub decode_video: bool,
+    /// Where we play the others' audio; `None`: nowhere.
+    pub speaker: Option<DeviceChoice>,
 }
 
 impl ClientConfig {
-    /// A config for `signal` with the rest from `call`.
-    pub fn new(signal: SignalUrl, call: CallArgs) -> Self {
+    /// A config for `signal` with the rest from `call`; sound devices as
+    /// [`CallArgs::audio_devices`] resolves them.
+    pub fn new(signal: SignalUrl, call: CallArgs, devices_by_default: bool) -> Self {
         let (width, height) = call.resolution;
+        let (audio_input, speaker) = call.audio_devices(devices_by_default);
         Self {
             signal,
             name: call.name,
@@ -243,9 +283,11 @@ impl ClientConfig {
                 fps: call.fps,
                 video_kbps: call.video_kbps,
                 tone_hz: call.tone_hz,
+                audio_input,
             },
             echo: false,
             decode_video: true,
+            speaker,
         }
     }
 }

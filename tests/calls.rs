@@ -29,6 +29,7 @@ fn settings(tone_hz: f32) -> SendSettings {
         fps: 30,
         video_kbps: 300,
         tone_hz,
+        ..SendSettings::default()
     }
 }
 

@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use super::peer::{Echo, Outbound, PeerContext, RemotePeer};
 use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
 use crate::config::ClientConfig;
-use crate::media::{FrameSender, LocalSender, MediaSink, SendCounters, frame_channel};
+use crate::media::{
+    FrameSender, LocalSender, MediaSink, Mixer, SendCounters, Speaker, frame_channel,
+};
 use crate::rtc::native::LocalMedia;
 use crate::rtc::{Role, RtcConfig, SignalPayload};
 use crate::signaling::protocol::{
@@ -34,6 +36,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) async fn run(
     config: ClientConfig,
     counters: Arc<SendCounters>,
+    mixer: Arc<Mixer>,
     preview: FrameSender,
     mut commands: mpsc::UnboundedReceiver<CallCommand>,
     events: Sender<CallEvent>,
@@ -46,6 +49,7 @@ pub(super) async fn run(
         },
         config,
         counters,
+        mixer,
         preview,
         events,
         lost_tx,
@@ -82,10 +86,13 @@ struct Link {
     welcomed: bool,
 }
 
-/// The media side of the call in progress: our encoders and one connection per peer.
+/// The media side of the call in progress: our encoders, the speaker, and one
+/// connection per peer.
 struct ActiveCall {
     local: LocalMedia,
     outbound: Outbound,
+    /// Plays the mixer while the call lasts (`None`: no speaker).
+    speaker: Option<Speaker>,
     peers: HashMap<PeerId, RemotePeer>,
 }
 
@@ -128,6 +135,8 @@ struct Driver {
     config: ClientConfig,
     rtc: RtcConfig,
     counters: Arc<SendCounters>,
+    /// The others' voices, for the speaker and the speaking indicator.
+    mixer: Arc<Mixer>,
     /// Where our own captured frames go (the self-view).
     preview: FrameSender,
     events: Sender<CallEvent>,
@@ -281,9 +290,31 @@ impl Driver {
                 return;
             }
         };
+        let audio_problem = match &outbound {
+            Outbound::Encoded(sender) => sender.audio_problem().cloned(),
+            Outbound::Echo(_) => None,
+        };
+        if let Some(problem) = audio_problem {
+            // No microphone: we are muted, and everyone is told.
+            self.media_state.audio = false;
+            self.emit(CallEvent::OwnMedia(self.media_state));
+            self.emit(CallEvent::Failed(CallError::Device(format!(
+                "you are muted: {problem}"
+            ))));
+        }
+        let speaker = self.config.speaker.as_ref().and_then(|choice| {
+            Speaker::open(choice, self.mixer.clone())
+                .inspect_err(|problem| {
+                    self.emit(CallEvent::Failed(CallError::Device(format!(
+                        "you cannot hear the others: {problem}"
+                    ))));
+                })
+                .ok()
+        });
         self.call = Some(ActiveCall {
             local,
             outbound,
+            speaker,
             peers: HashMap::new(),
         });
         let mut joining = Vec::new();
@@ -317,6 +348,7 @@ impl Driver {
             events: self.events.clone(),
             lost: self.lost_tx.clone(),
             outbound: call.outbound.clone(),
+            mixer: self.mixer.clone(),
             decode_video: self.config.decode_video,
         };
         let connected = RemotePeer::connect(
@@ -387,6 +419,7 @@ impl Driver {
         };
         self.emit(CallEvent::PeerStats(peer_id.clone(), peer.stats()));
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, peer.close()).await;
+        self.mixer.remove(peer_id.as_str());
     }
 
     /// Asks for the public rooms: over the call's connection if there is one, else over
@@ -438,7 +471,8 @@ impl Driver {
         }
     }
 
-    /// Closes every peer connection and stops the encoders (releasing the devices).
+    /// Closes every peer connection, stops the encoders and closes the speaker
+    /// (releasing the devices).
     async fn end_call(&mut self) {
         self.publish_stats();
         let Some(call) = self.call.take() else { return };
@@ -447,5 +481,7 @@ impl Driver {
         }
         let closing = call.peers.into_values().map(RemotePeer::close);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures_util::future::join_all(closing)).await;
+        drop(call.speaker);
+        self.mixer.clear();
     }
 }

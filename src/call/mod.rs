@@ -19,7 +19,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::config::ClientConfig;
-use crate::media::{CallStats, DecodedFrame, FrameReceiver, SendCounters, Stamp, frame_channel};
+use crate::media::{
+    CallStats, DecodedFrame, FrameReceiver, Mixer, SendCounters, Stamp, frame_channel,
+};
 use crate::rtc::PeerConnectionState;
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary};
@@ -86,6 +88,8 @@ pub enum CallEvent {
     PeerStats(PeerId, CallStats),
     /// A peer turned its microphone or camera on or off.
     PeerMedia(PeerId, MediaState),
+    /// Our own switches changed without being asked (no microphone: we are muted).
+    OwnMedia(MediaState),
     /// The server's list of public rooms.
     RoomList(Vec<RoomSummary>),
     /// The call is over (hung up, refused, or lost); back to idle.
@@ -117,6 +121,9 @@ pub enum CallError {
     /// Media could not be set up or negotiated with a peer (no common codec, ...).
     #[error("media problem: {0}")]
     Media(String),
+    /// A camera, microphone or speaker cannot be used; the call goes on without it.
+    #[error("{0}")]
+    Device(String),
 }
 
 impl CallError {
@@ -137,6 +144,7 @@ impl CallError {
             Self::ConnectionLost(_) => "connection_lost",
             Self::AlreadyInCall => "already_in_call",
             Self::Media(_) => "media",
+            Self::Device(_) => "device",
         }
     }
 
@@ -159,6 +167,10 @@ impl CallError {
             Self::AlreadyInCall => "hang up before creating or joining another room",
             Self::Media(_) => {
                 "the other side may use a codec meetspace lacks (it needs VP8 and Opus)"
+            }
+            Self::Device(_) => {
+                "check that it is plugged in and free; --mic and --speaker pick another, \
+                 --audio none uses no sound device"
             }
         }
     }
@@ -184,10 +196,10 @@ pub enum CallState {
 }
 
 /// A remote person in the call; one entity each, spawned on join, despawned on leave,
-/// with [`ConnectionState`], [`MediaState`], [`VideoFeed`] and (once measured)
-/// [`CallStats`] beside it.
+/// with [`ConnectionState`], [`MediaState`], [`SpeakingLevel`], [`VideoFeed`] and (once
+/// measured) [`CallStats`] beside it.
 #[derive(Component, Debug, Clone, PartialEq, Eq)]
-#[require(ConnectionState, MediaState)]
+#[require(ConnectionState, MediaState, SpeakingLevel)]
 pub struct Participant {
     /// Their id in the room.
     pub peer_id: PeerId,
@@ -286,6 +298,20 @@ pub struct CallReport {
 #[derive(Resource, Debug, Clone, Deref)]
 pub struct SendStats(pub Arc<SendCounters>);
 
+/// The playback mixer of the call: the receive path feeds it, the speaker plays it,
+/// spatial audio sets its gains (one voice per participant, named by peer id).
+#[derive(Resource, Debug, Clone, Deref)]
+pub struct AudioMix(pub Arc<Mixer>);
+
+/// How loud a participant sounded over the last 50 ms: RMS, 0 to 1. Drives the
+/// speaking ring on their panel.
+#[derive(Component, Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpeakingLevel(pub f32);
+
+/// How loud we ourselves sounded over the last 60 ms (RMS, 0 to 1; 0 while muted).
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq)]
+pub struct OwnSpeakingLevel(pub f32);
+
 /// What happened, for the UI's toasts and for bots.
 #[derive(Message, Debug, Clone, PartialEq)]
 pub enum CallNotice {
@@ -330,6 +356,7 @@ impl Plugin for CallPlugin {
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(SendCounters::default());
+        let mixer = Arc::new(Mixer::new());
         let (preview_tx, preview_rx) = frame_channel();
         app.world()
             .resource::<AsyncRuntime>()
@@ -337,6 +364,7 @@ impl Plugin for CallPlugin {
             .spawn(driver::run(
                 self.config.clone(),
                 counters.clone(),
+                mixer.clone(),
                 preview_tx,
                 command_rx,
                 event_tx,
@@ -349,6 +377,8 @@ impl Plugin for CallPlugin {
         })
         .insert_resource(self.config.clone())
         .insert_resource(SendStats(counters))
+        .insert_resource(AudioMix(mixer))
+        .init_resource::<OwnSpeakingLevel>()
         .init_resource::<CallState>()
         .init_resource::<OwnMediaState>()
         .init_resource::<CallReport>()
@@ -357,7 +387,13 @@ impl Plugin for CallPlugin {
         .add_message::<CallNotice>()
         .add_systems(
             PreUpdate,
-            (forward_call_commands, apply_call_events, show_newest_frames).chain(),
+            (
+                forward_call_commands,
+                apply_call_events,
+                show_newest_frames,
+                measure_speaking,
+            )
+                .chain(),
         );
     }
 }
@@ -401,6 +437,20 @@ pub fn forward_call_commands(
     }
 }
 
+/// Reads everyone's level over the last 50 ms (ours from the send path, theirs from
+/// the mixer) into [`SpeakingLevel`]s.
+pub fn measure_speaking(
+    mix: Res<AudioMix>,
+    send: Res<SendStats>,
+    mut own: ResMut<OwnSpeakingLevel>,
+    mut participants: Query<(&Participant, &mut SpeakingLevel)>,
+) {
+    own.set_if_neq(OwnSpeakingLevel(send.own_level()));
+    for (participant, mut level) in &mut participants {
+        level.set_if_neq(SpeakingLevel(mix.level(participant.peer_id.as_str())));
+    }
+}
+
 /// Drains the driver's events and applies them: state, participants, notices.
 ///
 /// `roster` maps peer ids to their entities at once, so a peer that joins and leaves
@@ -411,6 +461,7 @@ pub fn apply_call_events(
     mut roster: Local<HashMap<PeerId, (Entity, DisplayName)>>,
     mut report: ResMut<CallReport>,
     mut public_rooms: ResMut<PublicRooms>,
+    mut own_media: ResMut<OwnMediaState>,
     mut commands: Commands,
     mut notices: MessageWriter<CallNotice>,
 ) {
@@ -449,6 +500,7 @@ pub fn apply_call_events(
                 }
             }
             CallEvent::RoomList(rooms) => public_rooms.0 = rooms,
+            CallEvent::OwnMedia(media) => own_media.0 = media,
             CallEvent::PeerMedia(peer_id, media) => {
                 if let Some((entity, _)) = roster.get(&peer_id) {
                     commands.entity(*entity).insert(media);
