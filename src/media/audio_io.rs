@@ -192,7 +192,6 @@ fn backend(op: &'static str) -> impl Fn(cpal::Error) -> DeviceError {
 
 /// An open microphone: captured audio, resampled to 48 kHz mono, in 20 ms frames.
 pub struct Microphone {
-    name: String,
     chunks: Receiver<Vec<f32>>,
     frames: ToOpusFrames,
     _stream: StreamThread,
@@ -202,7 +201,6 @@ impl Microphone {
     /// Opens the microphone `choice` names at its own rate and channel count.
     pub fn open(choice: &DeviceChoice) -> Result<Self, DeviceError> {
         let device = find_device(Direction::Input, choice)?;
-        let name = device_name(&device).unwrap_or_else(|| "microphone".to_owned());
         let supported = device
             .default_input_config()
             .map_err(backend("read the microphone's format"))?;
@@ -218,16 +216,10 @@ impl Microphone {
             build_input(&device, format, config, chunk_tx)
         })?;
         Ok(Self {
-            name,
             chunks,
             frames,
             _stream: stream,
         })
-    }
-
-    /// The device's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// The next 20 ms frame, waiting at most `wait` for the device.
@@ -293,7 +285,6 @@ where
 
 /// An open speaker playing what a [`Mixer`] mixes, at 48 kHz.
 pub struct Speaker {
-    name: String,
     mixer: Arc<Mixer>,
     _stream: StreamThread,
 }
@@ -326,7 +317,6 @@ impl Speaker {
         });
         match stream {
             Ok(stream) => Ok(Self {
-                name,
                 mixer,
                 _stream: stream,
             }),
@@ -335,11 +325,6 @@ impl Speaker {
                 Err(error)
             }
         }
-    }
-
-    /// The device's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
