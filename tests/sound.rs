@@ -137,6 +137,7 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
         "heard {frequency:?} Hz, expected {TONE_HZ}"
     );
     let (l, r) = (rms_level(&left), rms_level(&right));
+    eprintln!("ahead: {frequency:?} Hz, RMS left {l:.4} right {r:.4}");
     assert!(
         l > 0.01 && (l / r - 1.0).abs() < 0.1,
         "ahead: left {l}, right {r}"
@@ -149,6 +150,7 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
     let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
     let ratio = rms_level(&left) / rms_level(&right);
     let expected = 1.0 / (FRAC_PI_4 * (1.0 - std::f32::consts::FRAC_1_SQRT_2)).tan();
+    eprintln!("front-left: left/right {ratio:.3}, expected {expected:.3}");
     assert!(
         (ratio / expected - 1.0).abs() < 0.15,
         "left/right {ratio:.2}, expected {expected:.2}"
@@ -162,6 +164,7 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
     pump_until(&mut [&mut talker, &mut listener], SECOND / 2, |_| false);
     let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
     let ratio = rms_level(&left) / rms_level(&right);
+    eprintln!("plain mix: left/right {ratio:.3}");
     assert!(
         (ratio - 1.0).abs() < 0.1,
         "plain mix: left/right {ratio:.2}"
@@ -175,6 +178,11 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
     *listener.world_mut().resource_mut::<Location>() = Location::Lobby;
     pump_until(&mut [&mut talker, &mut listener], SECOND / 2, |_| false);
     let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
+    eprintln!(
+        "lobby: RMS left {:.5} right {:.5}",
+        rms_level(&left),
+        rms_level(&right)
+    );
     assert!(
         rms_level(&left) < 0.002 && rms_level(&right) < 0.002,
         "another room must be silent: {} / {}",
