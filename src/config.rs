@@ -38,7 +38,7 @@ pub enum Command {
     /// Run the signaling server alone (for a LAN or a public host).
     Serve(ServeArgs),
     /// A headless participant: joins a room, stays, leaves. For scripts and tests.
-    Bot(BotArgs),
+    Bot(Box<BotArgs>),
     /// Measure calls between headless clients in this process (loopback, synthetic media).
     Bench(BenchArgs),
 }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bevy::asset::RenderAssetUsages;
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use serde::{Deserialize, Serialize};
@@ -451,6 +452,14 @@ pub fn measure_speaking(
     }
 }
 
+/// The resources [`apply_call_events`] keeps up to date besides the call state.
+#[derive(SystemParam)]
+pub struct CallRecords<'w> {
+    report: ResMut<'w, CallReport>,
+    public_rooms: ResMut<'w, PublicRooms>,
+    own_media: ResMut<'w, OwnMediaState>,
+}
+
 /// Drains the driver's events and applies them: state, participants, notices.
 ///
 /// `roster` maps peer ids to their entities at once, so a peer that joins and leaves
@@ -459,9 +468,7 @@ pub fn apply_call_events(
     link: Res<CallLink>,
     mut state: ResMut<CallState>,
     mut roster: Local<HashMap<PeerId, (Entity, DisplayName)>>,
-    mut report: ResMut<CallReport>,
-    mut public_rooms: ResMut<PublicRooms>,
-    mut own_media: ResMut<OwnMediaState>,
+    mut records: CallRecords,
     mut commands: Commands,
     mut notices: MessageWriter<CallNotice>,
 ) {
@@ -473,9 +480,9 @@ pub fn apply_call_events(
                 peers,
             } => {
                 despawn_all(&mut roster, &mut commands);
-                report.peers.clear();
+                records.report.peers.clear();
                 for peer in peers {
-                    record(&mut report, &peer.info);
+                    record(&mut records.report, &peer.info);
                     spawn_participant(&mut roster, &mut commands, peer);
                 }
                 notices.write(CallNotice::Joined(room.clone()));
@@ -483,7 +490,7 @@ pub fn apply_call_events(
             }
             CallEvent::PeerJoined(peer) => {
                 notices.write(CallNotice::PeerJoined(peer.info.name.clone()));
-                record(&mut report, &peer.info);
+                record(&mut records.report, &peer.info);
                 spawn_participant(&mut roster, &mut commands, peer);
             }
             CallEvent::PeerState(peer_id, connection) => {
@@ -492,15 +499,15 @@ pub fn apply_call_events(
                 }
             }
             CallEvent::PeerStats(peer_id, stats) => {
-                if let Some((_, latest)) = report.peers.get_mut(&peer_id) {
+                if let Some((_, latest)) = records.report.peers.get_mut(&peer_id) {
                     latest.clone_from(&stats);
                 }
                 if let Some((entity, _)) = roster.get(&peer_id) {
                     commands.entity(*entity).insert(stats);
                 }
             }
-            CallEvent::RoomList(rooms) => public_rooms.0 = rooms,
-            CallEvent::OwnMedia(media) => own_media.0 = media,
+            CallEvent::RoomList(rooms) => records.public_rooms.0 = rooms,
+            CallEvent::OwnMedia(media) => records.own_media.0 = media,
             CallEvent::PeerMedia(peer_id, media) => {
                 if let Some((entity, _)) = roster.get(&peer_id) {
                     commands.entity(*entity).insert(media);

@@ -114,7 +114,7 @@ enum AudioSource {
     Tone(SyntheticAudio),
     /// A microphone, paced by the device.
     #[cfg(not(target_arch = "wasm32"))]
-    Microphone(Microphone),
+    Microphone(Box<Microphone>),
 }
 
 /// How long the audio loop waits for a microphone before checking whether to stop.
@@ -127,7 +127,9 @@ impl AudioSource {
         match &settings.audio_input {
             AudioInput::Tone => Ok(Self::Tone(SyntheticAudio::new(settings.tone_hz))),
             #[cfg(not(target_arch = "wasm32"))]
-            AudioInput::Microphone(choice) => Microphone::open(choice).map(Self::Microphone),
+            AudioInput::Microphone(choice) => {
+                Microphone::open(choice).map(|mic| Self::Microphone(Box::new(mic)))
+            }
             #[cfg(target_arch = "wasm32")]
             AudioInput::Microphone(_) => Err(DeviceError::Format(
                 "microphones are opened by the browser".to_owned(),
