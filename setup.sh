@@ -8,6 +8,9 @@ packages=(
   pkg-config libudev-dev libwayland-dev libxkbcommon-dev
   # codecs: VP8 (libvpx) and Opus (libopus), linked through pkg-config
   libvpx-dev libopus-dev
+  # sound devices: cpal talks to ALSA; ALSA's PulseAudio plugin reaches the sound
+  # server; the sound test runs its own PulseAudio with a null sink and records it
+  libasound2-dev libasound2-plugins pulseaudio pulseaudio-utils
   # run time of the window: winit loads the X11 libraries when it starts
   libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libvulkan1
   # headless rendering and screenshots (tests, machines without a GPU)

@@ -81,7 +81,7 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
     } else {
         WaitFor::Nothing
     };
-    let config = ClientConfig::new(signal, args.call);
+    let config = ClientConfig::new(signal, args.call, true);
     let mut app = App::new();
     if let Some(room) = room {
         let name = config.name.clone();

@@ -99,6 +99,7 @@ fn run_once(
                 decode_video: true,
                 passcode: None,
                 signal_ca: None,
+                speaker: None,
             };
             let mut app = headless_app(config);
             app.finish();

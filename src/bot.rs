@@ -43,7 +43,10 @@ pub fn exit_code(error: &CallError) -> u8 {
             ..
         } => EXIT_ROOM_FULL,
         CallError::SignalingUnreachable(_) | CallError::ConnectionLost(_) => EXIT_SIGNALING,
-        CallError::Refused { .. } | CallError::AlreadyInCall | CallError::Media(_) => EXIT_OTHER,
+        CallError::Refused { .. }
+        | CallError::AlreadyInCall
+        | CallError::Media(_)
+        | CallError::Device(_) => EXIT_OTHER,
     }
 }
 
@@ -51,7 +54,7 @@ pub fn exit_code(error: &CallError) -> u8 {
 pub fn run(args: BotArgs) -> AppExit {
     let config = ClientConfig {
         echo: args.echo,
-        ..ClientConfig::new(args.signal.clone(), args.call.clone())
+        ..ClientConfig::new(args.signal.clone(), args.call.clone(), false)
     };
     let first_command = match args.room {
         Some(room) => CallCommand::JoinRoom {
@@ -107,6 +110,7 @@ pub fn spawn_in_process(
             decode_video: false,
             passcode: None,
             signal_ca: None,
+            speaker: None,
         };
         // Each bot hums its own note, so spatial audio can tell them apart.
         config.media.tone_hz = 330.0 + 110.0 * index as f32;

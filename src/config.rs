@@ -10,7 +10,7 @@ use bevy::prelude::Resource;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use thiserror::Error;
 
-use crate::media::SendSettings;
+use crate::media::{AudioInput, DeviceChoice, SendSettings};
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, Passcode, RoomId};
 use crate::signaling::server::ServerLimits;
@@ -38,7 +38,7 @@ pub enum Command {
     /// Run the signaling server alone (for a LAN or a public host).
     Serve(ServeArgs),
     /// A headless participant: joins a room, stays, leaves. For scripts and tests.
-    Bot(BotArgs),
+    Bot(Box<BotArgs>),
     /// Measure calls between headless clients in this process (loopback, synthetic media).
     Bench(BenchArgs),
 }
@@ -77,6 +77,42 @@ pub struct CallArgs {
     /// Passcode of the rooms we create (joiners must give it) and join.
     #[arg(long, env = "MEETSPACE_PASSCODE", value_name = "SECRET", value_parser = Passcode::parse)]
     pub passcode: Option<Passcode>,
+    /// Microphone to send from: `default`, a device's name (or a unique part of it), its
+    /// index, or `tone` for the synthetic tone. The client uses the default microphone,
+    /// the bot the tone.
+    #[arg(long, value_name = "DEVICE")]
+    pub mic: Option<String>,
+    /// Speaker to play the others on: `default`, a name (or a unique part), an index, or
+    /// `none`. The client plays on the default speaker, the bot on none.
+    #[arg(long, value_name = "DEVICE")]
+    pub speaker: Option<String>,
+    /// `none`: use no sound device at all (send the synthetic tone, play nothing), for
+    /// machines without one.
+    #[arg(long, value_name = "none", value_parser = ["none"], conflicts_with_all = ["mic", "speaker"])]
+    pub audio: Option<String>,
+}
+
+impl CallArgs {
+    /// Where our audio comes from and where others' goes, from `--mic`, `--speaker`
+    /// and `--audio`; without them, the default devices when `devices_by_default`
+    /// (the windowed client), else the tone and no playback (the bot).
+    pub fn audio_devices(&self, devices_by_default: bool) -> (AudioInput, Option<DeviceChoice>) {
+        if self.audio.is_some() {
+            return (AudioInput::Tone, None);
+        }
+        let input = match self.mic.as_deref() {
+            Some(tone) if tone.eq_ignore_ascii_case("tone") => AudioInput::Tone,
+            Some(name) => AudioInput::Microphone(DeviceChoice::parse(name)),
+            None if devices_by_default => AudioInput::Microphone(DeviceChoice::Default),
+            None => AudioInput::Tone,
+        };
+        let output = match self.speaker.as_deref() {
+            Some(none) if none.eq_ignore_ascii_case("none") => None,
+            Some(name) => Some(DeviceChoice::parse(name)),
+            None => devices_by_default.then_some(DeviceChoice::Default),
+        };
+        (input, output)
+    }
 }
 
 fn parse_resolution(raw: &str) -> Result<(u32, u32), String> {
@@ -248,12 +284,16 @@ pub struct ClientConfig {
     pub passcode: Option<Passcode>,
     /// Extra CA certificates (PEM) to trust for a `wss://` signaling server.
     pub signal_ca: Option<PathBuf>,
+    /// Where we play the others' audio; `None`: nowhere.
+    pub speaker: Option<DeviceChoice>,
 }
 
 impl ClientConfig {
-    /// A config for `signal` with the rest from `call`.
-    pub fn new(signal: SignalUrl, call: CallArgs) -> Self {
+    /// A config for `signal` with the rest from `call`; sound devices as
+    /// [`CallArgs::audio_devices`] resolves them.
+    pub fn new(signal: SignalUrl, call: CallArgs, devices_by_default: bool) -> Self {
         let (width, height) = call.resolution;
+        let (audio_input, speaker) = call.audio_devices(devices_by_default);
         Self {
             signal,
             name: call.name,
@@ -265,11 +305,13 @@ impl ClientConfig {
                 video_kbps: call.video_kbps,
                 min_video_kbps: call.min_video_kbps,
                 tone_hz: call.tone_hz,
+                audio_input,
             },
             echo: false,
             decode_video: true,
             passcode: call.passcode,
             signal_ca: call.signal_ca,
+            speaker,
         }
     }
 }

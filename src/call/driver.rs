@@ -23,7 +23,9 @@ use tokio::sync::mpsc;
 use super::peer::{Echo, Outbound, PeerContext, PeerStateChange, RemotePeer};
 use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
 use crate::config::ClientConfig;
-use crate::media::{FrameSender, LocalSender, MediaSink, SendCounters, frame_channel};
+use crate::media::{
+    FrameSender, LocalSender, MediaSink, Mixer, SendCounters, Speaker, frame_channel,
+};
 use crate::rtc::native::LocalMedia;
 use crate::rtc::{PeerConnectionState, Role, RtcConfig, SignalPayload};
 use crate::signaling::protocol::{
@@ -49,6 +51,7 @@ const MAX_QUEUED_SIGNALS: usize = 1024;
 pub(super) async fn run(
     config: ClientConfig,
     counters: Arc<SendCounters>,
+    mixer: Arc<Mixer>,
     preview: FrameSender,
     mut commands: mpsc::UnboundedReceiver<CallCommand>,
     events: Sender<CallEvent>,
@@ -62,6 +65,7 @@ pub(super) async fn run(
         },
         config,
         counters,
+        mixer,
         preview,
         events,
         states_tx,
@@ -151,10 +155,13 @@ struct PeerSlot {
     described: bool,
 }
 
-/// The media side of the call in progress: our encoders and one connection per peer.
+/// The media side of the call in progress: our encoders, the speaker, and one
+/// connection per peer.
 struct ActiveCall {
     local: LocalMedia,
     outbound: Outbound,
+    /// Plays the mixer while the call lasts (`None`: no speaker).
+    speaker: Option<Speaker>,
     peers: HashMap<PeerId, PeerSlot>,
 }
 
@@ -197,6 +204,8 @@ struct Driver {
     config: ClientConfig,
     rtc: RtcConfig,
     counters: Arc<SendCounters>,
+    /// The others' voices, for the speaker and the speaking indicator.
+    mixer: Arc<Mixer>,
     /// Where our own captured frames go (the self-view).
     preview: FrameSender,
     events: Sender<CallEvent>,
@@ -547,9 +556,31 @@ impl Driver {
                 return;
             }
         };
+        let audio_problem = match &outbound {
+            Outbound::Encoded(sender) => sender.audio_problem().cloned(),
+            Outbound::Echo(_) => None,
+        };
+        if let Some(problem) = audio_problem {
+            // No microphone: we are muted, and everyone is told.
+            self.media_state.audio = false;
+            self.emit(CallEvent::OwnMedia(self.media_state));
+            self.emit(CallEvent::Failed(CallError::Device(format!(
+                "you are muted: {problem}"
+            ))));
+        }
+        let speaker = self.config.speaker.as_ref().and_then(|choice| {
+            Speaker::open(choice, self.mixer.clone())
+                .inspect_err(|problem| {
+                    self.emit(CallEvent::Failed(CallError::Device(format!(
+                        "you cannot hear the others: {problem}"
+                    ))));
+                })
+                .ok()
+        });
         self.call = Some(ActiveCall {
             local,
             outbound,
+            speaker,
             peers: HashMap::new(),
         });
         let mut joining = Vec::new();
@@ -581,6 +612,7 @@ impl Driver {
             states: self.states_tx.clone(),
             epoch,
             outbound: call.outbound.clone(),
+            mixer: self.mixer.clone(),
             decode_video: self.config.decode_video,
         };
         let previous = call.peers.remove(&peer_id);
@@ -761,6 +793,7 @@ impl Driver {
         };
         self.emit(CallEvent::PeerStats(peer_id.clone(), slot.remote.stats()));
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, slot.remote.close()).await;
+        self.mixer.remove(peer_id.as_str());
     }
 
     /// Asks for the public rooms: over the call's connection if there is one, else over
@@ -820,7 +853,8 @@ impl Driver {
         self.emit(CallEvent::Left);
     }
 
-    /// Closes every peer connection and stops the encoders (releasing the devices).
+    /// Closes every peer connection, stops the encoders and closes the speaker
+    /// (releasing the devices).
     async fn end_call(&mut self) {
         self.publish_stats();
         let Some(call) = self.call.take() else { return };
@@ -829,5 +863,7 @@ impl Driver {
         }
         let closing = call.peers.into_values().map(|slot| slot.remote.close());
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures_util::future::join_all(closing)).await;
+        drop(call.speaker);
+        self.mixer.clear();
     }
 }

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bevy::asset::RenderAssetUsages;
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::config::ClientConfig;
-use crate::media::{CallStats, DecodedFrame, FrameReceiver, SendCounters, Stamp, frame_channel};
+use crate::media::{
+    CallStats, DecodedFrame, FrameReceiver, Mixer, SendCounters, Stamp, frame_channel,
+};
 use crate::rtc::PeerConnectionState;
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary};
@@ -88,6 +91,8 @@ pub enum CallEvent {
     PeerStats(PeerId, CallStats),
     /// A peer turned its microphone or camera on or off.
     PeerMedia(PeerId, MediaState),
+    /// Our own switches changed without being asked (no microphone: we are muted).
+    OwnMedia(MediaState),
     /// The server's list of public rooms.
     RoomList(Vec<RoomSummary>),
     /// The signaling connection dropped during the call (why); media goes on while
@@ -124,6 +129,9 @@ pub enum CallError {
     /// Media could not be set up or negotiated with a peer (no common codec, ...).
     #[error("media problem: {0}")]
     Media(String),
+    /// A camera, microphone or speaker cannot be used; the call goes on without it.
+    #[error("{0}")]
+    Device(String),
 }
 
 impl CallError {
@@ -144,6 +152,7 @@ impl CallError {
             Self::ConnectionLost(_) => "connection_lost",
             Self::AlreadyInCall => "already_in_call",
             Self::Media(_) => "media",
+            Self::Device(_) => "device",
         }
     }
 
@@ -171,6 +180,10 @@ impl CallError {
             Self::Media(_) => {
                 "the other side may use a codec meetspace lacks (it needs VP8 and Opus)"
             }
+            Self::Device(_) => {
+                "check that it is plugged in and free; --mic and --speaker pick another, \
+                 --audio none uses no sound device"
+            }
         }
     }
 }
@@ -195,10 +208,10 @@ pub enum CallState {
 }
 
 /// A remote person in the call; one entity each, spawned on join, despawned on leave,
-/// with [`ConnectionState`], [`MediaState`], [`VideoFeed`] and (once measured)
-/// [`CallStats`] beside it.
+/// with [`ConnectionState`], [`MediaState`], [`SpeakingLevel`], [`VideoFeed`] and (once
+/// measured) [`CallStats`] beside it.
 #[derive(Component, Debug, Clone, PartialEq, Eq)]
-#[require(ConnectionState, MediaState)]
+#[require(ConnectionState, MediaState, SpeakingLevel)]
 pub struct Participant {
     /// Their id in the room.
     pub peer_id: PeerId,
@@ -297,6 +310,20 @@ pub struct CallReport {
 #[derive(Resource, Debug, Clone, Deref)]
 pub struct SendStats(pub Arc<SendCounters>);
 
+/// The playback mixer of the call: the receive path feeds it, the speaker plays it,
+/// spatial audio sets its gains (one voice per participant, named by peer id).
+#[derive(Resource, Debug, Clone, Deref)]
+pub struct AudioMix(pub Arc<Mixer>);
+
+/// How loud a participant sounded over the last 50 ms: RMS, 0 to 1. Drives the
+/// speaking ring on their panel.
+#[derive(Component, Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpeakingLevel(pub f32);
+
+/// How loud we ourselves sounded over the last 60 ms (RMS, 0 to 1; 0 while muted).
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq)]
+pub struct OwnSpeakingLevel(pub f32);
+
 /// What happened, for the UI's toasts and for bots.
 #[derive(Message, Debug, Clone, PartialEq)]
 pub enum CallNotice {
@@ -346,6 +373,7 @@ impl Plugin for CallPlugin {
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(SendCounters::default());
+        let mixer = Arc::new(Mixer::new());
         let (preview_tx, preview_rx) = frame_channel();
         app.world()
             .resource::<AsyncRuntime>()
@@ -353,6 +381,7 @@ impl Plugin for CallPlugin {
             .spawn(driver::run(
                 self.config.clone(),
                 counters.clone(),
+                mixer.clone(),
                 preview_tx,
                 command_rx,
                 event_tx,
@@ -365,6 +394,8 @@ impl Plugin for CallPlugin {
         })
         .insert_resource(self.config.clone())
         .insert_resource(SendStats(counters))
+        .insert_resource(AudioMix(mixer))
+        .init_resource::<OwnSpeakingLevel>()
         .init_resource::<CallState>()
         .init_resource::<OwnMediaState>()
         .init_resource::<CallReport>()
@@ -373,7 +404,13 @@ impl Plugin for CallPlugin {
         .add_message::<CallNotice>()
         .add_systems(
             PreUpdate,
-            (forward_call_commands, apply_call_events, show_newest_frames).chain(),
+            (
+                forward_call_commands,
+                apply_call_events,
+                show_newest_frames,
+                measure_speaking,
+            )
+                .chain(),
         );
     }
 }
@@ -417,6 +454,28 @@ pub fn forward_call_commands(
     }
 }
 
+/// Reads everyone's level over the last 50 ms (ours from the send path, theirs from
+/// the mixer) into [`SpeakingLevel`]s.
+pub fn measure_speaking(
+    mix: Res<AudioMix>,
+    send: Res<SendStats>,
+    mut own: ResMut<OwnSpeakingLevel>,
+    mut participants: Query<(&Participant, &mut SpeakingLevel)>,
+) {
+    own.set_if_neq(OwnSpeakingLevel(send.own_level()));
+    for (participant, mut level) in &mut participants {
+        level.set_if_neq(SpeakingLevel(mix.level(participant.peer_id.as_str())));
+    }
+}
+
+/// The resources [`apply_call_events`] keeps up to date besides the call state.
+#[derive(SystemParam)]
+pub struct CallRecords<'w> {
+    report: ResMut<'w, CallReport>,
+    public_rooms: ResMut<'w, PublicRooms>,
+    own_media: ResMut<'w, OwnMediaState>,
+}
+
 /// Drains the driver's events and applies them: state, participants, notices.
 ///
 /// `roster` maps peer ids to their entities at once, so a peer that joins and leaves
@@ -425,8 +484,7 @@ pub fn apply_call_events(
     link: Res<CallLink>,
     mut state: ResMut<CallState>,
     mut roster: Local<HashMap<PeerId, (Entity, DisplayName)>>,
-    mut report: ResMut<CallReport>,
-    mut public_rooms: ResMut<PublicRooms>,
+    mut records: CallRecords,
     mut commands: Commands,
     mut notices: MessageWriter<CallNotice>,
 ) {
@@ -438,9 +496,9 @@ pub fn apply_call_events(
                 peers,
             } => {
                 despawn_all(&mut roster, &mut commands);
-                report.peers.clear();
+                records.report.peers.clear();
                 for peer in peers {
-                    record(&mut report, &peer.info);
+                    record(&mut records.report, &peer.info);
                     spawn_participant(&mut roster, &mut commands, peer);
                 }
                 notices.write(CallNotice::Joined(room.clone()));
@@ -448,7 +506,7 @@ pub fn apply_call_events(
             }
             CallEvent::PeerJoined(peer) => {
                 notices.write(CallNotice::PeerJoined(peer.info.name.clone()));
-                record(&mut report, &peer.info);
+                record(&mut records.report, &peer.info);
                 spawn_participant(&mut roster, &mut commands, peer);
             }
             CallEvent::PeerState(peer_id, connection) => {
@@ -457,14 +515,15 @@ pub fn apply_call_events(
                 }
             }
             CallEvent::PeerStats(peer_id, stats) => {
-                if let Some((_, latest)) = report.peers.get_mut(&peer_id) {
+                if let Some((_, latest)) = records.report.peers.get_mut(&peer_id) {
                     latest.clone_from(&stats);
                 }
                 if let Some((entity, _)) = roster.get(&peer_id) {
                     commands.entity(*entity).insert(stats);
                 }
             }
-            CallEvent::RoomList(rooms) => public_rooms.0 = rooms,
+            CallEvent::RoomList(rooms) => records.public_rooms.0 = rooms,
+            CallEvent::OwnMedia(media) => records.own_media.0 = media,
             CallEvent::PeerMedia(peer_id, media) => {
                 if let Some((entity, _)) = roster.get(&peer_id) {
                     commands.entity(*entity).insert(media);

@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use super::{CallError, CallEvent, MediaState, PeerControl};
 use crate::media::receive::lock_stats;
 use crate::media::{
-    CallStats, FrameSender, LocalSender, LossBasedController, OpusDecoder, PeerBitrateTarget,
-    ReceiveStats, RemoteVideoDecoder,
+    CallStats, FrameSender, LocalSender, LossBasedController, Mixer, OpusDecoder,
+    PeerBitrateTarget, ReceiveStats, RemoteVideoDecoder,
 };
 use crate::rtc::native::{LocalMedia, PeerSession};
 use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig};
@@ -31,6 +31,8 @@ pub(super) struct PeerContext {
     pub epoch: u64,
     /// Where what we send comes from.
     pub outbound: Outbound,
+    /// Where decoded audio goes (playback and levels).
+    pub mixer: Arc<Mixer>,
     /// Decode the peer's video (otherwise it is counted and dropped).
     pub decode_video: bool,
 }
@@ -298,7 +300,10 @@ impl PeerRouter {
                     let _ = echo.local.write_audio(&data, OPUS_FRAME).await;
                 }
                 match self.opus.decode(&data) {
-                    Ok(frame) => lock_stats(&self.stats).on_audio(&frame),
+                    Ok(frame) => {
+                        self.context.mixer.push(self.peer_id.as_str(), &frame);
+                        lock_stats(&self.stats).on_audio(&frame);
+                    }
                     Err(error) => tracing::debug!(%error, "dropping an audio packet"),
                 }
             }

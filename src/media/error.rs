@@ -119,3 +119,42 @@ pub enum CodecError {
     #[error("cannot start a media thread: {0}")]
     Thread(String),
 }
+
+/// A capture or playback device that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// No device matches what was asked for (or there is none at all).
+    #[error("no {kind} {wanted}; available: {}", numbered(available))]
+    NotFound {
+        /// "microphone", "speaker" or "camera".
+        kind: &'static str,
+        /// What was asked for, as the user wrote it.
+        wanted: String,
+        /// The devices there are, in index order.
+        available: Vec<String>,
+    },
+    /// The device offers no format meetspace can use.
+    #[error("{0}")]
+    Format(String),
+    /// The system's audio or video layer refused.
+    #[error("cannot {op}: {message}")]
+    Backend {
+        /// What was being done.
+        op: &'static str,
+        /// The layer's words.
+        message: String,
+    },
+}
+
+/// `0 "a", 1 "b"`, or `none`.
+fn numbered(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| format!("{index} {name:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,31 +1,45 @@
-//! Media: raw frame types, synthetic sources, codecs (VP8 through libvpx, Opus through
-//! libopus), the send path (encode once per local track), the receive path (decode per
-//! remote peer, newest frame wins), statistics and signal analysis. Codecs are plain
-//! `Send` values living on worker threads; nothing here runs in a Bevy system.
+//! Media: raw frame types, synthetic sources, devices (microphones and speakers through
+//! cpal, native only), codecs (VP8 through libvpx, Opus through libopus), the send path
+//! (encode once per local track), the receive path (decode per remote peer, newest
+//! frame wins), the playback mixer with spatial gains, statistics and signal analysis.
+//! Codecs are plain `Send` values living on worker threads; nothing here runs in a Bevy
+//! system.
 
 pub mod analysis;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod audio_io;
 pub mod congestion;
 pub mod convert;
+pub mod device;
 pub mod error;
 pub mod frame;
+pub mod mixer;
 pub mod opus;
 pub mod receive;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod resample;
 pub mod send;
+pub mod spatial;
 pub mod stats;
 pub mod synthetic;
 pub mod vp8;
 
 pub use self::analysis::{dominant_frequency, rms_level};
+#[cfg(not(target_arch = "wasm32"))]
+pub use self::audio_io::{Direction, Microphone, Speaker, audio_devices};
 pub use self::congestion::{
     BitrateBounds, LossBasedController, PeerBitrateTarget, VideoBitrateTargets,
 };
-pub use self::error::{CodecError, FrameError};
+pub use self::device::{AudioInput, DeviceChoice};
+pub use self::error::{CodecError, DeviceError, FrameError};
 pub use self::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
+pub use self::mixer::{Mixer, StereoGain};
 pub use self::opus::{OpusDecoder, OpusEncoder};
 pub use self::receive::{
     DecodedFrame, FrameReceiver, FrameSender, RemoteVideoDecoder, frame_channel,
 };
 pub use self::send::{LocalSender, MediaSink, SendCounters, SendSettings};
+pub use self::spatial::{RollOff, spatial_gain};
 pub use self::stats::{CallStats, ReceiveStats};
 pub use self::synthetic::{Stamp, SyntheticAudio, SyntheticVideo, luma_difference, read_stamp};
 pub use self::vp8::{EncodedFrame, Vp8Config, Vp8Decoder, Vp8Encoder};

@@ -1,20 +1,24 @@
-//! The send path: capture (a synthetic source for now) and encode on dedicated threads,
-//! once per local track, and hand the encoded frames to a [`MediaSink`] that fans them
-//! out to every peer.
+//! The send path: capture (synthetic sources or, natively, a microphone) and encode on
+//! dedicated threads, once per local track, and hand the encoded frames to a
+//! [`MediaSink`] that fans them out to every peer.
 //!
 //! A [`LocalSender`] lives exactly as long as the call: dropping it stops its threads,
-//! which releases the capture devices.
+//! which releases the capture devices. [`SendCounters::open_captures`] counts the
+//! sources open right now, so tests can see that they are.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::analysis::rms_level;
+#[cfg(not(target_arch = "wasm32"))]
+use super::audio_io::Microphone;
 use super::congestion::{BitrateBounds, VideoBitrateTargets};
 use super::convert::i420_to_rgba;
-use super::error::CodecError;
-use super::frame::AUDIO_FRAME_SAMPLES;
-use super::frame::AUDIO_SAMPLE_RATE;
+use super::device::AudioInput;
+use super::error::{CodecError, DeviceError};
+use super::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame};
 use super::opus::OpusEncoder;
 use super::receive::{DecodedFrame, FrameSender};
 use super::synthetic::{SyntheticAudio, SyntheticVideo};
@@ -50,6 +54,8 @@ pub struct SendSettings {
     pub min_video_kbps: u32,
     /// Frequency of the synthetic audio tone.
     pub tone_hz: f32,
+    /// Where the audio we send comes from.
+    pub audio_input: AudioInput,
 }
 
 impl Default for SendSettings {
@@ -61,6 +67,7 @@ impl Default for SendSettings {
             video_kbps: 800,
             min_video_kbps: 100,
             tone_hz: 440.0,
+            audio_input: AudioInput::Tone,
         }
     }
 }
@@ -88,6 +95,77 @@ pub struct SendCounters {
     pub video_target_kbps: AtomicU64,
     /// Opus packets encoded and handed to the sink.
     pub audio_packets: AtomicU64,
+    /// Capture sources (camera, synthetic video, microphone, tone) open right now.
+    pub open_captures: AtomicU64,
+    /// RMS level (0 to 1, as `f32` bits) of the last 60 ms we captured while the
+    /// microphone is on; 0 while it is muted.
+    pub own_level: AtomicU32,
+}
+
+impl SendCounters {
+    /// Our own audio level now (see [`Self::own_level`]).
+    pub fn own_level(&self) -> f32 {
+        f32::from_bits(self.own_level.load(Ordering::Relaxed))
+    }
+}
+
+/// One open capture source, counted in [`SendCounters::open_captures`] while it lives.
+struct CaptureHandle(Arc<SendCounters>);
+
+impl CaptureHandle {
+    fn open(counters: &Arc<SendCounters>) -> Self {
+        counters.open_captures.fetch_add(1, Ordering::Relaxed);
+        Self(counters.clone())
+    }
+}
+
+impl Drop for CaptureHandle {
+    fn drop(&mut self) {
+        self.0.open_captures.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where the audio loop takes its frames from.
+enum AudioSource {
+    /// The synthetic tone, paced by the clock.
+    Tone(SyntheticAudio),
+    /// A microphone, paced by the device.
+    #[cfg(not(target_arch = "wasm32"))]
+    Microphone(Box<Microphone>),
+}
+
+/// How long the audio loop waits for a microphone before checking whether to stop.
+#[cfg(not(target_arch = "wasm32"))]
+const MICROPHONE_WAIT: Duration = Duration::from_millis(100);
+
+impl AudioSource {
+    /// Opens what `settings` asks for.
+    fn open(settings: &SendSettings) -> Result<Self, DeviceError> {
+        match &settings.audio_input {
+            AudioInput::Tone => Ok(Self::Tone(SyntheticAudio::new(settings.tone_hz))),
+            #[cfg(not(target_arch = "wasm32"))]
+            AudioInput::Microphone(choice) => {
+                Microphone::open(choice).map(|mic| Self::Microphone(Box::new(mic)))
+            }
+            #[cfg(target_arch = "wasm32")]
+            AudioInput::Microphone(_) => Err(DeviceError::Format(
+                "microphones are opened by the browser".to_owned(),
+            )),
+        }
+    }
+
+    /// The next 20 ms frame: the tone after sleeping until `deadline`, a microphone's
+    /// as soon as it has one (`None` if it has none for a while).
+    fn next_frame(&mut self, deadline: &mut Instant, period: Duration) -> Option<AudioFrame> {
+        match self {
+            Self::Tone(tone) => {
+                pace(deadline, period);
+                Some(tone.next_frame())
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::Microphone(microphone) => microphone.next_frame(MICROPHONE_WAIT),
+        }
+    }
 }
 
 /// Switches shared between the owner and the encoder threads.
@@ -105,12 +183,16 @@ pub struct LocalSender {
     bounds: BitrateBounds,
     bitrate_targets: Arc<VideoBitrateTargets>,
     threads: Vec<JoinHandle<()>>,
+    audio_problem: Option<DeviceError>,
 }
 
 impl LocalSender {
-    /// Creates the encoders (errors surface here, not on the threads) and starts
-    /// producing frames into `sink`, and what we capture into `preview` (the
-    /// self-view) at half the frame rate.
+    /// Creates the encoders and opens the sources (errors surface here, not on the
+    /// threads) and starts producing frames into `sink`, and what we capture into
+    /// `preview` (the self-view) at half the frame rate.
+    ///
+    /// A microphone that cannot be opened does not stop the call: we send no audio,
+    /// and [`Self::audio_problem`] says why.
     pub fn start(
         settings: &SendSettings,
         sink: Arc<dyn MediaSink>,
@@ -131,6 +213,13 @@ impl LocalSender {
         let bitrate_targets = Arc::new(VideoBitrateTargets::default());
         let source = SyntheticVideo::new(settings.width, settings.height)?;
         let opus = OpusEncoder::new(OPUS_BITRATE_BPS)?;
+        let (audio_source, audio_problem) = match AudioSource::open(settings) {
+            Ok(source) => (Some(source), None),
+            Err(error) => {
+                tracing::warn!(%error, "sending no audio");
+                (None, Some(error))
+            }
+        };
         let controls = Arc::new(Controls {
             video_on: AtomicBool::new(true),
             audio_on: AtomicBool::new(true),
@@ -140,6 +229,7 @@ impl LocalSender {
         let video = VideoLoop {
             controls: controls.clone(),
             sink: sink.clone(),
+            _capture: CaptureHandle::open(&counters),
             counters: counters.clone(),
             encoder,
             bitrate_targets: bitrate_targets.clone(),
@@ -147,23 +237,30 @@ impl LocalSender {
             period: Duration::from_secs(1) / settings.fps.max(1),
             preview,
         };
-        let audio = AudioLoop {
-            controls: controls.clone(),
-            sink,
-            counters,
-            encoder: opus,
-            source: SyntheticAudio::new(settings.tone_hz),
-        };
-        let threads = vec![
-            spawn_named("meetspace-video-send", move || video.run())?,
-            spawn_named("meetspace-audio-send", move || audio.run())?,
-        ];
+        let mut threads = vec![spawn_named("meetspace-video-send", move || video.run())?];
+        if let Some(source) = audio_source {
+            let audio = AudioLoop {
+                controls: controls.clone(),
+                sink,
+                _capture: CaptureHandle::open(&counters),
+                counters,
+                encoder: opus,
+                source,
+            };
+            threads.push(spawn_named("meetspace-audio-send", move || audio.run())?);
+        }
         Ok(Self {
             controls,
             bounds,
             bitrate_targets,
             threads,
+            audio_problem,
         })
+    }
+
+    /// Why we send no audio, when the microphone could not be opened.
+    pub fn audio_problem(&self) -> Option<&DeviceError> {
+        self.audio_problem.as_ref()
     }
 
     /// Camera on or off. Turning it on starts with a keyframe so peers recover at once.
@@ -244,6 +341,8 @@ pub fn wall_clock_micros() -> u64 {
 struct VideoLoop {
     controls: Arc<Controls>,
     sink: Arc<dyn MediaSink>,
+    /// Counts the source as open while the loop runs.
+    _capture: CaptureHandle,
     counters: Arc<SendCounters>,
     encoder: Vp8Encoder,
     bitrate_targets: Arc<VideoBitrateTargets>,
@@ -331,12 +430,17 @@ impl VideoLoop {
     }
 }
 
+/// Frames in the own-level window (3 x 20 ms).
+const LEVEL_FRAMES: usize = 3;
+
 struct AudioLoop {
     controls: Arc<Controls>,
     sink: Arc<dyn MediaSink>,
+    /// Counts the source as open while the loop runs.
+    _capture: CaptureHandle,
     counters: Arc<SendCounters>,
     encoder: OpusEncoder,
-    source: SyntheticAudio,
+    source: AudioSource,
 }
 
 impl AudioLoop {
@@ -344,12 +448,24 @@ impl AudioLoop {
         let period =
             Duration::from_secs_f64(AUDIO_FRAME_SAMPLES as f64 / f64::from(AUDIO_SAMPLE_RATE));
         let mut deadline = Instant::now();
+        let mut mean_squares = std::collections::VecDeque::with_capacity(LEVEL_FRAMES);
         while !self.controls.stop.load(Ordering::Relaxed) {
-            pace(&mut deadline, period);
-            let frame = self.source.next_frame();
+            let Some(frame) = self.source.next_frame(&mut deadline, period) else {
+                continue;
+            };
             if !self.controls.audio_on.load(Ordering::Relaxed) {
+                mean_squares.clear();
+                self.counters.own_level.store(0, Ordering::Relaxed);
                 continue;
             }
+            if mean_squares.len() == LEVEL_FRAMES {
+                mean_squares.pop_front();
+            }
+            mean_squares.push_back(rms_level(&frame.samples).powi(2));
+            let level = (mean_squares.iter().sum::<f32>() / mean_squares.len() as f32).sqrt();
+            self.counters
+                .own_level
+                .store(level.to_bits(), Ordering::Relaxed);
             match self.encoder.encode(&frame) {
                 Ok(packet) => {
                     self.sink.send_audio(&packet, period);

@@ -1113,13 +1113,13 @@ impl PeerSession {
                 .map_err(stack_error("registering codecs"))?;
         }
         let registry = register_interceptors(&mut media_engine)?.with(
-                Slot::from(FEEDBACK_TAP_SLOT),
-                FeedbackTap::new(
-                    local.video.ssrc,
-                    shared.events.clone(),
-                    Arc::clone(&shared.received_feedback),
-                ),
-            );
+            Slot::from(FEEDBACK_TAP_SLOT),
+            FeedbackTap::new(
+                local.video.ssrc,
+                shared.events.clone(),
+                Arc::clone(&shared.received_feedback),
+            ),
+        );
         let setting_engine = SettingEngineBuilder::new()
             .with_ice_timeouts(
                 Some(ICE_DISCONNECTED_TIMEOUT),

@@ -1,6 +1,7 @@
 //! The 3D meeting space: a lobby with a door per public room (plus "New room" and
 //! "Join by id"), a room where every participant is a video panel on a circle, the
-//! player who walks between them, and a mirrored self-view in the corner of their view.
+//! player who walks between them, a mirrored self-view in the corner of their view, and
+//! spatial audio (each voice from its panel).
 //!
 //! The space never touches the network: it reads [`CallState`], [`PublicRooms`] and
 //! the participants' components, and writes [`CallCommand`]s. Where the player is
@@ -10,6 +11,7 @@
 //! The room is a second enclosure far along +X ([`ROOM`]), not the lobby reused: both
 //! stay built, so entering or leaving is a move of the camera and nothing is rebuilt.
 
+mod audio;
 mod capture;
 mod label;
 mod layout;
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 
+pub use audio::SpatialAudio;
 pub use capture::{
     CapturePlugin, PanelRect, READY_TIMEOUT, RoomReady, ScreenshotInfo, ScreenshotPlan, WaitFor,
 };
@@ -100,6 +103,7 @@ impl Plugin for SpacePlugin {
         }
         app.init_resource::<Location>()
             .init_resource::<JoinByIdRequested>()
+            .init_resource::<SpatialAudio>()
             .insert_resource(ClearColor(Color::srgb(0.05, 0.06, 0.09)))
             .insert_resource(GlobalAmbientLight {
                 brightness: 250.0,
@@ -135,6 +139,7 @@ impl Plugin for SpacePlugin {
                     )
                         .chain(),
                     (self_view::spawn_self_view, self_view::show_self_view).chain(),
+                    audio::place_voices.after(player::walk),
                 ),
             );
     }

@@ -12,8 +12,7 @@ use bevy::prelude::*;
 use super::ROOM;
 use super::label::{SignPainter, SignStyle, sign_material};
 use super::layout::{PanelSlot, approach_fraction, panel_slots, ring_glow};
-use crate::call::{ConnectionState, MediaState, Participant, VideoFeed};
-use crate::media::CallStats;
+use crate::call::{ConnectionState, MediaState, Participant, SpeakingLevel, VideoFeed};
 use crate::rtc::PeerConnectionState;
 
 /// Radius of the circle the panels stand on.
@@ -408,7 +407,7 @@ pub(super) fn show_video(
 /// Badges, connection dot and speaking ring from the participant's state.
 pub(super) fn show_status(
     mut panels: Query<(&Panel, &mut PanelParts)>,
-    participants: Query<(&ConnectionState, &MediaState, Option<&CallStats>)>,
+    participants: Query<(&ConnectionState, &MediaState, &SpeakingLevel)>,
     kit: Option<Res<PanelKit>>,
     mut visibility: Query<&mut Visibility>,
     mut dots: Query<&mut MeshMaterial3d<StandardMaterial>>,
@@ -418,7 +417,7 @@ pub(super) fn show_status(
         return;
     };
     for (panel, mut parts) in &mut panels {
-        let Ok((connection, media, stats)) = participants.get(panel.participant) else {
+        let Ok((connection, media, level)) = participants.get(panel.participant) else {
             continue;
         };
         for (badge, shown) in [
@@ -440,9 +439,8 @@ pub(super) fn show_status(
         {
             dot.0 = material.clone();
         }
-        let level = stats.map_or(0.0, |stats| stats.audio_level);
         let glow = if media.audio {
-            ring_glow(level)
+            ring_glow(level.0)
         } else {
             ring_glow(0.0)
         };

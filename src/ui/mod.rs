@@ -13,13 +13,13 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use crate::call::{
-    CallCommand, CallNotice, CallState, ConnectionState, MediaState, OwnMediaState, Participant,
-    VideoFeed,
+    CallCommand, CallNotice, CallState, ConnectionState, MediaState, OwnMediaState,
+    OwnSpeakingLevel, Participant, VideoFeed,
 };
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
 use crate::signaling::protocol::{DisplayName, RoomId};
-use crate::space::JoinByIdRequested;
+use crate::space::{JoinByIdRequested, SPEAKING_LEVEL, SpatialAudio};
 
 /// How long a toast stays on screen.
 const TOAST_LIFETIME: Duration = Duration::from_secs(6);
@@ -178,17 +178,19 @@ fn collect_toasts(
     }
 }
 
-/// What the main panel reads of the call.
+/// What the main panel reads of the call, and the spatial-audio switch it flips.
 #[derive(SystemParam)]
 struct CallView<'w> {
     state: Res<'w, CallState>,
     config: Res<'w, ClientConfig>,
     own_media: Res<'w, OwnMediaState>,
+    own_level: Res<'w, OwnSpeakingLevel>,
+    spatial: Option<ResMut<'w, SpatialAudio>>,
 }
 
 fn call_panel(
     mut contexts: EguiContexts,
-    call: CallView,
+    mut call: CallView,
     participants: Query<(
         &Participant,
         &ConnectionState,
@@ -276,6 +278,7 @@ fn call_panel(
                     ui.toggle_value(&mut toggles.stats, "Statistics (I)");
                     ui.toggle_value(&mut toggles.help, "Shortcuts (H)");
                 });
+                sound_controls(ui, call.own_level.0, call.spatial.as_deref_mut());
                 device_pickers(ui);
             }
             CallState::Leaving => {
@@ -293,6 +296,32 @@ fn call_panel(
 const VIDEO_SOURCES: [&str; 1] = ["Synthetic test pattern"];
 /// See [`VIDEO_SOURCES`].
 const AUDIO_SOURCES: [&str; 1] = ["Synthetic tone"];
+
+/// Our microphone's level (the speaking indicator for ourselves) and the spatial
+/// audio switch.
+fn sound_controls(ui: &mut egui::Ui, own_level: f32, spatial: Option<&mut SpatialAudio>) {
+    ui.horizontal(|ui| {
+        ui.label("Your mic:");
+        let speaking = own_level > SPEAKING_LEVEL;
+        let bar = egui::ProgressBar::new((own_level * 5.0).min(1.0))
+            .desired_width(120.0)
+            .fill(if speaking {
+                egui::Color32::from_rgb(40, 200, 80)
+            } else {
+                egui::Color32::from_gray(90)
+            });
+        ui.add(bar);
+        if speaking {
+            ui.label("speaking");
+        }
+    });
+    if let Some(spatial) = spatial {
+        ui.checkbox(
+            &mut spatial.enabled,
+            "Spatial audio (voices come from their panels)",
+        );
+    }
+}
 
 fn device_pickers(ui: &mut egui::Ui) {
     egui::CollapsingHeader::new("Devices").show(ui, |ui| {
@@ -475,6 +504,7 @@ mod tests {
             decode_video: true,
             passcode: None,
             signal_ca: None,
+            speaker: None,
         };
         runtime.handle().spawn(server.run());
         let mut app = headless_app(config);

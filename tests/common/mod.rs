@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 use futures_util::{SinkExt, StreamExt};
 use meetspace::app::headless_app;
-use meetspace::call::{CallCommand, CallNotice, CallState, Participant, SelfView, VideoFeed};
+use meetspace::call::{
+    CallCommand, CallNotice, CallState, Participant, SelfView, SendStats, VideoFeed,
+};
 use meetspace::config::ClientConfig;
 use meetspace::media::SendSettings;
 use meetspace::runtime::AsyncRuntime;
@@ -97,6 +99,7 @@ pub fn config(url: &str, name: &str, media: SendSettings) -> ClientConfig {
         decode_video: true,
         passcode: None,
         signal_ca: None,
+        speaker: None,
     }
 }
 
@@ -206,9 +209,26 @@ pub fn self_view_frames(app: &mut App) -> u64 {
     query.single(world).expect("one self-view").frames_shown
 }
 
-/// Asserts that the local media sources are released: once what was in flight has
-/// landed, not one more captured frame reaches the self-view for a second.
+/// Capture sources (camera, microphone, synthetic) the app has open now.
+pub fn open_captures(app: &App) -> u64 {
+    app.world()
+        .resource::<SendStats>()
+        .open_captures
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Asserts that the local media sources are released: the count of open capture
+/// handles drops to zero, and once what was in flight has landed, not one more
+/// captured frame reaches the self-view for a second.
 pub fn assert_capture_stopped(app: &mut App) {
+    let closed = pump_until(&mut [&mut *app], Duration::from_secs(2), |apps| {
+        open_captures(apps[0]) == 0
+    });
+    assert!(
+        closed,
+        "{} capture handles still open after the call ended",
+        open_captures(app)
+    );
     pump_until(&mut [&mut *app], Duration::from_millis(500), |_| false);
     let captured = self_view_frames(app);
     pump_until(&mut [&mut *app], Duration::from_secs(1), |_| false);
@@ -330,5 +350,110 @@ impl RawClient {
     /// Drops the TCP connection without a WebSocket goodbye.
     pub fn kill(self) {
         drop(self.socket);
+    }
+}
+
+/// A private PulseAudio daemon with one null sink (no sound card needed), in its own
+/// runtime directory; killed when dropped. Clients reach it through `PULSE_SERVER`.
+pub struct PulseServer {
+    daemon: std::process::Child,
+    dir: std::path::PathBuf,
+    /// The `PULSE_SERVER` value for clients.
+    pub server: String,
+}
+
+/// Name of the null sink the test daemon plays into.
+pub const TEST_SINK: &str = "meetspace_test";
+
+impl PulseServer {
+    /// Starts the daemon and waits until it answers. Panics, saying what to install,
+    /// when PulseAudio is missing.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("meetspace-pulse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("native");
+        let daemon = std::process::Command::new("pulseaudio")
+            .args([
+                "-n",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=false",
+            ])
+            .args(["--disable-shm=true", "--log-target=stderr"])
+            .arg(format!(
+                "--load=module-native-protocol-unix socket={} auth-anonymous=1",
+                socket.display()
+            ))
+            .arg(format!(
+                "--load=module-null-sink sink_name={TEST_SINK} rate=48000 channels=2"
+            ))
+            .env("HOME", &dir)
+            .env("XDG_RUNTIME_DIR", &dir)
+            .env("XDG_CONFIG_HOME", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start pulseaudio ({error}): run ./setup.sh, or apt-get install \
+                     pulseaudio pulseaudio-utils libasound2-plugins"
+                )
+            });
+        let server = format!("unix:{}", socket.display());
+        let pulse = Self {
+            daemon,
+            dir,
+            server,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pulse.pactl(&["info"]) {
+            assert!(
+                Instant::now() < deadline,
+                "pulseaudio did not start within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pulse
+    }
+
+    /// Runs `pactl ARGS` against this daemon; whether it succeeded.
+    fn pactl(&self, args: &[&str]) -> bool {
+        std::process::Command::new("pactl")
+            .args(args)
+            .env("PULSE_SERVER", &self.server)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|error| {
+                panic!("cannot run pactl ({error}): apt-get install pulseaudio-utils")
+            })
+            .success()
+    }
+
+    /// Starts recording what plays into the null sink (its monitor): 48 kHz stereo
+    /// s16le on the child's stdout.
+    pub fn record(&self) -> std::process::Child {
+        std::process::Command::new("parec")
+            .arg(format!("--device={TEST_SINK}.monitor"))
+            .args([
+                "--format=s16le",
+                "--rate=48000",
+                "--channels=2",
+                "--latency-msec=20",
+            ])
+            .env("PULSE_SERVER", &self.server)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot run parec ({error}): apt-get install pulseaudio-utils")
+            })
+    }
+}
+
+impl Drop for PulseServer {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

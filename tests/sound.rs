@@ -1,0 +1,201 @@
+//! Audio through a real sound server with no hardware: a private PulseAudio daemon
+//! with a null sink, a call between two headless clients, the listener playing the
+//! other's tone through cpal (ALSA's PulseAudio plugin) into the sink, and the sink's
+//! monitor recorded with `parec` and measured.
+//!
+//! One test in this binary on purpose: it points the process at its daemon through
+//! `PULSE_SERVER` before any other thread exists.
+
+mod common;
+
+use std::f32::consts::FRAC_PI_4;
+use std::io::Read;
+use std::time::Duration;
+
+use bevy::prelude::*;
+use common::*;
+use meetspace::app::headless_app;
+use meetspace::call::{AudioMix, OwnSpeakingLevel, SpeakingLevel};
+use meetspace::media::{
+    AUDIO_SAMPLE_RATE, AudioInput, DeviceChoice, SendSettings, dominant_frequency, rms_level,
+};
+use meetspace::space::{Location, Player, SpacePlugin};
+
+const SECOND: Duration = Duration::from_secs(1);
+/// The talker's tone.
+const TONE_HZ: f32 = 440.0;
+
+fn small_video(tone_hz: f32) -> SendSettings {
+    SendSettings {
+        width: 320,
+        height: 240,
+        video_kbps: 300,
+        tone_hz,
+        ..SendSettings::default()
+    }
+}
+
+/// A headless client with the space (its player is the listener), playing on the
+/// default speaker and capturing from the default microphone (the sink's monitor).
+fn listener(url: &str) -> App {
+    let mut config = config(
+        url,
+        "Listener",
+        SendSettings {
+            audio_input: AudioInput::Microphone(DeviceChoice::Default),
+            ..small_video(660.0)
+        },
+    );
+    config.speaker = Some(DeviceChoice::Default);
+    let mut app = headless_app(config);
+    app.add_plugins(bevy::input::InputPlugin)
+        .init_asset::<Mesh>()
+        .init_asset::<StandardMaterial>()
+        .add_plugins(SpacePlugin);
+    app.finish();
+    app.cleanup();
+    app
+}
+
+/// Left and right channels of what played into the sink while `apps` ran for `span`
+/// (the first half second left out: what the sound server still had queued).
+fn record(pulse: &PulseServer, apps: &mut [&mut App], span: Duration) -> (Vec<i16>, Vec<i16>) {
+    let mut parec = pulse.record();
+    let mut stdout = parec.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    pump_until(apps, span, |_| false);
+    let _ = parec.kill();
+    let _ = parec.wait();
+    let bytes = reader.join().unwrap();
+    let skip = AUDIO_SAMPLE_RATE as usize / 2;
+    let samples: Vec<i16> = bytes
+        .chunks_exact(2)
+        .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
+        .collect();
+    let frames: Vec<&[i16]> = samples.chunks_exact(2).skip(skip).collect();
+    assert!(
+        frames.len() > AUDIO_SAMPLE_RATE as usize / 2,
+        "parec recorded only {} frames",
+        frames.len()
+    );
+    (
+        frames.iter().map(|frame| frame[0]).collect(),
+        frames.iter().map(|frame| frame[1]).collect(),
+    )
+}
+
+fn set_yaw(app: &mut App, yaw: f32) {
+    let world = app.world_mut();
+    let mut players = world.query::<&mut Player>();
+    players.single_mut(world).unwrap().yaw = yaw;
+}
+
+#[test]
+fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
+    let pulse = PulseServer::start();
+    // SAFETY: the only test of this binary sets this before it starts any thread of
+    // its own; ALSA's PulseAudio plugin reads it when cpal opens a device.
+    unsafe { std::env::set_var("PULSE_SERVER", &pulse.server) };
+
+    let server = TestServer::start();
+    let mut talker = client_with(&server.url, "Talker", small_video(TONE_HZ));
+    let room = host_room(&mut talker);
+    let mut listener = listener(&server.url);
+    join_room(&mut listener, &room);
+    let heard = pump_until(&mut [&mut talker, &mut listener], 30 * SECOND, |apps| {
+        let world = apps[1].world_mut();
+        let mut levels = world.query::<&SpeakingLevel>();
+        levels.iter(world).any(|level| level.0 > 0.05)
+    });
+    assert!(
+        heard,
+        "no audio reached the listener: {:?}",
+        notices(&listener)
+    );
+    assert_eq!(
+        open_captures(&listener),
+        2,
+        "the listener's synthetic video and its microphone are open"
+    );
+    // The microphone (the sink's monitor) is live: our own level moves.
+    assert!(
+        pump_until(&mut [&mut talker, &mut listener], 5 * SECOND, |apps| {
+            apps[1].world().resource::<OwnSpeakingLevel>().0 > 0.0
+        }),
+        "nothing came from the microphone"
+    );
+
+    // The panel straight ahead: the tone on both channels alike.
+    let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
+    let frequency = dominant_frequency(&left, AUDIO_SAMPLE_RATE);
+    assert!(
+        frequency.is_some_and(|hz| (hz - TONE_HZ).abs() < TONE_HZ * 0.02),
+        "heard {frequency:?} Hz, expected {TONE_HZ}"
+    );
+    let (l, r) = (rms_level(&left), rms_level(&right));
+    eprintln!("ahead: {frequency:?} Hz, RMS left {l:.4} right {r:.4}");
+    assert!(
+        l > 0.01 && (l / r - 1.0).abs() < 0.1,
+        "ahead: left {l}, right {r}"
+    );
+
+    // Turned 45° to the right: the panel is front-left. Equal-power panning at
+    // pan = -sin 45° gives left/right = cot(π/4 · (1 - 1/√2)) ≈ 4.3.
+    set_yaw(&mut listener, -FRAC_PI_4);
+    pump_until(&mut [&mut talker, &mut listener], SECOND / 2, |_| false);
+    let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
+    let ratio = rms_level(&left) / rms_level(&right);
+    let expected = 1.0 / (FRAC_PI_4 * (1.0 - std::f32::consts::FRAC_1_SQRT_2)).tan();
+    eprintln!("front-left: left/right {ratio:.3}, expected {expected:.3}");
+    assert!(
+        (ratio / expected - 1.0).abs() < 0.15,
+        "left/right {ratio:.2}, expected {expected:.2}"
+    );
+
+    // Spatial audio off: the plain mix, both sides alike again.
+    listener
+        .world_mut()
+        .resource_mut::<meetspace::space::SpatialAudio>()
+        .enabled = false;
+    pump_until(&mut [&mut talker, &mut listener], SECOND / 2, |_| false);
+    let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
+    let ratio = rms_level(&left) / rms_level(&right);
+    eprintln!("plain mix: left/right {ratio:.3}");
+    assert!(
+        (ratio - 1.0).abs() < 0.1,
+        "plain mix: left/right {ratio:.2}"
+    );
+    listener
+        .world_mut()
+        .resource_mut::<meetspace::space::SpatialAudio>()
+        .enabled = true;
+
+    // Behind the walls, in the lobby: the room's voices are not heard.
+    *listener.world_mut().resource_mut::<Location>() = Location::Lobby;
+    pump_until(&mut [&mut talker, &mut listener], SECOND / 2, |_| false);
+    let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
+    eprintln!(
+        "lobby: RMS left {:.5} right {:.5}",
+        rms_level(&left),
+        rms_level(&right)
+    );
+    assert!(
+        rms_level(&left) < 0.002 && rms_level(&right) < 0.002,
+        "another room must be silent: {} / {}",
+        rms_level(&left),
+        rms_level(&right)
+    );
+    // The voice still arrives (and lights its ring); it is only not played.
+    let world = listener.world_mut();
+    let mut participants = world.query::<&meetspace::call::Participant>();
+    let talker_id = participants.single(world).unwrap().peer_id.to_string();
+    let level = world.resource::<AudioMix>().level(&talker_id);
+    assert!(level > 0.05, "the talker's level behind the wall: {level}");
+
+    leave(&mut listener);
+    assert_capture_stopped(&mut listener);
+}
