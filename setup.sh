@@ -12,6 +12,8 @@ packages=(
   libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libvulkan1
   # headless rendering and screenshots (tests, machines without a GPU)
   xvfb mesa-vulkan-drivers imagemagick
+  # the browser build's end-to-end tests (tests/browser.rs) drive real Chromium
+  chromium
 )
 
 missing=()

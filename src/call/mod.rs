@@ -5,8 +5,12 @@
 //! Systems write [`CallCommand`] messages; [`CallNotice`] messages tell the UI (or a
 //! bot) what happened. Nothing here touches the network.
 
+#[cfg(not(target_arch = "wasm32"))]
 mod driver;
+#[cfg(not(target_arch = "wasm32"))]
 mod peer;
+#[cfg(target_arch = "wasm32")]
+mod web;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::config::ClientConfig;
 use crate::media::{CallStats, DecodedFrame, FrameReceiver, SendCounters, Stamp, frame_channel};
 use crate::rtc::PeerConnectionState;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary};
 
@@ -117,6 +122,10 @@ pub enum CallError {
     /// Media could not be set up or negotiated with a peer (no common codec, ...).
     #[error("media problem: {0}")]
     Media(String),
+    /// Our camera and microphone could not be opened (denied, missing); the call goes
+    /// on without sending.
+    #[error("{0}")]
+    DevicesUnavailable(String),
 }
 
 impl CallError {
@@ -137,6 +146,7 @@ impl CallError {
             Self::ConnectionLost(_) => "connection_lost",
             Self::AlreadyInCall => "already_in_call",
             Self::Media(_) => "media",
+            Self::DevicesUnavailable(_) => "devices_unavailable",
         }
     }
 
@@ -159,6 +169,10 @@ impl CallError {
             Self::AlreadyInCall => "hang up before creating or joining another room",
             Self::Media(_) => {
                 "the other side may use a codec meetspace lacks (it needs VP8 and Opus)"
+            }
+            Self::DevicesUnavailable(_) => {
+                "you can still watch and listen; to be seen and heard, allow the camera \
+                 and microphone for this page and join again"
             }
         }
     }
@@ -323,24 +337,31 @@ impl CallPlugin {
 
 impl Plugin for CallPlugin {
     fn build(&self, app: &mut App) {
-        if !app.world().contains_resource::<AsyncRuntime>() {
-            let runtime = AsyncRuntime::new().expect("cannot start the network runtime");
-            app.insert_resource(runtime);
-        }
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(SendCounters::default());
         let (preview_tx, preview_rx) = frame_channel();
-        app.world()
-            .resource::<AsyncRuntime>()
-            .handle()
-            .spawn(driver::run(
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if !app.world().contains_resource::<AsyncRuntime>() {
+                let runtime = AsyncRuntime::new().expect("cannot start the network runtime");
+                app.insert_resource(runtime);
+            }
+            app.world().resource::<AsyncRuntime>().handle().spawn(driver::run(
                 self.config.clone(),
                 counters.clone(),
                 preview_tx,
                 command_rx,
                 event_tx,
             ));
+        }
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_futures::spawn_local(web::run(
+            self.config.clone(),
+            preview_tx,
+            command_rx,
+            event_tx,
+        ));
         app.world_mut()
             .spawn((SelfView, VideoFeed::new(preview_rx)));
         app.insert_resource(CallLink {
@@ -522,7 +543,7 @@ pub fn show_newest_frames(
     mut images: ResMut<Assets<Image>>,
     timing: Option<ResMut<VideoCopyTiming>>,
 ) {
-    let started = timing.as_ref().map(|_| std::time::Instant::now());
+    let started = timing.as_ref().map(|_| bevy::platform::time::Instant::now());
     let mut copied = 0;
     for mut feed in &mut feeds {
         let Some(frame) = feed.frames.try_iter().last() else {

@@ -5,23 +5,39 @@
 //! A [`LocalSender`] lives exactly as long as the call: dropping it stops its threads,
 //! which releases the capture devices.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicU64;
+#[cfg(not(target_arch = "wasm32"))]
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+#[cfg(not(target_arch = "wasm32"))]
+use std::time::Instant;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(not(target_arch = "wasm32"))]
 use super::convert::i420_to_rgba;
+#[cfg(not(target_arch = "wasm32"))]
 use super::error::CodecError;
+#[cfg(not(target_arch = "wasm32"))]
 use super::frame::AUDIO_FRAME_SAMPLES;
+#[cfg(not(target_arch = "wasm32"))]
 use super::frame::AUDIO_SAMPLE_RATE;
+#[cfg(not(target_arch = "wasm32"))]
 use super::opus::OpusEncoder;
+#[cfg(not(target_arch = "wasm32"))]
 use super::receive::{DecodedFrame, FrameSender};
+#[cfg(not(target_arch = "wasm32"))]
 use super::synthetic::{SyntheticAudio, SyntheticVideo};
+#[cfg(not(target_arch = "wasm32"))]
 use super::vp8::{Vp8Config, Vp8Encoder};
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Every how many captured frames one goes to the self-view (30 fps → 15 fps).
 const PREVIEW_EVERY: u32 = 2;
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Opus bitrate for voice.
 const OPUS_BITRATE_BPS: u32 = 32_000;
 
@@ -73,6 +89,7 @@ pub struct SendCounters {
     pub audio_packets: AtomicU64,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Switches shared between the owner and the encoder threads.
 #[derive(Debug)]
 struct Controls {
@@ -82,12 +99,14 @@ struct Controls {
     stop: AtomicBool,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The running send path of one call: one video and one audio encoder thread.
 pub struct LocalSender {
     controls: Arc<Controls>,
     threads: Vec<JoinHandle<()>>,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl LocalSender {
     /// Creates the encoders (errors surface here, not on the threads) and starts
     /// producing frames into `sink`, and what we capture into `preview` (the
@@ -155,6 +174,7 @@ impl LocalSender {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl LocalSender {
     /// Stops capturing and encoding now; the threads end within one frame period.
     pub fn stop(&self) {
@@ -162,6 +182,7 @@ impl LocalSender {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Drop for LocalSender {
     fn drop(&mut self) {
         self.stop();
@@ -171,6 +192,7 @@ impl Drop for LocalSender {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn spawn_named(
     name: &str,
     body: impl FnOnce() + Send + 'static,
@@ -181,6 +203,7 @@ fn spawn_named(
         .map_err(|error| CodecError::Thread(error.to_string()))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Sleeps until `deadline`, then moves it one `period` on (skipping ahead if late).
 fn pace(deadline: &mut Instant, period: Duration) {
     let now = Instant::now();
@@ -200,6 +223,7 @@ pub fn wall_clock_micros() -> u64 {
         .map_or(0, |since| since.as_micros() as u64)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 struct VideoLoop {
     controls: Arc<Controls>,
     sink: Arc<dyn MediaSink>,
@@ -210,6 +234,7 @@ struct VideoLoop {
     preview: Option<FrameSender>,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl VideoLoop {
     fn run(mut self) {
         let mut deadline = Instant::now();
@@ -255,6 +280,7 @@ impl VideoLoop {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 struct AudioLoop {
     controls: Arc<Controls>,
     sink: Arc<dyn MediaSink>,
@@ -263,6 +289,7 @@ struct AudioLoop {
     source: SyntheticAudio,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl AudioLoop {
     fn run(mut self) {
         let period =

@@ -5,8 +5,12 @@
 //! which backend carries its messages.
 
 pub mod protocol;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod server;
+#[cfg(not(target_arch = "wasm32"))]
 mod ws_native;
+#[cfg(target_arch = "wasm32")]
+mod ws_web;
 
 use std::fmt;
 use std::str::FromStr;
@@ -107,5 +111,8 @@ pub enum SignalingError {
 
 /// Opens a signaling connection to `url`.
 pub async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingError> {
-    ws_native::connect(url).await
+    #[cfg(not(target_arch = "wasm32"))]
+    return ws_native::connect(url).await;
+    #[cfg(target_arch = "wasm32")]
+    return ws_web::connect(url).await;
 }

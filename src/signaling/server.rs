@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
+use tower_http::services::ServeDir;
 
 use super::protocol::{
     ClientMessage, DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary, ServerMessage,
@@ -88,6 +90,8 @@ impl Default for ServerLimits {
 pub struct SignalingServer {
     listener: TcpListener,
     state: ServerState,
+    /// The browser app's folder, served at `/`.
+    web_root: Option<PathBuf>,
 }
 
 impl SignalingServer {
@@ -100,6 +104,7 @@ impl SignalingServer {
                 hub: Arc::new(Mutex::new(Hub::default())),
                 limits: Arc::new(limits),
             },
+            web_root: None,
         })
     }
 
@@ -115,15 +120,24 @@ impl SignalingServer {
         format!("ws://{}/ws", self.local_addr())
     }
 
+    /// Also serves the browser app from `root` (its index.html at `/`), so one
+    /// address hosts both the page and the signaling it connects to.
+    pub fn serve_web_app(mut self, root: PathBuf) -> Self {
+        self.web_root = Some(root);
+        self
+    }
+
     /// Serves until the task is dropped or the listener fails.
     pub async fn run(self) -> std::io::Result<()> {
-        let app = Router::new()
-            .route("/ws", get(upgrade))
-            .route(
+        let signaling = Router::new().route("/ws", get(upgrade));
+        let app = match self.web_root {
+            Some(root) => signaling.fallback_service(ServeDir::new(root)),
+            None => signaling.route(
                 "/",
                 get(|| async { "meetspace signaling server: connect to /ws\n" }),
-            )
-            .with_state(self.state);
+            ),
+        }
+        .with_state(self.state);
         axum::serve(self.listener, app).await
     }
 }

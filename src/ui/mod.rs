@@ -6,9 +6,10 @@
 //! device pickers, statistics. Every
 //! [`CallNotice`] becomes a toast that fades after a few seconds.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bevy::ecs::system::SystemParam;
+use bevy::platform::time::Instant;
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
