@@ -43,7 +43,10 @@ pub fn exit_code(error: &CallError) -> u8 {
             ..
         } => EXIT_ROOM_FULL,
         CallError::SignalingUnreachable(_) | CallError::ConnectionLost(_) => EXIT_SIGNALING,
-        CallError::Refused { .. } | CallError::AlreadyInCall | CallError::Media(_) => EXIT_OTHER,
+        CallError::Refused { .. }
+        | CallError::AlreadyInCall
+        | CallError::Media(_)
+        | CallError::DevicesUnavailable(_) => EXIT_OTHER,
     }
 }
 

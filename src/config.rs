@@ -2,6 +2,7 @@
 //! noted) and the resolved [`ClientConfig`] that the rest of the app reads.
 
 use std::fmt;
+#[cfg(not(target_arch = "wasm32"))]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;

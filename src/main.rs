@@ -57,12 +57,13 @@ fn init_logging() {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let web_root = args.web_root();
     runtime.block_on(async {
         let mut server = SignalingServer::bind(args.listen, args.limits)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!("signaling server listening at {}", server.url());
-        if let Some(root) = args.web_root() {
+        if let Some(root) = web_root {
             tracing::info!(
                 "serving the web app from {} at http://{}/",
                 root.display(),

@@ -255,7 +255,7 @@ fn publish_test_hooks(
         return;
     };
     if let Ok(snapshot) = JSON::parse(&json) {
-        let snapshot = Object::freeze(&snapshot.unchecked_into());
+        let snapshot = Object::freeze(snapshot.unchecked_ref::<Object>());
         HOOKS.with(|hooks| *hooks.borrow_mut() = snapshot.into());
     }
 }
