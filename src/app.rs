@@ -9,25 +9,25 @@ use anyhow::Context;
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 
+#[cfg(not(target_arch = "wasm32"))]
+use crate::bot;
 use crate::call::{CallCommand, CallPlugin};
-use crate::config::ClientConfig;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::config::ClientArgs;
+use crate::config::ClientConfig;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::frame_stats::FrameStatsPlugin;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::runtime::AsyncRuntime;
-use crate::signaling::protocol::RoomId;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::protocol::DisplayName;
+use crate::signaling::protocol::RoomId;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::{ServerLimits, SignalingServer};
 use crate::space::SpacePlugin;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::space::{CapturePlugin, ScreenshotPlan, WaitFor};
 use crate::ui::UiPlugin;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::bot;
 
 /// Default log filter: our own news, everyone's warnings, minus the WebRTC stack's
 /// chatter about candidate pairs and server names that a user cannot act on.

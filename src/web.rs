@@ -61,9 +61,7 @@ pub fn run() {
 
 /// The signaling server, display name and room that the page address asks for.
 fn settings_from_address() -> anyhow::Result<(ClientConfig, Option<RoomId>)> {
-    let location = web_sys::window()
-        .context("no window")?
-        .location();
+    let location = web_sys::window().context("no window")?.location();
     let describe_js = |error: JsValue| anyhow::anyhow!(describe(&error));
     let host = location.host().map_err(describe_js)?;
     let secure = location.protocol().map_err(describe_js)? == "https:";
@@ -129,11 +127,7 @@ fn place_voices(
     let Ok(listener) = player.single() else {
         return;
     };
-    place_listener(
-        listener.translation(),
-        *listener.forward(),
-        *listener.up(),
-    );
+    place_listener(listener.translation(), *listener.forward(), *listener.up());
     for (panel, transform) in &panels {
         if let Ok(participant) = participants.get(panel.participant) {
             place_voice(&participant.peer_id, transform.translation());
@@ -225,11 +219,9 @@ fn publish_test_hooks(
     let (state_name, room, self_id) = match &*state {
         CallState::Idle => ("idle", None, None),
         CallState::Joining => ("joining", None, None),
-        CallState::InCall { room, self_id } => (
-            "in_call",
-            Some(room.to_string()),
-            Some(self_id.to_string()),
-        ),
+        CallState::InCall { room, self_id } => {
+            ("in_call", Some(room.to_string()), Some(self_id.to_string()))
+        }
         CallState::Leaving => ("leaving", None, None),
     };
     let hooks = TestHooks {
@@ -282,9 +274,7 @@ pub fn describe(error: &JsValue) -> String {
     match (error_name(error), message) {
         (Some(name), Some(message)) => format!("{name}: {message}"),
         (None, Some(message)) => message,
-        _ => error
-            .as_string()
-            .unwrap_or_else(|| format!("{error:?}")),
+        _ => error.as_string().unwrap_or_else(|| format!("{error:?}")),
     }
 }
 
@@ -293,8 +283,7 @@ pub async fn sleep(duration: Duration) {
     let millis = i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(window) = web_sys::window() {
-            let _ = window
-                .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, millis);
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, millis);
         }
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;

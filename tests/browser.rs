@@ -166,8 +166,14 @@ fn peer<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 fn luma_spread(png: &Path, rect: [f64; 4]) -> u8 {
     let image = image::open(png).expect("the screenshot").to_luma8();
     let clamp = |value: f64, max: u32| (value.max(0.0) as u32).min(max.saturating_sub(1));
-    let (x0, y0) = (clamp(rect[0], image.width()), clamp(rect[1], image.height()));
-    let (x1, y1) = (clamp(rect[2], image.width()), clamp(rect[3], image.height()));
+    let (x0, y0) = (
+        clamp(rect[0], image.width()),
+        clamp(rect[1], image.height()),
+    );
+    let (x1, y1) = (
+        clamp(rect[2], image.width()),
+        clamp(rect[3], image.height()),
+    );
     let mut lumas = Vec::new();
     for y in y0..=y1 {
         for x in x0..=x1 {
@@ -219,7 +225,9 @@ fn two_tabs_and_a_native_bot_make_a_full_mesh() {
     let (bot, room) = hosting_bot(&address, &stats);
     let result = browser("mesh", &address, &room);
     for tab in ["first", "second"] {
-        let participants = result[tab]["participants"].as_array().expect("participants");
+        let participants = result[tab]["participants"]
+            .as_array()
+            .expect("participants");
         assert_eq!(participants.len(), 2, "{tab} tab: {result}");
         assert!(
             participants.iter().all(|p| p["connection"] == "connected"),

@@ -347,13 +347,16 @@ impl Plugin for CallPlugin {
                 let runtime = AsyncRuntime::new().expect("cannot start the network runtime");
                 app.insert_resource(runtime);
             }
-            app.world().resource::<AsyncRuntime>().handle().spawn(driver::run(
-                self.config.clone(),
-                counters.clone(),
-                preview_tx,
-                command_rx,
-                event_tx,
-            ));
+            app.world()
+                .resource::<AsyncRuntime>()
+                .handle()
+                .spawn(driver::run(
+                    self.config.clone(),
+                    counters.clone(),
+                    preview_tx,
+                    command_rx,
+                    event_tx,
+                ));
         }
         #[cfg(target_arch = "wasm32")]
         wasm_bindgen_futures::spawn_local(web::run(
@@ -543,7 +546,9 @@ pub fn show_newest_frames(
     mut images: ResMut<Assets<Image>>,
     timing: Option<ResMut<VideoCopyTiming>>,
 ) {
-    let started = timing.as_ref().map(|_| bevy::platform::time::Instant::now());
+    let started = timing
+        .as_ref()
+        .map(|_| bevy::platform::time::Instant::now());
     let mut copied = 0;
     for mut feed in &mut feeds {
         let Some(frame) = feed.frames.try_iter().last() else {

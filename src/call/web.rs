@@ -20,8 +20,7 @@ use web_sys::MediaStream;
 use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
 use crate::config::ClientConfig;
 use crate::media::web::{
-    MediaAccessError, VideoTap, Voice, open_camera_and_microphone, set_tracks_enabled,
-    stop_tracks,
+    MediaAccessError, VideoTap, Voice, open_camera_and_microphone, set_tracks_enabled, stop_tracks,
 };
 use crate::media::{FrameSender, frame_channel};
 use crate::rtc::web::PeerSession;
@@ -309,11 +308,13 @@ impl Driver {
             self.events.clone(),
             self.lost_tx.clone(),
         ));
-        call.peers
-            .insert(peer_id, RemotePeer {
+        call.peers.insert(
+            peer_id,
+            RemotePeer {
                 session,
                 _playback: playback,
-            });
+            },
+        );
     }
 
     async fn on_signal(&mut self, from: PeerId, data: serde_json::Value) {
@@ -431,7 +432,12 @@ impl Driver {
 /// Starts playing a stream a peer sent: its video into the panel's frame channel, its
 /// audio into a voice of its own. A stream is announced once per track, so each part
 /// starts once.
-fn play(playback: &RefCell<Playback>, peer_id: &PeerId, stream: &MediaStream, frames: &FrameSender) {
+fn play(
+    playback: &RefCell<Playback>,
+    peer_id: &PeerId,
+    stream: &MediaStream,
+    frames: &FrameSender,
+) {
     let mut playback = playback.borrow_mut();
     if playback.video.is_none() && stream.get_video_tracks().length() > 0 {
         match VideoTap::start(stream, frames.clone()) {

@@ -23,9 +23,9 @@ pub use self::error::{CodecError, FrameError};
 pub use self::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::opus::{OpusDecoder, OpusEncoder};
-pub use self::receive::{DecodedFrame, FrameReceiver, FrameSender, frame_channel};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::receive::RemoteVideoDecoder;
+pub use self::receive::{DecodedFrame, FrameReceiver, FrameSender, frame_channel};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::send::LocalSender;
 pub use self::send::{MediaSink, SendCounters, SendSettings};

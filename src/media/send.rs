@@ -7,9 +7,9 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 #[cfg(not(target_arch = "wasm32"))]
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::atomic::AtomicU64;
 #[cfg(not(target_arch = "wasm32"))]
 use std::thread::JoinHandle;
 #[cfg(not(target_arch = "wasm32"))]

@@ -178,7 +178,10 @@ impl FrameCopier {
                 rgba: pixels.data().0,
                 stamp: None,
             }),
-            Err(error) => tracing::debug!("a video frame was not copied: {}", crate::web::describe(&error)),
+            Err(error) => tracing::debug!(
+                "a video frame was not copied: {}",
+                crate::web::describe(&error)
+            ),
         }
     }
 }
@@ -246,7 +249,9 @@ fn with_audio<T>(body: impl FnOnce(&mut SpatialAudio) -> T) -> Result<T, JsValue
                 voices: HashMap::new(),
             });
         }
-        let audio = audio.as_mut().ok_or_else(|| JsValue::from_str("no audio"))?;
+        let audio = audio
+            .as_mut()
+            .ok_or_else(|| JsValue::from_str("no audio"))?;
         if audio.context.state() == AudioContextState::Suspended {
             // Browsers start audio only after a user gesture; try again each time.
             let _ = audio.context.resume();

@@ -116,7 +116,9 @@ impl PeerSession {
             let stream = event.streams().get(0);
             let stream = if stream.is_undefined() {
                 // A track sent without a stream (allowed by the spec): wrap it.
-                let Ok(stream) = MediaStream::new() else { return };
+                let Ok(stream) = MediaStream::new() else {
+                    return;
+                };
                 stream.add_track(&event.track());
                 stream
             } else {

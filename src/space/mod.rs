@@ -23,7 +23,8 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 pub use capture::{
-    CapturePlugin, PanelRect, PanelView, READY_TIMEOUT, RoomReady, ScreenshotInfo, ScreenshotPlan, WaitFor,
+    CapturePlugin, PanelRect, PanelView, READY_TIMEOUT, RoomReady, ScreenshotInfo, ScreenshotPlan,
+    WaitFor,
 };
 pub use label::{LabelError, SignPainter, SignStyle};
 pub use layout::{
