@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -35,7 +35,11 @@ fn web_root() -> PathBuf {
     root
 }
 
-fn check_tools() {
+/// One Chromium at a time: software WebGL on a small machine is slow enough alone.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
+/// Checks that Chromium and playwright-core are installed, then waits for the browser.
+fn check_tools() -> MutexGuard<'static, ()> {
     assert!(
         Path::new(CHROMIUM).is_file(),
         "{CHROMIUM} is missing: install it with `apt-get install chromium` (setup.sh does)"
@@ -46,6 +50,7 @@ fn check_tools() {
             .is_dir(),
         "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
     );
+    ONE_BROWSER.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A child process killed (and reaped) when the test ends.
@@ -188,7 +193,7 @@ fn luma_spread(png: &Path, rect: [f64; 4]) -> u8 {
 
 #[test]
 fn a_browser_tab_and_a_native_bot_see_each_other() {
-    check_tools();
+    let _browser = check_tools();
     let (_server, address) = serve();
     let stats = artefacts().join("browser-video-bot.json");
     let (bot, room) = hosting_bot(&address, &stats);
@@ -219,7 +224,7 @@ fn a_browser_tab_and_a_native_bot_see_each_other() {
 
 #[test]
 fn two_tabs_and_a_native_bot_make_a_full_mesh() {
-    check_tools();
+    let _browser = check_tools();
     let (_server, address) = serve();
     let stats = artefacts().join("browser-mesh-bot.json");
     let (bot, room) = hosting_bot(&address, &stats);
@@ -246,7 +251,7 @@ fn two_tabs_and_a_native_bot_make_a_full_mesh() {
 
 #[test]
 fn a_refused_camera_is_reported_and_the_tab_still_watches() {
-    check_tools();
+    let _browser = check_tools();
     let (_server, address) = serve();
     let stats = artefacts().join("browser-denied-bot.json");
     let (bot, room) = hosting_bot(&address, &stats);
