@@ -18,6 +18,8 @@ packages=(
   # the impaired-network harness: namespaces and veth (ip), loss (nft), the NFQUEUE
   # rule for delay (iptables), bandwidth caps (tc)
   iproute2 nftables iptables
+  # the browser build's end-to-end tests (tests/browser.rs) drive real Chromium
+  chromium
 )
 
 missing=()

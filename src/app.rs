@@ -1,26 +1,39 @@
 //! Building the app: headless (no window, no GPU; bots and tests) or windowed.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+#[cfg(not(target_arch = "wasm32"))]
 use anyhow::Context;
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 
+#[cfg(not(target_arch = "wasm32"))]
 use crate::bot;
 use crate::call::{CallCommand, CallPlugin};
-use crate::config::{ClientArgs, ClientConfig};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::config::ClientArgs;
+use crate::config::ClientConfig;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::frame_stats::FrameStatsPlugin;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::runtime::AsyncRuntime;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::protocol::DisplayName;
+use crate::signaling::protocol::RoomId;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::{ServerLimits, SignalingServer};
-use crate::space::{CapturePlugin, ScreenshotPlan, SpacePlugin, WaitFor};
+use crate::space::SpacePlugin;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::space::{CapturePlugin, ScreenshotPlan, WaitFor};
 use crate::ui::UiPlugin;
 
 /// Default log filter: our own news, everyone's warnings, minus the WebRTC stack's
 /// chatter about candidate pairs and server names that a user cannot act on.
 pub const LOG_FILTER: &str = "warn,meetspace=info,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error,wgpu=error";
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Exit code when no GPU adapter can be found.
 pub const EXIT_NO_GPU: i32 = 2;
 
@@ -38,6 +51,7 @@ pub fn headless_app(config: ClientConfig) -> App {
     app
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Runs the windowed client until its window closes (or, with `--screenshot` or
 /// `--frame-stats`, until those are done).
 ///
@@ -83,31 +97,16 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
     };
     let config = ClientConfig::new(signal, args.call, true);
     let mut app = App::new();
-    if let Some(room) = room {
-        let name = config.name.clone();
-        app.add_systems(Startup, move |mut commands: MessageWriter<CallCommand>| {
-            commands.write(CallCommand::JoinRoom {
-                room: room.clone(),
-                name: name.clone(),
-            });
-        });
-    }
-    app.insert_resource(runtime)
-        .add_plugins(
-            DefaultPlugins
-                .set(WindowPlugin {
-                    primary_window: Some(Window {
-                        title: "meetspace".into(),
-                        ..default()
-                    }),
-                    ..default()
-                })
-                .set(bevy::log::LogPlugin {
-                    filter: LOG_FILTER.to_owned(),
-                    ..default()
-                }),
-        )
-        .add_plugins((CallPlugin::new(config), UiPlugin, SpacePlugin));
+    app.insert_resource(runtime);
+    add_client(
+        &mut app,
+        config,
+        room,
+        Window {
+            title: "meetspace".into(),
+            ..default()
+        },
+    );
     if !args.screenshot.is_empty() {
         app.add_plugins(CapturePlugin {
             wait_for,
@@ -125,6 +124,33 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
     Ok(app.run())
 }
 
+/// Adds the client to `app`: the window, the call, the overlay and the space; with a
+/// `room`, joins it as soon as the app starts. Native and browser builds share it.
+pub fn add_client(app: &mut App, config: ClientConfig, room: Option<RoomId>, window: Window) {
+    if let Some(room) = room {
+        let name = config.name.clone();
+        app.add_systems(Startup, move |mut commands: MessageWriter<CallCommand>| {
+            commands.write(CallCommand::JoinRoom {
+                room: room.clone(),
+                name: name.clone(),
+            });
+        });
+    }
+    app.add_plugins(
+        DefaultPlugins
+            .set(WindowPlugin {
+                primary_window: Some(window),
+                ..default()
+            })
+            .set(bevy::log::LogPlugin {
+                filter: LOG_FILTER.to_owned(),
+                ..default()
+            }),
+    )
+    .add_plugins((CallPlugin::new(config), UiPlugin, SpacePlugin));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 /// Turns Bevy's panic when no GPU adapter exists into one line on stderr and exit code
 /// [`EXIT_NO_GPU`]; every other panic goes to the hook that was there before.
 fn exit_without_gpu() {

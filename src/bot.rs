@@ -46,7 +46,8 @@ pub fn exit_code(error: &CallError) -> u8 {
         CallError::Refused { .. }
         | CallError::AlreadyInCall
         | CallError::Media(_)
-        | CallError::Device(_) => EXIT_OTHER,
+        | CallError::Device(_)
+        | CallError::DevicesUnavailable(_) => EXIT_OTHER,
     }
 }
 

@@ -2,6 +2,7 @@
 //! noted) and the resolved [`ClientConfig`] that the rest of the app reads.
 
 use std::fmt;
+#[cfg(not(target_arch = "wasm32"))]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -13,6 +14,7 @@ use thiserror::Error;
 use crate::media::{AudioInput, DeviceChoice, SendSettings};
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, Passcode, RoomId};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::ServerLimits;
 
 /// meetspace: a video call that is also a place.
@@ -35,6 +37,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[cfg(not(target_arch = "wasm32"))]
     /// Run the signaling server alone (for a LAN or a public host).
     Serve(ServeArgs),
     /// A headless participant: joins a room, stays, leaves. For scripts and tests.
@@ -194,6 +197,7 @@ pub struct ClientArgs {
     pub call: CallArgs,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Flags of `meetspace serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -209,7 +213,25 @@ pub struct ServeArgs {
     /// Private key of --tls-cert (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve the browser app (the folder `scripts/build-web.sh` fills) at `/`.
+    /// Default: `target/web` under the current folder, when it holds an index.html.
+    #[arg(long, value_name = "DIR")]
+    pub web_root: Option<PathBuf>,
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ServeArgs {
+    /// The folder of the browser app to serve, if any.
+    pub fn web_root(&self) -> Option<PathBuf> {
+        self.web_root.clone().or_else(|| {
+            let built = PathBuf::from(DEFAULT_WEB_ROOT);
+            built.join("index.html").is_file().then_some(built)
+        })
+    }
+}
+
+/// Where `scripts/build-web.sh` puts the browser app, relative to the repository.
+pub const DEFAULT_WEB_ROOT: &str = "target/web";
 
 /// Flags of `meetspace bot`.
 #[derive(Debug, Clone, Args)]

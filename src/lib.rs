@@ -6,14 +6,20 @@
 //! protocol.
 
 pub mod app;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bot;
 pub mod call;
 pub mod config;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod frame_stats;
 pub mod media;
 pub mod rtc;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod runtime;
 pub mod signaling;
 pub mod space;
 pub mod ui;
+#[cfg(target_arch = "wasm32")]
+pub mod web;

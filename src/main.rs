@@ -1,13 +1,26 @@
-//! The `meetspace` binary: the windowed client, `serve` and `bot`.
+//! The `meetspace` binary: the windowed client, `serve` and `bot`; in the browser
+//! build, the client in the page.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::process::ExitCode;
 
+#[cfg(not(target_arch = "wasm32"))]
 use anyhow::Context;
+#[cfg(not(target_arch = "wasm32"))]
 use bevy::app::AppExit;
+#[cfg(not(target_arch = "wasm32"))]
 use clap::Parser;
+#[cfg(not(target_arch = "wasm32"))]
 use meetspace::config::{Cli, Command, ServeArgs};
+#[cfg(not(target_arch = "wasm32"))]
 use meetspace::signaling::server::SignalingServer;
 
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    meetspace::web::run();
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
@@ -29,6 +42,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Logs to stderr, filtered by `RUST_LOG` (default: [`meetspace::app::LOG_FILTER`]).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -39,9 +53,11 @@ fn init_logging() {
         .init();
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let web_root = args.web_root();
     runtime.block_on(async {
         let mut server = SignalingServer::bind(args.listen, args.limits)
             .await
@@ -52,6 +68,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             server = server.with_tls(config);
         }
         tracing::info!("signaling server listening at {}", server.url());
+        if let Some(root) = web_root {
+            tracing::info!(
+                "serving the web app from {} at http://{}/",
+                root.display(),
+                server.local_addr()
+            );
+            server = server.serve_web_app(root);
+        }
         tokio::select! {
             served = server.run() => served.context("the server stopped"),
             _ = tokio::signal::ctrl_c() => Ok(()),

@@ -5,9 +5,14 @@
 //! Systems write [`CallCommand`] messages; [`CallNotice`] messages tell the UI (or a
 //! bot) what happened. Nothing here touches the network.
 
+#[cfg(not(target_arch = "wasm32"))]
 mod driver;
+#[cfg(not(target_arch = "wasm32"))]
 mod peer;
+#[cfg(target_arch = "wasm32")]
+mod web;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub use driver::{PEER_RECONNECT_LIMIT, RESUME_LIMIT};
 
 use std::collections::HashMap;
@@ -26,6 +31,7 @@ use crate::media::{
     CallStats, DecodedFrame, FrameReceiver, Mixer, SendCounters, Stamp, frame_channel,
 };
 use crate::rtc::PeerConnectionState;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary};
 
@@ -132,6 +138,10 @@ pub enum CallError {
     /// A camera, microphone or speaker cannot be used; the call goes on without it.
     #[error("{0}")]
     Device(String),
+    /// Our camera and microphone could not be opened (denied, missing); the call goes
+    /// on without sending.
+    #[error("{0}")]
+    DevicesUnavailable(String),
 }
 
 impl CallError {
@@ -153,6 +163,7 @@ impl CallError {
             Self::AlreadyInCall => "already_in_call",
             Self::Media(_) => "media",
             Self::Device(_) => "device",
+            Self::DevicesUnavailable(_) => "devices_unavailable",
         }
     }
 
@@ -183,6 +194,10 @@ impl CallError {
             Self::Device(_) => {
                 "check that it is plugged in and free; --mic and --speaker pick another, \
                  --audio none uses no sound device"
+            }
+            Self::DevicesUnavailable(_) => {
+                "you can still watch and listen; to be seen and heard, allow the camera \
+                 and microphone for this page and join again"
             }
         }
     }
@@ -366,26 +381,36 @@ impl CallPlugin {
 
 impl Plugin for CallPlugin {
     fn build(&self, app: &mut App) {
-        if !app.world().contains_resource::<AsyncRuntime>() {
-            let runtime = AsyncRuntime::new().expect("cannot start the network runtime");
-            app.insert_resource(runtime);
-        }
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(SendCounters::default());
         let mixer = Arc::new(Mixer::new());
         let (preview_tx, preview_rx) = frame_channel();
-        app.world()
-            .resource::<AsyncRuntime>()
-            .handle()
-            .spawn(driver::run(
-                self.config.clone(),
-                counters.clone(),
-                mixer.clone(),
-                preview_tx,
-                command_rx,
-                event_tx,
-            ));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if !app.world().contains_resource::<AsyncRuntime>() {
+                let runtime = AsyncRuntime::new().expect("cannot start the network runtime");
+                app.insert_resource(runtime);
+            }
+            app.world()
+                .resource::<AsyncRuntime>()
+                .handle()
+                .spawn(driver::run(
+                    self.config.clone(),
+                    counters.clone(),
+                    mixer.clone(),
+                    preview_tx,
+                    command_rx,
+                    event_tx,
+                ));
+        }
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_futures::spawn_local(web::run(
+            self.config.clone(),
+            preview_tx,
+            command_rx,
+            event_tx,
+        ));
         app.world_mut()
             .spawn((SelfView, VideoFeed::new(preview_rx)));
         app.insert_resource(CallLink {
@@ -603,7 +628,9 @@ pub fn show_newest_frames(
     mut images: ResMut<Assets<Image>>,
     timing: Option<ResMut<VideoCopyTiming>>,
 ) {
-    let started = timing.as_ref().map(|_| std::time::Instant::now());
+    let started = timing
+        .as_ref()
+        .map(|_| bevy::platform::time::Instant::now());
     let mut copied = 0;
     for mut feed in &mut feeds {
         let Some(frame) = feed.frames.try_iter().last() else {

@@ -99,6 +99,7 @@ pub enum CodecError {
         codec: &'static str,
     },
     /// A libopus call returned an error.
+    #[cfg(not(target_arch = "wasm32"))]
     #[error("libopus {op} failed: {source}")]
     Opus {
         /// What was being done.

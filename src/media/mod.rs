@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod frame;
 pub mod mixer;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod opus;
 pub mod receive;
 #[cfg(not(target_arch = "wasm32"))]
@@ -22,7 +23,10 @@ pub mod send;
 pub mod spatial;
 pub mod stats;
 pub mod synthetic;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod vp8;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use self::analysis::{dominant_frequency, rms_level};
 #[cfg(not(target_arch = "wasm32"))]
@@ -34,12 +38,16 @@ pub use self::device::{AudioInput, DeviceChoice};
 pub use self::error::{CodecError, DeviceError, FrameError};
 pub use self::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 pub use self::mixer::{Mixer, StereoGain};
+#[cfg(not(target_arch = "wasm32"))]
 pub use self::opus::{OpusDecoder, OpusEncoder};
-pub use self::receive::{
-    DecodedFrame, FrameReceiver, FrameSender, RemoteVideoDecoder, frame_channel,
-};
-pub use self::send::{LocalSender, MediaSink, SendCounters, SendSettings};
+#[cfg(not(target_arch = "wasm32"))]
+pub use self::receive::RemoteVideoDecoder;
+pub use self::receive::{DecodedFrame, FrameReceiver, FrameSender, frame_channel};
+#[cfg(not(target_arch = "wasm32"))]
+pub use self::send::LocalSender;
+pub use self::send::{MediaSink, SendCounters, SendSettings};
 pub use self::spatial::{RollOff, spatial_gain};
 pub use self::stats::{CallStats, ReceiveStats};
 pub use self::synthetic::{Stamp, SyntheticAudio, SyntheticVideo, luma_difference, read_stamp};
+#[cfg(not(target_arch = "wasm32"))]
 pub use self::vp8::{EncodedFrame, Vp8Config, Vp8Decoder, Vp8Encoder};

@@ -2,18 +2,28 @@
 //! thread, converted to RGBA, and handed to the ECS through a one-slot channel where the
 //! newest frame wins. Neither side ever waits for the other.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
+#[cfg(not(target_arch = "wasm32"))]
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+#[cfg(not(target_arch = "wasm32"))]
 use super::convert::i420_to_rgba;
+#[cfg(not(target_arch = "wasm32"))]
 use super::error::CodecError;
+#[cfg(not(target_arch = "wasm32"))]
 use super::send::wall_clock_micros;
 use super::stats::ReceiveStats;
-use super::synthetic::{Stamp, read_stamp};
+use super::synthetic::Stamp;
+#[cfg(not(target_arch = "wasm32"))]
+use super::synthetic::read_stamp;
+#[cfg(not(target_arch = "wasm32"))]
 use super::vp8::Vp8Decoder;
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Encoded frames waiting for the decoder; beyond this the network side drops and asks
 /// for a keyframe instead of queueing latency.
 const DECODE_QUEUE: usize = 8;
@@ -76,12 +86,14 @@ pub fn lock_stats(stats: &Mutex<ReceiveStats>) -> MutexGuard<'_, ReceiveStats> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The decoder thread of one remote peer. Dropping it stops the thread.
 pub struct RemoteVideoDecoder {
     queue: Option<Sender<Vec<u8>>>,
     thread: Option<JoinHandle<()>>,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl RemoteVideoDecoder {
     /// Starts a decoder feeding `frames`, counting into `stats`. `keyframe_wanted` is
     /// called when the decoder needs a keyframe to recover.
@@ -140,6 +152,7 @@ impl RemoteVideoDecoder {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Drop for RemoteVideoDecoder {
     fn drop(&mut self) {
         drop(self.queue.take());

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 /// Longest SDP we accept from a remote peer (bytes). Real offers are 2-10 KB.
 pub const MAX_SDP_LEN: usize = 64 * 1024;

@@ -5,10 +5,16 @@
 //! which backend carries its messages.
 
 pub mod protocol;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod reconnect;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod server;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod tls;
+#[cfg(not(target_arch = "wasm32"))]
 mod ws_native;
+#[cfg(target_arch = "wasm32")]
+mod ws_web;
 
 use std::fmt;
 use std::path::Path;
@@ -99,6 +105,7 @@ pub enum SignalingError {
         reason: String,
     },
     /// The TLS settings for a `wss://` URL could not be made (a bad `--signal-ca`).
+    #[cfg(not(target_arch = "wasm32"))]
     #[error("cannot set up TLS for {url}: {source}")]
     Tls {
         /// The URL tried.
@@ -118,9 +125,16 @@ pub enum SignalingError {
 
 /// Opens a signaling connection to `url`; a `wss://` server must show a certificate
 /// that the platform's roots or the CA certificates in `extra_ca` (PEM) vouch for.
+/// In the browser, the browser's own trust store decides and `extra_ca` is not used.
 pub async fn connect(
     url: &SignalUrl,
     extra_ca: Option<&Path>,
 ) -> Result<SignalingLink, SignalingError> {
-    ws_native::connect(url, extra_ca).await
+    #[cfg(not(target_arch = "wasm32"))]
+    return ws_native::connect(url, extra_ca).await;
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = extra_ca;
+        ws_web::connect(url).await
+    }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
+use tower_http::services::ServeDir;
 
 use super::protocol::{
     ClientMessage, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, ResumeToken, RoomId,
@@ -132,6 +134,8 @@ pub struct SignalingServer {
     state: ServerState,
     /// Set: clients connect with `wss://`.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The browser app's folder, served at `/`.
+    web_root: Option<PathBuf>,
 }
 
 impl SignalingServer {
@@ -147,6 +151,7 @@ impl SignalingServer {
                 next_connection: Arc::new(AtomicU64::new(0)),
             },
             tls: None,
+            web_root: None,
         })
     }
 
@@ -175,15 +180,24 @@ impl SignalingServer {
         format!("{scheme}://{}/ws", self.local_addr())
     }
 
+    /// Also serves the browser app from `root` (its index.html at `/`), so one
+    /// address hosts both the page and the signaling it connects to.
+    pub fn serve_web_app(mut self, root: PathBuf) -> Self {
+        self.web_root = Some(root);
+        self
+    }
+
     /// Serves until the task is dropped or the listener fails.
     pub async fn run(self) -> std::io::Result<()> {
-        let app = Router::new()
-            .route("/ws", get(upgrade))
-            .route(
+        let signaling = Router::new().route("/ws", get(upgrade));
+        let app = match self.web_root {
+            Some(root) => signaling.fallback_service(ServeDir::new(root)),
+            None => signaling.route(
                 "/",
                 get(|| async { "meetspace signaling server: connect to /ws\n" }),
-            )
-            .with_state(self.state);
+            ),
+        }
+        .with_state(self.state);
         match self.tls {
             Some(config) => axum::serve(TlsListener::new(self.listener, config), app).await,
             None => axum::serve(self.listener, app).await,

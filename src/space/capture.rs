@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bevy::camera::CameraUpdateSystems;
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 use bevy::transform::TransformSystems;
@@ -271,17 +272,53 @@ fn bounding_box(corners: &[[f32; 2]; 4]) -> [f32; 4] {
     )
 }
 
+/// The panels' video screens as the player's camera sees them; read by screenshots
+/// and by the browser build's test hooks.
+#[derive(SystemParam)]
+pub struct PanelView<'w, 's> {
+    camera: Query<'w, 's, (&'static Camera, &'static GlobalTransform), With<Player>>,
+    panels: Query<'w, 's, (&'static Panel, &'static Children)>,
+    screens: Query<'w, 's, &'static GlobalTransform, With<PanelScreen>>,
+    participants: Query<'w, 's, (&'static Participant, &'static VideoFeed)>,
+}
+
+impl PanelView<'_, '_> {
+    /// Every panel with its screen's place in window pixels (`scale_factor` turns the
+    /// camera's logical pixels into physical ones), sorted by name.
+    pub fn rects(&self, scale_factor: f32) -> Vec<PanelRect> {
+        let camera = self.camera.single().ok();
+        let mut rects: Vec<PanelRect> = self
+            .panels
+            .iter()
+            .filter_map(|(panel, children)| {
+                let (participant, feed) = self.participants.get(panel.participant).ok()?;
+                let screen = children
+                    .iter()
+                    .find_map(|child| self.screens.get(child).ok())?;
+                let corners = camera.and_then(|(camera, transform)| {
+                    screen_corners(camera, transform, screen, scale_factor)
+                });
+                Some(PanelRect {
+                    name: participant.name.as_str().to_owned(),
+                    peer_id: participant.peer_id.as_str().to_owned(),
+                    frames_shown: feed.frames_shown,
+                    rect: corners.as_ref().map(bounding_box),
+                    corners,
+                })
+            })
+            .collect();
+        rects.sort_by(|a, b| a.name.cmp(&b.name));
+        rects
+    }
+}
+
 /// Requests the next screenshot when its frame comes, with the panels' rectangles as
 /// they are this frame (after transforms propagate, before the frame renders).
-#[allow(clippy::too_many_arguments)]
 fn take_screenshots(
     ready: Res<RoomReady>,
     mut plan: ResMut<ScreenshotPlan>,
     window: Query<&Window, With<PrimaryWindow>>,
-    camera: Query<(&Camera, &GlobalTransform), With<Player>>,
-    panels: Query<(&Panel, &Children)>,
-    screens: Query<&GlobalTransform, With<PanelScreen>>,
-    participants: Query<(&Participant, &VideoFeed)>,
+    panels: PanelView,
     mut commands: Commands,
 ) {
     let Some(since) = ready.frames_since_ready() else {
@@ -296,30 +333,12 @@ fn take_screenshots(
     let path = plan.paths[plan.taken].clone();
     plan.taken += 1;
     let scale_factor = window.scale_factor();
-    let mut rects: Vec<PanelRect> = panels
-        .iter()
-        .filter_map(|(panel, children)| {
-            let (participant, feed) = participants.get(panel.participant).ok()?;
-            let screen = children.iter().find_map(|child| screens.get(child).ok())?;
-            let corners = camera.single().ok().and_then(|(camera, transform)| {
-                screen_corners(camera, transform, screen, scale_factor)
-            });
-            Some(PanelRect {
-                name: participant.name.as_str().to_owned(),
-                peer_id: participant.peer_id.as_str().to_owned(),
-                frames_shown: feed.frames_shown,
-                rect: corners.as_ref().map(bounding_box),
-                corners,
-            })
-        })
-        .collect();
-    rects.sort_by(|a, b| a.name.cmp(&b.name));
     let info = ScreenshotInfo {
         window: [window.physical_width(), window.physical_height()],
         scale_factor,
         frame: ready.frame,
         ready_frame: ready.ready_at,
-        panels: rects,
+        panels: panels.rects(scale_factor),
     };
     if let Err(error) = write_info(&path.with_extension("json"), &info) {
         plan.failure.get_or_insert(error);

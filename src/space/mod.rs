@@ -26,7 +26,8 @@ use bevy::prelude::*;
 
 pub use audio::SpatialAudio;
 pub use capture::{
-    CapturePlugin, PanelRect, READY_TIMEOUT, RoomReady, ScreenshotInfo, ScreenshotPlan, WaitFor,
+    CapturePlugin, PanelRect, PanelView, READY_TIMEOUT, RoomReady, ScreenshotInfo, ScreenshotPlan,
+    WaitFor,
 };
 pub use label::{LabelError, SignPainter, SignStyle};
 pub use layout::{

@@ -6,14 +6,15 @@
 //! device pickers, statistics. Every
 //! [`CallNotice`] becomes a toast that fades after a few seconds.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bevy::ecs::system::SystemParam;
+use bevy::platform::time::Instant;
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use crate::call::{
-    CallCommand, CallNotice, CallState, ConnectionState, MediaState, OwnMediaState,
+    CallCommand, CallError, CallNotice, CallState, ConnectionState, MediaState, OwnMediaState,
     OwnSpeakingLevel, Participant, VideoFeed,
 };
 use crate::config::ClientConfig;
@@ -87,6 +88,9 @@ struct HomeForm {
     focus_room_id: bool,
     /// Why the last "Join room" was refused, until the next try.
     join_error: Option<String>,
+    /// Why our camera and microphone are not in the call (denied, missing), until
+    /// the call ends.
+    devices_problem: Option<String>,
 }
 
 impl HomeForm {
@@ -164,13 +168,20 @@ fn collect_toasts(
             }
             CallNotice::PeerJoined(name) => (Severity::Info, format!("{name} joined")),
             CallNotice::PeerLeft(name) => (Severity::Info, format!("{name} left")),
-            CallNotice::Left => (Severity::Info, "Call ended".to_owned()),
             CallNotice::Reconnecting(reason) => (
                 Severity::Error,
                 format!("Lost the signaling server ({reason}); reconnecting, the call goes on"),
             ),
             CallNotice::Reconnected => {
                 (Severity::Info, "Signaling server reached again".to_owned())
+            }
+            CallNotice::Left => {
+                form.devices_problem = None;
+                (Severity::Info, "Call ended".to_owned())
+            }
+            CallNotice::Failed(error @ CallError::DevicesUnavailable(_)) => {
+                form.devices_problem = Some(format!("{error}. {}", error.hint()));
+                (Severity::Error, format!("{error}"))
             }
             CallNotice::Failed(error) => (Severity::Error, format!("{error}. {}", error.hint())),
         };
@@ -236,6 +247,9 @@ fn call_panel(
                     }
                 });
                 ui.label("Share this id; the other side joins with it.");
+                if let Some(problem) = &form.devices_problem {
+                    ui.colored_label(egui::Color32::LIGHT_RED, problem);
+                }
                 ui.separator();
                 if participants.is_empty() {
                     ui.label("Waiting for others to join…");

@@ -1,28 +1,24 @@
-//! The send path: capture (synthetic sources or, natively, a microphone) and encode on
-//! dedicated threads, once per local track, and hand the encoded frames to a
-//! [`MediaSink`] that fans them out to every peer.
-//!
-//! A [`LocalSender`] lives exactly as long as the call: dropping it stops its threads,
-//! which releases the capture devices. [`SendCounters::open_captures`] counts the
-//! sources open right now, so tests can see that they are.
+//! The native send path: synthetic sources, the microphone and the encoders on their own
+//! threads (see the parent module).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use super::analysis::rms_level;
-#[cfg(not(target_arch = "wasm32"))]
-use super::audio_io::Microphone;
-use super::congestion::{BitrateBounds, VideoBitrateTargets};
-use super::convert::i420_to_rgba;
-use super::device::AudioInput;
-use super::error::{CodecError, DeviceError};
-use super::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame};
-use super::opus::OpusEncoder;
-use super::receive::{DecodedFrame, FrameSender};
-use super::synthetic::{SyntheticAudio, SyntheticVideo};
-use super::vp8::{Vp8Config, Vp8Encoder};
+use crate::media::analysis::rms_level;
+use crate::media::audio_io::Microphone;
+use crate::media::congestion::{BitrateBounds, VideoBitrateTargets};
+use crate::media::convert::i420_to_rgba;
+use crate::media::device::AudioInput;
+use crate::media::error::{CodecError, DeviceError};
+use crate::media::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame};
+use crate::media::opus::OpusEncoder;
+use crate::media::receive::{DecodedFrame, FrameSender};
+use crate::media::synthetic::{SyntheticAudio, SyntheticVideo};
+use crate::media::vp8::{Vp8Config, Vp8Encoder};
+
+use super::{MediaSink, SendCounters, SendSettings, wall_clock_micros};
 
 /// Every how many captured frames one goes to the self-view (30 fps → 15 fps).
 const PREVIEW_EVERY: u32 = 2;
@@ -37,77 +33,6 @@ const RETUNE_STEP: f64 = 0.03;
 
 /// Opus bitrate for voice.
 const OPUS_BITRATE_BPS: u32 = 32_000;
-
-/// What the send path produces its frames from, and how.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SendSettings {
-    /// Frame width in pixels.
-    pub width: u32,
-    /// Frame height in pixels.
-    pub height: u32,
-    /// Frames per second.
-    pub fps: u32,
-    /// Highest VP8 bitrate, in kbit/s, and where a call starts; congestion control lowers
-    /// it when peers report loss (see [`super::congestion`]).
-    pub video_kbps: u32,
-    /// Lowest VP8 bitrate congestion control may go to, in kbit/s.
-    pub min_video_kbps: u32,
-    /// Frequency of the synthetic audio tone.
-    pub tone_hz: f32,
-    /// Where the audio we send comes from.
-    pub audio_input: AudioInput,
-}
-
-impl Default for SendSettings {
-    fn default() -> Self {
-        Self {
-            width: 640,
-            height: 480,
-            fps: 30,
-            video_kbps: 800,
-            min_video_kbps: 100,
-            tone_hz: 440.0,
-            audio_input: AudioInput::Tone,
-        }
-    }
-}
-
-/// Where encoded media goes: every connected peer. Called from the encoder threads.
-pub trait MediaSink: Send + Sync + 'static {
-    /// One encoded VP8 frame lasting `duration`.
-    fn send_video(&self, frame: &[u8], duration: Duration);
-    /// One Opus packet lasting `duration`.
-    fn send_audio(&self, packet: &[u8], duration: Duration);
-}
-
-/// Running totals of the send path, shared with whoever wants to read them.
-#[derive(Debug, Default)]
-pub struct SendCounters {
-    /// Video encoders created (one per call: encode once, send to all).
-    pub video_encoders: AtomicU64,
-    /// Video frames encoded and handed to the sink.
-    pub video_frames: AtomicU64,
-    /// Time spent in the VP8 encoder, in microseconds.
-    pub encode_micros: AtomicU64,
-    /// Of those video frames, keyframes (periodic, or asked for by a peer).
-    pub video_keyframes: AtomicU64,
-    /// The VP8 bitrate the encoder is set to now, in kbit/s (the lowest peer's target).
-    pub video_target_kbps: AtomicU64,
-    /// Opus packets encoded and handed to the sink.
-    pub audio_packets: AtomicU64,
-    /// Capture sources (camera, synthetic video, microphone, tone) open right now.
-    pub open_captures: AtomicU64,
-    /// RMS level (0 to 1, as `f32` bits) of the last 60 ms we captured while the
-    /// microphone is on; 0 while it is muted.
-    pub own_level: AtomicU32,
-}
-
-impl SendCounters {
-    /// Our own audio level now (see [`Self::own_level`]).
-    pub fn own_level(&self) -> f32 {
-        f32::from_bits(self.own_level.load(Ordering::Relaxed))
-    }
-}
 
 /// One open capture source, counted in [`SendCounters::open_captures`] while it lives.
 struct CaptureHandle(Arc<SendCounters>);
@@ -130,12 +55,10 @@ enum AudioSource {
     /// The synthetic tone, paced by the clock.
     Tone(SyntheticAudio),
     /// A microphone, paced by the device.
-    #[cfg(not(target_arch = "wasm32"))]
     Microphone(Box<Microphone>),
 }
 
 /// How long the audio loop waits for a microphone before checking whether to stop.
-#[cfg(not(target_arch = "wasm32"))]
 const MICROPHONE_WAIT: Duration = Duration::from_millis(100);
 
 impl AudioSource {
@@ -143,14 +66,9 @@ impl AudioSource {
     fn open(settings: &SendSettings) -> Result<Self, DeviceError> {
         match &settings.audio_input {
             AudioInput::Tone => Ok(Self::Tone(SyntheticAudio::new(settings.tone_hz))),
-            #[cfg(not(target_arch = "wasm32"))]
             AudioInput::Microphone(choice) => {
                 Microphone::open(choice).map(|mic| Self::Microphone(Box::new(mic)))
             }
-            #[cfg(target_arch = "wasm32")]
-            AudioInput::Microphone(_) => Err(DeviceError::Format(
-                "microphones are opened by the browser".to_owned(),
-            )),
         }
     }
 
@@ -162,7 +80,6 @@ impl AudioSource {
                 pace(deadline, period);
                 Some(tone.next_frame())
             }
-            #[cfg(not(target_arch = "wasm32"))]
             Self::Microphone(microphone) => microphone.next_frame(MICROPHONE_WAIT),
         }
     }
@@ -329,13 +246,6 @@ fn pace(deadline: &mut Instant, period: Duration) {
     if *deadline + period < Instant::now() {
         *deadline = Instant::now() + period;
     }
-}
-
-/// Microseconds since the UNIX epoch: the capture time stamped into synthetic frames.
-pub fn wall_clock_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_micros() as u64)
 }
 
 struct VideoLoop {

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the browser app into target/web (what `meetspace serve` serves at /):
+# the wasm32 build of the meetspace binary, its JS glue from wasm-bindgen (the CLI at
+# the exact version of the wasm-bindgen crate), wasm-opt when installed, index.html.
+# Usage: scripts/build-web.sh [--release]
+#   default: the dev profile (dependencies optimised, as for native tests; what CI builds)
+#   --release: the web-release profile (size-optimised, LTO; a long cold build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=dev
+[ "${1:-}" = "--release" ] && profile=web-release
+out=target/web
+# A target folder of its own, so this long build does not hold the native one's lock.
+export CARGO_TARGET_DIR=${MEETSPACE_WASM_TARGET_DIR:-$HOME/.cache/meetspace-wasm-target}
+
+cargo build --locked --bin meetspace --target wasm32-unknown-unknown --profile "$profile"
+built_dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
+wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/$built_dir/meetspace.wasm"
+
+rm -rf "$out" && mkdir -p "$out"
+# The name section only labels stack traces; without it the dev bundle is a quarter smaller.
+wasm-bindgen --target web --no-typescript --remove-name-section \
+  --out-dir "$out" --out-name meetspace "$wasm"
+if command -v wasm-opt >/dev/null; then
+  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+    "$out/meetspace_bg.wasm" -o "$out/meetspace_bg.wasm"
+else
+  echo "build-web: wasm-opt not installed (Debian package binaryen); the bundle is unoptimised"
+fi
+cp web/index.html "$out/"
+size=$(du -cb "$out"/* | tail -n 1 | cut -f1)
+gzipped=$(gzip -9c "$out/meetspace_bg.wasm" | wc -c)
+echo "build-web: bundle in $out: $size bytes ($(( size / 1048576 )) MiB); wasm gzipped: $gzipped bytes"

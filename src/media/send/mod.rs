@@ -1,0 +1,99 @@
+//! The send path: capture (synthetic sources or, natively, a microphone) and encode on
+//! dedicated threads, once per local track, and hand the encoded frames to a
+//! [`MediaSink`] that fans them out to every peer.
+//!
+//! A [`LocalSender`] lives exactly as long as the call: dropping it stops its threads,
+//! which releases the capture devices. [`SendCounters::open_captures`] counts the
+//! sources open right now, so tests can see that they are.
+//!
+//! The types here are shared with the browser build (which encodes in the browser);
+//! the encoder threads are native only ([`native`]).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::device::AudioInput;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::LocalSender;
+
+/// What the send path produces its frames from, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendSettings {
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Highest VP8 bitrate, in kbit/s, and where a call starts; congestion control lowers
+    /// it when peers report loss (see [`super::congestion`]).
+    pub video_kbps: u32,
+    /// Lowest VP8 bitrate congestion control may go to, in kbit/s.
+    pub min_video_kbps: u32,
+    /// Frequency of the synthetic audio tone.
+    pub tone_hz: f32,
+    /// Where the audio we send comes from.
+    pub audio_input: AudioInput,
+}
+
+impl Default for SendSettings {
+    fn default() -> Self {
+        Self {
+            width: 640,
+            height: 480,
+            fps: 30,
+            video_kbps: 800,
+            min_video_kbps: 100,
+            tone_hz: 440.0,
+            audio_input: AudioInput::Tone,
+        }
+    }
+}
+
+/// Where encoded media goes: every connected peer. Called from the encoder threads.
+pub trait MediaSink: Send + Sync + 'static {
+    /// One encoded VP8 frame lasting `duration`.
+    fn send_video(&self, frame: &[u8], duration: Duration);
+    /// One Opus packet lasting `duration`.
+    fn send_audio(&self, packet: &[u8], duration: Duration);
+}
+
+/// Running totals of the send path, shared with whoever wants to read them.
+#[derive(Debug, Default)]
+pub struct SendCounters {
+    /// Video encoders created (one per call: encode once, send to all).
+    pub video_encoders: AtomicU64,
+    /// Video frames encoded and handed to the sink.
+    pub video_frames: AtomicU64,
+    /// Time spent in the VP8 encoder, in microseconds.
+    pub encode_micros: AtomicU64,
+    /// Of those video frames, keyframes (periodic, or asked for by a peer).
+    pub video_keyframes: AtomicU64,
+    /// The VP8 bitrate the encoder is set to now, in kbit/s (the lowest peer's target).
+    pub video_target_kbps: AtomicU64,
+    /// Opus packets encoded and handed to the sink.
+    pub audio_packets: AtomicU64,
+    /// Capture sources (camera, synthetic video, microphone, tone) open right now.
+    pub open_captures: AtomicU64,
+    /// RMS level (0 to 1, as `f32` bits) of the last 60 ms we captured while the
+    /// microphone is on; 0 while it is muted.
+    pub own_level: AtomicU32,
+}
+
+impl SendCounters {
+    /// Our own audio level now (see [`Self::own_level`]).
+    pub fn own_level(&self) -> f32 {
+        f32::from_bits(self.own_level.load(Ordering::Relaxed))
+    }
+}
+
+/// Microseconds since the UNIX epoch: the capture time stamped into synthetic frames.
+pub fn wall_clock_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as u64)
+}

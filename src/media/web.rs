@@ -1,0 +1,325 @@
+//! The browser's media: the camera and microphone through `getUserMedia`, remote and
+//! local video copied into the ECS frame channel, and remote voices through WebAudio
+//! with one `PannerNode` each, placed where their panels stand. The browser encodes
+//! and decodes; no Rust codec runs in the wasm build.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bevy::math::Vec3;
+use js_sys::{Function, Object, Reflect};
+use thiserror::Error;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    AudioContext, AudioContextState, CanvasRenderingContext2d, DistanceModelType,
+    HtmlCanvasElement, HtmlVideoElement, MediaStream, MediaStreamConstraints, PannerNode,
+    PanningModelType,
+};
+
+use super::receive::{DecodedFrame, FrameSender};
+use crate::signaling::protocol::PeerId;
+
+/// The largest video side copied into a panel; bigger frames are scaled down first.
+const MAX_COPY_SIDE: u32 = 1280;
+/// Distance (m) within which a voice plays at full level.
+const VOICE_REF_DISTANCE: f64 = 1.5;
+
+/// Why the camera and microphone could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MediaAccessError {
+    /// The user (or the browser's settings) refused the permission.
+    #[error("camera and microphone access was denied")]
+    Denied,
+    /// No camera or microphone exists.
+    #[error("no camera or microphone was found")]
+    NoDevice,
+    /// The page is not a secure context (http from another host), so the browser
+    /// offers no `getUserMedia`.
+    #[error("the browser allows the camera only on https:// or localhost pages")]
+    InsecurePage,
+    /// Anything else the browser said.
+    #[error("the camera or microphone could not be opened: {0}")]
+    Other(String),
+}
+
+/// Asks the browser for the camera and microphone (the permission prompt shows here).
+pub async fn open_camera_and_microphone() -> Result<MediaStream, MediaAccessError> {
+    let window = web_sys::window().ok_or(MediaAccessError::InsecurePage)?;
+    let devices = window
+        .navigator()
+        .media_devices()
+        .map_err(|_| MediaAccessError::InsecurePage)?;
+    let constraints = MediaStreamConstraints::new();
+    constraints.set_audio_bool(true);
+    constraints.set_video_bool(true);
+    let request = devices
+        .get_user_media_with_constraints(&constraints)
+        .map_err(|error| MediaAccessError::Other(crate::web::describe(&error)))?;
+    match JsFuture::from(request).await {
+        Ok(stream) => Ok(stream.unchecked_into()),
+        Err(error) => Err(match crate::web::error_name(&error).as_deref() {
+            Some("NotAllowedError" | "SecurityError") => MediaAccessError::Denied,
+            Some("NotFoundError" | "OverconstrainedError") => MediaAccessError::NoDevice,
+            _ => MediaAccessError::Other(crate::web::describe(&error)),
+        }),
+    }
+}
+
+/// Turns the audio or video tracks of `stream` on or off (muted tracks send silence
+/// or black, so peers keep the connection).
+pub fn set_tracks_enabled(stream: &MediaStream, video: bool, enabled: bool) {
+    let tracks = if video {
+        stream.get_video_tracks()
+    } else {
+        stream.get_audio_tracks()
+    };
+    for track in tracks.iter() {
+        track
+            .unchecked_into::<web_sys::MediaStreamTrack>()
+            .set_enabled(enabled);
+    }
+}
+
+/// Stops every track of `stream`: the camera light goes off.
+pub fn stop_tracks(stream: &MediaStream) {
+    for track in stream.get_tracks().iter() {
+        track.unchecked_into::<web_sys::MediaStreamTrack>().stop();
+    }
+}
+
+/// Copies each new video frame of a stream into a frame channel: a hidden, muted
+/// `<video>` plays the stream and `requestVideoFrameCallback` draws every frame it
+/// presents into a canvas, whose pixels go to the ECS. Dropping it stops the copying
+/// and removes the element.
+pub struct VideoTap {
+    video: HtmlVideoElement,
+    _callback: FrameCallback,
+}
+
+impl VideoTap {
+    /// Starts copying `stream`'s video into `frames`.
+    pub fn start(stream: &MediaStream, frames: FrameSender) -> Result<Self, JsValue> {
+        let document = crate::web::document()?;
+        let video: HtmlVideoElement = document.create_element("video")?.unchecked_into();
+        video.set_muted(true);
+        video.set_autoplay(true);
+        video.set_attribute("playsinline", "")?;
+        // Kept in the page but invisible: browsers present frames (and call back) only
+        // for elements that are rendered, so `display: none` would stop the copying.
+        video.set_attribute(
+            "style",
+            "position:fixed;left:0;top:0;width:2px;height:2px;opacity:0;pointer-events:none",
+        )?;
+        video.set_src_object(Some(stream));
+        document
+            .body()
+            .ok_or_else(|| JsValue::from_str("the page has no body"))?
+            .append_child(&video)?;
+        let canvas: HtmlCanvasElement = document.create_element("canvas")?.unchecked_into();
+        let options = Object::new();
+        Reflect::set(&options, &"willReadFrequently".into(), &JsValue::TRUE)?;
+        let context: CanvasRenderingContext2d = canvas
+            .get_context_with_context_options("2d", &options)?
+            .ok_or_else(|| JsValue::from_str("no 2D canvas"))?
+            .unchecked_into();
+        let copier = FrameCopier {
+            video: video.clone(),
+            canvas,
+            context,
+            frames,
+        };
+        let callback = watch_frames(video.clone(), move || copier.copy());
+        // Autoplay of a muted element is allowed; a refusal only delays the video.
+        let _ = video.play();
+        Ok(Self {
+            video,
+            _callback: callback,
+        })
+    }
+}
+
+impl Drop for VideoTap {
+    fn drop(&mut self) {
+        self.video.set_src_object(None);
+        self.video.remove();
+    }
+}
+
+/// Draws the frame a video element shows into a canvas and offers its pixels.
+struct FrameCopier {
+    video: HtmlVideoElement,
+    canvas: HtmlCanvasElement,
+    context: CanvasRenderingContext2d,
+    frames: FrameSender,
+}
+
+impl FrameCopier {
+    fn copy(&self) {
+        let (width, height) = fitted(self.video.video_width(), self.video.video_height());
+        if width == 0 || height == 0 {
+            return;
+        }
+        if self.canvas.width() != width || self.canvas.height() != height {
+            self.canvas.set_width(width);
+            self.canvas.set_height(height);
+        }
+        let (w, h) = (f64::from(width), f64::from(height));
+        let drawn = self
+            .context
+            .draw_image_with_html_video_element_and_dw_and_dh(&self.video, 0.0, 0.0, w, h)
+            .and_then(|()| self.context.get_image_data(0.0, 0.0, w, h));
+        match drawn {
+            Ok(pixels) => self.frames.offer(DecodedFrame {
+                width,
+                height,
+                rgba: pixels.data().0,
+                stamp: None,
+            }),
+            Err(error) => tracing::debug!(
+                "a video frame was not copied: {}",
+                crate::web::describe(&error)
+            ),
+        }
+    }
+}
+
+/// A video size scaled down to fit [`MAX_COPY_SIDE`], keeping the aspect.
+fn fitted(width: u32, height: u32) -> (u32, u32) {
+    let longest = width.max(height);
+    if longest <= MAX_COPY_SIDE {
+        return (width, height);
+    }
+    let scale = f64::from(MAX_COPY_SIDE) / f64::from(longest);
+    let scaled = |side: u32| ((f64::from(side) * scale) as u32).max(1);
+    (scaled(width), scaled(height))
+}
+
+/// The per-frame callback of a [`VideoTap`]; dropping it ends the copying.
+type FrameCallback = Rc<RefCell<Option<Closure<dyn FnMut()>>>>;
+
+/// Calls `on_frame` for every frame `video` presents, for as long as the returned
+/// callback lives.
+fn watch_frames(video: HtmlVideoElement, on_frame: impl Fn() + 'static) -> FrameCallback {
+    let callback: FrameCallback = Rc::new(RefCell::new(None));
+    let request: Option<Function> = Reflect::get(&video, &"requestVideoFrameCallback".into())
+        .ok()
+        .and_then(|function| function.dyn_into().ok());
+    let Some(request) = request else {
+        tracing::error!("this browser lacks requestVideoFrameCallback; video will not show");
+        return callback;
+    };
+    let again = Rc::downgrade(&callback);
+    let (element, ask) = (video.clone(), request.clone());
+    *callback.borrow_mut() = Some(Closure::new(move || {
+        let Some(callback) = again.upgrade() else {
+            return;
+        };
+        on_frame();
+        if let Some(next) = callback.borrow().as_ref() {
+            let _ = ask.call1(&element, next.as_ref());
+        }
+    }));
+    if let Some(first) = callback.borrow().as_ref() {
+        let _ = request.call1(&video, first.as_ref());
+    }
+    callback
+}
+
+thread_local! {
+    /// The page's audio graph and every remote voice in it, by peer.
+    static AUDIO: RefCell<Option<SpatialAudio>> = const { RefCell::new(None) };
+}
+
+/// The page's `AudioContext` and one panner per remote voice.
+struct SpatialAudio {
+    context: AudioContext,
+    voices: HashMap<PeerId, PannerNode>,
+}
+
+/// Runs `body` with the page's audio graph, making it on first use.
+fn with_audio<T>(body: impl FnOnce(&mut SpatialAudio) -> T) -> Result<T, JsValue> {
+    AUDIO.with(|audio| {
+        let mut audio = audio.borrow_mut();
+        if audio.is_none() {
+            *audio = Some(SpatialAudio {
+                context: AudioContext::new()?,
+                voices: HashMap::new(),
+            });
+        }
+        let audio = audio
+            .as_mut()
+            .ok_or_else(|| JsValue::from_str("no audio"))?;
+        if audio.context.state() == AudioContextState::Suspended {
+            // Browsers start audio only after a user gesture; try again each time.
+            let _ = audio.context.resume();
+        }
+        Ok(body(audio))
+    })
+}
+
+/// A remote voice in the page's audio graph, placed by [`place_voice`]. Dropping it
+/// takes the voice out.
+pub struct Voice {
+    peer_id: PeerId,
+}
+
+impl Voice {
+    /// Plays `stream`'s audio through a panner of its own.
+    pub fn start(peer_id: PeerId, stream: &MediaStream) -> Result<Self, JsValue> {
+        with_audio(|audio| -> Result<(), JsValue> {
+            let source = audio.context.create_media_stream_source(stream)?;
+            let panner = audio.context.create_panner()?;
+            panner.set_panning_model(PanningModelType::Hrtf);
+            panner.set_distance_model(DistanceModelType::Inverse);
+            panner.set_ref_distance(VOICE_REF_DISTANCE);
+            source.connect_with_audio_node(&panner)?;
+            panner.connect_with_audio_node(&audio.context.destination())?;
+            if let Some(old) = audio.voices.insert(peer_id.clone(), panner) {
+                let _ = old.disconnect();
+            }
+            Ok(())
+        })??;
+        Ok(Self { peer_id })
+    }
+}
+
+impl Drop for Voice {
+    fn drop(&mut self) {
+        let _ = with_audio(|audio| {
+            if let Some(panner) = audio.voices.remove(&self.peer_id) {
+                let _ = panner.disconnect();
+            }
+        });
+    }
+}
+
+/// Puts the listener at `position`, looking along `forward` with `up` up.
+pub fn place_listener(position: Vec3, forward: Vec3, up: Vec3) {
+    AUDIO.with(|audio| {
+        let audio = audio.borrow();
+        let Some(audio) = audio.as_ref() else { return };
+        let listener = audio.context.listener();
+        listener.set_position(position.x.into(), position.y.into(), position.z.into());
+        listener.set_orientation(
+            forward.x.into(),
+            forward.y.into(),
+            forward.z.into(),
+            up.x.into(),
+            up.y.into(),
+            up.z.into(),
+        );
+    });
+}
+
+/// Puts `peer_id`'s voice at `position` (where their panel stands).
+pub fn place_voice(peer_id: &PeerId, position: Vec3) {
+    AUDIO.with(|audio| {
+        let audio = audio.borrow();
+        if let Some(panner) = audio.as_ref().and_then(|audio| audio.voices.get(peer_id)) {
+            panner.set_position(position.x.into(), position.y.into(), position.z.into());
+        }
+    });
+}

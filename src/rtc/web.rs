@@ -1,0 +1,262 @@
+//! The browser backend: the browser's own `RTCPeerConnection` through web-sys. The
+//! browser captures, encodes, decodes and plays; this file only negotiates and
+//! reports, speaking the same [`SignalPayload`]s and [`PeerEvent`]s as `native.rs`.
+
+use std::cell::{Cell, RefCell};
+
+use js_sys::{Array, Reflect};
+use tokio::sync::mpsc;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MediaStream, RtcConfiguration, RtcIceCandidateInit, RtcIceServer, RtcPeerConnection,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiverDirection,
+    RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
+};
+
+use super::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload};
+
+/// Candidates kept while the remote description has not arrived yet.
+const MAX_EARLY_CANDIDATES: usize = 64;
+
+/// One browser peer connection. Dropping it closes the connection.
+pub struct PeerSession {
+    connection: RtcPeerConnection,
+    role: Role,
+    /// Whether the remote description is set (candidates wait for it).
+    described: Cell<bool>,
+    early_candidates: RefCell<Vec<RtcIceCandidateInit>>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    /// The event handlers, alive as long as the connection.
+    _handlers: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+fn stack_error(context: &'static str) -> impl FnOnce(JsValue) -> RtcError {
+    move |error| RtcError::Stack {
+        context,
+        message: crate::web::describe(&error),
+    }
+}
+
+fn state_of(state: RtcPeerConnectionState) -> PeerConnectionState {
+    match state {
+        RtcPeerConnectionState::New => PeerConnectionState::New,
+        RtcPeerConnectionState::Connecting => PeerConnectionState::Connecting,
+        RtcPeerConnectionState::Connected => PeerConnectionState::Connected,
+        RtcPeerConnectionState::Disconnected => PeerConnectionState::Disconnected,
+        RtcPeerConnectionState::Failed => PeerConnectionState::Failed,
+        _ => PeerConnectionState::Closed,
+    }
+}
+
+impl PeerSession {
+    /// Opens a connection that sends the tracks of `local` (or, without it, only
+    /// receives audio and video), reports to `events`, and hands every remote stream
+    /// to `on_stream`. As the offerer, the offer goes out through `events` at once.
+    pub async fn new(
+        config: &RtcConfig,
+        local: Option<&MediaStream>,
+        role: Role,
+        events: mpsc::UnboundedSender<PeerEvent>,
+        mut on_stream: impl FnMut(MediaStream) + 'static,
+    ) -> Result<Self, RtcError> {
+        let rtc_config = RtcConfiguration::new();
+        if !config.ice_servers.is_empty() {
+            let servers = Array::new();
+            for url in &config.ice_servers {
+                let server = RtcIceServer::new();
+                server.set_urls_str(url);
+                servers.push(&server);
+            }
+            rtc_config.set_ice_servers(&servers);
+        }
+        let connection = RtcPeerConnection::new_with_configuration(&rtc_config)
+            .map_err(stack_error("creating the peer connection"))?;
+
+        match local {
+            Some(stream) => {
+                for track in stream.get_tracks().iter() {
+                    connection.add_track_0(&track.unchecked_into(), stream);
+                }
+            }
+            None => {
+                let receive_only = RtcRtpTransceiverInit::new();
+                receive_only.set_direction(RtcRtpTransceiverDirection::Recvonly);
+                for kind in ["audio", "video"] {
+                    connection.add_transceiver_with_str_and_init(kind, &receive_only);
+                }
+            }
+        }
+
+        let on_candidate = {
+            let events = events.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                let event: RtcPeerConnectionIceEvent = event.unchecked_into();
+                // The end of candidates needs no message: the server does not relay it.
+                if let Some(candidate) = event.candidate() {
+                    let _ = events.send(PeerEvent::Signal(SignalPayload::Candidate {
+                        candidate: candidate.candidate(),
+                        sdp_mid: candidate.sdp_mid(),
+                        sdp_mline_index: candidate.sdp_m_line_index(),
+                    }));
+                }
+            })
+        };
+        let on_state = {
+            let events = events.clone();
+            let connection = connection.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |_| {
+                let state = state_of(connection.connection_state());
+                let _ = events.send(PeerEvent::State(state));
+            })
+        };
+        let on_track = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            let event: RtcTrackEvent = event.unchecked_into();
+            let stream = event.streams().get(0);
+            let stream = if stream.is_undefined() {
+                // A track sent without a stream (allowed by the spec): wrap it.
+                let Ok(stream) = MediaStream::new() else {
+                    return;
+                };
+                stream.add_track(&event.track());
+                stream
+            } else {
+                stream.unchecked_into()
+            };
+            on_stream(stream);
+        });
+        connection.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
+        connection.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+        connection.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
+
+        let session = Self {
+            connection,
+            role,
+            described: Cell::new(false),
+            early_candidates: RefCell::new(Vec::new()),
+            events,
+            _handlers: vec![on_candidate, on_state, on_track],
+        };
+        if role == Role::Offerer {
+            let offer = JsFuture::from(session.connection.create_offer())
+                .await
+                .map_err(stack_error("creating the offer"))?;
+            let sdp = sdp_of(&offer)?;
+            session.set_local(RtcSdpType::Offer, &sdp).await?;
+            let _ = session
+                .events
+                .send(PeerEvent::Signal(SignalPayload::Offer { sdp }));
+        }
+        Ok(session)
+    }
+
+    async fn set_local(&self, kind: RtcSdpType, sdp: &str) -> Result<(), RtcError> {
+        let description = RtcSessionDescriptionInit::new(kind);
+        description.set_sdp(sdp);
+        JsFuture::from(self.connection.set_local_description(&description))
+            .await
+            .map_err(stack_error("setting the local description"))?;
+        Ok(())
+    }
+
+    async fn set_remote(&self, kind: RtcSdpType, sdp: &str) -> Result<(), RtcError> {
+        let description = RtcSessionDescriptionInit::new(kind);
+        description.set_sdp(sdp);
+        JsFuture::from(self.connection.set_remote_description(&description))
+            .await
+            .map_err(stack_error("setting the remote description"))?;
+        self.described.set(true);
+        let early = std::mem::take(&mut *self.early_candidates.borrow_mut());
+        for candidate in early {
+            self.add_candidate(&candidate).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_candidate(&self, candidate: &RtcIceCandidateInit) -> Result<(), RtcError> {
+        JsFuture::from(
+            self.connection
+                .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(candidate)),
+        )
+        .await
+        .map_err(stack_error("adding a remote ICE candidate"))?;
+        Ok(())
+    }
+
+    /// Applies a payload from the remote peer: validated first, then handed to the
+    /// browser; an offer is answered (the answer goes out through the events).
+    pub async fn handle_signal(&self, payload: SignalPayload) -> Result<(), RtcError> {
+        payload.validate()?;
+        match (payload, self.role) {
+            (SignalPayload::Offer { sdp }, Role::Answerer) => {
+                self.set_remote(RtcSdpType::Offer, &sdp).await?;
+                let answer = JsFuture::from(self.connection.create_answer())
+                    .await
+                    .map_err(stack_error("creating the answer"))?;
+                let sdp = sdp_of(&answer)?;
+                self.set_local(RtcSdpType::Answer, &sdp).await?;
+                let _ = self
+                    .events
+                    .send(PeerEvent::Signal(SignalPayload::Answer { sdp }));
+            }
+            (SignalPayload::Answer { sdp }, Role::Offerer) => {
+                self.set_remote(RtcSdpType::Answer, &sdp).await?;
+            }
+            (SignalPayload::Offer { .. }, role) => {
+                return Err(RtcError::UnexpectedSignal { role, got: "offer" });
+            }
+            (SignalPayload::Answer { .. }, role) => {
+                return Err(RtcError::UnexpectedSignal {
+                    role,
+                    got: "answer",
+                });
+            }
+            (
+                SignalPayload::Candidate {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index,
+                },
+                _,
+            ) => {
+                let init = RtcIceCandidateInit::new(&candidate);
+                init.set_sdp_mid(sdp_mid.as_deref());
+                init.set_sdp_m_line_index(sdp_mline_index);
+                if self.described.get() {
+                    self.add_candidate(&init).await?;
+                } else {
+                    let mut early = self.early_candidates.borrow_mut();
+                    if early.len() == MAX_EARLY_CANDIDATES {
+                        return Err(RtcError::TooManyCandidates(MAX_EARLY_CANDIDATES));
+                    }
+                    early.push(init);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the connection; the peer sees it at once.
+    pub fn close(&self) {
+        self.connection.set_onconnectionstatechange(None);
+        self.connection.close();
+    }
+}
+
+impl Drop for PeerSession {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The `sdp` field of a description the browser made.
+fn sdp_of(description: &JsValue) -> Result<String, RtcError> {
+    Reflect::get(description, &JsValue::from_str("sdp"))
+        .ok()
+        .and_then(|sdp| sdp.as_string())
+        .ok_or(RtcError::Stack {
+            context: "reading the local description",
+            message: "the browser gave no SDP".to_owned(),
+        })
+}

@@ -1,0 +1,291 @@
+//! The browser build's entry and page glue: settings from the page address, the
+//! spatial-audio system that follows the panels, the read-only test hooks on
+//! `window.__meetspace`, and small helpers for JavaScript values.
+//!
+//! The page address picks the room and server: `http://HOST:PORT/#room=ID` joins room
+//! ID through `ws://HOST:PORT/ws` (the server that served the page); `&name=NAME` sets
+//! the display name and `&signal=ws://...` another server.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use anyhow::Context;
+use bevy::prelude::*;
+use clap::Parser;
+use js_sys::{JSON, Object, Reflect};
+use serde::Serialize;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::app::add_client;
+use crate::call::{
+    CallNotice, CallState, ConnectionState, MediaState, Participant, SelfView, VideoFeed,
+};
+use crate::config::{CallArgs, ClientConfig};
+use crate::media::web::{place_listener, place_voice};
+use crate::signaling::protocol::{DisplayName, RoomId};
+use crate::signaling::{SignalUrl, WS_PATH};
+use crate::space::{Panel, PanelRect, PanelView, Player};
+
+/// The id of the `<canvas>` in index.html that Bevy draws into.
+const CANVAS_SELECTOR: &str = "#meetspace";
+/// The errors [`TestHooks`] keep, newest last.
+const KEPT_ERRORS: usize = 16;
+
+/// Starts the client in the page: panics go to the console, settings come from the
+/// address, and the app runs on the browser's event loop (this returns at once).
+pub fn run() {
+    console_error_panic_hook::set_once();
+    let (config, room) = match settings_from_address() {
+        Ok(settings) => settings,
+        Err(error) => {
+            show_fatal(&format!("meetspace cannot start: {error:#}"));
+            return;
+        }
+    };
+    let mut app = App::new();
+    add_client(
+        &mut app,
+        config,
+        room,
+        Window {
+            title: "meetspace".into(),
+            canvas: Some(CANVAS_SELECTOR.into()),
+            fit_canvas_to_parent: true,
+            ..default()
+        },
+    );
+    app.add_plugins(BrowserPlugin);
+    app.run();
+}
+
+/// The signaling server, display name and room that the page address asks for.
+fn settings_from_address() -> anyhow::Result<(ClientConfig, Option<RoomId>)> {
+    let location = web_sys::window().context("no window")?.location();
+    let describe_js = |error: JsValue| anyhow::anyhow!(describe(&error));
+    let host = location.host().map_err(describe_js)?;
+    let secure = location.protocol().map_err(describe_js)? == "https:";
+    let hash = location.hash().map_err(describe_js)?;
+    let mut signal = format!("{}://{host}{WS_PATH}", if secure { "wss" } else { "ws" });
+    let mut room = None;
+    let mut name = None;
+    for (key, value) in url::form_urlencoded::parse(hash.trim_start_matches('#').as_bytes()) {
+        match &*key {
+            "room" => room = Some(RoomId::parse(&value).context("the address's room id")?),
+            "name" => name = Some(DisplayName::parse(&value).context("the address's name")?),
+            "signal" => signal = value.into_owned(),
+            _ => {}
+        }
+    }
+    let signal: SignalUrl = signal.parse().context("the signaling server's address")?;
+    // The same defaults as the native client's flags.
+    let defaults = DefaultCallArgs::try_parse_from(["meetspace"])
+        .context("the default call settings")?
+        .call;
+    // Sound devices are the browser's (getUserMedia, WebAudio), not cpal's.
+    let mut config = ClientConfig::new(signal, defaults, false);
+    if let Some(name) = name {
+        config.name = name;
+    }
+    Ok((config, room))
+}
+
+/// The call flags with nothing given: their defaults.
+#[derive(Parser)]
+struct DefaultCallArgs {
+    #[command(flatten)]
+    call: CallArgs,
+}
+
+/// Puts a message where the app would be (for failures before the app runs).
+fn show_fatal(message: &str) {
+    tracing::error!("{message}");
+    if let Ok(document) = document()
+        && let Some(status) = document.get_element_by_id("status")
+    {
+        status.set_text_content(Some(message));
+    }
+}
+
+/// What only the browser build adds to the app: spatial audio placement and the test
+/// hooks.
+struct BrowserPlugin;
+
+impl Plugin for BrowserPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_systems(PostUpdate, place_voices)
+            .add_systems(Last, (collect_errors, publish_test_hooks).chain());
+        app.init_resource::<RecentErrors>();
+    }
+}
+
+/// Moves the audio listener with the player and each voice to its panel.
+fn place_voices(
+    player: Query<&GlobalTransform, With<Player>>,
+    panels: Query<(&Panel, &GlobalTransform)>,
+    participants: Query<&Participant>,
+) {
+    let Ok(listener) = player.single() else {
+        return;
+    };
+    place_listener(listener.translation(), *listener.forward(), *listener.up());
+    for (panel, transform) in &panels {
+        if let Ok(participant) = participants.get(panel.participant) {
+            place_voice(&participant.peer_id, transform.translation());
+        }
+    }
+}
+
+/// The latest call errors, for the test hooks.
+#[derive(Resource, Default)]
+struct RecentErrors(Vec<ErrorHook>);
+
+fn collect_errors(mut notices: MessageReader<CallNotice>, mut recent: ResMut<RecentErrors>) {
+    for notice in notices.read() {
+        if let CallNotice::Failed(error) = notice {
+            if recent.0.len() == KEPT_ERRORS {
+                recent.0.remove(0);
+            }
+            recent.0.push(ErrorHook {
+                kind: error.kind(),
+                message: error.to_string(),
+            });
+        }
+    }
+}
+
+/// `window.__meetspace`: a frozen snapshot, replaced every frame.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TestHooks {
+    /// `idle`, `joining`, `in_call` or `leaving`.
+    state: &'static str,
+    room: Option<String>,
+    self_id: Option<String>,
+    /// Frames of our own camera shown in the self-view.
+    self_frames_drawn: u64,
+    participants: Vec<ParticipantHook>,
+    /// Every panel's screen in canvas pixels, with the frames drawn on it.
+    panels: Vec<PanelRect>,
+    errors: Vec<ErrorHook>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ParticipantHook {
+    peer_id: String,
+    name: String,
+    connection: String,
+    frames_drawn: u64,
+    media: MediaState,
+}
+
+#[derive(Serialize, Clone)]
+struct ErrorHook {
+    kind: &'static str,
+    message: String,
+}
+
+thread_local! {
+    /// The snapshot the `window.__meetspace` getter returns.
+    static HOOKS: RefCell<JsValue> = const { RefCell::new(JsValue::UNDEFINED) };
+}
+
+/// Installs the read-only `window.__meetspace` property (a getter, no setter).
+fn install_hooks_getter() -> Result<(), JsValue> {
+    let window = web_sys::window().ok_or_else(|| JsValue::from_str("no window"))?;
+    let getter = Closure::<dyn Fn() -> JsValue>::new(|| HOOKS.with(|hooks| hooks.borrow().clone()));
+    let descriptor = Object::new();
+    Reflect::set(&descriptor, &"get".into(), getter.as_ref())?;
+    Object::define_property(&window, &"__meetspace".into(), &descriptor);
+    // The getter lives as long as the page.
+    getter.forget();
+    Ok(())
+}
+
+fn publish_test_hooks(
+    state: Res<CallState>,
+    participants: Query<(&Participant, &ConnectionState, &MediaState, &VideoFeed)>,
+    self_view: Query<&VideoFeed, With<SelfView>>,
+    panels: PanelView,
+    errors: Res<RecentErrors>,
+    mut installed: Local<bool>,
+) {
+    if !*installed {
+        if let Err(error) = install_hooks_getter() {
+            tracing::error!("the test hooks are missing: {}", describe(&error));
+        }
+        *installed = true;
+    }
+    let (state_name, room, self_id) = match &*state {
+        CallState::Idle => ("idle", None, None),
+        CallState::Joining => ("joining", None, None),
+        CallState::InCall { room, self_id } => {
+            ("in_call", Some(room.to_string()), Some(self_id.to_string()))
+        }
+        CallState::Leaving => ("leaving", None, None),
+    };
+    let hooks = TestHooks {
+        state: state_name,
+        room,
+        self_id,
+        self_frames_drawn: self_view.iter().map(|feed| feed.frames_shown).sum(),
+        participants: participants
+            .iter()
+            .map(|(participant, connection, media, feed)| ParticipantHook {
+                peer_id: participant.peer_id.to_string(),
+                name: participant.name.to_string(),
+                connection: format!("{:?}", connection.0).to_lowercase(),
+                frames_drawn: feed.frames_shown,
+                media: *media,
+            })
+            .collect(),
+        // In CSS pixels, as page screenshots measure.
+        panels: panels.rects(1.0),
+        errors: errors.0.clone(),
+    };
+    let Ok(json) = serde_json::to_string(&hooks) else {
+        return;
+    };
+    if let Ok(snapshot) = JSON::parse(&json) {
+        let snapshot = Object::freeze(snapshot.unchecked_ref::<Object>());
+        HOOKS.with(|hooks| *hooks.borrow_mut() = snapshot.into());
+    }
+}
+
+/// The page's document.
+pub fn document() -> Result<web_sys::Document, JsValue> {
+    web_sys::window()
+        .and_then(|window| window.document())
+        .ok_or_else(|| JsValue::from_str("no document"))
+}
+
+/// The `name` of a JavaScript error (`NotAllowedError`, ...), if it has one.
+pub fn error_name(error: &JsValue) -> Option<String> {
+    Reflect::get(error, &"name".into())
+        .ok()
+        .and_then(|name| name.as_string())
+}
+
+/// A JavaScript error (or any thrown value) in words.
+pub fn describe(error: &JsValue) -> String {
+    let message = Reflect::get(error, &"message".into())
+        .ok()
+        .and_then(|message| message.as_string());
+    match (error_name(error), message) {
+        (Some(name), Some(message)) => format!("{name}: {message}"),
+        (None, Some(message)) => message,
+        _ => error.as_string().unwrap_or_else(|| format!("{error:?}")),
+    }
+}
+
+/// Waits `duration` on the browser's timer.
+pub async fn sleep(duration: Duration) {
+    let millis = i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, millis);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}

@@ -1,0 +1,276 @@
+//! The browser build end to end in real headless Chromium: `meetspace serve` hosts the
+//! page and the signaling, a native `meetspace bot` creates a room, and
+//! tests/browser/e2e.mjs (playwright-core) opens the room link in one or two tabs.
+//!
+//! Needs the bundle (`scripts/build-web.sh`, run by `.ci/run`), Chromium (setup.sh) and
+//! playwright-core (`npm ci --prefix tests/browser`, run by `.ci/run`); each test fails
+//! with the command that installs what is missing.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
+use std::time::Duration;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long the serve process may take to say where it listens.
+const SERVE_START: Duration = Duration::from_secs(30);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The built bundle, or a failure that says how to build it.
+fn web_root() -> PathBuf {
+    let root = repo().join(meetspace::config::DEFAULT_WEB_ROOT);
+    for file in ["index.html", "meetspace.js", "meetspace_bg.wasm"] {
+        assert!(
+            root.join(file).is_file(),
+            "{} is missing: build the browser bundle first with scripts/build-web.sh \
+             (needs `rustup target add wasm32-unknown-unknown` and \
+             `cargo install wasm-bindgen-cli --version <the wasm-bindgen crate's>`; .ci/run does both)",
+            root.join(file).display()
+        );
+    }
+    root
+}
+
+/// One Chromium at a time: software WebGL on a small machine is slow enough alone.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
+/// Checks that Chromium and playwright-core are installed, then waits for the browser.
+fn check_tools() -> MutexGuard<'static, ()> {
+    assert!(
+        Path::new(CHROMIUM).is_file(),
+        "{CHROMIUM} is missing: install it with `apt-get install chromium` (setup.sh does)"
+    );
+    assert!(
+        repo()
+            .join("tests/browser/node_modules/playwright-core")
+            .is_dir(),
+        "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
+    );
+    ONE_BROWSER.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A child process killed (and reaped) when the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn meetspace() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_meetspace"));
+    command
+        .env_remove("MEETSPACE_SIGNAL")
+        .env_remove("MEETSPACE_NAME");
+    command
+}
+
+/// `meetspace serve --web-root` on a free port of 127.0.0.1; returns it and its
+/// address (HOST:PORT).
+fn serve() -> (Running, String) {
+    let mut child = meetspace()
+        .args(["serve", "--listen", "127.0.0.1:0", "--web-root"])
+        .arg(web_root())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start meetspace serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (found_tx, found) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening at ws://").nth(1) {
+                let address = rest.trim_end_matches("/ws").trim().to_owned();
+                let _ = found_tx.send(address);
+            }
+        }
+    });
+    let address = found
+        .recv_timeout(SERVE_START)
+        .expect("meetspace serve did not say where it listens");
+    (Running(child), address)
+}
+
+/// A bot that creates a room and stays until stopped, writing its figures to `stats`.
+fn hosting_bot(address: &str, stats: &Path) -> (Running, String) {
+    let mut child = meetspace()
+        .args(["bot", "--signal", &format!("ws://{address}"), "--create"])
+        .args(["--name", "Bot", "--stats-json"])
+        .arg(stats)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start meetspace bot");
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut first_line)
+        .expect("the bot's first line");
+    let room = first_line
+        .strip_prefix("room ")
+        .unwrap_or_else(|| panic!("the bot's first line was {first_line:?}"))
+        .trim()
+        .to_owned();
+    (Running(child), room)
+}
+
+/// Asks the bot to leave (SIGTERM: it writes its figures and exits), then reads them.
+fn stop_bot(mut bot: Running, stats: &Path) -> serde_json::Value {
+    let status = Command::new("kill")
+        .args(["-TERM", &bot.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exited = bot.0.wait().expect("the bot's exit");
+    assert!(exited.success(), "the bot failed: {exited}");
+    let text = std::fs::read_to_string(stats).expect("the bot's --stats-json file");
+    serde_json::from_str(&text).expect("the bot's figures are JSON")
+}
+
+fn artefacts() -> PathBuf {
+    let dir = repo().join("target/test-artefacts");
+    std::fs::create_dir_all(&dir).expect("the artefact folder");
+    dir
+}
+
+/// Runs one scenario of e2e.mjs; returns its `RESULT` JSON.
+fn browser(scenario: &str, address: &str, room: &str) -> serde_json::Value {
+    let output = Command::new("node")
+        .arg(repo().join("tests/browser/e2e.mjs"))
+        .args([scenario, &format!("http://{address}"), room])
+        .arg(artefacts())
+        .output()
+        .expect("cannot run node (install Node.js 20 or later)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the browser scenario {scenario} failed:\n{stderr}\n{stdout}"
+    );
+    let result = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line:\n{stdout}\n{stderr}"));
+    serde_json::from_str(result).expect("the RESULT line is JSON")
+}
+
+fn peer<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    stats["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|peer| peer["name"] == name))
+        .unwrap_or_else(|| panic!("the bot never saw {name}: {stats}"))
+}
+
+/// Spread of the luma in a rectangle of a PNG: a blank (one-colour) panel has none.
+fn luma_spread(png: &Path, rect: [f64; 4]) -> u8 {
+    let image = image::open(png).expect("the screenshot").to_luma8();
+    let clamp = |value: f64, max: u32| (value.max(0.0) as u32).min(max.saturating_sub(1));
+    let (x0, y0) = (
+        clamp(rect[0], image.width()),
+        clamp(rect[1], image.height()),
+    );
+    let (x1, y1) = (
+        clamp(rect[2], image.width()),
+        clamp(rect[3], image.height()),
+    );
+    let mut lumas = Vec::new();
+    for y in y0..=y1 {
+        for x in x0..=x1 {
+            lumas.push(image.get_pixel(x, y).0[0]);
+        }
+    }
+    let (low, high) = lumas
+        .iter()
+        .fold((u8::MAX, u8::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+    high.saturating_sub(low)
+}
+
+#[test]
+fn a_browser_tab_and_a_native_bot_see_each_other() {
+    let _browser = check_tools();
+    let (_server, address) = serve();
+    let stats = artefacts().join("browser-video-bot.json");
+    let (bot, room) = hosting_bot(&address, &stats);
+    let result = browser("video", &address, &room);
+
+    let bot_panel = result["hooks"]["panels"]
+        .as_array()
+        .and_then(|panels| panels.iter().find(|panel| panel["name"] == "Bot"))
+        .unwrap_or_else(|| panic!("no panel for the bot: {result}"));
+    assert!(bot_panel["frames_shown"].as_u64() >= Some(30), "{result}");
+    let rect: [f64; 4] = serde_json::from_value(bot_panel["rect"].clone()).expect("the rect");
+    let screenshot = PathBuf::from(result["screenshot"].as_str().expect("the screenshot"));
+    let spread = luma_spread(&screenshot, rect);
+    assert!(
+        spread > 40,
+        "the bot's panel in {} looks blank (luma spread {spread})",
+        screenshot.display()
+    );
+
+    let figures = stop_bot(bot, &stats);
+    let browser = peer(&figures, "Browser");
+    assert!(
+        browser["frames_decoded"].as_u64() >= Some(30),
+        "the bot decoded too little of the browser's camera: {browser}"
+    );
+    assert_eq!(browser["video_codec"], "VP8", "{browser}");
+}
+
+#[test]
+fn two_tabs_and_a_native_bot_make_a_full_mesh() {
+    let _browser = check_tools();
+    let (_server, address) = serve();
+    let stats = artefacts().join("browser-mesh-bot.json");
+    let (bot, room) = hosting_bot(&address, &stats);
+    let result = browser("mesh", &address, &room);
+    for tab in ["first", "second"] {
+        let participants = result[tab]["participants"]
+            .as_array()
+            .expect("participants");
+        assert_eq!(participants.len(), 2, "{tab} tab: {result}");
+        assert!(
+            participants.iter().all(|p| p["connection"] == "connected"),
+            "{tab} tab: {result}"
+        );
+    }
+    let figures = stop_bot(bot, &stats);
+    for name in ["TabOne", "TabTwo"] {
+        let tab = peer(&figures, name);
+        assert!(
+            tab["frames_decoded"].as_u64() > Some(0),
+            "the bot decoded nothing from {name}: {tab}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_camera_is_reported_and_the_tab_still_watches() {
+    let _browser = check_tools();
+    let (_server, address) = serve();
+    let stats = artefacts().join("browser-denied-bot.json");
+    let (bot, room) = hosting_bot(&address, &stats);
+    let result = browser("denied", &address, &room);
+    let errors = result["hooks"]["errors"].as_array().expect("errors");
+    let refusal = errors
+        .iter()
+        .find(|error| error["kind"] == "devices_unavailable")
+        .unwrap_or_else(|| panic!("no refusal reported: {result}"));
+    assert!(
+        refusal["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("denied")),
+        "{refusal}"
+    );
+    let figures = stop_bot(bot, &stats);
+    let watcher = peer(&figures, "Watcher");
+    assert_eq!(
+        watcher["frames_decoded"], 0,
+        "a watcher sends no video: {watcher}"
+    );
+}

@@ -1,0 +1,108 @@
+// Drives headless Chromium through the browser build for tests/browser.rs.
+//
+// Usage: node e2e.mjs SCENARIO BASE_URL ROOM ARTEFACT_DIR
+//   video:  one tab joins ROOM; waits until the bot's panel has drawn frames; saves
+//           a screenshot (ARTEFACT_DIR/browser-video.png) and prints the page's hooks.
+//   mesh:   two tabs join ROOM (with the bot: a mesh of three); waits until each tab
+//           draws frames from both others; prints both tabs' hooks.
+//   denied: one tab joins without the fake permission UI, so the camera prompt is
+//           refused; waits until the page reports it and still draws the bot's video.
+// Prints one line `RESULT <json>` on success; exits 1 with the reason otherwise.
+
+import { chromium } from "playwright-core";
+import path from "node:path";
+
+const [scenario, baseUrl, room, artefacts] = process.argv.slice(2);
+const TIMEOUT_MS = 150_000;
+
+const flags = [
+  "--headless",
+  "--no-sandbox",
+  "--use-fake-device-for-media-stream",
+  "--allow-loopback-in-peer-connection",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  // WebGL2 without a GPU: ANGLE on SwiftShader (software).
+  "--use-angle=swiftshader",
+  "--enable-unsafe-swiftshader",
+  // Remote voices play through WebAudio without a click first.
+  "--autoplay-policy=no-user-gesture-required",
+];
+if (scenario !== "denied") flags.push("--use-fake-ui-for-media-stream");
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  args: flags,
+});
+
+function fail(message) {
+  console.error(`e2e ${scenario}: ${message}`);
+  process.exitCode = 1;
+}
+
+async function openTab(context, name) {
+  const page = await context.newPage();
+  page.on("console", (message) => {
+    if (message.type() === "error" || message.type() === "warning") {
+      console.error(`[${name} ${message.type()}] ${message.text()}`);
+    }
+  });
+  page.on("pageerror", (error) => console.error(`[${name} pageerror] ${error}`));
+  await page.goto(`${baseUrl}/#room=${room}&name=${name}`);
+  return page;
+}
+
+const hooks = (page) => page.evaluate(() => window.__meetspace ?? null);
+
+// Waits until `check(hooks)` holds on `page`; fails with the last hooks otherwise.
+async function waitForHooks(page, what, check) {
+  const deadline = Date.now() + TIMEOUT_MS;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await hooks(page);
+    if (last && check(last)) return last;
+    await page.waitForTimeout(250);
+  }
+  throw new Error(`timed out waiting for ${what}; last hooks: ${JSON.stringify(last)}`);
+}
+
+const drawn = (state, name, atLeast) =>
+  state.participants.some((p) => p.name === name && p.framesDrawn >= atLeast);
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1024, height: 640 } });
+  if (scenario === "video") {
+    const page = await openTab(context, "Browser");
+    await waitForHooks(page, "frames from the bot", (s) => drawn(s, "Bot", 30));
+    // The player walks into the room; let the panel come into view.
+    const state = await waitForHooks(page, "the bot's panel on screen", (s) =>
+      s.panels.some((p) => p.name === "Bot" && p.rect));
+    const screenshot = path.join(artefacts, "browser-video.png");
+    await page.screenshot({ path: screenshot });
+    console.log(`RESULT ${JSON.stringify({ screenshot, hooks: state })}`);
+  } else if (scenario === "mesh") {
+    const first = await openTab(context, "TabOne");
+    await waitForHooks(first, "the first tab in the call", (s) => drawn(s, "Bot", 1));
+    const second = await openTab(context, "TabTwo");
+    const one = await waitForHooks(first, "the first tab drawing both others", (s) =>
+      drawn(s, "Bot", 10) && drawn(s, "TabTwo", 10));
+    const two = await waitForHooks(second, "the second tab drawing both others", (s) =>
+      drawn(s, "Bot", 10) && drawn(s, "TabOne", 10));
+    console.log(`RESULT ${JSON.stringify({ first: one, second: two })}`);
+  } else if (scenario === "denied") {
+    const page = await openTab(context, "Watcher");
+    const state = await waitForHooks(page, "the refusal reported, still watching", (s) =>
+      s.errors.some((e) => e.kind === "devices_unavailable") &&
+      s.state === "in_call" && drawn(s, "Bot", 10));
+    console.log(`RESULT ${JSON.stringify({ hooks: state })}`);
+  } else {
+    fail(`unknown scenario ${scenario}`);
+  }
+} catch (error) {
+  fail(error.message);
+} finally {
+  await browser.close();
+}
