@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use super::peer::{Echo, Outbound, PeerContext, RemotePeer};
 use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
 use crate::config::ClientConfig;
-use crate::media::{FrameSender, LocalSender, MediaSink, SendCounters, frame_channel};
+use crate::media::{
+    FrameReceiver, FrameSender, LocalSender, MediaSink, SendCounters, frame_channel,
+};
 use crate::rtc::native::LocalMedia;
 use crate::rtc::{Role, RtcConfig, SignalPayload};
 use crate::signaling::protocol::{
@@ -87,6 +89,9 @@ struct ActiveCall {
     local: LocalMedia,
     outbound: Outbound,
     peers: HashMap<PeerId, RemotePeer>,
+    /// Peers we offered to ahead of their arrival ([`LinkEvent::OfferAhead`]), with the
+    /// channel their video will arrive on once they are announced.
+    awaited: HashMap<PeerId, FrameReceiver>,
 }
 
 impl ActiveCall {
@@ -208,7 +213,17 @@ impl Driver {
                 peer_id,
                 peers,
             }) => self.start_call(room, peer_id, peers).await,
+            LinkEvent::OfferAhead { peer } => self.offer_ahead(peer).await,
             LinkEvent::Message(ServerMessage::PeerJoined { peer }) => {
+                let awaited = self
+                    .call
+                    .as_mut()
+                    .and_then(|call| call.awaited.remove(&peer.peer_id));
+                if let Some(video) = awaited {
+                    // We offered already; now they are here.
+                    self.emit(CallEvent::PeerJoined(JoiningPeer { info: peer, video }));
+                    return;
+                }
                 let (frames, video) = frame_channel();
                 let peer_id = peer.peer_id.clone();
                 self.emit(CallEvent::PeerJoined(JoiningPeer { info: peer, video }));
@@ -285,6 +300,7 @@ impl Driver {
             local,
             outbound,
             peers: HashMap::new(),
+            awaited: HashMap::new(),
         });
         let mut joining = Vec::new();
         let mut outputs = Vec::new();
@@ -301,6 +317,14 @@ impl Driver {
         for (peer_id, frames) in outputs {
             self.connect_peer(peer_id, Role::Offerer, frames).await;
         }
+    }
+
+    /// Offers to a peer that has not arrived yet; it is shown when it does.
+    async fn offer_ahead(&mut self, peer_id: PeerId) {
+        let Some(call) = &mut self.call else { return };
+        let (frames, video) = frame_channel();
+        call.awaited.insert(peer_id.clone(), video);
+        self.connect_peer(peer_id, Role::Offerer, frames).await;
     }
 
     async fn connect_peer(
@@ -378,6 +402,9 @@ impl Driver {
     }
 
     async fn drop_peer(&mut self, peer_id: &PeerId) {
+        if let Some(call) = &mut self.call {
+            call.awaited.remove(peer_id);
+        }
         let Some(peer) = self
             .call
             .as_mut()
