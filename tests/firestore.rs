@@ -110,6 +110,7 @@ impl FlutterPeer {
             .arg(format!("{dir}/flutter_peer.py"))
             .args(["--project", project, "--names", names, "--frames", "30"])
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("the Flutter-flow peer starts");
@@ -123,10 +124,10 @@ impl FlutterPeer {
         line.trim().to_owned()
     }
 
-    /// Its report: how many video frames it received from us.
-    fn frames_received(mut self) -> u64 {
+    /// Its report: how many video frames it received from us. It stays in the call
+    /// until dropped.
+    fn frames_received(&mut self) -> u64 {
         let report: Value = serde_json::from_str(&self.line()).unwrap_or_default();
-        let _ = self.child.wait();
         report["video_frames"].as_u64().unwrap_or(0)
     }
 }
@@ -224,7 +225,7 @@ fn meetspace_creates_and_a_flutter_flow_peer_joins() {
     let mut alice = client_with(&url, "Alice", settings(440.0));
     let room = host_room(&mut alice);
     wait_for_call(&mut alice, emulator, project_id, &format!("calls/{room}"));
-    let flutter = FlutterPeer::start(project_id, "flutter", &["join", room.as_str()]);
+    let mut flutter = FlutterPeer::start(project_id, "flutter", &["join", room.as_str()]);
     let frames = std::thread::scope(|scope| {
         let report = scope.spawn(|| flutter.frames_received());
         pump_until(&mut [&mut alice], 60 * SECOND, |_| report.is_finished());

@@ -7,7 +7,7 @@ against it to show that both layouts agree.
 
 Either way it sends a video and an audio track, counts the video frames it receives,
 and prints one JSON line {"video_frames": N, "width": W, "height": H} when it has
---frames of them (or --seconds passed), then closes. FIRESTORE_EMULATOR_HOST selects
+--frames of them (or --seconds passed); it hangs up when its stdin closes. FIRESTORE_EMULATOR_HOST selects
 the emulator, as for every Firestore client.
 """
 
@@ -130,6 +130,8 @@ async def main():
     except asyncio.TimeoutError:
         report = {"video_frames": 0, "width": 0, "height": 0}
     print(json.dumps(report), flush=True)
+    # Stay in the call until the test closes our stdin: the other side counts too.
+    await loop.run_in_executor(None, sys.stdin.read)
     for watch in watches:
         watch.unsubscribe()
     await pc.close()
