@@ -24,6 +24,8 @@ pub struct Emulator {
     /// `127.0.0.1:PORT`, as `FIRESTORE_EMULATOR_HOST` names it.
     pub host: String,
     http: reqwest::blocking::Client,
+    /// The watchdog shell: it outlives this process on purpose, so it is never waited for.
+    _watchdog: std::process::Child,
 }
 
 static EMULATOR: OnceLock<Emulator> = OnceLock::new();
@@ -67,13 +69,13 @@ impl Emulator {
         let host = format!("127.0.0.1:{port}");
         // A shell in a process group of its own runs the emulator and watches this test
         // process: when it is gone, the shell kills the group (gcloud and its java).
-        let watchdog = format!(
+        let script = format!(
             "gcloud emulators firestore start --host-port={host} >/tmp/meetspace-firestore-emulator-{port}.log 2>&1 & \
              while kill -0 {test} 2>/dev/null; do sleep 1; done; kill -- -$$",
             test = std::process::id()
         );
-        Command::new("sh")
-            .args(["-c", &watchdog])
+        let watchdog = Command::new("sh")
+            .args(["-c", &script])
             .process_group(0)
             .stdin(Stdio::null())
             .spawn()
@@ -81,6 +83,7 @@ impl Emulator {
         let emulator = Self {
             host,
             http: reqwest::blocking::Client::new(),
+            _watchdog: watchdog,
         };
         let started = Instant::now();
         while emulator.get("/").is_err() {
