@@ -6,103 +6,19 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bevy::prelude::*;
+use bevy::app::App;
+use common::checks::*;
 use common::*;
 use meetspace::call::{
     CallCommand, CallError, CallNotice, ConnectionState, MediaState, PEER_RECONNECT_LIMIT,
-    Participant, SendStats, VideoFeed,
+    Participant, SendStats,
 };
-use meetspace::media::convert::i420_to_rgba;
-use meetspace::media::{CallStats, SendSettings, SyntheticVideo};
 use meetspace::rtc::native::{LocalMedia, PeerSession};
 use meetspace::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, SignalPayload};
 use meetspace::runtime::AsyncRuntime;
 use meetspace::signaling::protocol::ServerMessage;
 use serde_json::json;
 use tokio::sync::mpsc;
-
-const SECOND: Duration = Duration::from_secs(1);
-
-/// Small frames keep several calls at once affordable on a 2-core machine.
-fn settings(tone_hz: f32) -> SendSettings {
-    SendSettings {
-        width: 320,
-        height: 240,
-        fps: 30,
-        video_kbps: 300,
-        tone_hz,
-        ..SendSettings::default()
-    }
-}
-
-/// What `app` shows of the participant called `name`.
-struct Seen {
-    stats: Option<CallStats>,
-    media: MediaState,
-    frames_shown: u64,
-    stamp_seq: Option<u32>,
-}
-
-fn seen(app: &mut App, name: &str) -> Option<Seen> {
-    let world = app.world_mut();
-    let mut query = world.query::<(&Participant, Option<&CallStats>, &MediaState, &VideoFeed)>();
-    query
-        .iter(world)
-        .find(|(participant, ..)| participant.name.as_str() == name)
-        .map(|(_, stats, media, feed)| Seen {
-            stats: stats.cloned(),
-            media: *media,
-            frames_shown: feed.frames_shown,
-            stamp_seq: feed.stamp.map(|stamp| stamp.seq),
-        })
-}
-
-fn frames_decoded(app: &mut App, name: &str) -> u64 {
-    seen(app, name)
-        .and_then(|seen| seen.stats)
-        .map_or(0, |stats| stats.frames_decoded)
-}
-
-/// Mean absolute RGB difference between the image `app` shows for `name` and the frame
-/// the synthetic source rendered for the same stamp.
-fn difference_from_source(app: &mut App, name: &str) -> f64 {
-    let world = app.world_mut();
-    let mut query = world.query::<(&Participant, &VideoFeed)>();
-    let (handle, stamp) = query
-        .iter(world)
-        .find(|(participant, _)| participant.name.as_str() == name)
-        .and_then(|(_, feed)| Some((feed.image.clone()?, feed.stamp?)))
-        .expect("a stamped frame is shown");
-    let images = world.resource::<Assets<Image>>();
-    let image = images.get(&handle).expect("the image exists");
-    let shown = image.data.as_ref().expect("the image has pixels");
-    let source = SyntheticVideo::new(image.width(), image.height())
-        .unwrap()
-        .render(stamp);
-    let mut expected = Vec::new();
-    i420_to_rgba(&source, &mut expected).unwrap();
-    assert_eq!(shown.len(), expected.len());
-    let total: u64 = shown
-        .chunks_exact(4)
-        .zip(expected.chunks_exact(4))
-        .map(|(a, b)| (0..3).map(|c| u64::from(a[c].abs_diff(b[c]))).sum::<u64>())
-        .sum();
-    total as f64 / (shown.len() / 4 * 3) as f64
-}
-
-fn tone_of(app: &mut App, name: &str) -> Option<f32> {
-    seen(app, name)?.stats?.audio_tone_hz
-}
-
-fn audio_packets(app: &mut App, name: &str) -> u64 {
-    seen(app, name)
-        .and_then(|seen| seen.stats)
-        .map_or(0, |stats| stats.audio_packets)
-}
-
-fn close_to(measured: Option<f32>, expected: f32) -> bool {
-    measured.is_some_and(|hz| (hz - expected).abs() <= expected * 0.05)
-}
 
 #[test]
 fn two_clients_see_and_hear_each_other() {
@@ -112,59 +28,7 @@ fn two_clients_see_and_hear_each_other() {
     let room = host_room(&mut alice);
     join_room(&mut bob, &room);
 
-    // Watch the stamps Bob sees go by while waiting for 60 decoded frames each way.
-    let mut seqs_at_bob = Vec::new();
-    let decoded = pump_until(&mut [&mut alice, &mut bob], 30 * SECOND, |apps| {
-        if let Some(seq) = seen(apps[1], "Alice").and_then(|seen| seen.stamp_seq)
-            && seqs_at_bob.last() != Some(&seq)
-        {
-            seqs_at_bob.push(seq);
-        }
-        frames_decoded(apps[0], "Bob") >= 60 && frames_decoded(apps[1], "Alice") >= 60
-    });
-    assert!(
-        decoded,
-        "alice got {} frames, bob {}: {:?} / {:?}",
-        frames_decoded(&mut alice, "Bob"),
-        frames_decoded(&mut bob, "Alice"),
-        notices(&alice),
-        notices(&bob)
-    );
-    assert!(
-        seqs_at_bob.len() > 10,
-        "too few distinct frames shown: {seqs_at_bob:?}"
-    );
-    assert!(
-        seqs_at_bob.windows(2).all(|pair| pair[0] < pair[1]),
-        "stamped sequence numbers must increase: {seqs_at_bob:?}"
-    );
-
-    // The pixels shown are the pixels sent, within VP8's tolerance. For scale: a
-    // neighbouring frame of the pattern differs by far more than this bound.
-    let at_bob = difference_from_source(&mut bob, "Alice");
-    let at_alice = difference_from_source(&mut alice, "Bob");
-    assert!(
-        at_bob < 8.0 && at_alice < 8.0,
-        "mean RGB error {at_bob:.2} / {at_alice:.2}"
-    );
-
-    // Audio both ways, each the sender's own tone.
-    let heard = pump_until(&mut [&mut alice, &mut bob], 10 * SECOND, |apps| {
-        close_to(tone_of(apps[0], "Bob"), 660.0) && close_to(tone_of(apps[1], "Alice"), 440.0)
-    });
-    assert!(
-        heard,
-        "tones heard: alice {:?}, bob {:?}",
-        tone_of(&mut alice, "Bob"),
-        tone_of(&mut bob, "Alice")
-    );
-    assert!(audio_packets(&mut alice, "Bob") > 50 && audio_packets(&mut bob, "Alice") > 50);
-    let stats = seen(&mut bob, "Alice").unwrap().stats.unwrap();
-    assert_eq!(
-        (stats.width, stats.height, stats.video_codec),
-        (320, 240, "VP8")
-    );
-    assert!(stats.latency_ms_p50.is_some() && stats.first_frame_ms.is_some());
+    assert_alice_and_bob_see_and_hear_each_other(&mut alice, &mut bob);
 }
 
 #[test]

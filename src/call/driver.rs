@@ -24,7 +24,7 @@ use super::peer::{Echo, Outbound, PeerContext, PeerStateChange, RemotePeer};
 use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
 use crate::config::ClientConfig;
 use crate::media::{
-    FrameSender, LocalSender, MediaSink, Mixer, SendCounters, Speaker, frame_channel,
+    FrameReceiver, FrameSender, LocalSender, MediaSink, Mixer, SendCounters, Speaker, frame_channel,
 };
 use crate::rtc::native::LocalMedia;
 use crate::rtc::{PeerConnectionState, Role, RtcConfig, SignalPayload};
@@ -163,6 +163,9 @@ struct ActiveCall {
     /// Plays the mixer while the call lasts (`None`: no speaker).
     speaker: Option<Speaker>,
     peers: HashMap<PeerId, PeerSlot>,
+    /// Peers we offered to ahead of their arrival ([`LinkEvent::OfferAhead`]), with the
+    /// channel their video will arrive on once they are announced.
+    awaited: HashMap<PeerId, FrameReceiver>,
 }
 
 impl ActiveCall {
@@ -338,7 +341,17 @@ impl Driver {
                     self.start_call(room, peer_id, peers).await;
                 }
             }
+            LinkEvent::OfferAhead { peer } => self.offer_ahead(peer).await,
             LinkEvent::Message(ServerMessage::PeerJoined { peer }) => {
+                let awaited = self
+                    .call
+                    .as_mut()
+                    .and_then(|call| call.awaited.remove(&peer.peer_id));
+                if let Some(video) = awaited {
+                    // We offered already (Firestore's 1:1 flow); now they are here.
+                    self.emit(CallEvent::PeerJoined(JoiningPeer { info: peer, video }));
+                    return;
+                }
                 self.add_peer(peer, Role::Answerer).await;
             }
             LinkEvent::Message(ServerMessage::PeerLeft { peer_id }) => {
@@ -582,6 +595,7 @@ impl Driver {
             outbound,
             speaker,
             peers: HashMap::new(),
+            awaited: HashMap::new(),
         });
         let mut joining = Vec::new();
         let mut outputs = Vec::new();
@@ -598,6 +612,14 @@ impl Driver {
         for (peer_id, frames) in outputs {
             self.connect_peer(peer_id, Role::Offerer, frames).await;
         }
+    }
+
+    /// Offers to a peer that has not arrived yet; it is shown when it does.
+    async fn offer_ahead(&mut self, peer_id: PeerId) {
+        let Some(call) = &mut self.call else { return };
+        let (frames, video) = frame_channel();
+        call.awaited.insert(peer_id.clone(), video);
+        self.connect_peer(peer_id, Role::Offerer, frames).await;
     }
 
     /// Opens a fresh connection to `peer_id`, replacing the one it has (whose failure
@@ -784,6 +806,9 @@ impl Driver {
     }
 
     async fn drop_peer(&mut self, peer_id: &PeerId) {
+        if let Some(call) = &mut self.call {
+            call.awaited.remove(peer_id);
+        }
         let Some(slot) = self
             .call
             .as_mut()

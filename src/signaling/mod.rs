@@ -4,6 +4,8 @@
 //! that all hand the call driver the same [`SignalingLink`]: the driver never knows
 //! which backend carries its messages.
 
+#[cfg(all(feature = "firestore", not(target_arch = "wasm32")))]
+pub mod firestore;
 pub mod protocol;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod reconnect;
@@ -23,12 +25,17 @@ use std::str::FromStr;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use protocol::{ClientMessage, ServerMessage};
+use protocol::{ClientMessage, PeerId, ServerMessage};
+
+/// Scheme of Firestore signaling URLs.
+const FIRESTORE_SCHEME: &str = "firestore";
 
 /// Path of the WebSocket endpoint on a meetspace signaling server.
 pub const WS_PATH: &str = "/ws";
 
-/// Where the signaling server is: a `ws://` or `wss://` URL.
+/// Where signaling happens: a meetspace server's `ws://` or `wss://` URL, or (with the
+/// `firestore` feature, native) `firestore://PROJECT_ID[?names=codelab]`, a Firebase
+/// project's Firestore in the original Flutter app's layout.
 ///
 /// A URL without a path (`ws://host:port`) means the server's [`WS_PATH`] endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +48,15 @@ pub enum SignalUrlError {
     #[error("not a URL ({0}); expected ws://HOST:PORT")]
     Malformed(#[from] url::ParseError),
     /// A URL of another scheme.
-    #[error("unsupported scheme {0:?}; expected ws:// or wss://")]
+    #[error("unsupported scheme {0:?}; expected ws://, wss:// or firestore://")]
     Scheme(String),
+    /// A `firestore://` URL in a build without Firestore signaling.
+    #[error("this build has no Firestore signaling (build it with the cargo feature firestore)")]
+    FirestoreNotBuilt,
+    /// A `firestore://` URL that names no project, or has an unknown option.
+    #[cfg(all(feature = "firestore", not(target_arch = "wasm32")))]
+    #[error(transparent)]
+    Firestore(#[from] firestore::FirestoreUrlError),
     /// A URL without a host.
     #[error("the URL has no host; expected ws://HOST:PORT")]
     NoHost,
@@ -53,6 +67,15 @@ impl FromStr for SignalUrl {
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         let mut url = url::Url::parse(raw.trim())?;
+        if url.scheme() == FIRESTORE_SCHEME {
+            #[cfg(all(feature = "firestore", not(target_arch = "wasm32")))]
+            {
+                firestore::FirestoreTarget::from_url(&url)?;
+                return Ok(Self(url));
+            }
+            #[cfg(not(all(feature = "firestore", not(target_arch = "wasm32"))))]
+            return Err(SignalUrlError::FirestoreNotBuilt);
+        }
         if !matches!(url.scheme(), "ws" | "wss") {
             return Err(SignalUrlError::Scheme(url.scheme().to_owned()));
         }
@@ -77,6 +100,14 @@ impl fmt::Display for SignalUrl {
 pub enum LinkEvent {
     /// A message from the server.
     Message(ServerMessage),
+    /// Offer to `peer` now, before it is in the room; its arrival comes later as
+    /// [`ServerMessage::PeerJoined`]. Only after `welcome`, and only from backends whose
+    /// calls start with the creator's offer (Firestore's 1:1 calls, where the offer waits
+    /// in the call document for whoever answers it). The WebSocket server never sends it.
+    OfferAhead {
+        /// The peer that will answer.
+        peer: PeerId,
+    },
     /// The connection ended; nothing more will arrive.
     Closed {
         /// Why, for people.
@@ -123,13 +154,19 @@ pub enum SignalingError {
     },
 }
 
-/// Opens a signaling connection to `url`; a `wss://` server must show a certificate
-/// that the platform's roots or the CA certificates in `extra_ca` (PEM) vouch for.
-/// In the browser, the browser's own trust store decides and `extra_ca` is not used.
+/// Opens a signaling connection to `url`: a Firestore project (native, with the
+/// `firestore` feature) or a meetspace server, where a `wss://` server must show a
+/// certificate that the platform's roots or the CA certificates in `extra_ca` (PEM)
+/// vouch for. In the browser, the browser's own trust store decides and `extra_ca` is
+/// not used.
 pub async fn connect(
     url: &SignalUrl,
     extra_ca: Option<&Path>,
 ) -> Result<SignalingLink, SignalingError> {
+    #[cfg(all(feature = "firestore", not(target_arch = "wasm32")))]
+    if url.0.scheme() == FIRESTORE_SCHEME {
+        return firestore::connect(url).await;
+    }
     #[cfg(not(target_arch = "wasm32"))]
     return ws_native::connect(url, extra_ca).await;
     #[cfg(target_arch = "wasm32")]
