@@ -25,7 +25,9 @@ use std::str::FromStr;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use protocol::{ClientMessage, PeerId, ServerMessage};
+#[cfg(not(target_arch = "wasm32"))]
+use protocol::PeerId;
+use protocol::{ClientMessage, ServerMessage};
 
 /// Scheme of Firestore signaling URLs.
 const FIRESTORE_SCHEME: &str = "firestore";
@@ -103,7 +105,9 @@ pub enum LinkEvent {
     /// Offer to `peer` now, before it is in the room; its arrival comes later as
     /// [`ServerMessage::PeerJoined`]. Only after `welcome`, and only from backends whose
     /// calls start with the creator's offer (Firestore's 1:1 calls, where the offer waits
-    /// in the call document for whoever answers it). The WebSocket server never sends it.
+    /// in the call document for whoever answers it). The WebSocket server never sends it,
+    /// and the browser build has no Firestore backend.
+    #[cfg(not(target_arch = "wasm32"))]
     OfferAhead {
         /// The peer that will answer.
         peer: PeerId,
