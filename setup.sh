@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that building and testing meetspace needs.
-# Safe to run again: it only calls apt-get when something is missing.
+# Installs what building and testing meetspace needs: the Debian packages, the Firestore
+# emulator (Google's apt repository) and Java for its tests, the wasm32 target and
+# wasm-bindgen-cli for the browser build. Safe to run again: it only installs what is
+# missing.
 set -euo pipefail
 
 packages=(
@@ -27,12 +29,35 @@ for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all system packages present"
+fi
+
+# The Firestore tests: the emulator (Google's apt repository, not Debian's) and Java.
+if ! dpkg-query -W -f='${Status}' google-cloud-cli-firestore-emulator 2>/dev/null | grep -q "install ok installed" \
+   || ! command -v java >/dev/null; then
+  if [ ! -e /usr/share/keyrings/cloud.google.gpg ]; then
+    curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | $sudo gpg --dearmor -o /usr/share/keyrings/cloud.google.gpg
+  fi
+  echo "deb [signed-by=/usr/share/keyrings/cloud.google.gpg] https://packages.cloud.google.com/apt cloud-sdk main" \
+    | $sudo tee /etc/apt/sources.list.d/google-cloud-sdk.list >/dev/null
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    google-cloud-cli-firestore-emulator default-jre-headless
+fi
+
+# The browser build (scripts/build-web.sh): the wasm target and wasm-bindgen-cli at
+# exactly the version of the wasm-bindgen crate in Cargo.lock.
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1
+wasm_bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print }' \
+  "$(dirname "$0")/Cargo.lock")
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $wasm_bindgen_version" ]; then
+  echo "setup: installing wasm-bindgen-cli $wasm_bindgen_version"
+  cargo install -q wasm-bindgen-cli --version "$wasm_bindgen_version"
 fi

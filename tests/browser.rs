@@ -2,14 +2,15 @@
 //! page and the signaling, a native `meetspace bot` creates a room, and
 //! tests/browser/e2e.mjs (playwright-core) opens the room link in one or two tabs.
 //!
-//! Needs the bundle (`scripts/build-web.sh`, run by `.ci/run`), Chromium (setup.sh) and
-//! playwright-core (`npm ci --prefix tests/browser`, run by `.ci/run`); each test fails
-//! with the command that installs what is missing.
+//! Builds the bundle from the current source first (`scripts/build-web.sh`, once per run;
+//! the wasm target and wasm-bindgen-cli come from setup.sh) and installs playwright-core
+//! when it is missing (`npm ci --prefix tests/browser`); Chromium comes from setup.sh.
+//! Each test fails with the command that installs what is missing.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
 use std::time::Duration;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -20,19 +21,31 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The built bundle, or a failure that says how to build it.
+/// Runs `program` in the repository and fails the test, with `help`, unless it succeeds.
+fn run_step(program: &str, args: &[&str], help: &str) {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .status()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}; {help}"));
+    assert!(
+        status.success(),
+        "{program} {args:?} failed ({status}); {help}"
+    );
+}
+
+/// The bundle, built once per test run from the current source.
 fn web_root() -> PathBuf {
-    let root = repo().join(meetspace::config::DEFAULT_WEB_ROOT);
-    for file in ["index.html", "meetspace.js", "meetspace_bg.wasm"] {
-        assert!(
-            root.join(file).is_file(),
-            "{} is missing: build the browser bundle first with scripts/build-web.sh \
-             (needs `rustup target add wasm32-unknown-unknown` and \
-             `cargo install wasm-bindgen-cli --version <the wasm-bindgen crate's>`; .ci/run does both)",
-            root.join(file).display()
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        run_step(
+            "scripts/build-web.sh",
+            &[],
+            "it needs `rustup target add wasm32-unknown-unknown` and \
+             `cargo install wasm-bindgen-cli --version <the wasm-bindgen crate's>` (setup.sh does both)",
         );
-    }
-    root
+    });
+    repo().join(meetspace::config::DEFAULT_WEB_ROOT)
 }
 
 /// One Chromium at a time: software WebGL on a small machine is slow enough alone.
@@ -44,13 +57,18 @@ fn check_tools() -> MutexGuard<'static, ()> {
         Path::new(CHROMIUM).is_file(),
         "{CHROMIUM} is missing: install it with `apt-get install chromium` (setup.sh does)"
     );
-    assert!(
-        repo()
-            .join("tests/browser/node_modules/playwright-core")
-            .is_dir(),
-        "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
-    );
-    ONE_BROWSER.lock().unwrap_or_else(PoisonError::into_inner)
+    let guard = ONE_BROWSER.lock().unwrap_or_else(PoisonError::into_inner);
+    if !repo()
+        .join("tests/browser/node_modules/playwright-core")
+        .is_dir()
+    {
+        run_step(
+            "npm",
+            &["ci", "--prefix", "tests/browser", "--no-audit", "--no-fund"],
+            "playwright-core comes from the npm registry (Node.js and npm from setup.sh)",
+        );
+    }
+    guard
 }
 
 /// A child process killed (and reaped) when the test ends.
