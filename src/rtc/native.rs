@@ -103,11 +103,18 @@ fn random_u32() -> u32 {
     hasher.finish() as u32
 }
 
-/// How often the receiver asks again for packets still missing. webrtc-rs's default, 100 ms,
-/// adds up to a tenth of a second to every repair; at 10 ms a lost packet is asked for as soon
-/// as the next packet shows the gap, so a repair costs about one round trip (with 5 % loss and
-/// 50 ms each way: 0.9 s frozen per minute instead of 13 s; docs/impaired-network.md).
+/// How often the receiver asks for packets still missing. webrtc-rs's default, 100 ms,
+/// adds up to a tenth of a second to every repair; at 10 ms a lost packet is asked for as
+/// soon as the next packet shows the gap, so a repair costs about one round trip (with 5 %
+/// loss and 50 ms each way: about 1 s frozen per minute instead of 13 s;
+/// docs/impaired-network.md).
 const NACK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How many times one missing packet is asked for. Without a bound, a fast NACK cycle
+/// over a long round trip (a congested link: 1 s and more) asks for each packet a hundred
+/// times and the resends choke the link further; six requests 10 ms apart survive the
+/// loss of a request or of a resend.
+const NACKS_PER_PACKET: u16 = 6;
 
 /// webrtc-rs's default interceptors (NACK, TWCC receiver side, RTCP reports), with the NACK
 /// generator asking every [`NACK_INTERVAL`]. The codecs carry the `nack` feedback themselves.
@@ -120,6 +127,7 @@ fn register_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, Rtc
             Slot::NackGenerator,
             NackGeneratorBuilder::new()
                 .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(NACKS_PER_PACKET)
                 .build(),
         );
     let registry = configure_twcc_receiver_only(registry, media_engine)
