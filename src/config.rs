@@ -10,7 +10,7 @@ use bevy::prelude::Resource;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use thiserror::Error;
 
-use crate::media::{AudioInput, DeviceChoice, SendSettings};
+use crate::media::{AudioInput, DeviceChoice, SendSettings, VideoInput};
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, RoomId};
 use crate::signaling::server::ServerLimits;
@@ -75,6 +75,11 @@ pub struct CallArgs {
     /// `none`. The client plays on the default speaker, the bot on none.
     #[arg(long, value_name = "DEVICE")]
     pub speaker: Option<String>,
+    /// What video we send: `synthetic` (the stamped test pattern), `file:PATH` (a y4m
+    /// file, 8-bit 4:2:0, played in a loop) or `camera[:NAME|INDEX]` (a camera; alone,
+    /// the first one).
+    #[arg(long, value_name = "SOURCE", default_value = "synthetic", value_parser = VideoInput::parse)]
+    pub video: VideoInput,
     /// `none`: use no sound device at all (send the synthetic tone, play nothing), for
     /// machines without one.
     #[arg(long, value_name = "none", value_parser = ["none"], conflicts_with_all = ["mic", "speaker"])]
@@ -284,6 +289,7 @@ impl ClientConfig {
                 video_kbps: call.video_kbps,
                 tone_hz: call.tone_hz,
                 audio_input,
+                video_input: call.video,
             },
             echo: false,
             decode_video: true,

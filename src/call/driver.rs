@@ -290,10 +290,18 @@ impl Driver {
                 return;
             }
         };
-        let audio_problem = match &outbound {
-            Outbound::Encoded(sender) => sender.audio_problem().cloned(),
-            Outbound::Echo(_) => None,
+        let (audio_problem, video_problem) = match &outbound {
+            Outbound::Encoded(sender) => (
+                sender.audio_problem().cloned(),
+                sender.video_problem().cloned(),
+            ),
+            Outbound::Echo(_) => (None, None),
         };
+        if let Some(problem) = video_problem {
+            self.emit(CallEvent::Failed(CallError::Device(format!(
+                "others see the test pattern: {problem}"
+            ))));
+        }
         if let Some(problem) = audio_problem {
             // No microphone: we are muted, and everyone is told.
             self.media_state.audio = false;

@@ -170,8 +170,8 @@ impl CallError {
                 "the other side may use a codec meetspace lacks (it needs VP8 and Opus)"
             }
             Self::Device(_) => {
-                "check that it is plugged in and free; --mic and --speaker pick another, \
-                 --audio none uses no sound device"
+                "check that it is plugged in and free; --video, --mic and --speaker pick \
+                 another, --audio none uses no sound device"
             }
         }
     }

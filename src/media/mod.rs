@@ -1,4 +1,4 @@
-//! Media: raw frame types, synthetic sources, devices (microphones and speakers through
+//! Media: raw frame types, synthetic sources, a y4m file source, devices (microphones and speakers through
 //! cpal, native only), codecs (VP8 through libvpx, Opus through libopus), the send path
 //! (encode once per local track), the receive path (decode per remote peer, newest
 //! frame wins), the playback mixer with spatial gains, statistics and signal analysis.
@@ -11,6 +11,8 @@ pub mod audio_io;
 pub mod convert;
 pub mod device;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod file_video;
 pub mod frame;
 pub mod mixer;
 pub mod opus;
@@ -26,7 +28,7 @@ pub mod vp8;
 pub use self::analysis::{dominant_frequency, rms_level};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::audio_io::{Direction, Microphone, Speaker, audio_devices};
-pub use self::device::{AudioInput, DeviceChoice};
+pub use self::device::{AudioInput, DeviceChoice, VideoInput};
 pub use self::error::{CodecError, DeviceError, FrameError};
 pub use self::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 pub use self::mixer::{Mixer, StereoGain};

@@ -1,4 +1,5 @@
-//! The send path: capture (synthetic sources or, natively, a microphone) and encode on
+//! The send path: capture (synthetic sources or, natively, a y4m file or a microphone)
+//! and encode on
 //! dedicated threads, once per local track, and hand the encoded frames to a
 //! [`MediaSink`] that fans them out to every peer.
 //!
@@ -15,9 +16,11 @@ use super::analysis::rms_level;
 #[cfg(not(target_arch = "wasm32"))]
 use super::audio_io::Microphone;
 use super::convert::i420_to_rgba;
-use super::device::AudioInput;
+use super::device::{AudioInput, VideoInput};
 use super::error::{CodecError, DeviceError};
-use super::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame};
+#[cfg(not(target_arch = "wasm32"))]
+use super::file_video::Y4mFile;
+use super::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 use super::opus::OpusEncoder;
 use super::receive::{DecodedFrame, FrameSender};
 use super::synthetic::{SyntheticAudio, SyntheticVideo};
@@ -44,6 +47,8 @@ pub struct SendSettings {
     pub tone_hz: f32,
     /// Where the audio we send comes from.
     pub audio_input: AudioInput,
+    /// Where the video we send comes from.
+    pub video_input: VideoInput,
 }
 
 impl Default for SendSettings {
@@ -55,6 +60,7 @@ impl Default for SendSettings {
             video_kbps: 800,
             tone_hz: 440.0,
             audio_input: AudioInput::Tone,
+            video_input: VideoInput::Synthetic,
         }
     }
 }
@@ -151,6 +157,51 @@ impl AudioSource {
     }
 }
 
+/// Where the video loop takes its frames from.
+enum VideoSource {
+    /// The stamped test pattern.
+    Synthetic(SyntheticVideo),
+    /// A y4m file, in a loop.
+    #[cfg(not(target_arch = "wasm32"))]
+    File(Box<Y4mFile>),
+}
+
+impl VideoSource {
+    /// Opens what `settings` asks for.
+    fn open(settings: &SendSettings) -> Result<Self, DeviceError> {
+        match &settings.video_input {
+            VideoInput::Synthetic => Self::synthetic(settings),
+            #[cfg(not(target_arch = "wasm32"))]
+            VideoInput::File(path) => Y4mFile::open(path).map(|file| Self::File(Box::new(file))),
+            #[cfg(target_arch = "wasm32")]
+            VideoInput::File(_) => Err(DeviceError::Format(
+                "video files are read by the native client only".to_owned(),
+            )),
+            VideoInput::Camera(choice) => Err(DeviceError::NotFound {
+                kind: "camera",
+                wanted: choice.to_string(),
+                available: Vec::new(),
+            }),
+        }
+    }
+
+    /// The test pattern at the size `settings` asks for.
+    fn synthetic(settings: &SendSettings) -> Result<Self, DeviceError> {
+        SyntheticVideo::new(settings.width, settings.height)
+            .map(Self::Synthetic)
+            .map_err(|error| DeviceError::Format(error.to_string()))
+    }
+
+    /// The next frame, captured at `captured` (microseconds since the UNIX epoch).
+    fn next_frame(&mut self, captured: u64) -> Result<VideoFrame, DeviceError> {
+        match self {
+            Self::Synthetic(source) => Ok(source.next_frame(captured)),
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::File(file) => file.next_frame(),
+        }
+    }
+}
+
 /// Switches shared between the owner and the encoder threads.
 #[derive(Debug)]
 struct Controls {
@@ -165,6 +216,7 @@ pub struct LocalSender {
     controls: Arc<Controls>,
     threads: Vec<JoinHandle<()>>,
     audio_problem: Option<DeviceError>,
+    video_problem: Option<DeviceError>,
 }
 
 impl LocalSender {
@@ -173,13 +225,22 @@ impl LocalSender {
     /// `preview` (the self-view) at half the frame rate.
     ///
     /// A microphone that cannot be opened does not stop the call: we send no audio,
-    /// and [`Self::audio_problem`] says why.
+    /// and [`Self::audio_problem`] says why. Neither does a video source: we send the
+    /// test pattern instead, and [`Self::video_problem`] says why.
     pub fn start(
         settings: &SendSettings,
         sink: Arc<dyn MediaSink>,
         counters: Arc<SendCounters>,
         preview: Option<FrameSender>,
     ) -> Result<Self, CodecError> {
+        let (source, video_problem) = match VideoSource::open(settings) {
+            Ok(source) => (source, None),
+            Err(error) => {
+                tracing::warn!(%error, "sending the test pattern");
+                let fallback = SyntheticVideo::new(settings.width, settings.height)?;
+                (VideoSource::Synthetic(fallback), Some(error))
+            }
+        };
         let encoder = Vp8Encoder::new(Vp8Config {
             width: settings.width,
             height: settings.height,
@@ -187,7 +248,6 @@ impl LocalSender {
             bitrate_kbps: settings.video_kbps,
         })?;
         counters.video_encoders.fetch_add(1, Ordering::Relaxed);
-        let source = SyntheticVideo::new(settings.width, settings.height)?;
         let opus = OpusEncoder::new(OPUS_BITRATE_BPS)?;
         let (audio_source, audio_problem) = match AudioSource::open(settings) {
             Ok(source) => (Some(source), None),
@@ -228,7 +288,13 @@ impl LocalSender {
             controls,
             threads,
             audio_problem,
+            video_problem,
         })
+    }
+
+    /// Why we send the test pattern instead of the video asked for.
+    pub fn video_problem(&self) -> Option<&DeviceError> {
+        self.video_problem.as_ref()
     }
 
     /// Why we send no audio, when the microphone could not be opened.
@@ -307,7 +373,7 @@ struct VideoLoop {
     _capture: CaptureHandle,
     counters: Arc<SendCounters>,
     encoder: Vp8Encoder,
-    source: SyntheticVideo,
+    source: VideoSource,
     period: Duration,
     preview: Option<FrameSender>,
 }
@@ -322,7 +388,22 @@ impl VideoLoop {
                 continue;
             }
             let captured = wall_clock_micros();
-            let frame = self.source.next_frame(captured);
+            let frame = match self.source.next_frame(captured) {
+                Ok(frame) => frame,
+                Err(error) => {
+                    tracing::warn!(%error, "the video source failed; sending the test pattern");
+                    let config = self.encoder.config();
+                    match SyntheticVideo::new(config.width, config.height) {
+                        Ok(pattern) => self.source = VideoSource::Synthetic(pattern),
+                        Err(_) => return,
+                    }
+                    continue;
+                }
+            };
+            if let Err(error) = self.fit_encoder(&frame) {
+                tracing::warn!(%error, "no encoder for the new frame size");
+                return;
+            }
             captured_frames = captured_frames.wrapping_add(1);
             if let Some(preview) = &self.preview
                 && captured_frames.is_multiple_of(PREVIEW_EVERY)
@@ -354,6 +435,22 @@ impl VideoLoop {
                 Err(error) => tracing::warn!(%error, "a video frame could not be encoded"),
             }
         }
+    }
+
+    /// Makes a new encoder when the source's frame size changed (a file or camera of
+    /// another size); its first frame is a keyframe, so peers follow without a new
+    /// negotiation: the track stays.
+    fn fit_encoder(&mut self, frame: &VideoFrame) -> Result<(), CodecError> {
+        let config = self.encoder.config();
+        if (frame.width, frame.height) != (config.width, config.height) {
+            self.encoder = Vp8Encoder::new(Vp8Config {
+                width: frame.width,
+                height: frame.height,
+                ..config
+            })?;
+            self.controls.keyframe_wanted.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
