@@ -80,6 +80,10 @@ pub struct CallArgs {
     /// the first one).
     #[arg(long, value_name = "SOURCE", default_value = "synthetic", value_parser = VideoInput::parse)]
     pub video: VideoInput,
+    /// The camera to send from, by name (or a unique part of it) or index: the same as
+    /// `--video camera:NAME|INDEX`.
+    #[arg(long, value_name = "NAME|INDEX", conflicts_with = "video")]
+    pub camera: Option<String>,
     /// `none`: use no sound device at all (send the synthetic tone, play nothing), for
     /// machines without one.
     #[arg(long, value_name = "none", value_parser = ["none"], conflicts_with_all = ["mic", "speaker"])]
@@ -106,6 +110,16 @@ impl CallArgs {
             None => devices_by_default.then_some(DeviceChoice::Default),
         };
         (input, output)
+    }
+}
+
+impl CallArgs {
+    /// Where our video comes from: `--camera`, else `--video`.
+    pub fn video_input(&self) -> VideoInput {
+        match &self.camera {
+            Some(camera) => VideoInput::Camera(DeviceChoice::parse(camera)),
+            None => self.video.clone(),
+        }
     }
 }
 
@@ -278,6 +292,7 @@ impl ClientConfig {
     pub fn new(signal: SignalUrl, call: CallArgs, devices_by_default: bool) -> Self {
         let (width, height) = call.resolution;
         let (audio_input, speaker) = call.audio_devices(devices_by_default);
+        let video_input = call.video_input();
         Self {
             signal,
             name: call.name,
@@ -289,7 +304,7 @@ impl ClientConfig {
                 video_kbps: call.video_kbps,
                 tone_hz: call.tone_hz,
                 audio_input,
-                video_input: call.video,
+                video_input,
             },
             echo: false,
             decode_video: true,

@@ -178,6 +178,21 @@ impl Driver {
                 self.announce_media_state();
                 return;
             }
+            CallCommand::SwitchVideo(input) => {
+                let mut media = self.config.media.clone();
+                media.video_input = input;
+                let switched = match self.call.as_ref().and_then(ActiveCall::sender) {
+                    Some(sender) => sender.switch_video(&media),
+                    None => Ok(()),
+                };
+                match switched {
+                    Ok(()) => self.config.media = media,
+                    Err(problem) => self.emit(CallEvent::Failed(CallError::Device(format!(
+                        "the video source stays as it was: {problem}"
+                    )))),
+                }
+                return;
+            }
             CallCommand::SetCamera(on) => {
                 self.media_state.video = on;
                 if let Some(sender) = self.call.as_ref().and_then(ActiveCall::sender) {

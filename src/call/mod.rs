@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::config::ClientConfig;
 use crate::media::{
-    CallStats, DecodedFrame, FrameReceiver, Mixer, SendCounters, Stamp, frame_channel,
+    CallStats, DecodedFrame, FrameReceiver, Mixer, SendCounters, Stamp, VideoInput, frame_channel,
 };
 use crate::rtc::PeerConnectionState;
 use crate::runtime::AsyncRuntime;
@@ -50,6 +50,9 @@ pub enum CallCommand {
     SetMicrophone(bool),
     /// Camera on (true) or off (false); peers are told.
     SetCamera(bool),
+    /// Send video from another source from now on (this call and the next), without a
+    /// new negotiation.
+    SwitchVideo(VideoInput),
     /// Ask the server which public rooms exist; the answer fills [`PublicRooms`].
     ListRooms,
 }
@@ -393,6 +396,7 @@ impl Plugin for CallPlugin {
                 apply_call_events,
                 show_newest_frames,
                 measure_speaking,
+                report_lost_video,
             )
                 .chain(),
         );
@@ -417,7 +421,7 @@ pub fn forward_call_commands(
                 media.video = *on;
                 state.clone()
             }
-            (CallCommand::ListRooms, _) => state.clone(),
+            (CallCommand::ListRooms | CallCommand::SwitchVideo(_), _) => state.clone(),
             (CallCommand::CreateRoom { .. } | CallCommand::JoinRoom { .. }, CallState::Idle) => {
                 CallState::Joining
             }
@@ -435,6 +439,24 @@ pub fn forward_call_commands(
             continue;
         }
         *state = next;
+    }
+}
+
+/// Tells the user when the video source failed mid-call (a camera unplugged, a file
+/// removed): the send path then sends the test pattern, and the call goes on.
+pub fn report_lost_video(
+    send: Res<SendStats>,
+    mut seen: Local<u64>,
+    mut notices: MessageWriter<CallNotice>,
+) {
+    let failures = send
+        .video_source_failures
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if failures > *seen {
+        *seen = failures;
+        notices.write(CallNotice::Failed(CallError::Device(
+            "your camera or video file stopped; others see the test pattern".to_owned(),
+        )));
     }
 }
 

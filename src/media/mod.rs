@@ -9,6 +9,8 @@ pub mod analysis;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod audio_io;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod camera;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod camera_format;
 pub mod convert;
 pub mod device;

@@ -7,14 +7,16 @@
 //! which releases the capture devices. [`SendCounters::open_captures`] counts the
 //! sources open right now, so tests can see that they are.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::analysis::rms_level;
 #[cfg(not(target_arch = "wasm32"))]
 use super::audio_io::Microphone;
+#[cfg(not(target_arch = "wasm32"))]
+use super::camera::Camera;
 use super::convert::i420_to_rgba;
 use super::device::{AudioInput, VideoInput};
 use super::error::{CodecError, DeviceError};
@@ -86,6 +88,8 @@ pub struct SendCounters {
     pub audio_packets: AtomicU64,
     /// Capture sources (camera, synthetic video, microphone, tone) open right now.
     pub open_captures: AtomicU64,
+    /// Times the video source failed mid-call and the test pattern took its place.
+    pub video_source_failures: AtomicU64,
     /// RMS level (0 to 1, as `f32` bits) of the last 60 ms we captured while the
     /// microphone is on; 0 while it is muted.
     pub own_level: AtomicU32,
@@ -164,6 +168,9 @@ enum VideoSource {
     /// A y4m file, in a loop.
     #[cfg(not(target_arch = "wasm32"))]
     File(Box<Y4mFile>),
+    /// A camera, paced by the device.
+    #[cfg(not(target_arch = "wasm32"))]
+    Camera(Camera),
 }
 
 impl VideoSource {
@@ -177,6 +184,9 @@ impl VideoSource {
             VideoInput::File(_) => Err(DeviceError::Format(
                 "video files are read by the native client only".to_owned(),
             )),
+            #[cfg(not(target_arch = "wasm32"))]
+            VideoInput::Camera(choice) => Camera::open(choice).map(Self::Camera),
+            #[cfg(target_arch = "wasm32")]
             VideoInput::Camera(choice) => Err(DeviceError::NotFound {
                 kind: "camera",
                 wanted: choice.to_string(),
@@ -198,6 +208,17 @@ impl VideoSource {
             Self::Synthetic(source) => Ok(source.next_frame(captured)),
             #[cfg(not(target_arch = "wasm32"))]
             Self::File(file) => file.next_frame(),
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::Camera(camera) => camera.next_frame(),
+        }
+    }
+
+    /// Whether the source delivers frames at its own pace (the loop must not sleep).
+    fn paces_itself(&self) -> bool {
+        match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::Camera(_) => true,
+            _ => false,
         }
     }
 }
@@ -214,6 +235,8 @@ struct Controls {
 /// The running send path of one call: one video and one audio encoder thread.
 pub struct LocalSender {
     controls: Arc<Controls>,
+    /// A source waiting to replace the video loop's (hot switching).
+    next_video: Arc<Mutex<Option<VideoSource>>>,
     threads: Vec<JoinHandle<()>>,
     audio_problem: Option<DeviceError>,
     video_problem: Option<DeviceError>,
@@ -262,8 +285,10 @@ impl LocalSender {
             keyframe_wanted: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
+        let next_video = Arc::new(Mutex::new(None));
         let video = VideoLoop {
             controls: controls.clone(),
+            next_video: next_video.clone(),
             sink: sink.clone(),
             _capture: CaptureHandle::open(&counters),
             counters: counters.clone(),
@@ -286,10 +311,22 @@ impl LocalSender {
         }
         Ok(Self {
             controls,
+            next_video,
             threads,
             audio_problem,
             video_problem,
         })
+    }
+
+    /// Replaces the video source mid-call with what `settings.video_input` names,
+    /// without a new negotiation: the track stays, the encoder follows a new frame size
+    /// with a keyframe. On failure the current source goes on.
+    pub fn switch_video(&self, settings: &SendSettings) -> Result<(), DeviceError> {
+        let source = VideoSource::open(settings)?;
+        if let Ok(mut next) = self.next_video.lock() {
+            *next = Some(source);
+        }
+        Ok(())
     }
 
     /// Why we send the test pattern instead of the video asked for.
@@ -368,6 +405,7 @@ pub fn wall_clock_micros() -> u64 {
 
 struct VideoLoop {
     controls: Arc<Controls>,
+    next_video: Arc<Mutex<Option<VideoSource>>>,
     sink: Arc<dyn MediaSink>,
     /// Counts the source as open while the loop runs.
     _capture: CaptureHandle,
@@ -383,8 +421,14 @@ impl VideoLoop {
         let mut deadline = Instant::now();
         let mut captured_frames = 0u32;
         while !self.controls.stop.load(Ordering::Relaxed) {
-            pace(&mut deadline, self.period);
-            if !self.controls.video_on.load(Ordering::Relaxed) {
+            if let Some(source) = self.next_video.lock().ok().and_then(|mut next| next.take()) {
+                self.source = source;
+            }
+            let video_on = self.controls.video_on.load(Ordering::Relaxed);
+            if !self.source.paces_itself() || !video_on {
+                pace(&mut deadline, self.period);
+            }
+            if !video_on {
                 continue;
             }
             let captured = wall_clock_micros();
@@ -392,6 +436,9 @@ impl VideoLoop {
                 Ok(frame) => frame,
                 Err(error) => {
                     tracing::warn!(%error, "the video source failed; sending the test pattern");
+                    self.counters
+                        .video_source_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     let config = self.encoder.config();
                     match SyntheticVideo::new(config.width, config.height) {
                         Ok(pattern) => self.source = VideoSource::Synthetic(pattern),
