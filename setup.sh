@@ -13,6 +13,8 @@ packages=(
   # sound devices: cpal talks to ALSA; ALSA's PulseAudio plugin reaches the sound
   # server; the sound test runs its own PulseAudio with a null sink and records it
   libasound2-dev libasound2-plugins pulseaudio pulseaudio-utils
+  # cameras: nokhwa reads V4L2 through libv4l; its bindings are made with bindgen (clang)
+  libv4l-dev libclang-dev
   # run time of the window: winit loads the X11 libraries when it starts
   libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libvulkan1
   # headless rendering and screenshots (tests, machines without a GPU)

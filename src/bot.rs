@@ -17,7 +17,8 @@ use serde::Serialize;
 use crate::app::headless_app;
 use crate::call::{CallCommand, CallError, CallNotice, CallReport, CallState, SendStats};
 use crate::config::{BotArgs, ClientConfig};
-use crate::media::{CallStats, SendSettings};
+use crate::media::camera::find_camera;
+use crate::media::{CallStats, SendSettings, VideoInput};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, RoomId};
@@ -51,12 +52,16 @@ pub fn exit_code(error: &CallError) -> u8 {
     }
 }
 
-/// Runs the bot until it leaves; returns how the app ended.
-pub fn run(args: BotArgs) -> AppExit {
+/// Runs the bot until it leaves; returns how the app ended. Fails at once when the
+/// camera it is told to send from is not there.
+pub fn run(args: BotArgs) -> anyhow::Result<AppExit> {
     let config = ClientConfig {
         echo: args.echo,
         ..ClientConfig::new(args.signal.clone(), args.call.clone(), false)
     };
+    if let VideoInput::Camera(choice) = &config.media.video_input {
+        find_camera(choice)?;
+    }
     let first_command = match args.room {
         Some(room) => CallCommand::JoinRoom {
             room,
@@ -75,7 +80,7 @@ pub fn run(args: BotArgs) -> AppExit {
         .spawn(watch_for_interrupt(interrupted));
     app.world_mut().resource_mut::<Bot>().stay_for = args.duration.map(Duration::from_secs_f64);
     app.world_mut().resource_mut::<Bot>().stats_json = args.stats_json;
-    app.run()
+    Ok(app.run())
 }
 
 /// Starts `count` bots on threads of this process, the first creating a public room

@@ -11,7 +11,7 @@ use bevy::prelude::Resource;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use thiserror::Error;
 
-use crate::media::{AudioInput, DeviceChoice, SendSettings};
+use crate::media::{AudioInput, DeviceChoice, SendSettings, VideoInput};
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, Passcode, RoomId};
 #[cfg(not(target_arch = "wasm32"))]
@@ -89,6 +89,15 @@ pub struct CallArgs {
     /// `none`. The client plays on the default speaker, the bot on none.
     #[arg(long, value_name = "DEVICE")]
     pub speaker: Option<String>,
+    /// What video we send: `synthetic` (the stamped test pattern), `file:PATH` (a y4m
+    /// file, 8-bit 4:2:0, played in a loop) or `camera[:NAME|INDEX]` (a camera; alone,
+    /// the first one).
+    #[arg(long, value_name = "SOURCE", default_value = "synthetic", value_parser = VideoInput::parse)]
+    pub video: VideoInput,
+    /// The camera to send from, by name (or a unique part of it) or index: the same as
+    /// `--video camera:NAME|INDEX`.
+    #[arg(long, value_name = "NAME|INDEX", conflicts_with = "video")]
+    pub camera: Option<String>,
     /// `none`: use no sound device at all (send the synthetic tone, play nothing), for
     /// machines without one.
     #[arg(long, value_name = "none", value_parser = ["none"], conflicts_with_all = ["mic", "speaker"])]
@@ -115,6 +124,16 @@ impl CallArgs {
             None => devices_by_default.then_some(DeviceChoice::Default),
         };
         (input, output)
+    }
+}
+
+impl CallArgs {
+    /// Where our video comes from: `--camera`, else `--video`.
+    pub fn video_input(&self) -> VideoInput {
+        match &self.camera {
+            Some(camera) => VideoInput::Camera(DeviceChoice::parse(camera)),
+            None => self.video.clone(),
+        }
     }
 }
 
@@ -316,6 +335,7 @@ impl ClientConfig {
     pub fn new(signal: SignalUrl, call: CallArgs, devices_by_default: bool) -> Self {
         let (width, height) = call.resolution;
         let (audio_input, speaker) = call.audio_devices(devices_by_default);
+        let video_input = call.video_input();
         Self {
             signal,
             name: call.name,
@@ -328,6 +348,7 @@ impl ClientConfig {
                 min_video_kbps: call.min_video_kbps,
                 tone_hz: call.tone_hz,
                 audio_input,
+                video_input,
             },
             echo: false,
             decode_video: true,

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args).map(|()| AppExit::Success),
         Some(Command::Bot(args)) => {
             init_logging();
-            Ok(meetspace::bot::run(*args))
+            meetspace::bot::run(*args)
         }
         Some(Command::Bench(args)) => meetspace::bench::run(args).map(|()| AppExit::Success),
         None => meetspace::app::run_windowed(cli.client),

@@ -282,6 +282,21 @@ impl Driver {
                 self.announce_media_state();
                 return;
             }
+            CallCommand::SwitchVideo(input) => {
+                let mut media = self.config.media.clone();
+                media.video_input = input;
+                let switched = match self.call.as_ref().and_then(ActiveCall::sender) {
+                    Some(sender) => sender.switch_video(&media),
+                    None => Ok(()),
+                };
+                match switched {
+                    Ok(()) => self.config.media = media,
+                    Err(problem) => self.emit(CallEvent::Failed(CallError::Device(format!(
+                        "the video source stays as it was: {problem}"
+                    )))),
+                }
+                return;
+            }
             CallCommand::SetCamera(on) => {
                 self.media_state.video = on;
                 if let Some(sender) = self.call.as_ref().and_then(ActiveCall::sender) {
@@ -569,10 +584,18 @@ impl Driver {
                 return;
             }
         };
-        let audio_problem = match &outbound {
-            Outbound::Encoded(sender) => sender.audio_problem().cloned(),
-            Outbound::Echo(_) => None,
+        let (audio_problem, video_problem) = match &outbound {
+            Outbound::Encoded(sender) => (
+                sender.audio_problem().cloned(),
+                sender.video_problem().cloned(),
+            ),
+            Outbound::Echo(_) => (None, None),
         };
+        if let Some(problem) = video_problem {
+            self.emit(CallEvent::Failed(CallError::Device(format!(
+                "others see the test pattern: {problem}"
+            ))));
+        }
         if let Some(problem) = audio_problem {
             // No microphone: we are muted, and everyone is told.
             self.media_state.audio = false;

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::config::ClientConfig;
 use crate::media::{
-    CallStats, DecodedFrame, FrameReceiver, Mixer, SendCounters, Stamp, frame_channel,
+    CallStats, DecodedFrame, FrameReceiver, Mixer, SendCounters, Stamp, VideoInput, frame_channel,
 };
 use crate::rtc::PeerConnectionState;
 #[cfg(not(target_arch = "wasm32"))]
@@ -58,6 +58,9 @@ pub enum CallCommand {
     SetMicrophone(bool),
     /// Camera on (true) or off (false); peers are told.
     SetCamera(bool),
+    /// Send video from another source from now on (this call and the next), without a
+    /// new negotiation.
+    SwitchVideo(VideoInput),
     /// Ask the server which public rooms exist; the answer fills [`PublicRooms`].
     ListRooms,
 }
@@ -192,8 +195,8 @@ impl CallError {
                 "the other side may use a codec meetspace lacks (it needs VP8 and Opus)"
             }
             Self::Device(_) => {
-                "check that it is plugged in and free; --mic and --speaker pick another, \
-                 --audio none uses no sound device"
+                "check that it is plugged in and free; --video, --mic and --speaker pick \
+                 another, --audio none uses no sound device"
             }
             Self::DevicesUnavailable(_) => {
                 "you can still watch and listen; to be seen and heard, allow the camera \
@@ -434,6 +437,7 @@ impl Plugin for CallPlugin {
                 apply_call_events,
                 show_newest_frames,
                 measure_speaking,
+                report_lost_video,
             )
                 .chain(),
         );
@@ -458,7 +462,7 @@ pub fn forward_call_commands(
                 media.video = *on;
                 state.clone()
             }
-            (CallCommand::ListRooms, _) => state.clone(),
+            (CallCommand::ListRooms | CallCommand::SwitchVideo(_), _) => state.clone(),
             (CallCommand::CreateRoom { .. } | CallCommand::JoinRoom { .. }, CallState::Idle) => {
                 CallState::Joining
             }
@@ -476,6 +480,24 @@ pub fn forward_call_commands(
             continue;
         }
         *state = next;
+    }
+}
+
+/// Tells the user when the video source failed mid-call (a camera unplugged, a file
+/// removed): the send path then sends the test pattern, and the call goes on.
+pub fn report_lost_video(
+    send: Res<SendStats>,
+    mut seen: Local<u64>,
+    mut notices: MessageWriter<CallNotice>,
+) {
+    let failures = send
+        .video_source_failures
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if failures > *seen {
+        *seen = failures;
+        notices.write(CallNotice::Failed(CallError::Device(
+            "your camera or video file stopped; others see the test pattern".to_owned(),
+        )));
     }
 }
 

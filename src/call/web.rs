@@ -160,6 +160,15 @@ impl Driver {
                 self.apply_media_state();
                 return;
             }
+            CallCommand::SwitchVideo(input) => {
+                // Files and named cameras are native sources; the page's camera is the
+                // one the browser's permission prompt gave.
+                tracing::warn!(
+                    ?input,
+                    "the browser build sends its getUserMedia camera only"
+                );
+                return;
+            }
         };
         if self.link.is_some() {
             // The ECS state machine only forwards create/join when idle.

@@ -1,7 +1,9 @@
 //! Which capture and playback devices to use, as the user named them. Plain data,
-//! shared by every platform; the devices themselves are opened in `audio_io`.
+//! shared by every platform; the devices themselves are opened in `audio_io` and
+//! `file_video`.
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// A device as the user picked it: the system's default, or one by name or index
 /// (as listed in error messages and the overlay).
@@ -41,4 +43,64 @@ pub enum AudioInput {
     Tone,
     /// A microphone.
     Microphone(DeviceChoice),
+}
+
+/// Where the video we send comes from (`--video`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VideoInput {
+    /// The stamped synthetic test pattern.
+    #[default]
+    Synthetic,
+    /// A y4m file, played in a loop.
+    File(PathBuf),
+    /// A camera.
+    Camera(DeviceChoice),
+}
+
+impl VideoInput {
+    /// `synthetic`, `file:PATH` or `camera[:NAME|INDEX]` (`camera` alone: the first).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.eq_ignore_ascii_case("synthetic") {
+            Ok(Self::Synthetic)
+        } else if let Some(path) = raw.strip_prefix("file:") {
+            if path.is_empty() {
+                Err("file: needs a path, e.g. file:clip.y4m".to_owned())
+            } else {
+                Ok(Self::File(PathBuf::from(path)))
+            }
+        } else if raw.eq_ignore_ascii_case("camera") {
+            Ok(Self::Camera(DeviceChoice::Default))
+        } else if let Some(name) = raw.strip_prefix("camera:") {
+            Ok(Self::Camera(DeviceChoice::parse(name)))
+        } else {
+            Err(format!(
+                "expected synthetic, file:PATH or camera[:NAME|INDEX], got {raw:?}"
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_inputs_parse() {
+        assert_eq!(VideoInput::parse("synthetic"), Ok(VideoInput::Synthetic));
+        assert_eq!(
+            VideoInput::parse("file:/tmp/a.y4m"),
+            Ok(VideoInput::File(PathBuf::from("/tmp/a.y4m")))
+        );
+        assert_eq!(
+            VideoInput::parse("camera"),
+            Ok(VideoInput::Camera(DeviceChoice::Default))
+        );
+        assert_eq!(
+            VideoInput::parse("camera:0"),
+            Ok(VideoInput::Camera(DeviceChoice::Named("0".to_owned())))
+        );
+        assert!(VideoInput::parse("file:").is_err());
+        assert!(VideoInput::parse("webcam").is_err());
+    }
 }

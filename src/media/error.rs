@@ -45,8 +45,8 @@ pub enum FrameError {
         /// Requested height in pixels.
         height: u32,
     },
-    /// The colour conversion library refused the frame.
-    #[error("cannot convert the frame to RGBA: {0}")]
+    /// The colour conversion (or the JPEG decoder) refused the frame.
+    #[error("cannot convert a video frame: {0}")]
     Conversion(String),
 }
 

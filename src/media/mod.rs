@@ -1,4 +1,4 @@
-//! Media: raw frame types, synthetic sources, devices (microphones and speakers through
+//! Media: raw frame types, synthetic sources, a y4m file source, devices (microphones and speakers through
 //! cpal, native only), codecs (VP8 through libvpx, Opus through libopus), the send path
 //! (encode once per local track), the receive path (decode per remote peer, newest
 //! frame wins), the playback mixer with spatial gains, statistics and signal analysis.
@@ -8,10 +8,16 @@
 pub mod analysis;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod audio_io;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod camera;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod camera_format;
 pub mod congestion;
 pub mod convert;
 pub mod device;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod file_video;
 pub mod frame;
 pub mod mixer;
 #[cfg(not(target_arch = "wasm32"))]
@@ -34,7 +40,7 @@ pub use self::audio_io::{Direction, Microphone, Speaker, audio_devices};
 pub use self::congestion::{
     BitrateBounds, LossBasedController, PeerBitrateTarget, VideoBitrateTargets,
 };
-pub use self::device::{AudioInput, DeviceChoice};
+pub use self::device::{AudioInput, DeviceChoice, VideoInput};
 pub use self::error::{CodecError, DeviceError, FrameError};
 pub use self::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 pub use self::mixer::{Mixer, StereoGain};

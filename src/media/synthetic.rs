@@ -39,7 +39,7 @@ const READ_MARGIN: u32 = 4;
 
 /// 75% colour bars in BT.601 studio-range YUV: white, yellow, cyan, green, magenta, red,
 /// blue, black.
-const BARS: [[u8; 3]; 8] = [
+pub(crate) const BARS: [[u8; 3]; 8] = [
     [180, 128, 128],
     [162, 44, 142],
     [131, 156, 44],

@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::device::AudioInput;
+use super::device::{AudioInput, VideoInput};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
@@ -38,6 +38,8 @@ pub struct SendSettings {
     pub tone_hz: f32,
     /// Where the audio we send comes from.
     pub audio_input: AudioInput,
+    /// Where the video we send comes from.
+    pub video_input: VideoInput,
 }
 
 impl Default for SendSettings {
@@ -50,6 +52,7 @@ impl Default for SendSettings {
             min_video_kbps: 100,
             tone_hz: 440.0,
             audio_input: AudioInput::Tone,
+            video_input: VideoInput::Synthetic,
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct SendCounters {
     pub audio_packets: AtomicU64,
     /// Capture sources (camera, synthetic video, microphone, tone) open right now.
     pub open_captures: AtomicU64,
+    /// Times the video source failed mid-call and the test pattern took its place.
+    pub video_source_failures: AtomicU64,
     /// RMS level (0 to 1, as `f32` bits) of the last 60 ms we captured while the
     /// microphone is on; 0 while it is muted.
     pub own_level: AtomicU32,

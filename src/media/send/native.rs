@@ -1,18 +1,20 @@
-//! The native send path: synthetic sources, the microphone and the encoders on their own
-//! threads (see the parent module).
+//! The native send path: synthetic sources, a y4m file, a camera or the microphone,
+//! and the encoders on their own threads (see the parent module).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::media::analysis::rms_level;
 use crate::media::audio_io::Microphone;
+use crate::media::camera::Camera;
 use crate::media::congestion::{BitrateBounds, VideoBitrateTargets};
 use crate::media::convert::i420_to_rgba;
-use crate::media::device::AudioInput;
+use crate::media::device::{AudioInput, VideoInput};
 use crate::media::error::{CodecError, DeviceError};
-use crate::media::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame};
+use crate::media::file_video::Y4mFile;
+use crate::media::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 use crate::media::opus::OpusEncoder;
 use crate::media::receive::{DecodedFrame, FrameSender};
 use crate::media::synthetic::{SyntheticAudio, SyntheticVideo};
@@ -85,6 +87,68 @@ impl AudioSource {
     }
 }
 
+/// Where the video loop takes its frames from.
+enum VideoSource {
+    /// The stamped test pattern.
+    Synthetic(SyntheticVideo),
+    /// A y4m file, in a loop.
+    #[cfg(not(target_arch = "wasm32"))]
+    File(Box<Y4mFile>),
+    /// A camera, paced by the device.
+    #[cfg(not(target_arch = "wasm32"))]
+    Camera(Camera),
+}
+
+impl VideoSource {
+    /// Opens what `settings` asks for.
+    fn open(settings: &SendSettings) -> Result<Self, DeviceError> {
+        match &settings.video_input {
+            VideoInput::Synthetic => Self::synthetic(settings),
+            #[cfg(not(target_arch = "wasm32"))]
+            VideoInput::File(path) => Y4mFile::open(path).map(|file| Self::File(Box::new(file))),
+            #[cfg(target_arch = "wasm32")]
+            VideoInput::File(_) => Err(DeviceError::Format(
+                "video files are read by the native client only".to_owned(),
+            )),
+            #[cfg(not(target_arch = "wasm32"))]
+            VideoInput::Camera(choice) => Camera::open(choice).map(Self::Camera),
+            #[cfg(target_arch = "wasm32")]
+            VideoInput::Camera(choice) => Err(DeviceError::NotFound {
+                kind: "camera",
+                wanted: choice.to_string(),
+                available: Vec::new(),
+            }),
+        }
+    }
+
+    /// The test pattern at the size `settings` asks for.
+    fn synthetic(settings: &SendSettings) -> Result<Self, DeviceError> {
+        SyntheticVideo::new(settings.width, settings.height)
+            .map(Self::Synthetic)
+            .map_err(|error| DeviceError::Format(error.to_string()))
+    }
+
+    /// The next frame, captured at `captured` (microseconds since the UNIX epoch).
+    fn next_frame(&mut self, captured: u64) -> Result<VideoFrame, DeviceError> {
+        match self {
+            Self::Synthetic(source) => Ok(source.next_frame(captured)),
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::File(file) => file.next_frame(),
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::Camera(camera) => camera.next_frame(),
+        }
+    }
+
+    /// Whether the source delivers frames at its own pace (the loop must not sleep).
+    fn paces_itself(&self) -> bool {
+        match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            Self::Camera(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Switches shared between the owner and the encoder threads.
 #[derive(Debug)]
 struct Controls {
@@ -99,8 +163,11 @@ pub struct LocalSender {
     controls: Arc<Controls>,
     bounds: BitrateBounds,
     bitrate_targets: Arc<VideoBitrateTargets>,
+    /// A source waiting to replace the video loop's (hot switching).
+    next_video: Arc<Mutex<Option<VideoSource>>>,
     threads: Vec<JoinHandle<()>>,
     audio_problem: Option<DeviceError>,
+    video_problem: Option<DeviceError>,
 }
 
 impl LocalSender {
@@ -109,13 +176,22 @@ impl LocalSender {
     /// `preview` (the self-view) at half the frame rate.
     ///
     /// A microphone that cannot be opened does not stop the call: we send no audio,
-    /// and [`Self::audio_problem`] says why.
+    /// and [`Self::audio_problem`] says why. Neither does a video source: we send the
+    /// test pattern instead, and [`Self::video_problem`] says why.
     pub fn start(
         settings: &SendSettings,
         sink: Arc<dyn MediaSink>,
         counters: Arc<SendCounters>,
         preview: Option<FrameSender>,
     ) -> Result<Self, CodecError> {
+        let (source, video_problem) = match VideoSource::open(settings) {
+            Ok(source) => (source, None),
+            Err(error) => {
+                tracing::warn!(%error, "sending the test pattern");
+                let fallback = SyntheticVideo::new(settings.width, settings.height)?;
+                (VideoSource::Synthetic(fallback), Some(error))
+            }
+        };
         let encoder = Vp8Encoder::new(Vp8Config {
             width: settings.width,
             height: settings.height,
@@ -128,7 +204,6 @@ impl LocalSender {
             .store(u64::from(settings.video_kbps), Ordering::Relaxed);
         let bounds = BitrateBounds::new(settings.min_video_kbps, settings.video_kbps);
         let bitrate_targets = Arc::new(VideoBitrateTargets::default());
-        let source = SyntheticVideo::new(settings.width, settings.height)?;
         let opus = OpusEncoder::new(OPUS_BITRATE_BPS)?;
         let (audio_source, audio_problem) = match AudioSource::open(settings) {
             Ok(source) => (Some(source), None),
@@ -143,8 +218,10 @@ impl LocalSender {
             keyframe_wanted: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
+        let next_video = Arc::new(Mutex::new(None));
         let video = VideoLoop {
             controls: controls.clone(),
+            next_video: next_video.clone(),
             sink: sink.clone(),
             _capture: CaptureHandle::open(&counters),
             counters: counters.clone(),
@@ -170,9 +247,27 @@ impl LocalSender {
             controls,
             bounds,
             bitrate_targets,
+            next_video,
             threads,
             audio_problem,
+            video_problem,
         })
+    }
+
+    /// Replaces the video source mid-call with what `settings.video_input` names,
+    /// without a new negotiation: the track stays, the encoder follows a new frame size
+    /// with a keyframe. On failure the current source goes on.
+    pub fn switch_video(&self, settings: &SendSettings) -> Result<(), DeviceError> {
+        let source = VideoSource::open(settings)?;
+        if let Ok(mut next) = self.next_video.lock() {
+            *next = Some(source);
+        }
+        Ok(())
+    }
+
+    /// Why we send the test pattern instead of the video asked for.
+    pub fn video_problem(&self) -> Option<&DeviceError> {
+        self.video_problem.as_ref()
     }
 
     /// Why we send no audio, when the microphone could not be opened.
@@ -250,13 +345,14 @@ fn pace(deadline: &mut Instant, period: Duration) {
 
 struct VideoLoop {
     controls: Arc<Controls>,
+    next_video: Arc<Mutex<Option<VideoSource>>>,
     sink: Arc<dyn MediaSink>,
     /// Counts the source as open while the loop runs.
     _capture: CaptureHandle,
     counters: Arc<SendCounters>,
     encoder: Vp8Encoder,
     bitrate_targets: Arc<VideoBitrateTargets>,
-    source: SyntheticVideo,
+    source: VideoSource,
     period: Duration,
     preview: Option<FrameSender>,
 }
@@ -266,12 +362,36 @@ impl VideoLoop {
         let mut deadline = Instant::now();
         let mut captured_frames = 0u32;
         while !self.controls.stop.load(Ordering::Relaxed) {
-            pace(&mut deadline, self.period);
-            if !self.controls.video_on.load(Ordering::Relaxed) {
+            if let Some(source) = self.next_video.lock().ok().and_then(|mut next| next.take()) {
+                self.source = source;
+            }
+            let video_on = self.controls.video_on.load(Ordering::Relaxed);
+            if !self.source.paces_itself() || !video_on {
+                pace(&mut deadline, self.period);
+            }
+            if !video_on {
                 continue;
             }
             let captured = wall_clock_micros();
-            let frame = self.source.next_frame(captured);
+            let frame = match self.source.next_frame(captured) {
+                Ok(frame) => frame,
+                Err(error) => {
+                    tracing::warn!(%error, "the video source failed; sending the test pattern");
+                    self.counters
+                        .video_source_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    let config = self.encoder.config();
+                    match SyntheticVideo::new(config.width, config.height) {
+                        Ok(pattern) => self.source = VideoSource::Synthetic(pattern),
+                        Err(_) => return,
+                    }
+                    continue;
+                }
+            };
+            if let Err(error) = self.fit_encoder(&frame) {
+                tracing::warn!(%error, "no encoder for the new frame size");
+                return;
+            }
             captured_frames = captured_frames.wrapping_add(1);
             if let Some(preview) = &self.preview
                 && captured_frames.is_multiple_of(PREVIEW_EVERY)
@@ -337,6 +457,22 @@ impl VideoLoop {
                 .store(u64::from(target), Ordering::Relaxed),
             Err(error) => tracing::warn!(%error, "the video bitrate could not be changed"),
         }
+    }
+
+    /// Makes a new encoder when the source's frame size changed (a file or camera of
+    /// another size); its first frame is a keyframe, so peers follow without a new
+    /// negotiation: the track stays.
+    fn fit_encoder(&mut self, frame: &VideoFrame) -> Result<(), CodecError> {
+        let config = self.encoder.config();
+        if (frame.width, frame.height) != (config.width, config.height) {
+            self.encoder = Vp8Encoder::new(Vp8Config {
+                width: frame.width,
+                height: frame.height,
+                ..config
+            })?;
+            self.controls.keyframe_wanted.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
