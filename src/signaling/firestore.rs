@@ -407,7 +407,7 @@ impl Session {
         let self_id = peer(CALLER);
         let joined_at = self.announce(&path, &self_id, &name).await?;
         let room = RoomId::parse(&id).expect("auto ids are valid room ids");
-        let mut call = Call {
+        let call = Call {
             id,
             part: Part::Caller,
             self_id: self_id.clone(),
@@ -419,15 +419,7 @@ impl Session {
             seen: HashSet::new(),
             listener: None,
         };
-        call.listener = Some(self.listen(&call, changes).await?);
-        self.call = Some(call);
-        self.deliver(ServerMessage::Welcome {
-            // Never used: a Firestore call is not resumed (see `on_client_message`).
-            resume_token: ResumeToken::random(),
-            room,
-            peer_id: self_id,
-            peers: Vec::new(),
-        });
+        self.enter(call, room, Vec::new(), changes).await?;
         let _ = self
             .received
             .send(LinkEvent::OfferAhead { peer: peer(CALLEE) });
@@ -512,7 +504,7 @@ impl Session {
             peer_id: peer(CALLER),
             name: display_name(doc.caller_name.as_deref()),
         };
-        let mut call = Call {
+        let call = Call {
             id: id.clone(),
             part: Part::Callee,
             self_id: self_id.clone(),
@@ -524,15 +516,13 @@ impl Session {
             seen: HashSet::new(),
             listener: None,
         };
-        call.listener = Some(self.listen(&call, changes).await?);
-        self.call = Some(call);
-        self.deliver(ServerMessage::Welcome {
-            // Never used: a Firestore call is not resumed (see `on_client_message`).
-            resume_token: ResumeToken::random(),
-            room: RoomId::parse(&id).expect("validated when joining"),
-            peer_id: self_id,
-            peers: Vec::new(),
-        });
+        self.enter(
+            call,
+            RoomId::parse(&id).expect("validated when joining"),
+            Vec::new(),
+            changes,
+        )
+        .await?;
         self.deliver(ServerMessage::PeerJoined { peer: caller });
         self.deliver(ServerMessage::Signal {
             from: peer(CALLER),
@@ -576,7 +566,7 @@ impl Session {
         }
         earlier.sort_by_key(|(created, _)| *created);
         let peers: Vec<PeerInfo> = earlier.into_iter().map(|(_, info)| info).collect();
-        let mut call = Call {
+        let call = Call {
             id: id.clone(),
             part: Part::Member,
             self_id: self_id.clone(),
@@ -588,13 +578,33 @@ impl Session {
             seen: HashSet::new(),
             listener: None,
         };
+        self.enter(
+            call,
+            RoomId::parse(&id).expect("validated when joining"),
+            peers,
+            changes,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Starts listening to `call`, makes it ours and welcomes us into `room` with the
+    /// `peers` already there: the same `welcome` a meetspace server sends.
+    async fn enter(
+        &mut self,
+        mut call: Call,
+        room: RoomId,
+        peers: Vec<PeerInfo>,
+        changes: &mpsc::UnboundedSender<FirestoreListenEvent>,
+    ) -> Result<(), CallStoreError> {
         call.listener = Some(self.listen(&call, changes).await?);
+        let peer_id = call.self_id.clone();
         self.call = Some(call);
         self.deliver(ServerMessage::Welcome {
             // Never used: a Firestore call is not resumed (see `on_client_message`).
             resume_token: ResumeToken::random(),
-            room: RoomId::parse(&id).expect("validated when joining"),
-            peer_id: self_id,
+            room,
+            peer_id,
             peers,
         });
         Ok(())
