@@ -413,3 +413,132 @@ fn three_clients_in_one_group_call() {
     let present = emulator.collection(project_id, &format!("calls/{room}/peers"));
     assert_eq!(present.len(), 3, "{present:?}");
 }
+
+/// The next message of `link`, waiting at most 10 s.
+async fn next_message(
+    link: &mut meetspace::signaling::SignalingLink,
+) -> meetspace::signaling::protocol::ServerMessage {
+    use meetspace::signaling::LinkEvent;
+    loop {
+        match tokio::time::timeout(10 * SECOND, link.incoming.recv()).await {
+            Ok(Some(LinkEvent::Message(message))) => return message,
+            Ok(Some(LinkEvent::OfferAhead { .. })) => {}
+            other => panic!("the link ended or stalled: {other:?}"),
+        }
+    }
+}
+
+/// The next signal `link` receives: its sender and payload.
+async fn next_signal(link: &mut meetspace::signaling::SignalingLink) -> (String, Value) {
+    use meetspace::signaling::protocol::ServerMessage;
+    loop {
+        if let ServerMessage::Signal { from, data } = next_message(link).await {
+            return (from.to_string(), data);
+        }
+    }
+}
+
+/// A connection that fails is started over by its offerer (call::driver): in a Firestore
+/// call between meetspace peers the second offer, its answer and the candidates after
+/// them travel as signal documents, since the call document holds one offer and one
+/// answer. (Writing the second offer into the call document failed with "already
+/// exists" and ended the call.)
+#[test]
+fn a_connection_started_over_travels_in_signal_documents() {
+    use meetspace::rtc::SignalPayload;
+    use meetspace::signaling::protocol::{ClientMessage, DisplayName, PeerId, ServerMessage};
+    use meetspace::signaling::{SignalUrl, connect};
+    let project_id = "meetspace-start-over";
+    let (emulator, url) = project(project_id);
+    let url: SignalUrl = url.parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let room = runtime.block_on(async {
+        let mut alice = connect(&url, None).await.unwrap();
+        let mut bob = connect(&url, None).await.unwrap();
+        let send = |link: &meetspace::signaling::SignalingLink, message| {
+            link.outgoing.send(message).unwrap();
+        };
+        let signal = |to: &str, data: Value| ClientMessage::Signal {
+            to: PeerId::parse(to).unwrap(),
+            data,
+        };
+        let payload = |payload: SignalPayload| serde_json::to_value(payload).unwrap();
+        let offer = |sdp: &str| payload(SignalPayload::Offer { sdp: sdp.into() });
+        let answer = |sdp: &str| payload(SignalPayload::Answer { sdp: sdp.into() });
+        let candidate = |n: u16| {
+            payload(SignalPayload::Candidate {
+                candidate: format!(
+                    "candidate:{n} 1 udp 2122260223 127.0.0.1 {} typ host",
+                    50000 + n
+                ),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+            })
+        };
+        send(
+            &alice,
+            ClientMessage::CreateRoom {
+                name: DisplayName::parse("Alice").unwrap(),
+                public_title: None,
+                passcode: None,
+            },
+        );
+        let ServerMessage::Welcome { room, .. } = next_message(&mut alice).await else {
+            panic!("no welcome");
+        };
+        send(&alice, signal("callee", offer("first offer")));
+        send(&alice, signal("callee", candidate(1)));
+        // The call document appears with the offer; then Bob answers.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        send(
+            &bob,
+            ClientMessage::JoinRoom {
+                room: room.clone(),
+                name: DisplayName::parse("Bob").unwrap(),
+                passcode: None,
+            },
+        );
+        let (from, got) = next_signal(&mut bob).await;
+        assert_eq!(
+            (from.as_str(), got["sdp"].as_str()),
+            ("caller", Some("first offer"))
+        );
+        let (_, first_candidate) = next_signal(&mut bob).await;
+        assert_eq!(first_candidate, candidate(1));
+        send(&bob, signal("caller", answer("first answer")));
+        let (from, got) = next_signal(&mut alice).await;
+        assert_eq!(
+            (from.as_str(), got["sdp"].as_str()),
+            ("callee", Some("first answer"))
+        );
+
+        // Alice's connection failed: she offers afresh, with new candidates.
+        send(&alice, signal("callee", offer("second offer")));
+        send(&alice, signal("callee", candidate(2)));
+        let (from, got) = next_signal(&mut bob).await;
+        assert_eq!(
+            (from.as_str(), got["sdp"].as_str()),
+            ("caller", Some("second offer"))
+        );
+        let (_, second_candidate) = next_signal(&mut bob).await;
+        assert_eq!(second_candidate, candidate(2));
+        send(&bob, signal("caller", answer("second answer")));
+        send(&bob, signal("caller", candidate(3)));
+        let (from, got) = next_signal(&mut alice).await;
+        assert_eq!(
+            (from.as_str(), got["sdp"].as_str()),
+            ("callee", Some("second answer"))
+        );
+        let (_, their_candidate) = next_signal(&mut alice).await;
+        assert_eq!(their_candidate, candidate(3));
+        room
+    });
+    // The call document still holds the first exchange, for the Flutter app.
+    let call = emulator
+        .document(project_id, &format!("calls/{room}"))
+        .unwrap();
+    assert_eq!(
+        fields(&call)["offer"]["mapValue"]["fields"]["sdp"]["stringValue"],
+        "first offer"
+    );
+}

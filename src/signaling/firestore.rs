@@ -212,6 +212,19 @@ struct SignalDoc {
     data: String,
 }
 
+/// Where the caller's and callee's signals to each other go. The Flutter layout has one
+/// offer, one answer and their candidates: a connection started over (after it failed)
+/// needs the signal documents, which only meetspace peers read (`mesh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exchange {
+    /// Our offer (caller) or answer (callee) is not written yet.
+    Pending,
+    /// It is in the call document; candidates go to the Flutter layout's collections.
+    InLayout,
+    /// The connection was started over: everything goes through signal documents.
+    InSignals,
+}
+
 /// Which part of a call this client plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -278,6 +291,8 @@ struct Call {
     known: HashSet<PeerId>,
     /// Candidate and signal documents already passed on (a listener may replay).
     seen: HashSet<String>,
+    /// How far our side of the 1:1 exchange in the Flutter layout has gone.
+    exchange: Exchange,
     listener: Option<FirestoreListener<FirestoreDb, FirestoreMemListenStateStorage>>,
 }
 
@@ -417,6 +432,7 @@ impl Session {
             joined_at,
             known: HashSet::new(),
             seen: HashSet::new(),
+            exchange: Exchange::Pending,
             listener: None,
         };
         self.enter(call, room, Vec::new(), changes).await?;
@@ -514,6 +530,7 @@ impl Session {
             joined_at,
             known: HashSet::from([caller.peer_id.clone()]),
             seen: HashSet::new(),
+            exchange: Exchange::Pending,
             listener: None,
         };
         self.enter(
@@ -576,6 +593,7 @@ impl Session {
             joined_at,
             known: peers.iter().map(|info| info.peer_id.clone()).collect(),
             seen: HashSet::new(),
+            exchange: Exchange::Pending,
             listener: None,
         };
         self.enter(
@@ -675,13 +693,14 @@ impl Session {
     }
 
     /// Passes a signal from the driver on: the Flutter layout's fields where the
-    /// original app reads them, else (group calls, `media_state`) a signal document.
+    /// original app reads them, else (group calls, `media_state`, a connection started
+    /// over) a signal document.
     async fn send_signal(
         &mut self,
         to: PeerId,
         data: serde_json::Value,
     ) -> Result<(), CallStoreError> {
-        let Some(call) = &self.call else {
+        let Some(call) = &mut self.call else {
             self.refuse(ErrorCode::NotInRoom, "not in a call".into());
             return Ok(());
         };
@@ -691,9 +710,9 @@ impl Session {
             Part::Callee => Some(CALLER),
             Part::Member => None,
         };
-        if slot_peer == Some(to.as_str()) {
-            match (call.part, payload) {
-                (Part::Caller, Some(SignalPayload::Offer { sdp })) => {
+        if slot_peer == Some(to.as_str()) && call.exchange != Exchange::InSignals {
+            match (call.part, call.exchange, payload) {
+                (Part::Caller, Exchange::Pending, Some(SignalPayload::Offer { sdp })) => {
                     let doc = NewCall {
                         offer: Description {
                             kind: "offer".into(),
@@ -711,9 +730,10 @@ impl Session {
                         .object(&doc)
                         .execute()
                         .await?;
+                    call.exchange = Exchange::InLayout;
                     return Ok(());
                 }
-                (Part::Callee, Some(SignalPayload::Answer { sdp })) => {
+                (Part::Callee, Exchange::Pending, Some(SignalPayload::Answer { sdp })) => {
                     let doc = Answer {
                         answer: Description {
                             kind: "answer".into(),
@@ -732,10 +752,28 @@ impl Session {
                         .object(&doc)
                         .execute()
                         .await?;
+                    call.exchange = Exchange::InLayout;
                     return Ok(());
                 }
                 (
+                    _,
+                    Exchange::InLayout,
+                    Some(SignalPayload::Offer { .. } | SignalPayload::Answer { .. }),
+                ) => {
+                    // A fresh connection: only a meetspace peer can take it.
+                    if !call.mesh {
+                        tracing::warn!(
+                            peer = %to,
+                            "the other side reads only the Flutter layout and cannot start \
+                             the connection over"
+                        );
+                        return Ok(());
+                    }
+                    call.exchange = Exchange::InSignals;
+                }
+                (
                     part,
+                    _,
                     Some(SignalPayload::Candidate {
                         candidate,
                         sdp_mid,
