@@ -15,7 +15,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 use common::*;
 use meetspace::app::headless_app;
-use meetspace::call::{AudioMix, OwnSpeakingLevel, SpeakingLevel};
+use meetspace::call::{AudioMix, MediaState, OwnMediaState, OwnSpeakingLevel, SpeakingLevel};
 use meetspace::media::{
     AUDIO_SAMPLE_RATE, AudioInput, DeviceChoice, SendSettings, dominant_frequency, rms_level,
 };
@@ -52,6 +52,7 @@ fn listener(url: &str) -> App {
         .init_asset::<Mesh>()
         .init_asset::<StandardMaterial>()
         .add_plugins(SpacePlugin);
+    log_notices(&mut app);
     app.finish();
     app.cleanup();
     app
@@ -92,6 +93,13 @@ fn set_yaw(app: &mut App, yaw: f32) {
     let world = app.world_mut();
     let mut players = world.query::<&mut Player>();
     players.single_mut(world).unwrap().yaw = yaw;
+}
+
+/// What `app` knows of its one peer's microphone and camera.
+fn peer_media(app: &mut App) -> Option<MediaState> {
+    let world = app.world_mut();
+    let mut query = world.query::<&MediaState>();
+    query.iter(world).next().copied()
 }
 
 #[test]
@@ -195,6 +203,27 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
     let talker_id = participants.single(world).unwrap().peer_id.to_string();
     let level = world.resource::<AudioMix>().level(&talker_id);
     assert!(level > 0.05, "the talker's level behind the wall: {level}");
+
+    // The microphone is unplugged mid-call: the listener is muted and told, the talker
+    // sees the mute, and the call goes on.
+    pulse.unplug_sink();
+    let muted = pump_until(&mut [&mut talker, &mut listener], 10 * SECOND, |apps| {
+        !apps[1].world().resource::<OwnMediaState>().audio
+            && peer_media(apps[0]).is_some_and(|media| !media.audio)
+    });
+    assert!(
+        muted,
+        "the lost microphone did not mute the listener: {:?}",
+        notices(&listener)
+    );
+    let told = format!("{:?}", notices(&listener));
+    assert!(told.contains("your microphone stopped"), "not told: {told}");
+    assert_eq!(room_of(&listener), Some(room), "the call must go on");
+    assert_eq!(
+        open_captures(&listener),
+        1,
+        "only the video source is open now"
+    );
 
     leave(&mut listener);
     assert_capture_stopped(&mut listener);

@@ -5,7 +5,8 @@
 //! from the panel's transform and the camera (the JSON next to each PNG), the bots'
 //! colour bars must show, the screen must not be mostly black, and the two screenshots
 //! must differ (the moving box and the stamp band), so a black, missing or frozen
-//! panel fails.
+//! panel fails. The viewer asks for camera 0, which these machines lack: its self-view
+//! must show the placeholder (its name on its colour) and a toast must have said why.
 //!
 //! Needs Xvfb and a Vulkan or GL driver (mesa-vulkan-drivers). Without a usable adapter
 //! the client exits and the test fails saying so; it never skips.
@@ -15,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
+use meetspace::media::placeholder_colour;
 use serde_json::Value;
 
 /// Size of the virtual screen; the client's window (1280x720) fills it.
@@ -25,6 +27,8 @@ const SCREEN: (usize, usize) = (1280, 720);
 const DEADLINE: Duration = Duration::from_secs(420);
 /// Frames before the first screenshot and between the two.
 const FRAMES: u32 = 20;
+/// The windowed client's display name.
+const VIEWER: &str = "Viewer";
 /// The bots of `--demo`.
 const BOTS: [&str; 3] = ["Demo bot 1", "Demo bot 2", "Demo bot 3"];
 /// Fraction of each side of a panel's rectangle left out before checking its pixels
@@ -122,7 +126,9 @@ fn run_demo(display: &str, shots: [&Path; 2], log: &Path) {
             .args([
                 "--demo",
                 "--name",
-                "Viewer",
+                VIEWER,
+                "--video",
+                "camera:0",
                 "--frames",
                 &FRAMES.to_string(),
             ])
@@ -321,6 +327,62 @@ fn check_panel(
     Ok(line)
 }
 
+/// The viewer has no camera: a toast said so, and the self-view shows the placeholder,
+/// one colour for most of its pixels, nearer the viewer's placeholder colour than any
+/// other (the scene's tone mapping shifts colours, so the nearest is what counts).
+fn check_placeholder_self_view(image: &RgbImage, info: &Value) -> String {
+    let toasts = info["toasts"].to_string();
+    assert!(
+        toasts.contains("others see your name instead"),
+        "no toast said the camera is missing: {toasts}"
+    );
+    let rect: Vec<f32> = info["self_view"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the self-view is not showing: {info}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let pixels = inner_pixels([rect[0], rect[1], rect[2], rect[3]], image);
+    assert!(
+        pixels.len() > 500,
+        "the self-view covers {} pixels",
+        pixels.len()
+    );
+    let mut colours: Vec<[u8; 3]> = pixels
+        .iter()
+        .map(|&(x, y)| image.get_pixel(x, y).0)
+        .collect();
+    colours.sort_unstable_by_key(|c| c.iter().map(|&v| u32::from(v)).sum::<u32>());
+    let median = colours[colours.len() / 2];
+    let flat = colours
+        .iter()
+        .filter(|c| c.iter().zip(median).all(|(a, b)| a.abs_diff(b) <= 12))
+        .count();
+    let distance = |colour: [u8; 4]| -> u32 {
+        (0..3)
+            .map(|c| u32::from(colour[c].abs_diff(median[c])).pow(2))
+            .sum()
+    };
+    let own = placeholder_colour(VIEWER);
+    let others = [
+        "Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi",
+    ]
+    .map(placeholder_colour);
+    let line = format!(
+        "self-view: {} px, {:.0}% near {median:?}; the viewer's placeholder colour {own:?}",
+        pixels.len(),
+        100.0 * flat as f64 / colours.len() as f64
+    );
+    assert!(flat * 2 > colours.len(), "{line}: not one flat colour");
+    for other in others.into_iter().filter(|other| *other != own) {
+        assert!(
+            distance(own) < distance(other),
+            "{line}: nearer {other:?} than the viewer's colour"
+        );
+    }
+    line
+}
+
 /// Fails unless the picture has some variety (not one flat colour).
 fn assert_not_blank(image: &RgbImage, path: &Path) {
     let mut colours: Vec<[u8; 3]> = image
@@ -381,6 +443,7 @@ fn video_panels_render_live_in_the_demo_room() {
         }
     }
     println!("{}", report.join("\n"));
+    println!("{}", check_placeholder_self_view(&images[0], &infos[0]));
     assert!(
         failures.is_empty(),
         "panels without live video (screenshots {} and {}, log {}):\n{}",

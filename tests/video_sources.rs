@@ -1,7 +1,8 @@
 //! Video sources other than the synthetic pattern, through a real call on 127.0.0.1: a
 //! y4m file (`--video file:PATH`) is received by the peer frame by frame, in a loop;
 //! the source is switched mid-call without a new negotiation; a missing camera is a
-//! one-line error.
+//! one-line error for the bot, and the placeholder (the name on a colour) with a notice
+//! in the client, as is a source lost mid-call.
 
 mod common;
 
@@ -10,8 +11,10 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use common::*;
-use meetspace::call::{CallCommand, Participant, VideoFeed};
-use meetspace::media::{SendSettings, Stamp, SyntheticVideo, VideoInput};
+use meetspace::call::{CallCommand, Participant, SelfView, VideoFeed};
+use meetspace::media::{
+    DeviceChoice, SendSettings, Stamp, SyntheticVideo, VideoInput, placeholder_colour,
+};
 
 /// Frames in the test file.
 const FILE_FRAMES: u32 = 12;
@@ -45,6 +48,48 @@ fn shown_seq(app: &mut App, name: &str) -> Option<u32> {
         .find(|(participant, _)| participant.name.as_str() == name)
         .and_then(|(_, feed)| feed.stamp)
         .map(|stamp| stamp.seq)
+}
+
+/// Whether the newest frame on `feed` is `name`'s placeholder: unstamped, and its
+/// corner is `name`'s colour.
+fn is_placeholder(world: &World, feed: &VideoFeed, name: &str) -> bool {
+    let Some(image) = feed
+        .image
+        .as_ref()
+        .and_then(|handle| world.resource::<Assets<Image>>().get(handle))
+    else {
+        return false;
+    };
+    let Some(pixels) = image.data.as_ref() else {
+        return false;
+    };
+    let corner = &pixels[(8 * image.width() as usize + 8) * 4..][..3];
+    let colour = placeholder_colour(name);
+    feed.stamp.is_none()
+        && corner
+            .iter()
+            .zip(colour)
+            .all(|(got, want)| got.abs_diff(want) <= 10)
+}
+
+/// Whether `viewer` shows `name`'s placeholder on `name`'s panel.
+fn shows_placeholder_of(viewer: &mut App, name: &str) -> bool {
+    let world = viewer.world_mut();
+    let mut query = world.query::<(&Participant, &VideoFeed)>();
+    let world = viewer.world();
+    query.iter(world).any(|(participant, feed)| {
+        participant.name.as_str() == name && is_placeholder(world, feed, name)
+    })
+}
+
+/// Whether `app`'s self-view shows its own placeholder, `name` on its colour.
+fn self_view_shows_placeholder(app: &mut App, name: &str) -> bool {
+    let world = app.world_mut();
+    let mut query = world.query_filtered::<&VideoFeed, With<SelfView>>();
+    let world = app.world();
+    query
+        .iter(world)
+        .any(|feed| is_placeholder(world, feed, name))
 }
 
 #[test]
@@ -197,7 +242,7 @@ fn the_video_source_switches_mid_call() {
     assert_capture_stopped(&mut alice);
 }
 
-/// A file that disappears mid-call fails at its end: the test pattern takes its place,
+/// A file that disappears mid-call fails at its end: the placeholder takes its place,
 /// the user is told, and the peer goes on receiving.
 #[test]
 fn a_source_lost_mid_call_falls_back_and_the_call_goes_on() {
@@ -224,10 +269,45 @@ fn a_source_lost_mid_call_falls_back_and_the_call_goes_on() {
     let fell_back = pump_until(
         &mut [&mut alice, &mut bob],
         Duration::from_secs(30),
-        |apps| shown_seq(apps[1], "Alice").is_some_and(|seq| seq > FILE_FRAMES * 2),
+        |apps| {
+            shows_placeholder_of(apps[1], "Alice") && self_view_shows_placeholder(apps[0], "Alice")
+        },
     );
-    assert!(fell_back, "the test pattern did not replace the lost file");
+    assert!(fell_back, "the placeholder did not replace the lost file");
     let told = format!("{:?}", notices(&alice));
     assert!(told.contains("video file stopped"), "not told: {told}");
     assert_eq!(room_of(&alice), Some(room), "the call must go on");
+}
+
+/// A client asked for a camera that is not there (none is, on these machines) joins
+/// all the same: it sends the placeholder, shows it in its self-view, and says why.
+#[test]
+fn a_missing_camera_sends_the_placeholder_and_says_why() {
+    let server = TestServer::start();
+    let no_camera = SendSettings {
+        video_input: VideoInput::Camera(DeviceChoice::Named("0".to_owned())),
+        ..SendSettings::default()
+    };
+    let mut alice = client_with(&server.url, "Alice", no_camera);
+    let mut bob = client(&server.url, "Bob");
+    let room = host_room(&mut alice);
+    join_room(&mut bob, &room);
+    let shown = pump_until(
+        &mut [&mut alice, &mut bob],
+        Duration::from_secs(30),
+        |apps| {
+            shows_placeholder_of(apps[1], "Alice") && self_view_shows_placeholder(apps[0], "Alice")
+        },
+    );
+    assert!(
+        shown,
+        "the placeholder is not on Bob's panel and Alice's self-view"
+    );
+    let told = format!("{:?}", notices(&alice));
+    assert!(
+        told.contains("others see your name instead") && told.contains("no camera"),
+        "not told: {told}"
+    );
+    leave(&mut alice);
+    assert_capture_stopped(&mut alice);
 }

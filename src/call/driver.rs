@@ -21,10 +21,14 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::peer::{Echo, Outbound, PeerContext, PeerStateChange, RemotePeer};
-use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
+use super::{
+    AvailableDevices, CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl,
+};
 use crate::config::ClientConfig;
+use crate::media::camera::camera_names;
 use crate::media::{
-    FrameReceiver, FrameSender, LocalSender, MediaSink, Mixer, SendCounters, Speaker, frame_channel,
+    DeviceChoice, Direction, FrameReceiver, FrameSender, LocalSender, MediaSink, Mixer,
+    SendCounters, Speaker, audio_devices, frame_channel,
 };
 use crate::rtc::native::LocalMedia;
 use crate::rtc::{PeerConnectionState, Role, RtcConfig, SignalPayload};
@@ -248,6 +252,7 @@ impl Driver {
         let request = match command {
             CallCommand::CreateRoom { name, public_title } => {
                 self.asked_title.clone_from(&public_title);
+                self.config.name = name.clone();
                 ClientMessage::CreateRoom {
                     name,
                     public_title,
@@ -260,6 +265,7 @@ impl Driver {
             }
             CallCommand::JoinRoom { room, name } => {
                 self.asked_title = None;
+                self.config.name = name.clone();
                 ClientMessage::JoinRoom {
                     room,
                     name,
@@ -295,6 +301,37 @@ impl Driver {
                         "the video source stays as it was: {problem}"
                     )))),
                 }
+                return;
+            }
+            CallCommand::SwitchMicrophone(input) => {
+                let mut media = self.config.media.clone();
+                media.audio_input = input;
+                let switched = match self.call.as_ref().and_then(ActiveCall::sender) {
+                    Some(sender) => sender.switch_audio(&media),
+                    None => Ok(()),
+                };
+                match switched {
+                    Ok(()) => self.config.media = media,
+                    Err(problem) => self.emit(CallEvent::Failed(CallError::Device(format!(
+                        "the microphone stays as it was: {problem}"
+                    )))),
+                }
+                return;
+            }
+            CallCommand::SwitchSpeaker(choice) => {
+                self.switch_speaker(choice);
+                return;
+            }
+            CallCommand::ListDevices => {
+                let events = self.events.clone();
+                // Asking the sound and camera layers can take a while: off the runtime.
+                tokio::task::spawn_blocking(move || {
+                    let _ = events.send(CallEvent::Devices(AvailableDevices {
+                        cameras: camera_names(),
+                        microphones: audio_devices(Direction::Input),
+                        speakers: audio_devices(Direction::Output),
+                    }));
+                });
                 return;
             }
             CallCommand::SetCamera(on) => {
@@ -564,6 +601,7 @@ impl Driver {
                 });
                 let sender = LocalSender::start(
                     &self.config.media,
+                    self.config.name.as_str(),
                     sink,
                     self.counters.clone(),
                     Some(self.preview.clone()),
@@ -593,7 +631,7 @@ impl Driver {
         };
         if let Some(problem) = video_problem {
             self.emit(CallEvent::Failed(CallError::Device(format!(
-                "others see the test pattern: {problem}"
+                "others see your name instead: {problem}"
             ))));
         }
         if let Some(problem) = audio_problem {
@@ -604,15 +642,7 @@ impl Driver {
                 "you are muted: {problem}"
             ))));
         }
-        let speaker = self.config.speaker.as_ref().and_then(|choice| {
-            Speaker::open(choice, self.mixer.clone())
-                .inspect_err(|problem| {
-                    self.emit(CallEvent::Failed(CallError::Device(format!(
-                        "you cannot hear the others: {problem}"
-                    ))));
-                })
-                .ok()
-        });
+        let speaker = self.open_speaker();
         self.call = Some(ActiveCall {
             local,
             outbound,
@@ -634,6 +664,35 @@ impl Driver {
         });
         for (peer_id, frames) in outputs {
             self.connect_peer(peer_id, Role::Offerer, frames).await;
+        }
+    }
+
+    /// The speaker `config.speaker` names, playing the mixer; `None` (and the user is
+    /// told) when it cannot be opened.
+    fn open_speaker(&self) -> Option<Speaker> {
+        let choice = self.config.speaker.as_ref()?;
+        Speaker::open(choice, self.mixer.clone())
+            .inspect_err(|problem| {
+                self.emit(CallEvent::Failed(CallError::Device(format!(
+                    "you cannot hear the others: {problem}"
+                ))));
+            })
+            .ok()
+    }
+
+    /// Plays the others on `choice` from now on (`None`: nowhere); in a call, the old
+    /// speaker closes before the new one opens.
+    fn switch_speaker(&mut self, choice: Option<DeviceChoice>) {
+        self.config.speaker = choice;
+        if self.call.is_none() {
+            return;
+        }
+        if let Some(call) = &mut self.call {
+            call.speaker = None;
+        }
+        let speaker = self.open_speaker();
+        if let Some(call) = &mut self.call {
+            call.speaker = speaker;
         }
     }
 

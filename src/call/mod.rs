@@ -28,7 +28,8 @@ use tokio::sync::mpsc;
 
 use crate::config::ClientConfig;
 use crate::media::{
-    CallStats, DecodedFrame, FrameReceiver, Mixer, SendCounters, Stamp, VideoInput, frame_channel,
+    AudioInput, CallStats, DecodedFrame, DeviceChoice, FrameReceiver, Mixer, SendCounters, Stamp,
+    VideoInput, frame_channel,
 };
 use crate::rtc::PeerConnectionState;
 #[cfg(not(target_arch = "wasm32"))]
@@ -61,8 +62,27 @@ pub enum CallCommand {
     /// Send video from another source from now on (this call and the next), without a
     /// new negotiation.
     SwitchVideo(VideoInput),
+    /// Send audio from another source from now on (this call and the next), also after
+    /// the microphone was lost.
+    SwitchMicrophone(AudioInput),
+    /// Play the others on another speaker from now on; `None`: nowhere.
+    SwitchSpeaker(Option<DeviceChoice>),
+    /// List the cameras, microphones and speakers; the answer fills [`AvailableDevices`].
+    ListDevices,
     /// Ask the server which public rooms exist; the answer fills [`PublicRooms`].
     ListRooms,
+}
+
+/// The capture and playback devices there are, by name, in the order `--camera`,
+/// `--mic` and `--speaker` indices count them (as listed last: [`CallCommand::ListDevices`]).
+#[derive(Resource, Debug, Clone, Default, PartialEq, Eq)]
+pub struct AvailableDevices {
+    /// Cameras.
+    pub cameras: Vec<String>,
+    /// Microphones.
+    pub microphones: Vec<String>,
+    /// Speakers.
+    pub speakers: Vec<String>,
 }
 
 /// The public rooms the server listed last (the lobby's doors).
@@ -104,6 +124,8 @@ pub enum CallEvent {
     OwnMedia(MediaState),
     /// The server's list of public rooms.
     RoomList(Vec<RoomSummary>),
+    /// The devices there are.
+    Devices(AvailableDevices),
     /// The signaling connection dropped during the call (why); media goes on while
     /// the driver reconnects.
     Reconnecting(String),
@@ -428,6 +450,7 @@ impl Plugin for CallPlugin {
         .init_resource::<OwnMediaState>()
         .init_resource::<CallReport>()
         .init_resource::<PublicRooms>()
+        .init_resource::<AvailableDevices>()
         .add_message::<CallCommand>()
         .add_message::<CallNotice>()
         .add_systems(
@@ -438,6 +461,7 @@ impl Plugin for CallPlugin {
                 show_newest_frames,
                 measure_speaking,
                 report_lost_video,
+                report_lost_microphone,
             )
                 .chain(),
         );
@@ -462,7 +486,14 @@ pub fn forward_call_commands(
                 media.video = *on;
                 state.clone()
             }
-            (CallCommand::ListRooms | CallCommand::SwitchVideo(_), _) => state.clone(),
+            (
+                CallCommand::ListRooms
+                | CallCommand::ListDevices
+                | CallCommand::SwitchVideo(_)
+                | CallCommand::SwitchMicrophone(_)
+                | CallCommand::SwitchSpeaker(_),
+                _,
+            ) => state.clone(),
             (CallCommand::CreateRoom { .. } | CallCommand::JoinRoom { .. }, CallState::Idle) => {
                 CallState::Joining
             }
@@ -484,7 +515,7 @@ pub fn forward_call_commands(
 }
 
 /// Tells the user when the video source failed mid-call (a camera unplugged, a file
-/// removed): the send path then sends the test pattern, and the call goes on.
+/// removed): the send path then sends the placeholder, and the call goes on.
 pub fn report_lost_video(
     send: Res<SendStats>,
     mut seen: Local<u64>,
@@ -496,7 +527,28 @@ pub fn report_lost_video(
     if failures > *seen {
         *seen = failures;
         notices.write(CallNotice::Failed(CallError::Device(
-            "your camera or video file stopped; others see the test pattern".to_owned(),
+            "your camera or video file stopped; others see your name instead".to_owned(),
+        )));
+    }
+}
+
+/// When the microphone was lost mid-call (unplugged): mutes us, so that the others see
+/// why they hear nothing, and tells the user; the call goes on, and another microphone
+/// can be picked.
+pub fn report_lost_microphone(
+    send: Res<SendStats>,
+    mut seen: Local<u64>,
+    mut commands: MessageWriter<CallCommand>,
+    mut notices: MessageWriter<CallNotice>,
+) {
+    let failures = send
+        .audio_source_failures
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if failures > *seen {
+        *seen = failures;
+        commands.write(CallCommand::SetMicrophone(false));
+        notices.write(CallNotice::Failed(CallError::Device(
+            "your microphone stopped; you are muted (pick another under Devices)".to_owned(),
         )));
     }
 }
@@ -520,6 +572,7 @@ pub fn measure_speaking(
 pub struct CallRecords<'w> {
     report: ResMut<'w, CallReport>,
     public_rooms: ResMut<'w, PublicRooms>,
+    devices: ResMut<'w, AvailableDevices>,
     own_media: ResMut<'w, OwnMediaState>,
 }
 
@@ -570,6 +623,7 @@ pub fn apply_call_events(
                 }
             }
             CallEvent::RoomList(rooms) => records.public_rooms.0 = rooms,
+            CallEvent::Devices(devices) => *records.devices = devices,
             CallEvent::OwnMedia(media) => records.own_media.0 = media,
             CallEvent::PeerMedia(peer_id, media) => {
                 if let Some((entity, _)) = roster.get(&peer_id) {

@@ -17,7 +17,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use web_sys::MediaStream;
 
-use super::{CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl};
+use super::{
+    AvailableDevices, CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl,
+};
 use crate::config::ClientConfig;
 use crate::media::web::{
     MediaAccessError, VideoTap, Voice, open_camera_and_microphone, set_tracks_enabled, stop_tracks,
@@ -160,13 +162,18 @@ impl Driver {
                 self.apply_media_state();
                 return;
             }
-            CallCommand::SwitchVideo(input) => {
-                // Files and named cameras are native sources; the page's camera is the
-                // one the browser's permission prompt gave.
+            CallCommand::SwitchVideo(_)
+            | CallCommand::SwitchMicrophone(_)
+            | CallCommand::SwitchSpeaker(_) => {
+                // The page's devices are the ones the browser's permission prompt gave.
                 tracing::warn!(
-                    ?input,
-                    "the browser build sends its getUserMedia camera only"
+                    ?command,
+                    "the browser build uses the devices the page was given"
                 );
+                return;
+            }
+            CallCommand::ListDevices => {
+                self.emit(CallEvent::Devices(AvailableDevices::default()));
                 return;
             }
         };

@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample, StreamConfig};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::device::DeviceChoice;
 use super::error::DeviceError;
@@ -21,6 +21,10 @@ use super::resample::ToOpusFrames;
 
 /// Captured chunks waiting for the encoder thread (a few hundred ms at most).
 const CAPTURE_QUEUE: usize = 64;
+
+/// A microphone that delivers nothing for this long is taken as gone (unplugged: some
+/// backends report it, others just stop).
+const MICROPHONE_SILENT_LIMIT: Duration = Duration::from_secs(3);
 
 /// Which way a device works, for listings and messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +197,10 @@ fn backend(op: &'static str) -> impl Fn(cpal::Error) -> DeviceError {
 /// An open microphone: captured audio, resampled to 48 kHz mono, in 20 ms frames.
 pub struct Microphone {
     chunks: Receiver<Vec<f32>>,
+    /// What the stream reported when its device went away.
+    lost: Receiver<String>,
+    /// When the device last delivered samples.
+    last_heard: Instant,
     frames: ToOpusFrames,
     _stream: StreamThread,
 }
@@ -210,26 +218,56 @@ impl Microphone {
             message: error.to_string(),
         })?;
         let (chunk_tx, chunks) = crossbeam_channel::bounded(CAPTURE_QUEUE);
+        let (lost_tx, lost) = crossbeam_channel::bounded(1);
         let format = supported.sample_format();
         let config = supported.config();
         let stream = StreamThread::start("meetspace-microphone", move || {
-            build_input(&device, format, config, chunk_tx)
+            build_input(&device, format, config, chunk_tx, lost_tx)
         })?;
         Ok(Self {
             chunks,
+            lost,
+            last_heard: Instant::now(),
             frames,
             _stream: stream,
         })
     }
 
-    /// The next 20 ms frame, waiting at most `wait` for the device.
-    pub fn next_frame(&mut self, wait: Duration) -> Option<AudioFrame> {
+    /// The next 20 ms frame, waiting at most `wait` for the device (`None`: nothing
+    /// yet). Fails when the microphone is gone: its backend said so, or it delivered
+    /// nothing for [`MICROPHONE_SILENT_LIMIT`].
+    pub fn next_frame(&mut self, wait: Duration) -> Result<Option<AudioFrame>, DeviceError> {
+        let gone = |message: String| DeviceError::Backend {
+            op: "read the microphone",
+            message,
+        };
         loop {
             if let Some(frame) = self.frames.next_frame() {
-                return Some(frame);
+                return Ok(Some(frame));
             }
-            let chunk = self.chunks.recv_timeout(wait).ok()?;
-            self.frames.push(&chunk);
+            if let Ok(reason) = self.lost.try_recv() {
+                return Err(gone(reason));
+            }
+            match self.chunks.recv_timeout(wait) {
+                Ok(chunk) => {
+                    self.last_heard = Instant::now();
+                    self.frames.push(&chunk);
+                }
+                Err(RecvTimeoutError::Timeout)
+                    if self.last_heard.elapsed() < MICROPHONE_SILENT_LIMIT =>
+                {
+                    return Ok(None);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(gone(format!(
+                        "it delivered nothing for {} s",
+                        MICROPHONE_SILENT_LIMIT.as_secs()
+                    )));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(gone("its stream ended".to_owned()));
+                }
+            }
         }
     }
 }
@@ -239,14 +277,15 @@ fn build_input(
     format: SampleFormat,
     config: StreamConfig,
     chunks: Sender<Vec<f32>>,
+    lost: Sender<String>,
 ) -> Result<cpal::Stream, DeviceError> {
     match format {
-        SampleFormat::I16 => input_stream::<i16>(device, config, chunks),
-        SampleFormat::I32 => input_stream::<i32>(device, config, chunks),
-        SampleFormat::U8 => input_stream::<u8>(device, config, chunks),
-        SampleFormat::U16 => input_stream::<u16>(device, config, chunks),
-        SampleFormat::F32 => input_stream::<f32>(device, config, chunks),
-        SampleFormat::F64 => input_stream::<f64>(device, config, chunks),
+        SampleFormat::I16 => input_stream::<i16>(device, config, chunks, lost),
+        SampleFormat::I32 => input_stream::<i32>(device, config, chunks, lost),
+        SampleFormat::U8 => input_stream::<u8>(device, config, chunks, lost),
+        SampleFormat::U16 => input_stream::<u16>(device, config, chunks, lost),
+        SampleFormat::F32 => input_stream::<f32>(device, config, chunks, lost),
+        SampleFormat::F64 => input_stream::<f64>(device, config, chunks, lost),
         other => Err(DeviceError::Format(format!(
             "the microphone delivers {other} samples, which meetspace cannot read"
         ))),
@@ -257,6 +296,7 @@ fn input_stream<T>(
     device: &cpal::Device,
     config: StreamConfig,
     chunks: Sender<Vec<f32>>,
+    lost: Sender<String>,
 ) -> Result<cpal::Stream, DeviceError>
 where
     T: SizedSample,
@@ -277,7 +317,15 @@ where
                 // A full queue means the encoder stalled: drop rather than block.
                 let _ = chunks.try_send(mono);
             },
-            |error| tracing::warn!(%error, "microphone error"),
+            move |error| {
+                tracing::warn!(%error, "microphone error");
+                if matches!(
+                    error.kind(),
+                    cpal::ErrorKind::DeviceNotAvailable | cpal::ErrorKind::StreamInvalidated
+                ) {
+                    let _ = lost.try_send(error.to_string());
+                }
+            },
             None,
         )
         .map_err(backend("open the microphone"))

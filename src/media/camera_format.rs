@@ -76,6 +76,24 @@ fn rgb_to_i420(width: u32, height: u32, rgb: &[u8]) -> Result<VideoFrame, FrameE
     Ok(frame)
 }
 
+/// RGBA (full range, alpha ignored) to I420 (studio range, BT.601): pictures drawn on
+/// the CPU, such as the placeholder, for the encoder.
+pub fn rgba_to_i420(width: u32, height: u32, rgba: &[u8]) -> Result<VideoFrame, FrameError> {
+    let mut frame = blank(width, height)?;
+    expect_bytes(rgba, width as usize * height as usize * 4)?;
+    let mut planes = planes_of(&mut frame);
+    yuv::rgba_to_yuv420(
+        &mut planes,
+        rgba,
+        width * 4,
+        YuvRange::Limited,
+        YuvStandardMatrix::Bt601,
+        YuvConversionMode::Balanced,
+    )
+    .map_err(conversion)?;
+    Ok(frame)
+}
+
 /// YUYV to I420: the chroma of each two rows is averaged into one.
 fn yuyv_to_i420(width: u32, height: u32, data: &[u8]) -> Result<VideoFrame, FrameError> {
     let mut frame = blank(width, height)?;

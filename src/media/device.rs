@@ -45,6 +45,15 @@ pub enum AudioInput {
     Microphone(DeviceChoice),
 }
 
+impl fmt::Display for AudioInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tone => f.write_str("the test tone"),
+            Self::Microphone(choice) => write!(f, "microphone {choice}"),
+        }
+    }
+}
+
 /// Where the video we send comes from (`--video`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum VideoInput {
@@ -55,6 +64,16 @@ pub enum VideoInput {
     File(PathBuf),
     /// A camera.
     Camera(DeviceChoice),
+}
+
+impl fmt::Display for VideoInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Synthetic => f.write_str("the test pattern"),
+            Self::File(path) => write!(f, "file {}", path.display()),
+            Self::Camera(choice) => write!(f, "camera {choice}"),
+        }
+    }
 }
 
 impl VideoInput {

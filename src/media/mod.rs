@@ -22,6 +22,8 @@ pub mod frame;
 pub mod mixer;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod opus;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod placeholder;
 pub mod receive;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod resample;
@@ -46,6 +48,8 @@ pub use self::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoF
 pub use self::mixer::{Mixer, StereoGain};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::opus::{OpusDecoder, OpusEncoder};
+#[cfg(not(target_arch = "wasm32"))]
+pub use self::placeholder::{PlaceholderVideo, placeholder_colour};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::receive::RemoteVideoDecoder;
 pub use self::receive::{DecodedFrame, FrameReceiver, FrameSender, frame_channel};

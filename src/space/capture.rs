@@ -20,7 +20,9 @@ use serde::Serialize;
 use super::Location;
 use super::panels::{Panel, PanelParts, PanelScreen, SCREEN_SIZE};
 use super::player::Player;
+use super::self_view::{self, SelfViewScreen};
 use crate::call::{MediaState, Participant, VideoFeed};
+use crate::ui::Toasts;
 
 /// How long the room gets to show every participant's video before the screenshots
 /// are taken anyway (and the app exits with an error).
@@ -240,16 +242,22 @@ pub struct ScreenshotInfo {
     pub ready_frame: Option<u64>,
     /// Every panel, by participant name.
     pub panels: Vec<PanelRect>,
+    /// The self-view's bounding box in window pixels, while it shows.
+    pub self_view: Option<[f32; 4]>,
+    /// The texts of the last toasts shown, faded or not, oldest first.
+    pub toasts: Vec<String>,
 }
 
-/// Projects the corners of a panel screen into window pixels.
+/// Projects the corners of a `size` quad (a panel screen, the self-view) into window
+/// pixels.
 fn screen_corners(
     camera: &Camera,
     camera_transform: &GlobalTransform,
     screen: &GlobalTransform,
+    size: Vec2,
     scale_factor: f32,
 ) -> Option<[[f32; 2]; 4]> {
-    let half = SCREEN_SIZE / 2.0;
+    let half = size / 2.0;
     let local = [
         Vec3::new(-half.x, half.y, 0.0),
         Vec3::new(half.x, half.y, 0.0),
@@ -280,6 +288,7 @@ pub struct PanelView<'w, 's> {
     panels: Query<'w, 's, (&'static Panel, &'static Children)>,
     screens: Query<'w, 's, &'static GlobalTransform, With<PanelScreen>>,
     participants: Query<'w, 's, (&'static Participant, &'static VideoFeed)>,
+    self_view: Query<'w, 's, (&'static GlobalTransform, &'static Visibility), With<SelfViewScreen>>,
 }
 
 impl PanelView<'_, '_> {
@@ -296,7 +305,7 @@ impl PanelView<'_, '_> {
                     .iter()
                     .find_map(|child| self.screens.get(child).ok())?;
                 let corners = camera.and_then(|(camera, transform)| {
-                    screen_corners(camera, transform, screen, scale_factor)
+                    screen_corners(camera, transform, screen, SCREEN_SIZE, scale_factor)
                 });
                 Some(PanelRect {
                     name: participant.name.as_str().to_owned(),
@@ -310,6 +319,24 @@ impl PanelView<'_, '_> {
         rects.sort_by(|a, b| a.name.cmp(&b.name));
         rects
     }
+
+    /// The self-view's bounding box in window pixels, while it shows.
+    pub fn self_view_rect(&self, scale_factor: f32) -> Option<[f32; 4]> {
+        let (camera, camera_transform) = self.camera.single().ok()?;
+        let (screen, visibility) = self.self_view.single().ok()?;
+        if *visibility == Visibility::Hidden {
+            return None;
+        }
+        screen_corners(
+            camera,
+            camera_transform,
+            screen,
+            self_view::SIZE,
+            scale_factor,
+        )
+        .as_ref()
+        .map(bounding_box)
+    }
 }
 
 /// Requests the next screenshot when its frame comes, with the panels' rectangles as
@@ -319,6 +346,7 @@ fn take_screenshots(
     mut plan: ResMut<ScreenshotPlan>,
     window: Query<&Window, With<PrimaryWindow>>,
     panels: PanelView,
+    toasts: Option<Res<Toasts>>,
     mut commands: Commands,
 ) {
     let Some(since) = ready.frames_since_ready() else {
@@ -339,6 +367,8 @@ fn take_screenshots(
         frame: ready.frame,
         ready_frame: ready.ready_at,
         panels: panels.rects(scale_factor),
+        self_view: panels.self_view_rect(scale_factor),
+        toasts: toasts.map(|toasts| toasts.history()).unwrap_or_default(),
     };
     if let Err(error) = write_info(&path.with_extension("json"), &info) {
         plan.failure.get_or_insert(error);

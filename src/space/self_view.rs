@@ -9,7 +9,7 @@ use super::player::Player;
 use crate::call::{OwnMediaState, SelfView, VideoFeed};
 
 /// Size of the self-view in front of the camera (metres at [`DISTANCE`]).
-const SIZE: Vec2 = Vec2::new(0.24, 0.18);
+pub(super) const SIZE: Vec2 = Vec2::new(0.24, 0.18);
 /// How far in front of the eye the self-view floats.
 const DISTANCE: f32 = 0.8;
 /// Its centre, right and down from the middle of the view (fits a 16:9 window at the

@@ -14,8 +14,8 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use crate::call::{
-    CallCommand, CallError, CallNotice, CallState, ConnectionState, MediaState, OwnMediaState,
-    OwnSpeakingLevel, Participant, VideoFeed,
+    AvailableDevices, CallCommand, CallError, CallNotice, CallState, ConnectionState, MediaState,
+    OwnMediaState, OwnSpeakingLevel, Participant, VideoFeed,
 };
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
@@ -27,6 +27,7 @@ const TOAST_LIFETIME: Duration = Duration::from_secs(6);
 /// Toasts shown at once; older ones make room.
 const MAX_TOASTS: usize = 5;
 
+mod devices;
 mod shortcuts;
 mod stats;
 
@@ -129,16 +130,31 @@ struct Toast {
     shown_at: Instant,
 }
 
-/// Messages waiting to fade.
+/// Messages waiting to fade, and the texts of the last [`TOAST_HISTORY`] shown.
 #[derive(Resource, Default)]
-struct Toasts(Vec<Toast>);
+pub struct Toasts {
+    shown: Vec<Toast>,
+    history: std::collections::VecDeque<String>,
+}
+
+/// Toast texts remembered after they fade (screenshots record them).
+const TOAST_HISTORY: usize = 32;
 
 impl Toasts {
+    /// The texts of the last toasts, faded or not, oldest first.
+    pub fn history(&self) -> Vec<String> {
+        self.history.iter().cloned().collect()
+    }
+
     fn push(&mut self, severity: Severity, text: String) {
-        if self.0.len() == MAX_TOASTS {
-            self.0.remove(0);
+        if self.shown.len() == MAX_TOASTS {
+            self.shown.remove(0);
         }
-        self.0.push(Toast {
+        if self.history.len() == TOAST_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(text.clone());
+        self.shown.push(Toast {
             text,
             severity,
             shown_at: Instant::now(),
@@ -151,6 +167,7 @@ fn init_form(mut commands: Commands, config: Res<ClientConfig>) {
         name: config.name.to_string(),
         ..default()
     });
+    commands.insert_resource(devices::DevicePicks::from_config(&config));
 }
 
 fn collect_toasts(
@@ -197,6 +214,8 @@ struct CallView<'w> {
     own_media: Res<'w, OwnMediaState>,
     own_level: Res<'w, OwnSpeakingLevel>,
     spatial: Option<ResMut<'w, SpatialAudio>>,
+    devices: Res<'w, AvailableDevices>,
+    picks: ResMut<'w, devices::DevicePicks>,
 }
 
 fn call_panel(
@@ -293,7 +312,7 @@ fn call_panel(
                     ui.toggle_value(&mut toggles.help, "Shortcuts (H)");
                 });
                 sound_controls(ui, call.own_level.0, call.spatial.as_deref_mut());
-                device_pickers(ui);
+                devices::device_pickers(ui, &call.devices, &mut call.picks, &mut commands);
             }
             CallState::Leaving => {
                 ui.horizontal(|ui| {
@@ -304,12 +323,6 @@ fn call_panel(
         });
     Ok(())
 }
-
-/// The sources we can send from. Only the synthetic ones exist so far; cameras and
-/// microphones join these lists when the device backends arrive.
-const VIDEO_SOURCES: [&str; 1] = ["Synthetic test pattern"];
-/// See [`VIDEO_SOURCES`].
-const AUDIO_SOURCES: [&str; 1] = ["Synthetic tone"];
 
 /// Our microphone's level (the speaking indicator for ourselves) and the spatial
 /// audio switch.
@@ -335,21 +348,6 @@ fn sound_controls(ui: &mut egui::Ui, own_level: f32, spatial: Option<&mut Spatia
             "Spatial audio (voices come from their panels)",
         );
     }
-}
-
-fn device_pickers(ui: &mut egui::Ui) {
-    egui::CollapsingHeader::new("Devices").show(ui, |ui| {
-        for (label, sources) in [("Camera", VIDEO_SOURCES), ("Microphone", AUDIO_SOURCES)] {
-            let mut chosen = 0;
-            egui::ComboBox::from_label(label)
-                .selected_text(sources[chosen])
-                .show_ui(ui, |ui| {
-                    for (index, source) in sources.iter().enumerate() {
-                        ui.selectable_value(&mut chosen, index, *source);
-                    }
-                });
-        }
-    });
 }
 
 /// Connection state and mute badges in words.
@@ -429,16 +427,16 @@ fn home(
 
 fn toast_stack(mut contexts: EguiContexts, mut toasts: ResMut<Toasts>) -> Result {
     toasts
-        .0
+        .shown
         .retain(|toast| toast.shown_at.elapsed() < TOAST_LIFETIME);
-    if toasts.0.is_empty() {
+    if toasts.shown.is_empty() {
         return Ok(());
     }
     let ctx = contexts.ctx_mut()?;
     egui::Area::new(egui::Id::new("toasts"))
         .anchor(egui::Align2::RIGHT_BOTTOM, [-12.0, -12.0])
         .show(ctx, |ui| {
-            for toast in &toasts.0 {
+            for toast in &toasts.shown {
                 let color = match toast.severity {
                     Severity::Info => egui::Color32::from_gray(40),
                     Severity::Error => egui::Color32::from_rgb(120, 30, 30),
@@ -532,7 +530,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let toast = loop {
             app.update();
-            let toasts = &app.world().resource::<Toasts>().0;
+            let toasts = &app.world().resource::<Toasts>().shown;
             if let Some(toast) = toasts.iter().find(|t| t.severity == Severity::Error) {
                 break toast.text.clone();
             }

@@ -110,11 +110,16 @@ pub fn client_with(url: &str, name: &str, media: SendSettings) -> App {
     client_from(config(url, name, media))
 }
 
+/// Keeps every [`CallNotice`] `app` sees in its [`NoticeLog`] (for [`notices`]).
+pub fn log_notices(app: &mut App) {
+    app.init_resource::<NoticeLog>()
+        .add_systems(Last, record_notices);
+}
+
 /// A headless client with these settings.
 pub fn client_from(config: ClientConfig) -> App {
     let mut app = headless_app(config);
-    app.init_resource::<NoticeLog>()
-        .add_systems(Last, record_notices);
+    log_notices(&mut app);
     app.finish();
     app.cleanup();
     app
@@ -416,6 +421,15 @@ impl PulseServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         pulse
+    }
+
+    /// Takes the null sink away, and with it its monitor (the tests' microphone): a
+    /// device unplugged.
+    pub fn unplug_sink(&self) {
+        assert!(
+            self.pactl(&["unload-module", "module-null-sink"]),
+            "pactl could not unload the null sink"
+        );
     }
 
     /// Runs `pactl ARGS` against this daemon; whether it succeeded.

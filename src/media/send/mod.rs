@@ -82,8 +82,10 @@ pub struct SendCounters {
     pub audio_packets: AtomicU64,
     /// Capture sources (camera, synthetic video, microphone, tone) open right now.
     pub open_captures: AtomicU64,
-    /// Times the video source failed mid-call and the test pattern took its place.
+    /// Times the video source failed mid-call and the placeholder took its place.
     pub video_source_failures: AtomicU64,
+    /// Times the microphone was lost mid-call (we send no audio until another is picked).
+    pub audio_source_failures: AtomicU64,
     /// RMS level (0 to 1, as `f32` bits) of the last 60 ms we captured while the
     /// microphone is on; 0 while it is muted.
     pub own_level: AtomicU32,

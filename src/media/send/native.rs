@@ -1,5 +1,7 @@
 //! The native send path: synthetic sources, a y4m file, a camera or the microphone,
-//! and the encoders on their own threads (see the parent module).
+//! and the encoders on their own threads (see the parent module). A video source that
+//! cannot be opened or is lost is replaced by the placeholder (our name on a colour); a
+//! microphone that is lost leaves the audio loop silent until another is picked.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,7 @@ use crate::media::error::{CodecError, DeviceError};
 use crate::media::file_video::Y4mFile;
 use crate::media::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 use crate::media::opus::OpusEncoder;
+use crate::media::placeholder::PlaceholderVideo;
 use crate::media::receive::{DecodedFrame, FrameSender};
 use crate::media::synthetic::{SyntheticAudio, SyntheticVideo};
 use crate::media::vp8::{Vp8Config, Vp8Encoder};
@@ -58,6 +61,8 @@ enum AudioSource {
     Tone(SyntheticAudio),
     /// A microphone, paced by the device.
     Microphone(Box<Microphone>),
+    /// Nothing: the microphone could not be opened or was lost; another may be picked.
+    Silent,
 }
 
 /// How long the audio loop waits for a microphone before checking whether to stop.
@@ -75,14 +80,23 @@ impl AudioSource {
     }
 
     /// The next 20 ms frame: the tone after sleeping until `deadline`, a microphone's
-    /// as soon as it has one (`None` if it has none for a while).
-    fn next_frame(&mut self, deadline: &mut Instant, period: Duration) -> Option<AudioFrame> {
+    /// as soon as it has one (`None` if it has none for a while). Fails when the
+    /// microphone is lost.
+    fn next_frame(
+        &mut self,
+        deadline: &mut Instant,
+        period: Duration,
+    ) -> Result<Option<AudioFrame>, DeviceError> {
         match self {
             Self::Tone(tone) => {
                 pace(deadline, period);
-                Some(tone.next_frame())
+                Ok(Some(tone.next_frame()))
             }
             Self::Microphone(microphone) => microphone.next_frame(MICROPHONE_WAIT),
+            Self::Silent => {
+                std::thread::sleep(MICROPHONE_WAIT);
+                Ok(None)
+            }
         }
     }
 }
@@ -97,6 +111,8 @@ enum VideoSource {
     /// A camera, paced by the device.
     #[cfg(not(target_arch = "wasm32"))]
     Camera(Camera),
+    /// Our name on a colour, when there is no video to send.
+    Placeholder(PlaceholderVideo),
 }
 
 impl VideoSource {
@@ -128,6 +144,13 @@ impl VideoSource {
             .map_err(|error| DeviceError::Format(error.to_string()))
     }
 
+    /// `own_name` on its colour, `width` x `height`.
+    fn placeholder(own_name: &str, width: u32, height: u32) -> Result<Self, CodecError> {
+        PlaceholderVideo::new(own_name, width, height)
+            .map(Self::Placeholder)
+            .map_err(CodecError::from)
+    }
+
     /// The next frame, captured at `captured` (microseconds since the UNIX epoch).
     fn next_frame(&mut self, captured: u64) -> Result<VideoFrame, DeviceError> {
         match self {
@@ -136,6 +159,7 @@ impl VideoSource {
             Self::File(file) => file.next_frame(),
             #[cfg(not(target_arch = "wasm32"))]
             Self::Camera(camera) => camera.next_frame(),
+            Self::Placeholder(placeholder) => Ok(placeholder.next_frame()),
         }
     }
 
@@ -165,6 +189,8 @@ pub struct LocalSender {
     bitrate_targets: Arc<VideoBitrateTargets>,
     /// A source waiting to replace the video loop's (hot switching).
     next_video: Arc<Mutex<Option<VideoSource>>>,
+    /// A source waiting to replace the audio loop's.
+    next_audio: Arc<Mutex<Option<AudioSource>>>,
     threads: Vec<JoinHandle<()>>,
     audio_problem: Option<DeviceError>,
     video_problem: Option<DeviceError>,
@@ -177,9 +203,11 @@ impl LocalSender {
     ///
     /// A microphone that cannot be opened does not stop the call: we send no audio,
     /// and [`Self::audio_problem`] says why. Neither does a video source: we send the
-    /// test pattern instead, and [`Self::video_problem`] says why.
+    /// placeholder (`own_name` on a colour) instead, and [`Self::video_problem`] says
+    /// why.
     pub fn start(
         settings: &SendSettings,
+        own_name: &str,
         sink: Arc<dyn MediaSink>,
         counters: Arc<SendCounters>,
         preview: Option<FrameSender>,
@@ -187,9 +215,10 @@ impl LocalSender {
         let (source, video_problem) = match VideoSource::open(settings) {
             Ok(source) => (source, None),
             Err(error) => {
-                tracing::warn!(%error, "sending the test pattern");
-                let fallback = SyntheticVideo::new(settings.width, settings.height)?;
-                (VideoSource::Synthetic(fallback), Some(error))
+                tracing::warn!(%error, "sending the placeholder");
+                let placeholder =
+                    VideoSource::placeholder(own_name, settings.width, settings.height)?;
+                (placeholder, Some(error))
             }
         };
         let encoder = Vp8Encoder::new(Vp8Config {
@@ -206,10 +235,10 @@ impl LocalSender {
         let bitrate_targets = Arc::new(VideoBitrateTargets::default());
         let opus = OpusEncoder::new(OPUS_BITRATE_BPS)?;
         let (audio_source, audio_problem) = match AudioSource::open(settings) {
-            Ok(source) => (Some(source), None),
+            Ok(source) => (source, None),
             Err(error) => {
                 tracing::warn!(%error, "sending no audio");
-                (None, Some(error))
+                (AudioSource::Silent, Some(error))
             }
         };
         let controls = Arc::new(Controls {
@@ -219,9 +248,11 @@ impl LocalSender {
             stop: AtomicBool::new(false),
         });
         let next_video = Arc::new(Mutex::new(None));
+        let next_audio = Arc::new(Mutex::new(None));
         let video = VideoLoop {
             controls: controls.clone(),
             next_video: next_video.clone(),
+            own_name: own_name.to_owned(),
             sink: sink.clone(),
             _capture: CaptureHandle::open(&counters),
             counters: counters.clone(),
@@ -231,23 +262,25 @@ impl LocalSender {
             period: Duration::from_secs(1) / settings.fps.max(1),
             preview,
         };
-        let mut threads = vec![spawn_named("meetspace-video-send", move || video.run())?];
-        if let Some(source) = audio_source {
-            let audio = AudioLoop {
-                controls: controls.clone(),
-                sink,
-                _capture: CaptureHandle::open(&counters),
-                counters,
-                encoder: opus,
-                source,
-            };
-            threads.push(spawn_named("meetspace-audio-send", move || audio.run())?);
-        }
+        let audio = AudioLoop {
+            controls: controls.clone(),
+            next_audio: next_audio.clone(),
+            sink,
+            capture: None,
+            counters,
+            encoder: opus,
+            source: AudioSource::Silent,
+        };
+        let threads = vec![
+            spawn_named("meetspace-video-send", move || video.run())?,
+            spawn_named("meetspace-audio-send", move || audio.run(audio_source))?,
+        ];
         Ok(Self {
             controls,
             bounds,
             bitrate_targets,
             next_video,
+            next_audio,
             threads,
             audio_problem,
             video_problem,
@@ -265,7 +298,18 @@ impl LocalSender {
         Ok(())
     }
 
-    /// Why we send the test pattern instead of the video asked for.
+    /// Replaces the audio source mid-call with what `settings.audio_input` names (also
+    /// after the microphone was lost or never opened). On failure the current source
+    /// goes on.
+    pub fn switch_audio(&self, settings: &SendSettings) -> Result<(), DeviceError> {
+        let source = AudioSource::open(settings)?;
+        if let Ok(mut next) = self.next_audio.lock() {
+            *next = Some(source);
+        }
+        Ok(())
+    }
+
+    /// Why we send the placeholder instead of the video asked for.
     pub fn video_problem(&self) -> Option<&DeviceError> {
         self.video_problem.as_ref()
     }
@@ -346,6 +390,8 @@ fn pace(deadline: &mut Instant, period: Duration) {
 struct VideoLoop {
     controls: Arc<Controls>,
     next_video: Arc<Mutex<Option<VideoSource>>>,
+    /// Drawn on the placeholder when the source is lost.
+    own_name: String,
     sink: Arc<dyn MediaSink>,
     /// Counts the source as open while the loop runs.
     _capture: CaptureHandle,
@@ -376,13 +422,13 @@ impl VideoLoop {
             let frame = match self.source.next_frame(captured) {
                 Ok(frame) => frame,
                 Err(error) => {
-                    tracing::warn!(%error, "the video source failed; sending the test pattern");
+                    tracing::warn!(%error, "the video source failed; sending the placeholder");
                     self.counters
                         .video_source_failures
                         .fetch_add(1, Ordering::Relaxed);
                     let config = self.encoder.config();
-                    match SyntheticVideo::new(config.width, config.height) {
-                        Ok(pattern) => self.source = VideoSource::Synthetic(pattern),
+                    match VideoSource::placeholder(&self.own_name, config.width, config.height) {
+                        Ok(placeholder) => self.source = placeholder,
                         Err(_) => return,
                     }
                     continue;
@@ -481,23 +527,38 @@ const LEVEL_FRAMES: usize = 3;
 
 struct AudioLoop {
     controls: Arc<Controls>,
+    next_audio: Arc<Mutex<Option<AudioSource>>>,
     sink: Arc<dyn MediaSink>,
-    /// Counts the source as open while the loop runs.
-    _capture: CaptureHandle,
+    /// Counts the source as open while it is one (not [`AudioSource::Silent`]).
+    capture: Option<CaptureHandle>,
     counters: Arc<SendCounters>,
     encoder: OpusEncoder,
     source: AudioSource,
 }
 
 impl AudioLoop {
-    fn run(mut self) {
+    fn run(mut self, first_source: AudioSource) {
+        self.use_source(first_source);
         let period =
             Duration::from_secs_f64(AUDIO_FRAME_SAMPLES as f64 / f64::from(AUDIO_SAMPLE_RATE));
         let mut deadline = Instant::now();
         let mut mean_squares = std::collections::VecDeque::with_capacity(LEVEL_FRAMES);
         while !self.controls.stop.load(Ordering::Relaxed) {
-            let Some(frame) = self.source.next_frame(&mut deadline, period) else {
-                continue;
+            if let Some(source) = self.next_audio.lock().ok().and_then(|mut next| next.take()) {
+                self.use_source(source);
+            }
+            let frame = match self.source.next_frame(&mut deadline, period) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "the microphone is lost; sending no audio");
+                    self.counters
+                        .audio_source_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.counters.own_level.store(0, Ordering::Relaxed);
+                    self.use_source(AudioSource::Silent);
+                    continue;
+                }
             };
             if !self.controls.audio_on.load(Ordering::Relaxed) {
                 mean_squares.clear();
@@ -520,5 +581,18 @@ impl AudioLoop {
                 Err(error) => tracing::warn!(%error, "an audio frame could not be encoded"),
             }
         }
+    }
+
+    /// Takes `source` from now on, counted as an open capture unless it is silence.
+    fn use_source(&mut self, source: AudioSource) {
+        self.capture = match source {
+            AudioSource::Silent => None,
+            _ => Some(
+                self.capture
+                    .take()
+                    .unwrap_or_else(|| CaptureHandle::open(&self.counters)),
+            ),
+        };
+        self.source = source;
     }
 }

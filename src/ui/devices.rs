@@ -1,0 +1,130 @@
+//! The overlay's device pickers: the camera (or the test pattern), the microphone (or
+//! the test tone) and the speaker, switched mid-call without a new negotiation. The
+//! lists come from the call driver ([`CallCommand::ListDevices`]), asked for when the
+//! panel opens and on "Refresh".
+
+use bevy::prelude::*;
+use bevy_egui::egui;
+
+use crate::call::{AvailableDevices, CallCommand};
+use crate::config::ClientConfig;
+use crate::media::{AudioInput, DeviceChoice, VideoInput};
+
+/// What the pickers show as chosen: the flags at start, then the user's picks.
+#[derive(Resource, Debug, Clone, PartialEq)]
+pub struct DevicePicks {
+    /// The video we send.
+    pub video: VideoInput,
+    /// The audio we send.
+    pub microphone: AudioInput,
+    /// Where we play the others; `None`: nowhere.
+    pub speaker: Option<DeviceChoice>,
+}
+
+impl DevicePicks {
+    /// The devices `config` starts with.
+    pub fn from_config(config: &ClientConfig) -> Self {
+        Self {
+            video: config.media.video_input.clone(),
+            microphone: config.media.audio_input.clone(),
+            speaker: config.speaker.clone(),
+        }
+    }
+}
+
+/// The "Devices" section: one picker per kind, each pick sent to the driver at once.
+pub fn device_pickers(
+    ui: &mut egui::Ui,
+    devices: &AvailableDevices,
+    picks: &mut DevicePicks,
+    commands: &mut MessageWriter<CallCommand>,
+) {
+    let section = egui::CollapsingHeader::new("Devices").show(ui, |ui| {
+        let video_options = options(
+            ("Test pattern", VideoInput::Synthetic),
+            &devices.cameras,
+            |name| VideoInput::Camera(DeviceChoice::Named(name)),
+        );
+        let video_now = picks.video.to_string();
+        if let Some(video) = picker(ui, "Camera", &video_options, &picks.video, video_now) {
+            picks.video = video.clone();
+            commands.write(CallCommand::SwitchVideo(video));
+        }
+        let microphone_options = options(
+            ("Test tone", AudioInput::Tone),
+            &devices.microphones,
+            |name| AudioInput::Microphone(DeviceChoice::Named(name)),
+        );
+        let microphone_now = picks.microphone.to_string();
+        if let Some(microphone) = picker(
+            ui,
+            "Microphone",
+            &microphone_options,
+            &picks.microphone,
+            microphone_now,
+        ) {
+            picks.microphone = microphone.clone();
+            commands.write(CallCommand::SwitchMicrophone(microphone));
+        }
+        let speaker_options = options(("None", None), &devices.speakers, |name| {
+            Some(DeviceChoice::Named(name))
+        });
+        let speaker_now = picks
+            .speaker
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), ToString::to_string);
+        if let Some(speaker) = picker(ui, "Speaker", &speaker_options, &picks.speaker, speaker_now)
+        {
+            picks.speaker = speaker.clone();
+            commands.write(CallCommand::SwitchSpeaker(speaker));
+        }
+        if ui.button("Refresh").clicked() {
+            commands.write(CallCommand::ListDevices);
+        }
+    });
+    if section.header_response.clicked() {
+        commands.write(CallCommand::ListDevices);
+    }
+}
+
+/// The synthetic choice first, then one per device name.
+fn options<T>(
+    synthetic: (&str, T),
+    names: &[String],
+    choice: impl Fn(String) -> T,
+) -> Vec<(String, T)> {
+    std::iter::once((synthetic.0.to_owned(), synthetic.1))
+        .chain(
+            names
+                .iter()
+                .map(|name| (name.clone(), choice(name.clone()))),
+        )
+        .collect()
+}
+
+/// A combo box of `options` showing `current` (as `current_words` when it is not one
+/// of them: a file, the default device, an index from the command line); the option
+/// picked this frame, if it differs from `current`.
+fn picker<T: Clone + PartialEq>(
+    ui: &mut egui::Ui,
+    label: &str,
+    options: &[(String, T)],
+    current: &T,
+    current_words: String,
+) -> Option<T> {
+    let shown = options
+        .iter()
+        .find(|(_, value)| value == current)
+        .map_or(current_words, |(name, _)| name.clone());
+    let mut picked = None;
+    egui::ComboBox::from_label(label)
+        .selected_text(shown)
+        .show_ui(ui, |ui| {
+            for (name, value) in options {
+                if ui.selectable_label(value == current, name).clicked() && value != current {
+                    picked = Some(value.clone());
+                }
+            }
+        });
+    picked
+}
