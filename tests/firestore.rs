@@ -428,12 +428,17 @@ async fn next_message(
     }
 }
 
-/// The next signal `link` receives: its sender and payload.
-async fn next_signal(link: &mut meetspace::signaling::SignalingLink) -> (String, Value) {
+/// Waits for the next signal `link` receives and checks it is `data` from `from`.
+async fn expect_signal(link: &mut meetspace::signaling::SignalingLink, from: &str, data: Value) {
     use meetspace::signaling::protocol::ServerMessage;
     loop {
-        if let ServerMessage::Signal { from, data } = next_message(link).await {
-            return (from.to_string(), data);
+        if let ServerMessage::Signal {
+            from: got_from,
+            data: got,
+        } = next_message(link).await
+        {
+            assert_eq!((got_from.as_str(), &got), (from, &data));
+            return;
         }
     }
 }
@@ -498,39 +503,20 @@ fn a_connection_started_over_travels_in_signal_documents() {
                 passcode: None,
             },
         );
-        let (from, got) = next_signal(&mut bob).await;
-        assert_eq!(
-            (from.as_str(), got["sdp"].as_str()),
-            ("caller", Some("first offer"))
-        );
-        let (_, first_candidate) = next_signal(&mut bob).await;
-        assert_eq!(first_candidate, candidate(1));
+        expect_signal(&mut bob, "caller", offer("first offer")).await;
+        expect_signal(&mut bob, "caller", candidate(1)).await;
         send(&bob, signal("caller", answer("first answer")));
-        let (from, got) = next_signal(&mut alice).await;
-        assert_eq!(
-            (from.as_str(), got["sdp"].as_str()),
-            ("callee", Some("first answer"))
-        );
+        expect_signal(&mut alice, "callee", answer("first answer")).await;
 
         // Alice's connection failed: she offers afresh, with new candidates.
         send(&alice, signal("callee", offer("second offer")));
         send(&alice, signal("callee", candidate(2)));
-        let (from, got) = next_signal(&mut bob).await;
-        assert_eq!(
-            (from.as_str(), got["sdp"].as_str()),
-            ("caller", Some("second offer"))
-        );
-        let (_, second_candidate) = next_signal(&mut bob).await;
-        assert_eq!(second_candidate, candidate(2));
+        expect_signal(&mut bob, "caller", offer("second offer")).await;
+        expect_signal(&mut bob, "caller", candidate(2)).await;
         send(&bob, signal("caller", answer("second answer")));
         send(&bob, signal("caller", candidate(3)));
-        let (from, got) = next_signal(&mut alice).await;
-        assert_eq!(
-            (from.as_str(), got["sdp"].as_str()),
-            ("callee", Some("second answer"))
-        );
-        let (_, their_candidate) = next_signal(&mut alice).await;
-        assert_eq!(their_candidate, candidate(3));
+        expect_signal(&mut alice, "callee", answer("second answer")).await;
+        expect_signal(&mut alice, "callee", candidate(3)).await;
         room
     });
     // The call document still holds the first exchange, for the Flutter app.

@@ -92,6 +92,12 @@ fn self_view_shows_placeholder(app: &mut App, name: &str) -> bool {
         .any(|feed| is_placeholder(world, feed, name))
 }
 
+/// Whether Bob (`apps[1]`) shows Alice's placeholder and Alice (`apps[0]`) sees it in
+/// her self-view.
+fn alice_shows_her_placeholder(apps: &mut [&mut App]) -> bool {
+    shows_placeholder_of(apps[1], "Alice") && self_view_shows_placeholder(apps[0], "Alice")
+}
+
 #[test]
 fn a_y4m_file_is_received_frame_by_frame_in_a_loop() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,9 +275,7 @@ fn a_source_lost_mid_call_falls_back_and_the_call_goes_on() {
     let fell_back = pump_until(
         &mut [&mut alice, &mut bob],
         Duration::from_secs(30),
-        |apps| {
-            shows_placeholder_of(apps[1], "Alice") && self_view_shows_placeholder(apps[0], "Alice")
-        },
+        alice_shows_her_placeholder,
     );
     assert!(fell_back, "the placeholder did not replace the lost file");
     let told = format!("{:?}", notices(&alice));
@@ -295,9 +299,7 @@ fn a_missing_camera_sends_the_placeholder_and_says_why() {
     let shown = pump_until(
         &mut [&mut alice, &mut bob],
         Duration::from_secs(30),
-        |apps| {
-            shows_placeholder_of(apps[1], "Alice") && self_view_shows_placeholder(apps[0], "Alice")
-        },
+        alice_shows_her_placeholder,
     );
     assert!(
         shown,

@@ -27,8 +27,8 @@ use super::{
 use crate::config::ClientConfig;
 use crate::media::camera::camera_names;
 use crate::media::{
-    DeviceChoice, Direction, FrameReceiver, FrameSender, LocalSender, MediaSink, Mixer,
-    SendCounters, Speaker, audio_devices, frame_channel,
+    DeviceChoice, DeviceError, Direction, FrameReceiver, FrameSender, LocalSender, MediaSink,
+    Mixer, SendCounters, SendSettings, Speaker, audio_devices, frame_channel,
 };
 use crate::rtc::native::LocalMedia;
 use crate::rtc::{PeerConnectionState, Role, RtcConfig, SignalPayload};
@@ -291,31 +291,13 @@ impl Driver {
             CallCommand::SwitchVideo(input) => {
                 let mut media = self.config.media.clone();
                 media.video_input = input;
-                let switched = match self.call.as_ref().and_then(ActiveCall::sender) {
-                    Some(sender) => sender.switch_video(&media),
-                    None => Ok(()),
-                };
-                match switched {
-                    Ok(()) => self.config.media = media,
-                    Err(problem) => self.emit(CallEvent::Failed(CallError::Device(format!(
-                        "the video source stays as it was: {problem}"
-                    )))),
-                }
+                self.switch_source(media, "the video source", LocalSender::switch_video);
                 return;
             }
             CallCommand::SwitchMicrophone(input) => {
                 let mut media = self.config.media.clone();
                 media.audio_input = input;
-                let switched = match self.call.as_ref().and_then(ActiveCall::sender) {
-                    Some(sender) => sender.switch_audio(&media),
-                    None => Ok(()),
-                };
-                match switched {
-                    Ok(()) => self.config.media = media,
-                    Err(problem) => self.emit(CallEvent::Failed(CallError::Device(format!(
-                        "the microphone stays as it was: {problem}"
-                    )))),
-                }
+                self.switch_source(media, "the microphone", LocalSender::switch_audio);
                 return;
             }
             CallCommand::SwitchSpeaker(choice) => {
@@ -664,6 +646,26 @@ impl Driver {
         });
         for (peer_id, frames) in outputs {
             self.connect_peer(peer_id, Role::Offerer, frames).await;
+        }
+    }
+
+    /// Sends from the sources `media` names from now on: `switch` swaps one of them in
+    /// the running call (if any); on failure the user is told `what` stays as it was.
+    fn switch_source(
+        &mut self,
+        media: SendSettings,
+        what: &str,
+        switch: fn(&LocalSender, &SendSettings) -> Result<(), DeviceError>,
+    ) {
+        let switched = match self.call.as_ref().and_then(ActiveCall::sender) {
+            Some(sender) => switch(sender, &media),
+            None => Ok(()),
+        };
+        match switched {
+            Ok(()) => self.config.media = media,
+            Err(problem) => self.emit(CallEvent::Failed(CallError::Device(format!(
+                "{what} stays as it was: {problem}"
+            )))),
         }
     }
 

@@ -460,8 +460,7 @@ impl Plugin for CallPlugin {
                 apply_call_events,
                 show_newest_frames,
                 measure_speaking,
-                report_lost_video,
-                report_lost_microphone,
+                report_lost_devices,
             )
                 .chain(),
         );
@@ -514,38 +513,34 @@ pub fn forward_call_commands(
     }
 }
 
-/// Tells the user when the video source failed mid-call (a camera unplugged, a file
-/// removed): the send path then sends the placeholder, and the call goes on.
-pub fn report_lost_video(
+/// The source failures [`report_lost_devices`] has told the user of: video, audio.
+#[derive(Default)]
+pub struct ToldFailures(u64, u64);
+
+/// Tells the user when a capture device is lost mid-call, and the call goes on. The
+/// video source (a camera unplugged, a file removed): the send path sends the
+/// placeholder instead. The microphone: we are muted, so that the others see why they
+/// hear nothing, and another microphone can be picked.
+pub fn report_lost_devices(
     send: Res<SendStats>,
-    mut seen: Local<u64>,
+    mut told: Local<ToldFailures>,
+    mut commands: MessageWriter<CallCommand>,
     mut notices: MessageWriter<CallNotice>,
 ) {
-    let failures = send
+    let video = send
         .video_source_failures
         .load(std::sync::atomic::Ordering::Relaxed);
-    if failures > *seen {
-        *seen = failures;
+    if video > told.0 {
+        told.0 = video;
         notices.write(CallNotice::Failed(CallError::Device(
             "your camera or video file stopped; others see your name instead".to_owned(),
         )));
     }
-}
-
-/// When the microphone was lost mid-call (unplugged): mutes us, so that the others see
-/// why they hear nothing, and tells the user; the call goes on, and another microphone
-/// can be picked.
-pub fn report_lost_microphone(
-    send: Res<SendStats>,
-    mut seen: Local<u64>,
-    mut commands: MessageWriter<CallCommand>,
-    mut notices: MessageWriter<CallNotice>,
-) {
-    let failures = send
+    let audio = send
         .audio_source_failures
         .load(std::sync::atomic::Ordering::Relaxed);
-    if failures > *seen {
-        *seen = failures;
+    if audio > told.1 {
+        told.1 = audio;
         commands.write(CallCommand::SetMicrophone(false));
         notices.write(CallNotice::Failed(CallError::Device(
             "your microphone stopped; you are muted (pick another under Devices)".to_owned(),

@@ -59,15 +59,35 @@ fn mjpeg_to_i420(data: &[u8]) -> Result<VideoFrame, FrameError> {
     rgb_to_i420(u32::from(info.width), u32::from(info.height), &rgb)
 }
 
-/// RGB (full range) to I420 (studio range, BT.601).
-fn rgb_to_i420(width: u32, height: u32, rgb: &[u8]) -> Result<VideoFrame, FrameError> {
+/// One of the `yuv` crate's packed-RGB-to-YUV 4:2:0 conversions.
+type PackedToYuv420 = fn(
+    &mut YuvPlanarImageMut<'_, u8>,
+    &[u8],
+    u32,
+    YuvRange,
+    YuvStandardMatrix,
+    YuvConversionMode,
+) -> Result<(), yuv::YuvError>;
+
+/// Packed RGB or RGBA (`bytes_per_pixel` 3 or 4, full range) to I420 (studio range,
+/// BT.601) through `convert`.
+fn packed_to_i420(
+    width: u32,
+    height: u32,
+    data: &[u8],
+    bytes_per_pixel: u32,
+    convert: PackedToYuv420,
+) -> Result<VideoFrame, FrameError> {
     let mut frame = blank(width, height)?;
-    expect_bytes(rgb, width as usize * height as usize * 3)?;
+    expect_bytes(
+        data,
+        width as usize * height as usize * bytes_per_pixel as usize,
+    )?;
     let mut planes = planes_of(&mut frame);
-    yuv::rgb_to_yuv420(
+    convert(
         &mut planes,
-        rgb,
-        width * 3,
+        data,
+        width * bytes_per_pixel,
         YuvRange::Limited,
         YuvStandardMatrix::Bt601,
         YuvConversionMode::Balanced,
@@ -76,22 +96,15 @@ fn rgb_to_i420(width: u32, height: u32, rgb: &[u8]) -> Result<VideoFrame, FrameE
     Ok(frame)
 }
 
+/// RGB (full range) to I420 (studio range, BT.601).
+fn rgb_to_i420(width: u32, height: u32, rgb: &[u8]) -> Result<VideoFrame, FrameError> {
+    packed_to_i420(width, height, rgb, 3, yuv::rgb_to_yuv420)
+}
+
 /// RGBA (full range, alpha ignored) to I420 (studio range, BT.601): pictures drawn on
 /// the CPU, such as the placeholder, for the encoder.
 pub fn rgba_to_i420(width: u32, height: u32, rgba: &[u8]) -> Result<VideoFrame, FrameError> {
-    let mut frame = blank(width, height)?;
-    expect_bytes(rgba, width as usize * height as usize * 4)?;
-    let mut planes = planes_of(&mut frame);
-    yuv::rgba_to_yuv420(
-        &mut planes,
-        rgba,
-        width * 4,
-        YuvRange::Limited,
-        YuvStandardMatrix::Bt601,
-        YuvConversionMode::Balanced,
-    )
-    .map_err(conversion)?;
-    Ok(frame)
+    packed_to_i420(width, height, rgba, 4, yuv::rgba_to_yuv420)
 }
 
 /// YUYV to I420: the chroma of each two rows is averaged into one.
