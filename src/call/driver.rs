@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use super::link::Link;
 use super::peer::{Echo, Outbound, PeerContext, PeerStateChange, RemotePeer};
 use super::{
     AvailableDevices, CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl,
@@ -115,13 +116,6 @@ async fn next_reconnection(reconnect: &mut Option<Reconnect>) -> SignalingLink {
         Some(reconnect) => (&mut reconnect.attempt).await,
         None => std::future::pending().await,
     }
-}
-
-/// The signaling connection of the call in progress.
-struct Link {
-    signaling: SignalingLink,
-    /// Whether the server has welcomed us into the room yet.
-    welcomed: bool,
 }
 
 /// Getting the signaling connection back after it dropped during a call.
@@ -330,22 +324,7 @@ impl Driver {
             self.emit(CallEvent::Failed(CallError::AlreadyInCall));
             return;
         }
-        match signaling::connect(&self.config.signal, self.config.signal_ca.as_deref()).await {
-            Ok(signaling) => {
-                let _ = signaling.outgoing.send(request);
-                self.link = Some(Link {
-                    signaling,
-                    welcomed: false,
-                });
-            }
-            Err(error) => {
-                tracing::warn!(%error, "signaling connection failed");
-                self.emit(CallEvent::Failed(CallError::SignalingUnreachable(
-                    error.to_string(),
-                )));
-                self.emit(CallEvent::Left);
-            }
-        }
+        self.link = Link::open(&self.config, request, &self.events).await;
     }
 
     async fn on_link_event(&mut self, event: LinkEvent) {

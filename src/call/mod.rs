@@ -7,6 +7,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 mod driver;
+mod link;
 #[cfg(not(target_arch = "wasm32"))]
 mod peer;
 #[cfg(target_arch = "wasm32")]

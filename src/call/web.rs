@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use web_sys::MediaStream;
 
+use super::link::Link;
 use super::{
     AvailableDevices, CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl,
 };
@@ -30,7 +31,7 @@ use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, SignalPayload}
 use crate::signaling::protocol::{
     ClientMessage, ErrorCode, PeerId, PeerInfo, RoomId, ServerMessage,
 };
-use crate::signaling::{self, LinkEvent, SignalingLink};
+use crate::signaling::{self, LinkEvent};
 use crate::web::{describe, sleep};
 
 /// How long listing the public rooms may take.
@@ -77,13 +78,6 @@ async fn next_link_event(link: &mut Option<Link>) -> Option<LinkEvent> {
         Some(link) => link.signaling.incoming.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// The signaling connection of the call in progress.
-struct Link {
-    signaling: SignalingLink,
-    /// Whether the server has welcomed us into the room yet.
-    welcomed: bool,
 }
 
 /// The media of the call in progress: our camera and microphone (none when they could
@@ -182,22 +176,7 @@ impl Driver {
             self.emit(CallEvent::Failed(CallError::AlreadyInCall));
             return;
         }
-        match signaling::connect(&self.config.signal, None).await {
-            Ok(signaling) => {
-                let _ = signaling.outgoing.send(request);
-                self.link = Some(Link {
-                    signaling,
-                    welcomed: false,
-                });
-            }
-            Err(error) => {
-                tracing::warn!(%error, "signaling connection failed");
-                self.emit(CallEvent::Failed(CallError::SignalingUnreachable(
-                    error.to_string(),
-                )));
-                self.emit(CallEvent::Left);
-            }
-        }
+        self.link = Link::open(&self.config, request, &self.events).await;
     }
 
     async fn on_link_event(&mut self, event: LinkEvent) {
