@@ -15,7 +15,9 @@ use std::time::Duration;
 use bevy::prelude::*;
 use common::*;
 use meetspace::app::headless_app;
-use meetspace::call::{AudioMix, MediaState, OwnMediaState, OwnSpeakingLevel, SpeakingLevel};
+use meetspace::call::{
+    AudioMix, CallCommand, MediaState, OwnMediaState, OwnSpeakingLevel, SpeakingLevel,
+};
 use meetspace::media::{
     AUDIO_SAMPLE_RATE, AudioInput, DeviceChoice, SendSettings, dominant_frequency, rms_level,
 };
@@ -224,6 +226,22 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
         1,
         "only the video source is open now"
     );
+
+    // Another source picked (as the overlay's Devices section does: the test tone) and
+    // unmuted: the talker hears the listener again.
+    listener
+        .world_mut()
+        .write_message(CallCommand::SwitchMicrophone(AudioInput::Tone));
+    listener
+        .world_mut()
+        .write_message(CallCommand::SetMicrophone(true));
+    let heard_again = pump_until(&mut [&mut talker, &mut listener], 10 * SECOND, |apps| {
+        let reopened = open_captures(apps[1]) == 2;
+        let world = apps[0].world_mut();
+        let mut levels = world.query::<&SpeakingLevel>();
+        reopened && levels.iter(world).any(|level| level.0 > 0.05)
+    });
+    assert!(heard_again, "the new microphone did not reach the talker");
 
     leave(&mut listener);
     assert_capture_stopped(&mut listener);

@@ -665,12 +665,8 @@ impl Driver {
     /// speaker closes before the new one opens.
     fn switch_speaker(&mut self, choice: Option<DeviceChoice>) {
         self.config.speaker = choice;
-        if self.call.is_none() {
-            return;
-        }
-        if let Some(call) = &mut self.call {
-            call.speaker = None;
-        }
+        let Some(call) = &mut self.call else { return };
+        call.speaker = None;
         let speaker = self.open_speaker();
         if let Some(call) = &mut self.call {
             call.speaker = speaker;
