@@ -68,10 +68,13 @@ impl Emulator {
             .port();
         let host = format!("127.0.0.1:{port}");
         // A shell in a process group of its own runs the emulator and watches this test
-        // process: when it is gone, the shell kills the group (gcloud and its java).
+        // process: when it is gone, the shell kills gcloud's process group (gcloud makes
+        // its own, and its java is in it), then its own.
         let script = format!(
             "gcloud emulators firestore start --host-port={host} >/tmp/meetspace-firestore-emulator-{port}.log 2>&1 & \
-             while kill -0 {test} 2>/dev/null; do sleep 1; done; kill -- -$$",
+             emulator=$!; \
+             while kill -0 {test} 2>/dev/null; do sleep 1; done; \
+             kill -- -$emulator 2>/dev/null; kill $emulator 2>/dev/null; kill -- -$$",
             test = std::process::id()
         );
         let watchdog = Command::new("sh")
