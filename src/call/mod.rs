@@ -514,9 +514,12 @@ pub fn forward_call_commands(
     }
 }
 
-/// The source failures [`report_lost_devices`] has told the user of: video, audio.
+/// The source failures [`report_lost_devices`] has told the user of so far.
 #[derive(Default)]
-pub struct ToldFailures(u64, u64);
+pub struct ToldFailures {
+    video: u64,
+    audio: u64,
+}
 
 /// Tells the user when a capture device is lost mid-call, and the call goes on. The
 /// video source (a camera unplugged, a file removed): the send path sends the
@@ -531,8 +534,8 @@ pub fn report_lost_devices(
     let video = send
         .video_source_failures
         .load(std::sync::atomic::Ordering::Relaxed);
-    if video > told.0 {
-        told.0 = video;
+    if video > told.video {
+        told.video = video;
         notices.write(CallNotice::Failed(CallError::Device(
             "your camera or video file stopped; others see your name instead".to_owned(),
         )));
@@ -540,8 +543,8 @@ pub fn report_lost_devices(
     let audio = send
         .audio_source_failures
         .load(std::sync::atomic::Ordering::Relaxed);
-    if audio > told.1 {
-        told.1 = audio;
+    if audio > told.audio {
+        told.audio = audio;
         commands.write(CallCommand::SetMicrophone(false));
         notices.write(CallNotice::Failed(CallError::Device(
             "your microphone stopped; you are muted (pick another under Devices)".to_owned(),

@@ -262,7 +262,7 @@ impl LocalSender {
             period: Duration::from_secs(1) / settings.fps.max(1),
             preview,
         };
-        let audio = AudioLoop {
+        let mut audio = AudioLoop {
             controls: controls.clone(),
             next_audio: next_audio.clone(),
             sink,
@@ -271,9 +271,10 @@ impl LocalSender {
             encoder: opus,
             source: AudioSource::Silent,
         };
+        audio.use_source(audio_source);
         let threads = vec![
             spawn_named("meetspace-video-send", move || video.run())?,
-            spawn_named("meetspace-audio-send", move || audio.run(audio_source))?,
+            spawn_named("meetspace-audio-send", move || audio.run())?,
         ];
         Ok(Self {
             controls,
@@ -537,8 +538,7 @@ struct AudioLoop {
 }
 
 impl AudioLoop {
-    fn run(mut self, first_source: AudioSource) {
-        self.use_source(first_source);
+    fn run(mut self) {
         let period =
             Duration::from_secs_f64(AUDIO_FRAME_SAMPLES as f64 / f64::from(AUDIO_SAMPLE_RATE));
         let mut deadline = Instant::now();
