@@ -22,6 +22,9 @@ packages=(
   # the impaired-network harness: namespaces and veth (ip), loss (nft), the NFQUEUE
   # rule for delay (iptables), bandwidth caps (tc)
   iproute2 nftables iptables
+  # the NAT lab of the TURN tests (tests/nat): coturn's turnserver on its "internet",
+  # sysctl and kill for its routers and processes
+  coturn procps
   # the browser build's end-to-end tests (tests/browser.rs) drive real Chromium
   chromium
 )

@@ -88,18 +88,11 @@ fn run_once(
     let mut apps: Vec<App> = (0..peers)
         .map(|i| {
             let config = ClientConfig {
-                signal: url.parse()?,
-                name: DisplayName::parse(&format!("bench-{i}"))?,
-                ice_servers: Vec::new(),
                 media: SendSettings {
                     tone_hz: 300.0 + 100.0 * i as f32,
                     ..media.clone()
                 },
-                echo: false,
-                decode_video: true,
-                passcode: None,
-                signal_ca: None,
-                speaker: None,
+                ..ClientConfig::synthetic(url.parse()?, DisplayName::parse(&format!("bench-{i}"))?)
             };
             let mut app = headless_app(config);
             app.finish();

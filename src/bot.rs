@@ -1,7 +1,8 @@
 //! `meetspace bot`: a headless participant for scripts and tests.
 //!
 //! Its first line on stdout is `room <ID>` once it is in the room. A failure before
-//! that exits non-zero with one line on stderr naming the reason (see [`exit_code`]).
+//! that, or a TURN server that cannot be used, exits non-zero with one line on stderr
+//! naming the reason (see [`exit_code`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,7 +19,7 @@ use crate::app::headless_app;
 use crate::call::{CallCommand, CallError, CallNotice, CallReport, CallState, SendStats};
 use crate::config::{BotArgs, ClientConfig};
 use crate::media::camera::find_camera;
-use crate::media::{CallStats, SendSettings, VideoInput};
+use crate::media::{CallStats, VideoInput};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, RoomId};
@@ -29,6 +30,11 @@ pub const EXIT_ROOM_NOT_FOUND: u8 = 3;
 pub const EXIT_ROOM_FULL: u8 = 4;
 /// Exit code when the signaling server cannot be reached or the connection drops.
 pub const EXIT_SIGNALING: u8 = 5;
+/// Exit code when a TURN server refuses our credentials, cannot be reached, or cannot
+/// be used.
+pub const EXIT_TURN: u8 = 6;
+/// Exit code when ICE found no path to a peer.
+pub const EXIT_NO_ROUTE: u8 = 7;
 /// Exit code for any other failure.
 pub const EXIT_OTHER: u8 = 1;
 
@@ -44,6 +50,8 @@ pub fn exit_code(error: &CallError) -> u8 {
             ..
         } => EXIT_ROOM_FULL,
         CallError::SignalingUnreachable(_) | CallError::ConnectionLost(_) => EXIT_SIGNALING,
+        CallError::Turn(_) => EXIT_TURN,
+        CallError::NoRoute { .. } => EXIT_NO_ROUTE,
         CallError::Refused { .. }
         | CallError::AlreadyInCall
         | CallError::Media(_)
@@ -106,17 +114,10 @@ pub fn spawn_in_process(
             },
         };
         let mut config = ClientConfig {
-            signal: signal.clone(),
-            name,
-            ice_servers: Vec::new(),
-            media: SendSettings::default(),
-            echo: false,
             // Nobody looks at a demo bot's screen: decoding would only take CPU from
             // the client.
             decode_video: false,
-            passcode: None,
-            signal_ca: None,
-            speaker: None,
+            ..ClientConfig::synthetic(signal.clone(), name)
         };
         // Each bot hums its own note, so spatial audio can tell them apart.
         config.media.tone_hz = 330.0 + 110.0 * index as f32;
@@ -240,7 +241,11 @@ fn react_to_notices(
 ) {
     for notice in notices.read() {
         match notice {
-            CallNotice::Failed(error) if bot.joined_at.is_none() => {
+            // A TURN server that cannot be used ends a bot at once, even in the room: a
+            // script must not take a call that may never connect for a working one.
+            CallNotice::Failed(error)
+                if bot.joined_at.is_none() || matches!(error, CallError::Turn(_)) =>
+            {
                 eprintln!("meetspace bot: {}: {error}", error.kind());
                 exit.write(AppExit::from_code(exit_code(error)));
             }

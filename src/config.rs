@@ -1,17 +1,15 @@
 //! Settings: the command line (every flag also reads an environment variable where
 //! noted) and the resolved [`ClientConfig`] that the rest of the app reads.
 
-use std::fmt;
 #[cfg(not(target_arch = "wasm32"))]
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use bevy::prelude::Resource;
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use thiserror::Error;
 
 use crate::media::{AudioInput, DeviceChoice, SendSettings, VideoInput};
+use crate::rtc::ice::{IceServer, IceServerUrl, IceTransportPolicy};
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, Passcode, RoomId};
 #[cfg(not(target_arch = "wasm32"))]
@@ -52,11 +50,28 @@ pub struct CallArgs {
     /// Display name others see.
     #[arg(long, env = "MEETSPACE_NAME", default_value = "Guest", value_parser = DisplayName::parse)]
     pub name: DisplayName,
-    /// A STUN or TURN server (repeatable), e.g. `--ice stun:stun.l.google.com:19302`.
-    /// None by default: calls then use host candidates only and nothing leaves the
-    /// machine or LAN unless asked.
+    /// A STUN or TURN server (repeatable), e.g. `--ice stun:stun.l.google.com:19302`,
+    /// `--ice turn:turn.example.org:3478?transport=udp`, `--ice turns:HOST:5349`. None by
+    /// default: calls then use host candidates only and nothing leaves the machine or
+    /// LAN unless asked, or what the signaling server hands out (`serve --turn-url`).
+    /// Given, these replace the server's.
     #[arg(long = "ice", value_name = "URL")]
     pub ice_servers: Vec<IceServerUrl>,
+    /// Username for the TURN servers of `--ice`.
+    #[arg(long, value_name = "NAME", requires = "ice_credential")]
+    pub ice_username: Option<String>,
+    /// Password for the TURN servers of `--ice`.
+    #[arg(
+        long,
+        env = "MEETSPACE_ICE_CREDENTIAL",
+        value_name = "SECRET",
+        requires = "ice_username"
+    )]
+    pub ice_credential: Option<String>,
+    /// `relay`: send all media through a TURN server (only relayed candidates); `all`
+    /// (default): the most direct path that works.
+    #[arg(long, value_name = "all|relay", default_value = "all")]
+    pub ice_transport_policy: IceTransportPolicy,
     /// Size of the video we send, WIDTHxHEIGHT (even numbers, at least 320x240).
     #[arg(long, default_value = "640x480", value_parser = parse_resolution)]
     pub resolution: (u32, u32),
@@ -236,7 +251,30 @@ pub struct ServeArgs {
     /// Default: `target/web` under the current folder, when it holds an index.html.
     #[arg(long, value_name = "DIR")]
     pub web_root: Option<PathBuf>,
+    /// A TURN server the clients should use (repeatable), e.g.
+    /// `turn:turn.example.org:3478?transport=udp`: every `welcome` lists them with
+    /// credentials made from --turn-secret.
+    #[arg(long, value_name = "URL", requires = "turn_secret")]
+    pub turn_url: Vec<IceServerUrl>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret` with
+    /// `use-auth-secret`): credentials are HMAC-SHA1 of `EXPIRY:PEER_ID` under it.
+    #[arg(
+        long,
+        env = "MEETSPACE_TURN_SECRET",
+        value_name = "SECRET",
+        requires = "turn_url",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+    /// How long handed-out TURN credentials are valid, in seconds (renewed on `resume`).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TURN_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
+    pub turn_ttl: u64,
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+/// How long handed-out TURN credentials are valid by default: a working day.
+pub const DEFAULT_TURN_TTL_SECS: u64 = 12 * 3600;
 
 #[cfg(not(target_arch = "wasm32"))]
 impl ServeArgs {
@@ -313,8 +351,11 @@ pub struct ClientConfig {
     pub signal: SignalUrl,
     /// Our display name.
     pub name: DisplayName,
-    /// STUN/TURN servers for ICE.
-    pub ice_servers: Vec<IceServerUrl>,
+    /// STUN/TURN servers for ICE from the command line; when empty, those the
+    /// signaling server hands out in `welcome`.
+    pub ice_servers: Vec<IceServer>,
+    /// Whether ICE may use every candidate or only relayed ones.
+    pub ice_transport_policy: IceTransportPolicy,
     /// What we send.
     pub media: SendSettings,
     /// Send back what the first peer sends us instead of our own media (`bot --echo`).
@@ -330,6 +371,23 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// A config for `name` signaling through `signal` with defaults everywhere else:
+    /// synthetic media, no ICE servers, no passcode, no speaker (bots and tests).
+    pub fn synthetic(signal: SignalUrl, name: DisplayName) -> Self {
+        Self {
+            signal,
+            name,
+            ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
+            media: SendSettings::default(),
+            echo: false,
+            decode_video: true,
+            passcode: None,
+            signal_ca: None,
+            speaker: None,
+        }
+    }
+
     /// A config for `signal` with the rest from `call`; sound devices as
     /// [`CallArgs::audio_devices`] resolves them.
     pub fn new(signal: SignalUrl, call: CallArgs, devices_by_default: bool) -> Self {
@@ -339,7 +397,12 @@ impl ClientConfig {
         Self {
             signal,
             name: call.name,
-            ice_servers: call.ice_servers,
+            ice_servers: IceServer::from_flags(
+                &call.ice_servers,
+                call.ice_username.as_deref(),
+                call.ice_credential.as_deref(),
+            ),
+            ice_transport_policy: call.ice_transport_policy,
             media: SendSettings {
                 width,
                 height,
@@ -359,45 +422,6 @@ impl ClientConfig {
     }
 }
 
-/// A STUN or TURN server URL (`stun:`, `stuns:`, `turn:` or `turns:` then host[:port]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IceServerUrl(String);
-
-/// Why an `--ice` value was refused.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum IceServerUrlError {
-    /// Another scheme.
-    #[error("an ICE server URL starts with stun:, stuns:, turn: or turns: (got {0:?})")]
-    Scheme(String),
-    /// Nothing after the scheme, or white space inside.
-    #[error("an ICE server URL needs a host after the scheme, without spaces")]
-    Host,
-}
-
-impl FromStr for IceServerUrl {
-    type Err = IceServerUrlError;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let raw = raw.trim();
-        let (scheme, rest) = raw
-            .split_once(':')
-            .ok_or_else(|| IceServerUrlError::Scheme(raw.to_owned()))?;
-        if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
-            return Err(IceServerUrlError::Scheme(raw.to_owned()));
-        }
-        if rest.is_empty() || rest.starts_with(':') || rest.contains(char::is_whitespace) {
-            return Err(IceServerUrlError::Host);
-        }
-        Ok(Self(raw.to_owned()))
-    }
-}
-
-impl fmt::Display for IceServerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,25 +433,47 @@ mod tests {
     }
 
     #[test]
-    fn ice_urls_are_validated() {
+    fn turn_credentials_come_in_pairs() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        let base = ["meetspace", "bot", "--signal", "ws://h:1", "--create"];
+        let with = |extra: &[&'static str]| [&base[..], extra].concat();
+        assert!(parse(&with(&["--ice", "turn:h:3478", "--ice-username", "u"])).is_err());
+        assert!(parse(&with(&["--ice-transport-policy", "direct"])).is_err());
+        let cli = parse(&with(&[
+            "--ice",
+            "turn:h:3478",
+            "--ice",
+            "stun:h:3478",
+            "--ice-username",
+            "u",
+            "--ice-credential",
+            "p",
+            "--ice-transport-policy",
+            "relay",
+        ]))
+        .unwrap();
+        let Some(Command::Bot(bot)) = cli.command else {
+            panic!("expected the bot subcommand");
+        };
+        let config = ClientConfig::new(bot.signal.clone(), bot.call.clone(), false);
+        assert_eq!(config.ice_transport_policy, IceTransportPolicy::Relay);
+        assert_eq!(config.ice_servers.len(), 2);
+        assert_eq!(config.ice_servers[1].username.as_deref(), Some("u"));
+        let serve = |extra: &[&'static str]| parse(&[&["meetspace", "serve"][..], extra].concat());
+        assert!(serve(&["--turn-url", "turn:h:3478"]).is_err());
+        assert!(serve(&["--turn-secret", "s"]).is_err());
         assert!(
-            "stun:stun.l.google.com:19302"
-                .parse::<IceServerUrl>()
-                .is_ok()
+            serve(&[
+                "--turn-url",
+                "turn:h",
+                "--turn-secret",
+                "s",
+                "--turn-ttl",
+                "5"
+            ])
+            .is_err()
         );
-        assert!(
-            "turns:turn.example.org:5349?transport=tcp"
-                .parse::<IceServerUrl>()
-                .is_ok()
-        );
-        assert!(matches!(
-            "http://x".parse::<IceServerUrl>(),
-            Err(IceServerUrlError::Scheme(_))
-        ));
-        assert_eq!(
-            "stun:".parse::<IceServerUrl>(),
-            Err(IceServerUrlError::Host)
-        );
+        assert!(serve(&["--turn-url", "turn:h", "--turn-secret", "s"]).is_ok());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 use std::process::ExitCode;
+#[cfg(not(target_arch = "wasm32"))]
+use std::time::Duration;
 
 #[cfg(not(target_arch = "wasm32"))]
 use anyhow::Context;
@@ -14,6 +16,8 @@ use clap::Parser;
 use meetspace::config::{Cli, Command, ServeArgs};
 #[cfg(not(target_arch = "wasm32"))]
 use meetspace::signaling::server::SignalingServer;
+#[cfg(not(target_arch = "wasm32"))]
+use meetspace::signaling::turn_credentials::TurnCredentials;
 
 #[cfg(target_arch = "wasm32")]
 fn main() {
@@ -66,6 +70,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let config = meetspace::signaling::tls::server_config(cert, key)
                 .context("cannot load the TLS certificate and key")?;
             server = server.with_tls(config);
+        }
+        if let Some(secret) = &args.turn_secret {
+            tracing::info!(
+                "handing out TURN credentials for {} valid {} s",
+                args.turn_url
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                args.turn_ttl
+            );
+            server = server.with_turn(TurnCredentials::new(
+                args.turn_url.clone(),
+                secret,
+                Duration::from_secs(args.turn_ttl),
+            ));
         }
         tracing::info!("signaling server listening at {}", server.url());
         if let Some(root) = web_root {

@@ -69,18 +69,24 @@ fn settings_from_address() -> anyhow::Result<(ClientConfig, Option<RoomId>)> {
     let mut signal = format!("{}://{host}{WS_PATH}", if secure { "wss" } else { "ws" });
     let mut room = None;
     let mut name = None;
+    // ICE settings go through the native client's flags (and their checks).
+    let mut flags = vec!["meetspace".to_owned()];
     for (key, value) in url::form_urlencoded::parse(hash.trim_start_matches('#').as_bytes()) {
         match &*key {
             "room" => room = Some(RoomId::parse(&value).context("the address's room id")?),
             "name" => name = Some(DisplayName::parse(&value).context("the address's name")?),
             "signal" => signal = value.into_owned(),
+            "ice" | "ice_username" | "ice_credential" | "ice_transport_policy" => {
+                flags.push(format!("--{}", key.replace('_', "-")));
+                flags.push(value.into_owned());
+            }
             _ => {}
         }
     }
     let signal: SignalUrl = signal.parse().context("the signaling server's address")?;
     // The same defaults as the native client's flags.
-    let defaults = DefaultCallArgs::try_parse_from(["meetspace"])
-        .context("the default call settings")?
+    let defaults = DefaultCallArgs::try_parse_from(flags)
+        .context("the address's ICE settings")?
         .call;
     // Sound devices are the browser's (getUserMedia, WebAudio), not cpal's.
     let mut config = ClientConfig::new(signal, defaults, false);

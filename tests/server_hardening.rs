@@ -29,6 +29,7 @@ fn place_of(welcome: ServerMessage) -> (Place, Vec<String>) {
             peer_id,
             peers,
             resume_token,
+            ..
         } => (
             Place {
                 room: room.to_string(),

@@ -32,7 +32,10 @@ use crate::media::{
     Mixer, SendCounters, SendSettings, Speaker, audio_devices, frame_channel,
 };
 use crate::rtc::native::LocalMedia;
-use crate::rtc::{PeerConnectionState, Role, RtcConfig, SignalPayload};
+use crate::rtc::turn_check::check_turn_servers;
+use crate::rtc::{
+    IceServer, IceTransportPolicy, PeerConnectionState, Role, RtcConfig, SignalPayload,
+};
 use crate::signaling::protocol::{
     ClientMessage, DisplayName, ErrorCode, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
 };
@@ -65,7 +68,8 @@ pub(super) async fn run(
     let (signal_tx, mut signals) = mpsc::unbounded_channel();
     let mut driver = Driver {
         rtc: RtcConfig {
-            ice_servers: config.ice_servers.iter().map(ToString::to_string).collect(),
+            ice_servers: config.ice_servers.clone(),
+            ice_transport_policy: config.ice_transport_policy,
             ..RtcConfig::default()
         },
         config,
@@ -151,6 +155,9 @@ struct PeerSlot {
     failed_at: Option<Instant>,
     /// Whether the remote's offer or answer has been applied.
     described: bool,
+    /// Whether any connection to this peer ever connected (a peer never reached
+    /// means no route between us).
+    ever_connected: bool,
 }
 
 /// The media side of the call in progress: our encoders, the speaker, and one
@@ -164,6 +171,8 @@ struct ActiveCall {
     /// Peers we offered to ahead of their arrival ([`LinkEvent::OfferAhead`]), with the
     /// channel their video will arrive on once they are announced.
     awaited: HashMap<PeerId, FrameReceiver>,
+    /// The names of the peers, for messages about them.
+    names: HashMap<PeerId, DisplayName>,
 }
 
 impl ActiveCall {
@@ -334,9 +343,15 @@ impl Driver {
                 peer_id,
                 peers,
                 resume_token,
+                ice_servers,
             }) => {
                 if let Some(link) = &mut self.link {
                     link.welcomed = true;
+                }
+                // The server's TURN credentials (fresh ones on every resume), unless the
+                // command line named ICE servers of its own.
+                if self.config.ice_servers.is_empty() {
+                    self.rtc.ice_servers = ice_servers;
                 }
                 let resumed = self.call.is_some();
                 self.place = Some(Place {
@@ -362,6 +377,7 @@ impl Driver {
                     .and_then(|call| call.awaited.remove(&peer.peer_id));
                 if let Some(video) = awaited {
                     // We offered already (Firestore's 1:1 flow); now they are here.
+                    self.remember_name(&peer);
                     self.emit(CallEvent::PeerJoined(JoiningPeer { info: peer, video }));
                     return;
                 }
@@ -534,10 +550,17 @@ impl Driver {
 
     /// A peer to show and connect to: the newcomer offers, the others answer.
     async fn add_peer(&mut self, info: PeerInfo, role: Role) {
+        self.remember_name(&info);
         let (frames, video) = frame_channel();
         let peer_id = info.peer_id.clone();
         self.emit(CallEvent::PeerJoined(JoiningPeer { info, video }));
         self.connect_peer(peer_id, role, frames).await;
+    }
+
+    fn remember_name(&mut self, info: &PeerInfo) {
+        if let Some(call) = &mut self.call {
+            call.names.insert(info.peer_id.clone(), info.name.clone());
+        }
     }
 
     /// The peer is gone from the call: close its connection and take its panel away.
@@ -610,10 +633,13 @@ impl Driver {
             speaker,
             peers: HashMap::new(),
             awaited: HashMap::new(),
+            names: HashMap::new(),
         });
+        self.check_turn_servers();
         let mut joining = Vec::new();
         let mut outputs = Vec::new();
         for info in peers {
+            self.remember_name(&info);
             let (frames, video) = frame_channel();
             outputs.push((info.peer_id.clone(), frames));
             joining.push(JoiningPeer { info, video });
@@ -626,6 +652,23 @@ impl Driver {
         for (peer_id, frames) in outputs {
             self.connect_peer(peer_id, Role::Offerer, frames).await;
         }
+    }
+
+    /// Asks each TURN server for an allocation in the background, so that refused
+    /// credentials or an unreachable server are reported instead of a call that never
+    /// connects.
+    fn check_turn_servers(&self) {
+        if self.rtc.ice_servers.is_empty() {
+            return;
+        }
+        let servers = self.rtc.ice_servers.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            for problem in check_turn_servers(&servers).await {
+                tracing::warn!(%problem, "a TURN server cannot be used");
+                let _ = events.send(CallEvent::Failed(CallError::Turn(problem)));
+            }
+        });
     }
 
     /// Sends from the sources `media` names from now on: `switch` swaps one of them in
@@ -697,16 +740,36 @@ impl Driver {
             decode_video: self.config.decode_video,
         };
         let previous = call.peers.remove(&peer_id);
-        let (away, failed_at) = previous
-            .as_ref()
-            .map_or((false, None), |slot| (slot.away, slot.failed_at));
+        let (away, failed_at, ever_connected) =
+            previous.as_ref().map_or((false, None, false), |slot| {
+                (slot.away, slot.failed_at, slot.ever_connected)
+            });
+        // A connection that replaces one that never connected goes through the TURN
+        // relay only, on both sides (the offerer after the failure, the answerer when
+        // the fresh offer comes). webrtc-rs 0.21 relays to one remote address per
+        // allocation well, but ICE between two peers behind NATs that also offer their
+        // host candidates fails (see docs/signaling.md, TURN credentials).
+        let relay_only = previous.is_some()
+            && !ever_connected
+            && self.rtc.ice_servers.iter().any(IceServer::has_turn);
         if let Some(previous) = previous {
             previous.remote.retire();
         }
+        let relayed;
+        let rtc = if relay_only {
+            tracing::info!(peer = %peer_id, "no path so far; connecting through the TURN relay only");
+            relayed = RtcConfig {
+                ice_transport_policy: IceTransportPolicy::Relay,
+                ..self.rtc.clone()
+            };
+            &relayed
+        } else {
+            &self.rtc
+        };
         let connected = RemotePeer::connect(
             peer_id.clone(),
             role,
-            &self.rtc,
+            rtc,
             &call.local,
             frames.clone(),
             self.media_state,
@@ -726,6 +789,7 @@ impl Driver {
                         away,
                         failed_at,
                         described: false,
+                        ever_connected,
                     },
                 );
             }
@@ -816,7 +880,10 @@ impl Driver {
         };
         slot.state = state;
         match state {
-            PeerConnectionState::Connected => slot.failed_at = None,
+            PeerConnectionState::Connected => {
+                slot.failed_at = None;
+                slot.ever_connected = true;
+            }
             PeerConnectionState::Closed => self.remove_peer(&peer_id).await,
             PeerConnectionState::Failed => {
                 slot.failed_at.get_or_insert_with(Instant::now);
@@ -836,7 +903,7 @@ impl Driver {
     /// Drops peers that did not reconnect in time, and ends the call when signaling
     /// stayed lost for too long.
     async fn enforce_deadlines(&mut self) {
-        let overdue: Vec<PeerId> = self
+        let overdue: Vec<(PeerId, bool)> = self
             .call
             .iter()
             .flat_map(|call| &call.peers)
@@ -844,10 +911,16 @@ impl Driver {
                 slot.failed_at
                     .is_some_and(|at| at.elapsed() >= PEER_RECONNECT_LIMIT)
             })
-            .map(|(peer_id, _)| peer_id.clone())
+            .map(|(peer_id, slot)| (peer_id.clone(), slot.ever_connected))
             .collect();
-        for peer_id in overdue {
+        for (peer_id, ever_connected) in overdue {
             tracing::info!(peer = %peer_id, "the peer did not reconnect in time");
+            if !ever_connected {
+                self.emit(CallEvent::Failed(CallError::NoRoute {
+                    peer: self.name_of(&peer_id),
+                    through_turn: self.rtc.ice_servers.iter().any(IceServer::has_turn),
+                }));
+            }
             self.remove_peer(&peer_id).await;
         }
         if self
@@ -864,9 +937,18 @@ impl Driver {
         }
     }
 
+    /// The peer's name, or its id when we never learnt the name.
+    fn name_of(&self, peer_id: &PeerId) -> String {
+        self.call
+            .as_ref()
+            .and_then(|call| call.names.get(peer_id))
+            .map_or_else(|| peer_id.to_string(), ToString::to_string)
+    }
+
     async fn drop_peer(&mut self, peer_id: &PeerId) {
         if let Some(call) = &mut self.call {
             call.awaited.remove(peer_id);
+            call.names.remove(peer_id);
         }
         let Some(slot) = self
             .call

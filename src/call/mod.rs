@@ -32,7 +32,7 @@ use crate::media::{
     AudioInput, CallStats, DecodedFrame, DeviceChoice, FrameReceiver, Mixer, SendCounters, Stamp,
     VideoInput, frame_channel,
 };
-use crate::rtc::PeerConnectionState;
+use crate::rtc::{PeerConnectionState, TurnProblem};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary};
@@ -168,6 +168,22 @@ pub enum CallError {
     /// on without sending.
     #[error("{0}")]
     DevicesUnavailable(String),
+    /// A TURN server cannot be used (refused credentials, unreachable); the call goes
+    /// on with whatever path ICE finds without it.
+    #[error("{0}")]
+    Turn(TurnProblem),
+    /// ICE found no path to a peer: it is dropped from the call.
+    #[error("no route between you and {peer} (ICE failed); {}", if *through_turn {
+        "not even through the TURN server"
+    } else {
+        "a TURN server is needed (--ice turn:..., or the signaling server's --turn-url)"
+    })]
+    NoRoute {
+        /// The peer's name.
+        peer: String,
+        /// Whether a TURN server was configured.
+        through_turn: bool,
+    },
 }
 
 impl CallError {
@@ -190,6 +206,8 @@ impl CallError {
             Self::Media(_) => "media",
             Self::Device(_) => "device",
             Self::DevicesUnavailable(_) => "devices_unavailable",
+            Self::Turn(problem) => problem.kind(),
+            Self::NoRoute { .. } => "ice_failed",
         }
     }
 
@@ -224,6 +242,20 @@ impl CallError {
             Self::DevicesUnavailable(_) => {
                 "you can still watch and listen; to be seen and heard, allow the camera \
                  and microphone for this page and join again"
+            }
+            Self::Turn(TurnProblem::Refused { .. }) => {
+                "ask for fresh credentials (--ice-username/--ice-credential), or let the \
+                 signaling server hand them out (serve --turn-secret)"
+            }
+            Self::Turn(TurnProblem::Unreachable { .. }) => {
+                "check the TURN address and port, and that UDP to it is not blocked"
+            }
+            Self::Turn(TurnProblem::Unsupported { .. }) => {
+                "give a turn: URL over UDP as well; browsers also take TCP and TLS"
+            }
+            Self::NoRoute { .. } => {
+                "firewalls or NATs on both sides block a direct path: use a TURN server \
+                 reachable from both"
             }
         }
     }

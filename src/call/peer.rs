@@ -322,12 +322,14 @@ impl PeerRouter {
             }
             PeerEvent::Stats {
                 rtt_ms,
+                candidate_pair,
                 packets_lost,
                 packets_received,
                 feedback,
                 ..
             } => lock_stats(&self.stats).on_transport(
                 rtt_ms,
+                candidate_pair,
                 packets_lost,
                 packets_received,
                 feedback,
@@ -337,6 +339,13 @@ impl PeerRouter {
                     .context
                     .events
                     .send(CallEvent::Failed(CallError::Media(message)));
+            }
+            // The native stack never reports these (the driver checks TURN servers).
+            PeerEvent::Turn(problem) => {
+                let _ = self
+                    .context
+                    .events
+                    .send(CallEvent::Failed(CallError::Turn(problem)));
             }
         }
     }

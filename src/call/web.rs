@@ -47,7 +47,8 @@ pub(super) async fn run(
     let (lost_tx, mut lost) = mpsc::unbounded_channel();
     let mut driver = Driver {
         rtc: RtcConfig {
-            ice_servers: config.ice_servers.iter().map(ToString::to_string).collect(),
+            ice_servers: config.ice_servers.clone(),
+            ice_transport_policy: config.ice_transport_policy,
             ..RtcConfig::default()
         },
         config,
@@ -186,7 +187,14 @@ impl Driver {
                 peer_id,
                 peers,
                 resume_token: _,
-            }) => self.start_call(room, peer_id, peers).await,
+                ice_servers,
+            }) => {
+                // The server's TURN credentials, unless the page named its own.
+                if self.config.ice_servers.is_empty() {
+                    self.rtc.ice_servers = ice_servers;
+                }
+                self.start_call(room, peer_id, peers).await;
+            }
             LinkEvent::Message(ServerMessage::PeerJoined { peer }) => {
                 self.await_offer_from(peer).await;
             }
@@ -502,6 +510,9 @@ async fn route_peer_events(
             }
             PeerEvent::Error(message) => {
                 let _ = events.send(CallEvent::Failed(CallError::Media(message)));
+            }
+            PeerEvent::Turn(problem) => {
+                let _ = events.send(CallEvent::Failed(CallError::Turn(problem)));
             }
             // The browser decodes and measures media itself.
             _ => {}

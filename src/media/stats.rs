@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::analysis::{dominant_frequency, rms_level};
 use super::frame::{AUDIO_SAMPLE_RATE, AudioFrame};
 use super::synthetic::Stamp;
-use crate::rtc::FeedbackCounts;
+use crate::rtc::{CandidatePair, FeedbackCounts};
 
 /// Decoded audio kept for the tone and level figures (about 85 ms at 48 kHz).
 const AUDIO_WINDOW: usize = 4096;
@@ -58,6 +58,8 @@ pub struct CallStats {
     pub audio_level: f32,
     /// Round-trip time of the connection.
     pub rtt_ms: Option<f64>,
+    /// The ICE candidate pair the media travels over (host, srflx, relay; UDP, TCP).
+    pub candidate_pair: Option<CandidatePair>,
     /// RTP packets lost, all streams.
     pub packets_lost: u64,
     /// RTP packets received, all streams.
@@ -182,11 +184,13 @@ impl ReceiveStats {
     pub fn on_transport(
         &mut self,
         rtt_ms: Option<f64>,
+        candidate_pair: Option<CandidatePair>,
         packets_lost: u64,
         packets_received: u64,
         feedback: FeedbackCounts,
     ) {
         self.report.rtt_ms = rtt_ms.or(self.report.rtt_ms);
+        self.report.candidate_pair = candidate_pair.or(self.report.candidate_pair);
         self.report.packets_lost = packets_lost;
         self.report.packets_received = packets_received;
         self.report.feedback = feedback;

@@ -8,8 +8,13 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
+pub use ice::{CandidatePair, IceServer, IceTransportPolicy, TurnProblem};
+
+pub mod ice;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod turn_check;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
@@ -236,6 +241,8 @@ pub enum PeerEvent {
     Stats {
         /// Round-trip time of the selected ICE candidate pair, when measured.
         rtt_ms: Option<f64>,
+        /// The candidate pair the media travels over, once one is selected.
+        candidate_pair: Option<CandidatePair>,
         /// RTP packets lost in what we receive, all streams.
         packets_lost: u64,
         /// RTP packets received, all streams.
@@ -249,6 +256,8 @@ pub enum PeerEvent {
     },
     /// A problem the user should hear about, such as no common codec.
     Error(String),
+    /// A TURN server of the configuration could not be used.
+    Turn(TurnProblem),
 }
 
 /// Loss-recovery requests on one connection since it started, all streams.
@@ -267,8 +276,10 @@ pub struct FeedbackCounts {
 /// Settings for the peer connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtcConfig {
-    /// STUN/TURN server URLs, e.g. `stun:stun.example.org:3478`.
-    pub ice_servers: Vec<String>,
+    /// STUN/TURN servers, with the TURN servers' credentials.
+    pub ice_servers: Vec<IceServer>,
+    /// Whether ICE may use every candidate or only relayed ones.
+    pub ice_transport_policy: IceTransportPolicy,
     /// Local UDP addresses to gather host candidates on. `0.0.0.0:0` means every non-loopback
     /// interface; loopback must be listed explicitly. Ignored by the browser backend.
     pub udp_bind: Vec<SocketAddr>,
@@ -280,6 +291,7 @@ impl Default for RtcConfig {
     fn default() -> Self {
         Self {
             ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
             udp_bind: vec![
                 SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
                 SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
@@ -289,10 +301,34 @@ impl Default for RtcConfig {
 }
 
 impl RtcConfig {
+    /// The local addresses to gather on: [`RtcConfig::udp_bind`], less the loopback ones
+    /// when a TURN server is configured. webrtc-rs asks the TURN server for an
+    /// allocation from every bound address; one from 127.0.0.1 cannot reach a TURN server
+    /// elsewhere, and its failed requests upset the allocation that works (seen with
+    /// coturn: 438 Wrong nonce, then 400 Bad Request for every permission, and ICE
+    /// fails between two peers behind NATs).
+    pub fn gather_addresses(&self) -> Vec<SocketAddr> {
+        if !self.ice_servers.iter().any(IceServer::has_turn) {
+            return self.udp_bind.clone();
+        }
+        let without_loopback: Vec<SocketAddr> = self
+            .udp_bind
+            .iter()
+            .copied()
+            .filter(|address| !address.ip().is_loopback())
+            .collect();
+        if without_loopback.is_empty() {
+            self.udp_bind.clone()
+        } else {
+            without_loopback
+        }
+    }
+
     /// Host candidates on 127.0.0.1 only: for tests and same-machine calls.
     pub fn loopback() -> Self {
         Self {
             ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
             udp_bind: vec![SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))],
         }
     }

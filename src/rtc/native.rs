@@ -22,7 +22,7 @@ use ::rtc::interceptor::{
 use ::rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
-use ::rtc::peer_connection::transport::RTCDtlsTransportState;
+use ::rtc::peer_connection::transport::{RTCDtlsTransportState, RTCIceServerTransportProtocol};
 use ::rtc::rtcp;
 use ::rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use ::rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -47,12 +47,14 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, Registry,
-    SettingEngineBuilder, StatsSelector,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer,
+    RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, RTCStatsReport, RTCStatsReportEntry, Registry, SettingEngineBuilder,
+    StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::ice::{CandidateKind, CandidatePair, IceServer, IceTransportPolicy, PairProtocol};
 use super::{
     FeedbackCounts, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload,
 };
@@ -1004,6 +1006,7 @@ async fn monitor(shared: Arc<Shared>, pc: Arc<dyn PeerConnection>, sender: Arc<d
                 .load(Ordering::Relaxed),
             ..FeedbackCounts::default()
         };
+        let candidate_pair = selected_pair(&report);
         for entry in report.iter() {
             match entry {
                 RTCStatsReportEntry::IceCandidatePair(pair)
@@ -1027,6 +1030,7 @@ async fn monitor(shared: Arc<Shared>, pc: Arc<dyn PeerConnection>, sender: Arc<d
         }
         shared.emit(PeerEvent::Stats {
             rtt_ms,
+            candidate_pair,
             packets_lost,
             packets_received,
             bytes_received,
@@ -1034,6 +1038,67 @@ async fn monitor(shared: Arc<Shared>, pc: Arc<dyn PeerConnection>, sender: Arc<d
             feedback,
         });
     }
+}
+
+/// The ICE server as webrtc-rs takes it.
+fn ice_server(server: &IceServer) -> RTCIceServer {
+    RTCIceServer {
+        urls: server.urls.iter().map(ToString::to_string).collect(),
+        username: server.username.clone().unwrap_or_default(),
+        credential: server.credential.clone().unwrap_or_default(),
+    }
+}
+
+/// The candidate pair the transport selected (else the nominated one that succeeded),
+/// from a stats report.
+fn selected_pair(report: &RTCStatsReport) -> Option<CandidatePair> {
+    let selected_id = report
+        .transport()
+        .map(|transport| transport.selected_candidate_pair_id.as_str())
+        .filter(|id| !id.is_empty());
+    let pair = report.candidate_pairs().find(|pair| match selected_id {
+        Some(id) => pair.stats.id == id,
+        None => pair.nominated,
+    })?;
+    // webrtc-rs names a pair's candidates by their bare ids but files their stats
+    // under a prefixed one.
+    let candidate = |id: &str, prefix: &str| match report
+        .get(id)
+        .or_else(|| report.get(&format!("{prefix}{id}")))
+    {
+        Some(RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)) => {
+            Some(c)
+        }
+        _ => None,
+    };
+    let kind = |typ: RTCIceCandidateType| match typ {
+        RTCIceCandidateType::Host => Some(CandidateKind::Host),
+        RTCIceCandidateType::Srflx => Some(CandidateKind::Srflx),
+        RTCIceCandidateType::Prflx => Some(CandidateKind::Prflx),
+        RTCIceCandidateType::Relay => Some(CandidateKind::Relay),
+        _ => None,
+    };
+    let local = candidate(&pair.local_candidate_id, "RTCLocalIceCandidate_")?;
+    let local_kind = kind(local.candidate_type)?;
+    // A remote candidate learnt from the checks (peer-reflexive) was never signaled.
+    let remote_kind = candidate(&pair.remote_candidate_id, "RTCRemoteIceCandidate_")
+        .map_or(Some(CandidateKind::Prflx), |remote| {
+            kind(remote.candidate_type)
+        })?;
+    // For a relayed candidate, how we reach the TURN server (webrtc-rs: always UDP).
+    let protocol = match local_kind {
+        CandidateKind::Relay => match local.relay_protocol {
+            RTCIceServerTransportProtocol::Tcp => PairProtocol::Tcp,
+            RTCIceServerTransportProtocol::Tls => PairProtocol::Tls,
+            _ => PairProtocol::Udp,
+        },
+        _ => PairProtocol::parse(&local.protocol)?,
+    };
+    Some(CandidatePair {
+        local: local_kind,
+        remote: remote_kind,
+        protocol,
+    })
 }
 
 /// The offer/answer state, serialized by its lock.
@@ -1137,13 +1202,10 @@ impl PeerSession {
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
         let configuration = RTCConfigurationBuilder::new()
-            .with_ice_servers(if config.ice_servers.is_empty() {
-                vec![]
-            } else {
-                vec![RTCIceServer {
-                    urls: config.ice_servers.clone(),
-                    ..Default::default()
-                }]
+            .with_ice_servers(config.ice_servers.iter().map(ice_server).collect())
+            .with_ice_transport_policy(match config.ice_transport_policy {
+                IceTransportPolicy::All => RTCIceTransportPolicy::All,
+                IceTransportPolicy::Relay => RTCIceTransportPolicy::Relay,
             })
             .build();
 
@@ -1157,7 +1219,7 @@ impl PeerSession {
                 .with_handler(Arc::new(Handler {
                     shared: Arc::clone(shared),
                 }))
-                .with_udp_addrs(config.udp_bind.clone())
+                .with_udp_addrs(config.gather_addresses())
                 .build(),
         )
         .await

@@ -3,6 +3,7 @@
 //! reports, speaking the same [`SignalPayload`]s and [`PeerEvent`]s as `native.rs`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 
 use js_sys::{Array, Reflect};
 use tokio::sync::mpsc;
@@ -10,12 +11,16 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, RtcConfiguration, RtcIceCandidateInit, RtcIceServer, RtcPeerConnection,
-    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiverDirection,
-    RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
+    MediaStream, RtcConfiguration, RtcIceCandidateInit, RtcIceServer, RtcIceTransportPolicy,
+    RtcPeerConnection, RtcPeerConnectionIceErrorEvent, RtcPeerConnectionIceEvent,
+    RtcPeerConnectionState, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType,
+    RtcSessionDescriptionInit, RtcTrackEvent,
 };
 
-use super::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload};
+use super::{
+    IceTransportPolicy, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload,
+    TurnProblem,
+};
 
 /// Candidates kept while the remote description has not arrived yet.
 const MAX_EARLY_CANDIDATES: usize = 64;
@@ -64,12 +69,26 @@ impl PeerSession {
         let rtc_config = RtcConfiguration::new();
         if !config.ice_servers.is_empty() {
             let servers = Array::new();
-            for url in &config.ice_servers {
+            for entry in &config.ice_servers {
                 let server = RtcIceServer::new();
-                server.set_urls_str(url);
+                let urls: Array = entry
+                    .urls
+                    .iter()
+                    .map(|url| JsValue::from_str(&url.to_string()))
+                    .collect();
+                server.set_urls(&urls);
+                if let Some(username) = &entry.username {
+                    server.set_username(username);
+                }
+                if let Some(credential) = &entry.credential {
+                    server.set_credential(credential);
+                }
                 servers.push(&server);
             }
             rtc_config.set_ice_servers(&servers);
+        }
+        if config.ice_transport_policy == IceTransportPolicy::Relay {
+            rtc_config.set_ice_transport_policy(RtcIceTransportPolicy::Relay);
         }
         let connection = RtcPeerConnection::new_with_configuration(&rtc_config)
             .map_err(stack_error("creating the peer connection"))?;
@@ -126,7 +145,28 @@ impl PeerSession {
             };
             on_stream(stream);
         });
+        let on_candidate_error = {
+            let events = events.clone();
+            let reported = RefCell::new(HashSet::new());
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                let event: RtcPeerConnectionIceErrorEvent = event.unchecked_into();
+                let url = event.url();
+                // STUN errors (an unreachable STUN server) leave the call to ICE; one
+                // message per TURN server is enough.
+                if url.starts_with("turn") && reported.borrow_mut().insert(url.clone()) {
+                    let problem = turn_problem(url, event.error_code(), event.error_text());
+                    let _ = events.send(PeerEvent::Turn(problem));
+                }
+            })
+        };
         connection.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
+        // web-sys has no setter for this handler.
+        connection
+            .add_event_listener_with_callback(
+                "icecandidateerror",
+                on_candidate_error.as_ref().unchecked_ref(),
+            )
+            .map_err(stack_error("listening for ICE candidate errors"))?;
         connection.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
         connection.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
 
@@ -136,7 +176,7 @@ impl PeerSession {
             described: Cell::new(false),
             early_candidates: RefCell::new(Vec::new()),
             events,
-            _handlers: vec![on_candidate, on_state, on_track],
+            _handlers: vec![on_candidate, on_candidate_error, on_state, on_track],
         };
         if role == Role::Offerer {
             let offer = JsFuture::from(session.connection.create_offer())
@@ -247,6 +287,25 @@ impl PeerSession {
 impl Drop for PeerSession {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// What an `icecandidateerror` from a TURN server means: 401 is a refused credential,
+/// 701 (the browser's own code) no answer; other codes are the server's refusals.
+fn turn_problem(url: String, code: u16, text: String) -> TurnProblem {
+    match code {
+        401 => TurnProblem::Refused {
+            url,
+            reason: "401 Unauthorized: the username or credential is wrong or expired".to_owned(),
+        },
+        701 => TurnProblem::Unreachable {
+            url,
+            reason: format!("no answer ({text})"),
+        },
+        code => TurnProblem::Refused {
+            url,
+            reason: format!("{code} {text}"),
+        },
     }
 }
 

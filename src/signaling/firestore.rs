@@ -624,6 +624,7 @@ impl Session {
             room,
             peer_id,
             peers,
+            ice_servers: Vec::new(),
         });
         Ok(())
     }

@@ -14,6 +14,8 @@ pub mod server;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod tls;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod turn_credentials;
+#[cfg(not(target_arch = "wasm32"))]
 mod ws_native;
 #[cfg(target_arch = "wasm32")]
 mod ws_web;

@@ -9,6 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::rtc::ice::{IceServer, deserialize_ice_servers};
+
 /// Longest room id accepted from anyone (our ids are 20 characters, Firestore's too).
 pub const MAX_ROOM_ID_LEN: usize = 64;
 /// Longest display name accepted, in characters.
@@ -357,6 +359,14 @@ pub enum ServerMessage {
         peers: Vec<PeerInfo>,
         /// The secret for taking this place back with `resume`.
         resume_token: ResumeToken,
+        /// STUN/TURN servers to use, with short-lived TURN credentials (the server's
+        /// `--turn-url`); absent when the server has none.
+        #[serde(
+            default,
+            skip_serializing_if = "Vec::is_empty",
+            deserialize_with = "deserialize_ice_servers"
+        )]
+        ice_servers: Vec<IceServer>,
     },
     /// Someone entered your room; they will send you an offer.
     PeerJoined {
@@ -593,6 +603,32 @@ mod tests {
             serde_json::to_string(&ClientMessage::Leave).unwrap(),
             r#"{"type":"leave"}"#
         );
+    }
+
+    #[test]
+    fn welcome_carries_validated_ice_servers() {
+        let documented = r#"{"type": "welcome", "room": "k3m9px2q7rabcdefghjk", "peer_id": "c4d8n2w6ze",
+ "peers": [], "resume_token": "q8w2e4r6t8y2u4i6o8p2a4s6d8",
+ "ice_servers": [{"urls": ["turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:3478?transport=tcp"],
+                  "username": "1764345600:c4d8n2w6ze", "credential": "kTyHnMY2ngyvz5IkOaBnqS3uVyA="}]}"#;
+        let ServerMessage::Welcome { ice_servers, .. } =
+            serde_json::from_str::<ServerMessage>(documented).unwrap()
+        else {
+            panic!("expected welcome");
+        };
+        assert_eq!(ice_servers.len(), 1);
+        assert_eq!(ice_servers[0].urls.len(), 2);
+        let without = r#"{"type":"welcome","room":"r","peer_id":"p","peers":[],"resume_token":"q8w2e4r6t8y2u4i6o8p2a4s6d8"}"#;
+        let welcome = serde_json::from_str::<ServerMessage>(without).unwrap();
+        assert!(
+            !serde_json::to_string(&welcome)
+                .unwrap()
+                .contains("ice_servers")
+        );
+        let hostile = documented.replace("\"username\": \"1764345600", "\"username\": \"\\u0007");
+        assert!(serde_json::from_str::<ServerMessage>(&hostile).is_err());
+        let ftp = documented.replace("turn:turn.example.org:3478?transport=udp", "ftp://x");
+        assert!(serde_json::from_str::<ServerMessage>(&ftp).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::State;
@@ -28,6 +28,7 @@ use super::protocol::{
     RoomSummary, ServerMessage,
 };
 use super::tls::TlsListener;
+use super::turn_credentials::TurnCredentials;
 
 /// Default number of peers one room holds.
 pub const DEFAULT_ROOM_CAPACITY: usize = 8;
@@ -149,6 +150,7 @@ impl SignalingServer {
                 limits: Arc::new(limits),
                 connections: Arc::new(AtomicUsize::new(0)),
                 next_connection: Arc::new(AtomicU64::new(0)),
+                turn: None,
             },
             tls: None,
             web_root: None,
@@ -159,6 +161,13 @@ impl SignalingServer {
     #[must_use]
     pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Hands every client TURN servers with short-lived credentials in `welcome`.
+    #[must_use]
+    pub fn with_turn(mut self, turn: TurnCredentials) -> Self {
+        self.state.turn = Some(Arc::new(turn));
         self
     }
 
@@ -244,6 +253,8 @@ struct ServerState {
     connections: Arc<AtomicUsize>,
     /// The id the next connection gets.
     next_connection: Arc<AtomicU64>,
+    /// TURN servers and their credentials for `welcome`.
+    turn: Option<Arc<TurnCredentials>>,
 }
 
 impl ServerState {
@@ -829,11 +840,18 @@ impl Connection {
         resume_token: ResumeToken,
     ) {
         self.membership = Some((room.clone(), peer_id.clone()));
+        let ice_servers = self
+            .state
+            .turn
+            .iter()
+            .map(|turn| turn.issue(&peer_id, SystemTime::now()))
+            .collect();
         self.reply(ServerMessage::Welcome {
             room,
             peer_id,
             peers,
             resume_token,
+            ice_servers,
         });
     }
 

@@ -462,6 +462,8 @@ mod tests {
 
     use super::*;
     use crate::app::headless_app;
+    use crate::rtc::IceServer;
+    use crate::rtc::turn_check::TURN_CHECK_TIMEOUT;
     use crate::runtime::AsyncRuntime;
     use crate::signaling::server::{ServerLimits, SignalingServer};
 
@@ -507,17 +509,10 @@ mod tests {
                 ServerLimits::default(),
             ))
             .unwrap();
-        let config = ClientConfig {
-            signal: server.url().parse().unwrap(),
-            name: DisplayName::parse("Ada").unwrap(),
-            ice_servers: Vec::new(),
-            media: crate::media::SendSettings::default(),
-            echo: false,
-            decode_video: true,
-            passcode: None,
-            signal_ca: None,
-            speaker: None,
-        };
+        let config = ClientConfig::synthetic(
+            server.url().parse().unwrap(),
+            DisplayName::parse("Ada").unwrap(),
+        );
         runtime.handle().spawn(server.run());
         let mut app = headless_app(config);
         app.init_resource::<Toasts>()
@@ -547,5 +542,60 @@ mod tests {
         );
         app.update();
         assert_eq!(*app.world().resource::<CallState>(), CallState::Idle);
+    }
+
+    #[test]
+    fn a_turn_server_that_does_not_answer_becomes_a_toast_and_the_call_goes_on() {
+        let runtime = AsyncRuntime::new().unwrap();
+        let server = runtime
+            .handle()
+            .block_on(SignalingServer::bind(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                ServerLimits::default(),
+            ))
+            .unwrap();
+        // A UDP port that takes the allocation requests and never answers.
+        let silent = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let url = format!("turn:{}", silent.local_addr().unwrap());
+        let config = ClientConfig {
+            ice_servers: IceServer::from_flags(&[url.parse().unwrap()], Some("u"), Some("p")),
+            ..ClientConfig::synthetic(
+                server.url().parse().unwrap(),
+                DisplayName::parse("Ada").unwrap(),
+            )
+        };
+        runtime.handle().spawn(server.run());
+        let mut app = headless_app(config);
+        app.init_resource::<Toasts>()
+            .init_resource::<HomeForm>()
+            .add_systems(Update, collect_toasts);
+        app.finish();
+        app.cleanup();
+        app.world_mut().write_message(CallCommand::CreateRoom {
+            name: DisplayName::parse("Ada").unwrap(),
+            public_title: None,
+        });
+        let deadline = Instant::now() + TURN_CHECK_TIMEOUT + Duration::from_secs(10);
+        let toast = loop {
+            app.update();
+            let toasts = &app.world().resource::<Toasts>().shown;
+            if let Some(toast) = toasts.iter().find(|t| t.severity == Severity::Error) {
+                break toast.text.clone();
+            }
+            assert!(Instant::now() < deadline, "no error toast");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            toast.contains(&format!("cannot reach the TURN server {url}")),
+            "{toast}"
+        );
+        assert!(toast.contains("check the TURN address"), "{toast}");
+        assert!(
+            matches!(
+                app.world().resource::<CallState>(),
+                CallState::InCall { .. }
+            ),
+            "the call goes on without the relay"
+        );
     }
 }

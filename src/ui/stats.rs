@@ -55,6 +55,12 @@ fn stats_grid(ui: &mut egui::Ui, participant: &Participant, stats: &CallStats) {
         ("resolution", format!("{}x{}", stats.width, stats.height)),
         ("frame rate", format!("{:.1} fps", stats.fps)),
         ("video bitrate", format!("{:.0} kbit/s", stats.video_kbps)),
+        (
+            "path",
+            stats
+                .candidate_pair
+                .map_or_else(|| "—".to_owned(), |pair| pair.to_string()),
+        ),
         ("round trip", optional(stats.rtt_ms, "ms")),
         (
             "packet loss",

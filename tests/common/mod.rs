@@ -93,15 +93,8 @@ pub fn client(url: &str, name: &str) -> App {
 /// The settings of a client called `name`, signaling through `url`, sending `media`.
 pub fn config(url: &str, name: &str, media: SendSettings) -> ClientConfig {
     ClientConfig {
-        signal: url.parse().unwrap(),
-        name: DisplayName::parse(name).unwrap(),
-        ice_servers: Vec::new(),
         media,
-        echo: false,
-        decode_video: true,
-        passcode: None,
-        signal_ca: None,
-        speaker: None,
+        ..ClientConfig::synthetic(url.parse().unwrap(), DisplayName::parse(name).unwrap())
     }
 }
 
