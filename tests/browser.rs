@@ -7,11 +7,15 @@
 //! when it is missing (`npm ci --prefix tests/browser`); Chromium comes from setup.sh.
 //! Each test fails with the command that installs what is missing.
 
+mod nat;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
 use std::time::Duration;
+
+use nat::{Home, Lab};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long the serve process may take to say where it listens.
@@ -118,7 +122,12 @@ fn serve() -> (Running, String) {
 
 /// A bot that creates a room and stays until stopped, writing its figures to `stats`.
 fn hosting_bot(address: &str, stats: &Path) -> (Running, String) {
-    let mut child = meetspace()
+    hosting_bot_from(meetspace(), address, stats)
+}
+
+/// [`hosting_bot`] from `command` (the meetspace binary, or a command that runs it).
+fn hosting_bot_from(mut command: Command, address: &str, stats: &Path) -> (Running, String) {
+    let mut child = command
         .args(["bot", "--signal", &format!("ws://{address}"), "--create"])
         .args(["--name", "Bot", "--stats-json"])
         .arg(stats)
@@ -159,7 +168,12 @@ fn artefacts() -> PathBuf {
 
 /// Runs one scenario of e2e.mjs; returns its `RESULT` JSON.
 fn browser(scenario: &str, address: &str, room: &str) -> serde_json::Value {
-    let output = Command::new("node")
+    browser_from(Command::new("node"), scenario, address, room)
+}
+
+/// [`browser`] with `node` (Node.js, or a command that runs it).
+fn browser_from(mut node: Command, scenario: &str, address: &str, room: &str) -> serde_json::Value {
+    let output = node
         .arg(repo().join("tests/browser/e2e.mjs"))
         .args([scenario, &format!("http://{address}"), room])
         .arg(artefacts())
@@ -290,5 +304,66 @@ fn a_refused_camera_is_reported_and_the_tab_still_watches() {
     assert_eq!(
         watcher["frames_decoded"], 0,
         "a watcher sends no video: {watcher}"
+    );
+}
+
+/// The secret coturn and the signaling server share in the NAT test.
+const TURN_SECRET: &str = "meetspace-browser-nat-secret";
+
+#[test]
+fn a_browser_behind_a_nat_without_udp_calls_a_native_bot_through_the_relay() {
+    let _browser = check_tools();
+    let root = web_root();
+    let mut lab = Lab::new();
+    let turn_port = lab.start_turn(TURN_SECRET);
+    let ip = Lab::internet_ip();
+    let address = format!("{ip}:8480");
+    // The signaling server and the page on the internet, with TURN over UDP (for the
+    // bot) and TCP (all the browser can use).
+    let mut serve = lab.command_in_internet(env!("CARGO_BIN_EXE_meetspace"));
+    serve
+        .args(["serve", "--listen", &address, "--web-root"])
+        .arg(&root)
+        .args([
+            "--turn-url",
+            &format!("turn:{ip}:{turn_port}?transport=udp"),
+        ])
+        .args([
+            "--turn-url",
+            &format!("turn:{ip}:{turn_port}?transport=tcp"),
+        ])
+        .args(["--turn-secret", TURN_SECRET])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null());
+    lab.spawn_until(serve, "listening at ws://");
+
+    let stats = artefacts().join("browser-nat-bot.json");
+    let bot = lab.command_in_home(Home::A, env!("CARGO_BIN_EXE_meetspace"));
+    let (bot, room) = hosting_bot_from(bot, &address, &stats);
+    // Home B (the symmetric NAT) lets no UDP through at all: TURN over TCP or nothing.
+    lab.block_udp(Home::B);
+    let node = lab.command_in_home(Home::B, "node");
+    let result = browser_from(node, "video", &format!("http://{address}"), &room);
+    let bot_panel = result["hooks"]["panels"]
+        .as_array()
+        .and_then(|panels| panels.iter().find(|panel| panel["name"] == "Bot"))
+        .unwrap_or_else(|| panic!("no panel for the bot: {result}"));
+    assert!(bot_panel["frames_shown"].as_u64() >= Some(30), "{result}");
+    println!("the tab's errors: {}", result["hooks"]["errors"]);
+
+    let figures = stop_bot(bot, &stats);
+    let browser = peer(&figures, "Browser");
+    assert!(
+        browser["frames_decoded"].as_u64() >= Some(30),
+        "the bot decoded too little of the browser's camera: {browser}"
+    );
+    let pair = &browser["candidate_pair"];
+    assert!(
+        pair["local"] == "relay" || pair["remote"] == "relay",
+        "the bot and the browser met without the relay: {browser}"
+    );
+    println!(
+        "browser behind NAT, TURN over TCP: first frame at the bot after {} ms, pair {pair}",
+        browser["first_frame_ms"]
     );
 }

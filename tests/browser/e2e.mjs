@@ -31,6 +31,9 @@ const flags = [
   "--autoplay-policy=no-user-gesture-required",
 ];
 if (scenario !== "denied") flags.push("--use-fake-ui-for-media-stream");
+// A page served from another host than localhost (the NAT test's "internet") gets the
+// camera only in a secure context: count this origin as one.
+flags.push(`--unsafely-treat-insecure-origin-as-secure=${baseUrl}`);
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
