@@ -10,6 +10,7 @@ use common::*;
 use meetspace::call::{CallNotice, CallState};
 use meetspace::signaling::protocol::{ErrorCode, Passcode, ServerMessage};
 use meetspace::signaling::server::ServerLimits;
+use meetspace::signaling::turn_credentials::TurnCredentials;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -280,4 +281,68 @@ fn silent_connections_are_pinged_then_dropped() {
         pings += usize::from(matches!(frame, Message::Ping(_)));
     }
     assert!(pings >= 2, "{pings} pings before the drop");
+}
+
+/// The TURN servers of a `welcome`, as JSON.
+fn ice_servers_of(welcome: &ServerMessage) -> serde_json::Value {
+    match welcome {
+        ServerMessage::Welcome { ice_servers, .. } => serde_json::to_value(ice_servers).unwrap(),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+#[test]
+fn welcome_hands_out_turn_credentials_for_the_peer_and_fresh_ones_on_resume() {
+    const TTL: u64 = 600;
+    let url = "turn:turn.example.org:3478?transport=udp";
+    let turn = || {
+        TurnCredentials::new(
+            vec![url.parse().unwrap()],
+            "shared secret",
+            Duration::from_secs(TTL),
+        )
+    };
+    let server = TestServer::with_turn(turn());
+    server.block_on(async {
+        let mut host = RawClient::connect(&server.url).await;
+        host.send_json(json!({"type": "create_room", "name": "Host"}))
+            .await;
+        let welcome = host.recv().await;
+        let servers = ice_servers_of(&welcome);
+        let place = place_of(welcome).0;
+        assert_eq!(servers[0]["urls"], json!([url]), "{servers}");
+        let username = servers[0]["username"].as_str().unwrap().to_owned();
+        let (expiry, peer) = username.split_once(':').unwrap();
+        assert_eq!(peer, place.peer_id, "the username names the peer");
+        let expiry: u64 = expiry.parse().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            (now + TTL - 5..=now + TTL + 5).contains(&expiry),
+            "expires in about {TTL} s: {username}"
+        );
+        // The credential is the HMAC of that username under the shared secret.
+        let issued_at = std::time::UNIX_EPOCH + Duration::from_secs(expiry - TTL);
+        let expected = turn().issue(
+            &meetspace::signaling::protocol::PeerId::parse(peer).unwrap(),
+            issued_at,
+        );
+        assert_eq!(
+            servers[0]["credential"].as_str(),
+            expected.credential.as_deref()
+        );
+
+        host.kill();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut back = RawClient::connect(&server.url).await;
+        let again = resume(&mut back, &place, &place.token, None).await;
+        let renewed = ice_servers_of(&again);
+        let renewed_user = renewed[0]["username"].as_str().unwrap();
+        assert!(
+            renewed_user > username.as_str() && renewed_user.ends_with(&place.peer_id),
+            "resume renews the credentials: {username} then {renewed_user}"
+        );
+    });
 }

@@ -18,13 +18,11 @@ use std::time::{Duration, Instant, SystemTime};
 use meetspace::bot::EXIT_TURN;
 use meetspace::signaling::protocol::PeerId;
 use meetspace::signaling::turn_credentials::TurnCredentials;
-use nat::{Home, Lab};
+use nat::{Home, Lab, SIGNAL_PORT, TURN_PORT};
 use serde_json::Value;
 
 /// The secret coturn and the signaling server share.
 const SECRET: &str = "meetspace-nat-test-secret";
-/// Where the signaling server listens, on the internet host.
-const SIGNAL_PORT: u16 = 8480;
 /// How long a bot may take to get into its room.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a call of the tests lasts.
@@ -42,25 +40,15 @@ struct Internet {
 impl Internet {
     fn start() -> Self {
         let mut lab = Lab::new();
-        let turn_port = lab.start_turn(SECRET);
-        let ip = Lab::internet_ip();
-        let mut serve = lab.command_in_internet(env!("CARGO_BIN_EXE_meetspace"));
-        serve
-            .args(["serve", "--listen", &format!("{ip}:{SIGNAL_PORT}")])
-            .args([
-                "--turn-url",
-                &format!("turn:{ip}:{turn_port}?transport=udp"),
-            ])
-            .args([
-                "--turn-url",
-                &format!("turn:{ip}:{turn_port}?transport=tcp"),
-            ])
-            .args(["--turn-ttl", "600"])
-            .env("MEETSPACE_TURN_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null());
-        lab.spawn_until(serve, "listening at ws://");
-        Self { lab, turn_port }
+        lab.start_turn_and_signaling(
+            env!("CARGO_BIN_EXE_meetspace"),
+            SECRET,
+            &["--turn-ttl", "600"],
+        );
+        Self {
+            lab,
+            turn_port: TURN_PORT,
+        }
     }
 
     fn signal(&self) -> String {

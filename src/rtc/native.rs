@@ -1193,14 +1193,19 @@ impl PeerSession {
                 Arc::clone(&shared.received_feedback),
             ),
         );
-        let setting_engine = SettingEngineBuilder::new()
+        let mut setting_engine = SettingEngineBuilder::new()
             .with_ice_timeouts(
                 Some(ICE_DISCONNECTED_TIMEOUT),
                 Some(ICE_FAILED_TIMEOUT),
                 Some(ICE_KEEPALIVE_INTERVAL),
             )
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .build();
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled);
+        if config.ice_transport_policy == IceTransportPolicy::Relay {
+            // Only relayed candidates: nothing better to wait for (ICE otherwise holds a
+            // relayed pair back for 2 s in case a direct one succeeds).
+            setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(Duration::ZERO));
+        }
+        let setting_engine = setting_engine.build();
         let configuration = RTCConfigurationBuilder::new()
             .with_ice_servers(config.ice_servers.iter().map(ice_server).collect())
             .with_ice_transport_policy(match config.ice_transport_policy {

@@ -499,8 +499,11 @@ mod tests {
         assert_eq!(good.join_error, None);
     }
 
-    #[test]
-    fn an_unknown_room_id_becomes_a_toast_and_the_call_returns_to_idle() {
+    /// A headless client with the toasts of the overlay, `configure`d, talking to a
+    /// signaling server on 127.0.0.1 that runs on the returned runtime.
+    fn client_with_toasts(
+        configure: impl FnOnce(ClientConfig) -> ClientConfig,
+    ) -> (AsyncRuntime, App) {
         let runtime = AsyncRuntime::new().unwrap();
         let server = runtime
             .handle()
@@ -509,10 +512,10 @@ mod tests {
                 ServerLimits::default(),
             ))
             .unwrap();
-        let config = ClientConfig::synthetic(
+        let config = configure(ClientConfig::synthetic(
             server.url().parse().unwrap(),
             DisplayName::parse("Ada").unwrap(),
-        );
+        ));
         runtime.handle().spawn(server.run());
         let mut app = headless_app(config);
         app.init_resource::<Toasts>()
@@ -520,18 +523,29 @@ mod tests {
             .add_systems(Update, collect_toasts);
         app.finish();
         app.cleanup();
-        let join = form("Ada", "nosuchroom2345678abc").submit_join().unwrap();
-        app.world_mut().write_message(join);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let toast = loop {
+        (runtime, app)
+    }
+
+    /// Updates `app` until an error toast shows (failing after `limit`); its text.
+    fn first_error_toast(app: &mut App, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
             app.update();
             let toasts = &app.world().resource::<Toasts>().shown;
             if let Some(toast) = toasts.iter().find(|t| t.severity == Severity::Error) {
-                break toast.text.clone();
+                return toast.text.clone();
             }
             assert!(Instant::now() < deadline, "no error toast");
             std::thread::sleep(Duration::from_millis(5));
-        };
+        }
+    }
+
+    #[test]
+    fn an_unknown_room_id_becomes_a_toast_and_the_call_returns_to_idle() {
+        let (_runtime, mut app) = client_with_toasts(|config| config);
+        let join = form("Ada", "nosuchroom2345678abc").submit_join().unwrap();
+        app.world_mut().write_message(join);
+        let toast = first_error_toast(&mut app, Duration::from_secs(5));
         assert!(
             toast.contains("no room with id nosuchroom2345678abc"),
             "{toast}"
@@ -546,45 +560,18 @@ mod tests {
 
     #[test]
     fn a_turn_server_that_does_not_answer_becomes_a_toast_and_the_call_goes_on() {
-        let runtime = AsyncRuntime::new().unwrap();
-        let server = runtime
-            .handle()
-            .block_on(SignalingServer::bind(
-                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                ServerLimits::default(),
-            ))
-            .unwrap();
         // A UDP port that takes the allocation requests and never answers.
         let silent = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let url = format!("turn:{}", silent.local_addr().unwrap());
-        let config = ClientConfig {
+        let (_runtime, mut app) = client_with_toasts(|config| ClientConfig {
             ice_servers: IceServer::from_flags(&[url.parse().unwrap()], Some("u"), Some("p")),
-            ..ClientConfig::synthetic(
-                server.url().parse().unwrap(),
-                DisplayName::parse("Ada").unwrap(),
-            )
-        };
-        runtime.handle().spawn(server.run());
-        let mut app = headless_app(config);
-        app.init_resource::<Toasts>()
-            .init_resource::<HomeForm>()
-            .add_systems(Update, collect_toasts);
-        app.finish();
-        app.cleanup();
+            ..config
+        });
         app.world_mut().write_message(CallCommand::CreateRoom {
             name: DisplayName::parse("Ada").unwrap(),
             public_title: None,
         });
-        let deadline = Instant::now() + TURN_CHECK_TIMEOUT + Duration::from_secs(10);
-        let toast = loop {
-            app.update();
-            let toasts = &app.world().resource::<Toasts>().shown;
-            if let Some(toast) = toasts.iter().find(|t| t.severity == Severity::Error) {
-                break toast.text.clone();
-            }
-            assert!(Instant::now() < deadline, "no error toast");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let toast = first_error_toast(&mut app, TURN_CHECK_TIMEOUT + Duration::from_secs(10));
         assert!(
             toast.contains(&format!("cannot reach the TURN server {url}")),
             "{toast}"

@@ -54,7 +54,8 @@ async function openTab(context, name) {
     }
   });
   page.on("pageerror", (error) => console.error(`[${name} pageerror] ${error}`));
-  await page.goto(`${baseUrl}/#room=${room}&name=${name}`);
+  // E2E_PAGE_PARAMS: more of the page address's settings, e.g. `&ice_transport_policy=relay`.
+  await page.goto(`${baseUrl}/#room=${room}&name=${name}${process.env.E2E_PAGE_PARAMS ?? ""}`);
   return page;
 }
 

@@ -19,6 +19,7 @@ use meetspace::media::SendSettings;
 use meetspace::runtime::AsyncRuntime;
 use meetspace::signaling::protocol::{DisplayName, RoomId, ServerMessage};
 use meetspace::signaling::server::{ServerLimits, ServerMonitor, SignalingServer};
+use meetspace::signaling::turn_credentials::TurnCredentials;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -43,6 +44,24 @@ impl TestServer {
     /// A server on `addr` (port 0: a free one); e.g. again on the port of one that
     /// was stopped, to restart it without its state.
     pub fn start_at(addr: SocketAddr, limits: ServerLimits) -> Self {
+        Self::start_configured(addr, limits, |server| server)
+    }
+
+    /// A server on a free port of 127.0.0.1 that hands out `turn` credentials.
+    pub fn with_turn(turn: TurnCredentials) -> Self {
+        Self::start_configured(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ServerLimits::default(),
+            |server| server.with_turn(turn),
+        )
+    }
+
+    /// [`TestServer::start_at`], with `configure` applied to the bound server.
+    pub fn start_configured(
+        addr: SocketAddr,
+        limits: ServerLimits,
+        configure: impl FnOnce(SignalingServer) -> SignalingServer,
+    ) -> Self {
         let runtime = AsyncRuntime::new().unwrap();
         // A server stopped a moment ago may still hold the port for a little while.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -59,6 +78,7 @@ impl TestServer {
                 Err(error) => panic!("cannot bind {addr}: {error}"),
             }
         };
+        let server = configure(server);
         let url = server.url();
         let monitor = server.monitor();
         let addr = server.local_addr();

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 /// The internet host's address: the TURN server's and the signaling server's.
 const INTERNET_IP: &str = "100.64.81.1";
 /// The port coturn listens on, UDP and TCP.
-const TURN_PORT: u16 = 3478;
+pub const TURN_PORT: u16 = 3478;
+/// The port `start_turn_and_signaling` has the signaling server listen on.
+pub const SIGNAL_PORT: u16 = 8480;
 /// How long coturn may take to listen.
 const TURN_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The namespace of the internet host.
@@ -215,6 +217,37 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(50));
         }
         TURN_PORT
+    }
+
+    /// Starts coturn with `secret` and, with the same secret, `program` (the meetspace
+    /// binary) as `serve` on the internet host, handing out credentials for coturn over
+    /// UDP and TCP; `extra` flags go to `serve`. Waits until both listen; returns the
+    /// signaling server's HOST:PORT.
+    pub fn start_turn_and_signaling(
+        &mut self,
+        program: &str,
+        secret: &str,
+        extra: &[&str],
+    ) -> String {
+        let turn_port = self.start_turn(secret);
+        let address = format!("{INTERNET_IP}:{SIGNAL_PORT}");
+        let mut serve = self.command_in_internet(program);
+        serve
+            .args(["serve", "--listen", &address])
+            .args([
+                "--turn-url",
+                &format!("turn:{INTERNET_IP}:{turn_port}?transport=udp"),
+            ])
+            .args([
+                "--turn-url",
+                &format!("turn:{INTERNET_IP}:{turn_port}?transport=tcp"),
+            ])
+            .args(extra)
+            .env("MEETSPACE_TURN_SECRET", secret)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null());
+        self.spawn_until(serve, "listening at ws://");
+        address
     }
 
     /// coturn's log so far, and anything else it printed, for assertion messages.
