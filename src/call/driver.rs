@@ -33,9 +33,7 @@ use crate::media::{
 };
 use crate::rtc::native::LocalMedia;
 use crate::rtc::turn_check::check_turn_servers;
-use crate::rtc::{
-    IceServer, IceTransportPolicy, PeerConnectionState, Role, RtcConfig, SignalPayload,
-};
+use crate::rtc::{IceTransportPolicy, PeerConnectionState, Role, RtcConfig, SignalPayload};
 use crate::signaling::protocol::{
     ClientMessage, DisplayName, ErrorCode, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
 };
@@ -749,9 +747,7 @@ impl Driver {
         // the fresh offer comes). webrtc-rs 0.21 relays to one remote address per
         // allocation well, but ICE between two peers behind NATs that also offer their
         // host candidates fails (see docs/signaling.md, TURN credentials).
-        let relay_only = previous.is_some()
-            && !ever_connected
-            && self.rtc.ice_servers.iter().any(IceServer::has_turn);
+        let relay_only = previous.is_some() && !ever_connected && self.rtc.has_turn();
         if let Some(previous) = previous {
             previous.remote.retire();
         }
@@ -918,7 +914,7 @@ impl Driver {
             if !ever_connected {
                 self.emit(CallEvent::Failed(CallError::NoRoute {
                     peer: self.name_of(&peer_id),
-                    through_turn: self.rtc.ice_servers.iter().any(IceServer::has_turn),
+                    through_turn: self.rtc.has_turn(),
                 }));
             }
             self.remove_peer(&peer_id).await;

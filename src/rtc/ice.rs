@@ -392,6 +392,14 @@ pub enum TurnProblem {
 }
 
 impl TurnProblem {
+    /// The server answered 401 Unauthorized: wrong or expired credentials.
+    pub fn unauthorized(url: String) -> Self {
+        Self::Refused {
+            url,
+            reason: "401 Unauthorized: the username or credential is wrong or expired".to_owned(),
+        }
+    }
+
     /// A short machine-readable name: `turn_refused`, `turn_unreachable` or
     /// `turn_unsupported`.
     pub fn kind(&self) -> &'static str {

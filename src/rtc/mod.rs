@@ -301,6 +301,11 @@ impl Default for RtcConfig {
 }
 
 impl RtcConfig {
+    /// Whether a TURN server is configured.
+    pub fn has_turn(&self) -> bool {
+        self.ice_servers.iter().any(IceServer::has_turn)
+    }
+
     /// The local addresses to gather on: [`RtcConfig::udp_bind`], less the loopback ones
     /// when a TURN server is configured. webrtc-rs asks the TURN server for an
     /// allocation from every bound address; one from 127.0.0.1 cannot reach a TURN server
@@ -308,7 +313,7 @@ impl RtcConfig {
     /// coturn: 438 Wrong nonce, then 400 Bad Request for every permission, and ICE
     /// fails between two peers behind NATs).
     pub fn gather_addresses(&self) -> Vec<SocketAddr> {
-        if !self.ice_servers.iter().any(IceServer::has_turn) {
+        if !self.has_turn() {
             return self.udp_bind.clone();
         }
         let without_loopback: Vec<SocketAddr> = self

@@ -150,14 +150,13 @@ async fn check_turn_server(url: &IceServerUrl, server: &IceServer) -> Result<(),
 
 /// What the server's error answer means for a person.
 fn refusal(url: &IceServerUrl, error: &str) -> TurnProblem {
-    let reason = if error.contains("401") {
-        "401 Unauthorized: the username or credential is wrong or expired".to_owned()
+    if error.contains("401") {
+        TurnProblem::unauthorized(url.to_string())
     } else {
-        error.to_owned()
-    };
-    TurnProblem::Refused {
-        url: url.to_string(),
-        reason,
+        TurnProblem::Refused {
+            url: url.to_string(),
+            reason: error.to_owned(),
+        }
     }
 }
 

@@ -294,10 +294,7 @@ impl Drop for PeerSession {
 /// 701 (the browser's own code) no answer; other codes are the server's refusals.
 fn turn_problem(url: String, code: u16, text: String) -> TurnProblem {
     match code {
-        401 => TurnProblem::Refused {
-            url,
-            reason: "401 Unauthorized: the username or credential is wrong or expired".to_owned(),
-        },
+        401 => TurnProblem::unauthorized(url),
         701 => TurnProblem::Unreachable {
             url,
             reason: format!("no answer ({text})"),
