@@ -341,7 +341,7 @@ fn a_browser_behind_a_nat_without_udp_calls_a_native_bot_through_the_relay() {
     lab.block_udp(Home::B);
     let mut node = lab.command_in_home(Home::B, "node");
     node.env("E2E_PAGE_PARAMS", "&ice_transport_policy=relay");
-    let result = browser_from(node, "video", &format!("http://{address}"), &room);
+    let result = browser_from(node, "video", &address, &room);
     let bot_panel = result["hooks"]["panels"]
         .as_array()
         .and_then(|panels| panels.iter().find(|panel| panel["name"] == "Bot"))

@@ -153,8 +153,13 @@ impl PeerSession {
                 let url = event.url();
                 // STUN errors (an unreachable STUN server) leave the call to ICE; one
                 // message per TURN server is enough.
-                if url.starts_with("turn") && reported.borrow_mut().insert(url.clone()) {
-                    let problem = turn_problem(url, event.error_code(), event.error_text());
+                if !url.starts_with("turn") || reported.borrow().contains(&url) {
+                    return;
+                }
+                if let Some(problem) =
+                    turn_problem(url.clone(), event.error_code(), event.error_text())
+                {
+                    reported.borrow_mut().insert(url);
                     let _ = events.send(PeerEvent::Turn(problem));
                 }
             })
@@ -291,18 +296,17 @@ impl Drop for PeerSession {
 }
 
 /// What an `icecandidateerror` from a TURN server means: 401 is a refused credential,
-/// 701 (the browser's own code) no answer; other codes are the server's refusals.
-fn turn_problem(url: String, code: u16, text: String) -> TurnProblem {
+/// another code the server's refusal. `None` for the browser's own 701 (no answer):
+/// Chromium raises it for each local interface that cannot reach the server, also when
+/// another one can, so it says nothing about the call.
+fn turn_problem(url: String, code: u16, text: String) -> Option<TurnProblem> {
     match code {
-        401 => TurnProblem::unauthorized(url),
-        701 => TurnProblem::Unreachable {
-            url,
-            reason: format!("no answer ({text})"),
-        },
-        code => TurnProblem::Refused {
+        401 => Some(TurnProblem::unauthorized(url)),
+        701 => None,
+        code => Some(TurnProblem::Refused {
             url,
             reason: format!("{code} {text}"),
-        },
+        }),
     }
 }
 
