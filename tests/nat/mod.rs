@@ -329,45 +329,39 @@ impl Lab {
         self.scratch.path()
     }
 
+    /// A veth pair from interface `a.1` in namespace `a.0` to `b.1` in `b.0` (short names
+    /// of this lab's namespaces), made inside them so the names cannot collide.
+    fn veth(&self, a: (&str, &str), b: (&str, &str)) {
+        let (a_namespace, b_namespace) = (self.namespace(a.0), self.namespace(b.0));
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            a.1,
+            "netns",
+            &a_namespace,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b.1,
+            "netns",
+            &b_namespace,
+        ]));
+    }
+
     /// Joins `home` to the internet through its router: the WAN link into the bridge,
     /// the LAN link into the home, forwarding, the NAT rules and the home's route.
     fn connect(&self, home: Home) {
         let (router, house) = (home.router(), home.house());
         let wan_port = format!("wan-{}", home.letter());
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            "wan",
-            "netns",
-            &self.namespace(&router),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &wan_port,
-            "netns",
-            &self.namespace(INTERNET),
-        ]));
+        self.veth((&router, "wan"), (INTERNET, &wan_port));
         self.run_in(INTERNET, "ip", &["link", "set", &wan_port, "master", "br0"]);
         self.run_in(INTERNET, "ip", &["link", "set", &wan_port, "up"]);
         let wan_cidr = format!("{}/24", home.public_ip());
         self.run_in(&router, "ip", &["addr", "add", &wan_cidr, "dev", "wan"]);
         self.run_in(&router, "ip", &["link", "set", "wan", "up"]);
 
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            "lan",
-            "netns",
-            &self.namespace(&router),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &self.namespace(&house),
-        ]));
+        self.veth((&router, "lan"), (&house, "eth0"));
         let lan_cidr = format!("{}/24", home.gateway_ip());
         self.run_in(&router, "ip", &["addr", "add", &lan_cidr, "dev", "lan"]);
         self.run_in(&router, "ip", &["link", "set", "lan", "up"]);
