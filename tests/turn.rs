@@ -34,7 +34,6 @@ static ONE_LAB: Mutex<()> = Mutex::new(());
 /// The lab with coturn and the signaling server running on its internet host.
 struct Internet {
     lab: Lab,
-    turn_port: u16,
 }
 
 impl Internet {
@@ -45,10 +44,7 @@ impl Internet {
             SECRET,
             &["--turn-ttl", "600"],
         );
-        Self {
-            lab,
-            turn_port: TURN_PORT,
-        }
+        Self { lab }
     }
 
     fn signal(&self) -> String {
@@ -132,10 +128,7 @@ fn call(internet: &mut Internet, host_home: Home, guest_home: Home, label: &str)
         );
     }
     stats.map(|path| {
-        let figures: Value = serde_json::from_str(
-            &std::fs::read_to_string(&path).expect("the bot's --stats-json file"),
-        )
-        .expect("the bot's figures are JSON");
+        let figures = read_figures(&path);
         let peer = figures["peers"][0].clone();
         assert!(!peer.is_null(), "{label}: a bot saw nobody: {figures}");
         Seen {
@@ -288,7 +281,7 @@ fn refused_expired_and_unreachable_turn_servers_are_reported() {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut internet = Internet::start();
-    let url = internet.turn_url(internet.turn_port);
+    let url = internet.turn_url(TURN_PORT);
 
     assert_bot_refused(
         &mut internet,
@@ -329,7 +322,7 @@ fn refused_expired_and_unreachable_turn_servers_are_reported() {
     );
 
     // Nothing listens on the next port.
-    let nowhere = internet.turn_url(internet.turn_port + 1);
+    let nowhere = internet.turn_url(TURN_PORT + 1);
     assert_bot_refused(
         &mut internet,
         &[
@@ -354,7 +347,7 @@ fn without_a_turn_server_the_homes_are_told_there_is_no_route() {
     let stats = internet.scratch("no-route.json");
     // A STUN server only (coturn answers STUN too): no relay, and the symmetric NAT
     // defeats hole punching, so ICE fails.
-    let stun = format!("stun:{}:{}", Lab::internet_ip(), internet.turn_port);
+    let stun = format!("stun:{}:{TURN_PORT}", Lab::internet_ip());
     let mut host = internet.bot(
         Home::A,
         &[
@@ -401,10 +394,13 @@ fn without_a_turn_server_the_homes_are_told_there_is_no_route() {
 
 /// The host's figures show the guest but no video from it.
 fn assert_no_frames(stats: &Path) {
-    let figures: Value = serde_json::from_str(
-        &std::fs::read_to_string(stats).expect("the host's --stats-json file"),
-    )
-    .expect("JSON");
+    let figures = read_figures(stats);
     let frames = figures["peers"][0]["frames_decoded"].as_u64().unwrap_or(0);
     assert_eq!(frames, 0, "{figures}");
+}
+
+/// A bot's `--stats-json` file.
+fn read_figures(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("the bot's --stats-json file");
+    serde_json::from_str(&text).expect("the bot's figures are JSON")
 }

@@ -332,9 +332,8 @@ impl RtcConfig {
     /// Host candidates on 127.0.0.1 only: for tests and same-machine calls.
     pub fn loopback() -> Self {
         Self {
-            ice_servers: Vec::new(),
-            ice_transport_policy: IceTransportPolicy::All,
             udp_bind: vec![SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))],
+            ..Self::default()
         }
     }
 }
