@@ -10,6 +10,8 @@ pub mod app;
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bot;
+#[cfg(target_arch = "wasm32")]
+pub mod browser;
 pub mod call;
 pub mod config;
 #[cfg(not(target_arch = "wasm32"))]

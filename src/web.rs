@@ -1,13 +1,12 @@
 //! The browser build's entry and page glue: settings from the page address, the
 //! spatial-audio system that follows the panels, the read-only test hooks on
-//! `window.__meetspace`, and small helpers for JavaScript values.
+//! `window.__meetspace`, and (the helpers for JavaScript values are in `browser.rs`).
 //!
 //! The page address picks the room and server: `http://HOST:PORT/#room=ID` joins room
 //! ID through `ws://HOST:PORT/ws` (the server that served the page); `&name=NAME` sets
 //! the display name and `&signal=ws://...` another server.
 
 use std::cell::RefCell;
-use std::time::Duration;
 
 use anyhow::Context;
 use bevy::prelude::*;
@@ -18,6 +17,7 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::app::add_client;
+use crate::browser::{describe, document};
 use crate::call::{
     CallNotice, CallState, ConnectionState, MediaState, Participant, SelfView, VideoFeed,
 };
@@ -25,7 +25,7 @@ use crate::config::{CallArgs, ClientConfig};
 use crate::media::web::{place_listener, place_voice};
 use crate::signaling::protocol::{DisplayName, RoomId};
 use crate::signaling::{SignalUrl, WS_PATH};
-use crate::space::{Panel, PanelRect, PanelView, Player};
+use crate::space::{Panel, PanelRect, PanelView, Player, SpatialAudio};
 
 /// The id of the `<canvas>` in index.html that Bevy draws into.
 const CANVAS_SELECTOR: &str = "#meetspace";
@@ -125,8 +125,10 @@ impl Plugin for BrowserPlugin {
     }
 }
 
-/// Moves the audio listener with the player and each voice to its panel.
+/// Moves the audio listener with the player and each voice to its panel; with
+/// spatial audio off, every voice sits at the listener (full level, no panning).
 fn place_voices(
+    spatial: Res<SpatialAudio>,
     player: Query<&GlobalTransform, With<Player>>,
     panels: Query<(&Panel, &GlobalTransform)>,
     participants: Query<&Participant>,
@@ -137,7 +139,12 @@ fn place_voices(
     place_listener(listener.translation(), *listener.forward(), *listener.up());
     for (panel, transform) in &panels {
         if let Ok(participant) = participants.get(panel.participant) {
-            place_voice(&participant.peer_id, transform.translation());
+            let at = if spatial.enabled {
+                transform.translation()
+            } else {
+                listener.translation()
+            };
+            place_voice(&participant.peer_id, at);
         }
     }
 }
@@ -257,41 +264,4 @@ fn publish_test_hooks(
         let snapshot = Object::freeze(snapshot.unchecked_ref::<Object>());
         HOOKS.with(|hooks| *hooks.borrow_mut() = snapshot.into());
     }
-}
-
-/// The page's document.
-pub fn document() -> Result<web_sys::Document, JsValue> {
-    web_sys::window()
-        .and_then(|window| window.document())
-        .ok_or_else(|| JsValue::from_str("no document"))
-}
-
-/// The `name` of a JavaScript error (`NotAllowedError`, ...), if it has one.
-pub fn error_name(error: &JsValue) -> Option<String> {
-    Reflect::get(error, &"name".into())
-        .ok()
-        .and_then(|name| name.as_string())
-}
-
-/// A JavaScript error (or any thrown value) in words.
-pub fn describe(error: &JsValue) -> String {
-    let message = Reflect::get(error, &"message".into())
-        .ok()
-        .and_then(|message| message.as_string());
-    match (error_name(error), message) {
-        (Some(name), Some(message)) => format!("{name}: {message}"),
-        (None, Some(message)) => message,
-        _ => error.as_string().unwrap_or_else(|| format!("{error:?}")),
-    }
-}
-
-/// Waits `duration` on the browser's timer.
-pub async fn sleep(duration: Duration) {
-    let millis = i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        if let Some(window) = web_sys::window() {
-            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, millis);
-        }
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }

@@ -7,14 +7,14 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 mod driver;
-mod link;
 #[cfg(not(target_arch = "wasm32"))]
 mod peer;
+pub mod room;
+mod roster;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
-#[cfg(not(target_arch = "wasm32"))]
-pub use driver::{PEER_RECONNECT_LIMIT, RESUME_LIMIT};
+pub use room::{PEER_RECONNECT_LIMIT, RESUME_LIMIT};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -584,17 +584,28 @@ pub fn report_lost_devices(
     }
 }
 
-/// Reads everyone's level over the last 50 ms (ours from the send path, theirs from
-/// the mixer) into [`SpeakingLevel`]s.
+/// Reads everyone's level over the last 50 ms into [`SpeakingLevel`]s: natively ours
+/// from the send path and theirs from the mixer, in the browser from the page's
+/// analysers.
 pub fn measure_speaking(
     mix: Res<AudioMix>,
     send: Res<SendStats>,
     mut own: ResMut<OwnSpeakingLevel>,
     mut participants: Query<(&Participant, &mut SpeakingLevel)>,
 ) {
-    own.set_if_neq(OwnSpeakingLevel(send.own_level()));
+    #[cfg(not(target_arch = "wasm32"))]
+    let (own_level, voice_level) = (send.own_level(), |peer: &PeerId| mix.level(peer.as_str()));
+    #[cfg(target_arch = "wasm32")]
+    let (own_level, voice_level) = {
+        let _ = (&mix, &send);
+        (
+            crate::media::web::own_level(),
+            crate::media::web::voice_level,
+        )
+    };
+    own.set_if_neq(OwnSpeakingLevel(own_level));
     for (participant, mut level) in &mut participants {
-        level.set_if_neq(SpeakingLevel(mix.level(participant.peer_id.as_str())));
+        level.set_if_neq(SpeakingLevel(voice_level(&participant.peer_id)));
     }
 }
 

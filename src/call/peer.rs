@@ -8,13 +8,13 @@ use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{CallError, CallEvent, MediaState, PeerControl};
+use super::{CallError, CallEvent};
 use crate::media::receive::lock_stats;
 use crate::media::{
     CallStats, FrameSender, LocalSender, LossBasedController, Mixer, OpusDecoder,
     PeerBitrateTarget, ReceiveStats, RemoteVideoDecoder,
 };
-use crate::rtc::native::{LocalMedia, PeerSession};
+use crate::rtc::{LocalMedia, PeerSession};
 use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig};
 use crate::signaling::protocol::{ClientMessage, PeerId};
 
@@ -124,14 +124,12 @@ pub(super) struct RemotePeer {
 
 impl RemotePeer {
     /// Opens the connection to `peer_id` in `role`, decoding its video into `frames`.
-    /// `our_media` is told to the peer at once so it can show our mic/camera state.
     pub async fn connect(
         peer_id: PeerId,
         role: Role,
         rtc: &RtcConfig,
         local: &LocalMedia,
         frames: FrameSender,
-        our_media: MediaState,
         context: PeerContext,
     ) -> Result<Self, CallError> {
         let media_error = |error: &dyn std::fmt::Display| CallError::Media(error.to_string());
@@ -148,7 +146,6 @@ impl RemotePeer {
                 .await
                 .map_err(|e| media_error(&e))?,
         );
-        context.signal(&peer_id, PeerControl::MediaState(our_media).to_json());
         let send_rate = match &context.outbound {
             Outbound::Encoded(sender) => Some(SendRate::new(sender)),
             Outbound::Echo(_) => None,

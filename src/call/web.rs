@@ -1,41 +1,50 @@
-//! The call driver of the browser build: the same [`CallCommand`]s in and
-//! [`CallEvent`]s out as the native `driver.rs`, on the browser's event loop.
-//!
-//! It is a driver of its own rather than the native one behind traits because most of
-//! the native driver is media plumbing that the browser does itself: encoder threads
-//! fanned out to every peer, decoder threads, Opus, echo mode. What is left here is the
-//! room protocol (the same messages and order: the newcomer offers) and handing each
-//! peer's streams to the page's video taps and voices.
+//! The browser call driver: carries out what the room state machine ([`super::room`])
+//! decides, on the browser's event loop, as `driver.rs` does natively. The browser
+//! captures, encodes, decodes and plays; this driver opens the camera and microphone,
+//! one `RTCPeerConnection` per peer, hands each peer's streams to the page's video taps
+//! and voices, and reads their statistics.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
+use bevy::platform::time::Instant;
 use crossbeam_channel::Sender;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use web_sys::MediaStream;
 
-use super::link::Link;
-use super::{
-    AvailableDevices, CallCommand, CallError, CallEvent, JoiningPeer, MediaState, PeerControl,
-};
+use super::room::{Room, RoomAction, RoomSettings};
+use super::roster::Roster;
+use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
+use crate::browser::{describe, sleep};
 use crate::config::ClientConfig;
 use crate::media::web::{
-    MediaAccessError, VideoTap, Voice, open_camera_and_microphone, set_tracks_enabled, stop_tracks,
+    LevelMeter, MediaAccessError, VideoTap, Voice, open_camera_and_microphone, set_tracks_enabled,
+    stop_tracks,
 };
-use crate::media::{FrameSender, frame_channel};
-use crate::rtc::web::PeerSession;
-use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, SignalPayload};
-use crate::signaling::protocol::{
-    ClientMessage, ErrorCode, PeerId, PeerInfo, RoomId, ServerMessage,
+use crate::media::{CallStats, FrameSender};
+use crate::rtc::{
+    BrowserStats, IceTransportPolicy, LocalMedia, PeerEvent, PeerSession, Role, RtcConfig,
+    SignalPayload,
 };
-use crate::signaling::{self, LinkEvent};
-use crate::web::{describe, sleep};
+use crate::signaling::protocol::{ClientMessage, PeerId};
+use crate::signaling::{self, LinkEvent, SignalingError, SignalingLink};
 
 /// How long listing the public rooms may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the statistics of each connection are read.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A reconnection attempt in flight: wait, then connect.
+type Attempt = Pin<Box<dyn Future<Output = Result<SignalingLink, SignalingError>>>>;
+
+/// Something one of the call's peer connections reported.
+struct PeerReport {
+    peer: PeerId,
+    epoch: u64,
+    event: PeerEvent,
+}
 
 /// Runs until the ECS side drops its command sender.
 pub(super) async fn run(
@@ -44,8 +53,13 @@ pub(super) async fn run(
     mut commands: mpsc::UnboundedReceiver<CallCommand>,
     events: Sender<CallEvent>,
 ) {
-    let (lost_tx, mut lost) = mpsc::unbounded_channel();
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let mut driver = Driver {
+        room: Room::new(RoomSettings {
+            name: config.name.clone(),
+            passcode: config.passcode.clone(),
+            ice_servers: config.ice_servers.clone(),
+        }),
         rtc: RtcConfig {
             ice_servers: config.ice_servers.clone(),
             ice_transport_policy: config.ice_transport_policy,
@@ -53,30 +67,55 @@ pub(super) async fn run(
         },
         config,
         preview,
-        events,
-        lost_tx,
-        media_state: MediaState::default(),
+        roster: Roster::new(events),
+        reports_tx,
         link: None,
+        attempt: None,
         call: None,
+        stats_due: Instant::now(),
     };
     loop {
+        let wake = driver.next_wake();
         tokio::select! {
             // Without a runtime there is no random start; the order does not matter.
             biased;
             command = commands.recv() => match command {
-                Some(command) => driver.on_command(command).await,
+                Some(command) => driver.on_command(command),
                 None => break,
             },
-            Some(event) = next_link_event(&mut driver.link) => driver.on_link_event(event).await,
-            Some(peer_id) = lost.recv() => driver.on_peer_lost(peer_id),
+            Some(event) = next_link_event(&mut driver.link) => driver.on_link_event(event),
+            attempt = next_attempt(&mut driver.attempt) => {
+                driver.attempt = None;
+                match attempt {
+                    Ok(link) => {
+                        driver.link = Some(link);
+                        driver.room.link_opened();
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "signaling still unreachable");
+                        driver.room.reconnect_failed();
+                    }
+                }
+            }
+            Some(report) = reports.recv() => driver.on_peer_report(report),
+            () = sleep(wake.saturating_duration_since(Instant::now())) => driver.on_time().await,
         }
+        driver.carry_out().await;
     }
-    driver.end_call();
+    driver.room.leave();
+    driver.carry_out().await;
 }
 
-async fn next_link_event(link: &mut Option<Link>) -> Option<LinkEvent> {
+async fn next_link_event(link: &mut Option<SignalingLink>) -> Option<LinkEvent> {
     match link {
-        Some(link) => link.signaling.incoming.recv().await,
+        Some(link) => link.incoming.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_attempt(attempt: &mut Option<Attempt>) -> Result<SignalingLink, SignalingError> {
+    match attempt {
+        Some(attempt) => attempt.await,
         None => std::future::pending().await,
     }
 }
@@ -84,187 +123,190 @@ async fn next_link_event(link: &mut Option<Link>) -> Option<LinkEvent> {
 /// The media of the call in progress: our camera and microphone (none when they could
 /// not be opened: we watch and listen only) and one connection per peer.
 struct ActiveCall {
-    local: Option<MediaStream>,
+    local: LocalMedia,
     /// Our camera in the self-view.
     _self_view: Option<VideoTap>,
+    /// How loud we are (the overlay's own level).
+    _own_level: Option<LevelMeter>,
     peers: HashMap<PeerId, RemotePeer>,
 }
 
-/// One remote peer: the connection and what plays its streams.
+/// One remote peer: the connection now, what plays its streams, and its figures.
 struct RemotePeer {
-    session: Rc<PeerSession>,
-    /// Stops with the peer.
-    _playback: Rc<RefCell<Playback>>,
-}
-
-/// A remote peer's video (copied into its panel) and voice (placed at its panel).
-#[derive(Default)]
-struct Playback {
+    session: PeerSession,
+    epoch: u64,
+    frames: FrameSender,
     video: Option<VideoTap>,
     voice: Option<Voice>,
+    stats: CallStats,
+    /// When `stats` was last read.
+    read_at: Option<Instant>,
 }
 
 struct Driver {
+    room: Room,
     config: ClientConfig,
     rtc: RtcConfig,
     /// Where our own camera's frames go (the self-view).
     preview: FrameSender,
-    events: Sender<CallEvent>,
-    lost_tx: mpsc::UnboundedSender<PeerId>,
-    /// Our microphone and camera switches; they outlast calls.
-    media_state: MediaState,
-    link: Option<Link>,
+    roster: Roster,
+    /// Where the peer connections report.
+    reports_tx: mpsc::UnboundedSender<PeerReport>,
+    link: Option<SignalingLink>,
+    attempt: Option<Attempt>,
     call: Option<ActiveCall>,
+    /// When the statistics are read next.
+    stats_due: Instant,
 }
 
 impl Driver {
     fn emit(&self, event: CallEvent) {
-        let _ = self.events.send(event);
+        self.roster.emit(event);
     }
 
-    async fn on_command(&mut self, command: CallCommand) {
-        let passcode = self.config.passcode.clone();
-        let request = match command {
-            CallCommand::CreateRoom { name, public_title } => ClientMessage::CreateRoom {
-                name,
-                public_title,
-                passcode,
-            },
-            CallCommand::ListRooms => {
-                self.list_rooms();
-                return;
+    /// The room's next deadline or the next statistics reading, whichever is first.
+    fn next_wake(&self) -> Instant {
+        self.room
+            .next_deadline()
+            .map_or(self.stats_due, |deadline| deadline.min(self.stats_due))
+    }
+
+    async fn on_time(&mut self) {
+        let now = Instant::now();
+        self.room.tick(now);
+        if now >= self.stats_due {
+            self.stats_due = now + STATS_INTERVAL;
+            self.read_stats().await;
+        }
+    }
+
+    fn on_command(&mut self, command: CallCommand) {
+        match self.room.command(command) {
+            Some(CallCommand::ListDevices) => {
+                self.emit(CallEvent::Devices(AvailableDevices::default()));
             }
-            CallCommand::JoinRoom { room, name } => ClientMessage::JoinRoom {
-                room,
-                name,
-                passcode,
-            },
-            CallCommand::Leave => {
-                self.end_call();
-                if let Some(link) = self.link.take() {
-                    let _ = link.signaling.outgoing.send(ClientMessage::Leave);
-                }
-                self.emit(CallEvent::Left);
-                return;
-            }
-            CallCommand::SetMicrophone(on) => {
-                self.media_state.audio = on;
-                self.apply_media_state();
-                return;
-            }
-            CallCommand::SetCamera(on) => {
-                self.media_state.video = on;
-                self.apply_media_state();
-                return;
-            }
-            CallCommand::SwitchVideo(_)
-            | CallCommand::SwitchMicrophone(_)
-            | CallCommand::SwitchSpeaker(_) => {
+            Some(command) => {
                 // The page's devices are the ones the browser's permission prompt gave.
                 tracing::warn!(
                     ?command,
                     "the browser build uses the devices the page was given"
                 );
-                return;
+                self.emit(CallEvent::Failed(CallError::Device(
+                    "the browser uses the camera and microphone it gave this page; change \
+                     them in the browser's site settings"
+                        .to_owned(),
+                )));
             }
-            CallCommand::ListDevices => {
-                self.emit(CallEvent::Devices(AvailableDevices::default()));
-                return;
-            }
-        };
-        if self.link.is_some() {
-            // The ECS state machine only forwards create/join when idle.
-            self.emit(CallEvent::Failed(CallError::AlreadyInCall));
-            return;
+            None => {}
         }
-        self.link = Link::open(&self.config, request, &self.events).await;
     }
 
-    async fn on_link_event(&mut self, event: LinkEvent) {
+    fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Message(ServerMessage::Welcome {
-                room,
-                peer_id,
-                peers,
-                resume_token: _,
-                ice_servers,
-            }) => {
-                // The server's TURN credentials, unless the page named its own.
-                if self.config.ice_servers.is_empty() {
-                    self.rtc.ice_servers = ice_servers;
-                }
-                self.start_call(room, peer_id, peers).await;
-            }
-            LinkEvent::Message(ServerMessage::PeerJoined { peer }) => {
-                self.await_offer_from(peer).await;
-            }
-            LinkEvent::Message(ServerMessage::PeerLeft { peer_id }) => {
-                self.drop_peer(&peer_id);
-                self.emit(CallEvent::PeerLeft(peer_id));
-            }
-            // The browser's connection state already shows a peer whose media stopped;
-            // its place is kept until it is back or `peer_left` comes.
-            LinkEvent::Message(ServerMessage::PeerAway { peer_id }) => {
-                tracing::info!(%peer_id, "peer's signaling dropped; waiting for it");
-            }
-            // A peer that resumed offers afresh, as a newcomer does: it gets a fresh
-            // connection (and panel), the old one is closed.
-            LinkEvent::Message(ServerMessage::PeerBack { peer }) => {
-                self.drop_peer(&peer.peer_id);
-                self.emit(CallEvent::PeerLeft(peer.peer_id.clone()));
-                self.await_offer_from(peer).await;
-            }
-            LinkEvent::Message(ServerMessage::Signal { from, data }) => {
-                self.on_signal(from, data).await
-            }
-            LinkEvent::Message(ServerMessage::RoomList { rooms }) => {
-                self.emit(CallEvent::RoomList(rooms));
-            }
-            LinkEvent::Message(ServerMessage::Error { code, message }) => {
-                let welcomed = self.link.as_ref().is_some_and(|link| link.welcomed);
-                self.emit(CallEvent::Failed(CallError::Refused { code, message }));
-                if !welcomed || code == ErrorCode::MessageTooLarge {
-                    self.end_call();
-                    self.link = None;
-                    self.emit(CallEvent::Left);
-                }
-            }
+            LinkEvent::Message(message) => self.room.server_message(message),
             LinkEvent::Closed { reason } => {
-                self.end_call();
                 self.link = None;
-                self.emit(CallEvent::Failed(CallError::ConnectionLost(reason)));
-                self.emit(CallEvent::Left);
+                self.room.link_closed(reason, Instant::now());
             }
         }
     }
 
-    /// A newcomer (or a peer back after a drop) is shown and will offer; we answer.
-    async fn await_offer_from(&mut self, peer: PeerInfo) {
-        let (frames, video) = frame_channel();
-        let peer_id = peer.peer_id.clone();
-        self.emit(CallEvent::PeerJoined(JoiningPeer { info: peer, video }));
-        self.connect_peer(peer_id, Role::Answerer, frames).await;
+    fn on_peer_report(&mut self, report: PeerReport) {
+        let PeerReport { peer, epoch, event } = report;
+        match event {
+            PeerEvent::Signal(payload) => {
+                // Serializing our own enum of strings cannot fail.
+                let data = serde_json::to_value(&payload).unwrap_or_default();
+                self.room
+                    .send_signal(ClientMessage::Signal { to: peer, data });
+            }
+            PeerEvent::State(state) => {
+                self.emit(CallEvent::PeerState(peer.clone(), state));
+                self.room.peer_state(&peer, epoch, state, Instant::now());
+            }
+            PeerEvent::RemoteStream(stream) => self.play(&peer, epoch, &stream),
+            PeerEvent::Error(message) => self.emit(CallEvent::Failed(CallError::Media(message))),
+            PeerEvent::Turn(problem) => self.emit(CallEvent::Failed(CallError::Turn(problem))),
+            // The browser decodes and measures media itself (see `read_stats`).
+            _ => {}
+        }
     }
 
-    /// We are in the room: open the camera and microphone (a refusal leaves us
-    /// watching) and offer to everyone already there.
-    async fn start_call(&mut self, room: RoomId, self_id: PeerId, peers: Vec<PeerInfo>) {
-        if let Some(link) = &mut self.link {
-            link.welcomed = true;
+    /// Does what the room asked for, until it asks for nothing more.
+    async fn carry_out(&mut self) {
+        while let Some(action) = self.room.poll_action() {
+            match action {
+                RoomAction::OpenLink(request) => {
+                    match signaling::connect(&self.config.signal, None).await {
+                        Ok(link) => {
+                            let _ = link.outgoing.send(request);
+                            self.link = Some(link);
+                            self.room.link_opened();
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "signaling connection failed");
+                            self.room.link_failed(error.to_string());
+                        }
+                    }
+                }
+                RoomAction::Reconnect { after } => {
+                    let url = self.config.signal.clone();
+                    self.attempt = Some(Box::pin(async move {
+                        sleep(after).await;
+                        signaling::connect(&url, None).await
+                    }));
+                }
+                RoomAction::Send(message) => {
+                    if let Some(link) = &self.link {
+                        let _ = link.outgoing.send(message);
+                    }
+                }
+                RoomAction::CloseLink => {
+                    self.link = None;
+                    self.attempt = None;
+                }
+                RoomAction::ListRoomsApart => self.list_rooms_apart(),
+                RoomAction::UseIceServers(servers) => self.rtc.ice_servers = servers,
+                RoomAction::StartMedia => self.start_media().await,
+                RoomAction::ApplyMedia(state) => self.apply_media(state),
+                RoomAction::StopMedia => self.stop_media().await,
+                RoomAction::Connect {
+                    peer,
+                    epoch,
+                    role,
+                    relay_only,
+                } => self.connect(peer, epoch, role, relay_only).await,
+                RoomAction::Deliver {
+                    peer,
+                    epoch,
+                    payload,
+                } => self.deliver(&peer, epoch, payload).await,
+                RoomAction::Retire { peer, epoch } => {
+                    if let Some(call) = &mut self.call
+                        && call
+                            .peers
+                            .get(&peer)
+                            .is_some_and(|remote| remote.epoch == epoch)
+                        && let Some(remote) = call.peers.remove(&peer)
+                    {
+                        remote.session.close().await;
+                    }
+                }
+                RoomAction::Close(peer) => self.close_peer(&peer).await,
+                RoomAction::Joined {
+                    room,
+                    self_id,
+                    peers,
+                } => self.roster.joined(room, self_id, peers),
+                RoomAction::PeerJoined(info) => self.roster.peer_joined(info),
+                RoomAction::Emit(event) => self.roster.room_event(event),
+            }
         }
-        let mut joining = Vec::new();
-        let mut outputs = Vec::new();
-        for info in peers {
-            let (frames, video) = frame_channel();
-            outputs.push((info.peer_id.clone(), frames));
-            joining.push(JoiningPeer { info, video });
-        }
-        self.emit(CallEvent::Joined {
-            room,
-            self_id,
-            peers: joining,
-        });
-        let local = match open_camera_and_microphone().await {
+    }
+
+    /// Opens the camera and microphone (a refusal leaves us watching and listening).
+    async fn start_media(&mut self) {
+        let stream = match open_camera_and_microphone().await {
             Ok(stream) => Some(stream),
             Err(error) => {
                 tracing::warn!(%error, "joining without camera and microphone");
@@ -274,148 +316,163 @@ impl Driver {
                 None
             }
         };
-        let self_view = local.as_ref().and_then(|stream| {
+        let self_view = stream.as_ref().and_then(|stream| {
             VideoTap::start(stream, self.preview.clone())
                 .inspect_err(|error| tracing::warn!("no self-view: {}", describe(error)))
                 .ok()
         });
-        if self.link.is_none() {
-            // Left while the permission prompt was open.
-            if let Some(stream) = &local {
-                stop_tracks(stream);
-            }
-            return;
-        }
+        let own_level = stream.as_ref().and_then(|stream| {
+            LevelMeter::own(stream)
+                .inspect_err(|error| tracing::warn!("no own level: {}", describe(error)))
+                .ok()
+        });
+        let microphone_missing = stream
+            .as_ref()
+            .is_none_or(|stream| stream.get_audio_tracks().length() == 0);
         self.call = Some(ActiveCall {
-            local,
+            local: LocalMedia::new(stream),
             _self_view: self_view,
+            _own_level: own_level,
             peers: HashMap::new(),
         });
-        self.apply_media_state();
-        for (peer_id, frames) in outputs {
-            self.connect_peer(peer_id, Role::Offerer, frames).await;
+        self.room.media_started(microphone_missing);
+    }
+
+    /// Applies our switches to our tracks.
+    fn apply_media(&self, state: MediaState) {
+        if let Some(stream) = self.call.as_ref().and_then(|call| call.local.stream()) {
+            set_tracks_enabled(stream, false, state.audio);
+            set_tracks_enabled(stream, true, state.video);
         }
     }
 
-    async fn connect_peer(&mut self, peer_id: PeerId, role: Role, frames: FrameSender) {
-        let (Some(call), Some(link)) = (&mut self.call, &self.link) else {
-            return;
+    /// Opens connection `epoch` to `peer`; a failure drops the peer.
+    async fn connect(&mut self, peer: PeerId, epoch: u64, role: Role, relay_only: bool) {
+        let frames = self.roster.frames(&peer);
+        let Some(call) = &mut self.call else { return };
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let relayed;
+        let rtc = if relay_only {
+            relayed = RtcConfig {
+                ice_transport_policy: IceTransportPolicy::Relay,
+                ..self.rtc.clone()
+            };
+            &relayed
+        } else {
+            &self.rtc
         };
-        let playback = Rc::new(RefCell::new(Playback::default()));
-        let on_stream = {
-            let playback = playback.clone();
-            let peer_id = peer_id.clone();
-            move |stream: MediaStream| play(&playback, &peer_id, &stream, &frames)
-        };
-        let (peer_events_tx, peer_events) = mpsc::unbounded_channel();
-        let session = match PeerSession::new(
-            &self.rtc,
-            call.local.as_ref(),
-            role,
-            peer_events_tx,
-            on_stream,
-        )
-        .await
-        {
-            Ok(session) => Rc::new(session),
+        let session = match PeerSession::new(rtc, &call.local, role, events_tx).await {
+            Ok(session) => session,
             Err(error) => {
-                tracing::warn!(peer = %peer_id, %error, "cannot connect to a peer");
-                self.emit(CallEvent::Failed(CallError::Media(error.to_string())));
+                self.room
+                    .connect_failed(&peer, epoch, CallError::Media(error.to_string()));
                 return;
             }
         };
-        let outgoing = link.signaling.outgoing.clone();
-        let _ = outgoing.send(ClientMessage::Signal {
-            to: peer_id.clone(),
-            data: PeerControl::MediaState(self.media_state).to_json(),
+        let reports = self.reports_tx.clone();
+        let tagged = peer.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some(event) = events.recv().await {
+                let report = PeerReport {
+                    peer: tagged.clone(),
+                    epoch,
+                    event,
+                };
+                if reports.send(report).is_err() {
+                    return;
+                }
+            }
         });
-        wasm_bindgen_futures::spawn_local(route_peer_events(
-            peer_id.clone(),
-            peer_events,
-            outgoing,
-            self.events.clone(),
-            self.lost_tx.clone(),
-        ));
-        call.peers.insert(
-            peer_id,
-            RemotePeer {
-                session,
-                _playback: playback,
-            },
-        );
+        let remote = RemotePeer {
+            session,
+            epoch,
+            frames,
+            video: None,
+            voice: None,
+            stats: CallStats::default(),
+            read_at: None,
+        };
+        if let Some(stale) = call.peers.insert(peer, remote) {
+            stale.session.close().await;
+        }
     }
 
-    async fn on_signal(&mut self, from: PeerId, data: serde_json::Value) {
-        if let Ok(PeerControl::MediaState(state)) = PeerControl::deserialize(&data) {
-            self.emit(CallEvent::PeerMedia(from, state));
-            return;
-        }
-        let payload = match serde_json::from_value::<SignalPayload>(data) {
-            Ok(payload) => payload,
-            Err(error) => {
-                tracing::warn!(peer = %from, %error, "ignoring a signal we do not understand");
-                return;
-            }
-        };
-        let Some(session) = self
+    async fn deliver(&self, peer: &PeerId, epoch: u64, payload: SignalPayload) {
+        let Some(remote) = self
             .call
             .as_ref()
-            .and_then(|call| call.peers.get(&from))
-            .map(|peer| peer.session.clone())
+            .and_then(|call| call.peers.get(peer))
+            .filter(|remote| remote.epoch == epoch)
         else {
-            tracing::debug!(peer = %from, "signal from a peer we have no connection with");
             return;
         };
-        if let Err(error) = session.handle_signal(payload).await {
-            tracing::warn!(peer = %from, %error, "a signal from a peer was refused");
+        if let Err(error) = remote.session.handle_signal(payload).await {
+            tracing::warn!(%peer, %error, "a signal from a peer was refused");
         }
     }
 
-    /// The connection to a peer failed or closed: it is gone from the call.
-    fn on_peer_lost(&mut self, peer_id: PeerId) {
-        let known = self
-            .call
-            .as_ref()
-            .is_some_and(|call| call.peers.contains_key(&peer_id));
-        if known {
-            self.drop_peer(&peer_id);
-            self.emit(CallEvent::PeerLeft(peer_id));
-        }
-    }
-
-    fn drop_peer(&mut self, peer_id: &PeerId) {
-        if let Some(peer) = self
+    /// Starts playing a stream connection `epoch` to `peer` received: its video into
+    /// the panel's frame channel, its audio into a voice of its own. A stream is
+    /// announced once per track, so each part starts once.
+    fn play(&mut self, peer: &PeerId, epoch: u64, stream: &MediaStream) {
+        let Some(remote) = self
             .call
             .as_mut()
-            .and_then(|call| call.peers.remove(peer_id))
-        {
-            peer.session.close();
+            .and_then(|call| call.peers.get_mut(peer))
+            .filter(|remote| remote.epoch == epoch)
+        else {
+            return;
+        };
+        if stream.get_video_tracks().length() > 0 {
+            match VideoTap::start(stream, remote.frames.clone()) {
+                Ok(tap) => remote.video = Some(tap),
+                Err(error) => tracing::warn!(%peer, "no video: {}", describe(&error)),
+            }
+        }
+        if remote.voice.is_none() && stream.get_audio_tracks().length() > 0 {
+            match Voice::start(peer.clone(), stream) {
+                Ok(voice) => remote.voice = Some(voice),
+                Err(error) => tracing::warn!(%peer, "no audio: {}", describe(&error)),
+            }
         }
     }
 
-    /// Asks for the public rooms: over the call's connection if there is one, else over
-    /// a short-lived connection of its own (in the background; a failure only logs).
-    fn list_rooms(&self) {
-        if let Some(link) = &self.link {
-            let _ = link.signaling.outgoing.send(ClientMessage::ListRooms);
-            return;
-        }
-        let signal = self.config.signal.clone();
-        let events = self.events.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let listing = async {
-                let mut link = signaling::connect(&signal, None).await.ok()?;
-                link.outgoing.send(ClientMessage::ListRooms).ok()?;
-                while let Some(event) = link.incoming.recv().await {
-                    if let LinkEvent::Message(ServerMessage::RoomList { rooms }) = event {
-                        return Some(rooms);
-                    }
+    /// Reads every connection's statistics into its [`CallStats`] and reports them.
+    async fn read_stats(&mut self) {
+        let Some(call) = &mut self.call else { return };
+        for (peer, remote) in &mut call.peers {
+            match remote.session.stats().await {
+                Ok(reading) => {
+                    let now = Instant::now();
+                    let interval = remote.read_at.map(|at| now.saturating_duration_since(at));
+                    remote.read_at = Some(now);
+                    update_stats(&mut remote.stats, &reading, interval);
+                    self.roster
+                        .emit(CallEvent::PeerStats(peer.clone(), remote.stats.clone()));
                 }
-                None
-            };
+                Err(error) => tracing::debug!(%peer, %error, "no statistics"),
+            }
+        }
+    }
+
+    /// Closes the connection to a peer that is gone, with its last figures.
+    async fn close_peer(&mut self, peer: &PeerId) {
+        let Some(remote) = self.call.as_mut().and_then(|call| call.peers.remove(peer)) else {
+            return;
+        };
+        self.emit(CallEvent::PeerStats(peer.clone(), remote.stats.clone()));
+        remote.session.close().await;
+    }
+
+    /// Asks for the public rooms over a short-lived connection of its own (in the
+    /// background; a failure only logs).
+    fn list_rooms_apart(&self) {
+        let signal = self.config.signal.clone();
+        let events = self.roster.events();
+        wasm_bindgen_futures::spawn_local(async move {
             let listed = tokio::select! {
                 biased;
-                listed = listing => listed,
+                listed = signaling::list_public_rooms(&signal, None) => listed,
                 () = sleep(LIST_TIMEOUT) => None,
             };
             match listed {
@@ -427,97 +484,43 @@ impl Driver {
         });
     }
 
-    /// Applies our switches to our tracks and tells every peer.
-    fn apply_media_state(&self) {
-        let (Some(call), Some(link)) = (&self.call, &self.link) else {
-            return;
-        };
-        if let Some(stream) = &call.local {
-            set_tracks_enabled(stream, false, self.media_state.audio);
-            set_tracks_enabled(stream, true, self.media_state.video);
-        }
-        let data = PeerControl::MediaState(self.media_state).to_json();
-        for peer_id in call.peers.keys() {
-            let _ = link.signaling.outgoing.send(ClientMessage::Signal {
-                to: peer_id.clone(),
-                data: data.clone(),
-            });
-        }
-    }
-
     /// Closes every peer connection and releases the camera and microphone.
-    fn end_call(&mut self) {
+    async fn stop_media(&mut self) {
         let Some(call) = self.call.take() else { return };
-        for peer in call.peers.values() {
-            peer.session.close();
+        for (peer, remote) in call.peers {
+            self.emit(CallEvent::PeerStats(peer, remote.stats.clone()));
+            remote.session.close().await;
         }
-        if let Some(stream) = &call.local {
+        if let Some(stream) = call.local.stream() {
             stop_tracks(stream);
         }
     }
 }
 
-/// Starts playing a stream a peer sent: its video into the panel's frame channel, its
-/// audio into a voice of its own. A stream is announced once per track, so each part
-/// starts once.
-fn play(
-    playback: &RefCell<Playback>,
-    peer_id: &PeerId,
-    stream: &MediaStream,
-    frames: &FrameSender,
-) {
-    let mut playback = playback.borrow_mut();
-    if playback.video.is_none() && stream.get_video_tracks().length() > 0 {
-        match VideoTap::start(stream, frames.clone()) {
-            Ok(tap) => playback.video = Some(tap),
-            Err(error) => tracing::warn!(peer = %peer_id, "no video: {}", describe(&error)),
-        }
+/// Folds a reading of the browser's statistics into `stats`; `interval` since the
+/// previous reading (rates need one).
+fn update_stats(stats: &mut CallStats, reading: &BrowserStats, interval: Option<Duration>) {
+    if let Some(interval) = interval.filter(|interval| !interval.is_zero()) {
+        let bytes = reading
+            .video_bytes_received
+            .saturating_sub(stats.video_bytes_received);
+        stats.video_kbps = bytes as f64 * 8.0 / 1000.0 / interval.as_secs_f64();
     }
-    if playback.voice.is_none() && stream.get_audio_tracks().length() > 0 {
-        match Voice::start(peer_id.clone(), stream) {
-            Ok(voice) => playback.voice = Some(voice),
-            Err(error) => tracing::warn!(peer = %peer_id, "no audio: {}", describe(&error)),
-        }
-    }
-}
-
-/// Routes one peer's connection events: signaling out, state to the ECS.
-async fn route_peer_events(
-    peer_id: PeerId,
-    mut peer_events: mpsc::UnboundedReceiver<PeerEvent>,
-    outgoing: mpsc::UnboundedSender<ClientMessage>,
-    events: Sender<CallEvent>,
-    lost: mpsc::UnboundedSender<PeerId>,
-) {
-    while let Some(event) = peer_events.recv().await {
-        match event {
-            PeerEvent::Signal(payload) => {
-                // Serializing our own enum of strings cannot fail.
-                let data = serde_json::to_value(&payload).unwrap_or_default();
-                let _ = outgoing.send(ClientMessage::Signal {
-                    to: peer_id.clone(),
-                    data,
-                });
-            }
-            PeerEvent::State(state) => {
-                let _ = events.send(CallEvent::PeerState(peer_id.clone(), state));
-                if matches!(
-                    state,
-                    PeerConnectionState::Failed | PeerConnectionState::Closed
-                ) {
-                    let _ = lost.send(peer_id.clone());
-                }
-            }
-            PeerEvent::Error(message) => {
-                let _ = events.send(CallEvent::Failed(CallError::Media(message)));
-            }
-            PeerEvent::Turn(problem) => {
-                let _ = events.send(CallEvent::Failed(CallError::Turn(problem)));
-            }
-            // The browser decodes and measures media itself.
-            _ => {}
-        }
-    }
+    stats.video_codec = reading.video_codec;
+    stats.width = reading.width;
+    stats.height = reading.height;
+    stats.frames_decoded = reading.frames_decoded;
+    stats.fps = reading.fps;
+    stats.video_bytes_received = reading.video_bytes_received;
+    stats.audio_packets = reading.audio_packets;
+    stats.audio_level = reading.audio_level;
+    stats.rtt_ms = reading.rtt_ms;
+    stats.candidate_pair = reading.candidate_pair;
+    stats.packets_lost = reading.packets_lost;
+    stats.packets_received = reading.packets_received;
+    stats.freezes = reading.freezes;
+    stats.frozen_ms = reading.frozen_ms;
+    stats.feedback = reading.feedback;
 }
 
 /// What the overlay says when the camera and microphone stay closed.

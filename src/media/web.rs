@@ -14,9 +14,9 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    AudioContext, AudioContextState, CanvasRenderingContext2d, DistanceModelType,
-    HtmlCanvasElement, HtmlVideoElement, MediaStream, MediaStreamConstraints, PannerNode,
-    PanningModelType,
+    AnalyserNode, AudioContext, AudioContextState, CanvasRenderingContext2d, DistanceModelType,
+    HtmlCanvasElement, HtmlVideoElement, MediaStream, MediaStreamAudioSourceNode,
+    MediaStreamConstraints, PannerNode, PanningModelType,
 };
 
 use super::receive::{DecodedFrame, FrameSender};
@@ -26,6 +26,8 @@ use crate::signaling::protocol::PeerId;
 const MAX_COPY_SIDE: u32 = 1280;
 /// Distance (m) within which a voice plays at full level.
 const VOICE_REF_DISTANCE: f64 = 1.5;
+/// Samples a level is measured over.
+const LEVEL_WINDOW: u32 = 2048;
 
 /// Why the camera and microphone could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -57,13 +59,13 @@ pub async fn open_camera_and_microphone() -> Result<MediaStream, MediaAccessErro
     constraints.set_video_bool(true);
     let request = devices
         .get_user_media_with_constraints(&constraints)
-        .map_err(|error| MediaAccessError::Other(crate::web::describe(&error)))?;
+        .map_err(|error| MediaAccessError::Other(crate::browser::describe(&error)))?;
     match JsFuture::from(request).await {
         Ok(stream) => Ok(stream.unchecked_into()),
-        Err(error) => Err(match crate::web::error_name(&error).as_deref() {
+        Err(error) => Err(match crate::browser::error_name(&error).as_deref() {
             Some("NotAllowedError" | "SecurityError") => MediaAccessError::Denied,
             Some("NotFoundError" | "OverconstrainedError") => MediaAccessError::NoDevice,
-            _ => MediaAccessError::Other(crate::web::describe(&error)),
+            _ => MediaAccessError::Other(crate::browser::describe(&error)),
         }),
     }
 }
@@ -102,7 +104,7 @@ pub struct VideoTap {
 impl VideoTap {
     /// Starts copying `stream`'s video into `frames`.
     pub fn start(stream: &MediaStream, frames: FrameSender) -> Result<Self, JsValue> {
-        let document = crate::web::document()?;
+        let document = crate::browser::document()?;
         let video: HtmlVideoElement = document.create_element("video")?.unchecked_into();
         video.set_muted(true);
         video.set_autoplay(true);
@@ -180,7 +182,7 @@ impl FrameCopier {
             }),
             Err(error) => tracing::debug!(
                 "a video frame was not copied: {}",
-                crate::web::describe(&error)
+                crate::browser::describe(&error)
             ),
         }
     }
@@ -233,10 +235,18 @@ thread_local! {
     static AUDIO: RefCell<Option<SpatialAudio>> = const { RefCell::new(None) };
 }
 
-/// The page's `AudioContext` and one panner per remote voice.
+/// A remote voice's nodes: placed by its panner, measured by its analyser.
+struct VoiceNodes {
+    panner: PannerNode,
+    analyser: AnalyserNode,
+}
+
+/// The page's `AudioContext`, one panner per remote voice, and the analyser of our own
+/// microphone.
 struct SpatialAudio {
     context: AudioContext,
-    voices: HashMap<PeerId, PannerNode>,
+    voices: HashMap<PeerId, VoiceNodes>,
+    own: Option<AnalyserNode>,
 }
 
 /// Runs `body` with the page's audio graph, making it on first use.
@@ -247,6 +257,7 @@ fn with_audio<T>(body: impl FnOnce(&mut SpatialAudio) -> T) -> Result<T, JsValue
             *audio = Some(SpatialAudio {
                 context: AudioContext::new()?,
                 voices: HashMap::new(),
+                own: None,
             });
         }
         let audio = audio
@@ -260,6 +271,25 @@ fn with_audio<T>(body: impl FnOnce(&mut SpatialAudio) -> T) -> Result<T, JsValue
     })
 }
 
+/// An analyser fed by `stream`'s audio, over about the last 43 ms at 48 kHz.
+fn analyse(
+    context: &AudioContext,
+    stream: &MediaStream,
+) -> Result<(AnalyserNode, MediaStreamAudioSourceNode), JsValue> {
+    let source = context.create_media_stream_source(stream)?;
+    let analyser = context.create_analyser()?;
+    analyser.set_fft_size(LEVEL_WINDOW);
+    source.connect_with_audio_node(&analyser)?;
+    Ok((analyser, source))
+}
+
+/// The RMS level (0 to 1) of what `analyser` heard last.
+fn rms(analyser: &AnalyserNode) -> f32 {
+    let mut samples = [0.0f32; LEVEL_WINDOW as usize];
+    analyser.get_float_time_domain_data(&mut samples);
+    (samples.iter().map(|sample| sample * sample).sum::<f32>() / samples.len() as f32).sqrt()
+}
+
 /// A remote voice in the page's audio graph, placed by [`place_voice`]. Dropping it
 /// takes the voice out.
 pub struct Voice {
@@ -267,18 +297,20 @@ pub struct Voice {
 }
 
 impl Voice {
-    /// Plays `stream`'s audio through a panner of its own.
+    /// Plays `stream`'s audio through a panner of its own, measured for the speaking
+    /// ring.
     pub fn start(peer_id: PeerId, stream: &MediaStream) -> Result<Self, JsValue> {
         with_audio(|audio| -> Result<(), JsValue> {
-            let source = audio.context.create_media_stream_source(stream)?;
+            let (analyser, source) = analyse(&audio.context, stream)?;
             let panner = audio.context.create_panner()?;
             panner.set_panning_model(PanningModelType::Hrtf);
             panner.set_distance_model(DistanceModelType::Inverse);
             panner.set_ref_distance(VOICE_REF_DISTANCE);
             source.connect_with_audio_node(&panner)?;
             panner.connect_with_audio_node(&audio.context.destination())?;
-            if let Some(old) = audio.voices.insert(peer_id.clone(), panner) {
-                let _ = old.disconnect();
+            let nodes = VoiceNodes { panner, analyser };
+            if let Some(old) = audio.voices.insert(peer_id.clone(), nodes) {
+                let _ = old.panner.disconnect();
             }
             Ok(())
         })??;
@@ -289,11 +321,54 @@ impl Voice {
 impl Drop for Voice {
     fn drop(&mut self) {
         let _ = with_audio(|audio| {
-            if let Some(panner) = audio.voices.remove(&self.peer_id) {
-                let _ = panner.disconnect();
+            if let Some(nodes) = audio.voices.remove(&self.peer_id) {
+                let _ = nodes.panner.disconnect();
             }
         });
     }
+}
+
+/// Measures our own microphone for the overlay's level; dropping it stops.
+pub struct LevelMeter;
+
+impl LevelMeter {
+    /// Measures `stream`'s audio (not played: we do not hear ourselves).
+    pub fn own(stream: &MediaStream) -> Result<Self, JsValue> {
+        with_audio(|audio| -> Result<(), JsValue> {
+            let (analyser, _source) = analyse(&audio.context, stream)?;
+            audio.own = Some(analyser);
+            Ok(())
+        })??;
+        Ok(Self)
+    }
+}
+
+impl Drop for LevelMeter {
+    fn drop(&mut self) {
+        let _ = with_audio(|audio| audio.own = None);
+    }
+}
+
+/// How loud `peer_id` sounded last (RMS, 0 to 1; 0 for no voice).
+pub fn voice_level(peer_id: &PeerId) -> f32 {
+    AUDIO.with(|audio| {
+        let audio = audio.borrow();
+        audio
+            .as_ref()
+            .and_then(|audio| audio.voices.get(peer_id))
+            .map_or(0.0, |nodes| rms(&nodes.analyser))
+    })
+}
+
+/// How loud we sounded last (RMS, 0 to 1; 0 without a microphone).
+pub fn own_level() -> f32 {
+    AUDIO.with(|audio| {
+        let audio = audio.borrow();
+        audio
+            .as_ref()
+            .and_then(|audio| audio.own.as_ref())
+            .map_or(0.0, rms)
+    })
 }
 
 /// Puts the listener at `position`, looking along `forward` with `up` up.
@@ -318,8 +393,10 @@ pub fn place_listener(position: Vec3, forward: Vec3, up: Vec3) {
 pub fn place_voice(peer_id: &PeerId, position: Vec3) {
     AUDIO.with(|audio| {
         let audio = audio.borrow();
-        if let Some(panner) = audio.as_ref().and_then(|audio| audio.voices.get(peer_id)) {
-            panner.set_position(position.x.into(), position.y.into(), position.z.into());
+        if let Some(nodes) = audio.as_ref().and_then(|audio| audio.voices.get(peer_id)) {
+            nodes
+                .panner
+                .set_position(position.x.into(), position.y.into(), position.z.into());
         }
     });
 }

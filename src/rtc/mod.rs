@@ -14,6 +14,10 @@ pub mod ice;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 #[cfg(not(target_arch = "wasm32"))]
+pub use native::{LocalMedia, PeerSession};
+#[cfg(target_arch = "wasm32")]
+pub use web::{BrowserStats, LocalMedia, PeerSession};
+#[cfg(not(target_arch = "wasm32"))]
 pub mod turn_check;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
@@ -24,6 +28,9 @@ pub const MAX_SDP_LEN: usize = 64 * 1024;
 pub const MAX_CANDIDATE_LEN: usize = 1024;
 /// Longest `sdpMid` we accept from a remote peer (bytes).
 pub const MAX_MID_LEN: usize = 64;
+/// ICE candidates a connection keeps before its remote description arrives; a peer
+/// sends a few dozen at most.
+pub const MAX_EARLY_CANDIDATES: usize = 128;
 
 /// One signaling message for a single remote peer, relayed opaquely by the signaling server.
 ///
@@ -258,6 +265,10 @@ pub enum PeerEvent {
     Error(String),
     /// A TURN server of the configuration could not be used.
     Turn(TurnProblem),
+    /// The browser received a stream of the peer's (once per track); it plays it
+    /// itself. The native backend reports depacketized media instead.
+    #[cfg(target_arch = "wasm32")]
+    RemoteStream(web_sys::MediaStream),
 }
 
 /// Loss-recovery requests on one connection since it started, all streams.

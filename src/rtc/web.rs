@@ -1,11 +1,13 @@
 //! The browser backend: the browser's own `RTCPeerConnection` through web-sys. The
 //! browser captures, encodes, decodes and plays; this file only negotiates and
-//! reports, speaking the same [`SignalPayload`]s and [`PeerEvent`]s as `native.rs`.
+//! reports, speaking the same [`SignalPayload`]s and [`PeerEvent`]s as `native.rs`, with
+//! the same [`PeerSession`] surface (`new`, `handle_signal`, `close`), and reads the
+//! browser's statistics.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use js_sys::{Array, Reflect};
+use js_sys::{Array, Map, Reflect};
 use tokio::sync::mpsc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -17,13 +19,65 @@ use web_sys::{
     RtcSessionDescriptionInit, RtcTrackEvent,
 };
 
+use super::ice::{CandidateKind, PairProtocol};
 use super::{
-    IceTransportPolicy, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload,
-    TurnProblem,
+    CandidatePair, FeedbackCounts, IceTransportPolicy, MAX_EARLY_CANDIDATES, PeerConnectionState,
+    PeerEvent, Role, RtcConfig, RtcError, SignalPayload, TurnProblem,
 };
 
-/// Candidates kept while the remote description has not arrived yet.
-const MAX_EARLY_CANDIDATES: usize = 64;
+/// What a browser connection sends: the page's camera and microphone, or nothing
+/// (when they could not be opened: the connection only receives).
+pub struct LocalMedia {
+    stream: Option<MediaStream>,
+}
+
+impl LocalMedia {
+    /// Sends the tracks of `stream`; `None`: receive only.
+    pub fn new(stream: Option<MediaStream>) -> Self {
+        Self { stream }
+    }
+
+    /// The stream sent, if any.
+    pub fn stream(&self) -> Option<&MediaStream> {
+        self.stream.as_ref()
+    }
+}
+
+/// One reading of a connection's statistics (`RTCPeerConnection.getStats`), totals since
+/// it started.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BrowserStats {
+    /// The received video's codec (`VP8`, ...), once known.
+    pub video_codec: &'static str,
+    /// Size of the last decoded frame.
+    pub width: u32,
+    /// Size of the last decoded frame.
+    pub height: u32,
+    /// Frames decoded.
+    pub frames_decoded: u64,
+    /// Decoded frames per second, as the browser measures it.
+    pub fps: f64,
+    /// Video bytes received.
+    pub video_bytes_received: u64,
+    /// Audio packets received.
+    pub audio_packets: u64,
+    /// The received audio's level, 0 to 1.
+    pub audio_level: f32,
+    /// Round-trip time of the selected candidate pair.
+    pub rtt_ms: Option<f64>,
+    /// The selected candidate pair.
+    pub candidate_pair: Option<CandidatePair>,
+    /// RTP packets lost, all received streams.
+    pub packets_lost: u64,
+    /// RTP packets received, all received streams.
+    pub packets_received: u64,
+    /// Video freezes, as the browser counts them.
+    pub freezes: u64,
+    /// Time spent in those freezes.
+    pub frozen_ms: f64,
+    /// Loss-recovery requests both ways.
+    pub feedback: FeedbackCounts,
+}
 
 /// One browser peer connection. Dropping it closes the connection.
 pub struct PeerSession {
@@ -40,7 +94,7 @@ pub struct PeerSession {
 fn stack_error(context: &'static str) -> impl FnOnce(JsValue) -> RtcError {
     move |error| RtcError::Stack {
         context,
-        message: crate::web::describe(&error),
+        message: crate::browser::describe(&error),
     }
 }
 
@@ -56,15 +110,14 @@ fn state_of(state: RtcPeerConnectionState) -> PeerConnectionState {
 }
 
 impl PeerSession {
-    /// Opens a connection that sends the tracks of `local` (or, without it, only
-    /// receives audio and video), reports to `events`, and hands every remote stream
-    /// to `on_stream`. As the offerer, the offer goes out through `events` at once.
+    /// Opens a connection that sends the tracks of `local` (or, without any, only
+    /// receives audio and video) and reports to `events`, every remote stream included.
+    /// As the offerer, the offer goes out through `events` at once.
     pub async fn new(
         config: &RtcConfig,
-        local: Option<&MediaStream>,
+        local: &LocalMedia,
         role: Role,
         events: mpsc::UnboundedSender<PeerEvent>,
-        mut on_stream: impl FnMut(MediaStream) + 'static,
     ) -> Result<Self, RtcError> {
         let rtc_config = RtcConfiguration::new();
         if !config.ice_servers.is_empty() {
@@ -93,7 +146,7 @@ impl PeerSession {
         let connection = RtcPeerConnection::new_with_configuration(&rtc_config)
             .map_err(stack_error("creating the peer connection"))?;
 
-        match local {
+        match local.stream() {
             Some(stream) => {
                 for track in stream.get_tracks().iter() {
                     connection.add_track_0(&track.unchecked_into(), stream);
@@ -130,21 +183,24 @@ impl PeerSession {
                 let _ = events.send(PeerEvent::State(state));
             })
         };
-        let on_track = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-            let event: RtcTrackEvent = event.unchecked_into();
-            let stream = event.streams().get(0);
-            let stream = if stream.is_undefined() {
-                // A track sent without a stream (allowed by the spec): wrap it.
-                let Ok(stream) = MediaStream::new() else {
-                    return;
+        let on_track = {
+            let events = events.clone();
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                let event: RtcTrackEvent = event.unchecked_into();
+                let stream = event.streams().get(0);
+                let stream = if stream.is_undefined() {
+                    // A track sent without a stream (allowed by the spec): wrap it.
+                    let Ok(stream) = MediaStream::new() else {
+                        return;
+                    };
+                    stream.add_track(&event.track());
+                    stream
+                } else {
+                    stream.unchecked_into()
                 };
-                stream.add_track(&event.track());
-                stream
-            } else {
-                stream.unchecked_into()
-            };
-            on_stream(stream);
-        });
+                let _ = events.send(PeerEvent::RemoteStream(stream));
+            })
+        };
         let on_candidate_error = {
             let events = events.clone();
             let reported = RefCell::new(HashSet::new());
@@ -283,15 +339,130 @@ impl PeerSession {
     }
 
     /// Closes the connection; the peer sees it at once.
-    pub fn close(&self) {
+    pub async fn close(&self) {
+        self.shut();
+    }
+
+    fn shut(&self) {
         self.connection.set_onconnectionstatechange(None);
         self.connection.close();
+    }
+
+    /// Reads the connection's statistics.
+    pub async fn stats(&self) -> Result<BrowserStats, RtcError> {
+        let report = JsFuture::from(self.connection.get_stats())
+            .await
+            .map_err(stack_error("reading the statistics"))?;
+        let mut entries = HashMap::new();
+        report.unchecked_ref::<Map>().for_each(&mut |stat, id| {
+            if let Some(id) = id.as_string() {
+                entries.insert(id, stat);
+            }
+        });
+        Ok(read_stats(&entries))
     }
 }
 
 impl Drop for PeerSession {
     fn drop(&mut self) {
-        self.close();
+        self.shut();
+    }
+}
+
+/// A number field of a statistics entry (0 when absent).
+fn number(stat: &JsValue, field: &str) -> f64 {
+    Reflect::get(stat, &JsValue::from_str(field))
+        .ok()
+        .and_then(|value| value.as_f64())
+        .unwrap_or(0.0)
+}
+
+/// A text field of a statistics entry.
+fn text(stat: &JsValue, field: &str) -> Option<String> {
+    Reflect::get(stat, &JsValue::from_str(field))
+        .ok()
+        .and_then(|value| value.as_string())
+}
+
+/// A count field of a statistics entry.
+fn count(stat: &JsValue, field: &str) -> u64 {
+    number(stat, field) as u64
+}
+
+/// Our figures from a statistics report, by entry id.
+fn read_stats(entries: &HashMap<String, JsValue>) -> BrowserStats {
+    let mut stats = BrowserStats::default();
+    for stat in entries.values() {
+        let kind = text(stat, "kind");
+        match (text(stat, "type").as_deref(), kind.as_deref()) {
+            (Some("inbound-rtp"), Some("video")) => {
+                stats.frames_decoded = count(stat, "framesDecoded");
+                stats.width = count(stat, "frameWidth") as u32;
+                stats.height = count(stat, "frameHeight") as u32;
+                stats.fps = number(stat, "framesPerSecond");
+                stats.video_bytes_received = count(stat, "bytesReceived");
+                stats.freezes = count(stat, "freezeCount");
+                stats.frozen_ms = number(stat, "totalFreezesDuration") * 1000.0;
+                stats.feedback.nacks_sent += count(stat, "nackCount");
+                stats.feedback.plis_sent += count(stat, "pliCount") + count(stat, "firCount");
+                let codec = text(stat, "codecId").and_then(|id| entries.get(&id));
+                stats.video_codec = codec
+                    .and_then(|codec| text(codec, "mimeType"))
+                    .map_or("", |mime| codec_name(&mime));
+                stats.packets_lost += count(stat, "packetsLost");
+                stats.packets_received += count(stat, "packetsReceived");
+            }
+            (Some("inbound-rtp"), Some("audio")) => {
+                stats.audio_packets = count(stat, "packetsReceived");
+                stats.audio_level = number(stat, "audioLevel") as f32;
+                stats.packets_lost += count(stat, "packetsLost");
+                stats.packets_received += count(stat, "packetsReceived");
+            }
+            (Some("outbound-rtp"), Some("video")) => {
+                stats.feedback.nacks_received += count(stat, "nackCount");
+                stats.feedback.plis_received += count(stat, "pliCount") + count(stat, "firCount");
+            }
+            (Some("transport"), _) => {
+                let pair = text(stat, "selectedCandidatePairId").and_then(|id| entries.get(&id));
+                if let Some(pair) = pair {
+                    let rtt = number(pair, "currentRoundTripTime");
+                    stats.rtt_ms = (rtt > 0.0).then_some(rtt * 1000.0);
+                    stats.candidate_pair = candidate_pair(entries, pair);
+                }
+            }
+            _ => {}
+        }
+    }
+    stats
+}
+
+/// The kinds of a selected candidate pair's two sides, and how ours travels.
+fn candidate_pair(entries: &HashMap<String, JsValue>, pair: &JsValue) -> Option<CandidatePair> {
+    let side = |field: &str| text(pair, field).and_then(|id| entries.get(&id));
+    let (local, remote) = (side("localCandidateId")?, side("remoteCandidateId")?);
+    let kind = |candidate: &JsValue| CandidateKind::parse(&text(candidate, "candidateType")?);
+    // A relayed candidate travels to its TURN server over `relayProtocol`.
+    let protocol = text(local, "relayProtocol").or_else(|| text(local, "protocol"))?;
+    Some(CandidatePair {
+        local: kind(local)?,
+        remote: kind(remote)?,
+        protocol: PairProtocol::parse(&protocol)?,
+    })
+}
+
+/// The codec name of a `video/VP8`-style MIME type.
+fn codec_name(mime: &str) -> &'static str {
+    match mime
+        .rsplit('/')
+        .next()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        Some("VP8") => "VP8",
+        Some("VP9") => "VP9",
+        Some("H264") => "H264",
+        Some("AV1") => "AV1",
+        _ => "other",
     }
 }
 

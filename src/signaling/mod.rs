@@ -7,7 +7,6 @@
 #[cfg(all(feature = "firestore", not(target_arch = "wasm32")))]
 pub mod firestore;
 pub mod protocol;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod reconnect;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod server;
@@ -29,7 +28,7 @@ use tokio::sync::mpsc;
 
 #[cfg(not(target_arch = "wasm32"))]
 use protocol::PeerId;
-use protocol::{ClientMessage, ServerMessage};
+use protocol::{ClientMessage, RoomSummary, ServerMessage};
 
 /// Scheme of Firestore signaling URLs.
 const FIRESTORE_SCHEME: &str = "firestore";
@@ -180,4 +179,21 @@ pub async fn connect(
         let _ = extra_ca;
         ws_web::connect(url).await
     }
+}
+
+/// Asks the server at `url` for its public rooms over a connection of its own (`extra_ca`
+/// as for [`connect`]); `None` when it cannot be reached or closes first. The caller
+/// bounds the wait.
+pub async fn list_public_rooms(
+    url: &SignalUrl,
+    extra_ca: Option<&Path>,
+) -> Option<Vec<RoomSummary>> {
+    let mut link = connect(url, extra_ca).await.ok()?;
+    link.outgoing.send(ClientMessage::ListRooms).ok()?;
+    while let Some(event) = link.incoming.recv().await {
+        if let LinkEvent::Message(ServerMessage::RoomList { rooms }) = event {
+            return Some(rooms);
+        }
+    }
+    None
 }

@@ -1,10 +1,8 @@
-//! Getting a signaling connection back after it dropped: exponential backoff with
-//! jitter, for any backend that [`super::connect`] opens.
+//! How long to wait between attempts to get a signaling connection back after it
+//! dropped: exponential backoff with jitter. The call's room state machine asks for
+//! the attempts (`call::room`); each driver waits with its own timer.
 
-use std::path::Path;
 use std::time::Duration;
-
-use super::{SignalUrl, SignalingLink};
 
 /// The first wait before reconnecting, before jitter.
 const FIRST_DELAY: Duration = Duration::from_millis(250);
@@ -31,20 +29,6 @@ impl Backoff {
         let _ = getrandom::fill(&mut random);
         let fraction = f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX);
         ceiling.mul_f64(0.5 + 0.5 * fraction)
-    }
-}
-
-/// Connects to `url` again and again, waiting as [`Backoff`] says between attempts,
-/// until a connection opens (`extra_ca` as for [`super::connect`]). Cancel it by
-/// dropping the future.
-pub async fn reconnect(url: &SignalUrl, extra_ca: Option<&Path>) -> SignalingLink {
-    let mut backoff = Backoff::default();
-    loop {
-        tokio::time::sleep(backoff.next_delay()).await;
-        match super::connect(url, extra_ca).await {
-            Ok(link) => return link,
-            Err(error) => tracing::debug!(%error, "signaling still unreachable"),
-        }
     }
 }
 

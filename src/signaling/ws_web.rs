@@ -17,7 +17,7 @@ pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingE
         reason,
     };
     let socket = WebSocket::new(url.0.as_str())
-        .map_err(|error| unreachable(crate::web::describe(&error)))?;
+        .map_err(|error| unreachable(crate::browser::describe(&error)))?;
     let (received, incoming) = mpsc::unbounded_channel();
     let (opened_tx, opened) = oneshot::channel::<Result<(), String>>();
     let opened_tx = Rc::new(RefCell::new(Some(opened_tx)));

@@ -1,0 +1,929 @@
+//! The room protocol of a call as a sans-IO state machine: one piece of logic that the
+//! native and the browser drivers both run.
+//!
+//! Inputs are method calls (a command from the app, a message or the end of the
+//! signaling connection, a peer connection's new state or outgoing signal, and the time
+//! `now`); outputs are [`RoomAction`]s the driver carries out for its target (open the
+//! signaling connection, send this message, open or close a peer connection, start the
+//! media, tell the app). Nothing here awaits, reads a clock or owns a channel, so every
+//! rule can be tested with scripted inputs and a fake clock (see the tests below).
+//!
+//! The rules (docs/signaling.md, "Writing your own client", describes them for other
+//! clients):
+//! - **Who offers.** The newcomer offers to everyone listed in `welcome`; those in the
+//!   room answer. After a failed connection, the side that offered offers again on a
+//!   fresh connection; after `resume`, the resumer offers to every peer it has no working
+//!   connection with.
+//! - **An offer on a negotiated connection means "start over"**: it is answered on a
+//!   fresh connection.
+//! - **Glare**: when both sides offered at once, the peer with the smaller id keeps its
+//!   offer (ids compare as strings) and the other answers on a fresh connection.
+//! - **Failed connections**: a peer whose connection does not connect again within
+//!   [`PEER_RECONNECT_LIMIT`] is dropped (with "no route" when nothing ever connected).
+//!   A connection that replaces one that never connected relays through TURN only.
+//! - **Signaling drops**: media goes on; the driver reconnects with backoff and asks for
+//!   our place back with the resume token; signals meanwhile are queued (the oldest go
+//!   past [`MAX_QUEUED_SIGNALS`]) and go out in order once we are back. After
+//!   [`RESUME_LIMIT`] the call ends.
+//! - **Peers away**: a peer whose own signaling dropped stays while its media path
+//!   works, and is dropped when it has none.
+//! - **Early candidates**: a bounded number before a connection's remote
+//!   description ([`MAX_EARLY_CANDIDATES`]); more are dropped.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
+use serde::Deserialize;
+
+use super::{CallCommand, CallError, MediaState, PeerControl};
+use crate::rtc::{IceServer, MAX_EARLY_CANDIDATES, PeerConnectionState, Role, SignalPayload};
+use crate::signaling::protocol::{
+    ClientMessage, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, ResumeToken, RoomId,
+    RoomSummary, ServerMessage,
+};
+use crate::signaling::reconnect::Backoff;
+
+/// How long a peer whose connection failed may take to connect again before it is
+/// dropped from the call.
+pub const PEER_RECONNECT_LIMIT: Duration = Duration::from_secs(10);
+/// How long the signaling connection may stay lost before the call ends.
+pub const RESUME_LIMIT: Duration = Duration::from_secs(60);
+/// Signaling messages kept for sending while the connection is down (the oldest go).
+pub const MAX_QUEUED_SIGNALS: usize = 1024;
+
+/// What the driver does for the room, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomAction {
+    /// Open a signaling connection and send `request` (create or join) over it; report
+    /// [`Room::link_opened`] or [`Room::link_failed`].
+    OpenLink(ClientMessage),
+    /// After `after`, open a new signaling connection; report [`Room::link_opened`] or
+    /// [`Room::reconnect_failed`].
+    Reconnect {
+        /// The wait before the attempt.
+        after: Duration,
+    },
+    /// Send a message over the open signaling connection.
+    Send(ClientMessage),
+    /// Close the signaling connection (and stop any reconnection attempt).
+    CloseLink,
+    /// Ask for the public rooms over a short-lived connection of its own.
+    ListRoomsApart,
+    /// Use these ICE servers for connections from now on (the server's TURN credentials).
+    UseIceServers(Vec<IceServer>),
+    /// Start our media (camera, microphone, encoders, speaker); report
+    /// [`Room::media_started`] or [`Room::media_failed`].
+    StartMedia,
+    /// Apply our switches to what we send.
+    ApplyMedia(MediaState),
+    /// Close every peer connection and stop our media, releasing the devices.
+    StopMedia,
+    /// Open connection `epoch` to `peer` in `role`, replacing any other.
+    Connect {
+        /// The peer.
+        peer: PeerId,
+        /// Which of the successive connections to the peer this is.
+        epoch: u64,
+        /// Our side of its offer/answer.
+        role: Role,
+        /// Gather and use relayed (TURN) candidates only.
+        relay_only: bool,
+    },
+    /// Hand a payload from the peer to connection `epoch`.
+    Deliver {
+        /// The peer.
+        peer: PeerId,
+        /// The connection it is for.
+        epoch: u64,
+        /// The offer, answer or candidate.
+        payload: SignalPayload,
+    },
+    /// Close connection `epoch` to `peer` in the background: a fresh one replaces it.
+    Retire {
+        /// The peer.
+        peer: PeerId,
+        /// The replaced connection.
+        epoch: u64,
+    },
+    /// The peer is gone: close its connection and stop playing it.
+    Close(PeerId),
+    /// We are in `room` as `self_id` with `peers`: show them.
+    Joined {
+        /// The room.
+        room: RoomId,
+        /// Our id in it.
+        self_id: PeerId,
+        /// Who was there before us.
+        peers: Vec<PeerInfo>,
+    },
+    /// A peer to show.
+    PeerJoined(PeerInfo),
+    /// Tell the app (never [`super::CallEvent::Joined`] or `PeerJoined`, which carry
+    /// the driver's video channels: see [`RoomAction::Joined`], [`RoomAction::PeerJoined`]).
+    Emit(RoomEvent),
+}
+
+/// What the room tells the app, beside the joins.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomEvent {
+    /// A peer left, or its connection failed for good.
+    PeerLeft(PeerId),
+    /// A peer turned its microphone or camera on or off.
+    PeerMedia(PeerId, MediaState),
+    /// Our own switches changed without being asked (no microphone: we are muted).
+    OwnMedia(MediaState),
+    /// The server's list of public rooms.
+    RoomList(Vec<RoomSummary>),
+    /// The signaling connection dropped during the call (why); reconnecting.
+    Reconnecting(String),
+    /// The signaling connection is back and we have our place again.
+    Reconnected,
+    /// The call is over.
+    Left,
+    /// Something went wrong.
+    Failed(CallError),
+}
+
+/// How the room's signaling connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// None.
+    Down,
+    /// Being opened (a create/join or a reconnection).
+    Opening,
+    /// Open; `welcomed` once the server has us in the room over it.
+    Open { welcomed: bool },
+}
+
+/// Our place in a room: what `resume` needs to take it back.
+#[derive(Debug, Clone)]
+struct Place {
+    room: RoomId,
+    self_id: PeerId,
+    resume_token: ResumeToken,
+    public_title: Option<DisplayName>,
+}
+
+/// Getting the signaling connection back after it dropped during a call.
+#[derive(Debug)]
+struct Reconnecting {
+    since: Instant,
+    backoff: Backoff,
+}
+
+/// One remote peer and our connection to it now.
+#[derive(Debug, Clone)]
+struct PeerSlot {
+    epoch: u64,
+    role: Role,
+    state: PeerConnectionState,
+    /// Signaling says the peer's own connection to the server dropped.
+    away: bool,
+    /// When the connection failed, until it connects again.
+    failed_at: Option<Instant>,
+    /// An offer or answer has been handed to this connection.
+    described: bool,
+    /// Candidates handed to it before that.
+    early_candidates: usize,
+    /// Some connection to this peer has connected.
+    ever_connected: bool,
+}
+
+/// The media side of the call, as far as the room knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// Not started.
+    Off,
+    /// Asked for, waiting for [`Room::media_started`].
+    Starting,
+    /// Running.
+    On,
+}
+
+/// Who the call is made as: the part of the configuration the room protocol needs.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    /// Our display name.
+    pub name: DisplayName,
+    /// The passcode for locked rooms.
+    pub passcode: Option<Passcode>,
+    /// ICE servers given on the command line or page address; when empty, the
+    /// server's (from `welcome`) are used.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// The room protocol of one client: see the module documentation.
+#[derive(Debug)]
+pub struct Room {
+    settings: RoomSettings,
+    /// Whether the ICE servers in use include a TURN server.
+    has_turn: bool,
+    /// Our microphone and camera switches; they outlast calls.
+    media_state: MediaState,
+    media: Media,
+    link: LinkState,
+    reconnecting: Option<Reconnecting>,
+    /// The lobby title asked for with the room being created.
+    asked_title: Option<DisplayName>,
+    place: Option<Place>,
+    /// Who was in the room when we were welcomed, until our media runs.
+    arriving: Vec<PeerInfo>,
+    peers: HashMap<PeerId, PeerSlot>,
+    /// Peers we offered to ahead of their arrival (Firestore's 1:1 flow).
+    awaited: HashSet<PeerId>,
+    names: HashMap<PeerId, DisplayName>,
+    queued: VecDeque<ClientMessage>,
+    next_epoch: u64,
+    actions: VecDeque<RoomAction>,
+}
+
+impl Room {
+    /// A room protocol, idle.
+    pub fn new(settings: RoomSettings) -> Self {
+        Self {
+            has_turn: has_turn(&settings.ice_servers),
+            settings,
+            media_state: MediaState::default(),
+            media: Media::Off,
+            link: LinkState::Down,
+            reconnecting: None,
+            asked_title: None,
+            place: None,
+            arriving: Vec::new(),
+            peers: HashMap::new(),
+            awaited: HashSet::new(),
+            names: HashMap::new(),
+            queued: VecDeque::new(),
+            next_epoch: 0,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_action(&mut self) -> Option<RoomAction> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Room::tick`] has something to decide next, if anything.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let peers = self
+            .peers
+            .values()
+            .filter_map(|slot| slot.failed_at)
+            .map(|at| at + PEER_RECONNECT_LIMIT);
+        let resume = self
+            .reconnecting
+            .as_ref()
+            .map(|reconnecting| reconnecting.since + RESUME_LIMIT);
+        peers.chain(resume).min()
+    }
+
+    /// Our microphone and camera switches.
+    pub fn media_state(&self) -> MediaState {
+        self.media_state
+    }
+
+    /// Whether a call is on (from the request until it ends).
+    pub fn in_call(&self) -> bool {
+        self.link != LinkState::Down || self.media != Media::Off || self.place.is_some()
+    }
+
+    fn act(&mut self, action: RoomAction) {
+        self.actions.push_back(action);
+    }
+
+    fn emit(&mut self, event: RoomEvent) {
+        self.act(RoomAction::Emit(event));
+    }
+
+    // --- commands -------------------------------------------------------------------
+
+    /// Applies a command of the app. The device commands (switching and listing
+    /// devices) are the driver's own: they come back.
+    pub fn command(&mut self, command: CallCommand) -> Option<CallCommand> {
+        match command {
+            CallCommand::CreateRoom { name, public_title } => self.create(name, public_title),
+            CallCommand::JoinRoom { room, name } => self.join(room, name),
+            CallCommand::Leave => self.leave(),
+            CallCommand::SetMicrophone(audio) => self.set_media(MediaState {
+                audio,
+                ..self.media_state
+            }),
+            CallCommand::SetCamera(video) => self.set_media(MediaState {
+                video,
+                ..self.media_state
+            }),
+            CallCommand::ListRooms => self.list_rooms(),
+            CallCommand::SwitchVideo(_)
+            | CallCommand::SwitchMicrophone(_)
+            | CallCommand::SwitchSpeaker(_)
+            | CallCommand::ListDevices => return Some(command),
+        }
+        None
+    }
+
+    /// The name we are shown under.
+    pub fn name(&self) -> &DisplayName {
+        &self.settings.name
+    }
+
+    /// Make a room and enter it.
+    pub fn create(&mut self, name: DisplayName, public_title: Option<DisplayName>) {
+        if self.refuse_second_call() {
+            return;
+        }
+        self.asked_title.clone_from(&public_title);
+        self.settings.name = name.clone();
+        self.open_link(ClientMessage::CreateRoom {
+            name,
+            public_title,
+            passcode: self.settings.passcode.clone(),
+        });
+    }
+
+    /// Enter a room by its id.
+    pub fn join(&mut self, room: RoomId, name: DisplayName) {
+        if self.refuse_second_call() {
+            return;
+        }
+        self.asked_title = None;
+        self.settings.name = name.clone();
+        self.open_link(ClientMessage::JoinRoom {
+            room,
+            name,
+            passcode: self.settings.passcode.clone(),
+        });
+    }
+
+    fn refuse_second_call(&mut self) -> bool {
+        let busy = self.in_call();
+        if busy {
+            self.emit(RoomEvent::Failed(CallError::AlreadyInCall));
+        }
+        busy
+    }
+
+    fn open_link(&mut self, request: ClientMessage) {
+        self.link = LinkState::Opening;
+        self.act(RoomAction::OpenLink(request));
+    }
+
+    /// Hang up: the server and the peers are told, everything is released.
+    pub fn leave(&mut self) {
+        if matches!(self.link, LinkState::Open { .. }) {
+            self.act(RoomAction::Send(ClientMessage::Leave));
+        }
+        self.finish_call();
+    }
+
+    /// Our microphone and camera switches: applied and told to every peer.
+    pub fn set_media(&mut self, media_state: MediaState) {
+        self.media_state = media_state;
+        if self.media == Media::Off {
+            return;
+        }
+        self.act(RoomAction::ApplyMedia(media_state));
+        let mut peers: Vec<PeerId> = self.peers.keys().cloned().collect();
+        peers.sort();
+        for peer in peers {
+            self.tell_media_state(peer);
+        }
+    }
+
+    /// Ask for the public rooms: over the call's connection, or one of their own.
+    pub fn list_rooms(&mut self) {
+        if matches!(self.link, LinkState::Open { .. }) {
+            self.act(RoomAction::Send(ClientMessage::ListRooms));
+        } else {
+            self.act(RoomAction::ListRoomsApart);
+        }
+    }
+
+    // --- the signaling connection ---------------------------------------------------
+
+    /// The connection asked for by [`RoomAction::OpenLink`] or [`RoomAction::Reconnect`]
+    /// is open (its request sent, for the former).
+    pub fn link_opened(&mut self) {
+        if self.link != LinkState::Opening {
+            return;
+        }
+        self.link = LinkState::Open { welcomed: false };
+        if self.reconnecting.is_none() {
+            return;
+        }
+        let Some(place) = &self.place else { return };
+        let resume = ClientMessage::Resume {
+            room: place.room.clone(),
+            peer_id: place.self_id.clone(),
+            resume_token: place.resume_token.clone(),
+            name: self.settings.name.clone(),
+            public_title: place.public_title.clone(),
+            passcode: self.settings.passcode.clone(),
+        };
+        self.act(RoomAction::Send(resume));
+    }
+
+    /// The connection of a create or join could not be opened: the call is over.
+    pub fn link_failed(&mut self, reason: String) {
+        if self.link != LinkState::Opening || self.reconnecting.is_some() {
+            return;
+        }
+        self.link = LinkState::Down;
+        self.emit(RoomEvent::Failed(CallError::SignalingUnreachable(reason)));
+        self.finish_call();
+    }
+
+    /// A reconnection attempt failed: the next one is asked for.
+    pub fn reconnect_failed(&mut self) {
+        let Some(reconnecting) = &mut self.reconnecting else {
+            return;
+        };
+        let after = reconnecting.backoff.next_delay();
+        self.link = LinkState::Opening;
+        self.act(RoomAction::Reconnect { after });
+    }
+
+    /// The signaling connection ended (why).
+    pub fn link_closed(&mut self, reason: String, now: Instant) {
+        if self.link == LinkState::Down {
+            return;
+        }
+        self.link = LinkState::Down;
+        if self.place.is_some() && self.media == Media::On {
+            tracing::info!(%reason, "signaling lost; reconnecting");
+            if self.reconnecting.is_none() {
+                self.emit(RoomEvent::Reconnecting(reason));
+                self.reconnecting = Some(Reconnecting {
+                    since: now,
+                    backoff: Backoff::default(),
+                });
+            }
+            self.reconnect_failed();
+        } else {
+            self.emit(RoomEvent::Failed(CallError::ConnectionLost(reason)));
+            self.finish_call();
+        }
+    }
+
+    /// Firestore's 1:1 flow: offer to `peer` now; it is shown when it arrives.
+    pub fn offer_ahead(&mut self, peer: PeerId) {
+        if self.media != Media::On {
+            return;
+        }
+        self.awaited.insert(peer.clone());
+        self.connect(peer, Role::Offerer);
+    }
+
+    /// A message from the server.
+    pub fn server_message(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Welcome {
+                room,
+                peer_id,
+                peers,
+                resume_token,
+                ice_servers,
+            } => self.welcome(room, peer_id, peers, resume_token, ice_servers),
+            ServerMessage::PeerJoined { peer } => {
+                if self.awaited.remove(&peer.peer_id) {
+                    // We offered already (Firestore's 1:1 flow); now they are here.
+                    self.names.insert(peer.peer_id.clone(), peer.name.clone());
+                    self.act(RoomAction::PeerJoined(peer));
+                } else if self.media == Media::On {
+                    self.add_peer(peer, Role::Answerer);
+                }
+            }
+            ServerMessage::PeerLeft { peer_id } => self.remove_peer(&peer_id),
+            ServerMessage::PeerAway { peer_id } => {
+                // Away with no media path either (never connected, or failed): gone.
+                // Connected or disconnected ("reconnecting"): ICE decides.
+                let gone = self.peers.get_mut(&peer_id).is_some_and(|slot| {
+                    slot.away = true;
+                    !has_media_path(slot.state)
+                });
+                if gone {
+                    self.remove_peer(&peer_id);
+                }
+            }
+            ServerMessage::PeerBack { peer } => match self.peers.get_mut(&peer.peer_id) {
+                Some(slot) => slot.away = false,
+                // New to us (we had dropped it): it offers, as a newcomer does.
+                None if self.media == Media::On => self.add_peer(peer, Role::Answerer),
+                None => {}
+            },
+            ServerMessage::Signal { from, data } => self.on_signal(from, &data),
+            ServerMessage::RoomList { rooms } => self.emit(RoomEvent::RoomList(rooms)),
+            ServerMessage::Error { code, message } => {
+                let welcomed = self.link == LinkState::Open { welcomed: true };
+                self.emit(RoomEvent::Failed(CallError::Refused { code, message }));
+                if !welcomed || code == ErrorCode::MessageTooLarge {
+                    self.finish_call();
+                }
+            }
+        }
+    }
+
+    fn welcome(
+        &mut self,
+        room: RoomId,
+        self_id: PeerId,
+        peers: Vec<PeerInfo>,
+        resume_token: ResumeToken,
+        ice_servers: Vec<IceServer>,
+    ) {
+        self.link = LinkState::Open { welcomed: true };
+        // The server's TURN credentials (fresh ones on every resume), unless we were
+        // given ICE servers of our own.
+        if self.settings.ice_servers.is_empty() {
+            self.has_turn = has_turn(&ice_servers);
+            self.act(RoomAction::UseIceServers(ice_servers));
+        }
+        let public_title = self
+            .place
+            .take()
+            .map_or_else(|| self.asked_title.clone(), |place| place.public_title);
+        self.place = Some(Place {
+            room,
+            self_id,
+            resume_token,
+            public_title,
+        });
+        if self.media == Media::On {
+            self.resumed(peers);
+        } else {
+            self.arriving = peers;
+            self.media = Media::Starting;
+            self.act(RoomAction::StartMedia);
+        }
+    }
+
+    /// We have our place back. `peers` are those in the room now: we connect afresh (as
+    /// the newcomer, offering) to each one we have no working connection with. Peers
+    /// not listed may simply not have resumed yet (after a server restart): they count
+    /// as away, and are dropped if their connection is not working.
+    fn resumed(&mut self, peers: Vec<PeerInfo>) {
+        self.reconnecting = None;
+        self.emit(RoomEvent::Reconnected);
+        for message in std::mem::take(&mut self.queued) {
+            self.act(RoomAction::Send(message));
+        }
+        let listed: HashSet<PeerId> = peers.iter().map(|peer| peer.peer_id.clone()).collect();
+        for info in peers {
+            match self.peers.get_mut(&info.peer_id) {
+                Some(slot) => {
+                    slot.away = false;
+                    if slot.state != PeerConnectionState::Connected {
+                        self.connect(info.peer_id, Role::Offerer);
+                    }
+                }
+                None => self.add_peer(info, Role::Offerer),
+            }
+        }
+        let mut unlisted: Vec<(PeerId, bool)> = self
+            .peers
+            .iter()
+            .filter(|(peer_id, _)| !listed.contains(*peer_id))
+            .map(|(peer_id, slot)| {
+                (
+                    peer_id.clone(),
+                    slot.state == PeerConnectionState::Connected,
+                )
+            })
+            .collect();
+        unlisted.sort();
+        for (peer_id, working) in unlisted {
+            if working {
+                if let Some(slot) = self.peers.get_mut(&peer_id) {
+                    slot.away = true;
+                }
+            } else {
+                self.remove_peer(&peer_id);
+            }
+        }
+    }
+
+    // --- media ----------------------------------------------------------------------
+
+    /// Our media runs (`microphone_missing`: it runs without a microphone, so we are
+    /// muted): we show the room and offer to everyone already there.
+    pub fn media_started(&mut self, microphone_missing: bool) {
+        if self.media != Media::Starting {
+            return;
+        }
+        self.media = Media::On;
+        if microphone_missing && self.media_state.audio {
+            self.media_state.audio = false;
+            self.emit(RoomEvent::OwnMedia(self.media_state));
+        }
+        self.act(RoomAction::ApplyMedia(self.media_state));
+        let Some(place) = &self.place else { return };
+        let (room, self_id) = (place.room.clone(), place.self_id.clone());
+        let peers = std::mem::take(&mut self.arriving);
+        for peer in &peers {
+            self.names.insert(peer.peer_id.clone(), peer.name.clone());
+        }
+        let offer_to: Vec<PeerId> = peers.iter().map(|peer| peer.peer_id.clone()).collect();
+        self.act(RoomAction::Joined {
+            room,
+            self_id,
+            peers,
+        });
+        for peer in offer_to {
+            self.connect(peer, Role::Offerer);
+        }
+    }
+
+    /// Our media could not be started: the call is over.
+    pub fn media_failed(&mut self, error: CallError) {
+        if self.media != Media::Starting {
+            return;
+        }
+        self.emit(RoomEvent::Failed(error));
+        self.leave();
+    }
+
+    // --- peers ----------------------------------------------------------------------
+
+    /// A connection wants `message` sent through signaling: now, or once the
+    /// connection is back.
+    pub fn send_signal(&mut self, message: ClientMessage) {
+        if self.link == (LinkState::Open { welcomed: true }) {
+            self.act(RoomAction::Send(message));
+            return;
+        }
+        if self.media == Media::Off {
+            return;
+        }
+        if self.queued.len() >= MAX_QUEUED_SIGNALS {
+            self.queued.pop_front();
+        }
+        self.queued.push_back(message);
+    }
+
+    /// Connection `epoch` to `peer` could not be opened: the peer is dropped.
+    pub fn connect_failed(&mut self, peer: &PeerId, epoch: u64, error: CallError) {
+        if self.peers.get(peer).is_none_or(|slot| slot.epoch != epoch) {
+            return;
+        }
+        tracing::warn!(%peer, %error, "cannot connect to a peer");
+        self.emit(RoomEvent::Failed(error));
+        self.remove_peer(peer);
+    }
+
+    /// Connection `epoch` to `peer` changed state: a failed one is replaced while the
+    /// peer is in the room (its offerer offers again), dropped when signaling says the
+    /// peer is away too; a closed one means the peer hung up.
+    pub fn peer_state(
+        &mut self,
+        peer: &PeerId,
+        epoch: u64,
+        state: PeerConnectionState,
+        now: Instant,
+    ) {
+        let signaling_up = self.link == LinkState::Open { welcomed: true };
+        let Some(slot) = self.peers.get_mut(peer).filter(|slot| slot.epoch == epoch) else {
+            return; // a replaced connection's last words
+        };
+        slot.state = state;
+        match state {
+            PeerConnectionState::Connected => {
+                slot.failed_at = None;
+                slot.ever_connected = true;
+            }
+            PeerConnectionState::Closed => self.remove_peer(peer),
+            PeerConnectionState::Failed => {
+                slot.failed_at.get_or_insert(now);
+                if slot.away {
+                    self.remove_peer(peer);
+                } else if signaling_up && slot.role == Role::Offerer {
+                    tracing::info!(%peer, "connection failed; offering a fresh one");
+                    self.connect(peer.clone(), Role::Offerer);
+                }
+                // Otherwise the peer offers again, or our resume will.
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops peers that did not reconnect in time, and ends the call when signaling
+    /// stayed lost for too long.
+    pub fn tick(&mut self, now: Instant) {
+        let mut overdue: Vec<(PeerId, bool)> = self
+            .peers
+            .iter()
+            .filter(|(_, slot)| {
+                slot.failed_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= PEER_RECONNECT_LIMIT)
+            })
+            .map(|(peer_id, slot)| (peer_id.clone(), slot.ever_connected))
+            .collect();
+        overdue.sort();
+        for (peer_id, ever_connected) in overdue {
+            tracing::info!(peer = %peer_id, "the peer did not reconnect in time");
+            if !ever_connected {
+                let error = CallError::NoRoute {
+                    peer: self.name_of(&peer_id),
+                    through_turn: self.has_turn,
+                };
+                self.emit(RoomEvent::Failed(error));
+            }
+            self.remove_peer(&peer_id);
+        }
+        let lost_too_long = self.reconnecting.as_ref().is_some_and(|reconnecting| {
+            now.saturating_duration_since(reconnecting.since) >= RESUME_LIMIT
+        });
+        if lost_too_long {
+            self.emit(RoomEvent::Failed(CallError::ConnectionLost(format!(
+                "the signaling server stayed unreachable for {} s",
+                RESUME_LIMIT.as_secs()
+            ))));
+            self.finish_call();
+        }
+    }
+
+    /// A signal from a peer: its switches, or a payload for its connection.
+    fn on_signal(&mut self, from: PeerId, data: &serde_json::Value) {
+        // Deserializing from a reference: an SDP payload is not copied to be tried.
+        if let Ok(PeerControl::MediaState(state)) = PeerControl::deserialize(data) {
+            self.emit(RoomEvent::PeerMedia(from, state));
+            return;
+        }
+        let payload = match SignalPayload::deserialize(data) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::warn!(peer = %from, %error, "ignoring a signal we do not understand");
+                return;
+            }
+        };
+        if let Err(error) = payload.validate() {
+            tracing::warn!(peer = %from, %error, "ignoring an invalid signal");
+            return;
+        }
+        if matches!(payload, SignalPayload::Offer { .. }) && !self.accept_offer(&from) {
+            return;
+        }
+        let Some(slot) = self.peers.get_mut(&from) else {
+            tracing::debug!(peer = %from, "signal from a peer we have no connection with");
+            return;
+        };
+        match &payload {
+            SignalPayload::Offer { .. } | SignalPayload::Answer { .. } => slot.described = true,
+            SignalPayload::Candidate { .. } if !slot.described => {
+                if slot.early_candidates == MAX_EARLY_CANDIDATES {
+                    tracing::warn!(peer = %from, "too many early ICE candidates; dropping one");
+                    return;
+                }
+                slot.early_candidates += 1;
+            }
+            SignalPayload::Candidate { .. } => {}
+        }
+        let epoch = slot.epoch;
+        self.act(RoomAction::Deliver {
+            peer: from,
+            epoch,
+            payload,
+        });
+    }
+
+    /// Decides what a new offer from `from` means. To a connection that has not been
+    /// negotiated and waits for it: the offer. To one already negotiated: the peer
+    /// starts over (its connection failed, or it came back), so a fresh connection
+    /// answers it. When both sides offered at once, the peer with the smaller id keeps
+    /// its own offer (false: ignore theirs) and the other answers.
+    fn accept_offer(&mut self, from: &PeerId) -> bool {
+        let self_id = self.place.as_ref().map(|place| &place.self_id);
+        let Some(slot) = self.peers.get(from) else {
+            return true;
+        };
+        let start_over = match slot.role {
+            Role::Answerer => slot.described,
+            Role::Offerer if slot.described => true,
+            Role::Offerer => {
+                if self_id.is_some_and(|own| own < from) {
+                    return false;
+                }
+                true
+            }
+        };
+        if start_over {
+            tracing::info!(peer = %from, "the peer starts over; answering on a fresh connection");
+            self.connect(from.clone(), Role::Answerer);
+        }
+        true
+    }
+
+    /// A peer to show and connect to: the newcomer offers, the others answer.
+    fn add_peer(&mut self, info: PeerInfo, role: Role) {
+        self.names.insert(info.peer_id.clone(), info.name.clone());
+        let peer = info.peer_id.clone();
+        self.act(RoomAction::PeerJoined(info));
+        self.connect(peer, role);
+    }
+
+    /// Opens a fresh connection to `peer`, replacing the one it has (whose failure time
+    /// and presence carry over), and tells it our switches.
+    fn connect(&mut self, peer: PeerId, role: Role) {
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let previous = self.peers.remove(&peer);
+        // A connection that replaces one that never connected goes through the TURN
+        // relay only, on both sides (the offerer after the failure, the answerer when
+        // the fresh offer comes). webrtc-rs 0.21 relays to one remote address per
+        // allocation well, but ICE between two peers behind NATs that also offer their
+        // host candidates fails (see docs/signaling.md, TURN credentials).
+        let relay_only = previous
+            .as_ref()
+            .is_some_and(|slot| !slot.ever_connected && self.has_turn);
+        if relay_only {
+            tracing::info!(%peer, "no path so far; connecting through the TURN relay only");
+        }
+        let (away, failed_at, ever_connected) =
+            previous.as_ref().map_or((false, None, false), |slot| {
+                (slot.away, slot.failed_at, slot.ever_connected)
+            });
+        if let Some(previous) = previous {
+            self.act(RoomAction::Retire {
+                peer: peer.clone(),
+                epoch: previous.epoch,
+            });
+        }
+        self.peers.insert(
+            peer.clone(),
+            PeerSlot {
+                epoch,
+                role,
+                state: PeerConnectionState::New,
+                away,
+                failed_at,
+                described: false,
+                early_candidates: 0,
+                ever_connected,
+            },
+        );
+        self.act(RoomAction::Connect {
+            peer: peer.clone(),
+            epoch,
+            role,
+            relay_only,
+        });
+        self.tell_media_state(peer);
+    }
+
+    fn tell_media_state(&mut self, to: PeerId) {
+        let data = PeerControl::MediaState(self.media_state).to_json();
+        self.send_signal(ClientMessage::Signal { to, data });
+    }
+
+    /// The peer is gone from the call: its connection closes and its panel goes.
+    fn remove_peer(&mut self, peer: &PeerId) {
+        self.awaited.remove(peer);
+        self.names.remove(peer);
+        if self.peers.remove(peer).is_some() {
+            self.act(RoomAction::Close(peer.clone()));
+            self.emit(RoomEvent::PeerLeft(peer.clone()));
+        }
+    }
+
+    /// The peer's name, or its id when we never learnt the name.
+    fn name_of(&self, peer: &PeerId) -> String {
+        self.names
+            .get(peer)
+            .map_or_else(|| peer.to_string(), ToString::to_string)
+    }
+
+    /// Ends the call: media stopped, our place forgotten, back to idle.
+    fn finish_call(&mut self) {
+        if self.link != LinkState::Down || self.reconnecting.is_some() {
+            self.act(RoomAction::CloseLink);
+        }
+        if self.media != Media::Off {
+            self.act(RoomAction::StopMedia);
+        }
+        self.link = LinkState::Down;
+        self.media = Media::Off;
+        self.place = None;
+        self.reconnecting = None;
+        self.arriving.clear();
+        self.peers.clear();
+        self.awaited.clear();
+        self.names.clear();
+        self.queued.clear();
+        self.emit(RoomEvent::Left);
+    }
+}
+
+/// Whether a connection in `state` still carries media (or may again by itself).
+fn has_media_path(state: PeerConnectionState) -> bool {
+    matches!(
+        state,
+        PeerConnectionState::Connected | PeerConnectionState::Disconnected
+    )
+}
+
+fn has_turn(servers: &[IceServer]) -> bool {
+    servers.iter().any(IceServer::has_turn)
+}
+
+#[cfg(test)]
+mod tests;

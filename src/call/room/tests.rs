@@ -1,0 +1,790 @@
+//! The room's rules, each driven with scripted inputs and a fake clock.
+
+use super::*;
+use crate::rtc::ice::IceServerUrl;
+
+/// Our id: between the ids of `LOW` and `HIGH`, for the glare rule.
+const OURS: &str = "mmmmmmmmmm";
+const LOW: &str = "aaaaaaaaaa";
+const HIGH: &str = "zzzzzzzzzz";
+const TOKEN: &str = "q8w2e4r6t8y2u4i6o8p2a4s6d8";
+
+fn id(raw: &str) -> PeerId {
+    PeerId::parse(raw).expect("a valid peer id")
+}
+
+fn info(raw: &str) -> PeerInfo {
+    PeerInfo {
+        peer_id: id(raw),
+        name: DisplayName::parse(&format!("peer {}", &raw[..1])).expect("a valid name"),
+    }
+}
+
+fn room_id() -> RoomId {
+    RoomId::parse("k3m9px2q7rabcdefghjk").expect("a valid room id")
+}
+
+fn turn_server() -> IceServer {
+    IceServer {
+        urls: vec![
+            "turn:100.64.81.1:3478"
+                .parse::<IceServerUrl>()
+                .expect("a TURN URL"),
+        ],
+        username: Some("user".to_owned()),
+        credential: Some("secret".to_owned()),
+    }
+}
+
+fn welcome(peers: &[&str]) -> ServerMessage {
+    ServerMessage::Welcome {
+        room: room_id(),
+        peer_id: id(OURS),
+        peers: peers.iter().map(|peer| info(peer)).collect(),
+        resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
+        ice_servers: Vec::new(),
+    }
+}
+
+fn signal(from: &str, payload: &SignalPayload) -> ServerMessage {
+    ServerMessage::Signal {
+        from: id(from),
+        data: serde_json::to_value(payload).expect("a payload serializes"),
+    }
+}
+
+fn offer() -> SignalPayload {
+    SignalPayload::Offer {
+        sdp: "v=0 offer".to_owned(),
+    }
+}
+
+fn answer() -> SignalPayload {
+    SignalPayload::Answer {
+        sdp: "v=0 answer".to_owned(),
+    }
+}
+
+fn candidate(n: usize) -> SignalPayload {
+    SignalPayload::Candidate {
+        candidate: format!("candidate:{n} 1 udp 1 10.0.0.1 {n} typ host"),
+        sdp_mid: Some("0".to_owned()),
+        sdp_mline_index: Some(0),
+    }
+}
+
+/// A room with the clock at `start`.
+struct Script {
+    room: Room,
+    start: Instant,
+}
+
+impl Script {
+    fn new(ice_servers: Vec<IceServer>) -> Self {
+        Self {
+            room: Room::new(RoomSettings {
+                name: DisplayName::parse("me").expect("a valid name"),
+                passcode: None,
+                ice_servers,
+            }),
+            start: Instant::now(),
+        }
+    }
+
+    fn at(&self, seconds: u64) -> Instant {
+        self.start + Duration::from_secs(seconds)
+    }
+
+    fn actions(&mut self) -> Vec<RoomAction> {
+        std::iter::from_fn(|| self.room.poll_action()).collect()
+    }
+
+    /// Joins a room where `peers` are, up to our media running; the actions so far
+    /// are dropped.
+    fn in_call(peers: &[&str]) -> Self {
+        Self::in_call_with(peers, Vec::new())
+    }
+
+    fn in_call_with(peers: &[&str], ice_servers: Vec<IceServer>) -> Self {
+        let mut script = Self::new(ice_servers);
+        script
+            .room
+            .join(room_id(), DisplayName::parse("me").expect("name"));
+        script.room.link_opened();
+        script.room.server_message(welcome(peers));
+        script.room.media_started(false);
+        script.actions();
+        script
+    }
+
+    /// Connects `peer`'s current connection.
+    fn connected(&mut self, peer: &str) {
+        let epoch = self.epoch(peer);
+        self.room
+            .peer_state(&id(peer), epoch, PeerConnectionState::Connected, self.start);
+    }
+
+    fn epoch(&self, peer: &str) -> u64 {
+        self.room.peers[&id(peer)].epoch
+    }
+}
+
+fn connects(actions: &[RoomAction]) -> Vec<(PeerId, Role, bool)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            RoomAction::Connect {
+                peer,
+                role,
+                relay_only,
+                ..
+            } => Some((peer.clone(), *role, *relay_only)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent(actions: &[RoomAction]) -> Vec<ClientMessage> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            RoomAction::Send(message) => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(actions: &[RoomAction]) -> Vec<RoomEvent> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            RoomAction::Emit(event) => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn left(actions: &[RoomAction], peer: &str) -> bool {
+    events(actions).contains(&RoomEvent::PeerLeft(id(peer)))
+        && actions.contains(&RoomAction::Close(id(peer)))
+}
+
+fn delivered(actions: &[RoomAction]) -> Vec<(PeerId, u64, SignalPayload)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            RoomAction::Deliver {
+                peer,
+                epoch,
+                payload,
+            } => Some((peer.clone(), *epoch, payload.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_newcomer_starts_its_media_then_offers_to_everyone_there() {
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    assert!(matches!(
+        script.actions()[..],
+        [RoomAction::OpenLink(ClientMessage::JoinRoom { .. })]
+    ));
+    script.room.link_opened();
+    script.room.server_message(welcome(&[LOW, HIGH]));
+    assert_eq!(
+        script.actions(),
+        vec![
+            RoomAction::UseIceServers(Vec::new()),
+            RoomAction::StartMedia
+        ]
+    );
+    script.room.media_started(false);
+    let actions = script.actions();
+    assert!(matches!(&actions[1], RoomAction::Joined { peers, .. } if peers.len() == 2));
+    assert_eq!(
+        connects(&actions),
+        vec![
+            (id(LOW), Role::Offerer, false),
+            (id(HIGH), Role::Offerer, false)
+        ]
+    );
+    // Each connection is told our switches.
+    let told: Vec<PeerId> = sent(&actions)
+        .into_iter()
+        .filter_map(|message| match message {
+            ClientMessage::Signal { to, data } => {
+                assert_eq!(data["kind"], "media_state");
+                Some(to)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, vec![id(LOW), id(HIGH)]);
+}
+
+#[test]
+fn those_in_the_room_answer_a_newcomer() {
+    let mut script = Script::in_call(&[]);
+    script
+        .room
+        .server_message(ServerMessage::PeerJoined { peer: info(LOW) });
+    let actions = script.actions();
+    assert_eq!(actions[0], RoomAction::PeerJoined(info(LOW)));
+    assert_eq!(connects(&actions), vec![(id(LOW), Role::Answerer, false)]);
+    script.room.server_message(signal(LOW, &offer()));
+    let actions = script.actions();
+    assert_eq!(delivered(&actions), vec![(id(LOW), 0, offer())]);
+    assert!(
+        connects(&actions).is_empty(),
+        "the first offer is the offer"
+    );
+}
+
+#[test]
+fn a_signaling_drop_reconnects_with_backoff_resumes_with_the_token_and_flushes_in_order() {
+    let mut script = Script::in_call(&[LOW]);
+    script.connected(LOW);
+    script.room.link_closed("reset".to_owned(), script.at(1));
+    let actions = script.actions();
+    assert_eq!(
+        events(&actions),
+        vec![RoomEvent::Reconnecting("reset".to_owned())]
+    );
+    assert!(matches!(actions[..], [_, RoomAction::Reconnect { .. }]));
+    // Signals meanwhile wait.
+    let queued: Vec<ClientMessage> = (0..3)
+        .map(|n| ClientMessage::Signal {
+            to: id(LOW),
+            data: serde_json::to_value(candidate(n)).expect("serializes"),
+        })
+        .collect();
+    for message in &queued {
+        script.room.send_signal(message.clone());
+    }
+    assert!(sent(&script.actions()).is_empty());
+    // Three attempts fail, each asking for the next after a longer wait.
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        script.room.reconnect_failed();
+        match script.actions()[..] {
+            [RoomAction::Reconnect { after }] => waits.push(after),
+            ref other => panic!("expected one more attempt, got {other:?}"),
+        }
+    }
+    assert!(waits[2] > waits[0], "the waits grow: {waits:?}");
+    // The fourth opens: resume with our token, then the queue once welcomed.
+    script.room.link_opened();
+    match &sent(&script.actions())[..] {
+        [
+            ClientMessage::Resume {
+                peer_id,
+                resume_token,
+                room,
+                ..
+            },
+        ] => {
+            assert_eq!(peer_id, &id(OURS));
+            assert_eq!(
+                resume_token,
+                &ResumeToken::parse(TOKEN).expect("a valid token")
+            );
+            assert_eq!(room, &room_id());
+        }
+        other => panic!("expected a resume, got {other:?}"),
+    }
+    script.room.server_message(welcome(&[LOW]));
+    let actions = script.actions();
+    assert_eq!(events(&actions), vec![RoomEvent::Reconnected]);
+    assert_eq!(sent(&actions), queued, "queued signals go out in order");
+    assert!(
+        connects(&actions).is_empty(),
+        "a working connection is kept"
+    );
+}
+
+#[test]
+fn the_queue_keeps_the_newest_signals() {
+    let mut script = Script::in_call(&[LOW]);
+    script.room.link_closed("reset".to_owned(), script.at(1));
+    for n in 0..MAX_QUEUED_SIGNALS + 5 {
+        script.room.send_signal(ClientMessage::Signal {
+            to: id(LOW),
+            data: serde_json::json!(n),
+        });
+    }
+    script.room.link_opened();
+    script.room.server_message(welcome(&[LOW]));
+    let flushed = sent(&script.actions());
+    let numbers: Vec<u64> = flushed
+        .iter()
+        .filter_map(|message| match message {
+            ClientMessage::Signal { data, .. } => data.as_u64(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(numbers.len(), MAX_QUEUED_SIGNALS);
+    assert_eq!(numbers[0], 5, "the oldest went");
+}
+
+#[test]
+fn signaling_lost_past_the_resume_limit_ends_the_call() {
+    let mut script = Script::in_call(&[LOW]);
+    script.room.link_closed("reset".to_owned(), script.at(0));
+    script.actions();
+    assert_eq!(
+        script.room.next_deadline(),
+        Some(script.at(0) + RESUME_LIMIT)
+    );
+    script.room.tick(script.at(59));
+    assert!(script.actions().is_empty());
+    script.room.tick(script.at(60));
+    let actions = script.actions();
+    assert!(matches!(
+        events(&actions)[..],
+        [
+            RoomEvent::Failed(CallError::ConnectionLost(_)),
+            RoomEvent::Left
+        ]
+    ));
+    assert!(actions.contains(&RoomAction::StopMedia));
+    assert!(!script.room.in_call());
+}
+
+#[test]
+fn crossing_offers_one_side_backs_off() {
+    // We offered to both; both offer to us at once.
+    let mut script = Script::in_call(&[LOW, HIGH]);
+    // LOW has the smaller id: it keeps its offer, so we answer it on a fresh connection.
+    script.room.server_message(signal(LOW, &offer()));
+    let actions = script.actions();
+    assert_eq!(
+        actions[0],
+        RoomAction::Retire {
+            peer: id(LOW),
+            epoch: 0
+        }
+    );
+    assert_eq!(connects(&actions), vec![(id(LOW), Role::Answerer, false)]);
+    let fresh = script.epoch(LOW);
+    assert_eq!(delivered(&actions), vec![(id(LOW), fresh, offer())]);
+    // HIGH has the larger id: we keep ours and ignore its offer.
+    script.room.server_message(signal(HIGH, &offer()));
+    assert!(script.actions().is_empty());
+    assert_eq!(script.room.peers[&id(HIGH)].role, Role::Offerer);
+}
+
+#[test]
+fn an_offer_on_a_negotiated_connection_starts_over() {
+    let mut script = Script::in_call(&[LOW]);
+    script.room.server_message(signal(LOW, &answer()));
+    script.connected(LOW);
+    script.actions();
+    script.room.server_message(signal(LOW, &offer()));
+    let actions = script.actions();
+    assert_eq!(connects(&actions), vec![(id(LOW), Role::Answerer, false)]);
+    assert_eq!(delivered(&actions).len(), 1);
+}
+
+#[test]
+fn a_failed_connection_is_offered_afresh_and_dropped_when_not_back_in_time() {
+    let mut script = Script::in_call(&[LOW]);
+    script.connected(LOW);
+    let epoch = script.epoch(LOW);
+    script
+        .room
+        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    let actions = script.actions();
+    assert_eq!(
+        connects(&actions),
+        vec![(id(LOW), Role::Offerer, false)],
+        "the offerer offers a fresh connection (not relay-only: this one connected)"
+    );
+    // The replaced connection's last words change nothing.
+    script
+        .room
+        .peer_state(&id(LOW), epoch, PeerConnectionState::Closed, script.at(1));
+    assert!(script.actions().is_empty());
+    assert_eq!(
+        script.room.next_deadline(),
+        Some(script.at(0) + PEER_RECONNECT_LIMIT)
+    );
+    script.room.tick(script.at(9));
+    assert!(script.actions().is_empty());
+    script.room.tick(script.at(10));
+    let actions = script.actions();
+    assert!(left(&actions, LOW));
+    assert!(
+        !events(&actions)
+            .iter()
+            .any(|event| matches!(event, RoomEvent::Failed(_))),
+        "a peer that was reached once is not 'no route'"
+    );
+}
+
+#[test]
+fn a_failed_connection_that_comes_back_in_time_stays() {
+    let mut script = Script::in_call(&[LOW]);
+    script.connected(LOW);
+    let epoch = script.epoch(LOW);
+    script
+        .room
+        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    script.actions();
+    script.connected(LOW);
+    script.room.tick(script.at(30));
+    assert!(script.actions().is_empty());
+    assert_eq!(script.room.next_deadline(), None);
+}
+
+#[test]
+fn the_answerer_of_a_failed_connection_waits_for_the_fresh_offer() {
+    let mut script = Script::in_call(&[]);
+    script
+        .room
+        .server_message(ServerMessage::PeerJoined { peer: info(LOW) });
+    script.room.server_message(signal(LOW, &offer()));
+    script.connected(LOW);
+    script.actions();
+    let epoch = script.epoch(LOW);
+    script
+        .room
+        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    assert!(connects(&script.actions()).is_empty());
+    script.room.server_message(signal(LOW, &offer()));
+    assert_eq!(
+        connects(&script.actions()),
+        vec![(id(LOW), Role::Answerer, false)]
+    );
+}
+
+#[test]
+fn a_peer_never_reached_is_retried_through_the_relay_then_reported_as_no_route() {
+    let mut script = Script::in_call_with(&[LOW], vec![turn_server()]);
+    let epoch = script.epoch(LOW);
+    script
+        .room
+        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    assert_eq!(
+        connects(&script.actions()),
+        vec![(id(LOW), Role::Offerer, true)]
+    );
+    script.room.tick(script.at(10));
+    let actions = script.actions();
+    assert!(left(&actions, LOW));
+    assert!(
+        events(&actions).contains(&RoomEvent::Failed(CallError::NoRoute {
+            peer: "peer a".to_owned(),
+            through_turn: true
+        }))
+    );
+}
+
+#[test]
+fn without_turn_a_retry_uses_every_candidate() {
+    let mut script = Script::in_call(&[LOW]);
+    let epoch = script.epoch(LOW);
+    script
+        .room
+        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    assert_eq!(
+        connects(&script.actions()),
+        vec![(id(LOW), Role::Offerer, false)]
+    );
+}
+
+#[test]
+fn a_peer_away_stays_while_its_media_flows_and_goes_without() {
+    let mut script = Script::in_call(&[LOW, HIGH]);
+    script.connected(LOW);
+    script
+        .room
+        .server_message(ServerMessage::PeerAway { peer_id: id(LOW) });
+    assert!(script.actions().is_empty(), "connected: kept");
+    script
+        .room
+        .server_message(ServerMessage::PeerBack { peer: info(LOW) });
+    assert!(!script.room.peers[&id(LOW)].away);
+    script
+        .room
+        .server_message(ServerMessage::PeerAway { peer_id: id(HIGH) });
+    assert!(left(&script.actions(), HIGH), "never connected: gone");
+}
+
+#[test]
+fn a_connection_that_fails_while_its_peer_is_away_drops_the_peer() {
+    let mut script = Script::in_call(&[LOW]);
+    script.connected(LOW);
+    script
+        .room
+        .server_message(ServerMessage::PeerAway { peer_id: id(LOW) });
+    let epoch = script.epoch(LOW);
+    script
+        .room
+        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    assert!(left(&script.actions(), LOW));
+}
+
+#[test]
+fn after_resume_we_offer_afresh_where_nothing_works_and_keep_what_does() {
+    let mut script = Script::in_call(&[LOW, HIGH]);
+    script.connected(LOW);
+    script.room.link_closed("restart".to_owned(), script.at(0));
+    script.room.link_opened();
+    script.actions();
+    // The restarted server knows only HIGH so far (LOW has not resumed yet), and a
+    // newcomer.
+    const NEW: &str = "nnnnnnnnnn";
+    script.room.server_message(welcome(&[HIGH, NEW]));
+    let actions = script.actions();
+    assert_eq!(
+        connects(&actions),
+        vec![
+            (id(HIGH), Role::Offerer, false),
+            (id(NEW), Role::Offerer, false)
+        ]
+    );
+    assert!(actions.contains(&RoomAction::PeerJoined(info(NEW))));
+    assert!(
+        script.room.peers[&id(LOW)].away,
+        "unlisted but working: away"
+    );
+    assert!(!left(&actions, LOW));
+}
+
+#[test]
+fn an_unlisted_peer_without_a_working_connection_is_dropped_on_resume() {
+    let mut script = Script::in_call(&[LOW]);
+    script.room.link_closed("restart".to_owned(), script.at(0));
+    script.room.link_opened();
+    script.room.server_message(welcome(&[]));
+    assert!(left(&script.actions(), LOW));
+}
+
+#[test]
+fn early_candidates_are_bounded_until_the_description() {
+    let mut script = Script::in_call(&[]);
+    script
+        .room
+        .server_message(ServerMessage::PeerJoined { peer: info(LOW) });
+    script.actions();
+    for n in 0..MAX_EARLY_CANDIDATES + 3 {
+        script.room.server_message(signal(LOW, &candidate(n)));
+    }
+    assert_eq!(delivered(&script.actions()).len(), MAX_EARLY_CANDIDATES);
+    script.room.server_message(signal(LOW, &offer()));
+    script.room.server_message(signal(LOW, &candidate(999)));
+    assert_eq!(delivered(&script.actions()).len(), 2, "after it: no bound");
+}
+
+#[test]
+fn invalid_signals_are_ignored() {
+    let mut script = Script::in_call(&[LOW]);
+    let not_sdp = SignalPayload::Answer {
+        sdp: "hello".to_owned(),
+    };
+    script.room.server_message(signal(LOW, &not_sdp));
+    script.room.server_message(ServerMessage::Signal {
+        from: id(LOW),
+        data: serde_json::json!({"kind": "dance"}),
+    });
+    assert!(script.actions().is_empty());
+}
+
+#[test]
+fn media_state_is_told_to_every_peer_and_theirs_reaches_the_app() {
+    let mut script = Script::in_call(&[LOW, HIGH]);
+    script.room.command(CallCommand::SetMicrophone(false));
+    let actions = script.actions();
+    let muted = MediaState {
+        audio: false,
+        video: true,
+    };
+    assert_eq!(actions[0], RoomAction::ApplyMedia(muted));
+    assert_eq!(sent(&actions).len(), 2);
+    let theirs = PeerControl::MediaState(muted).to_json();
+    script.room.server_message(ServerMessage::Signal {
+        from: id(LOW),
+        data: theirs,
+    });
+    assert_eq!(
+        events(&script.actions()),
+        vec![RoomEvent::PeerMedia(id(LOW), muted)]
+    );
+}
+
+#[test]
+fn no_microphone_means_muted() {
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.room.server_message(welcome(&[]));
+    script.room.media_started(true);
+    let muted = MediaState {
+        audio: false,
+        video: true,
+    };
+    let actions = script.actions();
+    assert!(events(&actions).contains(&RoomEvent::OwnMedia(muted)));
+    assert!(actions.contains(&RoomAction::ApplyMedia(muted)));
+}
+
+#[test]
+fn refusals_before_welcome_end_the_call_and_later_ones_do_not() {
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.room.server_message(ServerMessage::Error {
+        code: ErrorCode::RoomNotFound,
+        message: "no such room".to_owned(),
+    });
+    let actions = script.actions();
+    assert!(events(&actions).contains(&RoomEvent::Left));
+    assert!(actions.contains(&RoomAction::CloseLink));
+
+    let mut script = Script::in_call(&[LOW]);
+    script.room.server_message(ServerMessage::Error {
+        code: ErrorCode::BadMessage,
+        message: "what".to_owned(),
+    });
+    assert!(!events(&script.actions()).contains(&RoomEvent::Left));
+    script.room.server_message(ServerMessage::Error {
+        code: ErrorCode::MessageTooLarge,
+        message: "too big".to_owned(),
+    });
+    assert!(events(&script.actions()).contains(&RoomEvent::Left));
+}
+
+#[test]
+fn a_server_that_cannot_be_reached_or_drops_before_welcome_ends_the_call() {
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.actions();
+    script.room.link_failed("refused".to_owned());
+    assert_eq!(
+        events(&script.actions()),
+        vec![
+            RoomEvent::Failed(CallError::SignalingUnreachable("refused".to_owned())),
+            RoomEvent::Left
+        ]
+    );
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.room.link_closed("reset".to_owned(), script.at(0));
+    assert!(events(&script.actions()).contains(&RoomEvent::Left));
+}
+
+#[test]
+fn leaving_tells_the_server_and_releases_everything() {
+    let mut script = Script::in_call(&[LOW]);
+    script.room.command(CallCommand::Leave);
+    let actions = script.actions();
+    assert_eq!(
+        actions,
+        vec![
+            RoomAction::Send(ClientMessage::Leave),
+            RoomAction::CloseLink,
+            RoomAction::StopMedia,
+            RoomAction::Emit(RoomEvent::Left),
+        ]
+    );
+    assert!(!script.room.in_call());
+}
+
+#[test]
+fn media_that_cannot_start_ends_the_call() {
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.room.server_message(welcome(&[LOW]));
+    script.actions();
+    script
+        .room
+        .media_failed(CallError::Media("no encoder".to_owned()));
+    let actions = script.actions();
+    assert_eq!(sent(&actions), vec![ClientMessage::Leave]);
+    assert!(events(&actions).contains(&RoomEvent::Left));
+    assert!(connects(&actions).is_empty());
+}
+
+#[test]
+fn a_second_call_is_refused_while_one_is_on() {
+    let mut script = Script::in_call(&[]);
+    script
+        .room
+        .create(DisplayName::parse("me").expect("name"), None);
+    assert_eq!(
+        events(&script.actions()),
+        vec![RoomEvent::Failed(CallError::AlreadyInCall)]
+    );
+}
+
+#[test]
+fn an_offer_made_ahead_shows_the_peer_when_it_arrives() {
+    let mut script = Script::in_call(&[]);
+    script.room.offer_ahead(id(LOW));
+    assert_eq!(
+        connects(&script.actions()),
+        vec![(id(LOW), Role::Offerer, false)]
+    );
+    script
+        .room
+        .server_message(ServerMessage::PeerJoined { peer: info(LOW) });
+    let actions = script.actions();
+    assert_eq!(actions, vec![RoomAction::PeerJoined(info(LOW))]);
+}
+
+#[test]
+fn the_servers_turn_credentials_are_used_unless_we_have_our_own() {
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    let ServerMessage::Welcome {
+        room,
+        peer_id,
+        peers,
+        resume_token,
+        ..
+    } = welcome(&[])
+    else {
+        unreachable!()
+    };
+    script.room.server_message(ServerMessage::Welcome {
+        room,
+        peer_id,
+        peers,
+        resume_token,
+        ice_servers: vec![turn_server()],
+    });
+    assert!(
+        script
+            .actions()
+            .contains(&RoomAction::UseIceServers(vec![turn_server()]))
+    );
+    assert!(script.room.has_turn);
+
+    let mut own = Script::in_call_with(&[], vec![turn_server()]);
+    own.room.link_closed("reset".to_owned(), own.at(0));
+    own.room.link_opened();
+    own.room.server_message(welcome(&[]));
+    assert!(
+        !own.actions()
+            .iter()
+            .any(|action| matches!(action, RoomAction::UseIceServers(_)))
+    );
+}
