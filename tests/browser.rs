@@ -9,9 +9,9 @@
 
 mod nat;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
 use std::time::Duration;
 
@@ -199,6 +199,65 @@ fn browser_from(mut node: Command, scenario: &str, address: &str, room: &str) ->
     serde_json::from_str(result).expect("the RESULT line is JSON")
 }
 
+/// A scenario of e2e.mjs that waits for the test between its steps: it prints
+/// `STEP <name> <json>` and reads one line from stdin before it goes on.
+struct SteppedBrowser {
+    node: Running,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl SteppedBrowser {
+    /// Starts `scenario` with `node` (Node.js, or a command that runs it).
+    fn start(mut node: Command, scenario: &str, address: &str, room: &str) -> Self {
+        let mut child = node
+            .arg(repo().join("tests/browser/e2e.mjs"))
+            .args([scenario, &format!("http://{address}"), room])
+            .arg(artefacts())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot run node (install Node.js 20 or later)");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Self {
+            node: Running(child),
+            stdin,
+            stdout,
+        }
+    }
+
+    /// The next line that starts with `prefix`, without it; fails the test when the
+    /// scenario ends first.
+    fn line(&mut self, prefix: &str) -> String {
+        for line in self.stdout.by_ref().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+        let status = self.node.0.wait().expect("the scenario's exit");
+        panic!("the browser scenario ended ({status}) before printing {prefix:?}");
+    }
+
+    /// Waits for step `name`; returns the page's hooks then.
+    fn reached(&mut self, name: &str) -> serde_json::Value {
+        let hooks = self.line(&format!("STEP {name} "));
+        serde_json::from_str(&hooks).expect("a step's hooks are JSON")
+    }
+
+    /// Lets the scenario go on.
+    fn proceed(&mut self) {
+        writeln!(self.stdin, "go").expect("the scenario's stdin");
+    }
+
+    /// The scenario's `RESULT` JSON.
+    fn result(mut self) -> serde_json::Value {
+        let result = self.line("RESULT ");
+        serde_json::from_str(&result).expect("the RESULT line is JSON")
+    }
+}
+
 fn peer<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     stats["peers"]
         .as_array()
@@ -363,5 +422,67 @@ fn a_browser_behind_a_nat_without_udp_calls_a_native_bot_through_the_relay() {
     println!(
         "browser behind NAT, TURN over TCP: first frame at the bot after {} ms, pair {pair}",
         browser["first_frame_ms"]
+    );
+}
+
+/// How long the media path is cut in the resilience test.
+const MEDIA_CUT: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_browser_keeps_its_call_through_a_server_restart_and_a_cut_media_path() {
+    let _browser = check_tools();
+    let root = web_root();
+    let root = root.to_str().expect("a UTF-8 path");
+    let mut lab = Lab::new();
+    // The server and the bot on the internet; the browser at home, behind a NAT.
+    let address = lab.start_signaling(env!("CARGO_BIN_EXE_meetspace"), &["--web-root", root], &[]);
+    let stats = artefacts().join("browser-resilience-bot.json");
+    let bot = lab.command_in_internet(env!("CARGO_BIN_EXE_meetspace"));
+    let (bot, room) = hosting_bot_from(bot, &address, &stats, &[]);
+    let node = lab.command_in_home(Home::A, "node");
+    let mut tab = SteppedBrowser::start(node, "resilience", &address, &room);
+
+    let joined = tab.reached("joined");
+    lab.restart_signaling();
+    tab.proceed();
+    let resumed = tab.reached("resumed");
+    assert_eq!(
+        resumed["selfId"], joined["selfId"],
+        "the tab came back as someone else"
+    );
+
+    lab.block_udp(Home::A);
+    std::thread::sleep(MEDIA_CUT);
+    lab.allow_udp(Home::A);
+    tab.proceed();
+    let result = tab.result();
+    assert_eq!(
+        result["back"]["participants"].as_array().map(Vec::len),
+        Some(1),
+        "{result}"
+    );
+
+    // The other direction: the bot saw the browser once (one peer id throughout), and
+    // decoded its video after the cut as well: a gap as long as the cut between two
+    // decoded frames means frames came after it.
+    std::thread::sleep(Duration::from_secs(2));
+    let figures = stop_bot(bot, &stats);
+    let peers = figures["peers"].as_array().expect("the bot's peers");
+    assert_eq!(
+        peers.len(),
+        1,
+        "the bot saw the browser more than once: {figures}"
+    );
+    let browser = peer(&figures, "Browser");
+    let gap = browser["longest_frame_gap_ms"].as_f64().unwrap_or_default();
+    assert!(
+        gap >= (MEDIA_CUT.as_millis() as f64) * 0.8,
+        "the bot's video from the browser did not come back after the cut (longest gap \
+         {gap} ms): {browser}"
+    );
+    println!(
+        "server restart: the tab resumed as {}; media cut {} s: longest gap at the bot {gap:.0} ms",
+        resumed["selfId"],
+        MEDIA_CUT.as_secs()
     );
 }

@@ -51,11 +51,14 @@ pub(super) async fn run(
     let (states_tx, mut states) = mpsc::unbounded_channel();
     let (signal_tx, mut signals) = mpsc::unbounded_channel();
     let mut driver = Driver {
-        room: Room::new(RoomSettings {
-            name: config.name.clone(),
-            passcode: config.passcode.clone(),
-            ice_servers: config.ice_servers.clone(),
-        }),
+        room: Room::new(
+            RoomSettings {
+                name: config.name.clone(),
+                passcode: config.passcode.clone(),
+                ice_servers: config.ice_servers.clone(),
+            },
+            Instant::now(),
+        ),
         rtc: RtcConfig {
             ice_servers: config.ice_servers.clone(),
             ice_transport_policy: config.ice_transport_policy,
@@ -239,8 +242,8 @@ impl Driver {
 
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Message(message) => self.room.server_message(message),
-            LinkEvent::OfferAhead { peer } => self.room.offer_ahead(peer),
+            LinkEvent::Message(message) => self.room.server_message(message, Instant::now()),
+            LinkEvent::OfferAhead { peer } => self.room.offer_ahead(peer, Instant::now()),
             LinkEvent::Closed { reason } => {
                 self.link = None;
                 self.room.link_closed(reason, Instant::now());
@@ -379,7 +382,8 @@ impl Driver {
             peers: HashMap::new(),
         });
         self.check_turn_servers();
-        self.room.media_started(audio_problem.is_some());
+        self.room
+            .media_started(audio_problem.is_some(), Instant::now());
     }
 
     fn apply_media(&self, state: MediaState) {

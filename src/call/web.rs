@@ -55,11 +55,14 @@ pub(super) async fn run(
 ) {
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let mut driver = Driver {
-        room: Room::new(RoomSettings {
-            name: config.name.clone(),
-            passcode: config.passcode.clone(),
-            ice_servers: config.ice_servers.clone(),
-        }),
+        room: Room::new(
+            RoomSettings {
+                name: config.name.clone(),
+                passcode: config.passcode.clone(),
+                ice_servers: config.ice_servers.clone(),
+            },
+            Instant::now(),
+        ),
         rtc: RtcConfig {
             ice_servers: config.ice_servers.clone(),
             ice_transport_policy: config.ice_transport_policy,
@@ -203,7 +206,7 @@ impl Driver {
 
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Message(message) => self.room.server_message(message),
+            LinkEvent::Message(message) => self.room.server_message(message, Instant::now()),
             LinkEvent::Closed { reason } => {
                 self.link = None;
                 self.room.link_closed(reason, Instant::now());
@@ -335,7 +338,7 @@ impl Driver {
             _own_level: own_level,
             peers: HashMap::new(),
         });
-        self.room.media_started(microphone_missing);
+        self.room.media_started(microphone_missing, Instant::now());
     }
 
     /// Applies our switches to our tracks.

@@ -7,10 +7,15 @@
 //           draws frames from both others; prints both tabs' hooks.
 //   denied: one tab joins without the fake permission UI, so the camera prompt is
 //           refused; waits until the page reports it and still draws the bot's video.
+//   resilience: one tab joins ROOM and draws the bot's video, then follows the test's
+//           steps: it prints `STEP <name> <json>` and waits for a line on stdin (the
+//           test restarting the signaling server, or cutting and restoring the media
+//           path), then checks the tab kept its place and the bot's video came back.
 // Prints one line `RESULT <json>` on success; exits 1 with the reason otherwise.
 
 import { chromium } from "playwright-core";
 import path from "node:path";
+import readline from "node:readline";
 
 const [scenario, baseUrl, room, artefacts] = process.argv.slice(2);
 const TIMEOUT_MS = 150_000;
@@ -73,6 +78,23 @@ async function waitForHooks(page, what, check) {
   throw new Error(`timed out waiting for ${what}; last hooks: ${JSON.stringify(last)}`);
 }
 
+// The lines the test writes on stdin, one at a time.
+const input = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function step(name, state) {
+  console.log(`STEP ${name} ${JSON.stringify(state)}`);
+  const { value, done } = await input.next();
+  if (done) throw new Error(`stdin closed after step ${name}`);
+  return value.trim();
+}
+
+const framesOf = (state, name) =>
+  state.participants.find((p) => p.name === name)?.framesDrawn ?? 0;
+
+// In the call as `selfId`, with the bot as the only other participant, drawing it.
+const inCallWithBot = (state, selfId, atLeast) =>
+  state.state === "in_call" && state.selfId === selfId &&
+  state.participants.length === 1 && drawn(state, "Bot", atLeast);
+
 const drawn = (state, name, atLeast) =>
   state.participants.some((p) => p.name === name && p.framesDrawn >= atLeast);
 
@@ -102,6 +124,23 @@ try {
       s.errors.some((e) => e.kind === "devices_unavailable") &&
       s.state === "in_call" && drawn(s, "Bot", 10));
     console.log(`RESULT ${JSON.stringify({ hooks: state })}`);
+  } else if (scenario === "resilience") {
+    const page = await openTab(context, "Browser");
+    const joined = await waitForHooks(page, "frames from the bot", (s) => drawn(s, "Bot", 30));
+    const selfId = joined.selfId;
+    await step("joined", joined);
+    // The test restarted the signaling server: we resume with the same id, and the bot's
+    // video goes on (it never stopped: media is peer to peer).
+    const before = framesOf(await hooks(page), "Bot");
+    const resumed = await waitForHooks(page, "the resumed call, the bot's video going on",
+      (s) => inCallWithBot(s, selfId, before + 30) &&
+        s.errors.every((e) => e.kind !== "connection_lost"));
+    await step("resumed", resumed);
+    // The test cut the media path for 5 s and restored it: the bot's video comes back.
+    const cut = framesOf(await hooks(page), "Bot");
+    const back = await waitForHooks(page, "the bot's video after the cut",
+      (s) => inCallWithBot(s, selfId, cut + 60));
+    console.log(`RESULT ${JSON.stringify({ joined, resumed, back })}`);
   } else {
     fail(`unknown scenario ${scenario}`);
   }

@@ -106,6 +106,15 @@ impl Home {
     }
 }
 
+/// How the lab's signaling server was started, to start it again.
+struct Signaling {
+    /// Its index in `Lab::children`.
+    at: usize,
+    program: String,
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
 /// The namespaces, the processes started in them and a scratch directory. Dropping it
 /// kills the processes and deletes the namespaces and the directory.
 pub struct Lab {
@@ -117,6 +126,8 @@ pub struct Lab {
     children: Vec<Child>,
     /// coturn's index in `children`, once started.
     turn: Option<usize>,
+    /// The signaling server, once started.
+    signaling: Option<Signaling>,
     /// Files of this lab: nftables rulesets, coturn's log and database.
     scratch: tempfile::TempDir,
 }
@@ -140,6 +151,7 @@ impl Lab {
             namespaces: Vec::new(),
             children: Vec::new(),
             turn: None,
+            signaling: None,
             scratch,
         };
         let mut names = vec![INTERNET.to_owned()];
@@ -230,24 +242,57 @@ impl Lab {
         extra: &[&str],
     ) -> String {
         let turn_port = self.start_turn(secret);
+        let udp = format!("turn:{INTERNET_IP}:{turn_port}?transport=udp");
+        let tcp = format!("turn:{INTERNET_IP}:{turn_port}?transport=tcp");
+        let mut flags = vec!["--turn-url", &udp, "--turn-url", &tcp];
+        flags.extend(extra);
+        self.start_signaling(program, &flags, &[("MEETSPACE_TURN_SECRET", secret)])
+    }
+
+    /// Starts `program` (the meetspace binary) as `serve` with `flags` and `env` on the
+    /// internet host at [`SIGNAL_PORT`]; waits until it listens and returns its
+    /// HOST:PORT. [`Lab::restart_signaling`] starts it again alike.
+    pub fn start_signaling(
+        &mut self,
+        program: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> String {
+        let owned = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
+        let signaling = Signaling {
+            at: 0,
+            program: program.to_owned(),
+            flags: owned(flags),
+            env: env
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        };
+        self.spawn_signaling(signaling);
+        format!("{INTERNET_IP}:{SIGNAL_PORT}")
+    }
+
+    /// Kills the signaling server (every room and connection on it is lost) and starts
+    /// it again at the same address; waits until it listens.
+    pub fn restart_signaling(&mut self) {
+        let signaling = self.signaling.take().expect("no signaling server started");
+        let child = &mut self.children[signaling.at];
+        child.kill().expect("cannot kill the signaling server");
+        child.wait().expect("waiting for the signaling server");
+        self.spawn_signaling(signaling);
+    }
+
+    fn spawn_signaling(&mut self, mut signaling: Signaling) {
         let address = format!("{INTERNET_IP}:{SIGNAL_PORT}");
-        let mut serve = self.command_in_internet(program);
+        let mut serve = self.command_in_internet(&signaling.program);
         serve
             .args(["serve", "--listen", &address])
-            .args([
-                "--turn-url",
-                &format!("turn:{INTERNET_IP}:{turn_port}?transport=udp"),
-            ])
-            .args([
-                "--turn-url",
-                &format!("turn:{INTERNET_IP}:{turn_port}?transport=tcp"),
-            ])
-            .args(extra)
-            .env("MEETSPACE_TURN_SECRET", secret)
+            .args(&signaling.flags)
+            .envs(signaling.env.iter().map(|(key, value)| (key, value)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null());
-        self.spawn_until(serve, "listening at ws://");
-        address
+        signaling.at = self.spawn_until(serve, "listening at ws://");
+        self.signaling = Some(signaling);
     }
 
     /// coturn's log so far, and anything else it printed, for assertion messages.
@@ -322,6 +367,15 @@ impl Lab {
 "#;
         let name = format!("block-udp-{}", home.letter());
         self.load_rules(&home.house(), &name, ruleset);
+    }
+
+    /// Lets UDP into and out of `home` again after [`Lab::block_udp`].
+    pub fn allow_udp(&self, home: Home) {
+        self.run_in(
+            &home.house(),
+            "nft",
+            &["delete", "table", "inet", "meetspace_block_udp"],
+        );
     }
 
     /// The lab's scratch directory (removed on drop).

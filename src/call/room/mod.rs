@@ -18,8 +18,11 @@
 //!   fresh connection.
 //! - **Glare**: when both sides offered at once, the peer with the smaller id keeps its
 //!   offer (ids compare as strings) and the other answers on a fresh connection.
-//! - **Failed connections**: a peer whose connection does not connect again within
-//!   [`PEER_RECONNECT_LIMIT`] is dropped (with "no route" when nothing ever connected).
+//! - **Failed connections**: a connection that has not connected within
+//!   [`CONNECT_LIMIT`] counts as failed, and so does one the peer closed; a peer whose
+//!   connection does not connect again within [`PEER_RECONNECT_LIMIT`] is dropped (with
+//!   "no route" when nothing ever connected). A dropped peer still in the room that
+//!   offers again is shown and answered again.
 //!   A connection that replaces one that never connected relays through TURN only.
 //! - **Signaling drops**: media goes on; the driver reconnects with backoff and asks for
 //!   our place back with the resume token; signals meanwhile are queued (the oldest go
@@ -49,6 +52,10 @@ use crate::signaling::reconnect::Backoff;
 pub const PEER_RECONNECT_LIMIT: Duration = Duration::from_secs(10);
 /// How long the signaling connection may stay lost before the call ends.
 pub const RESUME_LIMIT: Duration = Duration::from_secs(60);
+/// How long a new connection may take to connect before it counts as failed (a
+/// negotiation that never completes, such as an offer the peer refused, fails no
+/// other way).
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 /// Signaling messages kept for sending while the connection is down (the oldest go).
 pub const MAX_QUEUED_SIGNALS: usize = 1024;
 
@@ -178,6 +185,8 @@ struct PeerSlot {
     epoch: u64,
     role: Role,
     state: PeerConnectionState,
+    /// When this connection was opened.
+    opened_at: Instant,
     /// Signaling says the peer's own connection to the server dropped.
     away: bool,
     /// When the connection failed, until it connects again.
@@ -188,6 +197,18 @@ struct PeerSlot {
     early_candidates: usize,
     /// Some connection to this peer has connected.
     ever_connected: bool,
+}
+
+impl PeerSlot {
+    /// When this connection counts as failed if it has not connected by then: only
+    /// for one still negotiating or connecting, and not failed already.
+    fn connect_deadline(&self) -> Option<Instant> {
+        let negotiating = matches!(
+            self.state,
+            PeerConnectionState::New | PeerConnectionState::Connecting
+        );
+        (negotiating && self.failed_at.is_none()).then_some(self.opened_at + CONNECT_LIMIT)
+    }
 }
 
 /// The media side of the call, as far as the room knows.
@@ -232,15 +253,19 @@ pub struct Room {
     peers: HashMap<PeerId, PeerSlot>,
     /// Peers we offered to ahead of their arrival (Firestore's 1:1 flow).
     awaited: HashSet<PeerId>,
-    names: HashMap<PeerId, DisplayName>,
+    /// Who is in the room as far as we know (whether or not we have a connection to
+    /// them), by name.
+    members: HashMap<PeerId, DisplayName>,
     queued: VecDeque<ClientMessage>,
     next_epoch: u64,
     actions: VecDeque<RoomAction>,
+    /// The time of the input being handled.
+    now: Instant,
 }
 
 impl Room {
-    /// A room protocol, idle.
-    pub fn new(settings: RoomSettings) -> Self {
+    /// A room protocol, idle, at `now`.
+    pub fn new(settings: RoomSettings, now: Instant) -> Self {
         Self {
             has_turn: has_turn(&settings.ice_servers),
             settings,
@@ -253,10 +278,11 @@ impl Room {
             arriving: Vec::new(),
             peers: HashMap::new(),
             awaited: HashSet::new(),
-            names: HashMap::new(),
+            members: HashMap::new(),
             queued: VecDeque::new(),
             next_epoch: 0,
             actions: VecDeque::new(),
+            now,
         }
     }
 
@@ -267,11 +293,10 @@ impl Room {
 
     /// When [`Room::tick`] has something to decide next, if anything.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let peers = self
-            .peers
-            .values()
-            .filter_map(|slot| slot.failed_at)
-            .map(|at| at + PEER_RECONNECT_LIMIT);
+        let peers = self.peers.values().filter_map(|slot| {
+            let reconnect = slot.failed_at.map(|at| at + PEER_RECONNECT_LIMIT);
+            reconnect.into_iter().chain(slot.connect_deadline()).min()
+        });
         let resume = self
             .reconnecting
             .as_ref()
@@ -446,6 +471,7 @@ impl Room {
 
     /// The signaling connection ended (why).
     pub fn link_closed(&mut self, reason: String, now: Instant) {
+        self.now = now;
         if self.link == LinkState::Down {
             return;
         }
@@ -467,7 +493,8 @@ impl Room {
     }
 
     /// Firestore's 1:1 flow: offer to `peer` now; it is shown when it arrives.
-    pub fn offer_ahead(&mut self, peer: PeerId) {
+    pub fn offer_ahead(&mut self, peer: PeerId, now: Instant) {
+        self.now = now;
         if self.media != Media::On {
             return;
         }
@@ -476,7 +503,8 @@ impl Room {
     }
 
     /// A message from the server.
-    pub fn server_message(&mut self, message: ServerMessage) {
+    pub fn server_message(&mut self, message: ServerMessage, now: Instant) {
+        self.now = now;
         match message {
             ServerMessage::Welcome {
                 room,
@@ -488,13 +516,16 @@ impl Room {
             ServerMessage::PeerJoined { peer } => {
                 if self.awaited.remove(&peer.peer_id) {
                     // We offered already (Firestore's 1:1 flow); now they are here.
-                    self.names.insert(peer.peer_id.clone(), peer.name.clone());
+                    self.members.insert(peer.peer_id.clone(), peer.name.clone());
                     self.act(RoomAction::PeerJoined(peer));
                 } else if self.media == Media::On {
                     self.add_peer(peer, Role::Answerer);
                 }
             }
-            ServerMessage::PeerLeft { peer_id } => self.remove_peer(&peer_id),
+            ServerMessage::PeerLeft { peer_id } => {
+                self.members.remove(&peer_id);
+                self.remove_peer(&peer_id);
+            }
             ServerMessage::PeerAway { peer_id } => {
                 // Away with no media path either (never connected, or failed): gone.
                 // Connected or disconnected ("reconnecting"): ICE decides.
@@ -607,7 +638,8 @@ impl Room {
 
     /// Our media runs (`microphone_missing`: it runs without a microphone, so we are
     /// muted): we show the room and offer to everyone already there.
-    pub fn media_started(&mut self, microphone_missing: bool) {
+    pub fn media_started(&mut self, microphone_missing: bool, now: Instant) {
+        self.now = now;
         if self.media != Media::Starting {
             return;
         }
@@ -621,7 +653,7 @@ impl Room {
         let (room, self_id) = (place.room.clone(), place.self_id.clone());
         let peers = std::mem::take(&mut self.arriving);
         for peer in &peers {
-            self.names.insert(peer.peer_id.clone(), peer.name.clone());
+            self.members.insert(peer.peer_id.clone(), peer.name.clone());
         }
         let offer_to: Vec<PeerId> = peers.iter().map(|peer| peer.peer_id.clone()).collect();
         self.act(RoomAction::Joined {
@@ -681,7 +713,7 @@ impl Room {
         state: PeerConnectionState,
         now: Instant,
     ) {
-        let signaling_up = self.link == LinkState::Open { welcomed: true };
+        self.now = now;
         let Some(slot) = self.peers.get_mut(peer).filter(|slot| slot.epoch == epoch) else {
             return; // a replaced connection's last words
         };
@@ -691,24 +723,46 @@ impl Room {
                 slot.failed_at = None;
                 slot.ever_connected = true;
             }
-            PeerConnectionState::Closed => self.remove_peer(peer),
-            PeerConnectionState::Failed => {
-                slot.failed_at.get_or_insert(now);
-                if slot.away {
-                    self.remove_peer(peer);
-                } else if signaling_up && slot.role == Role::Offerer {
-                    tracing::info!(%peer, "connection failed; offering a fresh one");
-                    self.connect(peer.clone(), Role::Offerer);
-                }
-                // Otherwise the peer offers again, or our resume will.
-            }
+            // A closed connection is no goodbye (that is `peer_left`): the peer may have
+            // retired it to start over, and its fresh offer may still be on its way.
+            PeerConnectionState::Failed | PeerConnectionState::Closed => self.failed(peer),
             _ => {}
         }
     }
 
-    /// Drops peers that did not reconnect in time, and ends the call when signaling
-    /// stayed lost for too long.
+    /// The connection to `peer` failed: replaced while the peer is in the room (its
+    /// offerer offers again), the peer dropped when signaling says it is away too.
+    fn failed(&mut self, peer: &PeerId) {
+        let signaling_up = self.link == LinkState::Open { welcomed: true };
+        let now = self.now;
+        let Some(slot) = self.peers.get_mut(peer) else {
+            return;
+        };
+        slot.failed_at.get_or_insert(now);
+        if slot.away {
+            self.remove_peer(peer);
+        } else if signaling_up && slot.role == Role::Offerer {
+            tracing::info!(%peer, "connection failed; offering a fresh one");
+            self.connect(peer.clone(), Role::Offerer);
+        }
+        // Otherwise the peer offers again, or our resume will.
+    }
+
+    /// Fails connections that did not connect in time, drops peers that did not
+    /// reconnect in time, and ends the call when signaling stayed lost for too long.
     pub fn tick(&mut self, now: Instant) {
+        self.now = now;
+        let mut stuck: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, slot)| slot.connect_deadline().is_some_and(|at| now >= at))
+            .map(|(peer_id, _)| peer_id.clone())
+            .collect();
+        stuck.sort();
+        for peer_id in stuck {
+            tracing::info!(peer = %peer_id, "the connection did not connect in time");
+            self.failed(&peer_id);
+        }
         let mut overdue: Vec<(PeerId, bool)> = self
             .peers
             .iter()
@@ -794,6 +848,16 @@ impl Room {
     fn accept_offer(&mut self, from: &PeerId) -> bool {
         let self_id = self.place.as_ref().map(|place| &place.self_id);
         let Some(slot) = self.peers.get(from) else {
+            // A peer we dropped (its connection failed, or we thought it hung up) that
+            // is still in the room starts over: it is shown again and answered.
+            if let Some(name) = self.members.get(from) {
+                let info = PeerInfo {
+                    peer_id: from.clone(),
+                    name: name.clone(),
+                };
+                tracing::info!(peer = %from, "a peer we had dropped starts over");
+                self.add_peer(info, Role::Answerer);
+            }
             return true;
         };
         let start_over = match slot.role {
@@ -815,7 +879,7 @@ impl Room {
 
     /// A peer to show and connect to: the newcomer offers, the others answer.
     fn add_peer(&mut self, info: PeerInfo, role: Role) {
-        self.names.insert(info.peer_id.clone(), info.name.clone());
+        self.members.insert(info.peer_id.clone(), info.name.clone());
         let peer = info.peer_id.clone();
         self.act(RoomAction::PeerJoined(info));
         self.connect(peer, role);
@@ -854,6 +918,7 @@ impl Room {
                 epoch,
                 role,
                 state: PeerConnectionState::New,
+                opened_at: self.now,
                 away,
                 failed_at,
                 described: false,
@@ -878,7 +943,6 @@ impl Room {
     /// The peer is gone from the call: its connection closes and its panel goes.
     fn remove_peer(&mut self, peer: &PeerId) {
         self.awaited.remove(peer);
-        self.names.remove(peer);
         if self.peers.remove(peer).is_some() {
             self.act(RoomAction::Close(peer.clone()));
             self.emit(RoomEvent::PeerLeft(peer.clone()));
@@ -887,7 +951,7 @@ impl Room {
 
     /// The peer's name, or its id when we never learnt the name.
     fn name_of(&self, peer: &PeerId) -> String {
-        self.names
+        self.members
             .get(peer)
             .map_or_else(|| peer.to_string(), ToString::to_string)
     }
@@ -907,7 +971,7 @@ impl Room {
         self.arriving.clear();
         self.peers.clear();
         self.awaited.clear();
-        self.names.clear();
+        self.members.clear();
         self.queued.clear();
         self.emit(RoomEvent::Left);
     }

@@ -81,18 +81,27 @@ struct Script {
 
 impl Script {
     fn new(ice_servers: Vec<IceServer>) -> Self {
+        let start = Instant::now();
         Self {
-            room: Room::new(RoomSettings {
-                name: DisplayName::parse("me").expect("a valid name"),
-                passcode: None,
-                ice_servers,
-            }),
-            start: Instant::now(),
+            room: Room::new(
+                RoomSettings {
+                    name: DisplayName::parse("me").expect("a valid name"),
+                    passcode: None,
+                    ice_servers,
+                },
+                start,
+            ),
+            start,
         }
     }
 
     fn at(&self, seconds: u64) -> Instant {
         self.start + Duration::from_secs(seconds)
+    }
+
+    /// A message from the server, at the start.
+    fn hear(&mut self, message: ServerMessage) {
+        self.room.server_message(message, self.start);
     }
 
     fn actions(&mut self) -> Vec<RoomAction> {
@@ -111,8 +120,8 @@ impl Script {
             .room
             .join(room_id(), DisplayName::parse("me").expect("name"));
         script.room.link_opened();
-        script.room.server_message(welcome(peers));
-        script.room.media_started(false);
+        script.hear(welcome(peers));
+        script.room.media_started(false, script.start);
         script.actions();
         script
     }
@@ -194,7 +203,7 @@ fn the_newcomer_starts_its_media_then_offers_to_everyone_there() {
         [RoomAction::OpenLink(ClientMessage::JoinRoom { .. })]
     ));
     script.room.link_opened();
-    script.room.server_message(welcome(&[LOW, HIGH]));
+    script.hear(welcome(&[LOW, HIGH]));
     assert_eq!(
         script.actions(),
         vec![
@@ -202,7 +211,7 @@ fn the_newcomer_starts_its_media_then_offers_to_everyone_there() {
             RoomAction::StartMedia
         ]
     );
-    script.room.media_started(false);
+    script.room.media_started(false, script.start);
     let actions = script.actions();
     assert!(matches!(&actions[1], RoomAction::Joined { peers, .. } if peers.len() == 2));
     assert_eq!(
@@ -229,13 +238,11 @@ fn the_newcomer_starts_its_media_then_offers_to_everyone_there() {
 #[test]
 fn those_in_the_room_answer_a_newcomer() {
     let mut script = Script::in_call(&[]);
-    script
-        .room
-        .server_message(ServerMessage::PeerJoined { peer: info(LOW) });
+    script.hear(ServerMessage::PeerJoined { peer: info(LOW) });
     let actions = script.actions();
     assert_eq!(actions[0], RoomAction::PeerJoined(info(LOW)));
     assert_eq!(connects(&actions), vec![(id(LOW), Role::Answerer, false)]);
-    script.room.server_message(signal(LOW, &offer()));
+    script.hear(signal(LOW, &offer()));
     let actions = script.actions();
     assert_eq!(delivered(&actions), vec![(id(LOW), 0, offer())]);
     assert!(
@@ -296,7 +303,7 @@ fn a_signaling_drop_reconnects_with_backoff_resumes_with_the_token_and_flushes_i
         }
         other => panic!("expected a resume, got {other:?}"),
     }
-    script.room.server_message(welcome(&[LOW]));
+    script.hear(welcome(&[LOW]));
     let actions = script.actions();
     assert_eq!(events(&actions), vec![RoomEvent::Reconnected]);
     assert_eq!(sent(&actions), queued, "queued signals go out in order");
@@ -317,7 +324,7 @@ fn the_queue_keeps_the_newest_signals() {
         });
     }
     script.room.link_opened();
-    script.room.server_message(welcome(&[LOW]));
+    script.hear(welcome(&[LOW]));
     let flushed = sent(&script.actions());
     let numbers: Vec<u64> = flushed
         .iter()
@@ -333,6 +340,7 @@ fn the_queue_keeps_the_newest_signals() {
 #[test]
 fn signaling_lost_past_the_resume_limit_ends_the_call() {
     let mut script = Script::in_call(&[LOW]);
+    script.connected(LOW);
     script.room.link_closed("reset".to_owned(), script.at(0));
     script.actions();
     assert_eq!(
@@ -359,7 +367,7 @@ fn crossing_offers_one_side_backs_off() {
     // We offered to both; both offer to us at once.
     let mut script = Script::in_call(&[LOW, HIGH]);
     // LOW has the smaller id: it keeps its offer, so we answer it on a fresh connection.
-    script.room.server_message(signal(LOW, &offer()));
+    script.hear(signal(LOW, &offer()));
     let actions = script.actions();
     assert_eq!(
         actions[0],
@@ -372,7 +380,7 @@ fn crossing_offers_one_side_backs_off() {
     let fresh = script.epoch(LOW);
     assert_eq!(delivered(&actions), vec![(id(LOW), fresh, offer())]);
     // HIGH has the larger id: we keep ours and ignore its offer.
-    script.room.server_message(signal(HIGH, &offer()));
+    script.hear(signal(HIGH, &offer()));
     assert!(script.actions().is_empty());
     assert_eq!(script.room.peers[&id(HIGH)].role, Role::Offerer);
 }
@@ -380,10 +388,10 @@ fn crossing_offers_one_side_backs_off() {
 #[test]
 fn an_offer_on_a_negotiated_connection_starts_over() {
     let mut script = Script::in_call(&[LOW]);
-    script.room.server_message(signal(LOW, &answer()));
+    script.hear(signal(LOW, &answer()));
     script.connected(LOW);
     script.actions();
-    script.room.server_message(signal(LOW, &offer()));
+    script.hear(signal(LOW, &offer()));
     let actions = script.actions();
     assert_eq!(connects(&actions), vec![(id(LOW), Role::Answerer, false)]);
     assert_eq!(delivered(&actions).len(), 1);
@@ -443,10 +451,8 @@ fn a_failed_connection_that_comes_back_in_time_stays() {
 #[test]
 fn the_answerer_of_a_failed_connection_waits_for_the_fresh_offer() {
     let mut script = Script::in_call(&[]);
-    script
-        .room
-        .server_message(ServerMessage::PeerJoined { peer: info(LOW) });
-    script.room.server_message(signal(LOW, &offer()));
+    script.hear(ServerMessage::PeerJoined { peer: info(LOW) });
+    script.hear(signal(LOW, &offer()));
     script.connected(LOW);
     script.actions();
     let epoch = script.epoch(LOW);
@@ -454,7 +460,7 @@ fn the_answerer_of_a_failed_connection_waits_for_the_fresh_offer() {
         .room
         .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
     assert!(connects(&script.actions()).is_empty());
-    script.room.server_message(signal(LOW, &offer()));
+    script.hear(signal(LOW, &offer()));
     assert_eq!(
         connects(&script.actions()),
         vec![(id(LOW), Role::Answerer, false)]
@@ -500,17 +506,11 @@ fn without_turn_a_retry_uses_every_candidate() {
 fn a_peer_away_stays_while_its_media_flows_and_goes_without() {
     let mut script = Script::in_call(&[LOW, HIGH]);
     script.connected(LOW);
-    script
-        .room
-        .server_message(ServerMessage::PeerAway { peer_id: id(LOW) });
+    script.hear(ServerMessage::PeerAway { peer_id: id(LOW) });
     assert!(script.actions().is_empty(), "connected: kept");
-    script
-        .room
-        .server_message(ServerMessage::PeerBack { peer: info(LOW) });
+    script.hear(ServerMessage::PeerBack { peer: info(LOW) });
     assert!(!script.room.peers[&id(LOW)].away);
-    script
-        .room
-        .server_message(ServerMessage::PeerAway { peer_id: id(HIGH) });
+    script.hear(ServerMessage::PeerAway { peer_id: id(HIGH) });
     assert!(left(&script.actions(), HIGH), "never connected: gone");
 }
 
@@ -518,9 +518,7 @@ fn a_peer_away_stays_while_its_media_flows_and_goes_without() {
 fn a_connection_that_fails_while_its_peer_is_away_drops_the_peer() {
     let mut script = Script::in_call(&[LOW]);
     script.connected(LOW);
-    script
-        .room
-        .server_message(ServerMessage::PeerAway { peer_id: id(LOW) });
+    script.hear(ServerMessage::PeerAway { peer_id: id(LOW) });
     let epoch = script.epoch(LOW);
     script
         .room
@@ -538,7 +536,7 @@ fn after_resume_we_offer_afresh_where_nothing_works_and_keep_what_does() {
     // The restarted server knows only HIGH so far (LOW has not resumed yet), and a
     // newcomer.
     const NEW: &str = "nnnnnnnnnn";
-    script.room.server_message(welcome(&[HIGH, NEW]));
+    script.hear(welcome(&[HIGH, NEW]));
     let actions = script.actions();
     assert_eq!(
         connects(&actions),
@@ -560,23 +558,21 @@ fn an_unlisted_peer_without_a_working_connection_is_dropped_on_resume() {
     let mut script = Script::in_call(&[LOW]);
     script.room.link_closed("restart".to_owned(), script.at(0));
     script.room.link_opened();
-    script.room.server_message(welcome(&[]));
+    script.hear(welcome(&[]));
     assert!(left(&script.actions(), LOW));
 }
 
 #[test]
 fn early_candidates_are_bounded_until_the_description() {
     let mut script = Script::in_call(&[]);
-    script
-        .room
-        .server_message(ServerMessage::PeerJoined { peer: info(LOW) });
+    script.hear(ServerMessage::PeerJoined { peer: info(LOW) });
     script.actions();
     for n in 0..MAX_EARLY_CANDIDATES + 3 {
-        script.room.server_message(signal(LOW, &candidate(n)));
+        script.hear(signal(LOW, &candidate(n)));
     }
     assert_eq!(delivered(&script.actions()).len(), MAX_EARLY_CANDIDATES);
-    script.room.server_message(signal(LOW, &offer()));
-    script.room.server_message(signal(LOW, &candidate(999)));
+    script.hear(signal(LOW, &offer()));
+    script.hear(signal(LOW, &candidate(999)));
     assert_eq!(delivered(&script.actions()).len(), 2, "after it: no bound");
 }
 
@@ -586,8 +582,8 @@ fn invalid_signals_are_ignored() {
     let not_sdp = SignalPayload::Answer {
         sdp: "hello".to_owned(),
     };
-    script.room.server_message(signal(LOW, &not_sdp));
-    script.room.server_message(ServerMessage::Signal {
+    script.hear(signal(LOW, &not_sdp));
+    script.hear(ServerMessage::Signal {
         from: id(LOW),
         data: serde_json::json!({"kind": "dance"}),
     });
@@ -606,7 +602,7 @@ fn media_state_is_told_to_every_peer_and_theirs_reaches_the_app() {
     assert_eq!(actions[0], RoomAction::ApplyMedia(muted));
     assert_eq!(sent(&actions).len(), 2);
     let theirs = PeerControl::MediaState(muted).to_json();
-    script.room.server_message(ServerMessage::Signal {
+    script.hear(ServerMessage::Signal {
         from: id(LOW),
         data: theirs,
     });
@@ -623,8 +619,8 @@ fn no_microphone_means_muted() {
         .room
         .join(room_id(), DisplayName::parse("me").expect("name"));
     script.room.link_opened();
-    script.room.server_message(welcome(&[]));
-    script.room.media_started(true);
+    script.hear(welcome(&[]));
+    script.room.media_started(true, script.start);
     let muted = MediaState {
         audio: false,
         video: true,
@@ -641,7 +637,7 @@ fn refusals_before_welcome_end_the_call_and_later_ones_do_not() {
         .room
         .join(room_id(), DisplayName::parse("me").expect("name"));
     script.room.link_opened();
-    script.room.server_message(ServerMessage::Error {
+    script.hear(ServerMessage::Error {
         code: ErrorCode::RoomNotFound,
         message: "no such room".to_owned(),
     });
@@ -650,12 +646,12 @@ fn refusals_before_welcome_end_the_call_and_later_ones_do_not() {
     assert!(actions.contains(&RoomAction::CloseLink));
 
     let mut script = Script::in_call(&[LOW]);
-    script.room.server_message(ServerMessage::Error {
+    script.hear(ServerMessage::Error {
         code: ErrorCode::BadMessage,
         message: "what".to_owned(),
     });
     assert!(!events(&script.actions()).contains(&RoomEvent::Left));
-    script.room.server_message(ServerMessage::Error {
+    script.hear(ServerMessage::Error {
         code: ErrorCode::MessageTooLarge,
         message: "too big".to_owned(),
     });
@@ -709,7 +705,7 @@ fn media_that_cannot_start_ends_the_call() {
         .room
         .join(room_id(), DisplayName::parse("me").expect("name"));
     script.room.link_opened();
-    script.room.server_message(welcome(&[LOW]));
+    script.hear(welcome(&[LOW]));
     script.actions();
     script
         .room
@@ -735,14 +731,12 @@ fn a_second_call_is_refused_while_one_is_on() {
 #[test]
 fn an_offer_made_ahead_shows_the_peer_when_it_arrives() {
     let mut script = Script::in_call(&[]);
-    script.room.offer_ahead(id(LOW));
+    script.room.offer_ahead(id(LOW), script.start);
     assert_eq!(
         connects(&script.actions()),
         vec![(id(LOW), Role::Offerer, false)]
     );
-    script
-        .room
-        .server_message(ServerMessage::PeerJoined { peer: info(LOW) });
+    script.hear(ServerMessage::PeerJoined { peer: info(LOW) });
     let actions = script.actions();
     assert_eq!(actions, vec![RoomAction::PeerJoined(info(LOW))]);
 }
@@ -764,7 +758,7 @@ fn the_servers_turn_credentials_are_used_unless_we_have_our_own() {
     else {
         unreachable!()
     };
-    script.room.server_message(ServerMessage::Welcome {
+    script.hear(ServerMessage::Welcome {
         room,
         peer_id,
         peers,
@@ -781,10 +775,81 @@ fn the_servers_turn_credentials_are_used_unless_we_have_our_own() {
     let mut own = Script::in_call_with(&[], vec![turn_server()]);
     own.room.link_closed("reset".to_owned(), own.at(0));
     own.room.link_opened();
-    own.room.server_message(welcome(&[]));
+    own.hear(welcome(&[]));
     assert!(
         !own.actions()
             .iter()
             .any(|action| matches!(action, RoomAction::UseIceServers(_)))
     );
+}
+
+#[test]
+fn a_connection_that_never_connects_counts_as_failed() {
+    // An offer the peer refused (no common codec) leaves both connections new.
+    let mut script = Script::in_call(&[LOW]);
+    assert_eq!(
+        script.room.next_deadline(),
+        Some(script.start + CONNECT_LIMIT)
+    );
+    script.room.tick(script.at(29));
+    assert!(script.actions().is_empty());
+    script.room.tick(script.at(30));
+    assert_eq!(
+        connects(&script.actions()),
+        vec![(id(LOW), Role::Offerer, false)],
+        "the offerer tries a fresh connection"
+    );
+    script.room.tick(script.at(40));
+    let actions = script.actions();
+    assert!(left(&actions, LOW));
+    assert!(
+        events(&actions)
+            .iter()
+            .any(|event| matches!(event, RoomEvent::Failed(CallError::NoRoute { .. })))
+    );
+}
+
+#[test]
+fn a_closed_connection_is_no_goodbye() {
+    // The peer retired its connection to start over; its fresh offer comes after.
+    let mut script = Script::in_call(&[]);
+    script.hear(ServerMessage::PeerJoined { peer: info(LOW) });
+    script.hear(signal(LOW, &offer()));
+    script.connected(LOW);
+    script.actions();
+    let epoch = script.epoch(LOW);
+    script
+        .room
+        .peer_state(&id(LOW), epoch, PeerConnectionState::Closed, script.at(1));
+    assert!(!left(&script.actions(), LOW), "the panel stays");
+    script.hear(signal(LOW, &offer()));
+    assert_eq!(
+        connects(&script.actions()),
+        vec![(id(LOW), Role::Answerer, false)]
+    );
+    // Gone for good only when the server says so.
+    script.hear(ServerMessage::PeerLeft { peer_id: id(LOW) });
+    assert!(left(&script.actions(), LOW));
+}
+
+#[test]
+fn a_dropped_peer_still_in_the_room_that_offers_again_is_shown_and_answered() {
+    let mut script = Script::in_call(&[LOW]);
+    script.connected(LOW);
+    let epoch = script.epoch(LOW);
+    script
+        .room
+        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    script.room.tick(script.at(10));
+    assert!(left(&script.actions(), LOW));
+    script.hear(signal(LOW, &offer()));
+    let actions = script.actions();
+    assert!(actions.contains(&RoomAction::PeerJoined(info(LOW))));
+    assert_eq!(connects(&actions), vec![(id(LOW), Role::Answerer, false)]);
+    assert_eq!(delivered(&actions).len(), 1);
+    // A peer that left the room is not brought back by a late offer.
+    script.hear(ServerMessage::PeerLeft { peer_id: id(LOW) });
+    script.actions();
+    script.hear(signal(LOW, &offer()));
+    assert!(script.actions().is_empty());
 }
