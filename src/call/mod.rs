@@ -7,6 +7,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 mod driver;
+mod executor;
 #[cfg(not(target_arch = "wasm32"))]
 mod peer;
 pub mod room;

@@ -1,8 +1,9 @@
 //! The browser call driver: carries out what the room state machine ([`super::room`])
-//! decides, on the browser's event loop, as `driver.rs` does natively. The browser
-//! captures, encodes, decodes and plays; this driver opens the camera and microphone,
-//! one `RTCPeerConnection` per peer, hands each peer's streams to the page's video taps
-//! and voices, and reads their statistics.
+//! decides, on the browser's event loop, through the shared [`CallCore`], as
+//! `driver.rs` does natively. The browser captures, encodes, decodes and plays; the
+//! media side here ([`BrowserMedia`]) opens the camera and microphone, one
+//! `RTCPeerConnection` per peer, hands each peer's streams to the page's video taps and
+//! voices, and reads their statistics.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,7 +15,7 @@ use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
 use web_sys::MediaStream;
 
-use super::room::{Room, RoomAction, RoomSettings};
+use super::executor::{CallCore, CallMedia};
 use super::roster::Roster;
 use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
 use crate::browser::{describe, sleep};
@@ -25,11 +26,10 @@ use crate::media::web::{
 };
 use crate::media::{CallStats, FrameSender};
 use crate::rtc::{
-    BrowserStats, IceTransportPolicy, LocalMedia, PeerEvent, PeerSession, Role, RtcConfig,
-    SignalPayload,
+    BrowserStats, LocalMedia, PeerEvent, PeerSession, Role, RtcConfig, SignalPayload,
 };
-use crate::signaling::protocol::{ClientMessage, PeerId};
-use crate::signaling::{self, LinkEvent, SignalingError, SignalingLink};
+use crate::signaling::protocol::{ClientMessage, DisplayName, PeerId};
+use crate::signaling::{self, SignalingError, SignalingLink};
 
 /// How long listing the public rooms may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,73 +54,63 @@ pub(super) async fn run(
     events: Sender<CallEvent>,
 ) {
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
-    let mut driver = Driver {
-        room: Room::new(
-            RoomSettings {
-                name: config.name.clone(),
-                passcode: config.passcode.clone(),
-                ice_servers: config.ice_servers.clone(),
-            },
-            Instant::now(),
-        ),
-        rtc: RtcConfig {
-            ice_servers: config.ice_servers.clone(),
-            ice_transport_policy: config.ice_transport_policy,
-            ..RtcConfig::default()
-        },
+    let mut core = CallCore::<Attempt>::new(&config, events);
+    let mut media = BrowserMedia {
         config,
         preview,
-        roster: Roster::new(events),
         reports_tx,
-        link: None,
-        attempt: None,
         call: None,
-        stats_due: Instant::now(),
     };
+    let mut stats_due = Instant::now();
     loop {
-        let wake = driver.next_wake();
+        let wake = core
+            .room
+            .next_deadline()
+            .map_or(stats_due, |deadline| deadline.min(stats_due));
         tokio::select! {
             // Without a runtime there is no random start; the order does not matter.
             biased;
             command = commands.recv() => match command {
-                Some(command) => driver.on_command(command),
-                None => break,
-            },
-            Some(event) = next_link_event(&mut driver.link) => driver.on_link_event(event),
-            attempt = next_attempt(&mut driver.attempt) => {
-                driver.attempt = None;
-                match attempt {
-                    Ok(link) => {
-                        driver.link = Some(link);
-                        driver.room.link_opened();
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "signaling still unreachable");
-                        driver.room.reconnect_failed();
+                Some(command) => {
+                    if let Some(command) = core.command(command) {
+                        device_command(command, &core.roster);
                     }
                 }
+                None => break,
+            },
+            news = core.next_signaling() => core.on_signaling(news),
+            Some(report) = reports.recv() => media.on_peer_report(report, &mut core),
+            () = sleep(wake.saturating_duration_since(Instant::now())) => {
+                let now = Instant::now();
+                core.room.tick(now);
+                if now >= stats_due {
+                    stats_due = now + STATS_INTERVAL;
+                    media.read_stats(&core.roster).await;
+                }
             }
-            Some(report) = reports.recv() => driver.on_peer_report(report),
-            () = sleep(wake.saturating_duration_since(Instant::now())) => driver.on_time().await,
         }
-        driver.carry_out().await;
+        core.carry_out(&mut media).await;
     }
-    driver.room.leave();
-    driver.carry_out().await;
+    core.room.leave();
+    core.carry_out(&mut media).await;
 }
 
-async fn next_link_event(link: &mut Option<SignalingLink>) -> Option<LinkEvent> {
-    match link {
-        Some(link) => link.incoming.recv().await,
-        None => std::future::pending().await,
+/// The browser keeps the devices its permission prompt gave: it lists none, and
+/// switching is refused with a word on where to change them.
+fn device_command(command: CallCommand, roster: &Roster) {
+    if command == CallCommand::ListDevices {
+        roster.emit(CallEvent::Devices(AvailableDevices::default()));
+        return;
     }
-}
-
-async fn next_attempt(attempt: &mut Option<Attempt>) -> Result<SignalingLink, SignalingError> {
-    match attempt {
-        Some(attempt) => attempt.await,
-        None => std::future::pending().await,
-    }
+    tracing::warn!(
+        ?command,
+        "the browser build uses the devices the page was given"
+    );
+    roster.emit(CallEvent::Failed(CallError::Device(
+        "the browser uses the camera and microphone it gave this page; change them in the \
+         browser's site settings"
+            .to_owned(),
+    )));
 }
 
 /// The media of the call in progress: our camera and microphone (none when they could
@@ -146,271 +136,41 @@ struct RemotePeer {
     read_at: Option<Instant>,
 }
 
-struct Driver {
-    room: Room,
+/// The browser's media side of calls.
+struct BrowserMedia {
     config: ClientConfig,
-    rtc: RtcConfig,
     /// Where our own camera's frames go (the self-view).
     preview: FrameSender,
-    roster: Roster,
     /// Where the peer connections report.
     reports_tx: mpsc::UnboundedSender<PeerReport>,
-    link: Option<SignalingLink>,
-    attempt: Option<Attempt>,
     call: Option<ActiveCall>,
-    /// When the statistics are read next.
-    stats_due: Instant,
 }
 
-impl Driver {
-    fn emit(&self, event: CallEvent) {
-        self.roster.emit(event);
-    }
-
-    /// The room's next deadline or the next statistics reading, whichever is first.
-    fn next_wake(&self) -> Instant {
-        self.room
-            .next_deadline()
-            .map_or(self.stats_due, |deadline| deadline.min(self.stats_due))
-    }
-
-    async fn on_time(&mut self) {
-        let now = Instant::now();
-        self.room.tick(now);
-        if now >= self.stats_due {
-            self.stats_due = now + STATS_INTERVAL;
-            self.read_stats().await;
-        }
-    }
-
-    fn on_command(&mut self, command: CallCommand) {
-        match self.room.command(command) {
-            Some(CallCommand::ListDevices) => {
-                self.emit(CallEvent::Devices(AvailableDevices::default()));
-            }
-            Some(command) => {
-                // The page's devices are the ones the browser's permission prompt gave.
-                tracing::warn!(
-                    ?command,
-                    "the browser build uses the devices the page was given"
-                );
-                self.emit(CallEvent::Failed(CallError::Device(
-                    "the browser uses the camera and microphone it gave this page; change \
-                     them in the browser's site settings"
-                        .to_owned(),
-                )));
-            }
-            None => {}
-        }
-    }
-
-    fn on_link_event(&mut self, event: LinkEvent) {
-        match event {
-            LinkEvent::Message(message) => self.room.server_message(message, Instant::now()),
-            LinkEvent::Closed { reason } => {
-                self.link = None;
-                self.room.link_closed(reason, Instant::now());
-            }
-        }
-    }
-
-    fn on_peer_report(&mut self, report: PeerReport) {
+impl BrowserMedia {
+    fn on_peer_report(&mut self, report: PeerReport, core: &mut CallCore<Attempt>) {
         let PeerReport { peer, epoch, event } = report;
         match event {
             PeerEvent::Signal(payload) => {
                 // Serializing our own enum of strings cannot fail.
                 let data = serde_json::to_value(&payload).unwrap_or_default();
-                self.room
+                core.room
                     .send_signal(ClientMessage::Signal { to: peer, data });
             }
             PeerEvent::State(state) => {
-                self.emit(CallEvent::PeerState(peer.clone(), state));
-                self.room.peer_state(&peer, epoch, state, Instant::now());
+                core.roster.emit(CallEvent::PeerState(peer.clone(), state));
+                core.room.peer_state(&peer, epoch, state, Instant::now());
             }
             PeerEvent::RemoteStream(stream) => self.play(&peer, epoch, &stream),
-            PeerEvent::Error(message) => self.emit(CallEvent::Failed(CallError::Media(message))),
-            PeerEvent::Turn(problem) => self.emit(CallEvent::Failed(CallError::Turn(problem))),
+            PeerEvent::Error(message) => {
+                core.roster
+                    .emit(CallEvent::Failed(CallError::Media(message)));
+            }
+            PeerEvent::Turn(problem) => {
+                core.roster
+                    .emit(CallEvent::Failed(CallError::Turn(problem)));
+            }
             // The browser decodes and measures media itself (see `read_stats`).
             _ => {}
-        }
-    }
-
-    /// Does what the room asked for, until it asks for nothing more.
-    async fn carry_out(&mut self) {
-        while let Some(action) = self.room.poll_action() {
-            match action {
-                RoomAction::OpenLink(request) => {
-                    match signaling::connect(&self.config.signal, None).await {
-                        Ok(link) => {
-                            let _ = link.outgoing.send(request);
-                            self.link = Some(link);
-                            self.room.link_opened();
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "signaling connection failed");
-                            self.room.link_failed(error.to_string());
-                        }
-                    }
-                }
-                RoomAction::Reconnect { after } => {
-                    let url = self.config.signal.clone();
-                    self.attempt = Some(Box::pin(async move {
-                        sleep(after).await;
-                        signaling::connect(&url, None).await
-                    }));
-                }
-                RoomAction::Send(message) => {
-                    if let Some(link) = &self.link {
-                        let _ = link.outgoing.send(message);
-                    }
-                }
-                RoomAction::CloseLink => {
-                    self.link = None;
-                    self.attempt = None;
-                }
-                RoomAction::ListRoomsApart => self.list_rooms_apart(),
-                RoomAction::UseIceServers(servers) => self.rtc.ice_servers = servers,
-                RoomAction::StartMedia => self.start_media().await,
-                RoomAction::ApplyMedia(state) => self.apply_media(state),
-                RoomAction::StopMedia => self.stop_media().await,
-                RoomAction::Connect {
-                    peer,
-                    epoch,
-                    role,
-                    relay_only,
-                } => self.connect(peer, epoch, role, relay_only).await,
-                RoomAction::Deliver {
-                    peer,
-                    epoch,
-                    payload,
-                } => self.deliver(&peer, epoch, payload).await,
-                RoomAction::Retire { peer, epoch } => {
-                    if let Some(call) = &mut self.call
-                        && call
-                            .peers
-                            .get(&peer)
-                            .is_some_and(|remote| remote.epoch == epoch)
-                        && let Some(remote) = call.peers.remove(&peer)
-                    {
-                        remote.session.close().await;
-                    }
-                }
-                RoomAction::Close(peer) => self.close_peer(&peer).await,
-                RoomAction::Joined {
-                    room,
-                    self_id,
-                    peers,
-                } => self.roster.joined(room, self_id, peers),
-                RoomAction::PeerJoined(info) => self.roster.peer_joined(info),
-                RoomAction::Emit(event) => self.roster.room_event(event),
-            }
-        }
-    }
-
-    /// Opens the camera and microphone (a refusal leaves us watching and listening).
-    async fn start_media(&mut self) {
-        let stream = match open_camera_and_microphone().await {
-            Ok(stream) => Some(stream),
-            Err(error) => {
-                tracing::warn!(%error, "joining without camera and microphone");
-                self.emit(CallEvent::Failed(CallError::DevicesUnavailable(
-                    devices_message(&error),
-                )));
-                None
-            }
-        };
-        let self_view = stream.as_ref().and_then(|stream| {
-            VideoTap::start(stream, self.preview.clone())
-                .inspect_err(|error| tracing::warn!("no self-view: {}", describe(error)))
-                .ok()
-        });
-        let own_level = stream.as_ref().and_then(|stream| {
-            LevelMeter::own(stream)
-                .inspect_err(|error| tracing::warn!("no own level: {}", describe(error)))
-                .ok()
-        });
-        let microphone_missing = stream
-            .as_ref()
-            .is_none_or(|stream| stream.get_audio_tracks().length() == 0);
-        self.call = Some(ActiveCall {
-            local: LocalMedia::new(stream),
-            _self_view: self_view,
-            _own_level: own_level,
-            peers: HashMap::new(),
-        });
-        self.room.media_started(microphone_missing, Instant::now());
-    }
-
-    /// Applies our switches to our tracks.
-    fn apply_media(&self, state: MediaState) {
-        if let Some(stream) = self.call.as_ref().and_then(|call| call.local.stream()) {
-            set_tracks_enabled(stream, false, state.audio);
-            set_tracks_enabled(stream, true, state.video);
-        }
-    }
-
-    /// Opens connection `epoch` to `peer`; a failure drops the peer.
-    async fn connect(&mut self, peer: PeerId, epoch: u64, role: Role, relay_only: bool) {
-        let frames = self.roster.frames(&peer);
-        let Some(call) = &mut self.call else { return };
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        let relayed;
-        let rtc = if relay_only {
-            relayed = RtcConfig {
-                ice_transport_policy: IceTransportPolicy::Relay,
-                ..self.rtc.clone()
-            };
-            &relayed
-        } else {
-            &self.rtc
-        };
-        let session = match PeerSession::new(rtc, &call.local, role, events_tx).await {
-            Ok(session) => session,
-            Err(error) => {
-                self.room
-                    .connect_failed(&peer, epoch, CallError::Media(error.to_string()));
-                return;
-            }
-        };
-        let reports = self.reports_tx.clone();
-        let tagged = peer.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            while let Some(event) = events.recv().await {
-                let report = PeerReport {
-                    peer: tagged.clone(),
-                    epoch,
-                    event,
-                };
-                if reports.send(report).is_err() {
-                    return;
-                }
-            }
-        });
-        let remote = RemotePeer {
-            session,
-            epoch,
-            frames,
-            video: None,
-            voice: None,
-            stats: CallStats::default(),
-            read_at: None,
-        };
-        if let Some(stale) = call.peers.insert(peer, remote) {
-            stale.session.close().await;
-        }
-    }
-
-    async fn deliver(&self, peer: &PeerId, epoch: u64, payload: SignalPayload) {
-        let Some(remote) = self
-            .call
-            .as_ref()
-            .and_then(|call| call.peers.get(peer))
-            .filter(|remote| remote.epoch == epoch)
-        else {
-            return;
-        };
-        if let Err(error) = remote.session.handle_signal(payload).await {
-            tracing::warn!(%peer, %error, "a signal from a peer was refused");
         }
     }
 
@@ -441,7 +201,7 @@ impl Driver {
     }
 
     /// Reads every connection's statistics into its [`CallStats`] and reports them.
-    async fn read_stats(&mut self) {
+    async fn read_stats(&mut self, roster: &Roster) {
         let Some(call) = &mut self.call else { return };
         for (peer, remote) in &mut call.peers {
             match remote.session.stats().await {
@@ -450,28 +210,31 @@ impl Driver {
                     let interval = remote.read_at.map(|at| now.saturating_duration_since(at));
                     remote.read_at = Some(now);
                     update_stats(&mut remote.stats, &reading, interval);
-                    self.roster
-                        .emit(CallEvent::PeerStats(peer.clone(), remote.stats.clone()));
+                    roster.emit(CallEvent::PeerStats(peer.clone(), remote.stats.clone()));
                 }
                 Err(error) => tracing::debug!(%peer, %error, "no statistics"),
             }
         }
     }
+}
 
-    /// Closes the connection to a peer that is gone, with its last figures.
-    async fn close_peer(&mut self, peer: &PeerId) {
-        let Some(remote) = self.call.as_mut().and_then(|call| call.peers.remove(peer)) else {
-            return;
-        };
-        self.emit(CallEvent::PeerStats(peer.clone(), remote.stats.clone()));
-        remote.session.close().await;
+impl CallMedia for BrowserMedia {
+    type Attempt = Attempt;
+
+    async fn connect_signaling(&mut self) -> Result<SignalingLink, SignalingError> {
+        signaling::connect(&self.config.signal, None).await
     }
 
-    /// Asks for the public rooms over a short-lived connection of its own (in the
-    /// background; a failure only logs).
-    fn list_rooms_apart(&self) {
+    fn reconnect(&self, after: Duration) -> Attempt {
+        let url = self.config.signal.clone();
+        Box::pin(async move {
+            sleep(after).await;
+            signaling::connect(&url, None).await
+        })
+    }
+
+    fn list_rooms_apart(&self, events: Sender<CallEvent>) {
         let signal = self.config.signal.clone();
-        let events = self.roster.events();
         wasm_bindgen_futures::spawn_local(async move {
             let listed = tokio::select! {
                 biased;
@@ -487,16 +250,143 @@ impl Driver {
         });
     }
 
+    /// Opens the camera and microphone (a refusal leaves us watching and listening).
+    async fn start_media(
+        &mut self,
+        _name: &DisplayName,
+        roster: &Roster,
+        _rtc: &RtcConfig,
+    ) -> Result<bool, CallError> {
+        let stream = match open_camera_and_microphone().await {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                tracing::warn!(%error, "joining without camera and microphone");
+                roster.emit(CallEvent::Failed(CallError::DevicesUnavailable(
+                    devices_message(&error),
+                )));
+                None
+            }
+        };
+        let self_view = stream.as_ref().and_then(|stream| {
+            VideoTap::start(stream, self.preview.clone())
+                .inspect_err(|error| tracing::warn!("no self-view: {}", describe(error)))
+                .ok()
+        });
+        let own_level = stream.as_ref().and_then(|stream| {
+            LevelMeter::own(stream)
+                .inspect_err(|error| tracing::warn!("no own level: {}", describe(error)))
+                .ok()
+        });
+        let microphone_missing = stream
+            .as_ref()
+            .is_none_or(|stream| stream.get_audio_tracks().length() == 0);
+        self.call = Some(ActiveCall {
+            local: LocalMedia::new(stream),
+            _self_view: self_view,
+            _own_level: own_level,
+            peers: HashMap::new(),
+        });
+        Ok(microphone_missing)
+    }
+
+    /// Applies our switches to our tracks.
+    fn apply_media(&self, state: MediaState) {
+        if let Some(stream) = self.call.as_ref().and_then(|call| call.local.stream()) {
+            set_tracks_enabled(stream, false, state.audio);
+            set_tracks_enabled(stream, true, state.video);
+        }
+    }
+
     /// Closes every peer connection and releases the camera and microphone.
-    async fn stop_media(&mut self) {
+    async fn stop_media(&mut self, roster: &Roster) {
         let Some(call) = self.call.take() else { return };
         for (peer, remote) in call.peers {
-            self.emit(CallEvent::PeerStats(peer, remote.stats.clone()));
+            roster.emit(CallEvent::PeerStats(peer, remote.stats.clone()));
             remote.session.close().await;
         }
         if let Some(stream) = call.local.stream() {
             stop_tracks(stream);
         }
+    }
+
+    async fn connect(
+        &mut self,
+        peer: &PeerId,
+        epoch: u64,
+        role: Role,
+        rtc: &RtcConfig,
+        frames: FrameSender,
+        _roster: &Roster,
+    ) -> Result<(), CallError> {
+        let Some(call) = &mut self.call else {
+            return Ok(());
+        };
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let session = PeerSession::new(rtc, &call.local, role, events_tx)
+            .await
+            .map_err(|error| CallError::Media(error.to_string()))?;
+        let reports = self.reports_tx.clone();
+        let tagged = peer.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some(event) = events.recv().await {
+                let report = PeerReport {
+                    peer: tagged.clone(),
+                    epoch,
+                    event,
+                };
+                if reports.send(report).is_err() {
+                    return;
+                }
+            }
+        });
+        let remote = RemotePeer {
+            session,
+            epoch,
+            frames,
+            video: None,
+            voice: None,
+            stats: CallStats::default(),
+            read_at: None,
+        };
+        if let Some(stale) = call.peers.insert(peer.clone(), remote) {
+            stale.session.close().await;
+        }
+        Ok(())
+    }
+
+    async fn deliver(&mut self, peer: &PeerId, epoch: u64, payload: SignalPayload) {
+        let Some(remote) = self
+            .call
+            .as_ref()
+            .and_then(|call| call.peers.get(peer))
+            .filter(|remote| remote.epoch == epoch)
+        else {
+            return;
+        };
+        if let Err(error) = remote.session.handle_signal(payload).await {
+            tracing::warn!(%peer, %error, "a signal from a peer was refused");
+        }
+    }
+
+    async fn retire(&mut self, peer: &PeerId, epoch: u64) {
+        if let Some(call) = &mut self.call
+            && call
+                .peers
+                .get(peer)
+                .is_some_and(|remote| remote.epoch == epoch)
+            && let Some(remote) = call.peers.remove(peer)
+        {
+            remote.session.close().await;
+        }
+    }
+
+    /// Closes the connection to a peer that is gone, with its last figures.
+    async fn close_peer(&mut self, peer: &PeerId, roster: &Roster) {
+        let Some(remote) = self.call.as_mut().and_then(|call| call.peers.remove(peer)) else {
+            return;
+        };
+        roster.emit(CallEvent::PeerStats(peer.clone(), remote.stats.clone()));
+        remote.session.close().await;
     }
 }
 

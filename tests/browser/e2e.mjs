@@ -78,8 +78,10 @@ async function waitForHooks(page, what, check) {
   throw new Error(`timed out waiting for ${what}; last hooks: ${JSON.stringify(last)}`);
 }
 
-// The lines the test writes on stdin, one at a time.
-const input = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+// The lines the test writes on stdin, one at a time (closed at the end, so that node
+// exits).
+const lines = readline.createInterface({ input: process.stdin });
+const input = lines[Symbol.asyncIterator]();
 async function step(name, state) {
   console.log(`STEP ${name} ${JSON.stringify(state)}`);
   const { value, done } = await input.next();
@@ -147,5 +149,6 @@ try {
 } catch (error) {
   fail(error.message);
 } finally {
+  lines.close();
   await browser.close();
 }

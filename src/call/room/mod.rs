@@ -11,9 +11,9 @@
 //! The rules (docs/signaling.md, "Writing your own client", describes them for other
 //! clients):
 //! - **Who offers.** The newcomer offers to everyone listed in `welcome`; those in the
-//!   room answer. After a failed connection, the side that offered offers again on a
-//!   fresh connection; after `resume`, the resumer offers to every peer it has no working
-//!   connection with.
+//!   room answer. After a failed connection, each side that notices offers a fresh
+//!   connection (the peer may not have noticed: its side can look fine); after `resume`,
+//!   the resumer offers to every peer it has no working connection with.
 //! - **An offer on a negotiated connection means "start over"**: it is answered on a
 //!   fresh connection.
 //! - **Glare**: when both sides offered at once, the peer with the smaller id keeps its
@@ -730,8 +730,9 @@ impl Room {
         }
     }
 
-    /// The connection to `peer` failed: replaced while the peer is in the room (its
-    /// offerer offers again), the peer dropped when signaling says it is away too.
+    /// The connection to `peer` failed: replaced while the peer is in the room (we
+    /// offer a fresh one, whichever side we were: the peer may not have noticed), the
+    /// peer dropped when signaling says it is away too.
     fn failed(&mut self, peer: &PeerId) {
         let signaling_up = self.link == LinkState::Open { welcomed: true };
         let now = self.now;
@@ -741,11 +742,11 @@ impl Room {
         slot.failed_at.get_or_insert(now);
         if slot.away {
             self.remove_peer(peer);
-        } else if signaling_up && slot.role == Role::Offerer {
+        } else if signaling_up {
             tracing::info!(%peer, "connection failed; offering a fresh one");
             self.connect(peer.clone(), Role::Offerer);
         }
-        // Otherwise the peer offers again, or our resume will.
+        // Otherwise our resume will offer.
     }
 
     /// Fails connections that did not connect in time, drops peers that did not

@@ -1,0 +1,257 @@
+//! What both call drivers share: the room state machine, the app's view of it, the
+//! signaling connection, and carrying out the room's actions. A driver supplies its
+//! target's media ([`CallMedia`]: the native encoders and webrtc-rs connections, or the
+//! browser's camera and `RTCPeerConnection`s) and its own event loop.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
+use crossbeam_channel::Sender;
+
+use super::room::{Room, RoomAction, RoomSettings};
+use super::roster::Roster;
+use super::{CallCommand, CallError, CallEvent};
+use crate::config::ClientConfig;
+use crate::media::FrameSender;
+use crate::rtc::{IceTransportPolicy, Role, RtcConfig, SignalPayload};
+use crate::signaling::protocol::{DisplayName, PeerId};
+use crate::signaling::{LinkEvent, SignalingError, SignalingLink};
+
+/// A target's media side of a call, as [`CallCore::carry_out`] drives it.
+pub(super) trait CallMedia {
+    /// A reconnection attempt in flight (wait, then connect).
+    type Attempt: Future<Output = Result<SignalingLink, SignalingError>> + Unpin;
+
+    /// Opens a signaling connection.
+    fn connect_signaling(&mut self) -> impl Future<Output = Result<SignalingLink, SignalingError>>;
+
+    /// A reconnection attempt: after `after`, open a signaling connection.
+    fn reconnect(&self, after: Duration) -> Self::Attempt;
+
+    /// Asks for the public rooms over a connection of its own, in the background,
+    /// reporting to `events`.
+    fn list_rooms_apart(&self, events: Sender<CallEvent>);
+
+    /// Starts our media, shown as `name` where a placeholder stands for the camera;
+    /// true when it runs without a microphone.
+    fn start_media(
+        &mut self,
+        name: &DisplayName,
+        roster: &Roster,
+        rtc: &RtcConfig,
+    ) -> impl Future<Output = Result<bool, CallError>>;
+
+    /// Applies our switches to what we send.
+    fn apply_media(&self, state: super::MediaState);
+
+    /// Closes every connection (their last figures to `roster`) and stops our media.
+    fn stop_media(&mut self, roster: &Roster) -> impl Future<Output = ()>;
+
+    /// Opens connection `epoch` to `peer`, its decoded video into `frames`.
+    fn connect(
+        &mut self,
+        peer: &PeerId,
+        epoch: u64,
+        role: Role,
+        rtc: &RtcConfig,
+        frames: FrameSender,
+        roster: &Roster,
+    ) -> impl Future<Output = Result<(), CallError>>;
+
+    /// Hands a payload to connection `epoch` to `peer`.
+    fn deliver(
+        &mut self,
+        peer: &PeerId,
+        epoch: u64,
+        payload: SignalPayload,
+    ) -> impl Future<Output = ()>;
+
+    /// Closes connection `epoch` to `peer`, replaced by a fresh one.
+    fn retire(&mut self, peer: &PeerId, epoch: u64) -> impl Future<Output = ()>;
+
+    /// Closes the connection to a peer that is gone (its last figures to `roster`).
+    fn close_peer(&mut self, peer: &PeerId, roster: &Roster) -> impl Future<Output = ()>;
+}
+
+/// What happened to a call's signaling.
+pub(super) enum SignalingNews {
+    /// The connection said this.
+    Said(LinkEvent),
+    /// A reconnection attempt ended.
+    Attempted(Result<SignalingLink, SignalingError>),
+}
+
+/// The part of a call driver that is the same on every target.
+pub(super) struct CallCore<A> {
+    /// The room protocol.
+    pub room: Room,
+    /// The app's view of the room.
+    pub roster: Roster,
+    /// The peer connections' settings (the server's TURN credentials once welcomed).
+    pub rtc: RtcConfig,
+    link: Option<SignalingLink>,
+    attempt: Option<A>,
+}
+
+impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore<A> {
+    /// A call as `config` says, reporting to `events`.
+    pub fn new(config: &ClientConfig, events: Sender<CallEvent>) -> Self {
+        let settings = RoomSettings {
+            name: config.name.clone(),
+            passcode: config.passcode.clone(),
+            ice_servers: config.ice_servers.clone(),
+        };
+        Self {
+            room: Room::new(settings, Instant::now()),
+            roster: Roster::new(events),
+            rtc: RtcConfig {
+                ice_servers: config.ice_servers.clone(),
+                ice_transport_policy: config.ice_transport_policy,
+                ..RtcConfig::default()
+            },
+            link: None,
+            attempt: None,
+        }
+    }
+
+    /// Hands a command to the room; the device commands, which are the driver's,
+    /// come back.
+    pub fn command(&mut self, command: CallCommand) -> Option<CallCommand> {
+        self.room.command(command)
+    }
+
+    /// The next thing that happens to signaling: the connection says something, or a
+    /// reconnection attempt ends. Never, without either.
+    pub async fn next_signaling(&mut self) -> SignalingNews {
+        let Self { link, attempt, .. } = self;
+        let said = async {
+            match link {
+                Some(link) => match link.incoming.recv().await {
+                    Some(event) => event,
+                    // It said `Closed` before ending.
+                    None => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let attempted = async {
+            match attempt {
+                Some(attempt) => attempt.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            event = said => SignalingNews::Said(event),
+            outcome = attempted => SignalingNews::Attempted(outcome),
+        }
+    }
+
+    /// Hands what happened to signaling to the room.
+    pub fn on_signaling(&mut self, news: SignalingNews) {
+        match news {
+            SignalingNews::Said(LinkEvent::Message(message)) => {
+                self.room.server_message(message, Instant::now());
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            SignalingNews::Said(LinkEvent::OfferAhead { peer }) => {
+                self.room.offer_ahead(peer, Instant::now());
+            }
+            SignalingNews::Said(LinkEvent::Closed { reason }) => {
+                self.link = None;
+                self.room.link_closed(reason, Instant::now());
+            }
+            SignalingNews::Attempted(Ok(link)) => {
+                self.attempt = None;
+                self.link = Some(link);
+                self.room.link_opened();
+            }
+            SignalingNews::Attempted(Err(error)) => {
+                self.attempt = None;
+                tracing::debug!(%error, "signaling still unreachable");
+                self.room.reconnect_failed();
+            }
+        }
+    }
+
+    /// Does what the room asked for with `media`, until it asks for nothing more.
+    pub async fn carry_out<M: CallMedia<Attempt = A>>(&mut self, media: &mut M) {
+        while let Some(action) = self.room.poll_action() {
+            match action {
+                RoomAction::OpenLink(request) => match media.connect_signaling().await {
+                    Ok(link) => {
+                        let _ = link.outgoing.send(request);
+                        self.link = Some(link);
+                        self.room.link_opened();
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "signaling connection failed");
+                        self.room.link_failed(error.to_string());
+                    }
+                },
+                RoomAction::Reconnect { after } => self.attempt = Some(media.reconnect(after)),
+                RoomAction::Send(message) => {
+                    if let Some(link) = &self.link {
+                        let _ = link.outgoing.send(message);
+                    }
+                }
+                RoomAction::CloseLink => {
+                    self.link = None;
+                    self.attempt = None;
+                }
+                RoomAction::ListRoomsApart => media.list_rooms_apart(self.roster.events()),
+                RoomAction::UseIceServers(servers) => self.rtc.ice_servers = servers,
+                RoomAction::StartMedia => match media
+                    .start_media(self.room.name(), &self.roster, &self.rtc)
+                    .await
+                {
+                    Ok(microphone_missing) => {
+                        self.room.media_started(microphone_missing, Instant::now());
+                    }
+                    Err(error) => self.room.media_failed(error),
+                },
+                RoomAction::ApplyMedia(state) => media.apply_media(state),
+                RoomAction::StopMedia => media.stop_media(&self.roster).await,
+                RoomAction::Connect {
+                    peer,
+                    epoch,
+                    role,
+                    relay_only,
+                } => {
+                    let frames = self.roster.frames(&peer);
+                    let relayed;
+                    let rtc = if relay_only {
+                        relayed = RtcConfig {
+                            ice_transport_policy: IceTransportPolicy::Relay,
+                            ..self.rtc.clone()
+                        };
+                        &relayed
+                    } else {
+                        &self.rtc
+                    };
+                    let connected = media
+                        .connect(&peer, epoch, role, rtc, frames, &self.roster)
+                        .await;
+                    if let Err(error) = connected {
+                        self.room.connect_failed(&peer, epoch, error);
+                    }
+                }
+                RoomAction::Deliver {
+                    peer,
+                    epoch,
+                    payload,
+                } => media.deliver(&peer, epoch, payload).await,
+                RoomAction::Retire { peer, epoch } => media.retire(&peer, epoch).await,
+                RoomAction::Close(peer) => media.close_peer(&peer, &self.roster).await,
+                RoomAction::Joined {
+                    room,
+                    self_id,
+                    peers,
+                } => self.roster.joined(room, self_id, peers),
+                RoomAction::PeerJoined(info) => self.roster.peer_joined(info),
+                RoomAction::Emit(event) => self.roster.room_event(event),
+            }
+        }
+    }
+}
