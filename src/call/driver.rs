@@ -14,7 +14,7 @@ use crossbeam_channel::Sender;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::executor::{CallCore, CallMedia};
+use super::executor::{CallCore, CallMedia, MediaStart, Opening, report_rooms};
 use super::peer::{Echo, Outbound, PeerContext, PeerStateChange, RemotePeer};
 use super::roster::Roster;
 use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
@@ -25,8 +25,8 @@ use crate::media::{
     SendSettings, Speaker, audio_devices,
 };
 use crate::rtc::turn_check::check_turn_servers;
-use crate::rtc::{LocalMedia, Role, RtcConfig, SignalPayload};
-use crate::signaling::protocol::{ClientMessage, DisplayName, PeerId};
+use crate::rtc::{LocalMedia, RtcConfig, SignalPayload};
+use crate::signaling::protocol::{ClientMessage, PeerId};
 use crate::signaling::{self, SignalingError, SignalingLink};
 
 /// How often receive statistics go to the ECS.
@@ -50,9 +50,9 @@ pub(super) async fn run(
 ) {
     let (states_tx, mut states) = mpsc::unbounded_channel();
     let (signal_tx, mut signals) = mpsc::unbounded_channel();
-    let mut core = CallCore::<Attempt>::new(&config, events);
     let mut media = NativeMedia {
-        config,
+        config: config.clone(),
+        events: events.clone(),
         counters,
         mixer,
         preview,
@@ -60,6 +60,7 @@ pub(super) async fn run(
         signal_tx,
         call: None,
     };
+    let mut core = CallCore::<Attempt>::new(&config, events);
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     loop {
         let deadline = core.room.next_deadline();
@@ -149,6 +150,8 @@ impl MediaSink for FanOut {
 /// The native media side of calls.
 struct NativeMedia {
     config: ClientConfig,
+    /// Where the peer connections report to the app.
+    events: Sender<CallEvent>,
     counters: Arc<SendCounters>,
     /// The others' voices, for the speaker and the speaking indicator.
     mixer: Arc<Mixer>,
@@ -285,22 +288,14 @@ impl CallMedia for NativeMedia {
         let ca = self.config.signal_ca.clone();
         tokio::spawn(async move {
             let listing = signaling::list_public_rooms(&signal, ca.as_deref());
-            match tokio::time::timeout(LIST_TIMEOUT, listing).await {
-                Ok(Some(rooms)) => {
-                    let _ = events.send(CallEvent::RoomList(rooms));
-                }
-                _ => tracing::debug!("the public rooms could not be listed"),
-            }
+            let listed = tokio::time::timeout(LIST_TIMEOUT, listing).await;
+            report_rooms(&events, listed.ok().flatten());
         });
     }
 
     /// Starts our encoders (or echo mode) and the speaker.
-    async fn start_media(
-        &mut self,
-        name: &DisplayName,
-        roster: &Roster,
-        rtc: &RtcConfig,
-    ) -> Result<bool, CallError> {
+    async fn start_media(&mut self, start: MediaStart<'_>) -> Result<bool, CallError> {
+        let MediaStart { name, roster, rtc } = start;
         let local = LocalMedia::new().map_err(|error| CallError::Media(error.to_string()))?;
         let outbound = if self.config.echo {
             Outbound::Echo(Arc::new(Echo::new(local.clone())))
@@ -369,21 +364,20 @@ impl CallMedia for NativeMedia {
         self.mixer.clear();
     }
 
-    async fn connect(
-        &mut self,
-        peer: &PeerId,
-        epoch: u64,
-        role: Role,
-        rtc: &RtcConfig,
-        frames: FrameSender,
-        roster: &Roster,
-    ) -> Result<(), CallError> {
+    async fn connect(&mut self, opening: Opening<'_>) -> Result<(), CallError> {
+        let Opening {
+            peer,
+            epoch,
+            role,
+            rtc,
+            frames,
+        } = opening;
         let Some(call) = &mut self.call else {
             return Ok(());
         };
         let context = PeerContext {
             outgoing: self.signal_tx.clone(),
-            events: roster.events(),
+            events: self.events.clone(),
             states: self.states_tx.clone(),
             epoch,
             outbound: call.outbound.clone(),

@@ -15,7 +15,7 @@ use super::{CallCommand, CallError, CallEvent};
 use crate::config::ClientConfig;
 use crate::media::FrameSender;
 use crate::rtc::{IceTransportPolicy, Role, RtcConfig, SignalPayload};
-use crate::signaling::protocol::{DisplayName, PeerId};
+use crate::signaling::protocol::{DisplayName, PeerId, RoomSummary};
 use crate::signaling::{LinkEvent, SignalingError, SignalingLink};
 
 /// A target's media side of a call, as [`CallCore::carry_out`] drives it.
@@ -33,13 +33,10 @@ pub(super) trait CallMedia {
     /// reporting to `events`.
     fn list_rooms_apart(&self, events: Sender<CallEvent>);
 
-    /// Starts our media, shown as `name` where a placeholder stands for the camera;
-    /// true when it runs without a microphone.
+    /// Starts our media; true when it runs without a microphone.
     fn start_media(
         &mut self,
-        name: &DisplayName,
-        roster: &Roster,
-        rtc: &RtcConfig,
+        start: MediaStart<'_>,
     ) -> impl Future<Output = Result<bool, CallError>>;
 
     /// Applies our switches to what we send.
@@ -48,16 +45,8 @@ pub(super) trait CallMedia {
     /// Closes every connection (their last figures to `roster`) and stops our media.
     fn stop_media(&mut self, roster: &Roster) -> impl Future<Output = ()>;
 
-    /// Opens connection `epoch` to `peer`, its decoded video into `frames`.
-    fn connect(
-        &mut self,
-        peer: &PeerId,
-        epoch: u64,
-        role: Role,
-        rtc: &RtcConfig,
-        frames: FrameSender,
-        roster: &Roster,
-    ) -> impl Future<Output = Result<(), CallError>>;
+    /// Opens a peer connection.
+    fn connect(&mut self, opening: Opening<'_>) -> impl Future<Output = Result<(), CallError>>;
 
     /// Hands a payload to connection `epoch` to `peer`.
     fn deliver(
@@ -72,6 +61,34 @@ pub(super) trait CallMedia {
 
     /// Closes the connection to a peer that is gone (its last figures to `roster`).
     fn close_peer(&mut self, peer: &PeerId, roster: &Roster) -> impl Future<Output = ()>;
+}
+
+/// What starting our media needs to know.
+pub(super) struct MediaStart<'a> {
+    /// Our name, shown where a placeholder stands for the camera (the browser has
+    /// none: it sends what the camera gives).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub name: &'a DisplayName,
+    /// Where to report problems.
+    pub roster: &'a Roster,
+    /// The connections' settings, whose TURN servers the native driver checks (the
+    /// browser reports refusals of its own).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub rtc: &'a RtcConfig,
+}
+
+/// A peer connection to open.
+pub(super) struct Opening<'a> {
+    /// The peer.
+    pub peer: &'a PeerId,
+    /// Which of the successive connections to the peer it is.
+    pub epoch: u64,
+    /// Our side of its offer/answer.
+    pub role: Role,
+    /// Its settings.
+    pub rtc: &'a RtcConfig,
+    /// Where the peer's decoded video goes.
+    pub frames: FrameSender,
 }
 
 /// What happened to a call's signaling.
@@ -202,15 +219,19 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                 }
                 RoomAction::ListRoomsApart => media.list_rooms_apart(self.roster.events()),
                 RoomAction::UseIceServers(servers) => self.rtc.ice_servers = servers,
-                RoomAction::StartMedia => match media
-                    .start_media(self.room.name(), &self.roster, &self.rtc)
-                    .await
-                {
-                    Ok(microphone_missing) => {
-                        self.room.media_started(microphone_missing, Instant::now());
+                RoomAction::StartMedia => {
+                    let start = MediaStart {
+                        name: self.room.name(),
+                        roster: &self.roster,
+                        rtc: &self.rtc,
+                    };
+                    match media.start_media(start).await {
+                        Ok(microphone_missing) => {
+                            self.room.media_started(microphone_missing, Instant::now());
+                        }
+                        Err(error) => self.room.media_failed(error),
                     }
-                    Err(error) => self.room.media_failed(error),
-                },
+                }
                 RoomAction::ApplyMedia(state) => media.apply_media(state),
                 RoomAction::StopMedia => media.stop_media(&self.roster).await,
                 RoomAction::Connect {
@@ -230,9 +251,14 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                     } else {
                         &self.rtc
                     };
-                    let connected = media
-                        .connect(&peer, epoch, role, rtc, frames, &self.roster)
-                        .await;
+                    let opening = Opening {
+                        peer: &peer,
+                        epoch,
+                        role,
+                        rtc,
+                        frames,
+                    };
+                    let connected = media.connect(opening).await;
                     if let Err(error) = connected {
                         self.room.connect_failed(&peer, epoch, error);
                     }
@@ -253,5 +279,15 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                 RoomAction::Emit(event) => self.roster.room_event(event),
             }
         }
+    }
+}
+
+/// Tells the app the public rooms a listing found (`None`: it could not be listed).
+pub(super) fn report_rooms(events: &Sender<CallEvent>, listed: Option<Vec<RoomSummary>>) {
+    match listed {
+        Some(rooms) => {
+            let _ = events.send(CallEvent::RoomList(rooms));
+        }
+        None => tracing::debug!("the public rooms could not be listed"),
     }
 }

@@ -487,18 +487,39 @@ impl Plugin for CallPlugin {
         .init_resource::<AvailableDevices>()
         .add_message::<CallCommand>()
         .add_message::<CallNotice>()
+        .configure_sets(
+            PreUpdate,
+            (
+                CallSystems::Commands,
+                CallSystems::Events,
+                CallSystems::Upload,
+            )
+                .chain(),
+        )
         .add_systems(
             PreUpdate,
             (
-                forward_call_commands,
-                apply_call_events,
-                show_newest_frames,
-                measure_speaking,
-                report_lost_devices,
-            )
-                .chain(),
+                forward_call_commands.in_set(CallSystems::Commands),
+                (apply_call_events, measure_speaking, report_lost_devices)
+                    .chain()
+                    .in_set(CallSystems::Events),
+                show_newest_frames.in_set(CallSystems::Upload),
+            ),
         );
     }
+}
+
+/// The call's systems, in the order they run each frame (in `PreUpdate`, so the
+/// space and the overlay see this frame's call in `Update`).
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallSystems {
+    /// The app's [`CallCommand`]s go to the driver.
+    Commands,
+    /// The driver's [`CallEvent`]s become participants, states and notices; levels
+    /// are measured and lost devices reported.
+    Events,
+    /// The newest decoded frames are written into the participants' images.
+    Upload,
 }
 
 /// Sends commands that fit the current state to the driver and moves the state on.

@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
 use web_sys::MediaStream;
 
-use super::executor::{CallCore, CallMedia};
+use super::executor::{CallCore, CallMedia, MediaStart, Opening, report_rooms};
 use super::roster::Roster;
 use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
 use crate::browser::{describe, sleep};
@@ -25,10 +25,8 @@ use crate::media::web::{
     stop_tracks,
 };
 use crate::media::{CallStats, FrameSender};
-use crate::rtc::{
-    BrowserStats, LocalMedia, PeerEvent, PeerSession, Role, RtcConfig, SignalPayload,
-};
-use crate::signaling::protocol::{ClientMessage, DisplayName, PeerId};
+use crate::rtc::{BrowserStats, LocalMedia, PeerEvent, PeerSession, SignalPayload};
+use crate::signaling::protocol::{ClientMessage, PeerId};
 use crate::signaling::{self, SignalingError, SignalingLink};
 
 /// How long listing the public rooms may take.
@@ -147,6 +145,14 @@ struct BrowserMedia {
 }
 
 impl BrowserMedia {
+    /// Connection `epoch` to `peer`, if it is the current one.
+    fn remote(&mut self, peer: &PeerId, epoch: u64) -> Option<&mut RemotePeer> {
+        self.call
+            .as_mut()
+            .and_then(|call| call.peers.get_mut(peer))
+            .filter(|remote| remote.epoch == epoch)
+    }
+
     fn on_peer_report(&mut self, report: PeerReport, core: &mut CallCore<Attempt>) {
         let PeerReport { peer, epoch, event } = report;
         match event {
@@ -178,12 +184,7 @@ impl BrowserMedia {
     /// the panel's frame channel, its audio into a voice of its own. A stream is
     /// announced once per track, so each part starts once.
     fn play(&mut self, peer: &PeerId, epoch: u64, stream: &MediaStream) {
-        let Some(remote) = self
-            .call
-            .as_mut()
-            .and_then(|call| call.peers.get_mut(peer))
-            .filter(|remote| remote.epoch == epoch)
-        else {
+        let Some(remote) = self.remote(peer, epoch) else {
             return;
         };
         if stream.get_video_tracks().length() > 0 {
@@ -241,22 +242,13 @@ impl CallMedia for BrowserMedia {
                 listed = signaling::list_public_rooms(&signal, None) => listed,
                 () = sleep(LIST_TIMEOUT) => None,
             };
-            match listed {
-                Some(rooms) => {
-                    let _ = events.send(CallEvent::RoomList(rooms));
-                }
-                None => tracing::debug!("the public rooms could not be listed"),
-            }
+            report_rooms(&events, listed);
         });
     }
 
     /// Opens the camera and microphone (a refusal leaves us watching and listening).
-    async fn start_media(
-        &mut self,
-        _name: &DisplayName,
-        roster: &Roster,
-        _rtc: &RtcConfig,
-    ) -> Result<bool, CallError> {
+    async fn start_media(&mut self, start: MediaStart<'_>) -> Result<bool, CallError> {
+        let roster = start.roster;
         let stream = match open_camera_and_microphone().await {
             Ok(stream) => Some(stream),
             Err(error) => {
@@ -309,20 +301,13 @@ impl CallMedia for BrowserMedia {
         }
     }
 
-    async fn connect(
-        &mut self,
-        peer: &PeerId,
-        epoch: u64,
-        role: Role,
-        rtc: &RtcConfig,
-        frames: FrameSender,
-        _roster: &Roster,
-    ) -> Result<(), CallError> {
+    async fn connect(&mut self, opening: Opening<'_>) -> Result<(), CallError> {
+        let (peer, epoch) = (opening.peer, opening.epoch);
         let Some(call) = &mut self.call else {
             return Ok(());
         };
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let session = PeerSession::new(rtc, &call.local, role, events_tx)
+        let session = PeerSession::new(opening.rtc, &call.local, opening.role, events_tx)
             .await
             .map_err(|error| CallError::Media(error.to_string()))?;
         let reports = self.reports_tx.clone();
@@ -342,7 +327,7 @@ impl CallMedia for BrowserMedia {
         let remote = RemotePeer {
             session,
             epoch,
-            frames,
+            frames: opening.frames,
             video: None,
             voice: None,
             stats: CallStats::default(),
@@ -355,12 +340,7 @@ impl CallMedia for BrowserMedia {
     }
 
     async fn deliver(&mut self, peer: &PeerId, epoch: u64, payload: SignalPayload) {
-        let Some(remote) = self
-            .call
-            .as_ref()
-            .and_then(|call| call.peers.get(peer))
-            .filter(|remote| remote.epoch == epoch)
-        else {
+        let Some(remote) = self.remote(peer, epoch) else {
             return;
         };
         if let Err(error) = remote.session.handle_signal(payload).await {
