@@ -160,11 +160,15 @@ fn bot_app(
         stats_json: None,
         interrupted,
         joined_at: None,
+        stats_written_at: None,
         leaving: false,
         failure: None,
     })
     .add_systems(Startup, start_call)
-    .add_systems(Update, (follow_call, react_to_notices).chain());
+    .add_systems(
+        Update,
+        (follow_call, react_to_notices, write_stats_during_call).chain(),
+    );
     app
 }
 
@@ -193,6 +197,8 @@ struct Bot {
     stats_json: Option<PathBuf>,
     interrupted: Arc<AtomicBool>,
     joined_at: Option<Instant>,
+    /// When the `--stats-json` file was last written during the call.
+    stats_written_at: Option<Instant>,
     leaving: bool,
     failure: Option<CallError>,
 }
@@ -276,6 +282,26 @@ fn react_to_notices(
     }
 }
 
+/// How often the `--stats-json` file is written during the call.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes the `--stats-json` file every [`STATS_EVERY`] while in the call, so that a
+/// script can follow the figures (the last write comes when the call ends).
+fn write_stats_during_call(mut bot: ResMut<Bot>, report: Res<CallReport>, sent: Res<SendStats>) {
+    let due = bot
+        .stats_written_at
+        .is_none_or(|at| at.elapsed() >= STATS_EVERY);
+    if bot.joined_at.is_none() || bot.leaving || !due {
+        return;
+    }
+    bot.stats_written_at = Some(Instant::now());
+    if let Some(path) = &bot.stats_json
+        && let Err(error) = write_stats(path, &sent, &report.peers)
+    {
+        warn!("{error:#}");
+    }
+}
+
 /// One remote peer in the `--stats-json` file: who, and what we received from them.
 #[derive(Debug, Serialize)]
 struct PeerStats<'a> {
@@ -325,5 +351,9 @@ fn write_stats(
             .collect(),
     };
     let json = serde_json::to_string_pretty(&stats)?;
-    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
+    // Whole files only: a reader never sees one half written.
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, json).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -309,7 +309,8 @@ pub struct BotArgs {
     /// Leave after this many seconds (default: stay until interrupted).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Write per-peer figures to this JSON file on exit.
+    /// Write per-peer figures to this JSON file every second during the call and on
+    /// exit.
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
     /// Send back what the first peer sends (its encoded video and audio, unchanged)

@@ -128,9 +128,14 @@ impl Script {
 
     /// Connects `peer`'s current connection.
     fn connected(&mut self, peer: &str) {
+        self.report(peer, PeerConnectionState::Connected, 0);
+    }
+
+    /// `peer`'s current connection reports `state` at `seconds`.
+    fn report(&mut self, peer: &str, state: PeerConnectionState, seconds: u64) {
         let epoch = self.epoch(peer);
         self.room
-            .peer_state(&id(peer), epoch, PeerConnectionState::Connected, self.start);
+            .peer_state(&id(peer), epoch, state, self.at(seconds));
     }
 
     fn epoch(&self, peer: &str) -> u64 {
@@ -138,58 +143,38 @@ impl Script {
     }
 }
 
+/// The actions that match `pattern`, each as `value`.
+macro_rules! picked {
+    ($actions:expr, $pattern:pat => $value:expr) => {
+        $actions
+            .iter()
+            .filter_map(|action| match action {
+                $pattern => Some($value),
+                _ => None,
+            })
+            .collect()
+    };
+}
+
 fn connects(actions: &[RoomAction]) -> Vec<(PeerId, Role, bool)> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            RoomAction::Connect {
-                peer,
-                role,
-                relay_only,
-                ..
-            } => Some((peer.clone(), *role, *relay_only)),
-            _ => None,
-        })
-        .collect()
+    picked!(actions, RoomAction::Connect { peer, role, relay_only, .. } => (peer.clone(), *role, *relay_only))
 }
 
 fn sent(actions: &[RoomAction]) -> Vec<ClientMessage> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            RoomAction::Send(message) => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
+    picked!(actions, RoomAction::Send(message) => message.clone())
 }
 
 fn events(actions: &[RoomAction]) -> Vec<RoomEvent> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            RoomAction::Emit(event) => Some(event.clone()),
-            _ => None,
-        })
-        .collect()
+    picked!(actions, RoomAction::Emit(event) => event.clone())
+}
+
+fn delivered(actions: &[RoomAction]) -> Vec<(PeerId, u64, SignalPayload)> {
+    picked!(actions, RoomAction::Deliver { peer, epoch, payload } => (peer.clone(), *epoch, payload.clone()))
 }
 
 fn left(actions: &[RoomAction], peer: &str) -> bool {
     events(actions).contains(&RoomEvent::PeerLeft(id(peer)))
         && actions.contains(&RoomAction::Close(id(peer)))
-}
-
-fn delivered(actions: &[RoomAction]) -> Vec<(PeerId, u64, SignalPayload)> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            RoomAction::Deliver {
-                peer,
-                epoch,
-                payload,
-            } => Some((peer.clone(), *epoch, payload.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
@@ -402,9 +387,7 @@ fn a_failed_connection_is_offered_afresh_and_dropped_when_not_back_in_time() {
     let mut script = Script::in_call(&[LOW]);
     script.connected(LOW);
     let epoch = script.epoch(LOW);
-    script
-        .room
-        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    script.report(LOW, PeerConnectionState::Failed, 0);
     let actions = script.actions();
     assert_eq!(
         connects(&actions),
@@ -437,10 +420,7 @@ fn a_failed_connection_is_offered_afresh_and_dropped_when_not_back_in_time() {
 fn a_failed_connection_that_comes_back_in_time_stays() {
     let mut script = Script::in_call(&[LOW]);
     script.connected(LOW);
-    let epoch = script.epoch(LOW);
-    script
-        .room
-        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    script.report(LOW, PeerConnectionState::Failed, 0);
     script.actions();
     script.connected(LOW);
     script.room.tick(script.at(30));
@@ -456,10 +436,7 @@ fn the_answerer_of_a_failed_connection_offers_too_and_crossing_offers_resolve() 
     script.hear(signal(LOW, &offer()));
     script.connected(LOW);
     script.actions();
-    let epoch = script.epoch(LOW);
-    script
-        .room
-        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    script.report(LOW, PeerConnectionState::Failed, 0);
     assert_eq!(
         connects(&script.actions()),
         vec![(id(LOW), Role::Offerer, false)]
@@ -475,10 +452,7 @@ fn the_answerer_of_a_failed_connection_offers_too_and_crossing_offers_resolve() 
 #[test]
 fn a_peer_never_reached_is_retried_through_the_relay_then_reported_as_no_route() {
     let mut script = Script::in_call_with(&[LOW], vec![turn_server()]);
-    let epoch = script.epoch(LOW);
-    script
-        .room
-        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    script.report(LOW, PeerConnectionState::Failed, 0);
     assert_eq!(
         connects(&script.actions()),
         vec![(id(LOW), Role::Offerer, true)]
@@ -497,10 +471,7 @@ fn a_peer_never_reached_is_retried_through_the_relay_then_reported_as_no_route()
 #[test]
 fn without_turn_a_retry_uses_every_candidate() {
     let mut script = Script::in_call(&[LOW]);
-    let epoch = script.epoch(LOW);
-    script
-        .room
-        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    script.report(LOW, PeerConnectionState::Failed, 0);
     assert_eq!(
         connects(&script.actions()),
         vec![(id(LOW), Role::Offerer, false)]
@@ -524,10 +495,7 @@ fn a_connection_that_fails_while_its_peer_is_away_drops_the_peer() {
     let mut script = Script::in_call(&[LOW]);
     script.connected(LOW);
     script.hear(ServerMessage::PeerAway { peer_id: id(LOW) });
-    let epoch = script.epoch(LOW);
-    script
-        .room
-        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    script.report(LOW, PeerConnectionState::Failed, 0);
     assert!(left(&script.actions(), LOW));
 }
 
@@ -822,10 +790,7 @@ fn a_closed_connection_is_no_goodbye() {
     script.hear(signal(LOW, &offer()));
     script.connected(LOW);
     script.actions();
-    let epoch = script.epoch(LOW);
-    script
-        .room
-        .peer_state(&id(LOW), epoch, PeerConnectionState::Closed, script.at(1));
+    script.report(LOW, PeerConnectionState::Closed, 1);
     assert!(!left(&script.actions(), LOW), "the panel stays");
     script.hear(signal(LOW, &offer()));
     assert_eq!(
@@ -841,10 +806,7 @@ fn a_closed_connection_is_no_goodbye() {
 fn a_dropped_peer_still_in_the_room_that_offers_again_is_shown_and_answered() {
     let mut script = Script::in_call(&[LOW]);
     script.connected(LOW);
-    let epoch = script.epoch(LOW);
-    script
-        .room
-        .peer_state(&id(LOW), epoch, PeerConnectionState::Failed, script.at(0));
+    script.report(LOW, PeerConnectionState::Failed, 0);
     script.room.tick(script.at(10));
     assert!(left(&script.actions(), LOW));
     script.hear(signal(LOW, &offer()));
