@@ -476,8 +476,10 @@ fn a_browser_keeps_its_call_through_a_server_restart_and_a_cut_media_path() {
     let before = decoded();
     std::thread::sleep(Duration::from_secs(4));
     let after = decoded();
+    // A few frames a second at least (the browser's fake camera on this shared machine
+    // sends about 6).
     assert!(
-        after >= before + 30,
+        after >= before + 8,
         "the bot's video from the browser did not come back after the cut: {before} frames \
          decoded, 4 s later {after}"
     );

@@ -39,6 +39,17 @@ pub fn device_pickers(
     picks: &mut DevicePicks,
     commands: &mut MessageWriter<CallCommand>,
 ) {
+    // The browser gives a page the devices its permission prompt picked; a page cannot
+    // list or switch them.
+    if cfg!(target_arch = "wasm32") {
+        egui::CollapsingHeader::new("Devices").show(ui, |ui| {
+            ui.label(
+                "The browser uses the camera and microphone it gave this page: change \
+                 them in its site settings (the icon left of the address), then reload.",
+            );
+        });
+        return;
+    }
     let section = egui::CollapsingHeader::new("Devices").show(ui, |ui| {
         let video_options = options(
             ("Test pattern", VideoInput::Synthetic),
