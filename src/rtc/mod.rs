@@ -19,6 +19,7 @@ pub use native::{LocalMedia, PeerSession};
 pub use web::{BrowserStats, LocalMedia, PeerSession};
 #[cfg(not(target_arch = "wasm32"))]
 pub mod turn_check;
+pub mod vp8_depacketizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

@@ -1,0 +1,407 @@
+//! One peer connection: building it, the offer/answer negotiation and trickled
+//! candidates, keyframe requests, and closing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::rtc::ice::mdns::MulticastDnsMode;
+use ::rtc::interceptor::Slot;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceServer, RTCIceTransportPolicy, RTCSessionDescription, SettingEngineBuilder,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::codecs::{media_engine, register_interceptors, supported_codecs};
+use super::feedback::{FEEDBACK_TAP_SLOT, FeedbackTap};
+use super::handler::Handler;
+use super::monitor::monitor;
+use super::outbound::{LocalMedia, Sink};
+use super::receive::watch_keyframe_requests;
+use super::shared::{LocalSignal, Shared};
+use super::{lock, stack_error};
+use crate::rtc::ice::{IceServer, IceTransportPolicy};
+use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload};
+
+/// How long without traffic before ICE reports `Disconnected`.
+const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(2);
+/// How much longer after that before ICE reports `Failed` (so failed = 4 s of silence; the
+/// same total bounds connectivity checks of a new connection).
+const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often ICE sends consent/keepalive checks on an idle pair.
+const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// Remote candidates kept while waiting for the remote description.
+const MAX_EARLY_CANDIDATES: usize = 128;
+
+/// The ICE server as webrtc-rs takes it.
+fn ice_server(server: &IceServer) -> RTCIceServer {
+    RTCIceServer {
+        urls: server.urls.iter().map(ToString::to_string).collect(),
+        username: server.username.clone().unwrap_or_default(),
+        credential: server.credential.clone().unwrap_or_default(),
+    }
+}
+
+/// The offer/answer state, serialized by its lock.
+#[derive(Default)]
+struct RemoteSignal {
+    remote_description_set: bool,
+    early_candidates: Vec<RTCIceCandidateInit>,
+}
+
+/// One peer connection to one remote peer.
+///
+/// Created per remote participant with [`PeerSession::new`]; signaling from that peer goes to
+/// [`PeerSession::handle_signal`], and everything the session has to say comes out as
+/// [`PeerEvent`]s. Dropping the session closes the connection in the background; call
+/// [`PeerSession::close`] to wait for it.
+pub struct PeerSession {
+    pc: Arc<dyn PeerConnection>,
+    role: Role,
+    shared: Arc<Shared>,
+    local: LocalMedia,
+    remote_signal: tokio::sync::Mutex<RemoteSignal>,
+    /// Video then audio, like `Shared::sinks`.
+    senders: [Arc<dyn RtpSender>; 2],
+    tasks: Vec<JoinHandle<()>>,
+    closed: AtomicBool,
+}
+
+impl PeerSession {
+    /// Creates the connection, adds our audio and video, and, for the [`Role::Offerer`],
+    /// emits the offer right away (local candidates follow it as they are gathered).
+    ///
+    /// Must run inside a tokio runtime: the connection's driver and the session's tasks are
+    /// spawned on it.
+    pub async fn new(
+        config: &RtcConfig,
+        local: &LocalMedia,
+        role: Role,
+        events: UnboundedSender<PeerEvent>,
+    ) -> Result<Self, RtcError> {
+        let video_sink = local.video.add_sink();
+        let audio_sink = local.audio.add_sink();
+        let shared = Arc::new(Shared {
+            events,
+            last_state: Mutex::new(None),
+            local_signal: Mutex::new(LocalSignal::default()),
+            remote_video: Mutex::new(None),
+            local_video_ssrc: local.video.ssrc,
+            last_auto_keyframe_request: Mutex::new(None),
+            received_feedback: Arc::default(),
+            sinks: [Arc::clone(&video_sink), Arc::clone(&audio_sink)],
+            connected: AtomicBool::new(false),
+        });
+        let built = Self::build(config, local, role, &shared, &video_sink, &audio_sink).await;
+        match built {
+            Ok(session) => Ok(session),
+            Err(e) => {
+                local.video.remove_sink(video_sink.id);
+                local.audio.remove_sink(audio_sink.id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(
+        config: &RtcConfig,
+        local: &LocalMedia,
+        role: Role,
+        shared: &Arc<Shared>,
+        video_sink: &Arc<Sink>,
+        audio_sink: &Arc<Sink>,
+    ) -> Result<Self, RtcError> {
+        let mut media_engine = media_engine()?;
+        let registry = register_interceptors(&mut media_engine)?.with(
+            Slot::from(FEEDBACK_TAP_SLOT),
+            FeedbackTap::new(
+                local.video.ssrc,
+                shared.events.clone(),
+                Arc::clone(&shared.received_feedback),
+            ),
+        );
+        let mut setting_engine = SettingEngineBuilder::new()
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED_TIMEOUT),
+                Some(ICE_FAILED_TIMEOUT),
+                Some(ICE_KEEPALIVE_INTERVAL),
+            )
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled);
+        if config.ice_transport_policy == IceTransportPolicy::Relay {
+            // Only relayed candidates: nothing better to wait for (ICE otherwise holds a
+            // relayed pair back for 2 s in case a direct one succeeds).
+            setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(Duration::ZERO));
+        }
+        let setting_engine = setting_engine.build();
+        let configuration = RTCConfigurationBuilder::new()
+            .with_ice_servers(config.ice_servers.iter().map(ice_server).collect())
+            .with_ice_transport_policy(match config.ice_transport_policy {
+                IceTransportPolicy::All => RTCIceTransportPolicy::All,
+                IceTransportPolicy::Relay => RTCIceTransportPolicy::Relay,
+            })
+            .build();
+
+        // Boxed: the builder's future is ~20 KB.
+        let pc = Box::pin(
+            PeerConnectionBuilder::new()
+                .with_configuration(configuration)
+                .with_media_engine(media_engine)
+                .with_setting_engine(setting_engine)
+                .with_interceptor_registry(registry)
+                .with_handler(Arc::new(Handler {
+                    shared: Arc::clone(shared),
+                }))
+                .with_udp_addrs(config.gather_addresses())
+                .build(),
+        )
+        .await
+        .map_err(stack_error("creating the peer connection"))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let senders = match add_tracks(&pc, video_sink, audio_sink).await {
+            Ok(senders) => senders,
+            Err(e) => {
+                let _ = pc.close().await;
+                return Err(e);
+            }
+        };
+
+        let tasks = vec![
+            tokio::spawn(watch_keyframe_requests(
+                Arc::clone(shared),
+                Arc::clone(&video_sink.track),
+            )),
+            tokio::spawn(monitor(
+                Arc::clone(shared),
+                Arc::clone(&pc),
+                Arc::clone(&senders[0]),
+            )),
+        ];
+        let session = Self {
+            pc,
+            role,
+            shared: Arc::clone(shared),
+            local: local.clone(),
+            remote_signal: tokio::sync::Mutex::new(RemoteSignal::default()),
+            senders,
+            tasks,
+            closed: AtomicBool::new(false),
+        };
+        if role == Role::Offerer {
+            let offer = session
+                .pc
+                .create_offer(None)
+                .await
+                .map_err(stack_error("creating the offer"))?;
+            let sdp = offer.sdp.clone();
+            session.set_local(offer).await?;
+            session
+                .shared
+                .send_description(SignalPayload::Offer { sdp });
+        }
+        Ok(session)
+    }
+
+    /// Applies one signaling message from the remote peer: an offer (answered with a
+    /// [`PeerEvent::Signal`]), an answer, or a trickled candidate (queued until the remote
+    /// description is known).
+    ///
+    /// An error on an offer or answer means the call with this peer cannot proceed (it is
+    /// also reported as [`PeerEvent::Error`] when the codecs are the cause). An error on a
+    /// single candidate (one we cannot parse or use, such as an mDNS `.local` name) is not
+    /// fatal: log it and carry on.
+    pub async fn handle_signal(&self, payload: SignalPayload) -> Result<(), RtcError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(RtcError::Closed);
+        }
+        payload.validate()?;
+        let mut remote = self.remote_signal.lock().await;
+        match payload {
+            SignalPayload::Offer { sdp } => {
+                if self.role != Role::Answerer || remote.remote_description_set {
+                    return Err(RtcError::UnexpectedSignal {
+                        role: self.role,
+                        got: "offer",
+                    });
+                }
+                let offer = RTCSessionDescription::offer(sdp)
+                    .map_err(stack_error("parsing the remote offer"))?;
+                self.check_codecs(&offer)?;
+                self.pc
+                    .set_remote_description(offer)
+                    .await
+                    .map_err(stack_error("applying the remote offer"))?;
+                self.remote_description_applied(&mut remote).await;
+                let answer = self
+                    .pc
+                    .create_answer(None)
+                    .await
+                    .map_err(stack_error("creating the answer"))?;
+                let sdp = answer.sdp.clone();
+                self.set_local(answer).await?;
+                self.resolve_payload_types().await;
+                self.shared.send_description(SignalPayload::Answer { sdp });
+            }
+            SignalPayload::Answer { sdp } => {
+                if self.role != Role::Offerer || remote.remote_description_set {
+                    return Err(RtcError::UnexpectedSignal {
+                        role: self.role,
+                        got: "answer",
+                    });
+                }
+                let answer = RTCSessionDescription::answer(sdp)
+                    .map_err(stack_error("parsing the remote answer"))?;
+                self.check_codecs(&answer)?;
+                self.pc
+                    .set_remote_description(answer)
+                    .await
+                    .map_err(stack_error("applying the remote answer"))?;
+                self.remote_description_applied(&mut remote).await;
+                self.resolve_payload_types().await;
+            }
+            SignalPayload::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+            } => {
+                if candidate.is_empty() {
+                    return Ok(()); // end of candidates: nothing to do
+                }
+                let init = RTCIceCandidateInit {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index,
+                    ..Default::default()
+                };
+                if remote.remote_description_set {
+                    self.pc
+                        .add_ice_candidate(init)
+                        .await
+                        .map_err(stack_error("adding a remote ICE candidate"))?;
+                } else if remote.early_candidates.len() < MAX_EARLY_CANDIDATES {
+                    remote.early_candidates.push(init);
+                } else {
+                    return Err(RtcError::TooManyCandidates(MAX_EARLY_CANDIDATES));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the remote for a key frame of its video (RTCP PLI). Does nothing until the
+    /// remote's video track is known.
+    pub async fn request_keyframe(&self) {
+        self.shared.send_keyframe_request().await;
+    }
+
+    /// Closes the connection and reports [`PeerConnectionState::Closed`]. The remote gets a
+    /// DTLS close_notify; a `PeerSession` there reports `Closed` within about 0.1 s.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.detach();
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!("closing the peer connection: {e}");
+        }
+        self.shared.emit_state(PeerConnectionState::Closed);
+    }
+
+    /// Stops sending to this peer and stops the session's own tasks.
+    fn detach(&self) {
+        self.shared.set_connected(false);
+        self.local.video.remove_sink(self.shared.sinks[0].id);
+        self.local.audio.remove_sink(self.shared.sinks[1].id);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Applies our offer/answer. What we send is the description as created, without the
+    /// candidates gathered meanwhile: those are trickled.
+    async fn set_local(&self, description: RTCSessionDescription) -> Result<(), RtcError> {
+        lock(&self.shared.local_signal).first_mid = first_mid(&description);
+        self.pc
+            .set_local_description(description)
+            .await
+            .map_err(stack_error("applying the local description"))
+    }
+
+    async fn remote_description_applied(&self, remote: &mut RemoteSignal) {
+        remote.remote_description_set = true;
+        for candidate in std::mem::take(&mut remote.early_candidates) {
+            if let Err(e) = self.pc.add_ice_candidate(candidate).await {
+                tracing::warn!("ignoring an early remote ICE candidate: {e}");
+            }
+        }
+    }
+
+    /// Learns the payload types negotiated with this peer, which our packets must carry.
+    async fn resolve_payload_types(&self) {
+        for (sender, sink) in self.senders.iter().zip(&self.shared.sinks) {
+            match sender.get_parameters().await {
+                Ok(parameters) => {
+                    if let Some(codec) = parameters.rtp_parameters.codecs.first() {
+                        let _ = sink.payload_type.set(codec.payload_type);
+                    }
+                }
+                Err(e) => tracing::warn!("no negotiated payload type: {e}"),
+            }
+        }
+    }
+
+    /// Refuses a description whose audio or video sections list no codec we support, with a
+    /// [`PeerEvent::Error`] for the user as well as the returned error.
+    fn check_codecs(&self, description: &RTCSessionDescription) -> Result<(), RtcError> {
+        let result = supported_codecs(description);
+        if let Err(e) = &result {
+            self.shared.emit(PeerEvent::Error(e.to_string()));
+        }
+        result
+    }
+}
+
+impl Drop for PeerSession {
+    fn drop(&mut self) {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.detach();
+        let pc = Arc::clone(&self.pc);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
+/// Adds our video and audio tracks, returning their senders in that order.
+async fn add_tracks(
+    pc: &Arc<dyn PeerConnection>,
+    video_sink: &Sink,
+    audio_sink: &Sink,
+) -> Result<[Arc<dyn RtpSender>; 2], RtcError> {
+    let video = pc
+        .add_track(Arc::clone(&video_sink.track) as Arc<dyn TrackLocal>)
+        .await
+        .map_err(stack_error("adding the video track"))?;
+    let audio = pc
+        .add_track(Arc::clone(&audio_sink.track) as Arc<dyn TrackLocal>)
+        .await
+        .map_err(stack_error("adding the audio track"))?;
+    Ok([video, audio])
+}
+
+/// The mid of the first media section of a description.
+fn first_mid(description: &RTCSessionDescription) -> Option<String> {
+    let parsed = description.unmarshal().ok()?;
+    parsed
+        .media_descriptions
+        .iter()
+        .find_map(|m| m.attribute("mid").flatten().map(str::to_owned))
+}
