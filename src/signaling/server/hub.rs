@@ -1,0 +1,661 @@
+//! The hub: a signaling server's rooms and every decision about them (who gets in, who
+//! is refused, who is told what, whose place is kept and for how long). Pure: no I/O,
+//! no tasks, no clock (the time is an argument). It names connections by a handle `C`
+//! and leaves what it decided to send as [`Delivery`]s, which the connections carry out.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::signaling::protocol::{
+    DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, ResumeToken, RoomId, RoomSummary,
+    ServerMessage,
+};
+
+/// Most rooms one `room_list` names.
+const MAX_LISTED_ROOMS: usize = 100;
+
+/// What the hub decided a connection must get; `C` is the handle naming the connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery<C> {
+    /// Send `message` to the connection `to`.
+    Message {
+        /// The connection.
+        to: C,
+        /// What it gets.
+        message: ServerMessage,
+    },
+    /// Close the connection `to`, saying `reason`.
+    Close {
+        /// The connection.
+        to: C,
+        /// Why, for its close frame.
+        reason: &'static str,
+    },
+}
+
+/// What became of a room that a peer left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// Others are still in the room; they were told.
+    OthersRemain,
+    /// The peer was the last one: the room is gone.
+    RoomClosed,
+}
+
+/// What a `resume` asks for.
+pub struct ResumeRequest {
+    /// The room to go back to.
+    pub room: RoomId,
+    /// Who, under which name now.
+    pub peer: PeerInfo,
+    /// The secret that takes the place back.
+    pub resume_token: ResumeToken,
+    /// The room's lobby title, for recreating it when the server lost it.
+    pub public_title: Option<DisplayName>,
+    /// The room's passcode, for recreating it (and for entering it as a newcomer).
+    pub passcode: Option<Passcode>,
+}
+
+/// One place in a room.
+struct Member<C> {
+    info: PeerInfo,
+    /// The secret that takes this place back.
+    resume_token: ResumeToken,
+    /// The connection holding the place; `None` while its peer is away.
+    attachment: Option<C>,
+    /// When the peer went away.
+    away_since: Option<Instant>,
+}
+
+impl<C> Member<C> {
+    fn new(info: PeerInfo, resume_token: ResumeToken, connection: C) -> Self {
+        Self {
+            info,
+            resume_token,
+            attachment: Some(connection),
+            away_since: None,
+        }
+    }
+}
+
+/// Peers of one room, oldest first.
+struct Room<C> {
+    members: Vec<Member<C>>,
+    /// The lobby title of a public room; private rooms have none.
+    public_title: Option<DisplayName>,
+    /// What joiners must give, when the creator locked the room.
+    passcode: Option<Passcode>,
+}
+
+impl<C: Clone> Room<C> {
+    fn broadcast(&self, except: &PeerId, message: &ServerMessage, out: &mut Vec<Delivery<C>>) {
+        for member in self.members.iter().filter(|m| &m.info.peer_id != except) {
+            if let Some(connection) = &member.attachment {
+                out.push(Delivery::Message {
+                    to: connection.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
+    }
+
+    fn others(&self, except: &PeerId) -> Vec<PeerInfo> {
+        self.members
+            .iter()
+            .filter(|m| &m.info.peer_id != except)
+            .map(|m| m.info.clone())
+            .collect()
+    }
+
+    fn admits(&self, passcode: Option<&Passcode>) -> bool {
+        self.passcode
+            .as_ref()
+            .is_none_or(|locked| locked.admits(passcode))
+    }
+}
+
+/// The rooms of a server, with the places in them held by connections `C`.
+pub struct Hub<C> {
+    rooms: HashMap<RoomId, Room<C>>,
+    /// Peers one room holds.
+    room_capacity: usize,
+    /// Rooms the hub holds at once.
+    max_rooms: usize,
+    /// What was decided and not yet taken by [`Hub::take_deliveries`].
+    deliveries: Vec<Delivery<C>>,
+}
+
+impl<C: Clone + PartialEq> Hub<C> {
+    /// No rooms yet; rooms of at most `room_capacity` peers, at most `max_rooms` of them.
+    pub fn new(room_capacity: usize, max_rooms: usize) -> Self {
+        Self {
+            rooms: HashMap::new(),
+            room_capacity,
+            max_rooms,
+            deliveries: Vec::new(),
+        }
+    }
+
+    /// What the hub decided to send or close since the last call, in order.
+    pub fn take_deliveries(&mut self) -> Vec<Delivery<C>> {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// Rooms now.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Places in rooms now, away ones included.
+    pub fn place_count(&self) -> usize {
+        self.rooms.values().map(|room| room.members.len()).sum()
+    }
+
+    /// Places kept for peers whose connection dropped.
+    pub fn away_count(&self) -> usize {
+        self.rooms
+            .values()
+            .flat_map(|room| &room.members)
+            .filter(|m| m.attachment.is_none())
+            .count()
+    }
+
+    /// Makes a room with `connection` as its first peer; returns the room, the peer's id
+    /// and its resume token.
+    pub fn create(
+        &mut self,
+        name: DisplayName,
+        public_title: Option<DisplayName>,
+        passcode: Option<Passcode>,
+        connection: C,
+    ) -> Result<(RoomId, PeerId, ResumeToken), ErrorCode> {
+        if self.rooms.len() >= self.max_rooms {
+            return Err(ErrorCode::ServerFull);
+        }
+        let room_id = loop {
+            let candidate = RoomId::random();
+            if !self.rooms.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        let peer_id = PeerId::random();
+        let token = ResumeToken::random();
+        let info = PeerInfo {
+            peer_id: peer_id.clone(),
+            name,
+        };
+        let room = Room {
+            members: vec![Member::new(info, token.clone(), connection)],
+            public_title,
+            passcode,
+        };
+        self.rooms.insert(room_id.clone(), room);
+        Ok((room_id, peer_id, token))
+    }
+
+    /// Adds `connection` to a room as a new peer, telling the others; returns the
+    /// peer's id, the others in the room and the peer's resume token.
+    pub fn join(
+        &mut self,
+        room_id: &RoomId,
+        name: DisplayName,
+        passcode: Option<&Passcode>,
+        connection: C,
+    ) -> Result<(PeerId, Vec<PeerInfo>, ResumeToken), ErrorCode> {
+        let room = self.rooms.get_mut(room_id).ok_or(ErrorCode::RoomNotFound)?;
+        if !room.admits(passcode) {
+            return Err(ErrorCode::WrongPasscode);
+        }
+        if room.members.len() >= self.room_capacity {
+            return Err(ErrorCode::RoomFull);
+        }
+        let peer_id = loop {
+            let candidate = PeerId::random();
+            if room.members.iter().all(|m| m.info.peer_id != candidate) {
+                break candidate;
+            }
+        };
+        let info = PeerInfo {
+            peer_id: peer_id.clone(),
+            name,
+        };
+        let present = room.others(&peer_id);
+        room.broadcast(
+            &peer_id,
+            &ServerMessage::PeerJoined { peer: info.clone() },
+            &mut self.deliveries,
+        );
+        let token = ResumeToken::random();
+        room.members
+            .push(Member::new(info, token.clone(), connection));
+        Ok((peer_id, present, token))
+    }
+
+    /// Gives a peer its place back (see `resume` in docs/signaling.md); returns the
+    /// others in the room. The connection that held the place before, if any, is
+    /// closed.
+    pub fn resume(
+        &mut self,
+        request: ResumeRequest,
+        connection: C,
+    ) -> Result<Vec<PeerInfo>, ErrorCode> {
+        let peer_id = request.peer.peer_id.clone();
+        let Some(room) = self.rooms.get_mut(&request.room) else {
+            // The server lost the room (it restarted): make it again as it was.
+            if self.rooms.len() >= self.max_rooms {
+                return Err(ErrorCode::ServerFull);
+            }
+            let room = Room {
+                members: vec![Member::new(request.peer, request.resume_token, connection)],
+                public_title: request.public_title,
+                passcode: request.passcode,
+            };
+            self.rooms.insert(request.room, room);
+            return Ok(Vec::new());
+        };
+        match room.members.iter_mut().find(|m| m.info.peer_id == peer_id) {
+            Some(member) => {
+                if !member.resume_token.matches(&request.resume_token) {
+                    return Err(ErrorCode::ResumeRefused);
+                }
+                if let Some(previous) = member.attachment.replace(connection) {
+                    self.deliveries.push(Delivery::Close {
+                        to: previous,
+                        reason: "resumed on another connection",
+                    });
+                }
+                member.away_since = None;
+                member.info.name = request.peer.name.clone();
+            }
+            None => {
+                if !room.admits(request.passcode.as_ref()) {
+                    return Err(ErrorCode::WrongPasscode);
+                }
+                if room.members.len() >= self.room_capacity {
+                    return Err(ErrorCode::RoomFull);
+                }
+                room.members.push(Member::new(
+                    request.peer.clone(),
+                    request.resume_token,
+                    connection,
+                ));
+            }
+        }
+        room.broadcast(
+            &peer_id,
+            &ServerMessage::PeerBack { peer: request.peer },
+            &mut self.deliveries,
+        );
+        Ok(room.others(&peer_id))
+    }
+
+    /// Passes `data` from one peer of a room to another.
+    pub fn relay(
+        &mut self,
+        room_id: &RoomId,
+        from: &PeerId,
+        to: &PeerId,
+        data: serde_json::Value,
+    ) -> Result<(), ErrorCode> {
+        let target = self
+            .rooms
+            .get(room_id)
+            .and_then(|room| room.members.iter().find(|m| &m.info.peer_id == to))
+            .filter(|_| from != to)
+            .ok_or(ErrorCode::PeerNotFound)?;
+        // A peer that is away misses what is sent meanwhile; it renegotiates on return.
+        let Some(connection) = &target.attachment else {
+            return Ok(());
+        };
+        self.deliveries.push(Delivery::Message {
+            to: connection.clone(),
+            message: ServerMessage::Signal {
+                from: from.clone(),
+                data,
+            },
+        });
+        Ok(())
+    }
+
+    /// The public rooms, fullest first (then by title), at most [`MAX_LISTED_ROOMS`].
+    pub fn public_rooms(&self) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .filter_map(|(room, state)| {
+                Some(RoomSummary {
+                    room: room.clone(),
+                    title: state.public_title.clone()?,
+                    participants: state.members.len(),
+                    capacity: self.room_capacity,
+                })
+            })
+            .collect();
+        rooms.sort_by(|a, b| {
+            b.participants
+                .cmp(&a.participants)
+                .then(a.title.as_str().cmp(b.title.as_str()))
+        });
+        rooms.truncate(MAX_LISTED_ROOMS);
+        rooms
+    }
+
+    /// The connection `connection` holding `peer_id`'s place dropped at `now`: the
+    /// place is kept, the others are told the peer is away. False if that connection
+    /// no longer held the place (its peer resumed elsewhere).
+    pub fn drop_out(
+        &mut self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        connection: &C,
+        now: Instant,
+    ) -> bool {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return false;
+        };
+        let Some(member) = room.members.iter_mut().find(|m| &m.info.peer_id == peer_id) else {
+            return false;
+        };
+        if member
+            .attachment
+            .as_ref()
+            .is_none_or(|held| held != connection)
+        {
+            return false;
+        }
+        member.attachment = None;
+        member.away_since = Some(now);
+        room.broadcast(
+            peer_id,
+            &ServerMessage::PeerAway {
+                peer_id: peer_id.clone(),
+            },
+            &mut self.deliveries,
+        );
+        true
+    }
+
+    /// Ends a place kept for a peer that, at `now`, has not come back within `grace`;
+    /// `None` if it came back (or left).
+    pub fn expire(
+        &mut self,
+        room_id: &RoomId,
+        peer_id: &PeerId,
+        grace: Duration,
+        now: Instant,
+    ) -> Option<Departure> {
+        let overdue = self.rooms.get(room_id).is_some_and(|room| {
+            room.members.iter().any(|m| {
+                &m.info.peer_id == peer_id
+                    && m.away_since.is_some_and(|t| now.duration_since(t) >= grace)
+            })
+        });
+        if overdue {
+            self.leave(room_id, peer_id)
+        } else {
+            None
+        }
+    }
+
+    /// Takes `peer_id` out of a room, telling the others; the last one out closes the
+    /// room. `None` if there is no such room.
+    pub fn leave(&mut self, room_id: &RoomId, peer_id: &PeerId) -> Option<Departure> {
+        let room = self.rooms.get_mut(room_id)?;
+        room.members.retain(|m| &m.info.peer_id != peer_id);
+        if room.members.is_empty() {
+            self.rooms.remove(room_id);
+            Some(Departure::RoomClosed)
+        } else {
+            room.broadcast(
+                peer_id,
+                &ServerMessage::PeerLeft {
+                    peer_id: peer_id.clone(),
+                },
+                &mut self.deliveries,
+            );
+            Some(Departure::OthersRemain)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections are named by a number in these tests.
+    type TestHub = Hub<u32>;
+
+    fn name(raw: &str) -> DisplayName {
+        DisplayName::parse(raw).unwrap()
+    }
+
+    fn passcode(raw: &str) -> Passcode {
+        Passcode::parse(raw).unwrap()
+    }
+
+    /// The messages decided since the last call, by connection (closes left out).
+    fn messages(hub: &mut TestHub) -> Vec<(u32, ServerMessage)> {
+        hub.take_deliveries()
+            .into_iter()
+            .filter_map(|delivery| match delivery {
+                Delivery::Message { to, message } => Some((to, message)),
+                Delivery::Close { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn joining_tells_the_others_and_lists_them() {
+        let mut hub = TestHub::new(8, 10);
+        let (room, alice, _) = hub.create(name("Alice"), None, None, 1).unwrap();
+        assert!(hub.take_deliveries().is_empty());
+        let (bob, present, _) = hub.join(&room, name("Bob"), None, 2).unwrap();
+        assert_ne!(alice, bob);
+        assert_eq!(present.len(), 1);
+        assert_eq!(present[0].peer_id, alice);
+        let told = messages(&mut hub);
+        assert_eq!(told.len(), 1);
+        assert!(matches!(&told[0], (1, ServerMessage::PeerJoined { peer }) if peer.peer_id == bob));
+        assert_eq!(
+            hub.join(&RoomId::random(), name("Carol"), None, 3),
+            Err(ErrorCode::RoomNotFound)
+        );
+        assert_eq!((hub.room_count(), hub.place_count()), (1, 2));
+    }
+
+    #[test]
+    fn a_full_room_and_a_full_server_refuse() {
+        let mut hub = TestHub::new(2, 1);
+        let (room, _, _) = hub.create(name("A"), None, None, 1).unwrap();
+        hub.join(&room, name("B"), None, 2).unwrap();
+        assert_eq!(
+            hub.join(&room, name("C"), None, 3).map(|_| ()),
+            Err(ErrorCode::RoomFull)
+        );
+        assert_eq!(
+            hub.create(name("D"), None, None, 4).map(|_| ()),
+            Err(ErrorCode::ServerFull)
+        );
+        assert_eq!(hub.place_count(), 2);
+    }
+
+    #[test]
+    fn a_locked_room_takes_only_its_passcode() {
+        let mut hub = TestHub::new(8, 10);
+        let (room, _, _) = hub
+            .create(name("A"), None, Some(passcode("open sesame")), 1)
+            .unwrap();
+        assert_eq!(
+            hub.join(&room, name("B"), None, 2).map(|_| ()),
+            Err(ErrorCode::WrongPasscode)
+        );
+        assert_eq!(
+            hub.join(&room, name("B"), Some(&passcode("sesame")), 2)
+                .map(|_| ()),
+            Err(ErrorCode::WrongPasscode)
+        );
+        assert!(
+            hub.join(&room, name("B"), Some(&passcode("open sesame")), 2)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn leaving_tells_the_others_and_the_last_one_out_closes_the_room() {
+        let mut hub = TestHub::new(8, 10);
+        let (room, alice, _) = hub.create(name("Alice"), None, None, 1).unwrap();
+        let (bob, _, _) = hub.join(&room, name("Bob"), None, 2).unwrap();
+        hub.take_deliveries();
+        assert_eq!(hub.leave(&room, &bob), Some(Departure::OthersRemain));
+        let told = messages(&mut hub);
+        assert!(matches!(&told[..], [(1, ServerMessage::PeerLeft { peer_id })] if *peer_id == bob));
+        assert_eq!(hub.leave(&room, &alice), Some(Departure::RoomClosed));
+        assert!(hub.take_deliveries().is_empty());
+        assert_eq!(hub.room_count(), 0);
+        assert_eq!(hub.leave(&room, &alice), None);
+    }
+
+    #[test]
+    fn a_dropped_peer_is_away_until_it_resumes_or_its_grace_ends() {
+        let mut hub = TestHub::new(8, 10);
+        let start = Instant::now();
+        let grace = Duration::from_secs(30);
+        let (room, alice, _) = hub.create(name("Alice"), None, None, 1).unwrap();
+        let (bob, _, bob_token) = hub.join(&room, name("Bob"), None, 2).unwrap();
+        hub.take_deliveries();
+
+        // Only the connection holding the place can drop out of it.
+        assert!(!hub.drop_out(&room, &bob, &7, start));
+        assert!(hub.drop_out(&room, &bob, &2, start));
+        let told = messages(&mut hub);
+        assert!(matches!(&told[..], [(1, ServerMessage::PeerAway { peer_id })] if *peer_id == bob));
+        assert_eq!(hub.away_count(), 1);
+        // Nothing reaches an away peer, and nothing fails either.
+        assert_eq!(hub.relay(&room, &alice, &bob, serde_json::json!(1)), Ok(()));
+        assert!(hub.take_deliveries().is_empty());
+        // Within the grace the place is kept.
+        assert_eq!(hub.expire(&room, &bob, grace, start + grace / 2), None);
+        assert_eq!(hub.place_count(), 2);
+
+        // Back, under a new name, on connection 3.
+        let request = ResumeRequest {
+            room: room.clone(),
+            peer: PeerInfo {
+                peer_id: bob.clone(),
+                name: name("Robert"),
+            },
+            resume_token: bob_token,
+            public_title: None,
+            passcode: None,
+        };
+        let others = hub.resume(request, 3).unwrap();
+        assert_eq!(others.len(), 1);
+        assert_eq!(others[0].peer_id, alice);
+        let told = messages(&mut hub);
+        assert!(matches!(&told[..], [(1, ServerMessage::PeerBack { peer })]
+            if peer.peer_id == bob && peer.name.as_str() == "Robert"));
+        assert_eq!(hub.away_count(), 0);
+        // A peer that came back does not expire.
+        assert_eq!(hub.expire(&room, &bob, grace, start + grace * 2), None);
+
+        // Away again, and past the grace this time.
+        assert!(hub.drop_out(&room, &bob, &3, start + grace));
+        hub.take_deliveries();
+        assert_eq!(
+            hub.expire(&room, &bob, grace, start + grace * 2),
+            Some(Departure::OthersRemain)
+        );
+        let told = messages(&mut hub);
+        assert!(matches!(&told[..], [(1, ServerMessage::PeerLeft { peer_id })] if *peer_id == bob));
+        assert_eq!(hub.place_count(), 1);
+    }
+
+    #[test]
+    fn resuming_needs_the_right_token_and_closes_the_old_connection() {
+        let mut hub = TestHub::new(8, 10);
+        let (room, alice, alice_token) = hub.create(name("Alice"), None, None, 1).unwrap();
+        let request = |token: ResumeToken| ResumeRequest {
+            room: room.clone(),
+            peer: PeerInfo {
+                peer_id: alice.clone(),
+                name: name("Alice"),
+            },
+            resume_token: token,
+            public_title: None,
+            passcode: None,
+        };
+        assert_eq!(
+            hub.resume(request(ResumeToken::random()), 2),
+            Err(ErrorCode::ResumeRefused)
+        );
+        assert!(hub.take_deliveries().is_empty());
+        // The place is taken back even from a connection that still holds it.
+        assert_eq!(hub.resume(request(alice_token), 2), Ok(Vec::new()));
+        assert_eq!(
+            hub.take_deliveries(),
+            vec![Delivery::Close {
+                to: 1,
+                reason: "resumed on another connection"
+            }]
+        );
+        // The old connection dropping now changes nothing.
+        assert!(!hub.drop_out(&room, &alice, &1, Instant::now()));
+    }
+
+    #[test]
+    fn resuming_into_a_room_the_server_lost_makes_it_again() {
+        let mut hub = TestHub::new(8, 10);
+        let room = RoomId::random();
+        let peer_id = PeerId::random();
+        let token = ResumeToken::random();
+        let request = |peer: &PeerId, token: &ResumeToken| ResumeRequest {
+            room: room.clone(),
+            peer: PeerInfo {
+                peer_id: peer.clone(),
+                name: name("Alice"),
+            },
+            resume_token: token.clone(),
+            public_title: Some(name("Standup")),
+            passcode: Some(passcode("secret")),
+        };
+        assert_eq!(hub.resume(request(&peer_id, &token), 1), Ok(Vec::new()));
+        assert_eq!(hub.room_count(), 1);
+        // Made as it was: public under its title, and locked.
+        assert_eq!(hub.public_rooms()[0].title.as_str(), "Standup");
+        assert_eq!(
+            hub.join(&room, name("Bob"), None, 2).map(|_| ()),
+            Err(ErrorCode::WrongPasscode)
+        );
+        // Another peer coming back after the restart takes a new place, told to Alice.
+        let carol = PeerId::random();
+        let others = hub.resume(request(&carol, &ResumeToken::random()), 3);
+        assert_eq!(others.map(|o| o.len()), Ok(1));
+        let told = messages(&mut hub);
+        assert!(
+            matches!(&told[..], [(1, ServerMessage::PeerBack { peer })] if peer.peer_id == carol)
+        );
+    }
+
+    #[test]
+    fn the_public_listing_names_public_rooms_fullest_first() {
+        let mut hub = TestHub::new(8, 200);
+        hub.create(name("A"), None, None, 0).unwrap();
+        let (quiet, _, _) = hub.create(name("B"), Some(name("Quiet")), None, 1).unwrap();
+        let (busy, _, _) = hub.create(name("C"), Some(name("Busy")), None, 2).unwrap();
+        hub.join(&busy, name("D"), None, 3).unwrap();
+        hub.create(name("E"), Some(name("Another")), None, 4)
+            .unwrap();
+        let listed = hub.public_rooms();
+        let titles: Vec<&str> = listed.iter().map(|r| r.title.as_str()).collect();
+        assert_eq!(titles, ["Busy", "Another", "Quiet"]);
+        assert_eq!(listed[0].room, busy);
+        assert_eq!(listed[0].participants, 2);
+        assert_eq!(listed[2].room, quiet);
+        assert!(listed.iter().all(|r| r.capacity == 8));
+        for n in 0..150 {
+            hub.create(name("F"), Some(name("Many")), None, 10 + n)
+                .unwrap();
+        }
+        assert_eq!(hub.public_rooms().len(), MAX_LISTED_ROOMS);
+    }
+}
