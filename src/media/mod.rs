@@ -28,6 +28,7 @@ pub mod receive;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod resample;
 pub mod send;
+pub mod sign;
 pub mod spatial;
 pub mod stats;
 pub mod synthetic;
@@ -56,6 +57,7 @@ pub use self::receive::{DecodedFrame, FrameReceiver, FrameSender, frame_channel}
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::send::LocalSender;
 pub use self::send::{MediaSink, SendCounters, SendSettings};
+pub use self::sign::{LabelError, SignPainter, SignStyle};
 pub use self::spatial::{RollOff, spatial_gain};
 pub use self::stats::{CallStats, ReceiveStats};
 pub use self::synthetic::{Stamp, SyntheticAudio, SyntheticVideo, luma_difference, read_stamp};

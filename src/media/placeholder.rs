@@ -5,7 +5,7 @@
 use super::camera_format::rgba_to_i420;
 use super::error::FrameError;
 use super::frame::VideoFrame;
-use crate::space::{SignPainter, SignStyle};
+use super::sign::{SignPainter, SignStyle};
 
 /// The placeholder's background for `name`: one of a few calm, dark colours (white text
 /// reads on each), the same for the same name everywhere.

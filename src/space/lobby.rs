@@ -6,12 +6,13 @@
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 
-use super::label::{SignPainter, SignStyle, sign_material};
 use super::layout::{Area, DoorPlacement, back_wall_doors, wall_door};
 use super::player::{Player, WALL_MARGIN, floor_of};
+use super::sign_material::sign_material;
 use super::{JoinByIdRequested, LOBBY, Location, ROOM};
 use crate::call::{CallCommand, CallState, PublicRooms};
 use crate::config::ClientConfig;
+use crate::media::{SignPainter, SignStyle};
 use crate::signaling::protocol::{DisplayName, MAX_NAME_CHARS, RoomId, RoomSummary};
 
 /// Height of the walls.

@@ -13,12 +13,12 @@
 
 mod audio;
 mod capture;
-mod label;
 mod layout;
 mod lobby;
 mod panels;
 mod player;
 mod self_view;
+mod sign_material;
 
 use std::time::Duration;
 
@@ -29,7 +29,6 @@ pub use capture::{
     CapturePlugin, PanelRect, PanelView, READY_TIMEOUT, RoomReady, ScreenshotInfo, ScreenshotPlan,
     WaitFor,
 };
-pub use label::{LabelError, SignPainter, SignStyle};
 pub use layout::{
     Area, DoorPlacement, PanelSlot, SPEAKING_LEVEL, approach_fraction, keep_clear, panel_slots,
     ring_glow,
@@ -39,6 +38,7 @@ pub use panels::{Panel, PanelScreen};
 pub use player::Player;
 
 use crate::call::{CallCommand, CallState};
+use crate::media::SignPainter;
 
 /// The lobby's floor.
 pub const LOBBY: Area = Area {

@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use bevy::prelude::*;
 
 use super::ROOM;
-use super::label::{SignPainter, SignStyle, sign_material};
 use super::layout::{PanelSlot, approach_fraction, panel_slots, ring_glow};
+use super::sign_material::sign_material;
 use crate::call::{ConnectionState, MediaState, Participant, SpeakingLevel, VideoFeed};
+use crate::media::{SignPainter, SignStyle};
 use crate::rtc::PeerConnectionState;
 
 /// Radius of the circle the panels stand on.

@@ -1,7 +1,7 @@
 //! Text on signs: lines of text rasterized on the CPU (with `ab_glyph` and bevy's
 //! built-in Fira Mono) into an RGBA image that a quad in the scene shows. The "3d"
 //! bevy feature set has no world-space text renderer, and a texture is all a sign
-//! needs.
+//! needs. The same pixels make the placeholder video ([`super::placeholder`]).
 
 use ab_glyph::{Font, FontRef, InvalidFont, PxScale, ScaleFont, point};
 use bevy::asset::RenderAssetUsages;
@@ -132,29 +132,6 @@ impl SignPainter {
             previous = Some(id);
         }
         width
-    }
-}
-
-/// An unlit material showing `lines` on a `size` sign; without a painter, just the
-/// sign's background colour.
-pub fn sign_material(
-    painter: Option<&SignPainter>,
-    images: &mut Assets<Image>,
-    lines: &[&str],
-    size: UVec2,
-    style: SignStyle,
-) -> StandardMaterial {
-    let texture = painter.map(|painter| images.add(painter.image(lines, size.x, size.y, style)));
-    let [r, g, b, a] = style.background;
-    StandardMaterial {
-        base_color: if texture.is_some() {
-            Color::WHITE
-        } else {
-            Color::srgba_u8(r, g, b, a)
-        },
-        base_color_texture: texture,
-        unlit: true,
-        ..default()
     }
 }
 
