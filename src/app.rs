@@ -1,17 +1,18 @@
-//! Building the app: headless (no window, no GPU; bots and tests) or windowed.
+//! Building the windowed app, natively or in the browser (the headless one is
+//! [`crate::headless`]).
 
 #[cfg(not(target_arch = "wasm32"))]
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 #[cfg(not(target_arch = "wasm32"))]
 use anyhow::Context;
-use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::bot;
 use crate::call::{CallCommand, CallPlugin};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::capture::{CapturePlugin, ScreenshotPlan, WaitFor};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::config::ClientArgs;
 use crate::config::ClientConfig;
@@ -25,8 +26,6 @@ use crate::signaling::protocol::RoomId;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::{ServerLimits, SignalingServer};
 use crate::space::SpacePlugin;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::space::{CapturePlugin, ScreenshotPlan, WaitFor};
 use crate::ui::UiPlugin;
 
 /// Default log filter: our own news, everyone's warnings, minus the WebRTC stack's
@@ -36,20 +35,6 @@ pub const LOG_FILTER: &str = "warn,meetspace=info,rtc_ice=error,rtc_dtls=error,r
 #[cfg(not(target_arch = "wasm32"))]
 /// Exit code when no GPU adapter can be found.
 pub const EXIT_NO_GPU: i32 = 2;
-
-/// How often a headless app runs its schedule.
-const HEADLESS_TICK: Duration = Duration::from_millis(10);
-
-/// An app with the call plugins and no window: `MinimalPlugins` ticking every 10 ms,
-/// plus the asset store that participants' video images live in.
-pub fn headless_app(config: ClientConfig) -> App {
-    let mut app = App::new();
-    app.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(HEADLESS_TICK)))
-        .add_plugins(AssetPlugin::default())
-        .init_asset::<Image>()
-        .add_plugins(CallPlugin::new(config));
-    app
-}
 
 #[cfg(not(target_arch = "wasm32"))]
 /// Runs the windowed client until its window closes (or, with `--screenshot` or

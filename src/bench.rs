@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bevy::prelude::*;
 
-use crate::app::headless_app;
 use crate::call::{CallCommand, CallReport, CallState, SendStats};
 use crate::config::{BenchArgs, ClientConfig};
+use crate::headless::headless_app;
 use crate::media::stats::nearest_rank;
 use crate::media::{CallStats, SendSettings};
 use crate::runtime::AsyncRuntime;

@@ -15,9 +15,9 @@ use anyhow::Context;
 use bevy::prelude::*;
 use serde::Serialize;
 
-use crate::app::headless_app;
 use crate::call::{CallCommand, CallError, CallNotice, CallReport, CallState, SendStats};
 use crate::config::{BotArgs, ClientConfig};
+use crate::headless::headless_app;
 use crate::media::camera::find_camera;
 use crate::media::{CallStats, VideoInput};
 use crate::runtime::AsyncRuntime;

@@ -23,7 +23,7 @@ use bevy::render::texture::GpuImage;
 use bevy::render::{ExtractSchedule, Render, RenderApp};
 
 use crate::call::{Participant, VideoCopyTiming};
-use crate::space::RoomReady;
+use crate::capture::RoomReady;
 
 /// `--frame-stats`: measures for `seconds` once [`RoomReady`] is reached, prints, exits.
 pub struct FrameStatsPlugin {
@@ -146,7 +146,7 @@ fn collect(
         eprintln!(
             "meetspace: frame stats not measured: video did not show on every panel within {} s \
              ({} of {} panels showing video)",
-            crate::space::READY_TIMEOUT.as_secs(),
+            crate::capture::READY_TIMEOUT.as_secs(),
             ready.showing,
             ready.participants
         );

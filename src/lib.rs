@@ -13,9 +13,11 @@ pub mod bot;
 #[cfg(target_arch = "wasm32")]
 pub mod browser;
 pub mod call;
+pub mod capture;
 pub mod config;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod frame_stats;
+pub mod headless;
 pub mod media;
 pub mod rtc;
 #[cfg(not(target_arch = "wasm32"))]

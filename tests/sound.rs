@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use common::*;
-use meetspace::app::headless_app;
 use meetspace::call::{
     AudioMix, CallCommand, MediaState, OwnMediaState, OwnSpeakingLevel, SpeakingLevel,
 };
+use meetspace::headless::headless_app;
 use meetspace::media::{
     AUDIO_SAMPLE_RATE, AudioInput, DeviceChoice, SendSettings, dominant_frequency, rms_level,
 };

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use common::*;
-use meetspace::app::headless_app;
 use meetspace::call::{CallCommand, CallState};
+use meetspace::headless::headless_app;
 use meetspace::media::SendSettings;
 use meetspace::signaling::protocol::DisplayName;
 use meetspace::space::{Door, DoorKind, Location, Player, SpacePlugin};

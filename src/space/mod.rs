@@ -12,9 +12,9 @@
 //! stay built, so entering or leaving is a move of the camera and nothing is rebuilt.
 
 mod audio;
-mod capture;
 mod layout;
 mod lobby;
+mod panel_view;
 mod panels;
 mod player;
 mod self_view;
@@ -25,16 +25,13 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 pub use audio::SpatialAudio;
-pub use capture::{
-    CapturePlugin, PanelRect, PanelView, READY_TIMEOUT, RoomReady, ScreenshotInfo, ScreenshotPlan,
-    WaitFor,
-};
 pub use layout::{
     Area, DoorPlacement, PanelSlot, SPEAKING_LEVEL, approach_fraction, keep_clear, panel_slots,
     ring_glow,
 };
 pub use lobby::{Door, DoorKind, room_title};
-pub use panels::{Panel, PanelScreen};
+pub use panel_view::{PanelRect, PanelView};
+pub use panels::{Panel, PanelParts, PanelScreen};
 pub use player::Player;
 
 use crate::call::{CallCommand, CallState};

@@ -45,7 +45,7 @@ pub struct PanelScreen;
 
 /// The parts of a panel that change.
 #[derive(Component, Debug)]
-pub(super) struct PanelParts {
+pub struct PanelParts {
     screen: Handle<StandardMaterial>,
     placeholder: Option<Handle<Image>>,
     ring: Handle<StandardMaterial>,
@@ -57,10 +57,7 @@ pub(super) struct PanelParts {
 
 impl PanelParts {
     /// The image the screen shows now, if any.
-    pub(super) fn screen_image(
-        &self,
-        materials: &Assets<StandardMaterial>,
-    ) -> Option<AssetId<Image>> {
+    pub fn screen_image(&self, materials: &Assets<StandardMaterial>) -> Option<AssetId<Image>> {
         materials
             .get(&self.screen)
             .and_then(|material| material.base_color_texture.as_ref())

@@ -461,7 +461,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::app::headless_app;
+    use crate::headless::headless_app;
     use crate::rtc::IceServer;
     use crate::rtc::turn_check::TURN_CHECK_TIMEOUT;
     use crate::runtime::AsyncRuntime;

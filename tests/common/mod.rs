@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use futures_util::{SinkExt, StreamExt};
-use meetspace::app::headless_app;
 use meetspace::call::{
     CallCommand, CallNotice, CallState, Participant, SelfView, SendStats, VideoFeed,
 };
 use meetspace::config::ClientConfig;
+use meetspace::headless::headless_app;
 use meetspace::media::SendSettings;
 use meetspace::runtime::AsyncRuntime;
 use meetspace::signaling::protocol::{DisplayName, RoomId, ServerMessage};

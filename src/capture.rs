@@ -10,18 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bevy::camera::CameraUpdateSystems;
-use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 use bevy::transform::TransformSystems;
 use bevy::window::PrimaryWindow;
 use serde::Serialize;
 
-use super::Location;
-use super::panels::{Panel, PanelParts, PanelScreen, SCREEN_SIZE};
-use super::player::Player;
-use super::self_view::{self, SelfViewScreen};
 use crate::call::{MediaState, Participant, VideoFeed};
+use crate::space::{Location, Panel, PanelParts, PanelRect, PanelView, Player};
 use crate::ui::Toasts;
 
 /// How long the room gets to show every participant's video before the screenshots
@@ -213,22 +209,6 @@ fn give_up_waiting(
     }
 }
 
-/// Where a panel's video screen is in a screenshot.
-#[derive(Debug, Clone, Serialize)]
-pub struct PanelRect {
-    /// The participant's display name.
-    pub name: String,
-    /// Their peer id.
-    pub peer_id: String,
-    /// Video frames shown on the panel so far.
-    pub frames_shown: u64,
-    /// The screen's corners in window pixels (top-left, top-right, bottom-right,
-    /// bottom-left as seen from the front); absent if a corner is behind the camera.
-    pub corners: Option<[[f32; 2]; 4]>,
-    /// The bounding box of the corners, `[x_min, y_min, x_max, y_max]` in window pixels.
-    pub rect: Option<[f32; 4]>,
-}
-
 /// What the JSON next to a screenshot holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScreenshotInfo {
@@ -246,97 +226,6 @@ pub struct ScreenshotInfo {
     pub self_view: Option<[f32; 4]>,
     /// The texts of the last toasts shown, faded or not, oldest first.
     pub toasts: Vec<String>,
-}
-
-/// Projects the corners of a `size` quad (a panel screen, the self-view) into window
-/// pixels.
-fn screen_corners(
-    camera: &Camera,
-    camera_transform: &GlobalTransform,
-    screen: &GlobalTransform,
-    size: Vec2,
-    scale_factor: f32,
-) -> Option<[[f32; 2]; 4]> {
-    let half = size / 2.0;
-    let local = [
-        Vec3::new(-half.x, half.y, 0.0),
-        Vec3::new(half.x, half.y, 0.0),
-        Vec3::new(half.x, -half.y, 0.0),
-        Vec3::new(-half.x, -half.y, 0.0),
-    ];
-    let mut corners = [[0.0; 2]; 4];
-    for (corner, point) in corners.iter_mut().zip(local) {
-        let world = screen.transform_point(point);
-        let viewport = camera.world_to_viewport(camera_transform, world).ok()?;
-        *corner = (viewport * scale_factor).to_array();
-    }
-    Some(corners)
-}
-
-fn bounding_box(corners: &[[f32; 2]; 4]) -> [f32; 4] {
-    corners.iter().fold(
-        [f32::MAX, f32::MAX, f32::MIN, f32::MIN],
-        |[x0, y0, x1, y1], [x, y]| [x0.min(*x), y0.min(*y), x1.max(*x), y1.max(*y)],
-    )
-}
-
-/// The panels' video screens as the player's camera sees them; read by screenshots
-/// and by the browser build's test hooks.
-#[derive(SystemParam)]
-pub struct PanelView<'w, 's> {
-    camera: Query<'w, 's, (&'static Camera, &'static GlobalTransform), With<Player>>,
-    panels: Query<'w, 's, (&'static Panel, &'static Children)>,
-    screens: Query<'w, 's, &'static GlobalTransform, With<PanelScreen>>,
-    participants: Query<'w, 's, (&'static Participant, &'static VideoFeed)>,
-    self_view: Query<'w, 's, (&'static GlobalTransform, &'static Visibility), With<SelfViewScreen>>,
-}
-
-impl PanelView<'_, '_> {
-    /// Every panel with its screen's place in window pixels (`scale_factor` turns the
-    /// camera's logical pixels into physical ones), sorted by name.
-    pub fn rects(&self, scale_factor: f32) -> Vec<PanelRect> {
-        let camera = self.camera.single().ok();
-        let mut rects: Vec<PanelRect> = self
-            .panels
-            .iter()
-            .filter_map(|(panel, children)| {
-                let (participant, feed) = self.participants.get(panel.participant).ok()?;
-                let screen = children
-                    .iter()
-                    .find_map(|child| self.screens.get(child).ok())?;
-                let corners = camera.and_then(|(camera, transform)| {
-                    screen_corners(camera, transform, screen, SCREEN_SIZE, scale_factor)
-                });
-                Some(PanelRect {
-                    name: participant.name.as_str().to_owned(),
-                    peer_id: participant.peer_id.as_str().to_owned(),
-                    frames_shown: feed.frames_shown,
-                    rect: corners.as_ref().map(bounding_box),
-                    corners,
-                })
-            })
-            .collect();
-        rects.sort_by(|a, b| a.name.cmp(&b.name));
-        rects
-    }
-
-    /// The self-view's bounding box in window pixels, while it shows.
-    pub fn self_view_rect(&self, scale_factor: f32) -> Option<[f32; 4]> {
-        let (camera, camera_transform) = self.camera.single().ok()?;
-        let (screen, visibility) = self.self_view.single().ok()?;
-        if *visibility == Visibility::Hidden {
-            return None;
-        }
-        screen_corners(
-            camera,
-            camera_transform,
-            screen,
-            self_view::SIZE,
-            scale_factor,
-        )
-        .as_ref()
-        .map(bounding_box)
-    }
 }
 
 /// Requests the next screenshot when its frame comes, with the panels' rectangles as
