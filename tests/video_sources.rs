@@ -31,7 +31,7 @@ fn write_stamped_y4m(path: &Path, frames: u32) {
     for seq in 0..frames {
         let frame = pattern.render(Stamp {
             seq,
-            capture_micros: meetspace::media::send::wall_clock_micros(),
+            capture_micros: meetspace::media::synthetic::wall_clock_micros(),
         });
         writer
             .write_frame(&y4m::Frame::new([&frame.y, &frame.u, &frame.v], None))

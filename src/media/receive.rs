@@ -14,12 +14,12 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::convert::i420_to_rgba;
 #[cfg(not(target_arch = "wasm32"))]
 use super::error::CodecError;
-#[cfg(not(target_arch = "wasm32"))]
-use super::send::wall_clock_micros;
 use super::stats::ReceiveStats;
 use super::synthetic::Stamp;
 #[cfg(not(target_arch = "wasm32"))]
 use super::synthetic::read_stamp;
+#[cfg(not(target_arch = "wasm32"))]
+use super::synthetic::wall_clock_micros;
 #[cfg(not(target_arch = "wasm32"))]
 use super::vp8::Vp8Decoder;
 

@@ -14,6 +14,7 @@
 //! of the frame.
 
 use std::f64::consts::TAU;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::FrameError;
 use super::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame, plane_lengths};
@@ -57,6 +58,13 @@ const BOX_SPEED_X: u64 = 4;
 const BOX_SPEED_Y: u64 = 2;
 /// Largest side of the moving box in pixels.
 const BOX_MAX_SIDE: u32 = 64;
+
+/// Microseconds since the UNIX epoch: the capture time stamped into synthetic frames.
+pub fn wall_clock_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as u64)
+}
 
 /// What a synthetic frame's stamp says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

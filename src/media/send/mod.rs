@@ -10,7 +10,7 @@
 //! the encoder threads are native only ([`native`]).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::device::{AudioInput, VideoInput};
 
@@ -96,11 +96,4 @@ impl SendCounters {
     pub fn own_level(&self) -> f32 {
         f32::from_bits(self.own_level.load(Ordering::Relaxed))
     }
-}
-
-/// Microseconds since the UNIX epoch: the capture time stamped into synthetic frames.
-pub fn wall_clock_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_micros() as u64)
 }

@@ -20,10 +20,10 @@ use crate::media::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, Vi
 use crate::media::opus::OpusEncoder;
 use crate::media::placeholder::PlaceholderVideo;
 use crate::media::receive::{DecodedFrame, FrameSender};
-use crate::media::synthetic::{SyntheticAudio, SyntheticVideo};
+use crate::media::synthetic::{SyntheticAudio, SyntheticVideo, wall_clock_micros};
 use crate::media::vp8::{Vp8Config, Vp8Encoder};
 
-use super::{MediaSink, SendCounters, SendSettings, wall_clock_micros};
+use super::{MediaSink, SendCounters, SendSettings};
 
 /// Every how many captured frames one goes to the self-view (30 fps → 15 fps).
 const PREVIEW_EVERY: u32 = 2;
