@@ -11,9 +11,10 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::link::{LinkEvent, SignalUrl, SignalingError, SignalingLink};
 use super::protocol::ServerMessage;
 use super::server::DEFAULT_MAX_MESSAGE_BYTES;
-use super::{LinkEvent, SignalUrl, SignalingError, SignalingLink, tls};
+use super::tls;
 
 /// How long connecting (TCP + WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

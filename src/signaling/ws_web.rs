@@ -8,8 +8,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
+use super::link::{LinkEvent, SignalUrl, SignalingError, SignalingLink};
 use super::protocol::ServerMessage;
-use super::{LinkEvent, SignalUrl, SignalingError, SignalingLink};
 
 pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingError> {
     let unreachable = |reason: String| SignalingError::Unreachable {

@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 
 pub use self::documents::Layout;
 use self::exchange::Exchange;
+use super::link::{LinkEvent, SignalUrl, SignalingError, SignalingLink};
 use super::protocol::{ClientMessage, DisplayName, ErrorCode, PeerId, ServerMessage};
-use super::{LinkEvent, SignalUrl, SignalingError, SignalingLink};
 
 /// How long one Firestore request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -17,7 +17,7 @@ use super::documents::{
 use super::exchange::Exchange;
 use super::{Call, CallStoreError, Part, Session};
 use crate::rtc::SignalPayload;
-use crate::signaling::LinkEvent;
+use crate::signaling::link::LinkEvent;
 use crate::signaling::protocol::{
     DisplayName, ErrorCode, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
 };
