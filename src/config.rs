@@ -9,8 +9,9 @@ use bevy::prelude::Resource;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::media::{AudioInput, DeviceChoice, SendSettings, VideoInput};
-use crate::rtc::ice::{IceServer, IceServerUrl, IceTransportPolicy};
+use crate::rtc::ice::IceTransportPolicy;
 use crate::signaling::SignalUrl;
+use crate::signaling::ice_servers::{IceServer, IceServerUrl};
 use crate::signaling::protocol::{DisplayName, Passcode, RoomId};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::ServerLimits;

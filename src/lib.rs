@@ -1,9 +1,9 @@
 //! meetspace: a video-call client that is also a place.
 //!
 //! An ECS app (Bevy) with async edges: the network runs on a tokio runtime owned by
-//! the app, and everything crosses into the ECS through channels. See
-//! `../shared/DESIGN.md` for the architecture and `docs/signaling.md` for the wire
-//! protocol.
+//! the app, and everything crosses into the ECS through channels. `docs/architecture.md`
+//! follows a call through the code stage by stage and gives the modules' order;
+//! `docs/signaling.md` is the wire protocol.
 
 pub mod app;
 #[cfg(not(target_arch = "wasm32"))]

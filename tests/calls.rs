@@ -14,8 +14,9 @@ use meetspace::call::{
     Participant, SendStats,
 };
 use meetspace::rtc::native::{LocalMedia, PeerSession};
-use meetspace::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, SignalPayload};
+use meetspace::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig};
 use meetspace::runtime::AsyncRuntime;
+use meetspace::signaling::payload::SignalPayload;
 use meetspace::signaling::protocol::ServerMessage;
 use serde_json::json;
 use tokio::sync::mpsc;

@@ -450,7 +450,7 @@ async fn expect_signal(link: &mut meetspace::signaling::SignalingLink, from: &st
 /// exists" and ended the call.)
 #[test]
 fn a_connection_started_over_travels_in_signal_documents() {
-    use meetspace::rtc::SignalPayload;
+    use meetspace::signaling::payload::SignalPayload;
     use meetspace::signaling::protocol::{ClientMessage, DisplayName, PeerId, ServerMessage};
     use meetspace::signaling::{SignalUrl, connect};
     let project_id = "meetspace-start-over";

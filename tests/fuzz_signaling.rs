@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use meetspace::call::PeerControl;
-use meetspace::rtc::SignalPayload;
+use meetspace::signaling::payload::SignalPayload;
 use meetspace::signaling::protocol::{ClientMessage, ServerMessage};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

@@ -5,7 +5,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use meetspace::rtc::native::{LocalMedia, PeerSession};
-use meetspace::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload};
+use meetspace::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError};
+use meetspace::signaling::payload::SignalPayload;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;

@@ -25,7 +25,8 @@ use crate::media::{
     SendSettings, Speaker, audio_devices,
 };
 use crate::rtc::turn_check::check_turn_servers;
-use crate::rtc::{LocalMedia, RtcConfig, SignalPayload};
+use crate::rtc::{LocalMedia, RtcConfig};
+use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ClientMessage, PeerId};
 use crate::signaling::{self, SignalingError, SignalingLink};
 

@@ -14,7 +14,8 @@ use super::roster::Roster;
 use super::{CallCommand, CallError, CallEvent};
 use crate::config::ClientConfig;
 use crate::media::FrameSender;
-use crate::rtc::{IceTransportPolicy, Role, RtcConfig, SignalPayload};
+use crate::rtc::{IceTransportPolicy, Role, RtcConfig};
+use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{DisplayName, PeerId, RoomSummary};
 use crate::signaling::{LinkEvent, SignalingError, SignalingLink};
 

@@ -25,7 +25,8 @@ use crate::media::web::{
     stop_tracks,
 };
 use crate::media::{CallStats, FrameSender};
-use crate::rtc::{BrowserStats, LocalMedia, PeerEvent, PeerSession, SignalPayload};
+use crate::rtc::{BrowserStats, LocalMedia, PeerEvent, PeerSession};
+use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ClientMessage, PeerId};
 use crate::signaling::{self, SignalingError, SignalingLink};
 

@@ -17,7 +17,8 @@ use ::rtc::turn::client::{Client, ClientConfig, Event};
 use bytes::BytesMut;
 use tokio::net::UdpSocket;
 
-use super::ice::{IceServer, IceServerUrl, TurnProblem, TurnTransport};
+use super::ice::TurnProblem;
+use crate::signaling::ice_servers::{IceServer, IceServerUrl, TurnTransport};
 
 /// How long one server may take to answer an allocation (its retransmissions included).
 pub const TURN_CHECK_TIMEOUT: Duration = Duration::from_secs(5);

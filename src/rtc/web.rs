@@ -22,8 +22,9 @@ use web_sys::{
 use super::ice::{CandidateKind, PairProtocol};
 use super::{
     CandidatePair, FeedbackCounts, IceTransportPolicy, MAX_EARLY_CANDIDATES, PeerConnectionState,
-    PeerEvent, Role, RtcConfig, RtcError, SignalPayload, TurnProblem,
+    PeerEvent, Role, RtcConfig, RtcError, TurnProblem,
 };
+use crate::signaling::payload::SignalPayload;
 
 /// What a browser connection sends: the page's camera and microphone, or nothing
 /// (when they could not be opened: the connection only receives).

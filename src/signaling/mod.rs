@@ -6,7 +6,9 @@
 
 #[cfg(all(feature = "firestore", not(target_arch = "wasm32")))]
 pub mod firestore;
+pub mod ice_servers;
 mod link;
+pub mod payload;
 pub mod protocol;
 pub mod reconnect;
 #[cfg(not(target_arch = "wasm32"))]

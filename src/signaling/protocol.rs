@@ -9,7 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::rtc::ice::{IceServer, deserialize_ice_servers};
+use crate::signaling::ice_servers::{IceServer, deserialize_ice_servers};
 
 /// Longest room id accepted from anyone (our ids are 20 characters, Firestore's too).
 pub const MAX_ROOM_ID_LEN: usize = 64;

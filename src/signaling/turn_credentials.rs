@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::hmac;
 
 use super::protocol::PeerId;
-use crate::rtc::ice::{IceServer, IceServerUrl};
+use crate::signaling::ice_servers::{IceServer, IceServerUrl};
 
 /// The TURN servers the signaling server tells clients to use, and how it signs their
 /// credentials.

@@ -462,9 +462,9 @@ mod tests {
 
     use super::*;
     use crate::headless::headless_app;
-    use crate::rtc::IceServer;
     use crate::rtc::turn_check::TURN_CHECK_TIMEOUT;
     use crate::runtime::AsyncRuntime;
+    use crate::signaling::ice_servers::IceServer;
     use crate::signaling::server::{ServerLimits, SignalingServer};
 
     fn form(name: &str, room: &str) -> HomeForm {

@@ -40,7 +40,9 @@ use bevy::platform::time::Instant;
 use serde::Deserialize;
 
 use super::{CallCommand, CallError, MediaState, PeerControl};
-use crate::rtc::{IceServer, MAX_EARLY_CANDIDATES, PeerConnectionState, Role, SignalPayload};
+use crate::rtc::{MAX_EARLY_CANDIDATES, PeerConnectionState, Role};
+use crate::signaling::ice_servers::IceServer;
+use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{
     ClientMessage, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, ResumeToken, RoomId,
     RoomSummary, ServerMessage,

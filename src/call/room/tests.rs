@@ -1,7 +1,7 @@
 //! The room's rules, each driven with scripted inputs and a fake clock.
 
 use super::*;
-use crate::rtc::ice::IceServerUrl;
+use crate::signaling::ice_servers::IceServerUrl;
 
 /// Our id: between the ids of `LOW` and `HIGH`, for the glare rule.
 const OURS: &str = "mmmmmmmmmm";

@@ -10,7 +10,8 @@ use webrtc::peer_connection::{
 use super::lock;
 use super::receive::receive_track;
 use super::shared::Shared;
-use crate::rtc::{PeerConnectionState, PeerEvent, SignalPayload};
+use crate::rtc::{PeerConnectionState, PeerEvent};
+use crate::signaling::payload::SignalPayload;
 
 /// The stack's connection state as ours; `None` for states we do not report.
 fn map_state(state: RTCPeerConnectionState) -> Option<PeerConnectionState> {

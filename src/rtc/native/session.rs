@@ -24,8 +24,10 @@ use super::outbound::{LocalMedia, Sink};
 use super::receive::watch_keyframe_requests;
 use super::shared::{LocalSignal, Shared};
 use super::{lock, stack_error};
-use crate::rtc::ice::{IceServer, IceTransportPolicy};
-use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, SignalPayload};
+use crate::rtc::ice::IceTransportPolicy;
+use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError};
+use crate::signaling::ice_servers::IceServer;
+use crate::signaling::payload::SignalPayload;
 
 /// How long without traffic before ICE reports `Disconnected`.
 const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(2);

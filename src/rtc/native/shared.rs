@@ -13,7 +13,8 @@ use webrtc::media_stream::track_remote::TrackRemote;
 use super::feedback::ReceivedFeedback;
 use super::lock;
 use super::outbound::Sink;
-use crate::rtc::{PeerConnectionState, PeerEvent, SignalPayload};
+use crate::rtc::{PeerConnectionState, PeerEvent};
+use crate::signaling::payload::SignalPayload;
 
 /// Shortest time between two keyframe requests we send on our own after frame loss.
 const AUTO_KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);

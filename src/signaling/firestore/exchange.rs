@@ -10,7 +10,7 @@ use super::documents::{
     Answer, CALLEE, CALLER, CandidateDoc, Description, NewCall, SIGNALS, SignalDoc, doc_id, peer,
 };
 use super::{CallStoreError, Part, Session};
-use crate::rtc::SignalPayload;
+use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ErrorCode, PeerId, ServerMessage};
 
 /// Where the caller's and callee's signals to each other go. The Flutter layout has one

@@ -12,7 +12,7 @@ use super::documents::{
     CALLEE, CALLER, CallDoc, Mesh, PEERS, Presence, SIGNALS, display_name, doc_id, peer,
 };
 use super::{Call, CallStoreError, Part, Session};
-use crate::rtc::SignalPayload;
+use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{PeerId, PeerInfo, ServerMessage};
 
 impl Session {

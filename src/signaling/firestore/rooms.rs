@@ -16,8 +16,8 @@ use super::documents::{
 };
 use super::exchange::Exchange;
 use super::{Call, CallStoreError, Part, Session};
-use crate::rtc::SignalPayload;
 use crate::signaling::link::LinkEvent;
+use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{
     DisplayName, ErrorCode, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
 };
