@@ -391,9 +391,10 @@ fn a_browser_behind_a_nat_without_udp_calls_a_native_bot_through_the_relay() {
     );
 
     let stats = artefacts().join("browser-nat-bot.json");
-    // Both ends relay only: the browser driver does not yet start a failed connection
-    // over (the native client's relay-only retry needs that), and webrtc-rs relays
-    // reliably to one remote address (docs/signaling.md, TURN credentials).
+    // Both ends relay only, so the first connection works: without it, the first one
+    // fails (webrtc-rs does not find the relayed pair between two NATed peers that also
+    // offer host candidates) and the call waits for the relay-only retry
+    // (docs/signaling.md, TURN credentials); this test is about TURN over TCP.
     let bot = lab.command_in_home(Home::A, env!("CARGO_BIN_EXE_meetspace"));
     let (bot, room) = hosting_bot_from(bot, &address, &stats, &["--ice-transport-policy", "relay"]);
     // Home B (the symmetric NAT) lets no UDP through at all: TURN over TCP or nothing.

@@ -25,7 +25,7 @@ use super::receive::watch_keyframe_requests;
 use super::shared::{LocalSignal, Shared};
 use super::{lock, stack_error};
 use crate::rtc::ice::IceTransportPolicy;
-use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError};
+use crate::rtc::{MAX_EARLY_CANDIDATES, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError};
 use crate::signaling::ice_servers::IceServer;
 use crate::signaling::payload::SignalPayload;
 
@@ -36,9 +36,6 @@ const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(2);
 const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often ICE sends consent/keepalive checks on an idle pair.
 const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
-/// Remote candidates kept while waiting for the remote description.
-const MAX_EARLY_CANDIDATES: usize = 128;
-
 /// The ICE server as webrtc-rs takes it.
 fn ice_server(server: &IceServer) -> RTCIceServer {
     RTCIceServer {
