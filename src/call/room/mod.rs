@@ -306,13 +306,8 @@ impl Room {
         peers.chain(resume).min()
     }
 
-    /// Our microphone and camera switches.
-    pub fn media_state(&self) -> MediaState {
-        self.media_state
-    }
-
     /// Whether a call is on (from the request until it ends).
-    pub fn in_call(&self) -> bool {
+    fn in_call(&self) -> bool {
         self.link != LinkState::Down || self.media != Media::Off || self.place.is_some()
     }
 
@@ -405,7 +400,7 @@ impl Room {
     }
 
     /// Our microphone and camera switches: applied and told to every peer.
-    pub fn set_media(&mut self, media_state: MediaState) {
+    fn set_media(&mut self, media_state: MediaState) {
         self.media_state = media_state;
         if self.media == Media::Off {
             return;
@@ -419,7 +414,7 @@ impl Room {
     }
 
     /// Ask for the public rooms: over the call's connection, or one of their own.
-    pub fn list_rooms(&mut self) {
+    fn list_rooms(&mut self) {
         if matches!(self.link, LinkState::Open { .. }) {
             self.act(RoomAction::Send(ClientMessage::ListRooms));
         } else {
