@@ -606,26 +606,30 @@ pub fn report_lost_devices(
     }
 }
 
-/// Reads everyone's level over the last 50 ms into [`SpeakingLevel`]s: natively ours
-/// from the send path and theirs from the mixer, in the browser from the page's
-/// analysers.
+/// Reads everyone's level over the last 50 ms into [`SpeakingLevel`]s: ours from the
+/// send path, theirs from the mixer.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn measure_speaking(
     mix: Res<AudioMix>,
     send: Res<SendStats>,
     mut own: ResMut<OwnSpeakingLevel>,
     mut participants: Query<(&Participant, &mut SpeakingLevel)>,
 ) {
-    #[cfg(not(target_arch = "wasm32"))]
-    let (own_level, voice_level) = (send.own_level(), |peer: &PeerId| mix.level(peer.as_str()));
-    #[cfg(target_arch = "wasm32")]
-    let (own_level, voice_level) = {
-        let _ = (&mix, &send);
-        (
-            crate::media::web::own_level(),
-            crate::media::web::voice_level,
-        )
-    };
-    own.set_if_neq(OwnSpeakingLevel(own_level));
+    own.set_if_neq(OwnSpeakingLevel(send.own_level()));
+    for (participant, mut level) in &mut participants {
+        level.set_if_neq(SpeakingLevel(mix.level(participant.peer_id.as_str())));
+    }
+}
+
+/// Reads everyone's level over the last 50 ms into [`SpeakingLevel`]s, from the page's
+/// analysers (the browser plays and sends the audio itself).
+#[cfg(target_arch = "wasm32")]
+pub fn measure_speaking(
+    mut own: ResMut<OwnSpeakingLevel>,
+    mut participants: Query<(&Participant, &mut SpeakingLevel)>,
+) {
+    use crate::media::web::{own_level, voice_level};
+    own.set_if_neq(OwnSpeakingLevel(own_level()));
     for (participant, mut level) in &mut participants {
         level.set_if_neq(SpeakingLevel(voice_level(&participant.peer_id)));
     }
