@@ -19,9 +19,11 @@ use wasm_bindgen::{JsCast, JsValue};
 use crate::app::add_client;
 use crate::browser::{describe, document};
 use crate::call::{
-    CallNotice, CallState, ConnectionState, MediaState, Participant, SelfView, VideoFeed,
+    CallNotice, CallState, ConnectionState, MediaState, OwnSpeakingLevel, Participant, SelfView,
+    SpeakingLevel, VideoFeed,
 };
 use crate::config::{CallArgs, ClientConfig};
+use crate::media::CallStats;
 use crate::media::web::{place_listener, place_voice};
 use crate::signaling::protocol::{DisplayName, RoomId};
 use crate::signaling::{SignalUrl, WS_PATH};
@@ -177,6 +179,8 @@ struct TestHooks {
     self_id: Option<String>,
     /// Frames of our own camera shown in the self-view.
     self_frames_drawn: u64,
+    /// How loud our microphone is (RMS, 0 to 1).
+    own_level: f32,
     participants: Vec<ParticipantHook>,
     /// Every panel's screen in canvas pixels, with the frames drawn on it.
     panels: Vec<PanelRect>,
@@ -191,7 +195,21 @@ struct ParticipantHook {
     connection: String,
     frames_drawn: u64,
     media: MediaState,
+    /// How loud they sound (RMS, 0 to 1): what the speaking ring shows.
+    level: f32,
+    /// Their connection's figures (from `getStats`), once read.
+    stats: Option<CallStats>,
 }
+
+/// What the test hooks read of a participant.
+type ParticipantParts = (
+    &'static Participant,
+    &'static ConnectionState,
+    &'static MediaState,
+    &'static VideoFeed,
+    &'static SpeakingLevel,
+    Option<&'static CallStats>,
+);
 
 #[derive(Serialize, Clone)]
 struct ErrorHook {
@@ -218,7 +236,8 @@ fn install_hooks_getter() -> Result<(), JsValue> {
 
 fn publish_test_hooks(
     state: Res<CallState>,
-    participants: Query<(&Participant, &ConnectionState, &MediaState, &VideoFeed)>,
+    participants: Query<ParticipantParts>,
+    own_level: Res<OwnSpeakingLevel>,
     self_view: Query<&VideoFeed, With<SelfView>>,
     panels: PanelView,
     errors: Res<RecentErrors>,
@@ -243,15 +262,20 @@ fn publish_test_hooks(
         room,
         self_id,
         self_frames_drawn: self_view.iter().map(|feed| feed.frames_shown).sum(),
+        own_level: own_level.0,
         participants: participants
             .iter()
-            .map(|(participant, connection, media, feed)| ParticipantHook {
-                peer_id: participant.peer_id.to_string(),
-                name: participant.name.to_string(),
-                connection: format!("{:?}", connection.0).to_lowercase(),
-                frames_drawn: feed.frames_shown,
-                media: *media,
-            })
+            .map(
+                |(participant, connection, media, feed, speaking, stats)| ParticipantHook {
+                    peer_id: participant.peer_id.to_string(),
+                    name: participant.name.to_string(),
+                    connection: format!("{:?}", connection.0).to_lowercase(),
+                    frames_drawn: feed.frames_shown,
+                    media: *media,
+                    level: speaking.0,
+                    stats: stats.cloned(),
+                },
+            )
             .collect(),
         // In CSS pixels, as page screenshots measure.
         panels: panels.rects(1.0),

@@ -302,6 +302,24 @@ fn a_browser_tab_and_a_native_bot_see_each_other() {
         .and_then(|panels| panels.iter().find(|panel| panel["name"] == "Bot"))
         .unwrap_or_else(|| panic!("no panel for the bot: {result}"));
     assert!(bot_panel["frames_shown"].as_u64() >= Some(30), "{result}");
+    // The tab's own figures for the bot (getStats) and its speaking ring (an analyser on
+    // the bot's voice: the bot's test tone).
+    let seen = result["hooks"]["participants"]
+        .as_array()
+        .and_then(|participants| participants.iter().find(|p| p["name"] == "Bot"))
+        .unwrap_or_else(|| panic!("the bot is no participant: {result}"));
+    let figures = &seen["stats"];
+    assert!(figures["frames_decoded"].as_u64() >= Some(30), "{seen}");
+    assert_eq!(figures["video_codec"], "VP8", "{seen}");
+    assert!(figures["rtt_ms"].as_f64() > Some(0.0), "{seen}");
+    assert!(
+        seen["level"].as_f64() > Some(0.005),
+        "the bot's voice is silent: {seen}"
+    );
+    println!(
+        "the tab's figures for the bot: {} frames decoded at {} fps, pair {}, voice level {}",
+        figures["frames_decoded"], figures["fps"], figures["candidate_pair"], seen["level"]
+    );
     let rect: [f64; 4] = serde_json::from_value(bot_panel["rect"].clone()).expect("the rect");
     let screenshot = PathBuf::from(result["screenshot"].as_str().expect("the screenshot"));
     let spread = luma_spread(&screenshot, rect);
