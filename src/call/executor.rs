@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 
 use super::room::{Room, RoomAction, RoomSettings};
 use super::roster::Roster;
-use super::{CallCommand, CallError, CallEvent};
+use super::{CallError, CallEvent};
 use crate::config::ClientConfig;
 use crate::media::FrameSender;
 use crate::rtc::{IceTransportPolicy, Role, RtcConfig};
@@ -131,12 +131,6 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
             link: None,
             attempt: None,
         }
-    }
-
-    /// Hands a command to the room; the device commands, which are the driver's,
-    /// come back.
-    pub fn command(&mut self, command: CallCommand) -> Option<CallCommand> {
-        self.room.command(command)
     }
 
     /// The next thing that happens to signaling: the connection says something, or a

@@ -71,7 +71,7 @@ pub(super) async fn run(
             biased;
             command = commands.recv() => match command {
                 Some(command) => {
-                    if let Some(command) = core.command(command) {
+                    if let Some(command) = core.room.command(command) {
                         device_command(command, &core.roster);
                     }
                 }
