@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use bevy::prelude::Resource;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::media::{AudioInput, DeviceChoice, SendSettings, VideoInput};
+use crate::media::{AudioInput, DeviceChoice, SendSettings, VideoInput, VoiceProcessing};
 use crate::rtc::ice::IceTransportPolicy;
 use crate::signaling::SignalUrl;
 use crate::signaling::ice_servers::{IceServer, IceServerUrl};
@@ -97,8 +97,8 @@ pub struct CallArgs {
     #[arg(long, env = "MEETSPACE_PASSCODE", value_name = "SECRET", value_parser = Passcode::parse)]
     pub passcode: Option<Passcode>,
     /// Microphone to send from: `default`, a device's name (or a unique part of it), its
-    /// index, or `tone` for the synthetic tone. The client uses the default microphone,
-    /// the bot the tone.
+    /// index, `tone` for the synthetic tone, or `file:PATH` for a WAV file played in a
+    /// loop. The client uses the default microphone, the bot the tone.
     #[arg(long, value_name = "DEVICE")]
     pub mic: Option<String>,
     /// Speaker to play the others on: `default`, a name (or a unique part), an index, or
@@ -118,6 +118,16 @@ pub struct CallArgs {
     /// machines without one.
     #[arg(long, value_name = "none", value_parser = ["none"], conflicts_with_all = ["mic", "speaker"])]
     pub audio: Option<String>,
+    /// Do not remove the echo of our speaker from what the microphone hears (on by
+    /// default; off for headphones only if you must).
+    #[arg(long)]
+    pub no_echo_cancel: bool,
+    /// Do not remove steady background noise from the microphone.
+    #[arg(long)]
+    pub no_noise_suppression: bool,
+    /// Do not even out the microphone's level.
+    #[arg(long)]
+    pub no_auto_gain: bool,
 }
 
 impl CallArgs {
@@ -130,6 +140,9 @@ impl CallArgs {
         }
         let input = match self.mic.as_deref() {
             Some(tone) if tone.eq_ignore_ascii_case("tone") => AudioInput::Tone,
+            Some(file) if file.starts_with("file:") => {
+                AudioInput::File(PathBuf::from(&file["file:".len()..]))
+            }
             Some(name) => AudioInput::Microphone(DeviceChoice::parse(name)),
             None if devices_by_default => AudioInput::Microphone(DeviceChoice::Default),
             None => AudioInput::Tone,
@@ -144,6 +157,15 @@ impl CallArgs {
 }
 
 impl CallArgs {
+    /// The voice processing the `--no-…` flags leave on.
+    pub fn voice_processing(&self) -> VoiceProcessing {
+        VoiceProcessing {
+            echo_cancellation: !self.no_echo_cancel,
+            noise_suppression: !self.no_noise_suppression,
+            auto_gain: !self.no_auto_gain,
+        }
+    }
+
     /// Where our video comes from: `--camera`, else `--video`.
     pub fn video_input(&self) -> VideoInput {
         match &self.camera {
@@ -396,6 +418,7 @@ impl ClientConfig {
         let (width, height) = call.resolution;
         let (audio_input, speaker) = call.audio_devices(devices_by_default);
         let video_input = call.video_input();
+        let voice_processing = call.voice_processing();
         Self {
             signal,
             name: call.name,
@@ -414,6 +437,7 @@ impl ClientConfig {
                 tone_hz: call.tone_hz,
                 audio_input,
                 video_input,
+                voice_processing,
             },
             echo: false,
             decode_video: true,
@@ -543,5 +567,37 @@ mod tests {
             }
             other => panic!("expected the bot subcommand, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_wav_file_microphone_and_the_voice_processing_switches_parse() {
+        let cli = Cli::try_parse_from([
+            "meetspace",
+            "bot",
+            "--signal",
+            "ws://h:1",
+            "--create",
+            "--mic",
+            "file:/tmp/speech.wav",
+            "--no-echo-cancel",
+            "--no-auto-gain",
+        ])
+        .unwrap();
+        let Some(Command::Bot(bot)) = cli.command else {
+            panic!("expected the bot subcommand");
+        };
+        let config = ClientConfig::new("ws://h:1".parse().unwrap(), bot.call, false);
+        assert_eq!(
+            config.media.audio_input,
+            AudioInput::File(PathBuf::from("/tmp/speech.wav"))
+        );
+        assert_eq!(
+            config.media.voice_processing,
+            VoiceProcessing {
+                echo_cancellation: false,
+                noise_suppression: true,
+                auto_gain: false,
+            }
+        );
     }
 }

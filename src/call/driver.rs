@@ -181,6 +181,12 @@ impl NativeMedia {
                 self.switch_source(media, "the microphone", LocalSender::switch_audio, roster);
             }
             CallCommand::SwitchSpeaker(choice) => self.switch_speaker(choice, roster),
+            CallCommand::SetVoiceProcessing(parts) => {
+                self.config.media.voice_processing = parts;
+                if let Some(sender) = self.call.as_ref().and_then(ActiveCall::sender) {
+                    sender.set_voice_processing(parts);
+                }
+            }
             CallCommand::ListDevices => {
                 let events = roster.events();
                 // Asking the sound and camera layers can take a while: off the runtime.
@@ -311,6 +317,7 @@ impl CallMedia for NativeMedia {
                 sink,
                 self.counters.clone(),
                 Some(self.preview.clone()),
+                self.mixer.echo_reference().clone(),
             )
             .map_err(|error| CallError::Media(error.to_string()))?;
             Outbound::Encoded(Arc::new(sender))

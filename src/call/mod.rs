@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::config::ClientConfig;
 use crate::media::{
     AudioInput, CallStats, DecodedFrame, DeviceChoice, FrameReceiver, Mixer, SendCounters, Stamp,
-    VideoInput, frame_channel,
+    VideoInput, VoiceProcessing, frame_channel,
 };
 use crate::rtc::{PeerConnectionState, TurnProblem};
 #[cfg(not(target_arch = "wasm32"))]
@@ -69,6 +69,9 @@ pub enum CallCommand {
     SwitchMicrophone(AudioInput),
     /// Play the others on another speaker from now on; `None`: nowhere.
     SwitchSpeaker(Option<DeviceChoice>),
+    /// Switch parts of our microphone's voice processing (echo cancellation, noise
+    /// suppression, gain) on or off, from now on.
+    SetVoiceProcessing(VoiceProcessing),
     /// List the cameras, microphones and speakers; the answer fills [`AvailableDevices`].
     ListDevices,
     /// Ask the server which public rooms exist; the answer fills [`PublicRooms`].
@@ -398,6 +401,42 @@ pub struct SpeakingLevel(pub f32);
 #[derive(Resource, Debug, Clone, Copy, Default, PartialEq)]
 pub struct OwnSpeakingLevel(pub f32);
 
+/// How loud our microphone hears us while we are muted (RMS, 0 to 1; 0 while not
+/// muted): what the "you are muted" reminder listens to.
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq)]
+pub struct MutedSpeakingLevel(pub f32);
+
+/// The parts of our microphone's voice processing that run now (as
+/// [`CallCommand::SetVoiceProcessing`] last set them).
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq, Deref)]
+pub struct OwnVoiceProcessing(pub VoiceProcessing);
+
+/// How loud the listener wants each person and everyone together (0 to 1; people not
+/// named here play at 1). Each target applies it to its playback.
+#[derive(Resource, Debug, Clone, PartialEq)]
+pub struct Volumes {
+    /// Every voice together.
+    pub master: f32,
+    /// One person's voice, on top of the master volume.
+    pub people: HashMap<PeerId, f32>,
+}
+
+impl Default for Volumes {
+    fn default() -> Self {
+        Self {
+            master: 1.0,
+            people: HashMap::new(),
+        }
+    }
+}
+
+impl Volumes {
+    /// `peer`'s own volume (1 unless set).
+    pub fn of(&self, peer: &PeerId) -> f32 {
+        self.people.get(peer).copied().unwrap_or(1.0)
+    }
+}
+
 /// What happened, for the UI's toasts and for bots.
 #[derive(Message, Debug, Clone, PartialEq)]
 pub enum CallNotice {
@@ -480,6 +519,9 @@ impl Plugin for CallPlugin {
         .insert_resource(SendStats(counters))
         .insert_resource(AudioMix(mixer))
         .init_resource::<OwnSpeakingLevel>()
+        .init_resource::<MutedSpeakingLevel>()
+        .insert_resource(OwnVoiceProcessing(self.config.media.voice_processing))
+        .init_resource::<Volumes>()
         .init_resource::<CallState>()
         .init_resource::<OwnMediaState>()
         .init_resource::<CallReport>()
@@ -500,7 +542,12 @@ impl Plugin for CallPlugin {
             PreUpdate,
             (
                 forward_call_commands.in_set(CallSystems::Commands),
-                (apply_call_events, measure_speaking, report_lost_devices)
+                (
+                    apply_call_events,
+                    measure_speaking,
+                    report_lost_devices,
+                    apply_volumes,
+                )
                     .chain()
                     .in_set(CallSystems::Events),
                 show_newest_frames.in_set(CallSystems::Upload),
@@ -527,6 +574,7 @@ pub fn forward_call_commands(
     mut commands: MessageReader<CallCommand>,
     mut state: ResMut<CallState>,
     mut media: ResMut<OwnMediaState>,
+    mut voice: ResMut<OwnVoiceProcessing>,
     link: Res<CallLink>,
     mut notices: MessageWriter<CallNotice>,
 ) {
@@ -538,6 +586,10 @@ pub fn forward_call_commands(
             }
             (CallCommand::SetCamera(on), _) => {
                 media.video = *on;
+                state.clone()
+            }
+            (CallCommand::SetVoiceProcessing(parts), _) => {
+                voice.0 = *parts;
                 state.clone()
             }
             (
@@ -613,9 +665,11 @@ pub fn measure_speaking(
     mix: Res<AudioMix>,
     send: Res<SendStats>,
     mut own: ResMut<OwnSpeakingLevel>,
+    mut muted: ResMut<MutedSpeakingLevel>,
     mut participants: Query<(&Participant, &mut SpeakingLevel)>,
 ) {
     own.set_if_neq(OwnSpeakingLevel(send.own_level()));
+    muted.set_if_neq(MutedSpeakingLevel(send.muted_level()));
     for (participant, mut level) in &mut participants {
         level.set_if_neq(SpeakingLevel(mix.level(participant.peer_id.as_str())));
     }
@@ -632,6 +686,19 @@ pub fn measure_speaking(
     own.set_if_neq(OwnSpeakingLevel(own_level()));
     for (participant, mut level) in &mut participants {
         level.set_if_neq(SpeakingLevel(voice_level(&participant.peer_id)));
+    }
+}
+
+/// Gives the mixer the listener's [`Volumes`] (every frame: a voice that came back
+/// after a reconnection gets its volume again).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn apply_volumes(volumes: Res<Volumes>, mix: Res<AudioMix>, participants: Query<&Participant>) {
+    mix.set_master_volume(volumes.master);
+    for participant in &participants {
+        mix.set_volume(
+            participant.peer_id.as_str(),
+            volumes.of(&participant.peer_id),
+        );
     }
 }
 

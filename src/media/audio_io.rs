@@ -6,6 +6,7 @@
 //! [`Microphone`] or [`Speaker`] releases the device at once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -202,6 +203,8 @@ pub struct Microphone {
     /// When the device last delivered samples.
     last_heard: Instant,
     frames: ToOpusFrames,
+    /// The device's latest input latency (capture to callback), microseconds.
+    latency_us: Arc<AtomicU32>,
     _stream: StreamThread,
 }
 
@@ -221,16 +224,30 @@ impl Microphone {
         let (lost_tx, lost) = crossbeam_channel::bounded(1);
         let format = supported.sample_format();
         let config = supported.config();
+        let latency_us = Arc::new(AtomicU32::new(0));
+        let capture = Capture {
+            chunks: chunk_tx,
+            lost: lost_tx,
+            latency_us: latency_us.clone(),
+        };
         let stream = StreamThread::start("meetspace-microphone", move || {
-            build_input(&device, format, config, chunk_tx, lost_tx)
+            build_input(&device, format, config, capture)
         })?;
         Ok(Self {
             chunks,
             lost,
             last_heard: Instant::now(),
             frames,
+            latency_us,
             _stream: stream,
         })
+    }
+
+    /// How long captured sound takes to reach us, as the device last reported it
+    /// (plus what waits in our queue and resampler: about one 20 ms frame).
+    pub fn latency(&self) -> Duration {
+        Duration::from_micros(u64::from(self.latency_us.load(Ordering::Relaxed)))
+            + Duration::from_millis(20)
     }
 
     /// The next 20 ms frame, waiting at most `wait` for the device (`None`: nothing
@@ -272,20 +289,26 @@ impl Microphone {
     }
 }
 
+/// Where a microphone's callback sends what it captured and what happened to it.
+struct Capture {
+    chunks: Sender<Vec<f32>>,
+    lost: Sender<String>,
+    latency_us: Arc<AtomicU32>,
+}
+
 fn build_input(
     device: &cpal::Device,
     format: SampleFormat,
     config: StreamConfig,
-    chunks: Sender<Vec<f32>>,
-    lost: Sender<String>,
+    capture: Capture,
 ) -> Result<cpal::Stream, DeviceError> {
     match format {
-        SampleFormat::I16 => input_stream::<i16>(device, config, chunks, lost),
-        SampleFormat::I32 => input_stream::<i32>(device, config, chunks, lost),
-        SampleFormat::U8 => input_stream::<u8>(device, config, chunks, lost),
-        SampleFormat::U16 => input_stream::<u16>(device, config, chunks, lost),
-        SampleFormat::F32 => input_stream::<f32>(device, config, chunks, lost),
-        SampleFormat::F64 => input_stream::<f64>(device, config, chunks, lost),
+        SampleFormat::I16 => input_stream::<i16>(device, config, capture),
+        SampleFormat::I32 => input_stream::<i32>(device, config, capture),
+        SampleFormat::U8 => input_stream::<u8>(device, config, capture),
+        SampleFormat::U16 => input_stream::<u16>(device, config, capture),
+        SampleFormat::F32 => input_stream::<f32>(device, config, capture),
+        SampleFormat::F64 => input_stream::<f64>(device, config, capture),
         other => Err(DeviceError::Format(format!(
             "the microphone delivers {other} samples, which meetspace cannot read"
         ))),
@@ -295,18 +318,26 @@ fn build_input(
 fn input_stream<T>(
     device: &cpal::Device,
     config: StreamConfig,
-    chunks: Sender<Vec<f32>>,
-    lost: Sender<String>,
+    capture: Capture,
 ) -> Result<cpal::Stream, DeviceError>
 where
     T: SizedSample,
     f32: FromSample<T>,
 {
     let channels = usize::from(config.channels.max(1));
+    let Capture {
+        chunks,
+        lost,
+        latency_us,
+    } = capture;
     device
         .build_input_stream::<T, _, _>(
             config,
-            move |data: &[T], _| {
+            move |data: &[T], info: &cpal::InputCallbackInfo| {
+                let stamp = info.timestamp();
+                let latency = stamp.callback.duration_since(stamp.capture);
+                let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+                latency_us.store(micros, Ordering::Relaxed);
                 // Down-mix to mono: the average of the channels.
                 let mono = data
                     .chunks_exact(channels)
@@ -331,7 +362,8 @@ where
         .map_err(backend("open the microphone"))
 }
 
-/// An open speaker playing what a [`Mixer`] mixes, at 48 kHz.
+/// An open speaker playing what a [`Mixer`] mixes, at 48 kHz, and handing what it plays
+/// to the mixer's echo reference (for the echo canceller).
 pub struct Speaker {
     mixer: Arc<Mixer>,
     _stream: StreamThread,
@@ -414,9 +446,12 @@ where
     device
         .build_output_stream::<T, _, _>(
             config,
-            move |data: &mut [T], _| {
+            move |data: &mut [T], info: &cpal::OutputCallbackInfo| {
                 mixed.resize(data.len(), 0.0);
                 mixer.mix_into(&mut mixed, channels);
+                let stamp = info.timestamp();
+                let latency = stamp.playback.duration_since(stamp.callback);
+                mixer.echo_reference().record(&mixed, channels, latency);
                 for (out, &sample) in data.iter_mut().zip(&mixed) {
                     *out = T::from_sample(sample);
                 }

@@ -43,6 +43,8 @@ pub enum AudioInput {
     Tone,
     /// A microphone.
     Microphone(DeviceChoice),
+    /// A WAV file, played in a loop (`--mic file:PATH`).
+    File(PathBuf),
 }
 
 impl fmt::Display for AudioInput {
@@ -50,6 +52,7 @@ impl fmt::Display for AudioInput {
         match self {
             Self::Tone => f.write_str("the test tone"),
             Self::Microphone(choice) => write!(f, "microphone {choice}"),
+            Self::File(path) => write!(f, "file {}", path.display()),
         }
     }
 }

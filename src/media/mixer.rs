@@ -1,7 +1,9 @@
 //! The playback mixer: one voice per remote participant, each behind a small jitter
-//! buffer, each with its own stereo gains (set by spatial audio, smoothed so that
-//! walking does not click), summed into the speaker's buffer. It also measures each
-//! voice's level over the last 50 ms for the speaking indicator.
+//! buffer, each with its own stereo gains (set by spatial audio) and volume (set by the
+//! listener), smoothed so that walking does not click, summed into the speaker's buffer
+//! under a master volume. It also measures each voice's level over the last 50 ms for
+//! the speaking indicator, and (natively) keeps what the speaker plays for the echo
+//! canceller.
 //!
 //! # Jitter buffer depth
 //!
@@ -14,11 +16,15 @@
 //! the 200 ms cap keeps a burst (after a stall) from turning into lasting latency.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::analysis::rms_level;
 use super::frame::{AUDIO_SAMPLE_RATE, AudioFrame};
+#[cfg(not(target_arch = "wasm32"))]
+use super::voice_processing::EchoReference;
 
 /// Audio a voice buffers before it plays, in milliseconds (see the module docs).
 pub const JITTER_TARGET_MS: usize = 60;
@@ -66,6 +72,8 @@ struct Voice {
     target: StereoGain,
     /// Gains applied to the current sample.
     current: StereoGain,
+    /// The listener's volume for this voice (0 to 1).
+    volume: f32,
     /// The last [`LEVEL_WINDOW_MS`] of samples, for the level.
     recent: VecDeque<i16>,
 }
@@ -77,6 +85,7 @@ impl Voice {
             primed: false,
             target: StereoGain::PLAIN,
             current: StereoGain::PLAIN,
+            volume: 1.0,
             recent: VecDeque::with_capacity(samples_in(LEVEL_WINDOW_MS)),
         }
     }
@@ -85,16 +94,54 @@ impl Voice {
 /// The mixer shared by the receive path (which pushes decoded audio), the ECS (which
 /// sets gains and reads levels) and the speaker's callback (which pulls the mix).
 /// Voices are named by the participant's peer id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Mixer {
     voices: Mutex<HashMap<String, Voice>>,
     playing: AtomicBool,
+    /// The master volume (0 to 1, as `f32` bits).
+    master: AtomicU32,
+    /// What the speaker played, for the echo canceller.
+    #[cfg(not(target_arch = "wasm32"))]
+    echo_reference: Arc<EchoReference>,
+}
+
+impl Default for Mixer {
+    fn default() -> Self {
+        Self {
+            voices: Mutex::default(),
+            playing: AtomicBool::new(false),
+            master: AtomicU32::new(1.0_f32.to_bits()),
+            #[cfg(not(target_arch = "wasm32"))]
+            echo_reference: Arc::default(),
+        }
+    }
 }
 
 impl Mixer {
-    /// A mixer with no voices, not playing.
+    /// A mixer with no voices, not playing, at full volume.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What the speaker played lately (the speaker records it, the voice processing
+    /// reads it).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn echo_reference(&self) -> &Arc<EchoReference> {
+        &self.echo_reference
+    }
+
+    /// Sets the volume of every voice together (0 to 1).
+    pub fn set_master_volume(&self, volume: f32) {
+        self.master
+            .store(volume.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Sets the listener's volume for `voice` (0 to 1), on top of its spatial gains.
+    pub fn set_volume(&self, voice: &str, volume: f32) {
+        self.voices()
+            .entry(voice.to_owned())
+            .or_insert_with(Voice::new)
+            .volume = volume.clamp(0.0, 1.0);
     }
 
     fn voices(&self) -> MutexGuard<'_, HashMap<String, Voice>> {
@@ -176,8 +223,14 @@ impl Mixer {
             return;
         }
         let step = 1.0 - (-1.0 / (GAIN_TIME_CONSTANT_S * AUDIO_SAMPLE_RATE as f32)).exp();
+        let master = f32::from_bits(self.master.load(Ordering::Relaxed));
         let mut voices = self.voices();
         for voice in voices.values_mut() {
+            let scale = voice.volume * master;
+            let target = StereoGain {
+                left: voice.target.left * scale,
+                right: voice.target.right * scale,
+            };
             if !voice.primed && voice.queue.len() >= samples_in(JITTER_TARGET_MS) {
                 voice.primed = true;
             }
@@ -191,8 +244,8 @@ impl Mixer {
                     break;
                 };
                 let current = &mut voice.current;
-                current.left += (voice.target.left - current.left) * step;
-                current.right += (voice.target.right - current.right) * step;
+                current.left += (target.left - current.left) * step;
+                current.right += (target.right - current.right) * step;
                 let (left, right) = (sample * current.left, sample * current.right);
                 if channels == 1 {
                     frame[0] += (left + right) / 2.0;
@@ -361,5 +414,39 @@ mod tests {
         mixer.remove("a");
         mixer.mix_into(&mut out, 1);
         assert!(out.iter().all(|&s| s == 0.0));
+    }
+
+    #[test]
+    fn a_quarter_volume_is_twelve_db_lower_and_leaves_the_others_alone() {
+        let level_db = |samples: &[i16]| 20.0 * rms_level(samples).log10();
+        let mixer = Mixer::new();
+        mixer.set_playing(true);
+        let mut tone = SyntheticAudio::new(440.0);
+        feed(&mixer, "a", &mut tone, 20);
+        let (before, _) = pull(&mixer, 5);
+        mixer.set_volume("a", 0.25);
+        pull(&mixer, 5);
+        let (after, _) = pull(&mixer, 5);
+        let drop_db = level_db(&before) - level_db(&after);
+        assert!((drop_db - 12.04).abs() < 0.2, "{drop_db} dB lower");
+
+        let mut other = SyntheticAudio::new(660.0);
+        mixer.clear();
+        feed(&mixer, "b", &mut other, 20);
+        mixer.set_volume("a", 0.25);
+        let (alone, _) = pull(&mixer, 5);
+        mixer.set_master_volume(0.5);
+        pull(&mixer, 5);
+        let (halved, _) = pull(&mixer, 5);
+        let b_db = level_db(&alone) - level_db(&before);
+        assert!(
+            b_db.abs() < 0.5,
+            "b is {b_db} dB off: a's volume is a's alone"
+        );
+        let master_db = level_db(&alone) - level_db(&halved);
+        assert!(
+            (master_db - 6.02).abs() < 0.2,
+            "master: {master_db} dB lower"
+        );
     }
 }

@@ -1,9 +1,10 @@
-//! Media: raw frame types, synthetic sources, a y4m file source, devices (microphones and speakers through
-//! cpal, native only), codecs (VP8 through libvpx, Opus through libopus), the send path
-//! (encode once per local track), the receive path (decode per remote peer, newest
-//! frame wins), the playback mixer with spatial gains, statistics and signal analysis.
-//! Codecs are plain `Send` values living on worker threads; nothing here runs in a Bevy
-//! system.
+//! Media: raw frame types, synthetic sources, y4m and WAV file sources, devices
+//! (microphones and speakers through cpal, native only), codecs (VP8 through libvpx,
+//! Opus through libopus), the send path (encode once per local track), the receive path
+//! (decode per remote peer, newest frame wins), the playback mixer with spatial gains
+//! and volumes, the voice processing (echo cancellation, noise suppression, gain),
+//! statistics and signal analysis. Codecs are plain `Send` values living on worker
+//! threads; nothing here runs in a Bevy system.
 
 pub mod analysis;
 #[cfg(not(target_arch = "wasm32"))]
@@ -16,6 +17,8 @@ pub mod congestion;
 pub mod convert;
 pub mod device;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod file_audio;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod file_video;
 pub mod frame;
@@ -32,6 +35,7 @@ pub mod sign;
 pub mod spatial;
 pub mod stats;
 pub mod synthetic;
+pub mod voice_processing;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod vp8;
 #[cfg(target_arch = "wasm32")]
@@ -61,5 +65,8 @@ pub use self::sign::{LabelError, SignPainter, SignStyle};
 pub use self::spatial::{RollOff, spatial_gain};
 pub use self::stats::{CallStats, ReceiveStats};
 pub use self::synthetic::{Stamp, SyntheticAudio, SyntheticVideo, luma_difference, read_stamp};
+pub use self::voice_processing::VoiceProcessing;
+#[cfg(not(target_arch = "wasm32"))]
+pub use self::voice_processing::{EchoReference, VoiceProcessor};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::vp8::{EncodedFrame, Vp8Config, Vp8Decoder, Vp8Encoder};

@@ -2,8 +2,8 @@
 //!
 //! Home: display name, create a room, join one by id (validated before sending).
 //! In a call: the room id with a copy button, who is there and how their connection
-//! is (their video is on their panels in the space), mic and camera switches, hang up,
-//! device pickers, statistics. Every
+//! is (their video is on their panels in the space) with a volume each, mic and camera
+//! switches, hang up, the sound controls, device pickers, statistics. Every
 //! [`CallNotice`] becomes a toast that fades after a few seconds.
 
 use std::time::Duration;
@@ -15,12 +15,12 @@ use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use crate::call::{
     AvailableDevices, CallCommand, CallError, CallNotice, CallState, ConnectionState, MediaState,
-    OwnMediaState, OwnSpeakingLevel, Participant, VideoFeed,
+    OwnMediaState, OwnSpeakingLevel, OwnVoiceProcessing, Participant, VideoFeed, Volumes,
 };
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
 use crate::signaling::protocol::{DisplayName, RoomId};
-use crate::space::{JoinByIdRequested, SPEAKING_LEVEL, SpatialAudio};
+use crate::space::{JoinByIdRequested, SpatialAudio};
 
 /// How long a toast stays on screen.
 const TOAST_LIFETIME: Duration = Duration::from_secs(6);
@@ -29,6 +29,7 @@ const MAX_TOASTS: usize = 5;
 
 mod devices;
 mod shortcuts;
+mod sound;
 mod stats;
 
 /// Rooms remembered on the home panel.
@@ -43,7 +44,7 @@ impl Plugin for UiPlugin {
             .init_resource::<Toasts>()
             .init_resource::<OverlayToggles>()
             .add_systems(Startup, init_form)
-            .add_systems(Update, collect_toasts)
+            .add_systems(Update, (collect_toasts, sound::remind_muted))
             .add_systems(
                 EguiPrimaryContextPass,
                 (
@@ -213,6 +214,8 @@ struct CallView<'w> {
     config: Res<'w, ClientConfig>,
     own_media: Res<'w, OwnMediaState>,
     own_level: Res<'w, OwnSpeakingLevel>,
+    voice: Res<'w, OwnVoiceProcessing>,
+    volumes: ResMut<'w, Volumes>,
     spatial: Option<ResMut<'w, SpatialAudio>>,
     devices: Res<'w, AvailableDevices>,
     picks: ResMut<'w, devices::DevicePicks>,
@@ -278,11 +281,14 @@ fn call_panel(
                         0 if media.video => ", waiting for video",
                         _ => "",
                     };
-                    ui.label(format!(
-                        "• {} ({}{video})",
-                        participant.name,
-                        describe(connection.0, *media)
-                    ));
+                    ui.horizontal(|ui| {
+                        ui.label(format!(
+                            "• {} ({}{video})",
+                            participant.name,
+                            describe(connection.0, *media)
+                        ));
+                        sound::person_volume(ui, &mut call.volumes, participant);
+                    });
                 }
                 ui.separator();
                 ui.horizontal(|ui| {
@@ -311,7 +317,13 @@ fn call_panel(
                     ui.toggle_value(&mut toggles.stats, "Statistics (I)");
                     ui.toggle_value(&mut toggles.help, "Shortcuts (H)");
                 });
-                sound_controls(ui, call.own_level.0, call.spatial.as_deref_mut());
+                let controls = sound::SoundControls {
+                    own_level: call.own_level.0,
+                    voice: *call.voice,
+                    volumes: &mut call.volumes,
+                    spatial: call.spatial.as_deref_mut(),
+                };
+                sound::sound_controls(ui, controls, &mut commands);
                 devices::device_pickers(ui, &call.devices, &mut call.picks, &mut commands);
             }
             CallState::Leaving => {
@@ -322,32 +334,6 @@ fn call_panel(
             }
         });
     Ok(())
-}
-
-/// Our microphone's level (the speaking indicator for ourselves) and the spatial
-/// audio switch.
-fn sound_controls(ui: &mut egui::Ui, own_level: f32, spatial: Option<&mut SpatialAudio>) {
-    ui.horizontal(|ui| {
-        ui.label("Your mic:");
-        let speaking = own_level > SPEAKING_LEVEL;
-        let bar = egui::ProgressBar::new((own_level * 5.0).min(1.0))
-            .desired_width(120.0)
-            .fill(if speaking {
-                egui::Color32::from_rgb(40, 200, 80)
-            } else {
-                egui::Color32::from_gray(90)
-            });
-        ui.add(bar);
-        if speaking {
-            ui.label("speaking");
-        }
-    });
-    if let Some(spatial) = spatial {
-        ui.checkbox(
-            &mut spatial.enabled,
-            "Spatial audio (voices come from their panels)",
-        );
-    }
 }
 
 /// Connection state and mute badges in words.
@@ -520,7 +506,7 @@ mod tests {
         let mut app = headless_app(config);
         app.init_resource::<Toasts>()
             .init_resource::<HomeForm>()
-            .add_systems(Update, collect_toasts);
+            .add_systems(Update, (collect_toasts, sound::remind_muted));
         app.finish();
         app.cleanup();
         (runtime, app)

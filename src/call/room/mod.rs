@@ -340,6 +340,7 @@ impl Room {
             CallCommand::SwitchVideo(_)
             | CallCommand::SwitchMicrophone(_)
             | CallCommand::SwitchSpeaker(_)
+            | CallCommand::SetVoiceProcessing(_)
             | CallCommand::ListDevices => return Some(command),
         }
         None

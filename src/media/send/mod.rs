@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::device::{AudioInput, VideoInput};
+use super::voice_processing::VoiceProcessing;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
@@ -40,6 +41,8 @@ pub struct SendSettings {
     pub audio_input: AudioInput,
     /// Where the video we send comes from.
     pub video_input: VideoInput,
+    /// What is done to a microphone's sound before it is sent.
+    pub voice_processing: VoiceProcessing,
 }
 
 impl Default for SendSettings {
@@ -53,6 +56,7 @@ impl Default for SendSettings {
             tone_hz: 440.0,
             audio_input: AudioInput::Tone,
             video_input: VideoInput::Synthetic,
+            voice_processing: VoiceProcessing::default(),
         }
     }
 }
@@ -89,11 +93,19 @@ pub struct SendCounters {
     /// RMS level (0 to 1, as `f32` bits) of the last 60 ms we captured while the
     /// microphone is on; 0 while it is muted.
     pub own_level: AtomicU32,
+    /// The same level while the microphone is muted (heard, not sent), for the "you
+    /// are muted" reminder; 0 while it is on.
+    pub muted_level: AtomicU32,
 }
 
 impl SendCounters {
     /// Our own audio level now (see [`Self::own_level`]).
     pub fn own_level(&self) -> f32 {
         f32::from_bits(self.own_level.load(Ordering::Relaxed))
+    }
+
+    /// Our level while muted (see [`Self::muted_level`]).
+    pub fn muted_level(&self) -> f32 {
+        f32::from_bits(self.muted_level.load(Ordering::Relaxed))
     }
 }

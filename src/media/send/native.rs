@@ -1,5 +1,6 @@
-//! The native send path: synthetic sources, a y4m file, a camera or the microphone,
-//! and the encoders on their own threads (see the parent module). A video source that
+//! The native send path: synthetic sources, y4m and WAV files, a camera or the
+//! microphone (through the voice processing: echo cancellation, noise suppression,
+//! gain), and the encoders on their own threads (see the parent module). A video source that
 //! cannot be opened or is lost is replaced by the placeholder (our name on a colour); a
 //! microphone that is lost leaves the audio loop silent until another is picked.
 
@@ -15,12 +16,14 @@ use crate::media::congestion::{BitrateBounds, VideoBitrateTargets};
 use crate::media::convert::i420_to_rgba;
 use crate::media::device::{AudioInput, VideoInput};
 use crate::media::error::{CodecError, DeviceError};
+use crate::media::file_audio::WavFile;
 use crate::media::file_video::Y4mFile;
 use crate::media::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 use crate::media::opus::OpusEncoder;
 use crate::media::placeholder::PlaceholderVideo;
 use crate::media::receive::{DecodedFrame, FrameSender};
 use crate::media::synthetic::{SyntheticAudio, SyntheticVideo, wall_clock_micros};
+use crate::media::voice_processing::{EchoReference, VoiceProcessing, VoiceProcessor};
 use crate::media::vp8::{Vp8Config, Vp8Encoder};
 
 use super::{MediaSink, SendCounters, SendSettings};
@@ -59,8 +62,10 @@ impl Drop for CaptureHandle {
 enum AudioSource {
     /// The synthetic tone, paced by the clock.
     Tone(SyntheticAudio),
-    /// A microphone, paced by the device.
-    Microphone(Box<Microphone>),
+    /// A WAV file, paced by the clock.
+    File(Box<WavFile>),
+    /// A microphone, paced by the device, and the voice processing of what it hears.
+    Microphone(Box<(Microphone, VoiceProcessor)>),
     /// Nothing: the microphone could not be opened or was lost; another may be picked.
     Silent,
 }
@@ -69,13 +74,27 @@ enum AudioSource {
 const MICROPHONE_WAIT: Duration = Duration::from_millis(100);
 
 impl AudioSource {
-    /// Opens what `settings` asks for.
-    fn open(settings: &SendSettings) -> Result<Self, DeviceError> {
+    /// Opens what `settings` asks for; a microphone's sound goes through the voice
+    /// processing, with what the speaker plays (`echo_reference`) as the far end.
+    fn open(
+        settings: &SendSettings,
+        echo_reference: &Arc<EchoReference>,
+    ) -> Result<Self, DeviceError> {
         match &settings.audio_input {
             AudioInput::Tone => Ok(Self::Tone(SyntheticAudio::new(settings.tone_hz))),
-            AudioInput::Microphone(choice) => {
-                Microphone::open(choice).map(|mic| Self::Microphone(Box::new(mic)))
-            }
+            AudioInput::File(path) => WavFile::open(path).map(|file| Self::File(Box::new(file))),
+            AudioInput::Microphone(choice) => Microphone::open(choice).map(|microphone| {
+                let processor =
+                    VoiceProcessor::new(settings.voice_processing, echo_reference.clone());
+                Self::Microphone(Box::new((microphone, processor)))
+            }),
+        }
+    }
+
+    /// Switches the parts of the voice processing (a microphone's only).
+    fn set_voice_processing(&mut self, parts: VoiceProcessing) {
+        if let Self::Microphone(microphone) = self {
+            microphone.1.set_parts(parts);
         }
     }
 
@@ -92,7 +111,20 @@ impl AudioSource {
                 pace(deadline, period);
                 Ok(Some(tone.next_frame()))
             }
-            Self::Microphone(microphone) => microphone.next_frame(MICROPHONE_WAIT),
+            Self::File(file) => {
+                pace(deadline, period);
+                Ok(Some(file.next_frame()))
+            }
+            Self::Microphone(microphone) => {
+                let (microphone, processor) = &mut **microphone;
+                let mut frame = microphone.next_frame(MICROPHONE_WAIT)?;
+                if let Some(frame) = &mut frame
+                    && processor.parts().any()
+                {
+                    processor.process(frame, microphone.latency());
+                }
+                Ok(frame)
+            }
             Self::Silent => {
                 std::thread::sleep(MICROPHONE_WAIT);
                 Ok(None)
@@ -178,6 +210,8 @@ impl VideoSource {
 struct Controls {
     video_on: AtomicBool,
     audio_on: AtomicBool,
+    /// The parts of the voice processing asked for now.
+    voice_processing: Mutex<VoiceProcessing>,
     keyframe_wanted: AtomicBool,
     stop: AtomicBool,
 }
@@ -191,6 +225,8 @@ pub struct LocalSender {
     next_video: Arc<Mutex<Option<VideoSource>>>,
     /// A source waiting to replace the audio loop's.
     next_audio: Arc<Mutex<Option<AudioSource>>>,
+    /// What the speaker plays, for the echo canceller of the microphones we open.
+    echo_reference: Arc<EchoReference>,
     threads: Vec<JoinHandle<()>>,
     audio_problem: Option<DeviceError>,
     video_problem: Option<DeviceError>,
@@ -204,13 +240,16 @@ impl LocalSender {
     /// A microphone that cannot be opened does not stop the call: we send no audio,
     /// and [`Self::audio_problem`] says why. Neither does a video source: we send the
     /// placeholder (`own_name` on a colour) instead, and [`Self::video_problem`] says
-    /// why.
+    /// why. A microphone's sound goes through the voice processing that
+    /// `settings.voice_processing` asks for, with `echo_reference` (what the speaker
+    /// plays) as the far end of the echo canceller.
     pub fn start(
         settings: &SendSettings,
         own_name: &str,
         sink: Arc<dyn MediaSink>,
         counters: Arc<SendCounters>,
         preview: Option<FrameSender>,
+        echo_reference: Arc<EchoReference>,
     ) -> Result<Self, CodecError> {
         let (source, video_problem) = match VideoSource::open(settings) {
             Ok(source) => (source, None),
@@ -234,7 +273,7 @@ impl LocalSender {
         let bounds = BitrateBounds::new(settings.min_video_kbps, settings.video_kbps);
         let bitrate_targets = Arc::new(VideoBitrateTargets::default());
         let opus = OpusEncoder::new(OPUS_BITRATE_BPS)?;
-        let (audio_source, audio_problem) = match AudioSource::open(settings) {
+        let (audio_source, audio_problem) = match AudioSource::open(settings, &echo_reference) {
             Ok(source) => (source, None),
             Err(error) => {
                 tracing::warn!(%error, "sending no audio");
@@ -244,6 +283,7 @@ impl LocalSender {
         let controls = Arc::new(Controls {
             video_on: AtomicBool::new(true),
             audio_on: AtomicBool::new(true),
+            voice_processing: Mutex::new(settings.voice_processing),
             keyframe_wanted: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
@@ -282,6 +322,7 @@ impl LocalSender {
             bitrate_targets,
             next_video,
             next_audio,
+            echo_reference,
             threads,
             audio_problem,
             video_problem,
@@ -303,7 +344,11 @@ impl LocalSender {
     /// after the microphone was lost or never opened). On failure the current source
     /// goes on.
     pub fn switch_audio(&self, settings: &SendSettings) -> Result<(), DeviceError> {
-        let source = AudioSource::open(settings)?;
+        let mut settings = settings.clone();
+        if let Ok(parts) = self.controls.voice_processing.lock() {
+            settings.voice_processing = *parts;
+        }
+        let source = AudioSource::open(&settings, &self.echo_reference)?;
         if let Ok(mut next) = self.next_audio.lock() {
             *next = Some(source);
         }
@@ -331,6 +376,13 @@ impl LocalSender {
     /// Microphone on or off.
     pub fn set_audio_enabled(&self, on: bool) {
         self.controls.audio_on.store(on, Ordering::Relaxed);
+    }
+
+    /// Switches parts of the microphone's voice processing on or off, mid-call.
+    pub fn set_voice_processing(&self, parts: VoiceProcessing) {
+        if let Ok(mut current) = self.controls.voice_processing.lock() {
+            *current = parts;
+        }
     }
 
     /// Makes the next encoded frame a keyframe (a peer lost data or just arrived).
@@ -547,6 +599,9 @@ impl AudioLoop {
             if let Some(source) = self.next_audio.lock().ok().and_then(|mut next| next.take()) {
                 self.use_source(source);
             }
+            if let Ok(parts) = self.controls.voice_processing.lock() {
+                self.source.set_voice_processing(*parts);
+            }
             let frame = match self.source.next_frame(&mut deadline, period) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => continue,
@@ -556,23 +611,27 @@ impl AudioLoop {
                         .audio_source_failures
                         .fetch_add(1, Ordering::Relaxed);
                     self.counters.own_level.store(0, Ordering::Relaxed);
+                    self.counters.muted_level.store(0, Ordering::Relaxed);
                     self.use_source(AudioSource::Silent);
                     continue;
                 }
             };
-            if !self.controls.audio_on.load(Ordering::Relaxed) {
-                mean_squares.clear();
-                self.counters.own_level.store(0, Ordering::Relaxed);
-                continue;
-            }
             if mean_squares.len() == LEVEL_FRAMES {
                 mean_squares.pop_front();
             }
             mean_squares.push_back(rms_level(&frame.samples).powi(2));
             let level = (mean_squares.iter().sum::<f32>() / mean_squares.len() as f32).sqrt();
+            let on = self.controls.audio_on.load(Ordering::Relaxed);
+            let (sent, held) = if on { (level, 0.0) } else { (0.0, level) };
             self.counters
                 .own_level
-                .store(level.to_bits(), Ordering::Relaxed);
+                .store(sent.to_bits(), Ordering::Relaxed);
+            self.counters
+                .muted_level
+                .store(held.to_bits(), Ordering::Relaxed);
+            if !on {
+                continue;
+            }
             match self.encoder.encode(&frame) {
                 Ok(packet) => {
                     self.sink.send_audio(&packet, period);
