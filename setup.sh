@@ -13,6 +13,8 @@ packages=(
   # sound devices: cpal talks to ALSA; ALSA's PulseAudio plugin reaches the sound
   # server; the sound test runs its own PulseAudio with a null sink and records it
   libasound2-dev libasound2-plugins pulseaudio pulseaudio-utils
+  # the echo test's voices: speech synthesised to WAV files
+  espeak-ng
   # cameras: nokhwa reads V4L2 through libv4l; its bindings are made with bindgen (clang)
   libv4l-dev libclang-dev
   # run time of the window: winit loads the X11 libraries when it starts

@@ -421,29 +421,41 @@ mod tests {
         let level_db = |samples: &[i16]| 20.0 * rms_level(samples).log10();
         let mixer = Mixer::new();
         mixer.set_playing(true);
-        let mut tone = SyntheticAudio::new(440.0);
-        feed(&mixer, "a", &mut tone, 20);
-        let (before, _) = pull(&mixer, 5);
+        let mut a = SyntheticAudio::new(440.0);
+        let mut b = SyntheticAudio::new(660.0);
+        // Each voice alone, a frame in and a frame out at a time, after 200 ms to
+        // settle: the left channel of the last 100 ms.
+        let alone = |voice: &str, tone: &mut SyntheticAudio| {
+            feed(&mixer, voice, tone, 3);
+            for _ in 0..10 {
+                feed(&mixer, voice, tone, 1);
+                pull(&mixer, 1);
+            }
+            let mut left = Vec::new();
+            for _ in 0..5 {
+                feed(&mixer, voice, tone, 1);
+                left.extend(pull(&mixer, 1).0);
+            }
+            mixer.remove(voice);
+            left
+        };
+        let a_full = alone("a", &mut a);
+        let b_full = alone("b", &mut b);
         mixer.set_volume("a", 0.25);
-        pull(&mixer, 5);
-        let (after, _) = pull(&mixer, 5);
-        let drop_db = level_db(&before) - level_db(&after);
+        let a_quarter = alone("a", &mut a);
+        mixer.set_volume("a", 0.25);
+        let b_beside = alone("b", &mut b);
+        let drop_db = level_db(&a_full) - level_db(&a_quarter);
         assert!((drop_db - 12.04).abs() < 0.2, "{drop_db} dB lower");
-
-        let mut other = SyntheticAudio::new(660.0);
-        mixer.clear();
-        feed(&mixer, "b", &mut other, 20);
-        mixer.set_volume("a", 0.25);
-        let (alone, _) = pull(&mixer, 5);
-        mixer.set_master_volume(0.5);
-        pull(&mixer, 5);
-        let (halved, _) = pull(&mixer, 5);
-        let b_db = level_db(&alone) - level_db(&before);
+        let b_db = level_db(&b_full) - level_db(&b_beside);
         assert!(
-            b_db.abs() < 0.5,
+            b_db.abs() < 0.1,
             "b is {b_db} dB off: a's volume is a's alone"
         );
-        let master_db = level_db(&alone) - level_db(&halved);
+
+        mixer.set_master_volume(0.5);
+        let b_halved = alone("b", &mut b);
+        let master_db = level_db(&b_full) - level_db(&b_halved);
         assert!(
             (master_db - 6.02).abs() < 0.2,
             "master: {master_db} dB lower"

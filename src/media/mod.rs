@@ -64,7 +64,9 @@ pub use self::send::{MediaSink, SendCounters, SendSettings};
 pub use self::sign::{LabelError, SignPainter, SignStyle};
 pub use self::spatial::{RollOff, spatial_gain};
 pub use self::stats::{CallStats, ReceiveStats};
-pub use self::synthetic::{Stamp, SyntheticAudio, SyntheticVideo, luma_difference, read_stamp};
+pub use self::synthetic::{
+    Stamp, SyntheticAudio, SyntheticVideo, SyntheticVoice, luma_difference, read_stamp,
+};
 pub use self::voice_processing::VoiceProcessing;
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::voice_processing::{EchoReference, VoiceProcessor};

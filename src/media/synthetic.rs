@@ -298,6 +298,47 @@ impl SyntheticAudio {
     }
 }
 
+/// A speech-like synthetic voice for measuring the voice processing without a
+/// recording: a 150 Hz buzz with falling harmonics, its loudness rising and falling four
+/// times a second like syllables, over a faint hiss. Deterministic.
+#[derive(Debug, Clone)]
+pub struct SyntheticVoice {
+    /// Samples produced so far.
+    position: u64,
+    /// The hiss's xorshift state.
+    noise: u32,
+}
+
+impl Default for SyntheticVoice {
+    fn default() -> Self {
+        Self {
+            position: 0,
+            noise: 0x1234_5678,
+        }
+    }
+}
+
+impl SyntheticVoice {
+    /// The next 20 ms as floats (-1 to 1).
+    pub fn next_samples(&mut self) -> Vec<f32> {
+        (0..AUDIO_FRAME_SAMPLES)
+            .map(|_| {
+                let t = self.position as f64 / f64::from(AUDIO_SAMPLE_RATE);
+                self.position += 1;
+                let syllable = (TAU * 4.0 * t).sin().max(0.0);
+                let buzz: f64 = (1..8)
+                    .map(|h| (TAU * 150.0 * f64::from(h) * t).sin() / f64::from(h))
+                    .sum();
+                self.noise ^= self.noise << 13;
+                self.noise ^= self.noise >> 17;
+                self.noise ^= self.noise << 5;
+                let hiss = (f64::from(self.noise) / f64::from(u32::MAX) - 0.5) * 0.02;
+                (0.15 * syllable * buzz + hiss) as f32
+            })
+            .collect()
+    }
+}
+
 /// Position along a back-and-forth path of length `range`, after travelling `distance`.
 fn bounce(distance: u64, range: u32) -> u32 {
     if range == 0 {

@@ -11,7 +11,7 @@
 //! finds the exact echo path delay itself; the reported one is where it starts looking.
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{EchoReference, PROCESSING_FRAME_SAMPLES, VoiceProcessor};
+pub use native::{EchoPath, EchoReference, PROCESSING_FRAME_SAMPLES, VoiceProcessor};
 
 /// Which parts of the voice processing run on our microphone. All on by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,7 @@ mod native {
 
     use sonora::config::{
         AdaptiveDigital, EchoCanceller, GainController2, HighPassFilter, NoiseSuppression,
+        NoiseSuppressionLevel,
     };
     use sonora::{AudioProcessing, Config, StreamConfig};
 
@@ -114,6 +115,45 @@ mod native {
             let mut played = self.played();
             let whole = played.len() / PROCESSING_FRAME_SAMPLES * PROCESSING_FRAME_SAMPLES;
             frames.extend(played.drain(..whole));
+        }
+    }
+
+    /// A room's echo for measurements without devices: what the speaker plays comes
+    /// back into the microphone some 20 ms frames later, scaled.
+    #[derive(Debug)]
+    pub struct EchoPath {
+        /// Played frames not heard yet, oldest first.
+        in_flight: VecDeque<Vec<f32>>,
+        delay_frames: usize,
+        gain: f32,
+    }
+
+    impl EchoPath {
+        /// An echo `delay_frames` 20 ms frames late at `gain` (0.5: -6 dB).
+        pub fn new(delay_frames: usize, gain: f32) -> Self {
+            Self {
+                in_flight: VecDeque::with_capacity(delay_frames + 1),
+                delay_frames,
+                gain,
+            }
+        }
+
+        /// What the microphone hears while the speaker plays `played` (20 ms).
+        pub fn hear(&mut self, played: &[f32]) -> AudioFrame {
+            self.in_flight.push_back(played.to_vec());
+            let samples = if self.in_flight.len() > self.delay_frames {
+                self.in_flight
+                    .pop_front()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&sample| {
+                        (sample * self.gain * 32_768.0).clamp(-32_768.0, 32_767.0) as i16
+                    })
+                    .collect()
+            } else {
+                vec![0; played.len()]
+            };
+            AudioFrame { samples }
         }
     }
 
@@ -211,12 +251,16 @@ mod native {
     }
 
     /// `sonora`'s configuration for `parts`: the high-pass filter whenever anything runs
-    /// (AEC3 wants it), moderate noise suppression, AGC2's adaptive digital gain.
+    /// (AEC3 wants it), high noise suppression (about 18 dB; Chromium's choice too),
+    /// AGC2's adaptive digital gain.
     fn sonora_config(parts: VoiceProcessing) -> Config {
         Config {
             high_pass_filter: parts.any().then(HighPassFilter::default),
             echo_canceller: parts.echo_cancellation.then(EchoCanceller::default),
-            noise_suppression: parts.noise_suppression.then(NoiseSuppression::default),
+            noise_suppression: parts.noise_suppression.then(|| NoiseSuppression {
+                level: NoiseSuppressionLevel::High,
+                ..NoiseSuppression::default()
+            }),
             gain_controller2: parts.auto_gain.then(|| GainController2 {
                 adaptive_digital: Some(AdaptiveDigital::default()),
                 ..GainController2::default()
@@ -229,27 +273,7 @@ mod native {
     mod tests {
         use super::*;
         use crate::media::analysis::rms_level;
-        use crate::media::frame::AUDIO_FRAME_SAMPLES;
-
-        /// A speech-like far end: a 150 Hz buzz with harmonics, its loudness rising and
-        /// falling four times a second like syllables, and a little noise.
-        fn talker(samples: usize, offset: usize) -> Vec<f32> {
-            let mut noise = 0x1234_5678_u32;
-            (offset..offset + samples)
-                .map(|i| {
-                    let t = i as f32 / AUDIO_SAMPLE_RATE as f32;
-                    let syllable = (std::f32::consts::TAU * 4.0 * t).sin().max(0.0);
-                    let buzz: f32 = (1..8)
-                        .map(|h| (std::f32::consts::TAU * 150.0 * h as f32 * t).sin() / h as f32)
-                        .sum();
-                    noise ^= noise << 13;
-                    noise ^= noise >> 17;
-                    noise ^= noise << 5;
-                    let hiss = (noise as f32 / u32::MAX as f32 - 0.5) * 0.02;
-                    0.15 * syllable * buzz + hiss
-                })
-                .collect()
-        }
+        use crate::media::synthetic::SyntheticVoice;
 
         /// Plays the talker through `reference` and hears it back `delay_frames` 20 ms
         /// frames later at half the level (-6 dB); returns the level of what the
@@ -258,20 +282,13 @@ mod native {
             let reference = Arc::new(EchoReference::default());
             let mut processor = VoiceProcessor::new(parts, reference.clone());
             let frames = seconds * 50;
-            let delay_frames = 4;
-            let far = talker(frames * AUDIO_FRAME_SAMPLES, 0);
+            let mut echo_path = EchoPath::new(4, 0.5);
+            let mut voice = SyntheticVoice::default();
             let mut sent = Vec::new();
             for index in 0..frames {
-                let played = &far[index * AUDIO_FRAME_SAMPLES..][..AUDIO_FRAME_SAMPLES];
-                reference.record(played, 1, Duration::from_millis(20));
-                let heard: Vec<i16> = match index.checked_sub(delay_frames) {
-                    Some(past) => far[past * AUDIO_FRAME_SAMPLES..][..AUDIO_FRAME_SAMPLES]
-                        .iter()
-                        .map(|&s| (s * 0.5 * 32_768.0) as i16)
-                        .collect(),
-                    None => vec![0; AUDIO_FRAME_SAMPLES],
-                };
-                let mut frame = AudioFrame { samples: heard };
+                let played = voice.next_samples();
+                reference.record(&played, 1, Duration::from_millis(20));
+                let mut frame = echo_path.hear(&played);
                 processor.process(&mut frame, Duration::from_millis(20));
                 if index >= frames - 50 {
                     sent.extend(frame.samples);

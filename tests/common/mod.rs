@@ -445,6 +445,36 @@ impl PulseServer {
         );
     }
 
+    /// Runs `pactl ARGS` against this daemon and returns what it printed; panics,
+    /// with pactl's words, when it fails.
+    pub fn pactl_output(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("pactl")
+            .args(args)
+            .env("PULSE_SERVER", &self.server)
+            .output()
+            .unwrap_or_else(|error| {
+                panic!("cannot run pactl ({error}): apt-get install pulseaudio-utils")
+            });
+        assert!(
+            output.status.success(),
+            "pactl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Starts playing the WAV file `path` into `sink` (once).
+    pub fn play(&self, sink: &str, path: &std::path::Path) -> std::process::Child {
+        std::process::Command::new("paplay")
+            .arg(format!("--device={sink}"))
+            .arg(path)
+            .env("PULSE_SERVER", &self.server)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot run paplay ({error}): apt-get install pulseaudio-utils")
+            })
+    }
+
     /// Runs `pactl ARGS` against this daemon; whether it succeeded.
     fn pactl(&self, args: &[&str]) -> bool {
         std::process::Command::new("pactl")
