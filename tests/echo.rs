@@ -3,7 +3,8 @@
 //! laptop's speakers do, a far-end talker sending a synthesised voice (espeak-ng, as a
 //! WAV file microphone), and the listener's microphone processed by the echo
 //! canceller, the noise suppression, or neither. Everything is measured where a person
-//! would hear it: at the far end, on the level of the listener's voice as it arrives.
+//! would hear it: at the far end, on the level of the listener's voice as it arrives;
+//! and, for the volume per person, in what the listener's speaker plays.
 //!
 //! With `--nocapture` it prints one line per figure (`ERLE 31.2 dB`, ...).
 //!
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use common::*;
-use meetspace::call::{CallCommand, SpeakingLevel};
+use meetspace::call::{CallCommand, Participant, SpeakingLevel, Volumes};
+use meetspace::signaling::protocol::PeerId;
 use meetspace::media::{AudioInput, DeviceChoice, SendSettings, VoiceProcessing};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -105,6 +107,40 @@ fn heard_during(pulse: &PulseServer, apps: &mut [&mut App], clip: &Path) -> f32 
     powers.iter().sum::<f32>() / powers.len().max(1) as f32
 }
 
+/// Small video: the sound is what is measured here.
+fn small_video() -> SendSettings {
+    SendSettings {
+        width: 320,
+        height: 240,
+        video_kbps: 300,
+        ..SendSettings::default()
+    }
+}
+
+/// The amplitude of the `hz` component of `samples` (Goertzel), at 48 kHz.
+fn tone_level(samples: &[i16], hz: f32) -> f32 {
+    let coefficient = 2.0 * (std::f32::consts::TAU * hz / 48_000.0).cos();
+    let (mut previous, mut before) = (0.0_f32, 0.0_f32);
+    for &sample in samples {
+        let current = f32::from(sample) / 32_768.0 + coefficient * previous - before;
+        before = previous;
+        previous = current;
+    }
+    let power = previous * previous + before * before - coefficient * previous * before;
+    2.0 * power.sqrt() / samples.len() as f32
+}
+
+/// The peer id of the participant `app` shows as `name`.
+fn peer_id_of(app: &mut App, name: &str) -> PeerId {
+    let world = app.world_mut();
+    let mut participants = world.query::<&Participant>();
+    participants
+        .iter(world)
+        .find(|participant| participant.name.as_str() == name)
+        .map(|participant| participant.peer_id.clone())
+        .unwrap_or_else(|| panic!("no participant {name}"))
+}
+
 fn db(power_ratio: f32) -> f32 {
     10.0 * power_ratio.log10()
 }
@@ -175,12 +211,7 @@ fn the_echo_of_the_far_end_is_removed_the_near_end_kept_and_noise_suppressed() {
     unsafe { std::env::set_var("PULSE_SERVER", &pulse.server) };
 
     let server = TestServer::start();
-    let small = SendSettings {
-        width: 320,
-        height: 240,
-        video_kbps: 300,
-        ..SendSettings::default()
-    };
+    let small = small_video();
     let mut far = client_from(config(
         &server.url,
         "Far",
@@ -292,6 +323,68 @@ fn the_echo_of_the_far_end_is_removed_the_near_end_kept_and_noise_suppressed() {
         snr_on - snr_off >= 10.0,
         "noise suppression gained only {:.1} dB",
         snr_on - snr_off
+    );
+
+    // Volumes: the far end sends a 440 Hz tone, a second talker joins with 660 Hz;
+    // the listener turns the far end down to 25 %: its tone plays 12 dB lower into the
+    // speaker, the other's as before.
+    let mut second = client_with(
+        &server.url,
+        "Second",
+        SendSettings {
+            tone_hz: 660.0,
+            ..small_video()
+        },
+    );
+    join_room(&mut second, &room);
+    apps[0]
+        .world_mut()
+        .write_message(CallCommand::SwitchMicrophone(AudioInput::Tone));
+    set_far_end_talking(apps[0], true);
+    let apps = &mut [&mut far, &mut listener, &mut second];
+    let both = pump_until(apps, 30 * SECOND, |apps| {
+        let world = apps[1].world_mut();
+        let mut levels = world.query::<&SpeakingLevel>();
+        levels.iter(world).filter(|level| level.0 > 0.05).count() == 2
+    });
+    assert!(both, "the listener does not hear both talkers");
+    let far_id = peer_id_of(apps[1], "Far");
+    // Each tone's median level over the quarter seconds of 3 s (a quarter second in
+    // which a voice ran dry on a loaded machine does not count).
+    let tones = |apps: &mut [&mut App]| {
+        let (left, _) = record_playback(&pulse, apps, 3 * SECOND);
+        let median = |hz: f32| {
+            let mut levels: Vec<f32> = left
+                .chunks_exact(12_000)
+                .map(|chunk| tone_level(chunk, hz))
+                .collect();
+            levels.sort_by(f32::total_cmp);
+            levels[levels.len() / 2]
+        };
+        (median(440.0), median(660.0))
+    };
+    let (far_before, second_before) = tones(apps);
+    apps[1]
+        .world_mut()
+        .resource_mut::<Volumes>()
+        .people
+        .insert(far_id, 0.25);
+    pump_until(apps, SECOND / 2, |_| false);
+    let (far_after, second_after) = tones(apps);
+    let far_change = 20.0 * (far_after / far_before).log10();
+    let second_change = 20.0 * (second_after / second_before).log10();
+    println!(
+        "tone levels before {far_before:.4} / {second_before:.4}, after {far_after:.4} / \
+         {second_after:.4}"
+    );
+    println!("far end at 25 %: {far_change:+.1} dB; the other talker: {second_change:+.1} dB");
+    assert!(
+        (far_change + 12.0).abs() < 1.5,
+        "the far end changed by {far_change:.1} dB"
+    );
+    assert!(
+        second_change.abs() < 1.0,
+        "the other talker changed by {second_change:.1} dB"
     );
 
     leave(&mut listener);

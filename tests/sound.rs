@@ -9,7 +9,6 @@
 mod common;
 
 use std::f32::consts::FRAC_PI_4;
-use std::io::Read;
 use std::time::Duration;
 
 use bevy::prelude::*;
@@ -58,37 +57,6 @@ fn listener(url: &str) -> App {
     app.finish();
     app.cleanup();
     app
-}
-
-/// Left and right channels of what played into the sink while `apps` ran for `span`
-/// (the first half second left out: what the sound server still had queued).
-fn record(pulse: &PulseServer, apps: &mut [&mut App], span: Duration) -> (Vec<i16>, Vec<i16>) {
-    let mut parec = pulse.record();
-    let mut stdout = parec.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = stdout.read_to_end(&mut bytes);
-        bytes
-    });
-    pump_until(apps, span, |_| false);
-    let _ = parec.kill();
-    let _ = parec.wait();
-    let bytes = reader.join().unwrap();
-    let skip = AUDIO_SAMPLE_RATE as usize / 2;
-    let samples: Vec<i16> = bytes
-        .chunks_exact(2)
-        .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
-        .collect();
-    let frames: Vec<&[i16]> = samples.chunks_exact(2).skip(skip).collect();
-    assert!(
-        frames.len() > AUDIO_SAMPLE_RATE as usize / 2,
-        "parec recorded only {} frames",
-        frames.len()
-    );
-    (
-        frames.iter().map(|frame| frame[0]).collect(),
-        frames.iter().map(|frame| frame[1]).collect(),
-    )
 }
 
 fn set_yaw(app: &mut App, yaw: f32) {
@@ -140,7 +108,7 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
     );
 
     // The panel straight ahead: the tone on both channels alike.
-    let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
+    let (left, right) = record_playback(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
     let frequency = dominant_frequency(&left, AUDIO_SAMPLE_RATE);
     assert!(
         frequency.is_some_and(|hz| (hz - TONE_HZ).abs() < TONE_HZ * 0.02),
@@ -157,7 +125,7 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
     // pan = -sin 45° gives left/right = cot(π/4 · (1 - 1/√2)) ≈ 4.3.
     set_yaw(&mut listener, -FRAC_PI_4);
     pump_until(&mut [&mut talker, &mut listener], SECOND / 2, |_| false);
-    let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
+    let (left, right) = record_playback(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
     let ratio = rms_level(&left) / rms_level(&right);
     let expected = 1.0 / (FRAC_PI_4 * (1.0 - std::f32::consts::FRAC_1_SQRT_2)).tan();
     eprintln!("front-left: left/right {ratio:.3}, expected {expected:.3}");
@@ -172,7 +140,7 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
         .resource_mut::<meetspace::space::SpatialAudio>()
         .enabled = false;
     pump_until(&mut [&mut talker, &mut listener], SECOND / 2, |_| false);
-    let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
+    let (left, right) = record_playback(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
     let ratio = rms_level(&left) / rms_level(&right);
     eprintln!("plain mix: left/right {ratio:.3}");
     assert!(
@@ -187,7 +155,7 @@ fn the_remote_tone_plays_into_the_sound_server_placed_where_its_panel_stands() {
     // Behind the walls, in the lobby: the room's voices are not heard.
     *listener.world_mut().resource_mut::<Location>() = Location::Lobby;
     pump_until(&mut [&mut talker, &mut listener], SECOND / 2, |_| false);
-    let (left, right) = record(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
+    let (left, right) = record_playback(&pulse, &mut [&mut talker, &mut listener], 2 * SECOND);
     eprintln!(
         "lobby: RMS left {:.5} right {:.5}",
         rms_level(&left),

@@ -509,6 +509,38 @@ impl PulseServer {
     }
 }
 
+/// Left and right channels of what played into the sink while `apps` ran for `span`
+/// (the first half second left out: what the sound server still had queued).
+pub fn record_playback(pulse: &PulseServer, apps: &mut [&mut App], span: Duration) -> (Vec<i16>, Vec<i16>) {
+    let mut parec = pulse.record();
+    use std::io::Read;
+    let mut stdout = parec.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    pump_until(apps, span, |_| false);
+    let _ = parec.kill();
+    let _ = parec.wait();
+    let bytes = reader.join().unwrap();
+    let skip = meetspace::media::AUDIO_SAMPLE_RATE as usize / 2;
+    let samples: Vec<i16> = bytes
+        .chunks_exact(2)
+        .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
+        .collect();
+    let frames: Vec<&[i16]> = samples.chunks_exact(2).skip(skip).collect();
+    assert!(
+        frames.len() > meetspace::media::AUDIO_SAMPLE_RATE as usize / 2,
+        "parec recorded only {} frames",
+        frames.len()
+    );
+    (
+        frames.iter().map(|frame| frame[0]).collect(),
+        frames.iter().map(|frame| frame[1]).collect(),
+    )
+}
+
 impl Drop for PulseServer {
     fn drop(&mut self) {
         let _ = self.daemon.kill();
