@@ -19,8 +19,8 @@ use std::time::Duration;
 use bevy::prelude::*;
 use common::*;
 use meetspace::call::{CallCommand, Participant, SpeakingLevel, Volumes};
-use meetspace::signaling::protocol::PeerId;
 use meetspace::media::{AudioInput, DeviceChoice, SendSettings, VoiceProcessing};
+use meetspace::signaling::protocol::PeerId;
 
 const SECOND: Duration = Duration::from_secs(1);
 /// Where the listener's microphone hears from: the echo path and the near-end voice

@@ -50,6 +50,7 @@ impl Plugin for UiPlugin {
                 (
                     shortcuts::handle_shortcuts,
                     call_panel,
+                    sound::panel_volume_popup,
                     stats::stats_window,
                     shortcuts::help_window,
                     toast_stack,
@@ -506,7 +507,7 @@ mod tests {
         let mut app = headless_app(config);
         app.init_resource::<Toasts>()
             .init_resource::<HomeForm>()
-            .add_systems(Update, (collect_toasts, sound::remind_muted));
+            .add_systems(Update, collect_toasts);
         app.finish();
         app.cleanup();
         (runtime, app)

@@ -511,7 +511,11 @@ impl PulseServer {
 
 /// Left and right channels of what played into the sink while `apps` ran for `span`
 /// (the first half second left out: what the sound server still had queued).
-pub fn record_playback(pulse: &PulseServer, apps: &mut [&mut App], span: Duration) -> (Vec<i16>, Vec<i16>) {
+pub fn record_playback(
+    pulse: &PulseServer,
+    apps: &mut [&mut App],
+    span: Duration,
+) -> (Vec<i16>, Vec<i16>) {
     let mut parec = pulse.record();
     use std::io::Read;
     let mut stdout = parec.stdout.take().unwrap();
