@@ -146,12 +146,19 @@ fn start_playing(element: &HtmlAudioElement) {
     let Ok(started) = element.play() else { return };
     let element = element.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        if let Err(error) = JsFuture::from(started).await {
-            tracing::warn!(
-                "the others' voices wait for a click or key press ({})",
-                describe(&error)
-            );
-            play_on_next_gesture(element);
+        match JsFuture::from(started).await {
+            Ok(_) => {}
+            Err(error)
+                if crate::browser::error_name(&error).as_deref() == Some("NotAllowedError") =>
+            {
+                tracing::warn!(
+                    "the others' voices wait for a click or key press ({})",
+                    describe(&error)
+                );
+                play_on_next_gesture(element);
+            }
+            // AbortError: another stream replaced this one, and plays instead.
+            Err(error) => tracing::debug!("the sound output did not start: {}", describe(&error)),
         }
     });
 }
