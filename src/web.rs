@@ -1,6 +1,7 @@
 //! The browser build's entry and page glue: settings from the page address, the
 //! spatial-audio system that follows the panels, the read-only test hooks on
-//! `window.__meetspace`, and (the helpers for JavaScript values are in `browser.rs`).
+//! `window.__meetspace` and the one control tests have, `window.__meetspaceSetVolume`
+//! (the helpers for JavaScript values are in `browser.rs`).
 //!
 //! The page address picks the room and server: `http://HOST:PORT/#room=ID` joins room
 //! ID through `ws://HOST:PORT/ws` (the server that served the page); `&name=NAME` sets
@@ -19,12 +20,13 @@ use wasm_bindgen::{JsCast, JsValue};
 use crate::app::add_client;
 use crate::browser::{describe, document};
 use crate::call::{
-    CallNotice, CallState, ConnectionState, MediaState, OwnSpeakingLevel, Participant, SelfView,
-    SpeakingLevel, VideoFeed,
+    CallNotice, CallState, ConnectionState, MediaState, MutedSpeakingLevel, OwnSpeakingLevel,
+    Participant, SelfView, SpeakingLevel, VideoFeed, Volumes,
 };
 use crate::config::{CallArgs, ClientConfig};
 use crate::media::CallStats;
-use crate::media::web::{place_listener, place_voice};
+use crate::media::web::{ReportedProcessing, microphone_processing, place_listener, place_voice};
+use crate::media::web_playback::{OutputState, output_state};
 use crate::signaling::protocol::{DisplayName, RoomId};
 use crate::signaling::{SignalUrl, WS_PATH};
 use crate::space::{Panel, PanelRect, PanelView, Player, SpatialAudio};
@@ -122,6 +124,7 @@ struct BrowserPlugin;
 impl Plugin for BrowserPlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(PostUpdate, place_voices)
+            .add_systems(PreUpdate, take_volume_requests)
             .add_systems(Last, (collect_errors, publish_test_hooks).chain());
         app.init_resource::<RecentErrors>();
     }
@@ -179,12 +182,63 @@ struct TestHooks {
     self_id: Option<String>,
     /// Frames of our own camera shown in the self-view.
     self_frames_drawn: u64,
-    /// How loud our microphone is (RMS, 0 to 1).
+    /// How loud our microphone is (RMS, 0 to 1; 0 while muted).
     own_level: f32,
+    /// How loud our microphone hears us while we are muted (0 while not muted).
+    muted_level: f32,
+    /// The sound output: the `<audio>` element that plays every voice.
+    audio_output: AudioOutputHook,
+    /// Our microphone's voice processing as the browser reports it (`getSettings`);
+    /// `null` without a microphone.
+    microphone: Option<MicrophoneHook>,
     participants: Vec<ParticipantHook>,
     /// Every panel's screen in canvas pixels, with the frames drawn on it.
     panels: Vec<PanelRect>,
     errors: Vec<ErrorHook>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AudioOutputHook {
+    /// The element exists (during a call).
+    element: bool,
+    /// It plays.
+    playing: bool,
+    /// It plays the loopback connection's received stream, which the echo canceller
+    /// hears (false: the mix directly, or nothing).
+    loopback: bool,
+    /// How loud what it plays is (RMS, 0 to 1), measured on the received stream.
+    level: f32,
+}
+
+impl From<OutputState> for AudioOutputHook {
+    fn from(state: OutputState) -> Self {
+        Self {
+            element: state.element,
+            playing: state.playing,
+            loopback: state.loopback,
+            level: state.level,
+        }
+    }
+}
+
+/// `null` for a part the browser does not report.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MicrophoneHook {
+    echo_cancellation: Option<bool>,
+    noise_suppression: Option<bool>,
+    auto_gain_control: Option<bool>,
+}
+
+impl From<ReportedProcessing> for MicrophoneHook {
+    fn from(reported: ReportedProcessing) -> Self {
+        Self {
+            echo_cancellation: reported.echo_cancellation,
+            noise_suppression: reported.noise_suppression,
+            auto_gain_control: reported.auto_gain,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -234,10 +288,65 @@ fn install_hooks_getter() -> Result<(), JsValue> {
     Ok(())
 }
 
+/// A volume a test asked for through `window.__meetspaceSetVolume(peerId, volume)`:
+/// one person's (by peer id) or, with `peerId` null, the master volume.
+struct VolumeRequest {
+    peer_id: Option<String>,
+    volume: f32,
+}
+
+thread_local! {
+    /// Volumes asked for since the last frame.
+    static VOLUME_REQUESTS: RefCell<Vec<VolumeRequest>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Installs `window.__meetspaceSetVolume(peerId, volume)`: sets [`Volumes`] as the
+/// overlay's sliders do (volume 0 to 1; `peerId` null for the master volume).
+fn install_volume_control() -> Result<(), JsValue> {
+    let window = web_sys::window().ok_or_else(|| JsValue::from_str("no window"))?;
+    let control = Closure::<dyn Fn(JsValue, f64)>::new(|peer_id: JsValue, volume: f64| {
+        let request = VolumeRequest {
+            peer_id: peer_id.as_string(),
+            volume: volume as f32,
+        };
+        VOLUME_REQUESTS.with(|requests| requests.borrow_mut().push(request));
+    });
+    Reflect::set(&window, &"__meetspaceSetVolume".into(), control.as_ref())?;
+    // The control lives as long as the page.
+    control.forget();
+    Ok(())
+}
+
+/// Applies the volumes asked for through `window.__meetspaceSetVolume`.
+fn take_volume_requests(
+    mut volumes: ResMut<Volumes>,
+    participants: Query<&Participant>,
+    mut installed: Local<bool>,
+) {
+    if !*installed {
+        if let Err(error) = install_volume_control() {
+            tracing::error!("the volume control is missing: {}", describe(&error));
+        }
+        *installed = true;
+    }
+    for request in VOLUME_REQUESTS.with(|requests| std::mem::take(&mut *requests.borrow_mut())) {
+        let volume = request.volume.clamp(0.0, 1.0);
+        match request.peer_id {
+            None => volumes.master = volume,
+            Some(peer_id) => match participants.iter().find(|p| p.peer_id.as_str() == peer_id) {
+                Some(participant) => {
+                    volumes.people.insert(participant.peer_id.clone(), volume);
+                }
+                None => tracing::warn!(%peer_id, "no such participant to set the volume of"),
+            },
+        }
+    }
+}
+
 fn publish_test_hooks(
     state: Res<CallState>,
     participants: Query<ParticipantParts>,
-    own_level: Res<OwnSpeakingLevel>,
+    levels: (Res<OwnSpeakingLevel>, Res<MutedSpeakingLevel>),
     self_view: Query<&VideoFeed, With<SelfView>>,
     panels: PanelView,
     errors: Res<RecentErrors>,
@@ -262,7 +371,10 @@ fn publish_test_hooks(
         room,
         self_id,
         self_frames_drawn: self_view.iter().map(|feed| feed.frames_shown).sum(),
-        own_level: own_level.0,
+        own_level: levels.0.0,
+        muted_level: levels.1.0,
+        audio_output: output_state().into(),
+        microphone: microphone_processing().map(MicrophoneHook::from),
         participants: participants
             .iter()
             .map(

@@ -328,6 +328,7 @@ fn a_browser_tab_and_a_native_bot_see_each_other() {
         "the bot's panel in {} looks blank (luma spread {spread})",
         screenshot.display()
     );
+    check_sound(&result);
 
     let figures = stop_bot(bot, &stats);
     let browser = peer(&figures, "Browser");
@@ -336,6 +337,49 @@ fn a_browser_tab_and_a_native_bot_see_each_other() {
         "the bot decoded too little of the browser's camera: {browser}"
     );
     assert_eq!(browser["video_codec"], "VP8", "{browser}");
+}
+
+/// The sound of the video scenario: the bot's tone, spatialised, reaches the page's
+/// `<audio>` element through the loopback connection (where the echo canceller hears
+/// it), the microphone runs the browser's echo cancellation, and the bot's volume at
+/// 25 % plays it about 12 dB lower.
+fn check_sound(result: &serde_json::Value) {
+    let audio = &result["audio"];
+    let output = &audio["audioOutput"];
+    assert_eq!(output["element"], true, "no <audio> element: {output}");
+    assert_eq!(
+        output["playing"], true,
+        "the <audio> element is silent: {output}"
+    );
+    assert_eq!(
+        output["loopback"], true,
+        "the voices play without the loopback (the echo canceller does not hear them): {audio}"
+    );
+    assert!(
+        output["level"].as_f64() > Some(0.001),
+        "the bot's tone does not reach the <audio> element: {output}"
+    );
+    // Chromium's fake microphone takes the constraints and reports them.
+    let microphone = &audio["microphone"];
+    assert_eq!(
+        microphone["echoCancellation"], true,
+        "the microphone runs without echo cancellation: {microphone}"
+    );
+    let full = result["volume"]["full"]
+        .as_f64()
+        .expect("the level at 100 %");
+    let quarter = result["volume"]["quarter"]
+        .as_f64()
+        .expect("the level at 25 %");
+    let drop_db = 20.0 * (full / quarter.max(1e-9)).log10();
+    assert!(
+        (9.0..15.0).contains(&drop_db),
+        "the bot at 25 % is {drop_db:.1} dB quieter, not about 12 dB ({full} -> {quarter})"
+    );
+    println!(
+        "the tab's sound: output level {full:.4} at 100 %, {quarter:.4} at 25 % ({drop_db:.1} dB \
+         lower); microphone settings {microphone}"
+    );
 }
 
 #[test]

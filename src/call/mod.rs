@@ -676,14 +676,25 @@ pub fn measure_speaking(
 }
 
 /// Reads everyone's level over the last 50 ms into [`SpeakingLevel`]s, from the page's
-/// analysers (the browser plays and sends the audio itself).
+/// analysers (the browser plays and sends the audio itself). Ours is measured on a
+/// clone of the microphone's track, which muting leaves on: it goes to
+/// [`OwnSpeakingLevel`] while we are heard, to [`MutedSpeakingLevel`] while we are muted.
 #[cfg(target_arch = "wasm32")]
 pub fn measure_speaking(
+    own_media: Res<OwnMediaState>,
     mut own: ResMut<OwnSpeakingLevel>,
+    mut muted: ResMut<MutedSpeakingLevel>,
     mut participants: Query<(&Participant, &mut SpeakingLevel)>,
 ) {
     use crate::media::web::{own_level, voice_level};
-    own.set_if_neq(OwnSpeakingLevel(own_level()));
+    let level = own_level();
+    let (heard, unheard) = if own_media.audio {
+        (level, 0.0)
+    } else {
+        (0.0, level)
+    };
+    own.set_if_neq(OwnSpeakingLevel(heard));
+    muted.set_if_neq(MutedSpeakingLevel(unheard));
     for (participant, mut level) in &mut participants {
         level.set_if_neq(SpeakingLevel(voice_level(&participant.peer_id)));
     }
@@ -699,6 +710,18 @@ pub fn apply_volumes(volumes: Res<Volumes>, mix: Res<AudioMix>, participants: Qu
             participant.peer_id.as_str(),
             volumes.of(&participant.peer_id),
         );
+    }
+}
+
+/// Gives the page's gain nodes the listener's [`Volumes`]: one per voice, and the
+/// master one all voices go through (every frame: a voice that came back after a
+/// reconnection gets its volume again).
+#[cfg(target_arch = "wasm32")]
+pub fn apply_volumes(volumes: Res<Volumes>, participants: Query<&Participant>) {
+    use crate::media::web::{set_master_volume, set_voice_volume};
+    set_master_volume(volumes.master);
+    for participant in &participants {
+        set_voice_volume(&participant.peer_id, volumes.of(&participant.peer_id));
     }
 }
 

@@ -3,7 +3,8 @@
 //! `driver.rs` does natively. The browser captures, encodes, decodes and plays; the
 //! media side here ([`BrowserMedia`]) opens the camera and microphone, one
 //! `RTCPeerConnection` per peer, hands each peer's streams to the page's video taps and
-//! voices, and reads their statistics.
+//! voices, plays the voices so that the echo canceller hears them (`media::web_playback`),
+//! switches the microphone's voice processing, and reads their statistics.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,9 +22,10 @@ use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
 use crate::browser::{describe, sleep};
 use crate::config::ClientConfig;
 use crate::media::web::{
-    LevelMeter, MediaAccessError, VideoTap, Voice, open_camera_and_microphone, set_tracks_enabled,
-    stop_tracks,
+    LevelMeter, MediaAccessError, VideoTap, Voice, apply_voice_processing,
+    open_camera_and_microphone, set_tracks_enabled, stop_tracks,
 };
+use crate::media::web_playback::Playback;
 use crate::media::{CallStats, FrameSender};
 use crate::rtc::{BrowserStats, LocalMedia, PeerEvent, PeerSession};
 use crate::signaling::payload::SignalPayload;
@@ -72,7 +74,7 @@ pub(super) async fn run(
             command = commands.recv() => match command {
                 Some(command) => {
                     if let Some(command) = core.room.command(command) {
-                        device_command(command, &core.roster);
+                        media.device_command(command, &core.roster).await;
                     }
                 }
                 None => break,
@@ -94,32 +96,16 @@ pub(super) async fn run(
     core.carry_out(&mut media).await;
 }
 
-/// The browser keeps the devices its permission prompt gave: it lists none, and
-/// switching is refused with a word on where to change them.
-fn device_command(command: CallCommand, roster: &Roster) {
-    if command == CallCommand::ListDevices {
-        roster.emit(CallEvent::Devices(AvailableDevices::default()));
-        return;
-    }
-    tracing::warn!(
-        ?command,
-        "the browser build uses the devices the page was given"
-    );
-    roster.emit(CallEvent::Failed(CallError::Device(
-        "the browser uses the camera and microphone it gave this page; change them in the \
-         browser's site settings"
-            .to_owned(),
-    )));
-}
-
 /// The media of the call in progress: our camera and microphone (none when they could
 /// not be opened: we watch and listen only) and one connection per peer.
 struct ActiveCall {
     local: LocalMedia,
     /// Our camera in the self-view.
     _self_view: Option<VideoTap>,
-    /// How loud we are (the overlay's own level).
+    /// How loud we are (the overlay's own level, the muted reminder).
     _own_level: Option<LevelMeter>,
+    /// Where the voices play (none when the page cannot play sound).
+    _playback: Option<Playback>,
     peers: HashMap<PeerId, RemotePeer>,
 }
 
@@ -152,6 +138,39 @@ impl BrowserMedia {
             .as_mut()
             .and_then(|call| call.peers.get_mut(peer))
             .filter(|remote| remote.epoch == epoch)
+    }
+
+    /// Switches the voice processing (on the microphone now, if the browser lets us,
+    /// and for the next call) or lists devices. The browser keeps the devices its
+    /// permission prompt gave: it lists none, and switching is refused with a word on
+    /// where to change them.
+    async fn device_command(&mut self, command: CallCommand, roster: &Roster) {
+        match command {
+            CallCommand::ListDevices => {
+                roster.emit(CallEvent::Devices(AvailableDevices::default()));
+            }
+            CallCommand::SetVoiceProcessing(parts) => {
+                self.config.media.voice_processing = parts;
+                let Some(stream) = self.call.as_ref().and_then(|call| call.local.stream()) else {
+                    return;
+                };
+                if let Err(error) = apply_voice_processing(stream, parts).await {
+                    tracing::warn!(%error, ?parts, "the voice processing stays as it was");
+                    roster.emit(CallEvent::Failed(CallError::Device(error.to_string())));
+                }
+            }
+            command => {
+                tracing::warn!(
+                    ?command,
+                    "the browser build uses the devices the page was given"
+                );
+                roster.emit(CallEvent::Failed(CallError::Device(
+                    "the browser uses the camera and microphone it gave this page; change \
+                     them in the browser's site settings"
+                        .to_owned(),
+                )));
+            }
+        }
     }
 
     fn on_peer_report(&mut self, report: PeerReport, core: &mut CallCore<Attempt>) {
@@ -247,10 +266,11 @@ impl CallMedia for BrowserMedia {
         });
     }
 
-    /// Opens the camera and microphone (a refusal leaves us watching and listening).
+    /// Opens the camera and microphone (a refusal leaves us watching and listening)
+    /// and the sound output.
     async fn start_media(&mut self, start: MediaStart<'_>) -> Result<bool, CallError> {
         let roster = start.roster;
-        let stream = match open_camera_and_microphone().await {
+        let stream = match open_camera_and_microphone(self.config.media.voice_processing).await {
             Ok(stream) => Some(stream),
             Err(error) => {
                 tracing::warn!(%error, "joining without camera and microphone");
@@ -270,6 +290,21 @@ impl CallMedia for BrowserMedia {
                 .inspect_err(|error| tracing::warn!("no own level: {}", describe(error)))
                 .ok()
         });
+        // After the camera prompt: with its permission, the loopback's candidates carry
+        // addresses instead of mDNS names.
+        let playback = match Playback::start().await {
+            Ok(playback) => {
+                if let Some(problem) = playback.problem() {
+                    roster.emit(CallEvent::Failed(CallError::Device(problem.to_string())));
+                }
+                Some(playback)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no sound");
+                roster.emit(CallEvent::Failed(CallError::Device(error.to_string())));
+                None
+            }
+        };
         let microphone_missing = stream
             .as_ref()
             .is_none_or(|stream| stream.get_audio_tracks().length() == 0);
@@ -277,6 +312,7 @@ impl CallMedia for BrowserMedia {
             local: LocalMedia::new(stream),
             _self_view: self_view,
             _own_level: own_level,
+            _playback: playback,
             peers: HashMap::new(),
         });
         Ok(microphone_missing)

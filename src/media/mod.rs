@@ -40,6 +40,8 @@ pub mod voice_processing;
 pub mod vp8;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+#[cfg(target_arch = "wasm32")]
+pub mod web_playback;
 
 pub use self::analysis::{dominant_frequency, rms_level};
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,24 +1,30 @@
-//! The browser's media: the camera and microphone through `getUserMedia`, remote and
-//! local video copied into the ECS frame channel, and remote voices through WebAudio
-//! with one `PannerNode` each, placed where their panels stand. The browser encodes
-//! and decodes; no Rust codec runs in the wasm build.
+//! The browser's media: the camera and microphone through `getUserMedia` (with the
+//! browser's echo cancellation, noise suppression and gain as [`VoiceProcessing`]
+//! asks), remote and local video copied into the ECS frame channel, and remote voices
+//! through WebAudio with one `PannerNode` each, placed where their panels stand, and
+//! one `GainNode` each for the listener's volume. Every voice goes into one master
+//! `GainNode` and out as a `MediaStream` (a `MediaStreamAudioDestinationNode`), which
+//! `web_playback` plays so that the echo canceller hears it. The browser encodes and
+//! decodes; no Rust codec runs in the wasm build.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use bevy::math::Vec3;
-use js_sys::{Function, Object, Reflect};
+use js_sys::{Array, Function, Object, Reflect};
 use thiserror::Error;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     AnalyserNode, AudioContext, AudioContextState, CanvasRenderingContext2d, DistanceModelType,
-    HtmlCanvasElement, HtmlVideoElement, MediaStream, MediaStreamAudioSourceNode,
-    MediaStreamConstraints, PannerNode, PanningModelType,
+    GainNode, HtmlCanvasElement, HtmlVideoElement, MediaStream, MediaStreamAudioDestinationNode,
+    MediaStreamAudioSourceNode, MediaStreamConstraints, MediaStreamTrack, MediaTrackConstraints,
+    PannerNode, PanningModelType,
 };
 
+use super::VoiceProcessing;
 use super::receive::{DecodedFrame, FrameSender};
 use crate::signaling::protocol::PeerId;
 
@@ -47,15 +53,42 @@ pub enum MediaAccessError {
     Other(String),
 }
 
-/// Asks the browser for the camera and microphone (the permission prompt shows here).
-pub async fn open_camera_and_microphone() -> Result<MediaStream, MediaAccessError> {
+/// Why the microphone's voice processing could not be switched during a call.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum VoiceProcessingError {
+    /// The browser refused the new constraints (`applyConstraints` failed).
+    #[error(
+        "the browser refused to change the microphone's voice processing during the call \
+         ({0}); the change applies from the next call"
+    )]
+    Refused(String),
+    /// The browser took the constraints but kept these parts as they were (Chromium
+    /// fixes a microphone's processing when it opens it).
+    #[error("the browser kept {0} as it was for this call; the change applies from the next call")]
+    Kept(String),
+}
+
+/// The audio constraints that ask the browser for `processing`.
+fn processing_constraints(processing: VoiceProcessing) -> MediaTrackConstraints {
+    let constraints = MediaTrackConstraints::new();
+    constraints.set_echo_cancellation_bool(processing.echo_cancellation);
+    constraints.set_noise_suppression_bool(processing.noise_suppression);
+    constraints.set_auto_gain_control_bool(processing.auto_gain);
+    constraints
+}
+
+/// Asks the browser for the camera and microphone (the permission prompt shows here),
+/// the microphone with the voice processing `processing` asks for.
+pub async fn open_camera_and_microphone(
+    processing: VoiceProcessing,
+) -> Result<MediaStream, MediaAccessError> {
     let window = web_sys::window().ok_or(MediaAccessError::InsecurePage)?;
     let devices = window
         .navigator()
         .media_devices()
         .map_err(|_| MediaAccessError::InsecurePage)?;
     let constraints = MediaStreamConstraints::new();
-    constraints.set_audio_bool(true);
+    constraints.set_audio_media_track_constraints(&processing_constraints(processing));
     constraints.set_video_bool(true);
     let request = devices
         .get_user_media_with_constraints(&constraints)
@@ -83,6 +116,91 @@ pub fn set_tracks_enabled(stream: &MediaStream, video: bool, enabled: bool) {
             .unchecked_into::<web_sys::MediaStreamTrack>()
             .set_enabled(enabled);
     }
+}
+
+/// Switches the voice processing of `stream`'s microphone to `processing`
+/// (`applyConstraints`), then checks with `getSettings` that the browser did.
+pub async fn apply_voice_processing(
+    stream: &MediaStream,
+    processing: VoiceProcessing,
+) -> Result<(), VoiceProcessingError> {
+    let Some(track) = audio_track(stream) else {
+        return Ok(());
+    };
+    let request = track
+        .apply_constraints_with_constraints(&processing_constraints(processing))
+        .map_err(|error| VoiceProcessingError::Refused(crate::browser::describe(&error)))?;
+    JsFuture::from(request).await.map_err(|error| {
+        // An OverconstrainedError names the constraint it could not meet.
+        let constraint = Reflect::get(&error, &"constraint".into())
+            .ok()
+            .and_then(|constraint| constraint.as_string())
+            .filter(|constraint| !constraint.is_empty());
+        let described = crate::browser::describe(&error);
+        VoiceProcessingError::Refused(match constraint {
+            Some(constraint) => format!("{constraint}: {described}"),
+            None => described,
+        })
+    })?;
+    let Some(now) = track_processing(&track) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = [
+        (
+            now.echo_cancellation,
+            processing.echo_cancellation,
+            "echo cancellation",
+        ),
+        (
+            now.noise_suppression,
+            processing.noise_suppression,
+            "noise suppression",
+        ),
+        (now.auto_gain, processing.auto_gain, "automatic gain"),
+    ]
+    .into_iter()
+    .filter(|(reported, asked, _)| reported.is_some_and(|reported| reported != *asked))
+    .map(|(_, _, part)| part)
+    .collect();
+    if kept.is_empty() {
+        Ok(())
+    } else {
+        Err(VoiceProcessingError::Kept(kept.join(" and ")))
+    }
+}
+
+/// The voice processing a microphone track runs, as the browser reports it
+/// (`getSettings`); `None` for a part the browser does not report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportedProcessing {
+    /// `echoCancellation`.
+    pub echo_cancellation: Option<bool>,
+    /// `noiseSuppression`.
+    pub noise_suppression: Option<bool>,
+    /// `autoGainControl`.
+    pub auto_gain: Option<bool>,
+}
+
+/// What `track`'s settings say of its voice processing (`None` for a video track).
+fn track_processing(track: &MediaStreamTrack) -> Option<ReportedProcessing> {
+    if track.kind() != "audio" {
+        return None;
+    }
+    let settings = track.get_settings();
+    Some(ReportedProcessing {
+        echo_cancellation: settings.get_echo_cancellation(),
+        noise_suppression: settings.get_noise_suppression(),
+        auto_gain: settings.get_auto_gain_control(),
+    })
+}
+
+/// The first audio track of `stream`.
+fn audio_track(stream: &MediaStream) -> Option<MediaStreamTrack> {
+    stream
+        .get_audio_tracks()
+        .iter()
+        .next()
+        .map(|track| track.unchecked_into())
 }
 
 /// Stops every track of `stream`: the camera light goes off.
@@ -235,18 +353,53 @@ thread_local! {
     static AUDIO: RefCell<Option<SpatialAudio>> = const { RefCell::new(None) };
 }
 
-/// A remote voice's nodes: placed by its panner, measured by its analyser.
+/// A remote voice's nodes: placed by its panner, made louder or quieter by its gain
+/// (the listener's volume for this person), measured by its analyser (before the gain:
+/// the speaking ring shows how loud they speak, not how loud we play them).
 struct VoiceNodes {
     panner: PannerNode,
+    volume: GainNode,
     analyser: AnalyserNode,
 }
 
-/// The page's `AudioContext`, one panner per remote voice, and the analyser of our own
-/// microphone.
+/// Our microphone as the level meter hears it.
+struct OwnMicrophone {
+    /// Measures `duplicate`.
+    analyser: AnalyserNode,
+    /// The track we send (muting disables it); its settings tell the voice processing.
+    sent: MediaStreamTrack,
+    /// A clone of `sent` that stays enabled while we are muted, so that the muted
+    /// reminder hears us; stopped with the meter.
+    duplicate: MediaStreamTrack,
+}
+
+/// The page's `AudioContext`, one panner and gain per remote voice, the master volume
+/// and the stream the mix comes out as, and the analyser of our own microphone.
 struct SpatialAudio {
     context: AudioContext,
     voices: HashMap<PeerId, VoiceNodes>,
-    own: Option<AnalyserNode>,
+    /// Every voice goes through it: the master volume.
+    master: GainNode,
+    /// Where the master volume goes: a stream for `web_playback` to play. Nothing is
+    /// connected to the context's own destination (see `web_playback`).
+    output: MediaStreamAudioDestinationNode,
+    own: Option<OwnMicrophone>,
+}
+
+impl SpatialAudio {
+    fn new() -> Result<Self, JsValue> {
+        let context = AudioContext::new()?;
+        let master = context.create_gain()?;
+        let output = context.create_media_stream_destination()?;
+        master.connect_with_audio_node(&output)?;
+        Ok(Self {
+            context,
+            voices: HashMap::new(),
+            master,
+            output,
+            own: None,
+        })
+    }
 }
 
 /// Runs `body` with the page's audio graph, making it on first use.
@@ -254,11 +407,7 @@ fn with_audio<T>(body: impl FnOnce(&mut SpatialAudio) -> T) -> Result<T, JsValue
     AUDIO.with(|audio| {
         let mut audio = audio.borrow_mut();
         if audio.is_none() {
-            *audio = Some(SpatialAudio {
-                context: AudioContext::new()?,
-                voices: HashMap::new(),
-                own: None,
-            });
+            *audio = Some(SpatialAudio::new()?);
         }
         let audio = audio
             .as_mut()
@@ -271,8 +420,14 @@ fn with_audio<T>(body: impl FnOnce(&mut SpatialAudio) -> T) -> Result<T, JsValue
     })
 }
 
+/// The page's audio context and the stream every voice, after the master volume, comes
+/// out as (made on first use).
+pub(super) fn mix_output() -> Result<(AudioContext, MediaStream), JsValue> {
+    with_audio(|audio| (audio.context.clone(), audio.output.stream()))
+}
+
 /// An analyser fed by `stream`'s audio, over about the last 43 ms at 48 kHz.
-fn analyse(
+pub(super) fn analyse(
     context: &AudioContext,
     stream: &MediaStream,
 ) -> Result<(AnalyserNode, MediaStreamAudioSourceNode), JsValue> {
@@ -284,21 +439,21 @@ fn analyse(
 }
 
 /// The RMS level (0 to 1) of what `analyser` heard last.
-fn rms(analyser: &AnalyserNode) -> f32 {
+pub(super) fn rms(analyser: &AnalyserNode) -> f32 {
     let mut samples = [0.0f32; LEVEL_WINDOW as usize];
     analyser.get_float_time_domain_data(&mut samples);
     (samples.iter().map(|sample| sample * sample).sum::<f32>() / samples.len() as f32).sqrt()
 }
 
-/// A remote voice in the page's audio graph, placed by [`place_voice`]. Dropping it
-/// takes the voice out.
+/// A remote voice in the page's audio graph, placed by [`place_voice`] and made louder
+/// or quieter by [`set_voice_volume`]. Dropping it takes the voice out.
 pub struct Voice {
     peer_id: PeerId,
 }
 
 impl Voice {
-    /// Plays `stream`'s audio through a panner of its own, measured for the speaking
-    /// ring.
+    /// Plays `stream`'s audio through a panner and a gain of its own into the master
+    /// volume, measured for the speaking ring.
     pub fn start(peer_id: PeerId, stream: &MediaStream) -> Result<Self, JsValue> {
         with_audio(|audio| -> Result<(), JsValue> {
             let (analyser, source) = analyse(&audio.context, stream)?;
@@ -306,11 +461,17 @@ impl Voice {
             panner.set_panning_model(PanningModelType::Hrtf);
             panner.set_distance_model(DistanceModelType::Inverse);
             panner.set_ref_distance(VOICE_REF_DISTANCE);
+            let volume = audio.context.create_gain()?;
             source.connect_with_audio_node(&panner)?;
-            panner.connect_with_audio_node(&audio.context.destination())?;
-            let nodes = VoiceNodes { panner, analyser };
+            panner.connect_with_audio_node(&volume)?;
+            volume.connect_with_audio_node(&audio.master)?;
+            let nodes = VoiceNodes {
+                panner,
+                volume,
+                analyser,
+            };
             if let Some(old) = audio.voices.insert(peer_id.clone(), nodes) {
-                let _ = old.panner.disconnect();
+                old.disconnect();
             }
             Ok(())
         })??;
@@ -318,34 +479,107 @@ impl Voice {
     }
 }
 
+impl VoiceNodes {
+    fn disconnect(&self) {
+        let _ = self.panner.disconnect();
+        let _ = self.volume.disconnect();
+    }
+}
+
 impl Drop for Voice {
     fn drop(&mut self) {
         let _ = with_audio(|audio| {
             if let Some(nodes) = audio.voices.remove(&self.peer_id) {
-                let _ = nodes.panner.disconnect();
+                nodes.disconnect();
             }
         });
     }
 }
 
-/// Measures our own microphone for the overlay's level; dropping it stops.
+/// Measures our own microphone for the overlay's level and the muted reminder;
+/// dropping it stops.
 pub struct LevelMeter;
 
 impl LevelMeter {
-    /// Measures `stream`'s audio (not played: we do not hear ourselves).
+    /// Measures the microphone of `stream` (not played: we do not hear ourselves)
+    /// through a clone of its track, which muting leaves on.
     pub fn own(stream: &MediaStream) -> Result<Self, JsValue> {
-        with_audio(|audio| -> Result<(), JsValue> {
-            let (analyser, _source) = analyse(&audio.context, stream)?;
-            audio.own = Some(analyser);
-            Ok(())
-        })??;
-        Ok(Self)
+        let Some(sent) = audio_track(stream) else {
+            return Ok(Self);
+        };
+        // `MediaStreamTrack::clone` is the JavaScript `clone()`: a second track of the
+        // same microphone, enabled on its own.
+        let duplicate = MediaStreamTrack::clone(&sent);
+        let measured = MediaStream::new_with_tracks(&Array::of1(&duplicate));
+        // `Clone::clone` copies the handle (the method would clone the track again).
+        let stop_on_failure = Clone::clone(&duplicate);
+        let meter = measured.and_then(|measured| {
+            with_audio(|audio| -> Result<(), JsValue> {
+                let (analyser, _source) = analyse(&audio.context, &measured)?;
+                let old = audio.own.replace(OwnMicrophone {
+                    analyser,
+                    sent,
+                    duplicate,
+                });
+                if let Some(old) = old {
+                    old.duplicate.stop();
+                }
+                Ok(())
+            })?
+        });
+        if meter.is_err() {
+            stop_on_failure.stop();
+        }
+        meter.map(|()| Self)
     }
 }
 
 impl Drop for LevelMeter {
     fn drop(&mut self) {
-        let _ = with_audio(|audio| audio.own = None);
+        let _ = with_audio(|audio| {
+            if let Some(own) = audio.own.take() {
+                own.duplicate.stop();
+            }
+        });
+    }
+}
+
+/// The voice processing our microphone runs now, as the browser reports it; `None`
+/// without a microphone.
+pub fn microphone_processing() -> Option<ReportedProcessing> {
+    AUDIO.with(|audio| {
+        let audio = audio.borrow();
+        audio
+            .as_ref()
+            .and_then(|audio| audio.own.as_ref())
+            .and_then(|own| track_processing(&own.sent))
+    })
+}
+
+/// Sets the master volume (0 to 1) of every voice together.
+pub fn set_master_volume(volume: f32) {
+    AUDIO.with(|audio| {
+        if let Some(audio) = audio.borrow().as_ref() {
+            set_gain(&audio.master, volume);
+        }
+    });
+}
+
+/// Sets `peer_id`'s own volume (0 to 1), on top of the master volume.
+pub fn set_voice_volume(peer_id: &PeerId, volume: f32) {
+    AUDIO.with(|audio| {
+        if let Some(nodes) = audio.borrow().as_ref().and_then(|a| a.voices.get(peer_id)) {
+            set_gain(&nodes.volume, volume);
+        }
+    });
+}
+
+/// Sets `node`'s gain to `volume` (clamped to 0 to 1) unless it is there already.
+fn set_gain(node: &GainNode, volume: f32) {
+    let volume = volume.clamp(0.0, 1.0);
+    let gain = node.gain();
+    if gain.value() != volume {
+        gain.set_value(volume);
     }
 }
 
@@ -360,14 +594,15 @@ pub fn voice_level(peer_id: &PeerId) -> f32 {
     })
 }
 
-/// How loud we sounded last (RMS, 0 to 1; 0 without a microphone).
+/// How loud our microphone heard us last, muted or not (RMS, 0 to 1; 0 without a
+/// microphone).
 pub fn own_level() -> f32 {
     AUDIO.with(|audio| {
         let audio = audio.borrow();
         audio
             .as_ref()
             .and_then(|audio| audio.own.as_ref())
-            .map_or(0.0, rms)
+            .map_or(0.0, |own| rms(&own.analyser))
     })
 }
 

@@ -2,7 +2,9 @@
 //
 // Usage: node e2e.mjs SCENARIO BASE_URL ROOM ARTEFACT_DIR
 //   video:  one tab joins ROOM; waits until the bot's panel has drawn frames; saves
-//           a screenshot (ARTEFACT_DIR/browser-video.png) and prints the page's hooks.
+//           a screenshot (ARTEFACT_DIR/browser-video.png) and prints the page's hooks;
+//           then waits until the bot's voice plays in the page's <audio> element and
+//           measures that element's level with the bot at 100 % and at 25 %.
 //   mesh:   two tabs join ROOM (with the bot: a mesh of three); waits until each tab
 //           draws frames from both others; prints both tabs' hooks.
 //   denied: one tab joins without the fake permission UI, so the camera prompt is
@@ -78,6 +80,16 @@ async function waitForHooks(page, what, check) {
   throw new Error(`timed out waiting for ${what}; last hooks: ${JSON.stringify(last)}`);
 }
 
+// The mean level of what the page's <audio> element plays, over 2 s.
+async function meanOutputLevel(page) {
+  const levels = [];
+  for (let i = 0; i < 20; i++) {
+    levels.push((await hooks(page)).audioOutput.level);
+    await page.waitForTimeout(100);
+  }
+  return levels.reduce((sum, level) => sum + level, 0) / levels.length;
+}
+
 // The lines the test writes on stdin, one at a time (closed at the end, so that node
 // exits).
 const lines = readline.createInterface({ input: process.stdin });
@@ -110,7 +122,16 @@ try {
       s.panels.some((p) => p.name === "Bot" && p.rect));
     const screenshot = path.join(artefacts, "browser-video.png");
     await page.screenshot({ path: screenshot });
-    console.log(`RESULT ${JSON.stringify({ screenshot, hooks: state })}`);
+    const audible = await waitForHooks(page, "the bot's voice from the <audio> element", (s) =>
+      s.audioOutput.playing && s.audioOutput.level > 0.001);
+    const bot = audible.participants.find((p) => p.name === "Bot");
+    const full = await meanOutputLevel(page);
+    await page.evaluate((id) => window.__meetspaceSetVolume(id, 0.25), bot.peerId);
+    await page.waitForTimeout(1000);
+    const quarter = await meanOutputLevel(page);
+    await page.evaluate((id) => window.__meetspaceSetVolume(id, 1), bot.peerId);
+    console.log(`RESULT ${JSON.stringify({
+      screenshot, hooks: state, audio: audible, volume: { full, quarter } })}`);
   } else if (scenario === "mesh") {
     const first = await openTab(context, "TabOne");
     await waitForHooks(first, "the first tab in the call", (s) => drawn(s, "Bot", 1));
