@@ -303,9 +303,7 @@ fn voice_processing(seconds: f64) {
             reference.record(&played, 1, Duration::from_millis(20));
             let mut frame = echo_path.hear(&played);
             let started = Instant::now();
-            if parts.any() {
-                processor.process(&mut frame, Duration::from_millis(20));
-            }
+            processor.process(&mut frame, Duration::from_millis(20));
             busy += started.elapsed();
             if index + 50 >= frames {
                 last_second.extend(frame.samples);

@@ -194,11 +194,6 @@ mod native {
             }
         }
 
-        /// The parts running now.
-        pub fn parts(&self) -> VoiceProcessing {
-            self.parts
-        }
-
         /// Switches parts on or off without losing what the others learnt.
         pub fn set_parts(&mut self, parts: VoiceProcessing) {
             if parts != self.parts {
@@ -210,8 +205,14 @@ mod native {
         /// Processes one captured frame in place (any whole number of 10 ms frames),
         /// after analysing what the speaker played since the last call. `input_latency`
         /// is the microphone's, as its device reports it.
+        /// With every part off the frame is left as it is (and what the speaker played
+        /// is dropped, so that switching on later starts from the present).
         pub fn process(&mut self, frame: &mut AudioFrame, input_latency: Duration) {
             self.reference.drain_frames(&mut self.far_end);
+            if !self.parts.any() {
+                self.far_end.clear();
+                return;
+            }
             for far in self.far_end.chunks_exact(PROCESSING_FRAME_SAMPLES) {
                 // The render side only analyses here; its output is not used.
                 let _ = self

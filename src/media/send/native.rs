@@ -118,9 +118,7 @@ impl AudioSource {
             Self::Microphone(microphone) => {
                 let (microphone, processor) = &mut **microphone;
                 let mut frame = microphone.next_frame(MICROPHONE_WAIT)?;
-                if let Some(frame) = &mut frame
-                    && processor.parts().any()
-                {
+                if let Some(frame) = &mut frame {
                     processor.process(frame, microphone.latency());
                 }
                 Ok(frame)
