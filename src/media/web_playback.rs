@@ -26,11 +26,11 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     AnalyserNode, AudioContext, HtmlAudioElement, MediaStream, RtcPeerConnection,
     RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit,
-    RtcTrackEvent,
 };
 
 use super::web::{analyse, mix_output, rms};
 use crate::browser::{describe, document, sleep};
+use crate::rtc::web::stream_of;
 
 /// How long the loopback may take to connect before the mix plays directly.
 const LOOPBACK_CONNECT_LIMIT: Duration = Duration::from_secs(3);
@@ -313,18 +313,9 @@ impl Loopback {
         let on_track = {
             let (element, context) = (element.clone(), context.clone());
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-                let event: RtcTrackEvent = event.unchecked_into();
-                let stream = event.streams().get(0);
-                let stream: MediaStream = if stream.is_undefined() {
-                    let Ok(stream) = MediaStream::new() else {
-                        return;
-                    };
-                    stream.add_track(&event.track());
-                    stream
-                } else {
-                    stream.unchecked_into()
-                };
-                play_in(&element, &context, &stream, true);
+                if let Some(stream) = stream_of(&event.unchecked_into()) {
+                    play_in(&element, &context, &stream, true);
+                }
             })
         };
         self.receiver

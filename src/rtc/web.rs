@@ -187,19 +187,9 @@ impl PeerSession {
         let on_track = {
             let events = events.clone();
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-                let event: RtcTrackEvent = event.unchecked_into();
-                let stream = event.streams().get(0);
-                let stream = if stream.is_undefined() {
-                    // A track sent without a stream (allowed by the spec): wrap it.
-                    let Ok(stream) = MediaStream::new() else {
-                        return;
-                    };
-                    stream.add_track(&event.track());
-                    stream
-                } else {
-                    stream.unchecked_into()
-                };
-                let _ = events.send(PeerEvent::RemoteStream(stream));
+                if let Some(stream) = stream_of(&event.unchecked_into()) {
+                    let _ = events.send(PeerEvent::RemoteStream(stream));
+                }
             })
         };
         let on_candidate_error = {
@@ -491,4 +481,17 @@ fn sdp_of(description: &JsValue) -> Result<String, RtcError> {
             context: "reading the local description",
             message: "the browser gave no SDP".to_owned(),
         })
+}
+
+/// The stream a `track` event delivers: its first stream, or the track alone wrapped
+/// in a new one (a track sent without a stream is allowed by the spec); `None` when no
+/// stream can be made.
+pub fn stream_of(event: &RtcTrackEvent) -> Option<MediaStream> {
+    let stream = event.streams().get(0);
+    if !stream.is_undefined() {
+        return Some(stream.unchecked_into());
+    }
+    let stream = MediaStream::new().ok()?;
+    stream.add_track(&event.track());
+    Some(stream)
 }
