@@ -18,19 +18,18 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use js_sys::Reflect;
 use thiserror::Error;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     AnalyserNode, AudioContext, HtmlAudioElement, MediaStream, RtcPeerConnection,
-    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType,
 };
 
 use super::web::{analyse, mix_output, rms};
 use crate::browser::{describe, document, sleep};
-use crate::rtc::web::stream_of;
+use crate::rtc::web::{sdp_text, session_description, stream_of};
 
 /// How long the loopback may take to connect before the mix plays directly.
 const LOOPBACK_CONNECT_LIMIT: Duration = Duration::from_secs(3);
@@ -350,37 +349,26 @@ impl Loopback {
                 .await
                 .map_err(loopback_error("creating the offer"))?,
         )?;
-        let set_local = self
-            .sender
-            .set_local_description(&description(RtcSdpType::Offer, &offer));
-        let set_remote = self
-            .receiver
-            .set_remote_description(&description(RtcSdpType::Offer, &offer));
-        JsFuture::from(set_local)
-            .await
-            .map_err(loopback_error("setting the offer"))?;
-        JsFuture::from(set_remote)
-            .await
-            .map_err(loopback_error("taking the offer"))?;
+        hand_across(
+            (&self.sender, &self.receiver),
+            RtcSdpType::Offer,
+            &offer,
+            ("setting the offer", "taking the offer"),
+        )
+        .await?;
         let answer = sdp_of(
             &JsFuture::from(self.receiver.create_answer())
                 .await
                 .map_err(loopback_error("creating the answer"))?,
         )?;
         let answer = answer.replace("useinbandfec=1", STEREO_OPUS);
-        let set_local = self
-            .receiver
-            .set_local_description(&description(RtcSdpType::Answer, &answer));
-        let set_remote = self
-            .sender
-            .set_remote_description(&description(RtcSdpType::Answer, &answer));
-        JsFuture::from(set_local)
-            .await
-            .map_err(loopback_error("setting the answer"))?;
-        JsFuture::from(set_remote)
-            .await
-            .map_err(loopback_error("taking the answer"))?;
-        Ok(())
+        hand_across(
+            (&self.receiver, &self.sender),
+            RtcSdpType::Answer,
+            &answer,
+            ("setting the answer", "taking the answer"),
+        )
+        .await
     }
 
     /// Waits until the receiver is connected.
@@ -423,20 +411,29 @@ impl Drop for Loopback {
     }
 }
 
-/// A session description of `kind` holding `sdp`.
-fn description(kind: RtcSdpType, sdp: &str) -> RtcSessionDescriptionInit {
-    let description = RtcSessionDescriptionInit::new(kind);
-    description.set_sdp(sdp);
-    description
+/// Sets `sdp` (of `kind`) as the local description of `from` and the remote one of
+/// `to`, both started before either is awaited; `steps` name the two for errors.
+async fn hand_across(
+    (from, to): (&RtcPeerConnection, &RtcPeerConnection),
+    kind: RtcSdpType,
+    sdp: &str,
+    (local_step, remote_step): (&'static str, &'static str),
+) -> Result<(), PlaybackError> {
+    let set_local = from.set_local_description(&session_description(kind, sdp));
+    let set_remote = to.set_remote_description(&session_description(kind, sdp));
+    JsFuture::from(set_local)
+        .await
+        .map_err(loopback_error(local_step))?;
+    JsFuture::from(set_remote)
+        .await
+        .map_err(loopback_error(remote_step))?;
+    Ok(())
 }
 
 /// The SDP text of an offer or answer the browser made.
 fn sdp_of(description: &JsValue) -> Result<String, PlaybackError> {
-    Reflect::get(description, &"sdp".into())
-        .ok()
-        .and_then(|sdp| sdp.as_string())
-        .ok_or(PlaybackError::Loopback {
-            step: "reading a description",
-            message: "it has no SDP".to_owned(),
-        })
+    sdp_text(description).ok_or(PlaybackError::Loopback {
+        step: "reading a description",
+        message: "it has no SDP".to_owned(),
+    })
 }

@@ -244,8 +244,7 @@ impl PeerSession {
     }
 
     async fn set_local(&self, kind: RtcSdpType, sdp: &str) -> Result<(), RtcError> {
-        let description = RtcSessionDescriptionInit::new(kind);
-        description.set_sdp(sdp);
+        let description = session_description(kind, sdp);
         JsFuture::from(self.connection.set_local_description(&description))
             .await
             .map_err(stack_error("setting the local description"))?;
@@ -253,8 +252,7 @@ impl PeerSession {
     }
 
     async fn set_remote(&self, kind: RtcSdpType, sdp: &str) -> Result<(), RtcError> {
-        let description = RtcSessionDescriptionInit::new(kind);
-        description.set_sdp(sdp);
+        let description = session_description(kind, sdp);
         JsFuture::from(self.connection.set_remote_description(&description))
             .await
             .map_err(stack_error("setting the remote description"))?;
@@ -474,13 +472,24 @@ fn turn_problem(url: String, code: u16, text: String) -> Option<TurnProblem> {
 
 /// The `sdp` field of a description the browser made.
 fn sdp_of(description: &JsValue) -> Result<String, RtcError> {
+    sdp_text(description).ok_or(RtcError::Stack {
+        context: "reading the local description",
+        message: "the browser gave no SDP".to_owned(),
+    })
+}
+
+/// The SDP text of an offer or answer the browser made (`None`: it has none).
+pub fn sdp_text(description: &JsValue) -> Option<String> {
     Reflect::get(description, &JsValue::from_str("sdp"))
         .ok()
         .and_then(|sdp| sdp.as_string())
-        .ok_or(RtcError::Stack {
-            context: "reading the local description",
-            message: "the browser gave no SDP".to_owned(),
-        })
+}
+
+/// A session description of `kind` holding `sdp`, to set on a connection.
+pub fn session_description(kind: RtcSdpType, sdp: &str) -> RtcSessionDescriptionInit {
+    let description = RtcSessionDescriptionInit::new(kind);
+    description.set_sdp(sdp);
+    description
 }
 
 /// The stream a `track` event delivers: its first stream, or the track alone wrapped
