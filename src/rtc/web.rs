@@ -360,10 +360,14 @@ impl Drop for PeerSession {
 
 /// A number field of a statistics entry (0 when absent).
 fn number(stat: &JsValue, field: &str) -> f64 {
+    optional_number(stat, field).unwrap_or(0.0)
+}
+
+/// A number field of a statistics entry, if the entry has it.
+fn optional_number(stat: &JsValue, field: &str) -> Option<f64> {
     Reflect::get(stat, &JsValue::from_str(field))
         .ok()
         .and_then(|value| value.as_f64())
-        .unwrap_or(0.0)
 }
 
 /// A text field of a statistics entry.
@@ -414,8 +418,10 @@ fn read_stats(entries: &HashMap<String, JsValue>) -> BrowserStats {
             (Some("transport"), _) => {
                 let pair = text(stat, "selectedCandidatePairId").and_then(|id| entries.get(&id));
                 if let Some(pair) = pair {
-                    let rtt = number(pair, "currentRoundTripTime");
-                    stats.rtt_ms = (rtt > 0.0).then_some(rtt * 1000.0);
+                    // Chromium counts whole milliseconds: on loopback the round trip
+                    // is 0, which is a measurement, not a missing one.
+                    stats.rtt_ms =
+                        optional_number(pair, "currentRoundTripTime").map(|rtt| rtt * 1000.0);
                     stats.candidate_pair = candidate_pair(entries, pair);
                 }
             }
