@@ -128,6 +128,13 @@ pub struct CallArgs {
     /// Do not even out the microphone's level.
     #[arg(long)]
     pub no_auto_gain: bool,
+    /// In the lobby, people within this many metres see and hear each other (the
+    /// connection closes 2 m further out).
+    #[arg(long, value_name = "METRES", default_value_t = DEFAULT_EARSHOT_M, value_parser = parse_earshot)]
+    pub earshot: f32,
+    /// In the lobby, the most people we are connected to at once: the nearest.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_NEARBY, value_parser = parse_max_nearby)]
+    pub max_nearby: usize,
 }
 
 impl CallArgs {
@@ -202,6 +209,50 @@ fn parse_seconds(raw: &str) -> Result<f64, String> {
     match raw.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs <= 3600.0 => Ok(secs),
         Ok(secs) => Err(format!("{secs} s is outside (0, 3600]")),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Default distance within which people in the lobby connect, in metres.
+pub const DEFAULT_EARSHOT_M: f32 = 5.0;
+/// Default distance past earshot at which a lobby connection closes, in metres.
+pub const DEFAULT_EARSHOT_MARGIN_M: f32 = 2.0;
+/// Default number of media connections a client holds in the lobby.
+pub const DEFAULT_MAX_NEARBY: usize = 8;
+
+/// Whom to connect to in the lobby: how near is near, and how many at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NearbySettings {
+    /// Within this distance (metres) a connection opens.
+    pub earshot: f32,
+    /// Past earshot plus this (metres) it closes.
+    pub margin: f32,
+    /// At most this many connections: the nearest.
+    pub max_connections: usize,
+}
+
+impl Default for NearbySettings {
+    fn default() -> Self {
+        Self {
+            earshot: DEFAULT_EARSHOT_M,
+            margin: DEFAULT_EARSHOT_MARGIN_M,
+            max_connections: DEFAULT_MAX_NEARBY,
+        }
+    }
+}
+
+fn parse_earshot(raw: &str) -> Result<f32, String> {
+    match raw.parse::<f32>() {
+        Ok(metres) if (0.5..=100.0).contains(&metres) => Ok(metres),
+        Ok(metres) => Err(format!("{metres} m is outside 0.5..=100")),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn parse_max_nearby(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(count) if (1..=32).contains(&count) => Ok(count),
+        Ok(count) => Err(format!("{count} is outside 1..=32")),
         Err(error) => Err(error.to_string()),
     }
 }
@@ -396,6 +447,8 @@ pub struct ClientConfig {
     pub signal_ca: Option<PathBuf>,
     /// Where we play the others' audio; `None`: nowhere.
     pub speaker: Option<DeviceChoice>,
+    /// Whom to connect to in the lobby.
+    pub nearby: NearbySettings,
 }
 
 impl ClientConfig {
@@ -413,6 +466,7 @@ impl ClientConfig {
             passcode: None,
             signal_ca: None,
             speaker: None,
+            nearby: NearbySettings::default(),
         }
     }
 
@@ -448,6 +502,11 @@ impl ClientConfig {
             passcode: call.passcode,
             signal_ca: call.signal_ca,
             speaker,
+            nearby: NearbySettings {
+                earshot: call.earshot,
+                max_connections: call.max_nearby,
+                ..NearbySettings::default()
+            },
         }
     }
 }

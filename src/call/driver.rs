@@ -68,7 +68,7 @@ pub(super) async fn run(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(command) => {
-                    if let Some(command) = core.room.command(command) {
+                    if let Some(command) = core.room.command(command, Instant::now()) {
                         media.on_device_command(command, &core.roster);
                     }
                 }

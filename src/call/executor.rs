@@ -119,6 +119,7 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
             name: config.name.clone(),
             passcode: config.passcode.clone(),
             ice_servers: config.ice_servers.clone(),
+            nearby: config.nearby,
         };
         Self {
             room: Room::new(settings, Instant::now()),

@@ -10,11 +10,13 @@ mod driver;
 mod executor;
 #[cfg(not(target_arch = "wasm32"))]
 mod peer;
+pub mod poses;
 pub mod room;
 mod roster;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
+pub use poses::PoseTrack;
 pub use room::{PEER_RECONNECT_LIMIT, RESUME_LIMIT};
 
 use std::collections::HashMap;
@@ -36,7 +38,9 @@ use crate::media::{
 use crate::rtc::{PeerConnectionState, TurnProblem};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::runtime::AsyncRuntime;
-use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, PeerInfo, RoomId, RoomSummary};
+use crate::signaling::protocol::{
+    DisplayName, ErrorCode, PeerId, PeerInfo, Pose, RoomId, RoomSummary,
+};
 
 /// What the app asks of the call.
 #[derive(Message, Debug, Clone, PartialEq)]
@@ -76,6 +80,9 @@ pub enum CallCommand {
     ListDevices,
     /// Ask the server which public rooms exist; the answer fills [`PublicRooms`].
     ListRooms,
+    /// Where we stand now (the space sends it as we walk); in the lobby it decides who
+    /// is near.
+    SetPose(Pose),
 }
 
 /// The capture and playback devices there are, by name, in the order `--camera`,
@@ -127,6 +134,17 @@ pub enum CallEvent {
     PeerMedia(PeerId, MediaState),
     /// Our own switches changed without being asked (no microphone: we are muted).
     OwnMedia(MediaState),
+    /// Where a peer in the lobby stands now.
+    PeerPose(PeerId, Pose),
+    /// A peer in the lobby came within earshot (`near`) or went out of it.
+    Nearby {
+        /// Who.
+        peer: PeerId,
+        /// How far, in metres, when it crossed.
+        distance_m: f32,
+        /// Whether it is near now.
+        near: bool,
+    },
     /// The server's list of public rooms.
     RoomList(Vec<RoomSummary>),
     /// The devices there are.
@@ -336,6 +354,12 @@ pub struct OwnMediaState(pub MediaState);
 pub enum PeerControl {
     /// The sender's microphone and camera switches.
     MediaState(MediaState),
+    /// In the lobby: the sender wants media with us and its media runs (`ready`), or
+    /// no longer.
+    Nearby {
+        /// Ready or not.
+        ready: bool,
+    },
 }
 
 impl PeerControl {
@@ -446,6 +470,16 @@ pub enum CallNotice {
     PeerJoined(DisplayName),
     /// Someone left.
     PeerLeft(DisplayName),
+    /// In the lobby, someone came within earshot (`near`: media with them opens) or
+    /// went out of it.
+    Nearby {
+        /// Who.
+        peer_id: PeerId,
+        /// How far, in metres, when they crossed.
+        distance_m: f32,
+        /// Whether they are near now.
+        near: bool,
+    },
     /// The call ended.
     Left,
     /// The connection to the signaling server dropped (why); reconnecting, the call
@@ -594,6 +628,7 @@ pub fn forward_call_commands(
             }
             (
                 CallCommand::ListRooms
+                | CallCommand::SetPose(_)
                 | CallCommand::ListDevices
                 | CallCommand::SwitchVideo(_)
                 | CallCommand::SwitchMicrophone(_)
@@ -743,6 +778,7 @@ pub fn apply_call_events(
     mut state: ResMut<CallState>,
     mut roster: Local<HashMap<PeerId, (Entity, DisplayName)>>,
     mut records: CallRecords,
+    mut tracks: Query<&mut PoseTrack>,
     mut commands: Commands,
     mut notices: MessageWriter<CallNotice>,
 ) {
@@ -788,6 +824,24 @@ pub fn apply_call_events(
                     commands.entity(*entity).insert(media);
                 }
             }
+            CallEvent::PeerPose(peer_id, pose) => {
+                if let Some((entity, _)) = roster.get(&peer_id)
+                    && let Ok(mut track) = tracks.get_mut(*entity)
+                {
+                    track.push(pose, bevy::platform::time::Instant::now());
+                }
+            }
+            CallEvent::Nearby {
+                peer,
+                distance_m,
+                near,
+            } => {
+                notices.write(CallNotice::Nearby {
+                    peer_id: peer,
+                    distance_m,
+                    near,
+                });
+            }
             CallEvent::PeerLeft(peer_id) => {
                 if let Some((entity, name)) = roster.remove(&peer_id) {
                     commands.entity(entity).despawn();
@@ -824,7 +878,11 @@ fn spawn_participant(
     commands: &mut Commands,
     peer: JoiningPeer,
 ) {
-    let PeerInfo { peer_id, name } = peer.info;
+    let PeerInfo {
+        peer_id,
+        name,
+        pose,
+    } = peer.info;
     let entity = commands
         .spawn((
             Participant {
@@ -832,6 +890,7 @@ fn spawn_participant(
                 name: name.clone(),
             },
             VideoFeed::new(peer.video),
+            PoseTrack::new(pose, bevy::platform::time::Instant::now()),
         ))
         .id();
     if let Some((stale, _)) = roster.insert(peer_id, (entity, name)) {

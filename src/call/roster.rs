@@ -94,6 +94,16 @@ impl Roster {
             }
             RoomEvent::PeerMedia(peer, media) => CallEvent::PeerMedia(peer, media),
             RoomEvent::OwnMedia(media) => CallEvent::OwnMedia(media),
+            RoomEvent::PeerPose(peer, pose) => CallEvent::PeerPose(peer, pose),
+            RoomEvent::Nearby {
+                peer,
+                distance_m,
+                near,
+            } => CallEvent::Nearby {
+                peer,
+                distance_m,
+                near,
+            },
             RoomEvent::RoomList(rooms) => CallEvent::RoomList(rooms),
             RoomEvent::Reconnecting(reason) => CallEvent::Reconnecting(reason),
             RoomEvent::Reconnected => CallEvent::Reconnected,

@@ -73,7 +73,7 @@ pub(super) async fn run(
             biased;
             command = commands.recv() => match command {
                 Some(command) => {
-                    if let Some(command) = core.room.command(command) {
+                    if let Some(command) = core.room.command(command, Instant::now()) {
                         media.device_command(command, &core.roster).await;
                     }
                 }

@@ -29,6 +29,11 @@ const PEER_ID_SYMBOLS: usize = 10;
 const RESUME_TOKEN_SYMBOLS: usize = 26;
 /// Longest room passcode accepted, in characters.
 pub const MAX_PASSCODE_CHARS: usize = 64;
+/// Farthest from the space's middle a pose may stand, in metres along each axis.
+pub const MAX_POSE_COORDINATE: f32 = 500.0;
+/// The id of the space's lobby: the room everyone in the space shares, which the
+/// server keeps without anyone creating it and never lists.
+pub const LOBBY_ID: &str = "lobby";
 
 /// Why an id or a name from the outside was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -54,6 +59,9 @@ pub enum InvalidInput {
     /// The passcode held control characters.
     #[error("the passcode may not hold control characters")]
     PasscodeCharacters,
+    /// A pose with a coordinate that is not a number or lies outside the space.
+    #[error("a pose stands within {MAX_POSE_COORDINATE} m of the middle, in numbers")]
+    PoseOutside,
 }
 
 fn random_id(symbols: usize) -> String {
@@ -107,6 +115,16 @@ impl RoomId {
     /// Validates an id typed or pasted by a user (surrounding white space is dropped).
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         validate_id(raw).map(Self)
+    }
+
+    /// The space's lobby ([`LOBBY_ID`]).
+    pub fn lobby() -> Self {
+        Self(LOBBY_ID.to_owned())
+    }
+
+    /// Whether this is the space's lobby, where connections follow distance.
+    pub fn is_lobby(&self) -> bool {
+        self.0 == LOBBY_ID
     }
 
     /// The id as text.
@@ -261,13 +279,84 @@ impl Default for DisplayName {
     }
 }
 
+/// Where someone stands in the space and where they face: floor coordinates in metres
+/// (x to the right, z towards the viewer of the lobby's arrival), the heading about the
+/// vertical axis in radians (0 faces -z), and whether they are walking.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "RawPose")]
+pub struct Pose {
+    /// Metres along x.
+    pub x: f32,
+    /// Metres along z.
+    pub z: f32,
+    /// Heading in radians, in (-pi, pi].
+    pub yaw: f32,
+    /// Whether they are walking.
+    #[serde(default)]
+    pub moving: bool,
+}
+
+/// A pose as it arrives, before validation.
+#[derive(Deserialize)]
+struct RawPose {
+    x: f32,
+    z: f32,
+    yaw: f32,
+    #[serde(default)]
+    moving: bool,
+}
+
+impl TryFrom<RawPose> for Pose {
+    type Error = InvalidInput;
+    fn try_from(raw: RawPose) -> Result<Self, Self::Error> {
+        Self::new(raw.x, raw.z, raw.yaw, raw.moving)
+    }
+}
+
+impl Pose {
+    /// A validated pose: both coordinates finite and within [`MAX_POSE_COORDINATE`], a
+    /// finite heading (brought into (-pi, pi]).
+    pub fn new(x: f32, z: f32, yaw: f32, moving: bool) -> Result<Self, InvalidInput> {
+        let inside = |c: f32| c.is_finite() && c.abs() <= MAX_POSE_COORDINATE;
+        if !inside(x) || !inside(z) || !yaw.is_finite() {
+            return Err(InvalidInput::PoseOutside);
+        }
+        let turns = (yaw / std::f32::consts::TAU).round();
+        Ok(Self {
+            x,
+            z,
+            yaw: yaw - turns * std::f32::consts::TAU,
+            moving,
+        })
+    }
+
+    /// Metres between this pose and `other` on the floor.
+    pub fn distance(&self, other: &Self) -> f32 {
+        (self.x - other.x).hypot(self.z - other.z)
+    }
+}
+
 /// Who is in a room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
     /// The peer's id in this room.
     pub peer_id: PeerId,
     /// The peer's display name.
     pub name: DisplayName,
+    /// Where the peer stands, in the lobby, once it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pose: Option<Pose>,
+}
+
+impl PeerInfo {
+    /// A peer whose pose is not known.
+    pub fn new(peer_id: PeerId, name: DisplayName) -> Self {
+        Self {
+            peer_id,
+            name,
+            pose: None,
+        }
+    }
 }
 
 /// A message from a client to the server.
@@ -329,6 +418,12 @@ pub enum ClientMessage {
     Leave,
     /// Ask for the public rooms (answered with `room_list`), in a room or not.
     ListRooms,
+    /// Where we stand now, for everyone in the room (the lobby's avatars and
+    /// distances). At most 5 a second count; the server drops those sooner.
+    Pose {
+        /// Our pose.
+        pose: Pose,
+    },
 }
 
 /// A public room as the lobby lists it.
@@ -396,6 +491,13 @@ pub enum ServerMessage {
         from: PeerId,
         /// The payload as the sender wrote it.
         data: serde_json::Value,
+    },
+    /// Where a peer of your room stands now (relayed `pose`).
+    PeerPose {
+        /// Who.
+        peer_id: PeerId,
+        /// Where.
+        pose: Pose,
     },
     /// The public rooms, answering `list_rooms` (at most 100, fullest first).
     RoomList {
@@ -487,13 +589,14 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 6] = [
+const CLIENT_MESSAGE_TYPES: [&str; 7] = [
     "create_room",
     "join_room",
     "resume",
     "signal",
     "leave",
     "list_rooms",
+    "pose",
 ];
 
 impl ClientMessage {
@@ -629,6 +732,44 @@ mod tests {
         assert!(serde_json::from_str::<ServerMessage>(&hostile).is_err());
         let ftp = documented.replace("turn:turn.example.org:3478?transport=udp", "ftp://x");
         assert!(serde_json::from_str::<ServerMessage>(&ftp).is_err());
+    }
+
+    #[test]
+    fn poses_are_validated_and_their_heading_wrapped() {
+        let pose = ClientMessage::decode(
+            r#"{"type":"pose","pose":{"x":3.5,"z":-2.0,"yaw":7.0,"moving":true}}"#,
+        )
+        .unwrap();
+        let ClientMessage::Pose { pose } = pose else {
+            panic!("expected a pose: {pose:?}");
+        };
+        assert_eq!((pose.x, pose.z, pose.moving), (3.5, -2.0, true));
+        assert!((pose.yaw - (7.0 - std::f32::consts::TAU)).abs() < 1e-5);
+        for bad in [
+            r#"{"type":"pose","pose":{"x":501,"z":0,"yaw":0}}"#,
+            r#"{"type":"pose","pose":{"x":0,"z":-1e30,"yaw":0}}"#,
+            r#"{"type":"pose","pose":{"x":0,"z":0}}"#,
+            r#"{"type":"pose","pose":{"x":"a","z":0,"yaw":0}}"#,
+        ] {
+            assert!(
+                matches!(
+                    ClientMessage::decode(bad),
+                    Err(DecodeError::InvalidFields { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Pose::new(f32::NAN, 0.0, 0.0, false),
+            Err(InvalidInput::PoseOutside)
+        );
+        assert_eq!(
+            Pose::new(0.0, 0.0, f32::INFINITY, false),
+            Err(InvalidInput::PoseOutside)
+        );
+        let a = Pose::new(0.0, 0.0, 0.0, false).unwrap();
+        let b = Pose::new(3.0, 4.0, 0.0, false).unwrap();
+        assert_eq!(a.distance(&b), 5.0);
     }
 
     #[test]

@@ -187,6 +187,8 @@ fn collect_toasts(
             }
             CallNotice::PeerJoined(name) => (Severity::Info, format!("{name} joined")),
             CallNotice::PeerLeft(name) => (Severity::Info, format!("{name} left")),
+            // The space shows who is near; walking past people is no news.
+            CallNotice::Nearby { .. } => continue,
             CallNotice::Reconnecting(reason) => (
                 Severity::Error,
                 format!("Lost the signaling server ({reason}); reconnecting, the call goes on"),

@@ -32,6 +32,16 @@
 //!   works, and is dropped when it has none.
 //! - **Early candidates**: a bounded number before a connection's remote
 //!   description ([`MAX_EARLY_CANDIDATES`]); more are dropped.
+//! - **The lobby** (room [`RoomId::lobby`]): everyone in it is shown from the welcome
+//!   on, and poses go through the server (at most every [`POSE_EVERY`]). Media follows
+//!   distance ([`nearby`]): each side wants the nearest people within earshot; it
+//!   starts its media when it first wants someone, then tells each wanted peer it is
+//!   ready (`PeerControl::Nearby`). A connection opens when both sides are ready for
+//!   each other, offered by the side with the smaller id, and closes when either one
+//!   no longer wants it (the person stays, without media). Our media stops after
+//!   [`ALONE_LIMIT`] without anyone wanted, releasing the camera and microphone.
+
+pub mod nearby;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -40,11 +50,12 @@ use bevy::platform::time::Instant;
 use serde::Deserialize;
 
 use super::{CallCommand, CallError, MediaState, PeerControl};
+use crate::config::NearbySettings;
 use crate::rtc::{MAX_EARLY_CANDIDATES, PeerConnectionState, Role};
 use crate::signaling::ice_servers::IceServer;
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{
-    ClientMessage, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, ResumeToken, RoomId,
+    ClientMessage, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, Pose, ResumeToken, RoomId,
     RoomSummary, ServerMessage,
 };
 use crate::signaling::reconnect::Backoff;
@@ -60,6 +71,10 @@ pub const RESUME_LIMIT: Duration = Duration::from_secs(60);
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 /// Signaling messages kept for sending while the connection is down (the oldest go).
 pub const MAX_QUEUED_SIGNALS: usize = 1024;
+/// Least time between two of our poses sent through the server (5 a second).
+pub const POSE_EVERY: Duration = Duration::from_millis(200);
+/// How long our media runs in the lobby without anyone near before it stops.
+pub const ALONE_LIMIT: Duration = Duration::from_secs(5);
 
 /// What the driver does for the room, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +157,18 @@ pub enum RoomEvent {
     PeerMedia(PeerId, MediaState),
     /// Our own switches changed without being asked (no microphone: we are muted).
     OwnMedia(MediaState),
+    /// Where a peer in the lobby stands now.
+    PeerPose(PeerId, Pose),
+    /// In the lobby, a peer came within earshot (`near`: we want media with it) or
+    /// went out of it, `distance_m` away.
+    Nearby {
+        /// Who.
+        peer: PeerId,
+        /// How far, in metres, when it crossed.
+        distance_m: f32,
+        /// Whether it is near now.
+        near: bool,
+    },
     /// The server's list of public rooms.
     RoomList(Vec<RoomSummary>),
     /// The signaling connection dropped during the call (why); reconnecting.
@@ -234,6 +261,25 @@ pub struct RoomSettings {
     /// ICE servers given on the command line or page address; when empty, the
     /// server's (from `welcome`) are used.
     pub ice_servers: Vec<IceServer>,
+    /// Whom to connect to in the lobby.
+    pub nearby: NearbySettings,
+}
+
+/// What the room knows of the lobby while we are in it.
+#[derive(Debug, Default)]
+struct Lobby {
+    /// Where the others stand, as last told.
+    poses: HashMap<PeerId, Pose>,
+    /// Whom we want media with now.
+    wanted: HashSet<PeerId>,
+    /// Who told us they are ready for media with us.
+    ready_from: HashSet<PeerId>,
+    /// When our pose last went to the server.
+    pose_sent_at: Option<Instant>,
+    /// Our pose changed since.
+    pose_pending: bool,
+    /// Since when our media runs with nobody wanted.
+    alone_since: Option<Instant>,
 }
 
 /// The room protocol of one client: see the module documentation.
@@ -259,6 +305,10 @@ pub struct Room {
     /// them), by name.
     members: HashMap<PeerId, DisplayName>,
     queued: VecDeque<ClientMessage>,
+    /// Where we stand, once the app said.
+    own_pose: Option<Pose>,
+    /// Set while we are in the lobby.
+    lobby: Option<Lobby>,
     next_epoch: u64,
     actions: VecDeque<RoomAction>,
     /// The time of the input being handled.
@@ -282,6 +332,8 @@ impl Room {
             awaited: HashSet::new(),
             members: HashMap::new(),
             queued: VecDeque::new(),
+            own_pose: None,
+            lobby: None,
             next_epoch: 0,
             actions: VecDeque::new(),
             now,
@@ -303,7 +355,15 @@ impl Room {
             .reconnecting
             .as_ref()
             .map(|reconnecting| reconnecting.since + RESUME_LIMIT);
-        peers.chain(resume).min()
+        let lobby = self.lobby.as_ref().into_iter().flat_map(|lobby| {
+            let pose = lobby
+                .pose_pending
+                .then(|| lobby.pose_sent_at.map(|at| at + POSE_EVERY))
+                .flatten();
+            let alone = lobby.alone_since.map(|since| since + ALONE_LIMIT);
+            pose.into_iter().chain(alone)
+        });
+        peers.chain(resume).chain(lobby).min()
     }
 
     /// Whether a call is on (from the request until it ends).
@@ -321,9 +381,10 @@ impl Room {
 
     // --- commands -------------------------------------------------------------------
 
-    /// Applies a command of the app. The device commands (switching and listing
-    /// devices) are the driver's own: they come back.
-    pub fn command(&mut self, command: CallCommand) -> Option<CallCommand> {
+    /// Applies a command of the app at `now`. The device commands (switching and
+    /// listing devices) are the driver's own: they come back.
+    pub fn command(&mut self, command: CallCommand, now: Instant) -> Option<CallCommand> {
+        self.now = now;
         match command {
             CallCommand::CreateRoom { name, public_title } => self.create(name, public_title),
             CallCommand::JoinRoom { room, name } => self.join(room, name),
@@ -337,6 +398,7 @@ impl Room {
                 ..self.media_state
             }),
             CallCommand::ListRooms => self.list_rooms(),
+            CallCommand::SetPose(pose) => self.set_pose(pose),
             CallCommand::SwitchVideo(_)
             | CallCommand::SwitchMicrophone(_)
             | CallCommand::SwitchSpeaker(_)
@@ -414,6 +476,138 @@ impl Room {
         }
     }
 
+    /// Where we stand now: sent through the server in the lobby (at most every
+    /// [`POSE_EVERY`]), and who is near follows.
+    fn set_pose(&mut self, pose: Pose) {
+        self.own_pose = Some(pose);
+        if let Some(lobby) = &mut self.lobby {
+            lobby.pose_pending = true;
+        }
+        self.send_pose_when_due();
+        self.reconsider_nearby();
+    }
+
+    /// Sends our pose to the server if it changed and the last one went long enough
+    /// ago.
+    fn send_pose_when_due(&mut self) {
+        let now = self.now;
+        let welcomed = self.link == LinkState::Open { welcomed: true };
+        let (Some(lobby), Some(pose)) = (&mut self.lobby, self.own_pose) else {
+            return;
+        };
+        let due = lobby
+            .pose_sent_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= POSE_EVERY);
+        if !lobby.pose_pending || !due || !welcomed {
+            return;
+        }
+        lobby.pose_pending = false;
+        lobby.pose_sent_at = Some(now);
+        self.act(RoomAction::Send(ClientMessage::Pose { pose }));
+    }
+
+    /// Decides again whom we want media with in the lobby: tells those who came near
+    /// or went away, starts or stops our media, opens and closes connections.
+    fn reconsider_nearby(&mut self) {
+        let now = self.now;
+        let media_on = self.media == Media::On;
+        let held: HashSet<PeerId> = self.peers.keys().cloned().collect();
+        let settings = self.settings.nearby;
+        let (Some(lobby), Some(own)) = (&mut self.lobby, self.own_pose) else {
+            return;
+        };
+        let wanted = nearby::choose(&own, &lobby.poses, &held, &settings);
+        let mut came: Vec<PeerId> = wanted.difference(&lobby.wanted).cloned().collect();
+        let mut went: Vec<PeerId> = lobby.wanted.difference(&wanted).cloned().collect();
+        came.sort();
+        went.sort();
+        let distance = |peer: &PeerId| {
+            lobby
+                .poses
+                .get(peer)
+                .map_or(f32::INFINITY, |pose| own.distance(pose))
+        };
+        let crossings: Vec<(PeerId, f32, bool)> = came
+            .iter()
+            .map(|peer| (peer.clone(), distance(peer), true))
+            .chain(
+                went.iter()
+                    .map(|peer| (peer.clone(), distance(peer), false)),
+            )
+            .collect();
+        lobby.wanted = wanted;
+        let start_media = !lobby.wanted.is_empty() && self.media == Media::Off;
+        for (peer, distance_m, near) in crossings {
+            self.emit(RoomEvent::Nearby {
+                peer: peer.clone(),
+                distance_m,
+                near,
+            });
+            if near && !media_on {
+                continue; // told once our media runs
+            }
+            self.tell_ready(peer.clone(), near);
+            if !near {
+                self.close_media(&peer);
+            }
+        }
+        if start_media {
+            self.media = Media::Starting;
+            self.act(RoomAction::StartMedia);
+        }
+        self.connect_nearby();
+        let nobody = self.peers.is_empty();
+        if let Some(lobby) = &mut self.lobby {
+            lobby.alone_since = (nobody && lobby.wanted.is_empty() && media_on)
+                .then(|| lobby.alone_since.unwrap_or(now));
+        }
+    }
+
+    /// Tells `peer` whether we are ready for media with it.
+    fn tell_ready(&mut self, to: PeerId, ready: bool) {
+        let data = PeerControl::Nearby { ready }.to_json();
+        self.send_signal(ClientMessage::Signal { to, data });
+    }
+
+    /// Offers to each peer in the lobby that both sides want media with and that we
+    /// have no connection to, where ours is the smaller id.
+    fn connect_nearby(&mut self) {
+        let (Some(lobby), Some(place)) = (&self.lobby, &self.place) else {
+            return;
+        };
+        if self.media != Media::On {
+            return;
+        }
+        let mut due: Vec<PeerId> = lobby
+            .wanted
+            .intersection(&lobby.ready_from)
+            .filter(|peer| !self.peers.contains_key(*peer) && place.self_id < **peer)
+            .cloned()
+            .collect();
+        due.sort();
+        for peer in due {
+            self.connect(peer, Role::Offerer);
+        }
+    }
+
+    /// Whether we and `peer` both want media with each other (always, outside the
+    /// lobby).
+    fn both_want(&self, peer: &PeerId) -> bool {
+        self.lobby
+            .as_ref()
+            .is_none_or(|lobby| lobby.wanted.contains(peer) && lobby.ready_from.contains(peer))
+    }
+
+    /// Closes our connection to `peer` in the lobby: the person stays, without media.
+    /// Outside the lobby the peer is dropped from the call.
+    fn close_media(&mut self, peer: &PeerId) {
+        if self.lobby.is_none() {
+            self.remove_peer(peer);
+        } else if self.peers.remove(peer).is_some() {
+            self.act(RoomAction::Close(peer.clone()));
+        }
+    }
+
     /// Ask for the public rooms: over the call's connection, or one of their own.
     fn list_rooms(&mut self) {
         if matches!(self.link, LinkState::Open { .. }) {
@@ -474,7 +668,8 @@ impl Room {
             return;
         }
         self.link = LinkState::Down;
-        if self.place.is_some() && self.media == Media::On {
+        let placed = self.media == Media::On || self.lobby.is_some();
+        if self.place.is_some() && placed {
             tracing::info!(%reason, "signaling lost; reconnecting");
             if self.reconnecting.is_none() {
                 self.emit(RoomEvent::Reconnecting(reason));
@@ -511,6 +706,12 @@ impl Room {
                 resume_token,
                 ice_servers,
             } => self.welcome(room, peer_id, peers, resume_token, ice_servers),
+            ServerMessage::PeerJoined { peer } if self.lobby.is_some() => {
+                self.members.insert(peer.peer_id.clone(), peer.name.clone());
+                self.note_pose(&peer);
+                self.act(RoomAction::PeerJoined(peer));
+                self.reconsider_nearby();
+            }
             ServerMessage::PeerJoined { peer } => {
                 if self.awaited.remove(&peer.peer_id) {
                     // We offered already (Firestore's 1:1 flow); now they are here.
@@ -521,8 +722,27 @@ impl Room {
                 }
             }
             ServerMessage::PeerLeft { peer_id } => {
-                self.members.remove(&peer_id);
+                let member = self.members.remove(&peer_id).is_some();
+                if let Some(lobby) = &mut self.lobby {
+                    lobby.poses.remove(&peer_id);
+                    lobby.wanted.remove(&peer_id);
+                    lobby.ready_from.remove(&peer_id);
+                    // Shown from the welcome on, with a connection or not.
+                    if member && !self.peers.contains_key(&peer_id) {
+                        self.emit(RoomEvent::PeerLeft(peer_id.clone()));
+                    }
+                }
                 self.remove_peer(&peer_id);
+                self.reconsider_nearby();
+            }
+            ServerMessage::PeerPose { peer_id, pose } => {
+                let Some(lobby) = &mut self.lobby else { return };
+                if !self.members.contains_key(&peer_id) {
+                    return;
+                }
+                lobby.poses.insert(peer_id.clone(), pose);
+                self.emit(RoomEvent::PeerPose(peer_id, pose));
+                self.reconsider_nearby();
             }
             ServerMessage::PeerAway { peer_id } => {
                 // Away with no media path either (never connected, or failed): gone.
@@ -532,11 +752,21 @@ impl Room {
                     !has_media_path(slot.state)
                 });
                 if gone {
-                    self.remove_peer(&peer_id);
+                    self.close_media(&peer_id);
                 }
             }
             ServerMessage::PeerBack { peer } => match self.peers.get_mut(&peer.peer_id) {
                 Some(slot) => slot.away = false,
+                // In the lobby it is still shown; media follows distance.
+                None if self.lobby.is_some() => {
+                    if self
+                        .members
+                        .insert(peer.peer_id.clone(), peer.name.clone())
+                        .is_none()
+                    {
+                        self.act(RoomAction::PeerJoined(peer));
+                    }
+                }
                 // New to us (we had dropped it): it offers, as a newcomer does.
                 None if self.media == Media::On => self.add_peer(peer, Role::Answerer),
                 None => {}
@@ -572,14 +802,32 @@ impl Room {
             .place
             .take()
             .map_or_else(|| self.asked_title.clone(), |place| place.public_title);
+        let lobby = room.is_lobby();
         self.place = Some(Place {
-            room,
-            self_id,
+            room: room.clone(),
+            self_id: self_id.clone(),
             resume_token,
             public_title,
         });
-        if self.media == Media::On {
+        if self.reconnecting.is_some() {
             self.resumed(peers);
+        } else if lobby {
+            // Everyone in the lobby is shown at once; media waits for someone near.
+            self.lobby = Some(Lobby::default());
+            for peer in &peers {
+                self.members.insert(peer.peer_id.clone(), peer.name.clone());
+                self.note_pose(peer);
+            }
+            self.act(RoomAction::Joined {
+                room,
+                self_id,
+                peers,
+            });
+            if let Some(lobby) = &mut self.lobby {
+                lobby.pose_pending = true;
+            }
+            self.send_pose_when_due();
+            self.reconsider_nearby();
         } else {
             self.arriving = peers;
             self.media = Media::Starting;
@@ -596,6 +844,10 @@ impl Room {
         self.emit(RoomEvent::Reconnected);
         for message in std::mem::take(&mut self.queued) {
             self.act(RoomAction::Send(message));
+        }
+        if self.lobby.is_some() {
+            self.lobby_resumed(peers);
+            return;
         }
         let listed: HashSet<PeerId> = peers.iter().map(|peer| peer.peer_id.clone()).collect();
         for info in peers {
@@ -632,6 +884,56 @@ impl Room {
         }
     }
 
+    /// Back in the lobby: newcomers are shown, those gone are dropped, our pose and
+    /// readiness are told again, and connections follow distance as before.
+    fn lobby_resumed(&mut self, peers: Vec<PeerInfo>) {
+        let listed: HashSet<PeerId> = peers.iter().map(|peer| peer.peer_id.clone()).collect();
+        for peer in peers {
+            self.note_pose(&peer);
+            if self
+                .members
+                .insert(peer.peer_id.clone(), peer.name.clone())
+                .is_none()
+            {
+                self.act(RoomAction::PeerJoined(peer));
+            }
+        }
+        let mut gone: Vec<PeerId> = self
+            .members
+            .keys()
+            .filter(|peer| !listed.contains(*peer))
+            .cloned()
+            .collect();
+        gone.sort();
+        for peer_id in gone {
+            self.server_message(ServerMessage::PeerLeft { peer_id }, self.now);
+        }
+        if let Some(lobby) = &mut self.lobby {
+            lobby.pose_pending = true;
+            lobby.pose_sent_at = None;
+        }
+        self.send_pose_when_due();
+        if self.media == Media::On {
+            let mut wanted: Vec<PeerId> = self
+                .lobby
+                .as_ref()
+                .map(|lobby| lobby.wanted.iter().cloned().collect())
+                .unwrap_or_default();
+            wanted.sort();
+            for peer in wanted {
+                self.tell_ready(peer, true);
+            }
+        }
+        self.reconsider_nearby();
+    }
+
+    /// Keeps where a lobby peer stands, when its info says.
+    fn note_pose(&mut self, peer: &PeerInfo) {
+        if let (Some(lobby), Some(pose)) = (&mut self.lobby, peer.pose) {
+            lobby.poses.insert(peer.peer_id.clone(), pose);
+        }
+    }
+
     // --- media ----------------------------------------------------------------------
 
     /// Our media runs (`microphone_missing`: it runs without a microphone, so we are
@@ -647,6 +949,16 @@ impl Room {
             self.emit(RoomEvent::OwnMedia(self.media_state));
         }
         self.act(RoomAction::ApplyMedia(self.media_state));
+        if let Some(lobby) = &self.lobby {
+            // Shown already: tell those near that we are ready, and offer.
+            let mut wanted: Vec<PeerId> = lobby.wanted.iter().cloned().collect();
+            wanted.sort();
+            for peer in wanted {
+                self.tell_ready(peer, true);
+            }
+            self.reconsider_nearby();
+            return;
+        }
         let Some(place) = &self.place else { return };
         let (room, self_id) = (place.room.clone(), place.self_id.clone());
         let peers = std::mem::take(&mut self.arriving);
@@ -670,6 +982,11 @@ impl Room {
             return;
         }
         self.emit(RoomEvent::Failed(error));
+        if self.lobby.is_some() {
+            // Still in the lobby, seen and seeing who is there; near people try again.
+            self.media = Media::Off;
+            return;
+        }
         self.leave();
     }
 
@@ -698,7 +1015,7 @@ impl Room {
         }
         tracing::warn!(%peer, %error, "cannot connect to a peer");
         self.emit(RoomEvent::Failed(error));
-        self.remove_peer(peer);
+        self.close_media(peer);
     }
 
     /// Connection `epoch` to `peer` changed state: a failed one is replaced while the
@@ -738,8 +1055,8 @@ impl Room {
             return;
         };
         slot.failed_at.get_or_insert(now);
-        if slot.away {
-            self.remove_peer(peer);
+        if slot.away || !self.both_want(peer) {
+            self.close_media(peer);
         } else if signaling_up {
             tracing::info!(%peer, "connection failed; offering a fresh one");
             self.connect(peer.clone(), Role::Offerer);
@@ -781,7 +1098,7 @@ impl Room {
                 };
                 self.emit(RoomEvent::Failed(error));
             }
-            self.remove_peer(&peer_id);
+            self.close_media(&peer_id);
         }
         let lost_too_long = self.reconnecting.as_ref().is_some_and(|reconnecting| {
             now.saturating_duration_since(reconnecting.since) >= RESUME_LIMIT
@@ -793,14 +1110,35 @@ impl Room {
             ))));
             self.finish_call();
         }
+        self.send_pose_when_due();
+        let stay_alone = self
+            .lobby
+            .as_ref()
+            .and_then(|lobby| lobby.alone_since)
+            .is_some_and(|since| now.saturating_duration_since(since) >= ALONE_LIMIT);
+        if stay_alone && self.media == Media::On {
+            tracing::info!("nobody near; stopping our media");
+            self.media = Media::Off;
+            if let Some(lobby) = &mut self.lobby {
+                lobby.alone_since = None;
+            }
+            self.act(RoomAction::StopMedia);
+        }
     }
 
     /// A signal from a peer: its switches, or a payload for its connection.
     fn on_signal(&mut self, from: PeerId, data: &serde_json::Value) {
         // Deserializing from a reference: an SDP payload is not copied to be tried.
-        if let Ok(PeerControl::MediaState(state)) = PeerControl::deserialize(data) {
-            self.emit(RoomEvent::PeerMedia(from, state));
-            return;
+        match PeerControl::deserialize(data) {
+            Ok(PeerControl::MediaState(state)) => {
+                self.emit(RoomEvent::PeerMedia(from, state));
+                return;
+            }
+            Ok(PeerControl::Nearby { ready }) => {
+                self.peer_ready(from, ready);
+                return;
+            }
+            Err(_) => {}
         }
         let payload = match SignalPayload::deserialize(data) {
             Ok(payload) => payload,
@@ -839,21 +1177,46 @@ impl Room {
         });
     }
 
+    /// A lobby peer is ready for media with us, or no longer.
+    fn peer_ready(&mut self, from: PeerId, ready: bool) {
+        let Some(lobby) = &mut self.lobby else { return };
+        if !self.members.contains_key(&from) {
+            return;
+        }
+        if ready {
+            lobby.ready_from.insert(from);
+            self.connect_nearby();
+        } else {
+            lobby.ready_from.remove(&from);
+            self.close_media(&from);
+        }
+    }
+
     /// Decides what a new offer from `from` means. To a connection that has not been
     /// negotiated and waits for it: the offer. To one already negotiated: the peer
     /// starts over (its connection failed, or it came back), so a fresh connection
     /// answers it. When both sides offered at once, the peer with the smaller id keeps
     /// its own offer (false: ignore theirs) and the other answers.
     fn accept_offer(&mut self, from: &PeerId) -> bool {
+        if let Some(lobby) = &mut self.lobby {
+            // In the lobby an offer also says the peer is ready; we answer one only
+            // while we want it too and our media runs.
+            lobby.ready_from.insert(from.clone());
+            if !lobby.wanted.contains(from) || self.media != Media::On {
+                tracing::debug!(peer = %from, "an offer from a peer we do not want now");
+                return false;
+            }
+            if !self.peers.contains_key(from) {
+                self.connect(from.clone(), Role::Answerer);
+                return true;
+            }
+        }
         let self_id = self.place.as_ref().map(|place| &place.self_id);
         let Some(slot) = self.peers.get(from) else {
             // A peer we dropped (its connection failed, or we thought it hung up) that
             // is still in the room starts over: it is shown again and answered.
             if let Some(name) = self.members.get(from) {
-                let info = PeerInfo {
-                    peer_id: from.clone(),
-                    name: name.clone(),
-                };
+                let info = PeerInfo::new(from.clone(), name.clone());
                 tracing::info!(peer = %from, "a peer we had dropped starts over");
                 self.add_peer(info, Role::Answerer);
             }
@@ -972,6 +1335,7 @@ impl Room {
         self.awaited.clear();
         self.members.clear();
         self.queued.clear();
+        self.lobby = None;
         self.emit(RoomEvent::Left);
     }
 }

@@ -14,10 +14,10 @@ fn id(raw: &str) -> PeerId {
 }
 
 fn info(raw: &str) -> PeerInfo {
-    PeerInfo {
-        peer_id: id(raw),
-        name: DisplayName::parse(&format!("peer {}", &raw[..1])).expect("a valid name"),
-    }
+    PeerInfo::new(
+        id(raw),
+        DisplayName::parse(&format!("peer {}", &raw[..1])).expect("a valid name"),
+    )
 }
 
 fn room_id() -> RoomId {
@@ -88,6 +88,7 @@ impl Script {
                     name: DisplayName::parse("me").expect("a valid name"),
                     passcode: None,
                     ice_servers,
+                    nearby: NearbySettings::default(),
                 },
                 start,
             ),
@@ -566,7 +567,9 @@ fn invalid_signals_are_ignored() {
 #[test]
 fn media_state_is_told_to_every_peer_and_theirs_reaches_the_app() {
     let mut script = Script::in_call(&[LOW, HIGH]);
-    script.room.command(CallCommand::SetMicrophone(false));
+    script
+        .room
+        .command(CallCommand::SetMicrophone(false), script.start);
     let actions = script.actions();
     let muted = MediaState {
         audio: false,
@@ -657,7 +660,7 @@ fn a_server_that_cannot_be_reached_or_drops_before_welcome_ends_the_call() {
 #[test]
 fn leaving_tells_the_server_and_releases_everything() {
     let mut script = Script::in_call(&[LOW]);
-    script.room.command(CallCommand::Leave);
+    script.room.command(CallCommand::Leave, script.start);
     let actions = script.actions();
     assert_eq!(
         actions,
@@ -819,4 +822,202 @@ fn a_dropped_peer_still_in_the_room_that_offers_again_is_shown_and_answered() {
     script.actions();
     script.hear(signal(LOW, &offer()));
     assert!(script.actions().is_empty());
+}
+
+// --- the lobby ------------------------------------------------------------------------
+
+fn standing(x: f32) -> Pose {
+    Pose::new(x, 0.0, 0.0, false).expect("a valid pose")
+}
+
+fn ready(from: &str, ready: bool) -> ServerMessage {
+    ServerMessage::Signal {
+        from: id(from),
+        data: PeerControl::Nearby { ready }.to_json(),
+    }
+}
+
+fn readiness_told(actions: &[RoomAction]) -> Vec<(PeerId, bool)> {
+    let signals: Vec<(PeerId, serde_json::Value)> = picked!(actions, RoomAction::Send(ClientMessage::Signal { to, data }) => (to.clone(), data.clone()));
+    signals
+        .into_iter()
+        .filter_map(|(to, data)| match PeerControl::deserialize(&data) {
+            Ok(PeerControl::Nearby { ready }) => Some((to, ready)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Script {
+    /// In the lobby standing at x = 0, with `peers` standing at the given x.
+    fn in_lobby(peers: &[(&str, f32)]) -> Self {
+        let mut script = Self::new(Vec::new());
+        script
+            .room
+            .command(CallCommand::SetPose(standing(0.0)), script.start);
+        script
+            .room
+            .join(RoomId::lobby(), DisplayName::parse("me").expect("name"));
+        script.room.link_opened();
+        let peers = peers
+            .iter()
+            .map(|(peer, x)| PeerInfo {
+                pose: Some(standing(*x)),
+                ..info(peer)
+            })
+            .collect();
+        script.hear(ServerMessage::Welcome {
+            room: RoomId::lobby(),
+            peer_id: id(OURS),
+            peers,
+            resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
+            ice_servers: Vec::new(),
+        });
+        script
+    }
+
+    /// `peer` is now standing at `x`, at `seconds`.
+    fn moves(&mut self, peer: &str, x: f32, seconds: u64) {
+        self.room.server_message(
+            ServerMessage::PeerPose {
+                peer_id: id(peer),
+                pose: standing(x),
+            },
+            self.at(seconds),
+        );
+    }
+}
+
+#[test]
+fn the_lobby_shows_everyone_at_once_and_connects_only_to_the_near() {
+    let mut script = Script::in_lobby(&[(HIGH, 3.0), (LOW, 20.0)]);
+    let actions = script.actions();
+    let shown: Vec<usize> = picked!(actions, RoomAction::Joined { peers, .. } => peers.len());
+    assert_eq!(shown, vec![2], "{actions:?}");
+    assert!(sent(&actions).contains(&ClientMessage::Pose {
+        pose: standing(0.0)
+    }));
+    assert!(events(&actions).contains(&RoomEvent::Nearby {
+        peer: id(HIGH),
+        distance_m: 3.0,
+        near: true
+    }));
+    // Someone near: our media starts, and once it runs we say we are ready.
+    assert!(actions.contains(&RoomAction::StartMedia));
+    assert!(connects(&actions).is_empty());
+    script.room.media_started(false, script.start);
+    let actions = script.actions();
+    assert_eq!(readiness_told(&actions), vec![(id(HIGH), true)]);
+    assert!(
+        connects(&actions).is_empty(),
+        "not before the peer is ready"
+    );
+    // Ours is the smaller id: we offer once the peer is ready too.
+    script.hear(ready(HIGH, true));
+    assert_eq!(
+        connects(&script.actions()),
+        vec![(id(HIGH), Role::Offerer, false)]
+    );
+    // The far one offers: not wanted, not answered.
+    script.hear(signal(LOW, &offer()));
+    let actions = script.actions();
+    assert!(connects(&actions).is_empty() && delivered(&actions).is_empty());
+}
+
+#[test]
+fn walking_away_closes_the_media_and_keeps_the_person_then_media_stops() {
+    let mut script = Script::in_lobby(&[(LOW, 4.0)]);
+    script.room.media_started(false, script.start);
+    script.hear(ready(LOW, true));
+    script.actions();
+    // The smaller id offers: we answer.
+    script.hear(signal(LOW, &offer()));
+    assert_eq!(
+        connects(&script.actions()),
+        vec![(id(LOW), Role::Answerer, false)]
+    );
+    script.connected(LOW);
+    // Within the margin: kept. Past earshot + margin: closed, told, still shown.
+    script.moves(LOW, 6.5, 1);
+    assert_eq!(
+        script.actions(),
+        vec![RoomAction::Emit(RoomEvent::PeerPose(
+            id(LOW),
+            standing(6.5)
+        ))]
+    );
+    script.moves(LOW, 7.5, 2);
+    let actions = script.actions();
+    assert!(actions.contains(&RoomAction::Close(id(LOW))));
+    assert_eq!(readiness_told(&actions), vec![(id(LOW), false)]);
+    assert!(!events(&actions).contains(&RoomEvent::PeerLeft(id(LOW))));
+    // A failure report of the closed connection starts nothing.
+    script.room.tick(script.at(3));
+    assert!(connects(&script.actions()).is_empty());
+    // Alone for ALONE_LIMIT: the camera and microphone are released.
+    assert_eq!(
+        script.room.next_deadline(),
+        Some(script.at(2) + ALONE_LIMIT)
+    );
+    script.room.tick(script.at(2) + ALONE_LIMIT);
+    assert!(script.actions().contains(&RoomAction::StopMedia));
+    // Coming back near starts them again.
+    script.moves(LOW, 1.0, 10);
+    assert!(script.actions().contains(&RoomAction::StartMedia));
+    // Leaving the lobby: the person goes.
+    script.hear(ServerMessage::PeerLeft { peer_id: id(LOW) });
+    assert!(events(&script.actions()).contains(&RoomEvent::PeerLeft(id(LOW))));
+}
+
+#[test]
+fn poses_go_to_the_server_at_most_five_a_second() {
+    let mut script = Script::in_lobby(&[]);
+    script.actions();
+    let start = script.start;
+    let at_ms = |ms: u64| start + Duration::from_millis(ms);
+    script
+        .room
+        .command(CallCommand::SetPose(standing(1.0)), at_ms(50));
+    assert!(
+        sent(&script.actions()).is_empty(),
+        "too soon after the first"
+    );
+    assert_eq!(script.room.next_deadline(), Some(at_ms(200)));
+    script
+        .room
+        .command(CallCommand::SetPose(standing(2.0)), at_ms(120));
+    script.room.tick(at_ms(200));
+    assert_eq!(
+        sent(&script.actions()),
+        vec![ClientMessage::Pose {
+            pose: standing(2.0)
+        }],
+        "the newest one goes when due"
+    );
+}
+
+#[test]
+fn at_most_the_nearest_few_are_wanted() {
+    let mut script = Script::new(Vec::new());
+    script.room.settings.nearby.max_connections = 1;
+    script
+        .room
+        .command(CallCommand::SetPose(standing(0.0)), script.start);
+    script
+        .room
+        .join(RoomId::lobby(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    let near = |peer: &str, x: f32| PeerInfo {
+        pose: Some(standing(x)),
+        ..info(peer)
+    };
+    script.hear(ServerMessage::Welcome {
+        room: RoomId::lobby(),
+        peer_id: id(OURS),
+        peers: vec![near(LOW, 2.0), near(HIGH, 1.0)],
+        resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
+        ice_servers: Vec::new(),
+    });
+    script.room.media_started(false, script.start);
+    assert_eq!(readiness_told(&script.actions()), vec![(id(HIGH), true)]);
 }

@@ -148,7 +148,7 @@ impl Session {
         if newcomer && call.known.insert(peer_id.clone()) {
             let name = display_name(Some(&presence.name));
             self.deliver(ServerMessage::PeerJoined {
-                peer: PeerInfo { peer_id, name },
+                peer: PeerInfo::new(peer_id, name),
             });
         }
         Ok(())
@@ -184,10 +184,7 @@ impl Session {
                     }
                     let name = display_name(doc.callee_name.as_deref());
                     self.deliver(ServerMessage::PeerJoined {
-                        peer: PeerInfo {
-                            peer_id: callee.clone(),
-                            name,
-                        },
+                        peer: PeerInfo::new(callee.clone(), name),
                     });
                     self.deliver(ServerMessage::Signal {
                         from: callee.clone(),

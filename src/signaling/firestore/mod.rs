@@ -233,6 +233,8 @@ impl Session {
                 self.hang_up().await;
                 Ok(())
             }
+            // A Firestore call has no lobby: nobody to tell where we stand.
+            ClientMessage::Pose { .. } => Ok(()),
             ClientMessage::ListRooms => {
                 // Firestore calls are private: only their id lets anyone in.
                 self.deliver(ServerMessage::RoomList { rooms: Vec::new() });

@@ -165,10 +165,7 @@ impl Session {
         } else {
             None
         };
-        let caller = PeerInfo {
-            peer_id: peer(CALLER),
-            name: display_name(doc.caller_name.as_deref()),
-        };
+        let caller = PeerInfo::new(peer(CALLER), display_name(doc.caller_name.as_deref()));
         let call = Call {
             id: id.clone(),
             part: Part::Callee,
@@ -227,7 +224,7 @@ impl Session {
                 && Some(created) < joined_at
             {
                 let name = display_name(Some(&presence.name));
-                earlier.push((created, PeerInfo { peer_id, name }));
+                earlier.push((created, PeerInfo::new(peer_id, name)));
             }
         }
         earlier.sort_by_key(|(created, _)| *created);

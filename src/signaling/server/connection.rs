@@ -311,10 +311,7 @@ impl Connection {
             ) => {
                 let request = ResumeRequest {
                     room: room.clone(),
-                    peer: PeerInfo {
-                        peer_id: peer_id.clone(),
-                        name,
-                    },
+                    peer: PeerInfo::new(peer_id.clone(), name),
                     resume_token: resume_token.clone(),
                     public_title,
                     passcode,
@@ -341,8 +338,16 @@ impl Connection {
                     );
                 }
             }
+            (ClientMessage::Pose { pose }, Some((room, from))) => {
+                // One that comes too soon is dropped quietly: the next one replaces it.
+                self.state
+                    .with_hub(|hub| hub.pose(room, from, pose, Instant::now()));
+            }
             (ClientMessage::Leave, Some(_)) => self.leave_room(),
-            (ClientMessage::Signal { .. } | ClientMessage::Leave, None) => {
+            (
+                ClientMessage::Signal { .. } | ClientMessage::Leave | ClientMessage::Pose { .. },
+                None,
+            ) => {
                 self.refuse(
                     ErrorCode::NotInRoom,
                     "not in a room; create or join one first",

@@ -7,12 +7,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::signaling::protocol::{
-    DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, ResumeToken, RoomId, RoomSummary,
+    DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, Pose, ResumeToken, RoomId, RoomSummary,
     ServerMessage,
 };
 
 /// Most rooms one `room_list` names.
 const MAX_LISTED_ROOMS: usize = 100;
+/// Least time between two relayed poses of one peer: a client sends at most 5 a second,
+/// and one that arrives sooner after the last relayed one is dropped.
+pub const MIN_POSE_INTERVAL: Duration = Duration::from_millis(150);
 
 /// What the hub decided a connection must get; `C` is the handle naming the connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +68,8 @@ struct Member<C> {
     attachment: Option<C>,
     /// When the peer went away.
     away_since: Option<Instant>,
+    /// When its last pose was relayed.
+    posed_at: Option<Instant>,
 }
 
 impl<C> Member<C> {
@@ -74,6 +79,7 @@ impl<C> Member<C> {
             resume_token,
             attachment: Some(connection),
             away_since: None,
+            posed_at: None,
         }
     }
 }
@@ -88,6 +94,15 @@ struct Room<C> {
 }
 
 impl<C: Clone> Room<C> {
+    /// A room nobody is in yet, open to all (the lobby).
+    fn open() -> Self {
+        Self {
+            members: Vec::new(),
+            public_title: None,
+            passcode: None,
+        }
+    }
+
     fn broadcast(&self, except: &PeerId, message: &ServerMessage, out: &mut Vec<Delivery<C>>) {
         for member in self.members.iter().filter(|m| &m.info.peer_id != except) {
             if let Some(connection) = &member.attachment {
@@ -119,6 +134,8 @@ pub struct Hub<C> {
     rooms: HashMap<RoomId, Room<C>>,
     /// Peers one room holds.
     room_capacity: usize,
+    /// Peers the lobby holds.
+    lobby_capacity: usize,
     /// Rooms the hub holds at once.
     max_rooms: usize,
     /// What was decided and not yet taken by [`Hub::take_deliveries`].
@@ -126,13 +143,30 @@ pub struct Hub<C> {
 }
 
 impl<C: Clone + PartialEq> Hub<C> {
-    /// No rooms yet; rooms of at most `room_capacity` peers, at most `max_rooms` of them.
+    /// No rooms yet; rooms of at most `room_capacity` peers, at most `max_rooms` of them,
+    /// and a lobby of as many as rooms until [`Hub::with_lobby_capacity`] says otherwise.
     pub fn new(room_capacity: usize, max_rooms: usize) -> Self {
         Self {
             rooms: HashMap::new(),
             room_capacity,
+            lobby_capacity: room_capacity,
             max_rooms,
             deliveries: Vec::new(),
+        }
+    }
+
+    /// The lobby holds at most `capacity` peers.
+    pub fn with_lobby_capacity(mut self, capacity: usize) -> Self {
+        self.lobby_capacity = capacity;
+        self
+    }
+
+    /// Peers the room `room_id` holds.
+    fn capacity_of(&self, room_id: &RoomId) -> usize {
+        if room_id.is_lobby() {
+            self.lobby_capacity
+        } else {
+            self.room_capacity
         }
     }
 
@@ -180,10 +214,7 @@ impl<C: Clone + PartialEq> Hub<C> {
         };
         let peer_id = PeerId::random();
         let token = ResumeToken::random();
-        let info = PeerInfo {
-            peer_id: peer_id.clone(),
-            name,
-        };
+        let info = PeerInfo::new(peer_id.clone(), name);
         let room = Room {
             members: vec![Member::new(info, token.clone(), connection)],
             public_title,
@@ -202,11 +233,16 @@ impl<C: Clone + PartialEq> Hub<C> {
         passcode: Option<&Passcode>,
         connection: C,
     ) -> Result<(PeerId, Vec<PeerInfo>, ResumeToken), ErrorCode> {
+        let capacity = self.capacity_of(room_id);
+        if room_id.is_lobby() {
+            // The lobby is there for anyone who enters it.
+            self.rooms.entry(room_id.clone()).or_insert_with(Room::open);
+        }
         let room = self.rooms.get_mut(room_id).ok_or(ErrorCode::RoomNotFound)?;
         if !room.admits(passcode) {
             return Err(ErrorCode::WrongPasscode);
         }
-        if room.members.len() >= self.room_capacity {
+        if room.members.len() >= capacity {
             return Err(ErrorCode::RoomFull);
         }
         let peer_id = loop {
@@ -215,10 +251,7 @@ impl<C: Clone + PartialEq> Hub<C> {
                 break candidate;
             }
         };
-        let info = PeerInfo {
-            peer_id: peer_id.clone(),
-            name,
-        };
+        let info = PeerInfo::new(peer_id.clone(), name);
         let present = room.others(&peer_id);
         room.broadcast(
             &peer_id,
@@ -240,6 +273,7 @@ impl<C: Clone + PartialEq> Hub<C> {
         connection: C,
     ) -> Result<Vec<PeerInfo>, ErrorCode> {
         let peer_id = request.peer.peer_id.clone();
+        let capacity = self.capacity_of(&request.room);
         let Some(room) = self.rooms.get_mut(&request.room) else {
             // The server lost the room (it restarted): make it again as it was.
             if self.rooms.len() >= self.max_rooms {
@@ -271,7 +305,7 @@ impl<C: Clone + PartialEq> Hub<C> {
                 if !room.admits(request.passcode.as_ref()) {
                     return Err(ErrorCode::WrongPasscode);
                 }
-                if room.members.len() >= self.room_capacity {
+                if room.members.len() >= capacity {
                     return Err(ErrorCode::RoomFull);
                 }
                 room.members.push(Member::new(
@@ -315,6 +349,32 @@ impl<C: Clone + PartialEq> Hub<C> {
             },
         });
         Ok(())
+    }
+
+    /// Takes `pose` as where `peer` stands now and tells the others in its room, unless
+    /// its last pose was relayed less than [`MIN_POSE_INTERVAL`] ago (then it is
+    /// dropped: false).
+    pub fn pose(&mut self, room_id: &RoomId, peer: &PeerId, pose: Pose, now: Instant) -> bool {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return false;
+        };
+        let Some(member) = room.members.iter_mut().find(|m| &m.info.peer_id == peer) else {
+            return false;
+        };
+        let too_soon = member
+            .posed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < MIN_POSE_INTERVAL);
+        if too_soon {
+            return false;
+        }
+        member.posed_at = Some(now);
+        member.info.pose = Some(pose);
+        let message = ServerMessage::PeerPose {
+            peer_id: peer.clone(),
+            pose,
+        };
+        room.broadcast(peer, &message, &mut self.deliveries);
+        true
     }
 
     /// The public rooms, fullest first (then by title), at most [`MAX_LISTED_ROOMS`].
@@ -540,10 +600,7 @@ mod tests {
         // Back, under a new name, on connection 3.
         let request = ResumeRequest {
             room: room.clone(),
-            peer: PeerInfo {
-                peer_id: bob.clone(),
-                name: name("Robert"),
-            },
+            peer: PeerInfo::new(bob.clone(), name("Robert")),
             resume_token: bob_token,
             public_title: None,
             passcode: None,
@@ -576,10 +633,7 @@ mod tests {
         let (room, alice, alice_token) = hub.create(name("Alice"), None, None, 1).unwrap();
         let request = |token: ResumeToken| ResumeRequest {
             room: room.clone(),
-            peer: PeerInfo {
-                peer_id: alice.clone(),
-                name: name("Alice"),
-            },
+            peer: PeerInfo::new(alice.clone(), name("Alice")),
             resume_token: token,
             public_title: None,
             passcode: None,
@@ -610,10 +664,7 @@ mod tests {
         let token = ResumeToken::random();
         let request = |peer: &PeerId, token: &ResumeToken| ResumeRequest {
             room: room.clone(),
-            peer: PeerInfo {
-                peer_id: peer.clone(),
-                name: name("Alice"),
-            },
+            peer: PeerInfo::new(peer.clone(), name("Alice")),
             resume_token: token.clone(),
             public_title: Some(name("Standup")),
             passcode: Some(passcode("secret")),
@@ -633,6 +684,67 @@ mod tests {
         let told = messages(&mut hub);
         assert!(
             matches!(&told[..], [(1, ServerMessage::PeerBack { peer })] if peer.peer_id == carol)
+        );
+    }
+
+    #[test]
+    fn the_lobby_is_there_for_anyone_and_holds_its_own_capacity() {
+        let mut hub = TestHub::new(2, 1).with_lobby_capacity(3);
+        let lobby = RoomId::lobby();
+        for connection in 1..=3 {
+            hub.join(&lobby, name("Walker"), None, connection).unwrap();
+        }
+        assert_eq!(
+            hub.join(&lobby, name("Walker"), None, 4),
+            Err(ErrorCode::RoomFull)
+        );
+        assert!(hub.public_rooms().is_empty(), "the lobby is never listed");
+        // It counts as one of the rooms, and is made again after the last one left.
+        assert_eq!(hub.room_count(), 1);
+    }
+
+    #[test]
+    fn poses_reach_the_others_at_most_every_150_ms_and_join_the_listing() {
+        let mut hub = TestHub::new(8, 10);
+        let lobby = RoomId::lobby();
+        let (alice, _, _) = hub.join(&lobby, name("Alice"), None, 1).unwrap();
+        hub.join(&lobby, name("Bob"), None, 2).unwrap();
+        hub.take_deliveries();
+        let start = Instant::now();
+        let pose = |x| Pose::new(x, 1.0, 0.5, true).unwrap();
+        assert!(hub.pose(&lobby, &alice, pose(1.0), start));
+        assert!(!hub.pose(
+            &lobby,
+            &alice,
+            pose(2.0),
+            start + Duration::from_millis(100)
+        ));
+        assert!(hub.pose(&lobby, &alice, pose(3.0), start + MIN_POSE_INTERVAL));
+        let told = messages(&mut hub);
+        assert_eq!(
+            told,
+            vec![
+                (
+                    2,
+                    ServerMessage::PeerPose {
+                        peer_id: alice.clone(),
+                        pose: pose(1.0)
+                    }
+                ),
+                (
+                    2,
+                    ServerMessage::PeerPose {
+                        peer_id: alice.clone(),
+                        pose: pose(3.0)
+                    }
+                ),
+            ]
+        );
+        let (_, present, _) = hub.join(&lobby, name("Carol"), None, 3).unwrap();
+        assert_eq!(
+            present[0].pose,
+            Some(pose(3.0)),
+            "newcomers learn where people stand"
         );
     }
 

@@ -31,6 +31,8 @@ use super::turn_credentials::TurnCredentials;
 
 /// Default number of peers one room holds.
 pub const DEFAULT_ROOM_CAPACITY: usize = 8;
+/// Default number of peers the space's lobby holds.
+pub const DEFAULT_LOBBY_CAPACITY: usize = 100;
 /// Default number of rooms one server holds.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Default largest message, in bytes.
@@ -52,6 +54,9 @@ pub struct ServerLimits {
     /// Peers one room holds; the next joiner gets `room_full`.
     #[arg(long, default_value_t = DEFAULT_ROOM_CAPACITY, value_parser = at_least_one)]
     pub room_capacity: usize,
+    /// Peers the space's lobby (room `lobby`) holds; the next one gets `room_full`.
+    #[arg(long, default_value_t = DEFAULT_LOBBY_CAPACITY, value_parser = at_least_one)]
+    pub lobby_capacity: usize,
     /// Rooms the server holds at once; the next create gets `server_full`.
     #[arg(long, default_value_t = DEFAULT_MAX_ROOMS)]
     pub max_rooms: usize,
@@ -105,6 +110,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             room_capacity: DEFAULT_ROOM_CAPACITY,
+            lobby_capacity: DEFAULT_LOBBY_CAPACITY,
             max_rooms: DEFAULT_MAX_ROOMS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             rate_per_sec: DEFAULT_RATE_PER_SEC,
@@ -133,7 +139,10 @@ impl SignalingServer {
         Ok(Self {
             listener,
             state: ServerState {
-                hub: Arc::new(Mutex::new(Hub::new(limits.room_capacity, limits.max_rooms))),
+                hub: Arc::new(Mutex::new(
+                    Hub::new(limits.room_capacity, limits.max_rooms)
+                        .with_lobby_capacity(limits.lobby_capacity),
+                )),
                 limits: Arc::new(limits),
                 connections: Arc::new(AtomicUsize::new(0)),
                 next_connection: Arc::new(AtomicU64::new(0)),
