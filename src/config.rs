@@ -12,7 +12,7 @@ use crate::media::{AudioInput, DeviceChoice, SendSettings, VideoInput, VoiceProc
 use crate::rtc::ice::IceTransportPolicy;
 use crate::signaling::SignalUrl;
 use crate::signaling::ice_servers::{IceServer, IceServerUrl};
-use crate::signaling::protocol::{DisplayName, Passcode, RoomId};
+use crate::signaling::protocol::{DisplayName, MAX_POSE_COORDINATE, Passcode, RoomId};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::ServerLimits;
 
@@ -257,6 +257,59 @@ fn parse_max_nearby(raw: &str) -> Result<usize, String> {
     }
 }
 
+/// Default walking speed of a bot, metres per second.
+pub const DEFAULT_WALK_SPEED: f32 = 1.4;
+
+/// A spot on the lobby's floor: metres along x and z.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spot {
+    /// Metres along x.
+    pub x: f32,
+    /// Metres along z.
+    pub z: f32,
+}
+
+/// Spots to walk through in turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route(pub Vec<Spot>);
+
+fn parse_spot(raw: &str) -> Result<Spot, String> {
+    let (x, z) = raw
+        .split_once(',')
+        .ok_or_else(|| format!("{raw:?} is not X,Z"))?;
+    let coordinate = |text: &str| match text.trim().parse::<f32>() {
+        Ok(value) if value.is_finite() && value.abs() <= MAX_POSE_COORDINATE => Ok(value),
+        Ok(value) => Err(format!(
+            "{value} is outside -{MAX_POSE_COORDINATE}..={MAX_POSE_COORDINATE} m"
+        )),
+        Err(error) => Err(format!("{text:?}: {error}")),
+    };
+    Ok(Spot {
+        x: coordinate(x)?,
+        z: coordinate(z)?,
+    })
+}
+
+fn parse_route(raw: &str) -> Result<Route, String> {
+    let spots = raw
+        .split(';')
+        .filter(|part| !part.trim().is_empty())
+        .map(parse_spot)
+        .collect::<Result<Vec<_>, _>>()?;
+    if spots.is_empty() || spots.len() > 100 {
+        return Err("a route has 1 to 100 spots".to_owned());
+    }
+    Ok(Route(spots))
+}
+
+fn parse_speed(raw: &str) -> Result<f32, String> {
+    match raw.parse::<f32>() {
+        Ok(speed) if (0.1..=20.0).contains(&speed) => Ok(speed),
+        Ok(speed) => Err(format!("{speed} m/s is outside 0.1..=20")),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 fn parse_tone(raw: &str) -> Result<f32, String> {
     match raw.parse::<f32>() {
         Ok(hz) if (50.0..=4000.0).contains(&hz) => Ok(hz),
@@ -366,7 +419,7 @@ pub const DEFAULT_WEB_ROOT: &str = "target/web";
 
 /// Flags of `meetspace bot`.
 #[derive(Debug, Clone, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["create", "room"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["create", "room", "lobby"])))]
 pub struct BotArgs {
     /// Signaling server (ws://HOST:PORT).
     #[arg(long, env = "MEETSPACE_SIGNAL", value_name = "URL")]
@@ -391,6 +444,25 @@ pub struct BotArgs {
     /// instead of our own media: a peer sees and hears itself after one round trip.
     #[arg(long)]
     pub echo: bool,
+    /// Enter the space's lobby instead of a room: media connects to whoever comes
+    /// within earshot (`--earshot`, `--max-nearby`).
+    #[arg(long)]
+    pub lobby: bool,
+    /// Where to stand in the lobby at first, in metres (default: the middle).
+    #[arg(long, value_name = "X,Z", requires = "lobby", allow_hyphen_values = true,
+          value_parser = parse_spot)]
+    pub at: Option<Spot>,
+    /// Walk through these spots in turn, then stand.
+    #[arg(long, value_name = "X,Z[;X,Z...]", requires = "lobby", allow_hyphen_values = true,
+          value_parser = parse_route, conflicts_with = "wander")]
+    pub walk_to: Option<Route>,
+    /// Walk about the lobby at random, pausing now and then.
+    #[arg(long, requires = "lobby")]
+    pub wander: bool,
+    /// Walking speed, metres per second.
+    #[arg(long, value_name = "M_PER_S", default_value_t = DEFAULT_WALK_SPEED,
+          value_parser = parse_speed)]
+    pub speed: f32,
     /// Identity, ICE and media settings.
     #[command(flatten)]
     pub call: CallArgs,

@@ -110,6 +110,8 @@ pub(super) struct CallCore<A> {
     pub rtc: RtcConfig,
     link: Option<SignalingLink>,
     attempt: Option<A>,
+    /// The connection count the app was told last.
+    told_connections: usize,
 }
 
 impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore<A> {
@@ -131,6 +133,7 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
             },
             link: None,
             attempt: None,
+            told_connections: 0,
         }
     }
 
@@ -274,6 +277,11 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                 RoomAction::PeerJoined(info) => self.roster.peer_joined(info),
                 RoomAction::Emit(event) => self.roster.room_event(event),
             }
+        }
+        let connections = self.room.connection_count();
+        if connections != self.told_connections {
+            self.told_connections = connections;
+            self.roster.emit(CallEvent::MediaConnections(connections));
         }
     }
 }

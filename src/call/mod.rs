@@ -136,6 +136,8 @@ pub enum CallEvent {
     OwnMedia(MediaState),
     /// Where a peer in the lobby stands now.
     PeerPose(PeerId, Pose),
+    /// We hold this many peer connections now.
+    MediaConnections(usize),
     /// A peer in the lobby came within earshot (`near`) or went out of it.
     Nearby {
         /// Who.
@@ -405,6 +407,10 @@ impl VideoFeed {
 pub struct CallReport {
     /// Per peer: name and latest figures (default until the first measurement).
     pub peers: std::collections::BTreeMap<PeerId, (DisplayName, CallStats)>,
+    /// Peer connections we hold now (in the lobby, those near).
+    pub media_connections: usize,
+    /// The most we held at once.
+    pub most_media_connections: usize,
 }
 
 /// What our send path has done; `video_encoders` shows that one encoder serves all.
@@ -790,7 +796,7 @@ pub fn apply_call_events(
                 peers,
             } => {
                 despawn_all(&mut roster, &mut commands);
-                records.report.peers.clear();
+                *records.report = CallReport::default();
                 for peer in peers {
                     record(&mut records.report, &peer.info);
                     spawn_participant(&mut roster, &mut commands, peer);
@@ -830,6 +836,11 @@ pub fn apply_call_events(
                 {
                     track.push(pose, bevy::platform::time::Instant::now());
                 }
+            }
+            CallEvent::MediaConnections(count) => {
+                let report = &mut records.report;
+                report.media_connections = count;
+                report.most_media_connections = report.most_media_connections.max(count);
             }
             CallEvent::Nearby {
                 peer,

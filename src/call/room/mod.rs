@@ -408,6 +408,11 @@ impl Room {
         None
     }
 
+    /// How many peer connections we hold now.
+    pub fn connection_count(&self) -> usize {
+        self.peers.len()
+    }
+
     /// The name we are shown under.
     pub fn name(&self) -> &DisplayName {
         &self.settings.name
@@ -758,15 +763,7 @@ impl Room {
             ServerMessage::PeerBack { peer } => match self.peers.get_mut(&peer.peer_id) {
                 Some(slot) => slot.away = false,
                 // In the lobby it is still shown; media follows distance.
-                None if self.lobby.is_some() => {
-                    if self
-                        .members
-                        .insert(peer.peer_id.clone(), peer.name.clone())
-                        .is_none()
-                    {
-                        self.act(RoomAction::PeerJoined(peer));
-                    }
-                }
+                None if self.lobby.is_some() => self.show_member(peer),
                 // New to us (we had dropped it): it offers, as a newcomer does.
                 None if self.media == Media::On => self.add_peer(peer, Role::Answerer),
                 None => {}
@@ -890,13 +887,7 @@ impl Room {
         let listed: HashSet<PeerId> = peers.iter().map(|peer| peer.peer_id.clone()).collect();
         for peer in peers {
             self.note_pose(&peer);
-            if self
-                .members
-                .insert(peer.peer_id.clone(), peer.name.clone())
-                .is_none()
-            {
-                self.act(RoomAction::PeerJoined(peer));
-            }
+            self.show_member(peer);
         }
         let mut gone: Vec<PeerId> = self
             .members
@@ -925,6 +916,14 @@ impl Room {
             }
         }
         self.reconsider_nearby();
+    }
+
+    /// Shows a lobby peer we did not know of.
+    fn show_member(&mut self, peer: PeerInfo) {
+        if !self.members.contains_key(&peer.peer_id) {
+            self.members.insert(peer.peer_id.clone(), peer.name.clone());
+            self.act(RoomAction::PeerJoined(peer));
+        }
     }
 
     /// Keeps where a lobby peer stands, when its info says.

@@ -1,8 +1,12 @@
 //! `meetspace bot`: a headless participant for scripts and tests.
 //!
-//! Its first line on stdout is `room <ID>` once it is in the room. A failure before
-//! that, or a TURN server that cannot be used, exits non-zero with one line on stderr
-//! naming the reason (see [`exit_code`]).
+//! Its first line on stdout is `room <ID>` once it is in the room (`room lobby` in the
+//! space's lobby, where it can stand, walk a route or wander: [`walk`]). A failure
+//! before that, or a TURN server that cannot be used, exits non-zero with one line on
+//! stderr naming the reason (see [`exit_code`]).
+
+mod space_report;
+pub mod walk;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,6 +27,8 @@ use crate::media::{CallStats, VideoInput};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, RoomId};
+use space_report::SpaceReport;
+use walk::Walker;
 
 /// Exit code when the room id does not exist.
 pub const EXIT_ROOM_NOT_FOUND: u8 = 3;
@@ -75,6 +81,10 @@ pub fn run(args: BotArgs) -> anyhow::Result<AppExit> {
             room,
             name: args.call.name.clone(),
         },
+        None if args.lobby => CallCommand::JoinRoom {
+            room: RoomId::lobby(),
+            name: args.call.name.clone(),
+        },
         None => CallCommand::CreateRoom {
             name: args.call.name.clone(),
             public_title: args.public.clone(),
@@ -88,6 +98,11 @@ pub fn run(args: BotArgs) -> anyhow::Result<AppExit> {
         .spawn(watch_for_interrupt(interrupted));
     app.world_mut().resource_mut::<Bot>().stay_for = args.duration.map(Duration::from_secs_f64);
     app.world_mut().resource_mut::<Bot>().stats_json = args.stats_json;
+    if args.lobby {
+        let plan = Walker::plan_of(args.walk_to.as_ref(), args.wander);
+        app.insert_resource(Walker::new(args.at, plan, args.speed))
+            .init_resource::<SpaceReport>();
+    }
     Ok(app.run())
 }
 
@@ -167,7 +182,14 @@ fn bot_app(
     .add_systems(Startup, start_call)
     .add_systems(
         Update,
-        (follow_call, react_to_notices, write_stats_during_call).chain(),
+        (
+            walk::walk.run_if(resource_exists::<Walker>),
+            follow_call,
+            space_report::follow_space.run_if(resource_exists::<SpaceReport>),
+            react_to_notices,
+            write_stats_during_call,
+        )
+            .chain(),
     );
     app
 }
@@ -203,7 +225,15 @@ struct Bot {
     failure: Option<CallError>,
 }
 
-fn start_call(bot: Res<Bot>, mut commands: MessageWriter<CallCommand>) {
+/// Tells the call where we stand (in the lobby), then enters.
+fn start_call(
+    bot: Res<Bot>,
+    walker: Option<Res<Walker>>,
+    mut commands: MessageWriter<CallCommand>,
+) {
+    if let Some(walker) = walker {
+        commands.write(CallCommand::SetPose(walker.pose()));
+    }
     commands.write(bot.first_command.clone());
 }
 
@@ -241,6 +271,7 @@ fn follow_call(
 fn react_to_notices(
     mut bot: ResMut<Bot>,
     report: Res<CallReport>,
+    space: Option<Res<SpaceReport>>,
     sent: Res<SendStats>,
     mut notices: MessageReader<CallNotice>,
     mut exit: MessageWriter<AppExit>,
@@ -261,7 +292,7 @@ fn react_to_notices(
             }
             CallNotice::Left if bot.joined_at.is_some() => {
                 if let Some(path) = &bot.stats_json
-                    && let Err(error) = write_stats(path, &sent, &report.peers)
+                    && let Err(error) = write_stats(path, &sent, &report.peers, space.as_deref())
                 {
                     eprintln!("meetspace bot: {error:#}");
                     exit.write(AppExit::from_code(EXIT_OTHER));
@@ -287,7 +318,12 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes the `--stats-json` file every [`STATS_EVERY`] while in the call, so that a
 /// script can follow the figures (the last write comes when the call ends).
-fn write_stats_during_call(mut bot: ResMut<Bot>, report: Res<CallReport>, sent: Res<SendStats>) {
+fn write_stats_during_call(
+    mut bot: ResMut<Bot>,
+    report: Res<CallReport>,
+    space: Option<Res<SpaceReport>>,
+    sent: Res<SendStats>,
+) {
     let due = bot
         .stats_written_at
         .is_none_or(|at| at.elapsed() >= STATS_EVERY);
@@ -296,7 +332,7 @@ fn write_stats_during_call(mut bot: ResMut<Bot>, report: Res<CallReport>, sent: 
     }
     bot.stats_written_at = Some(Instant::now());
     if let Some(path) = &bot.stats_json
-        && let Err(error) = write_stats(path, &sent, &report.peers)
+        && let Err(error) = write_stats(path, &sent, &report.peers, space.as_deref())
     {
         warn!("{error:#}");
     }
@@ -327,12 +363,16 @@ struct SentStats {
 struct BotStats<'a> {
     sent: SentStats,
     peers: Vec<PeerStats<'a>>,
+    /// In the lobby: what the bot saw of the space.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    space: Option<&'a SpaceReport>,
 }
 
 fn write_stats(
     path: &Path,
     sent: &SendStats,
     peers: &BTreeMap<PeerId, (DisplayName, CallStats)>,
+    space: Option<&SpaceReport>,
 ) -> anyhow::Result<()> {
     let counters = &sent.0;
     let stats = BotStats {
@@ -349,6 +389,7 @@ fn write_stats(
                 received,
             })
             .collect(),
+        space,
     };
     let json = serde_json::to_string_pretty(&stats)?;
     // Whole files only: a reader never sees one half written.
