@@ -1,13 +1,15 @@
 //! The space's lobby with real bots (processes of the `meetspace` binary) and a real
-//! signaling server: media connections follow distance.
+//! signaling server: media connections follow distance; chat reaches its scope.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use common::TestServer;
-use serde_json::Value;
+use common::{RawClient, TestServer};
+use meetspace::signaling::protocol::{ErrorCode, ServerMessage};
+use serde_json::{Value, json};
 
 /// Starts `meetspace bot --lobby` as `name` with `extra` flags, writing its figures to
 /// `stats` when it leaves after `seconds`.
@@ -105,4 +107,102 @@ fn a_walk_up_opens_the_media_and_the_walk_back_closes_it() {
         "earshot crossed to the first decoded frame: {standing_ms:.0} ms (standing bot), \
          {walking_ms:.0} ms (walking bot); {poses} poses received from the walker"
     );
+}
+
+/// Chat messages a raw client gets within a short wait, as (sender name, text).
+async fn chats_within(client: &mut RawClient, wait: Duration) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    while let Some(message) = client.recv_within(wait).await {
+        if let ServerMessage::Chat { name, text, .. } = message {
+            got.push((name.to_string(), text.as_str().to_owned()));
+        }
+    }
+    got
+}
+
+#[test]
+fn chat_reaches_exactly_its_scope_and_bad_messages_get_their_errors() {
+    let server = TestServer::start();
+    server.block_on(async {
+        let quiet = Duration::from_millis(300);
+        let mut lobby = Vec::new();
+        for (name, x) in [("Near", 0.0), ("Also near", 3.0), ("Far", 30.0)] {
+            let mut client = RawClient::connect(&server.url).await;
+            client.join("lobby", name).await;
+            client
+                .send_json(json!({"type": "pose", "pose": {"x": x, "z": 0.0, "yaw": 0.0}}))
+                .await;
+            lobby.push(client);
+        }
+        let mut room_a = RawClient::connect(&server.url).await;
+        let (room, _) = room_a.create("In a room").await;
+        let mut room_b = RawClient::connect(&server.url).await;
+        room_b.join(&room, "Also in the room").await;
+        // Let the joins and poses settle, then forget what they caused.
+        for client in lobby.iter_mut().chain([&mut room_a, &mut room_b]) {
+            while client.recv_within(quiet).await.is_some() {}
+        }
+
+        let say = |scope: &str, text: &str| json!({"type": "chat", "scope": scope, "text": text});
+        lobby[0].send_json(say("near", "psst")).await;
+        assert_eq!(
+            chats_within(&mut lobby[1], quiet).await,
+            vec![("Near".to_owned(), "psst".to_owned())]
+        );
+        assert!(
+            chats_within(&mut lobby[2], quiet).await.is_empty(),
+            "too far"
+        );
+        assert!(
+            chats_within(&mut lobby[0], quiet).await.is_empty(),
+            "no echo"
+        );
+        assert!(
+            chats_within(&mut room_a, quiet).await.is_empty(),
+            "another room"
+        );
+
+        lobby[0].send_json(say("room", "hello lobby")).await;
+        for client in &mut lobby[1..] {
+            assert_eq!(chats_within(client, quiet).await.len(), 1);
+        }
+        assert!(chats_within(&mut room_b, quiet).await.is_empty());
+
+        room_a.send_json(say("space", "hello everyone")).await;
+        for client in lobby.iter_mut().chain([&mut room_b]) {
+            assert_eq!(
+                chats_within(client, quiet).await,
+                vec![("In a room".to_owned(), "hello everyone".to_owned())]
+            );
+        }
+
+        // Bad input: a typed error for the sender, nothing for anyone else.
+        let too_long = "x".repeat(1001);
+        for bad in [
+            say("room", &too_long),
+            say("room", "bell\u{7}"),
+            say("room", ""),
+        ] {
+            room_a.send_json(bad).await;
+            match room_a.recv().await {
+                ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::BadChat),
+                other => panic!("expected bad_chat, got {other:?}"),
+            }
+        }
+        // A flood: 5 at once pass, the rest are refused.
+        for n in 0..8 {
+            room_a.send_json(say("room", &format!("flood {n}"))).await;
+        }
+        let mut refused = 0;
+        while let Some(message) = room_a.recv_within(quiet).await {
+            if let ServerMessage::Error { code, .. } = message {
+                assert_eq!(code, ErrorCode::RateLimited);
+                refused += 1;
+            }
+        }
+        assert!(refused >= 2, "{refused} refused");
+        let delivered = chats_within(&mut room_b, quiet).await;
+        assert_eq!(delivered.len(), 8 - refused, "{delivered:?}");
+        assert!(chats_within(&mut lobby[0], quiet).await.is_empty());
+    });
 }

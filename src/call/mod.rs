@@ -39,7 +39,7 @@ use crate::rtc::{PeerConnectionState, TurnProblem};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{
-    DisplayName, ErrorCode, PeerId, PeerInfo, Pose, RoomId, RoomSummary,
+    ChatScope, ChatText, DisplayName, ErrorCode, PeerId, PeerInfo, Pose, RoomId, RoomSummary,
 };
 
 /// What the app asks of the call.
@@ -83,6 +83,47 @@ pub enum CallCommand {
     /// Where we stand now (the space sends it as we walk); in the lobby it decides who
     /// is near.
     SetPose(Pose),
+    /// Send a chat message to `scope`, through the server.
+    SendChat {
+        /// Whom it is for.
+        scope: ChatScope,
+        /// What it says.
+        text: ChatText,
+    },
+}
+
+/// A chat message as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLine {
+    /// The sender's id in its room.
+    pub from: PeerId,
+    /// The sender's name.
+    pub name: DisplayName,
+    /// Whom it was for.
+    pub scope: ChatScope,
+    /// What it says.
+    pub text: ChatText,
+}
+
+/// The chat messages of this session, oldest first (at most [`ChatLog::KEPT`]).
+#[derive(Resource, Debug, Clone, Default)]
+pub struct ChatLog {
+    /// The messages, each with when it arrived.
+    pub lines: std::collections::VecDeque<(bevy::platform::time::Instant, ChatLine)>,
+}
+
+impl ChatLog {
+    /// Messages kept.
+    pub const KEPT: usize = 200;
+
+    /// Adds a message that arrived now.
+    pub fn push(&mut self, line: ChatLine) {
+        if self.lines.len() == Self::KEPT {
+            self.lines.pop_front();
+        }
+        self.lines
+            .push_back((bevy::platform::time::Instant::now(), line));
+    }
 }
 
 /// The capture and playback devices there are, by name, in the order `--camera`,
@@ -138,6 +179,8 @@ pub enum CallEvent {
     PeerPose(PeerId, Pose),
     /// We hold this many peer connections now.
     MediaConnections(usize),
+    /// A chat message came.
+    Chat(ChatLine),
     /// A peer in the lobby came within earshot (`near`) or went out of it.
     Nearby {
         /// Who.
@@ -565,6 +608,7 @@ impl Plugin for CallPlugin {
         .init_resource::<CallState>()
         .init_resource::<OwnMediaState>()
         .init_resource::<CallReport>()
+        .init_resource::<ChatLog>()
         .init_resource::<PublicRooms>()
         .init_resource::<AvailableDevices>()
         .add_message::<CallCommand>()
@@ -635,6 +679,7 @@ pub fn forward_call_commands(
             (
                 CallCommand::ListRooms
                 | CallCommand::SetPose(_)
+                | CallCommand::SendChat { .. }
                 | CallCommand::ListDevices
                 | CallCommand::SwitchVideo(_)
                 | CallCommand::SwitchMicrophone(_)
@@ -773,6 +818,7 @@ pub struct CallRecords<'w> {
     public_rooms: ResMut<'w, PublicRooms>,
     devices: ResMut<'w, AvailableDevices>,
     own_media: ResMut<'w, OwnMediaState>,
+    chat: ResMut<'w, ChatLog>,
 }
 
 /// Drains the driver's events and applies them: state, participants, notices.
@@ -837,6 +883,7 @@ pub fn apply_call_events(
                     track.push(pose, bevy::platform::time::Instant::now());
                 }
             }
+            CallEvent::Chat(line) => records.chat.push(line),
             CallEvent::MediaConnections(count) => {
                 let report = &mut records.report;
                 report.media_connections = count;

@@ -95,6 +95,7 @@ impl Roster {
             RoomEvent::PeerMedia(peer, media) => CallEvent::PeerMedia(peer, media),
             RoomEvent::OwnMedia(media) => CallEvent::OwnMedia(media),
             RoomEvent::PeerPose(peer, pose) => CallEvent::PeerPose(peer, pose),
+            RoomEvent::Chat(line) => CallEvent::Chat(line),
             RoomEvent::Nearby {
                 peer,
                 distance_m,

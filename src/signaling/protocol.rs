@@ -31,6 +31,8 @@ const RESUME_TOKEN_SYMBOLS: usize = 26;
 pub const MAX_PASSCODE_CHARS: usize = 64;
 /// Farthest from the space's middle a pose may stand, in metres along each axis.
 pub const MAX_POSE_COORDINATE: f32 = 500.0;
+/// Longest chat message, in characters.
+pub const MAX_CHAT_CHARS: usize = 1000;
 /// The id of the space's lobby: the room everyone in the space shares, which the
 /// server keeps without anyone creating it and never lists.
 pub const LOBBY_ID: &str = "lobby";
@@ -59,6 +61,12 @@ pub enum InvalidInput {
     /// The passcode held control characters.
     #[error("the passcode may not hold control characters")]
     PasscodeCharacters,
+    /// An empty chat message, or one over [`MAX_CHAT_CHARS`] characters.
+    #[error("a chat message has 1 to {MAX_CHAT_CHARS} characters")]
+    ChatLength,
+    /// A chat message with control characters.
+    #[error("a chat message has no control characters")]
+    ChatCharacters,
     /// A pose with a coordinate that is not a number or lies outside the space.
     #[error("a pose stands within {MAX_POSE_COORDINATE} m of the middle, in numbers")]
     PoseOutside,
@@ -180,6 +188,7 @@ string_conversions!(PeerId);
 string_conversions!(DisplayName);
 string_conversions!(ResumeToken);
 string_conversions!(Passcode);
+string_conversions!(ChatText);
 
 /// The secret that lets a peer take its place in a room back after its signaling
 /// connection dropped (see `resume` in docs/signaling.md). Made by the server in
@@ -336,6 +345,42 @@ impl Pose {
     }
 }
 
+/// Whom a chat message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatScope {
+    /// Everyone in the sender's room (or the lobby).
+    Room,
+    /// Those within earshot of the sender in the lobby; in a room, everyone in it.
+    Near,
+    /// Everyone connected to the server, in the lobby or any room.
+    Space,
+}
+
+/// A chat message's text: 1 to [`MAX_CHAT_CHARS`] characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ChatText(String);
+
+impl ChatText {
+    /// Validates a message typed by a user or received from a client.
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let count = raw.chars().count();
+        if count == 0 || count > MAX_CHAT_CHARS {
+            return Err(InvalidInput::ChatLength);
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(InvalidInput::ChatCharacters);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Who is in a room.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
@@ -424,6 +469,14 @@ pub enum ClientMessage {
         /// Our pose.
         pose: Pose,
     },
+    /// A chat message for `scope`. The text is checked by the server (`bad_chat`), and
+    /// a sender gets `rate_limited` past 5 messages at once or 1 a second after.
+    Chat {
+        /// Whom it is for.
+        scope: ChatScope,
+        /// What it says, as typed (validated into a [`ChatText`] by the server).
+        text: String,
+    },
 }
 
 /// A public room as the lobby lists it.
@@ -499,6 +552,17 @@ pub enum ServerMessage {
         /// Where.
         pose: Pose,
     },
+    /// A chat message from someone in the space.
+    Chat {
+        /// The sender's id in its room.
+        from: PeerId,
+        /// The sender's name.
+        name: DisplayName,
+        /// Whom it was for.
+        scope: ChatScope,
+        /// What it says.
+        text: ChatText,
+    },
     /// The public rooms, answering `list_rooms` (at most 100, fullest first).
     RoomList {
         /// The rooms.
@@ -540,6 +604,8 @@ pub enum ErrorCode {
     /// `resume` with a token that does not match the place asked for, or a place
     /// another peer holds now.
     ResumeRefused,
+    /// A chat message that is empty, too long, or has control characters.
+    BadChat,
 }
 
 impl ErrorCode {
@@ -557,6 +623,7 @@ impl ErrorCode {
             Self::PeerNotFound => "peer_not_found",
             Self::WrongPasscode => "wrong_passcode",
             Self::ResumeRefused => "resume_refused",
+            Self::BadChat => "bad_chat",
         }
     }
 }
@@ -589,7 +656,7 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 7] = [
+const CLIENT_MESSAGE_TYPES: [&str; 8] = [
     "create_room",
     "join_room",
     "resume",
@@ -597,6 +664,7 @@ const CLIENT_MESSAGE_TYPES: [&str; 7] = [
     "leave",
     "list_rooms",
     "pose",
+    "chat",
 ];
 
 impl ClientMessage {

@@ -27,6 +27,7 @@ const TOAST_LIFETIME: Duration = Duration::from_secs(6);
 /// Toasts shown at once; older ones make room.
 const MAX_TOASTS: usize = 5;
 
+mod chat;
 mod devices;
 mod shortcuts;
 mod sound;
@@ -43,6 +44,7 @@ impl Plugin for UiPlugin {
         app.add_plugins(EguiPlugin::default())
             .init_resource::<Toasts>()
             .init_resource::<OverlayToggles>()
+            .init_resource::<chat::ChatDraft>()
             .add_systems(Startup, init_form)
             .add_systems(Update, (collect_toasts, sound::remind_muted))
             .add_systems(
@@ -51,6 +53,7 @@ impl Plugin for UiPlugin {
                     shortcuts::handle_shortcuts,
                     call_panel,
                     sound::panel_volume_popup,
+                    chat::chat_window,
                     stats::stats_window,
                     shortcuts::help_window,
                     toast_stack,

@@ -49,14 +49,14 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 use serde::Deserialize;
 
-use super::{CallCommand, CallError, MediaState, PeerControl};
+use super::{CallCommand, CallError, ChatLine, MediaState, PeerControl};
 use crate::config::NearbySettings;
 use crate::rtc::{MAX_EARLY_CANDIDATES, PeerConnectionState, Role};
 use crate::signaling::ice_servers::IceServer;
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{
-    ClientMessage, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, Pose, ResumeToken, RoomId,
-    RoomSummary, ServerMessage,
+    ChatScope, ChatText, ClientMessage, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, Pose,
+    ResumeToken, RoomId, RoomSummary, ServerMessage,
 };
 use crate::signaling::reconnect::Backoff;
 
@@ -169,6 +169,8 @@ pub enum RoomEvent {
         /// Whether it is near now.
         near: bool,
     },
+    /// A chat message from someone in the space.
+    Chat(ChatLine),
     /// The server's list of public rooms.
     RoomList(Vec<RoomSummary>),
     /// The signaling connection dropped during the call (why); reconnecting.
@@ -399,6 +401,7 @@ impl Room {
             }),
             CallCommand::ListRooms => self.list_rooms(),
             CallCommand::SetPose(pose) => self.set_pose(pose),
+            CallCommand::SendChat { scope, text } => self.send_chat(scope, text),
             CallCommand::SwitchVideo(_)
             | CallCommand::SwitchMicrophone(_)
             | CallCommand::SwitchSpeaker(_)
@@ -478,6 +481,18 @@ impl Room {
         peers.sort();
         for peer in peers {
             self.tell_media_state(peer);
+        }
+    }
+
+    /// Sends a chat message through the server; without a connection to it, says so.
+    fn send_chat(&mut self, scope: ChatScope, text: ChatText) {
+        if self.link == (LinkState::Open { welcomed: true }) {
+            let text = text.into();
+            self.act(RoomAction::Send(ClientMessage::Chat { scope, text }));
+        } else {
+            self.emit(RoomEvent::Failed(CallError::ConnectionLost(
+                "the message was not sent: not connected to the signaling server".to_owned(),
+            )));
         }
     }
 
@@ -769,6 +784,17 @@ impl Room {
                 None => {}
             },
             ServerMessage::Signal { from, data } => self.on_signal(from, &data),
+            ServerMessage::Chat {
+                from,
+                name,
+                scope,
+                text,
+            } => self.emit(RoomEvent::Chat(ChatLine {
+                from,
+                name,
+                scope,
+                text,
+            })),
             ServerMessage::RoomList { rooms } => self.emit(RoomEvent::RoomList(rooms)),
             ServerMessage::Error { code, message } => {
                 let welcomed = self.link == LinkState::Open { welcomed: true };

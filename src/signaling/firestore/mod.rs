@@ -235,6 +235,13 @@ impl Session {
             }
             // A Firestore call has no lobby: nobody to tell where we stand.
             ClientMessage::Pose { .. } => Ok(()),
+            ClientMessage::Chat { .. } => {
+                self.refuse(
+                    ErrorCode::BadMessage,
+                    "chat needs a meetspace signaling server; a Firestore call has none".into(),
+                );
+                Ok(())
+            }
             ClientMessage::ListRooms => {
                 // Firestore calls are private: only their id lets anyone in.
                 self.deliver(ServerMessage::RoomList { rooms: Vec::new() });

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc};
 use super::ServerLimits;
 use super::hub::{Delivery, Departure, Hub, ResumeRequest};
 use crate::signaling::protocol::{
-    ClientMessage, ErrorCode, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
+    ChatText, ClientMessage, ErrorCode, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
 };
 use crate::signaling::turn_credentials::TurnCredentials;
 
@@ -190,7 +190,14 @@ struct Connection {
     mailbox: Mailbox,
     membership: Option<(RoomId, PeerId)>,
     limiter: RateLimiter,
+    /// Chat's own, tighter limit: [`CHAT_BURST`] at once, then [`CHAT_PER_SEC`].
+    chat_limiter: RateLimiter,
 }
+
+/// Chat messages a connection may send at once.
+const CHAT_BURST: u32 = 5;
+/// Chat messages a second a connection may send after its burst.
+const CHAT_PER_SEC: u32 = 1;
 
 /// Messages for people, one per refusal.
 fn refusal_text(code: ErrorCode, room: Option<&RoomId>, limits: &ServerLimits) -> String {
@@ -343,9 +350,28 @@ impl Connection {
                 self.state
                     .with_hub(|hub| hub.pose(room, from, pose, Instant::now()));
             }
+            (ClientMessage::Chat { scope, text }, Some((room, from))) => {
+                let text = match ChatText::parse(&text) {
+                    Ok(text) => text,
+                    Err(error) => return self.refuse(ErrorCode::BadChat, error.to_string()),
+                };
+                if !self.chat_limiter.try_take(Instant::now()) {
+                    return self.refuse(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "too many chat messages: at most {CHAT_BURST} at once, then \
+                             {CHAT_PER_SEC} a second"
+                        ),
+                    );
+                }
+                self.state.with_hub(|hub| hub.chat(room, from, scope, text));
+            }
             (ClientMessage::Leave, Some(_)) => self.leave_room(),
             (
-                ClientMessage::Signal { .. } | ClientMessage::Leave | ClientMessage::Pose { .. },
+                ClientMessage::Signal { .. }
+                | ClientMessage::Leave
+                | ClientMessage::Pose { .. }
+                | ClientMessage::Chat { .. },
                 None,
             ) => {
                 self.refuse(
@@ -456,6 +482,7 @@ async fn serve_connection(socket: WebSocket, state: ServerState) {
         state,
         membership: None,
         limiter: RateLimiter::new(limits.rate_per_sec, limits.rate_burst),
+        chat_limiter: RateLimiter::new(CHAT_PER_SEC, CHAT_BURST),
     };
     let idle_timeout = Duration::from_secs_f64(limits.idle_timeout_secs);
     let mut ping = tokio::time::interval(Duration::from_secs_f64(limits.ping_interval_secs));

@@ -7,12 +7,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::signaling::protocol::{
-    DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, Pose, ResumeToken, RoomId, RoomSummary,
-    ServerMessage,
+    ChatScope, ChatText, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, Pose, ResumeToken,
+    RoomId, RoomSummary, ServerMessage,
 };
 
 /// Most rooms one `room_list` names.
 const MAX_LISTED_ROOMS: usize = 100;
+/// How near (metres) someone must stand in the lobby to get a chat message sent to
+/// those near: the clients' default earshot.
+pub const CHAT_EARSHOT_M: f32 = 5.0;
 /// Least time between two relayed poses of one peer: a client sends at most 5 a second,
 /// and one that arrives sooner after the last relayed one is dropped.
 pub const MIN_POSE_INTERVAL: Duration = Duration::from_millis(150);
@@ -375,6 +378,45 @@ impl<C: Clone + PartialEq> Hub<C> {
         };
         room.broadcast(peer, &message, &mut self.deliveries);
         true
+    }
+
+    /// Delivers a chat message from `from` in `room_id` to its `scope`: its room, those
+    /// within [`CHAT_EARSHOT_M`] of it (in a room without poses: the room), or everyone
+    /// in every room. Nobody gets their own message back.
+    pub fn chat(&mut self, room_id: &RoomId, from: &PeerId, scope: ChatScope, text: ChatText) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let Some(sender) = room.members.iter().find(|m| &m.info.peer_id == from) else {
+            return;
+        };
+        let message = ServerMessage::Chat {
+            from: from.clone(),
+            name: sender.info.name.clone(),
+            scope,
+            text,
+        };
+        let origin = sender.info.pose;
+        let within_earshot = |member: &Member<C>| match (origin, member.info.pose) {
+            (Some(origin), Some(pose)) => origin.distance(&pose) <= CHAT_EARSHOT_M,
+            // Where nobody says where they stand, the room is near.
+            (None, None) => true,
+            _ => false,
+        };
+        let recipients: Vec<&Member<C>> = match scope {
+            ChatScope::Room => room.members.iter().collect(),
+            ChatScope::Near => room.members.iter().filter(|m| within_earshot(m)).collect(),
+            ChatScope::Space => self.rooms.values().flat_map(|r| &r.members).collect(),
+        };
+        for member in recipients {
+            let sender_itself = std::ptr::eq(member, sender);
+            if let (false, Some(connection)) = (sender_itself, &member.attachment) {
+                self.deliveries.push(Delivery::Message {
+                    to: connection.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
     }
 
     /// The public rooms, fullest first (then by title), at most [`MAX_LISTED_ROOMS`].
@@ -746,6 +788,48 @@ mod tests {
             Some(pose(3.0)),
             "newcomers learn where people stand"
         );
+    }
+
+    #[test]
+    fn chat_reaches_its_room_those_near_or_the_whole_space() {
+        let mut hub = TestHub::new(8, 10);
+        let lobby = RoomId::lobby();
+        let at = |x: f32| Pose::new(x, 0.0, 0.0, false).unwrap();
+        let start = Instant::now();
+        let (alice, _, _) = hub.join(&lobby, name("Alice"), None, 1).unwrap();
+        let (bob, _, _) = hub.join(&lobby, name("Bob"), None, 2).unwrap();
+        let (carol, _, _) = hub.join(&lobby, name("Carol"), None, 3).unwrap();
+        hub.pose(&lobby, &alice, at(0.0), start);
+        hub.pose(&lobby, &bob, at(4.0), start);
+        hub.pose(&lobby, &carol, at(12.0), start);
+        let (room, dave, _) = hub.create(name("Dave"), None, None, 4).unwrap();
+        hub.join(&room, name("Erin"), None, 5).unwrap();
+        hub.take_deliveries();
+        let text = ChatText::parse("hello").unwrap();
+        let reached = |hub: &mut TestHub| -> Vec<u32> {
+            messages(hub).into_iter().map(|(to, _)| to).collect()
+        };
+        hub.chat(&lobby, &alice, ChatScope::Near, text.clone());
+        assert_eq!(reached(&mut hub), vec![2], "Bob is near, Carol is not");
+        hub.chat(&lobby, &alice, ChatScope::Room, text.clone());
+        assert_eq!(reached(&mut hub), vec![2, 3]);
+        hub.chat(&room, &dave, ChatScope::Near, text.clone());
+        assert_eq!(
+            reached(&mut hub),
+            vec![5],
+            "no poses in a room: the room is near"
+        );
+        hub.chat(&room, &dave, ChatScope::Space, text.clone());
+        let mut everyone = reached(&mut hub);
+        everyone.sort_unstable();
+        assert_eq!(everyone, vec![1, 2, 3, 5]);
+        hub.chat(&lobby, &carol, ChatScope::Room, text);
+        let told = messages(&mut hub);
+        assert!(matches!(
+            &told[0].1,
+            ServerMessage::Chat { from, name, scope: ChatScope::Room, .. }
+                if from == &carol && name.as_str() == "Carol"
+        ));
     }
 
     #[test]
