@@ -7,30 +7,15 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use common::*;
-use meetspace::call::{CallCommand, CallState};
-use meetspace::headless::headless_app;
-use meetspace::media::SendSettings;
+use meetspace::call::CallCommand;
 use meetspace::signaling::protocol::DisplayName;
-use meetspace::space::{Door, DoorKind, Location, Player, SpacePlugin};
+use meetspace::space::{Door, DoorKind, Location, Player};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-/// A headless client with the space: no window, no GPU, the same systems.
+/// A headless client with the space, called Walker.
 fn walker(url: &str) -> App {
-    let media = SendSettings {
-        width: 320,
-        height: 240,
-        video_kbps: 300,
-        ..SendSettings::default()
-    };
-    let mut app = headless_app(config(url, "Walker", media));
-    app.add_plugins(bevy::input::InputPlugin)
-        .init_asset::<Mesh>()
-        .init_asset::<StandardMaterial>()
-        .add_plugins(SpacePlugin);
-    app.finish();
-    app.cleanup();
-    app
+    space_client(url, "Walker")
 }
 
 /// Puts the player on the floor spot at the middle of the first door matching `kind`.
@@ -93,12 +78,14 @@ fn walking_through_a_door_joins_the_room_and_walking_out_leaves_it() {
 
     step_into(&mut walker, |kind| matches!(kind, DoorKind::Exit));
     assert!(
-        pump_until(&mut [&mut host, &mut walker], 3 * SECOND, |apps| {
-            state(apps[1]) == CallState::Idle && participant_names(apps[0]).is_empty()
+        pump_until(&mut [&mut host, &mut walker], 5 * SECOND, |apps| {
+            state(apps[1]).in_lobby() && participant_names(apps[0]).is_empty()
         }),
-        "walking out did not leave the call"
+        "walking out did not leave the call for the lobby: {:?}",
+        state(&walker)
     );
     assert_eq!(location(&walker), Location::Lobby);
+    // Alone in the lobby: no camera, no microphone.
     assert_capture_stopped(&mut walker);
 }
 
@@ -106,12 +93,13 @@ fn walking_through_a_door_joins_the_room_and_walking_out_leaves_it() {
 fn the_new_room_door_creates_a_public_room_named_after_the_player() {
     let server = TestServer::start();
     let mut walker = walker(&server.url);
-    pump_until(&mut [&mut walker], SECOND / 2, |_| false);
+    // Out of any room the client is in the lobby; the door takes it from there.
+    assert!(pump_until(&mut [&mut walker], 5 * SECOND, |apps| state(apps[0]).in_lobby()));
     step_into(&mut walker, |kind| matches!(kind, DoorKind::NewRoom));
     assert!(pump_until(&mut [&mut walker], 5 * SECOND, |apps| room_of(
         apps[0]
     )
-    .is_some()));
+    .is_some_and(|room| !room.is_lobby())));
     assert_eq!(location(&walker), Location::Room);
 
     let mut lobby = client(&server.url, "Lobby");

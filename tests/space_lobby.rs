@@ -1,5 +1,6 @@
 //! The space's lobby with real bots (processes of the `meetspace` binary) and a real
-//! signaling server: media connections follow distance; chat reaches its scope.
+//! signaling server: media connections follow distance, a space client shows people
+//! as avatars carrying their video; chat reaches its scope.
 
 mod common;
 
@@ -7,9 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{RawClient, TestServer};
+use bevy::prelude::*;
+use common::{RawClient, TestServer, notices, pump_until, space_client, state};
+use meetspace::call::{Participant, PoseTrack, VideoFeed};
 use meetspace::signaling::protocol::{ErrorCode, ServerMessage};
+use meetspace::space::{Panel, PanelParts, Player};
 use serde_json::{Value, json};
+
+const SECOND: Duration = Duration::from_secs(1);
 
 /// Starts `meetspace bot --lobby` as `name` with `extra` flags, writing its figures to
 /// `stats` when it leaves after `seconds`.
@@ -93,19 +99,28 @@ fn a_walk_up_opens_the_media_and_the_walk_back_closes_it() {
     let (standing, walking) = (read_stats(&standing_stats), read_stats(&walking_stats));
     let standing_ms = check_side(&standing, "Walking", 5.0, 2.0);
     let walking_ms = check_side(&walking, "Standing", 5.0, 2.0);
-    // The walker's poses go through the server 5 times a second for its whole walk.
-    let poses = standing["space"]["poses_received"]
-        .as_object()
-        .and_then(|poses| poses.values().next())
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    // Poses come through the server 5 times a second for the whole walk, and on the
+    // data channel 20 times a second while connected (standing still too).
+    let poses_from = |stats: &Value| {
+        stats["space"]["poses_received"]
+            .as_object()
+            .and_then(|poses| poses.values().next())
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let (from_walker, from_standing) = (poses_from(&standing), poses_from(&walking));
     assert!(
-        poses >= 60,
-        "the standing bot received {poses} poses: {standing:#}"
+        from_walker >= 80,
+        "{from_walker} poses from the walker: {standing:#}"
+    );
+    assert!(
+        from_standing >= 50,
+        "{from_standing} poses from the standing bot: {walking:#}"
     );
     println!(
         "earshot crossed to the first decoded frame: {standing_ms:.0} ms (standing bot), \
-         {walking_ms:.0} ms (walking bot); {poses} poses received from the walker"
+         {walking_ms:.0} ms (walking bot); poses received: {from_walker} from the walker, \
+         {from_standing} from the standing bot"
     );
 }
 
@@ -205,4 +220,86 @@ fn chat_reaches_exactly_its_scope_and_bad_messages_get_their_errors() {
         assert_eq!(delivered.len(), 8 - refused, "{delivered:?}");
         assert!(chats_within(&mut lobby[0], quiet).await.is_empty());
     });
+}
+
+/// The avatar of the participant called `name` in a space client: where its panel
+/// stands on the floor, whether its face shows the participant's video, and the poses
+/// received from them.
+fn avatar_of(app: &mut App, name: &str) -> Option<(Vec2, bool, u64)> {
+    let world = app.world_mut();
+    let mut people = world.query::<(Entity, &Participant, &VideoFeed, &PoseTrack)>();
+    let (entity, image, poses) = people
+        .iter(world)
+        .find(|(_, participant, ..)| participant.name.as_str() == name)
+        .map(|(entity, _, feed, track)| (entity, feed.image.clone(), track.received))?;
+    let mut panels = world.query::<(&Panel, &PanelParts, &Transform)>();
+    let (_, parts, transform) = panels
+        .iter(world)
+        .find(|(panel, ..)| panel.participant == entity)?;
+    let materials = world.resource::<Assets<StandardMaterial>>();
+    let showing = image.is_some_and(|image| parts.screen_image(materials) == Some(image.id()));
+    let spot = Vec2::new(transform.translation.x, transform.translation.z);
+    Some((spot, showing, poses))
+}
+
+#[test]
+fn a_space_client_sees_a_walking_bot_as_an_avatar_with_its_video_and_tells_its_own_walk() {
+    let server = TestServer::start();
+    let mut viewer = space_client(&server.url, "Viewer");
+    assert!(
+        pump_until(&mut [&mut viewer], 10 * SECOND, |apps| state(apps[0])
+            .in_lobby()),
+        "the client did not enter the lobby by itself: {:?}",
+        notices(&viewer)
+    );
+    // The player arrives at (0, 3.5); the bot walks past in front of them, within earshot.
+    let stats = scratch("beside-viewer.json");
+    let mut bot = lobby_bot(
+        &server.url,
+        "Bot",
+        20,
+        &stats,
+        &["--at", "3,1", "--walk-to", "-3,1;3,1", "--speed", "0.8"],
+    );
+    let seen = pump_until(&mut [&mut viewer], 15 * SECOND, |apps| {
+        avatar_of(apps[0], "Bot").is_some_and(|(_, showing, poses)| showing && poses > 3)
+    });
+    assert!(
+        seen,
+        "no avatar with live video: {:?}",
+        avatar_of(&mut viewer, "Bot")
+    );
+    let (before, ..) = avatar_of(&mut viewer, "Bot").expect("the avatar");
+    pump_until(&mut [&mut viewer], SECOND, |_| false);
+    let (after, showing, poses) = avatar_of(&mut viewer, "Bot").expect("the avatar");
+    assert!(
+        before.distance(after) > 0.3 && before.distance(after) < 2.0,
+        "the avatar did not walk with the bot: {before} then {after}"
+    );
+    assert!((after.y - 1.0).abs() < 0.3, "off the bot's line: {after}");
+    assert!(showing, "its face lost the video");
+
+    // Our own walk reaches the bot: a few steps to the right.
+    for step in 1..=10 {
+        let world = viewer.world_mut();
+        let mut players = world.query_filtered::<&mut Transform, With<Player>>();
+        players.single_mut(world).expect("the player").translation.x = step as f32 * 0.1;
+        pump_until(&mut [&mut viewer], SECOND / 10, |_| false);
+    }
+    let _ = bot.kill();
+    let _ = bot.wait();
+    pump_until(&mut [&mut viewer], SECOND, |_| false);
+    let stats = read_stats(&stats);
+    let from_viewer = stats["space"]["poses_received"]
+        .as_object()
+        .and_then(|poses| poses.values().next())
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    assert!(
+        from_viewer >= 3,
+        "the bot received {from_viewer} poses: {stats:#}"
+    );
+    println!(
+        "the viewer received {poses} poses from the bot, the bot {from_viewer} from the viewer"
+    );
 }

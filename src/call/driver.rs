@@ -27,7 +27,7 @@ use crate::media::{
 use crate::rtc::turn_check::check_turn_servers;
 use crate::rtc::{LocalMedia, RtcConfig};
 use crate::signaling::payload::SignalPayload;
-use crate::signaling::protocol::{ClientMessage, PeerId};
+use crate::signaling::protocol::{ClientMessage, PeerId, Pose};
 use crate::signaling::{self, SignalingError, SignalingLink};
 
 /// How often receive statistics go to the ECS.
@@ -51,6 +51,7 @@ pub(super) async fn run(
 ) {
     let (states_tx, mut states) = mpsc::unbounded_channel();
     let (signal_tx, mut signals) = mpsc::unbounded_channel();
+    let (poses_tx, mut poses) = mpsc::unbounded_channel();
     let mut media = NativeMedia {
         config: config.clone(),
         events: events.clone(),
@@ -59,6 +60,8 @@ pub(super) async fn run(
         preview,
         states_tx,
         signal_tx,
+        poses_tx,
+        own_pose: tokio::sync::watch::Sender::new(None),
         call: None,
     };
     let mut core = CallCore::<Attempt>::new(&config, events);
@@ -79,6 +82,7 @@ pub(super) async fn run(
                 core.room.peer_state(&change.peer_id, change.epoch, change.state, Instant::now());
             }
             Some(message) = signals.recv() => core.room.send_signal(message),
+            Some((peer, pose)) = poses.recv() => core.room.peer_pose(&peer, pose, Instant::now()),
             () = sleep_until(deadline) => core.room.tick(Instant::now()),
             _ = stats_tick.tick() => media.publish_stats(&core.roster),
         }
@@ -163,6 +167,10 @@ struct NativeMedia {
     /// Where peer connections put what they send through signaling (the room sends or
     /// queues it).
     signal_tx: mpsc::UnboundedSender<ClientMessage>,
+    /// Where peer connections put the poses their data channel brings.
+    poses_tx: mpsc::UnboundedSender<(PeerId, Pose)>,
+    /// Our pose, for every peer connection's data channel.
+    own_pose: tokio::sync::watch::Sender<Option<Pose>>,
     call: Option<ActiveCall>,
 }
 
@@ -358,6 +366,10 @@ impl CallMedia for NativeMedia {
         }
     }
 
+    fn share_pose(&self, pose: Pose) {
+        self.own_pose.send_replace(Some(pose));
+    }
+
     /// Closes every peer connection, stops the encoders and closes the speaker
     /// (releasing the devices).
     async fn stop_media(&mut self, roster: &Roster) {
@@ -387,6 +399,8 @@ impl CallMedia for NativeMedia {
             outgoing: self.signal_tx.clone(),
             events: self.events.clone(),
             states: self.states_tx.clone(),
+            poses: self.poses_tx.clone(),
+            own_pose: self.own_pose.subscribe(),
             epoch,
             outbound: call.outbound.clone(),
             mixer: self.mixer.clone(),

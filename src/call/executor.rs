@@ -16,7 +16,7 @@ use crate::config::ClientConfig;
 use crate::media::FrameSender;
 use crate::rtc::{IceTransportPolicy, Role, RtcConfig};
 use crate::signaling::payload::SignalPayload;
-use crate::signaling::protocol::{DisplayName, PeerId, RoomSummary};
+use crate::signaling::protocol::{DisplayName, PeerId, Pose, RoomSummary};
 use crate::signaling::{LinkEvent, SignalingError, SignalingLink};
 
 /// A target's media side of a call, as [`CallCore::carry_out`] drives it.
@@ -42,6 +42,9 @@ pub(super) trait CallMedia {
 
     /// Applies our switches to what we send.
     fn apply_media(&self, state: super::MediaState);
+
+    /// Sends our pose to every connected peer on the pose data channel.
+    fn share_pose(&self, pose: Pose);
 
     /// Closes every connection (their last figures to `roster`) and stops our media.
     fn stop_media(&mut self, roster: &Roster) -> impl Future<Output = ()>;
@@ -232,6 +235,7 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                     }
                 }
                 RoomAction::ApplyMedia(state) => media.apply_media(state),
+                RoomAction::SharePose(pose) => media.share_pose(pose),
                 RoomAction::StopMedia => media.stop_media(&self.roster).await,
                 RoomAction::Connect {
                     peer,

@@ -347,6 +347,13 @@ pub enum CallState {
     Leaving,
 }
 
+impl CallState {
+    /// Whether we are in the space's lobby (not in a room of our own).
+    pub fn in_lobby(&self) -> bool {
+        matches!(self, Self::InCall { room, .. } if room.is_lobby())
+    }
+}
+
 /// A remote person in the call; one entity each, spawned on join, despawned on leave,
 /// with [`ConnectionState`], [`MediaState`], [`SpeakingLevel`], [`VideoFeed`] and (once
 /// measured) [`CallStats`] beside it.
@@ -686,7 +693,10 @@ pub fn forward_call_commands(
                 | CallCommand::SwitchSpeaker(_),
                 _,
             ) => state.clone(),
-            (CallCommand::CreateRoom { .. } | CallCommand::JoinRoom { .. }, CallState::Idle) => {
+            // From the lobby too: the room steps out of it first.
+            (CallCommand::CreateRoom { .. } | CallCommand::JoinRoom { .. }, current)
+                if *current == CallState::Idle || current.in_lobby() =>
+            {
                 CallState::Joining
             }
             (CallCommand::CreateRoom { .. } | CallCommand::JoinRoom { .. }, _) => {

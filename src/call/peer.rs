@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{CallError, CallEvent};
@@ -16,7 +16,7 @@ use crate::media::{
 };
 use crate::rtc::{LocalMedia, PeerSession};
 use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig};
-use crate::signaling::protocol::{ClientMessage, PeerId};
+use crate::signaling::protocol::{ClientMessage, PeerId, Pose};
 
 /// What every peer of the call shares.
 #[derive(Clone)]
@@ -27,6 +27,10 @@ pub(super) struct PeerContext {
     pub events: Sender<CallEvent>,
     /// Tells the driver how each peer connection stands.
     pub states: mpsc::UnboundedSender<PeerStateChange>,
+    /// Tells the driver where the peer stands (its pose data channel).
+    pub poses: mpsc::UnboundedSender<(PeerId, Pose)>,
+    /// Our own pose, for the peer's pose data channel.
+    pub own_pose: watch::Receiver<Option<Pose>>,
     /// Which of the successive connections to this peer this one is.
     pub epoch: u64,
     /// Where what we send comes from.
@@ -226,6 +230,9 @@ struct PeerRouter {
 
 /// Length of the Opus packets meetspace and browsers send.
 const OPUS_FRAME: Duration = Duration::from_millis(20);
+/// How often our pose goes out when it did not change (20 a second, as while walking):
+/// the pose channel loses what it loses, and a fresh pose is never far behind.
+const POSE_AGAIN_EVERY: Duration = Duration::from_millis(50);
 
 impl PeerRouter {
     /// The echo to feed, when we echo and this peer is the source.
@@ -241,6 +248,8 @@ impl PeerRouter {
         mut peer_events: mpsc::UnboundedReceiver<PeerEvent>,
         mut keyframe_wanted: mpsc::UnboundedReceiver<()>,
     ) {
+        let mut own_pose = self.context.own_pose.clone();
+        let mut pose_again = tokio::time::interval(POSE_AGAIN_EVERY);
         loop {
             tokio::select! {
                 event = peer_events.recv() => match event {
@@ -248,6 +257,19 @@ impl PeerRouter {
                     None => return,
                 },
                 Some(()) = keyframe_wanted.recv() => self.session.request_keyframe().await,
+                Ok(()) = own_pose.changed() => {
+                    let pose = *own_pose.borrow_and_update();
+                    if let Some(pose) = pose {
+                        self.session.send_pose(&pose).await;
+                    }
+                    pose_again.reset();
+                }
+                _ = pose_again.tick() => {
+                    let pose = *own_pose.borrow();
+                    if let Some(pose) = pose {
+                        self.session.send_pose(&pose).await;
+                    }
+                }
             }
         }
     }
@@ -303,6 +325,9 @@ impl PeerRouter {
                     }
                     Err(error) => tracing::debug!(%error, "dropping an audio packet"),
                 }
+            }
+            PeerEvent::Pose(pose) => {
+                let _ = self.context.poses.send((self.peer_id.clone(), pose));
             }
             PeerEvent::KeyframeRequested => match &self.context.outbound {
                 Outbound::Encoded(sender) => sender.request_keyframe(),

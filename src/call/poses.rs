@@ -10,9 +10,12 @@ use bevy::prelude::*;
 
 use crate::signaling::protocol::Pose;
 
-/// How far in the past others are drawn: two of the server's pose intervals, so a
-/// later pose is almost always there to move towards.
-pub const DRAW_DELAY: Duration = Duration::from_millis(400);
+/// How far in the past others are drawn at least: two of the data channel's pose
+/// intervals, so a later pose is almost always there to move towards.
+pub const MIN_DRAW_DELAY: Duration = Duration::from_millis(100);
+/// How far in the past at most: two of the server's pose intervals (5 a second), for
+/// peers whose poses come only through it.
+pub const MAX_DRAW_DELAY: Duration = Duration::from_millis(400);
 /// Longest a pose is carried on past the newest sample, at the walk it had.
 pub const MAX_EXTRAPOLATION: Duration = Duration::from_millis(250);
 /// Samples kept per person.
@@ -51,11 +54,28 @@ impl PoseTrack {
         self.samples.back().map(|(_, pose)| *pose)
     }
 
-    /// Where to draw the person at `now`: [`DRAW_DELAY`] in the past, interpolated
-    /// between the samples around that moment, or carried on from the newest one at its
-    /// speed for at most [`MAX_EXTRAPOLATION`].
+    /// How far in the past to draw: two of the recent intervals between poses (the
+    /// median of the last few), within [`MIN_DRAW_DELAY`] and [`MAX_DRAW_DELAY`].
+    pub fn draw_delay(&self) -> Duration {
+        let mut intervals: Vec<Duration> = self
+            .samples
+            .iter()
+            .zip(self.samples.iter().skip(1))
+            .map(|((a, _), (b, _))| b.saturating_duration_since(*a))
+            .collect();
+        if intervals.is_empty() {
+            return MAX_DRAW_DELAY;
+        }
+        let middle = intervals.len() / 2;
+        let (_, median, _) = intervals.select_nth_unstable(middle);
+        (*median * 2).clamp(MIN_DRAW_DELAY, MAX_DRAW_DELAY)
+    }
+
+    /// Where to draw the person at `now`: [`PoseTrack::draw_delay`] in the past,
+    /// interpolated between the samples around that moment, or carried on from the
+    /// newest one at its speed for at most [`MAX_EXTRAPOLATION`].
     pub fn at(&self, now: Instant) -> Option<Pose> {
-        let shown = now.checked_sub(DRAW_DELAY)?;
+        let shown = now.checked_sub(self.draw_delay())?;
         let (newest_at, newest) = *self.samples.back()?;
         let after = self.samples.iter().position(|(at, _)| *at > shown);
         match after {
@@ -118,6 +138,11 @@ mod tests {
             track.push(pose(x, 0.0), ms(n));
         }
         assert_eq!(track.received, 3);
+        assert_eq!(
+            track.draw_delay(),
+            MAX_DRAW_DELAY,
+            "5 a second: 400 ms behind"
+        );
         // 500 ms: shown is 100 ms, half way between the first two.
         let shown = track.at(ms(500)).unwrap();
         assert!((shown.x - 0.5).abs() < 1e-4, "{shown:?}");
@@ -127,6 +152,19 @@ mod tests {
         // Much later: no further than the limit.
         let capped = track.at(ms(5000)).unwrap();
         assert!((capped.x - 3.25).abs() < 1e-3, "{capped:?}");
+    }
+
+    #[test]
+    fn twenty_poses_a_second_are_drawn_100_ms_behind() {
+        let start = Instant::now();
+        let mut track = PoseTrack::new(None, start);
+        for n in 0..10u64 {
+            track.push(
+                pose(n as f32 * 0.1, 0.0),
+                start + Duration::from_millis(n * 50),
+            );
+        }
+        assert_eq!(track.draw_delay(), MIN_DRAW_DELAY);
     }
 
     #[test]

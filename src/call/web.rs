@@ -29,7 +29,7 @@ use crate::media::web_playback::Playback;
 use crate::media::{CallStats, FrameSender};
 use crate::rtc::{BrowserStats, LocalMedia, PeerEvent, PeerSession};
 use crate::signaling::payload::SignalPayload;
-use crate::signaling::protocol::{ClientMessage, PeerId};
+use crate::signaling::protocol::{ClientMessage, PeerId, Pose};
 use crate::signaling::{self, SignalingError, SignalingLink};
 
 /// How long listing the public rooms may take.
@@ -319,6 +319,11 @@ impl CallMedia for BrowserMedia {
     }
 
     /// Applies our switches to our tracks.
+    fn share_pose(&self, _pose: Pose) {
+        // The page's poses go through the signaling server for now (see
+        // docs/signaling.md, the pose data channel).
+    }
+
     fn apply_media(&self, state: MediaState) {
         if let Some(stream) = self.call.as_ref().and_then(|call| call.local.stream()) {
             set_tracks_enabled(stream, false, state.audio);

@@ -20,6 +20,9 @@ pub struct RollOff {
     pub reference_distance: f32,
     /// The quietest a voice in the same room gets (fraction of full level).
     pub floor: f32,
+    /// Where set, the voice fades instead in a straight line from full level at the
+    /// reference distance to silence here (the lobby: silent at the earshot edge).
+    pub silent_at: Option<f32>,
 }
 
 impl Default for RollOff {
@@ -29,15 +32,31 @@ impl Default for RollOff {
         Self {
             reference_distance: 2.0,
             floor: 0.25,
+            silent_at: None,
         }
     }
 }
 
 impl RollOff {
+    /// Full level within 2 m, fading to silence at `earshot` metres (the lobby, as
+    /// Gather does: connected at 5 tiles, full volume at 2).
+    pub fn fading_to(earshot: f32) -> Self {
+        Self {
+            silent_at: Some(earshot),
+            ..Self::default()
+        }
+    }
+
     /// The level at `distance` metres.
     pub fn gain(&self, distance: f32) -> f32 {
         let reference = self.reference_distance.max(f32::EPSILON);
-        (reference / distance.max(reference)).max(self.floor)
+        match self.silent_at {
+            Some(silent) if silent > reference => {
+                (1.0 - (distance - reference) / (silent - reference)).clamp(0.0, 1.0)
+            }
+            Some(_) => f32::from(u8::from(distance <= reference)),
+            None => (reference / distance.max(reference)).max(self.floor),
+        }
     }
 }
 
@@ -76,6 +95,16 @@ pub fn spatial_gain(listener: Vec2, forward: Vec2, source: Vec2, roll_off: RollO
 #[cfg(test)]
 mod tests {
     use std::f32::consts::FRAC_1_SQRT_2;
+
+    #[test]
+    fn in_the_lobby_a_voice_fades_to_silence_at_the_earshot_edge() {
+        let lobby = super::RollOff::fading_to(5.0);
+        assert_eq!(lobby.gain(1.0), 1.0);
+        assert_eq!(lobby.gain(2.0), 1.0);
+        assert!((lobby.gain(3.5) - 0.5).abs() < 1e-6);
+        assert_eq!(lobby.gain(5.0), 0.0);
+        assert_eq!(lobby.gain(9.0), 0.0);
+    }
 
     use super::*;
 

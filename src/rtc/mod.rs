@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::signaling::ice_servers::IceServer;
 use crate::signaling::payload::{SignalError, SignalPayload};
+use crate::signaling::protocol::Pose;
 
 pub use ice::{CandidatePair, IceTransportPolicy, TurnProblem};
 
@@ -29,6 +30,11 @@ pub mod web;
 /// ICE candidates a connection keeps before its remote description arrives; a peer
 /// sends a few dozen at most.
 pub const MAX_EARLY_CANDIDATES: usize = 128;
+/// The id both sides give the pose data channel (negotiated out of band: no in-band
+/// announcement, the same on every stack).
+pub const POSE_CHANNEL_ID: u16 = 1;
+/// The pose data channel's label.
+pub const POSE_CHANNEL_LABEL: &str = "poses";
 
 /// What went wrong in a peer connection operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +130,8 @@ pub enum PeerEvent {
         /// The RTP timestamp (48 kHz) of the packet.
         rtp_timestamp: u32,
     },
+    /// Where the peer stands now, from the pose data channel.
+    Pose(Pose),
     /// The remote asked for a key frame of our video (PLI or FIR).
     KeyframeRequested,
     /// The remote reported how much of our video it lost since its previous report

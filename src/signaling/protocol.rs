@@ -67,6 +67,9 @@ pub enum InvalidInput {
     /// A chat message with control characters.
     #[error("a chat message has no control characters")]
     ChatCharacters,
+    /// Bytes on the pose data channel that are no pose of this version.
+    #[error("a pose on the data channel is {POSE_WIRE_BYTES} bytes starting with version 1")]
+    PoseWire,
     /// A pose with a coordinate that is not a number or lies outside the space.
     #[error("a pose stands within {MAX_POSE_COORDINATE} m of the middle, in numbers")]
     PoseOutside,
@@ -343,7 +346,54 @@ impl Pose {
     pub fn distance(&self, other: &Self) -> f32 {
         (self.x - other.x).hypot(self.z - other.z)
     }
+
+    /// The pose as it travels on the pose data channel: [`POSE_WIRE_BYTES`] bytes, the
+    /// version (1), then x, z and yaw as little-endian f32, then flags (bit 0: moving).
+    pub fn to_wire(&self) -> [u8; POSE_WIRE_BYTES] {
+        let mut bytes = [0u8; POSE_WIRE_BYTES];
+        bytes[0] = POSE_WIRE_VERSION;
+        bytes[1..5].copy_from_slice(&self.x.to_le_bytes());
+        bytes[5..9].copy_from_slice(&self.z.to_le_bytes());
+        bytes[9..13].copy_from_slice(&self.yaw.to_le_bytes());
+        bytes[13] = u8::from(self.moving);
+        bytes
+    }
+
+    /// A pose from the pose data channel, validated as [`Pose::new`] does.
+    pub fn from_wire(bytes: &[u8]) -> Result<Self, InvalidInput> {
+        let [
+            version,
+            x0,
+            x1,
+            x2,
+            x3,
+            z0,
+            z1,
+            z2,
+            z3,
+            y0,
+            y1,
+            y2,
+            y3,
+            flags,
+        ] = *bytes
+        else {
+            return Err(InvalidInput::PoseWire);
+        };
+        if version != POSE_WIRE_VERSION {
+            return Err(InvalidInput::PoseWire);
+        }
+        let x = f32::from_le_bytes([x0, x1, x2, x3]);
+        let z = f32::from_le_bytes([z0, z1, z2, z3]);
+        let yaw = f32::from_le_bytes([y0, y1, y2, y3]);
+        Self::new(x, z, yaw, flags & 1 == 1)
+    }
 }
+
+/// Length of a pose on the pose data channel.
+pub const POSE_WIRE_BYTES: usize = 14;
+/// The first byte of a pose on the pose data channel.
+const POSE_WIRE_VERSION: u8 = 1;
 
 /// Whom a chat message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -838,6 +888,17 @@ mod tests {
         let a = Pose::new(0.0, 0.0, 0.0, false).unwrap();
         let b = Pose::new(3.0, 4.0, 0.0, false).unwrap();
         assert_eq!(a.distance(&b), 5.0);
+        let walking = Pose::new(-3.25, 7.5, 1.0, true).unwrap();
+        let wire = walking.to_wire();
+        assert_eq!(wire[0], 1);
+        assert_eq!(Pose::from_wire(&wire), Ok(walking));
+        assert_eq!(Pose::from_wire(&wire[..13]), Err(InvalidInput::PoseWire));
+        let mut future = wire;
+        future[0] = 2;
+        assert_eq!(Pose::from_wire(&future), Err(InvalidInput::PoseWire));
+        let mut far = wire;
+        far[1..5].copy_from_slice(&1e9f32.to_le_bytes());
+        assert_eq!(Pose::from_wire(&far), Err(InvalidInput::PoseOutside));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Spatial audio: each participant's voice comes from where their panel stands,
-//! panned and attenuated for the listener (the player's camera) every frame; voices
-//! from another room than the listener's are not heard. [`SpatialAudio`] turns it off
-//! (every voice plain on both channels).
+//! Spatial audio: each participant's voice comes from where their panel (in the lobby:
+//! their avatar) stands, panned and attenuated for the listener (the player's camera)
+//! every frame; voices from another room than the listener's are not heard. In the
+//! lobby a voice is at full level within 2 m and fades to silence at the earshot edge.
+//! [`SpatialAudio`] turns it off (every voice plain on both channels).
 
 use bevy::prelude::*;
 
@@ -9,6 +10,7 @@ use super::Location;
 use super::panels::Panel;
 use super::player::{Player, floor_of};
 use crate::call::{AudioMix, Participant};
+use crate::config::ClientConfig;
 use crate::media::{RollOff, StereoGain, spatial_gain};
 
 /// Spatial audio on or off, and how voices fade with distance.
@@ -38,6 +40,7 @@ fn looking(player: &Player) -> Vec2 {
 pub(super) fn place_voices(
     spatial: Res<SpatialAudio>,
     mix: Res<AudioMix>,
+    config: Res<ClientConfig>,
     location: Res<Location>,
     players: Query<(&Player, &Transform)>,
     panels: Query<(&Panel, &Transform)>,
@@ -48,6 +51,10 @@ pub(super) fn place_voices(
     };
     let (here, forward) = (floor_of(listener), looking(player));
     let area = location.area();
+    let roll_off = match *location {
+        Location::Lobby => RollOff::fading_to(config.nearby.earshot),
+        Location::Room => spatial.roll_off,
+    };
     for (panel, transform) in &panels {
         let Ok(participant) = participants.get(panel.participant) else {
             continue;
@@ -55,10 +62,10 @@ pub(super) fn place_voices(
         let source = floor_of(transform);
         let gain = if !spatial.enabled {
             StereoGain::PLAIN
-        } else if !area.contains(source) {
+        } else if *location == Location::Room && !area.contains(source) {
             StereoGain::SILENT
         } else {
-            spatial_gain(here, forward, source, spatial.roll_off)
+            spatial_gain(here, forward, source, roll_off)
         };
         mix.set_gain(participant.peer_id.as_str(), gain);
     }

@@ -294,7 +294,8 @@ pub(super) fn enter_doors(
         }) else {
             continue;
         };
-        let idle = *state == CallState::Idle;
+        // Out of any room: idle, or in the lobby (which the room steps out of).
+        let idle = *state == CallState::Idle || state.in_lobby();
         match &door.kind {
             DoorKind::Exit => {
                 if matches!(*state, CallState::Joining | CallState::InCall { .. }) {

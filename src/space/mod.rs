@@ -1,22 +1,27 @@
 //! The 3D meeting space: a lobby with a door per public room (plus "New room" and
-//! "Join by id"), a room where every participant is a video panel on a circle, the
-//! player who walks between them, a mirrored self-view in the corner of their view, and
-//! spatial audio (each voice from its panel).
+//! "Join by id") where everyone else in the lobby is an avatar carrying their video, a
+//! room where every participant is a video panel on a circle, the player who walks
+//! between them, a mirrored self-view in the corner of their view, and spatial audio
+//! (each voice from its panel or avatar).
 //!
 //! The space never touches the network: it reads [`CallState`], [`PublicRooms`] and
-//! the participants' components, and writes [`CallCommand`]s. Where the player is
-//! follows the call: joining (from a door, the overlay or `--room`) takes them into
-//! the room; the call ending (exit door, hang-up, error) brings them back to the lobby.
+//! the participants' components, and writes [`CallCommand`]s. Out of any room the
+//! client is in the lobby, which it enters by itself (`presence`), telling the call
+//! where the player walks. Where the player is follows the call: joining a room (from
+//! a door, the overlay or `--room`) takes them into the room; the call ending (exit
+//! door, hang-up, error) brings them back to the lobby.
 //!
 //! The room is a second enclosure far along +X ([`ROOM`]), not the lobby reused: both
 //! stay built, so entering or leaving is a move of the camera and nothing is rebuilt.
 
 mod audio;
+mod avatars;
 mod layout;
 mod lobby;
 mod panel_view;
 mod panels;
 mod player;
+mod presence;
 mod self_view;
 mod sign_material;
 
@@ -25,6 +30,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 pub use audio::SpatialAudio;
+pub use avatars::AVATAR_SCALE;
 pub use layout::{
     Area, DoorPlacement, PanelSlot, SPEAKING_LEVEL, approach_fraction, keep_clear, panel_slots,
     ring_glow,
@@ -102,6 +108,7 @@ impl Plugin for SpacePlugin {
         app.init_resource::<Location>()
             .init_resource::<JoinByIdRequested>()
             .init_resource::<SpatialAudio>()
+            .init_resource::<presence::LobbyEntry>()
             .insert_resource(ClearColor(Color::srgb(0.05, 0.06, 0.09)))
             .insert_resource(GlobalAmbientLight {
                 brightness: 250.0,
@@ -129,9 +136,15 @@ impl Plugin for SpacePlugin {
                         .chain(),
                     (refresh_public_rooms, lobby::show_public_rooms).chain(),
                     (
+                        presence::enter_lobby,
+                        presence::tell_pose.after(player::walk),
+                    ),
+                    (
                         panels::spawn_panels,
                         panels::despawn_panels,
                         panels::arrange_panels,
+                        avatars::place_avatars.after(player::walk),
+                        avatars::show_bodies,
                         panels::show_video,
                         panels::show_status,
                     )
@@ -143,12 +156,13 @@ impl Plugin for SpacePlugin {
     }
 }
 
-/// Moves the player to the room when a call starts (whoever started it) and back to
-/// the lobby when it ends.
+/// Moves the player to the room once they are in one (whoever started the call) and
+/// back to the lobby when it ends or the lobby is entered.
 fn follow_call_state(state: Res<CallState>, mut location: ResMut<Location>) {
     let next = match (&*state, *location) {
         (CallState::Idle, Location::Room) => Location::Lobby,
-        (CallState::Joining | CallState::InCall { .. }, Location::Lobby) if state.is_changed() => {
+        (CallState::InCall { .. }, Location::Room) if state.in_lobby() => Location::Lobby,
+        (CallState::InCall { .. }, Location::Lobby) if state.is_changed() && !state.in_lobby() => {
             Location::Room
         }
         _ => return,
@@ -156,14 +170,14 @@ fn follow_call_state(state: Res<CallState>, mut location: ResMut<Location>) {
     *location = next;
 }
 
-/// Asks the server for its public rooms every few seconds while no call runs.
+/// Asks the server for its public rooms every few seconds while out of any room.
 fn refresh_public_rooms(
     state: Res<CallState>,
     time: Res<Time<Real>>,
     mut last: Local<Option<Duration>>,
     mut commands: MessageWriter<CallCommand>,
 ) {
-    if *state != CallState::Idle {
+    if *state != CallState::Idle && !state.in_lobby() {
         return;
     }
     let now = time.elapsed();

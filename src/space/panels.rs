@@ -1,17 +1,19 @@
-//! A panel in the room for every [`Participant`]: their live video on a screen (a
-//! placeholder with their name until video arrives, or while their camera is off),
-//! their name above, a ring on the floor that glows while they speak, badges for a
-//! muted mic (red capsule) and a camera that is off (orange box), and a dot coloured by
-//! the connection's state. Panels stand on a circle facing its centre and glide to new
-//! places when people come and go.
+//! A panel for every [`Participant`]: their live video on a screen (a placeholder with
+//! their name until video arrives, or while their camera is off), their name above, a
+//! ring that glows while they speak, badges for a muted mic (red capsule) and a camera
+//! that is off (orange box), and a dot coloured by the connection's state. In a room,
+//! panels stand on a circle facing its centre and glide to new places when people come
+//! and go; in the lobby each panel is the face of the person's avatar (`avatars`), over
+//! a body in their colour that is hidden in rooms.
 
 use std::collections::HashMap;
 
 use bevy::prelude::*;
 
-use super::ROOM;
+use super::avatars::{body_capsule, body_offset};
 use super::layout::{PanelSlot, approach_fraction, panel_slots, ring_glow};
 use super::sign_material::sign_material;
+use super::{Location, ROOM};
 use crate::call::{ConnectionState, MediaState, Participant, SpeakingLevel, VideoFeed};
 use crate::media::{SignPainter, SignStyle};
 use crate::rtc::PeerConnectionState;
@@ -23,7 +25,7 @@ pub const PANEL_HALF_WIDTH: f32 = 0.85;
 /// Size of the video screen (4:3), metres.
 pub(super) const SCREEN_SIZE: Vec2 = Vec2::new(1.6, 1.2);
 /// Height of the screen's centre: eye level.
-const SCREEN_Y: f32 = 1.6;
+pub(super) const SCREEN_Y: f32 = 1.6;
 /// The stand from the floor to the screen's lower edge, behind it.
 const STAND_HEIGHT: f32 = SCREEN_Y - SCREEN_SIZE.y / 2.0;
 /// How fast panels glide to their places, per second.
@@ -53,9 +55,15 @@ pub struct PanelParts {
     mic_badge: Entity,
     camera_badge: Entity,
     dot: Entity,
+    body: Entity,
 }
 
 impl PanelParts {
+    /// The avatar's body under the panel (shown in the lobby only).
+    pub(super) fn body(&self) -> Entity {
+        self.body
+    }
+
     /// The image the screen shows now, if any.
     pub fn screen_image(&self, materials: &Assets<StandardMaterial>) -> Option<AssetId<Image>> {
         materials
@@ -112,6 +120,8 @@ pub(super) struct PanelKit {
     mic_badge: Handle<Mesh>,
     camera_badge: Handle<Mesh>,
     dot: Handle<Mesh>,
+    body: Handle<Mesh>,
+    nose: Handle<Mesh>,
     dark: Handle<StandardMaterial>,
     mic_material: Handle<StandardMaterial>,
     camera_material: Handle<StandardMaterial>,
@@ -153,6 +163,8 @@ pub(super) fn init_panel_kit(
         mic_badge: meshes.add(Capsule3d::new(0.05, 0.1)),
         camera_badge: meshes.add(Cuboid::new(0.16, 0.11, 0.06)),
         dot: meshes.add(Sphere::new(0.06)),
+        body: meshes.add(body_capsule()),
+        nose: meshes.add(Cuboid::new(0.3, 0.2, 0.3)),
         dark: materials.add(StandardMaterial {
             base_color: Color::srgb(0.08, 0.08, 0.1),
             perceptual_roughness: 0.6,
@@ -326,6 +338,28 @@ pub(super) fn spawn_panels(
                 Vec3::new(PANEL_HALF_WIDTH - 0.15, badge_y, 0.06),
             ))
             .id();
+        let body = commands
+            .spawn((
+                part(
+                    &kit.body,
+                    materials.add(StandardMaterial {
+                        base_color: Color::srgba_u8(r, g, b, a).lighter(0.15),
+                        perceptual_roughness: 0.7,
+                        ..default()
+                    }),
+                    body_offset(),
+                ),
+                Visibility::Hidden,
+            ))
+            .id();
+        // The nose: on the body's front (-z), at chest height, to show the heading.
+        let radius = body_capsule().radius;
+        commands.spawn((
+            Mesh3d(kit.nose.clone()),
+            MeshMaterial3d(kit.dark.clone()),
+            Transform::from_xyz(0.0, 0.6, -radius),
+            ChildOf(body),
+        ));
         commands.entity(root).insert(PanelParts {
             screen,
             placeholder,
@@ -334,6 +368,7 @@ pub(super) fn spawn_panels(
             mic_badge,
             camera_badge,
             dot,
+            body,
         });
     }
 }
@@ -351,12 +386,16 @@ pub(super) fn despawn_panels(
     }
 }
 
-/// Glides every panel towards its slot on the circle.
+/// Glides every panel towards its slot on the circle, in a room.
 pub(super) fn arrange_panels(
+    location: Res<Location>,
     participants: Query<(Entity, &Participant)>,
     mut panels: Query<(&Panel, &mut Transform)>,
     time: Res<Time>,
 ) {
+    if *location != Location::Room {
+        return;
+    }
     let slots = slots_by_participant(participants.iter());
     let step = approach_fraction(GLIDE_RATE, time.delta_secs());
     for (panel, mut transform) in &mut panels {
@@ -364,6 +403,7 @@ pub(super) fn arrange_panels(
             continue;
         };
         let target = slot_transform(*slot);
+        transform.scale = Vec3::ONE;
         if transform.translation.distance(target.translation) < 1e-3
             && transform.rotation.angle_between(target.rotation) < 1e-3
         {

@@ -182,6 +182,9 @@ fn collect_toasts(
 ) {
     for notice in notices.read() {
         let (severity, text) = match notice {
+            CallNotice::Joined(room) if room.is_lobby() => {
+                (Severity::Info, "You are in the lobby".to_owned())
+            }
             CallNotice::Joined(room) => {
                 form.recent.retain(|recent| recent != room);
                 form.recent.insert(0, room.clone());
@@ -257,10 +260,29 @@ fn call_panel(
         .collapsible(false)
         .show(ctx, |ui| match &*call.state {
             CallState::Idle => home(ui, &call.config, &mut form, &mut commands),
+            CallState::InCall { .. } if call.state.in_lobby() => {
+                home(ui, &call.config, &mut form, &mut commands);
+                ui.separator();
+                if participants.is_empty() {
+                    ui.label("Nobody else is in the lobby.");
+                } else {
+                    ui.label("In the lobby (walk up to someone to talk):");
+                }
+                for (participant, connection, _, _) in &participants {
+                    ui.horizontal(|ui| {
+                        ui.label(format!(
+                            "• {} ({})",
+                            participant.name,
+                            describe_nearby(connection.0)
+                        ));
+                        sound::person_volume(ui, &mut call.volumes, participant);
+                    });
+                }
+            }
             CallState::Joining => {
                 ui.horizontal(|ui| {
                     ui.spinner();
-                    ui.label("Connecting to the room…");
+                    ui.label("Connecting…");
                 });
                 if ui.button("Cancel").clicked() {
                     commands.write(CallCommand::Leave);
@@ -340,6 +362,16 @@ fn call_panel(
             }
         });
     Ok(())
+}
+
+/// Where someone in the lobby stands towards us, in words.
+fn describe_nearby(connection: PeerConnectionState) -> &'static str {
+    match connection {
+        PeerConnectionState::Connected => "near: you see and hear each other",
+        PeerConnectionState::Connecting | PeerConnectionState::Disconnected => "connecting",
+        PeerConnectionState::Failed => "near, but no connection",
+        PeerConnectionState::New | PeerConnectionState::Closed => "not near",
+    }
 }
 
 /// Connection state and mute badges in words.

@@ -129,6 +129,26 @@ pub fn log_notices(app: &mut App) {
         .add_systems(Last, record_notices);
 }
 
+/// A headless client called `name` with the space (no window, no GPU, the same
+/// systems), sending small video.
+pub fn space_client(url: &str, name: &str) -> App {
+    let media = SendSettings {
+        width: 320,
+        height: 240,
+        video_kbps: 300,
+        ..SendSettings::default()
+    };
+    let mut app = headless_app(config(url, name, media));
+    app.add_plugins(bevy::input::InputPlugin)
+        .init_asset::<Mesh>()
+        .init_asset::<StandardMaterial>()
+        .add_plugins(meetspace::space::SpacePlugin);
+    log_notices(&mut app);
+    app.finish();
+    app.cleanup();
+    app
+}
+
 /// A headless client with these settings.
 pub fn client_from(config: ClientConfig) -> App {
     let mut app = headless_app(config);

@@ -75,6 +75,9 @@ pub const MAX_QUEUED_SIGNALS: usize = 1024;
 pub const POSE_EVERY: Duration = Duration::from_millis(200);
 /// How long our media runs in the lobby without anyone near before it stops.
 pub const ALONE_LIMIT: Duration = Duration::from_secs(5);
+/// How long a peer's poses from its data channel outrank those through the server
+/// (it sends one at least every second while connected).
+pub const DIRECT_POSES_LAST: Duration = Duration::from_secs(2);
 
 /// What the driver does for the room, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +104,8 @@ pub enum RoomAction {
     StartMedia,
     /// Apply our switches to what we send.
     ApplyMedia(MediaState),
+    /// Send our pose to every connected peer on the pose data channel.
+    SharePose(Pose),
     /// Close every peer connection and stop our media, releasing the devices.
     StopMedia,
     /// Open connection `epoch` to `peer` in `role`, replacing any other.
@@ -280,6 +285,9 @@ struct Lobby {
     pose_sent_at: Option<Instant>,
     /// Our pose changed since.
     pose_pending: bool,
+    /// When each peer's pose last came on its data channel: its poses through the
+    /// server, later and older, are ignored meanwhile.
+    direct_poses: HashMap<PeerId, Instant>,
     /// Since when our media runs with nobody wanted.
     alone_since: Option<Instant>,
 }
@@ -449,7 +457,16 @@ impl Room {
         });
     }
 
+    /// Refuses a second call, except from the lobby, which we leave for it (without
+    /// telling the app the call ended: the next call's welcome replaces the lobby).
     fn refuse_second_call(&mut self) -> bool {
+        if self.lobby.is_some() {
+            if matches!(self.link, LinkState::Open { .. }) {
+                self.act(RoomAction::Send(ClientMessage::Leave));
+            }
+            self.wind_down();
+            return false;
+        }
         let busy = self.in_call();
         if busy {
             self.emit(RoomEvent::Failed(CallError::AlreadyInCall));
@@ -502,6 +519,9 @@ impl Room {
         self.own_pose = Some(pose);
         if let Some(lobby) = &mut self.lobby {
             lobby.pose_pending = true;
+            if self.media == Media::On {
+                self.act(RoomAction::SharePose(pose));
+            }
         }
         self.send_pose_when_due();
         self.reconsider_nearby();
@@ -581,6 +601,25 @@ impl Room {
             lobby.alone_since = (nobody && lobby.wanted.is_empty() && media_on)
                 .then(|| lobby.alone_since.unwrap_or(now));
         }
+    }
+
+    /// Where a lobby peer stands, from its pose data channel.
+    pub fn peer_pose(&mut self, peer: &PeerId, pose: Pose, now: Instant) {
+        self.now = now;
+        let Some(lobby) = &mut self.lobby else { return };
+        lobby.direct_poses.insert(peer.clone(), now);
+        self.take_pose(peer.clone(), pose);
+    }
+
+    /// Takes where a lobby peer stands now: shown, and who is near follows.
+    fn take_pose(&mut self, peer: PeerId, pose: Pose) {
+        let Some(lobby) = &mut self.lobby else { return };
+        if !self.members.contains_key(&peer) {
+            return;
+        }
+        lobby.poses.insert(peer.clone(), pose);
+        self.emit(RoomEvent::PeerPose(peer, pose));
+        self.reconsider_nearby();
     }
 
     /// Tells `peer` whether we are ready for media with it.
@@ -747,6 +786,7 @@ impl Room {
                     lobby.poses.remove(&peer_id);
                     lobby.wanted.remove(&peer_id);
                     lobby.ready_from.remove(&peer_id);
+                    lobby.direct_poses.remove(&peer_id);
                     // Shown from the welcome on, with a connection or not.
                     if member && !self.peers.contains_key(&peer_id) {
                         self.emit(RoomEvent::PeerLeft(peer_id.clone()));
@@ -756,13 +796,14 @@ impl Room {
                 self.reconsider_nearby();
             }
             ServerMessage::PeerPose { peer_id, pose } => {
-                let Some(lobby) = &mut self.lobby else { return };
-                if !self.members.contains_key(&peer_id) {
+                let direct = self
+                    .lobby
+                    .as_ref()
+                    .and_then(|lobby| lobby.direct_poses.get(&peer_id));
+                if direct.is_some_and(|at| now.saturating_duration_since(*at) < DIRECT_POSES_LAST) {
                     return;
                 }
-                lobby.poses.insert(peer_id.clone(), pose);
-                self.emit(RoomEvent::PeerPose(peer_id, pose));
-                self.reconsider_nearby();
+                self.take_pose(peer_id, pose);
             }
             ServerMessage::PeerAway { peer_id } => {
                 // Away with no media path either (never connected, or failed): gone.
@@ -974,6 +1015,9 @@ impl Room {
             self.emit(RoomEvent::OwnMedia(self.media_state));
         }
         self.act(RoomAction::ApplyMedia(self.media_state));
+        if let Some(pose) = self.own_pose.filter(|_| self.lobby.is_some()) {
+            self.act(RoomAction::SharePose(pose));
+        }
         if let Some(lobby) = &self.lobby {
             // Shown already: tell those near that we are ready, and offer.
             let mut wanted: Vec<PeerId> = lobby.wanted.iter().cloned().collect();
@@ -1345,6 +1389,12 @@ impl Room {
 
     /// Ends the call: media stopped, our place forgotten, back to idle.
     fn finish_call(&mut self) {
+        self.wind_down();
+        self.emit(RoomEvent::Left);
+    }
+
+    /// Closes the signaling connection and the media, and forgets the room.
+    fn wind_down(&mut self) {
         if self.link != LinkState::Down || self.reconnecting.is_some() {
             self.act(RoomAction::CloseLink);
         }
@@ -1361,7 +1411,6 @@ impl Room {
         self.members.clear();
         self.queued.clear();
         self.lobby = None;
-        self.emit(RoomEvent::Left);
     }
 }
 

@@ -997,6 +997,25 @@ fn poses_go_to_the_server_at_most_five_a_second() {
 }
 
 #[test]
+fn a_room_is_entered_from_the_lobby_without_the_call_ending() {
+    let mut script = Script::in_lobby(&[(HIGH, 3.0)]);
+    script.room.media_started(false, script.start);
+    script.actions();
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    let actions = script.actions();
+    assert_eq!(actions[0], RoomAction::Send(ClientMessage::Leave));
+    assert!(actions.contains(&RoomAction::StopMedia));
+    assert!(matches!(
+        actions.last(),
+        Some(RoomAction::OpenLink(ClientMessage::JoinRoom { .. }))
+    ));
+    assert!(!events(&actions).contains(&RoomEvent::Left), "{actions:?}");
+    assert!(!events(&actions).contains(&RoomEvent::Failed(CallError::AlreadyInCall)));
+}
+
+#[test]
 fn at_most_the_nearest_few_are_wanted() {
     let mut script = Script::new(Vec::new());
     script.room.settings.nearby.max_connections = 1;

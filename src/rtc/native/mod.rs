@@ -9,7 +9,8 @@
 //! and interceptors (`codecs`), the outgoing fan-out (`outbound`), the RTCP feedback tap
 //! (`feedback`), what a session's parts share (`shared`), the stack's callbacks
 //! (`handler`), receiving remote tracks (`receive`), watching a live connection
-//! (`monitor`) and the offer/answer negotiation (`session`). VP8 reassembly is the
+//! (`monitor`), the pose data channel (`poses`) and the offer/answer negotiation
+//! (`session`). VP8 reassembly is the
 //! platform-neutral [`super::vp8_depacketizer`].
 //!
 //! [`PeerEvent`]: super::PeerEvent
@@ -23,6 +24,7 @@ mod feedback;
 mod handler;
 mod monitor;
 mod outbound;
+mod poses;
 mod receive;
 mod session;
 mod shared;

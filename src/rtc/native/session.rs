@@ -21,6 +21,7 @@ use super::feedback::{FEEDBACK_TAP_SLOT, FeedbackTap};
 use super::handler::Handler;
 use super::monitor::monitor;
 use super::outbound::{LocalMedia, Sink};
+use super::poses::{open_pose_channel, receive_poses, send_pose};
 use super::receive::watch_keyframe_requests;
 use super::shared::{LocalSignal, Shared};
 use super::{lock, stack_error};
@@ -28,6 +29,7 @@ use crate::rtc::ice::IceTransportPolicy;
 use crate::rtc::{MAX_EARLY_CANDIDATES, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError};
 use crate::signaling::ice_servers::IceServer;
 use crate::signaling::payload::SignalPayload;
+use crate::signaling::protocol::Pose;
 
 /// How long without traffic before ICE reports `Disconnected`.
 const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(2);
@@ -66,6 +68,8 @@ pub struct PeerSession {
     remote_signal: tokio::sync::Mutex<RemoteSignal>,
     /// Video then audio, like `Shared::sinks`.
     senders: [Arc<dyn RtpSender>; 2],
+    /// The pose data channel.
+    poses: Arc<dyn webrtc::data_channel::DataChannel>,
     tasks: Vec<JoinHandle<()>>,
     closed: AtomicBool,
 }
@@ -161,8 +165,12 @@ impl PeerSession {
         .map_err(stack_error("creating the peer connection"))?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
-        let senders = match add_tracks(&pc, video_sink, audio_sink).await {
-            Ok(senders) => senders,
+        let added = match add_tracks(&pc, video_sink, audio_sink).await {
+            Ok(senders) => open_pose_channel(&pc).await.map(|poses| (senders, poses)),
+            Err(e) => Err(e),
+        };
+        let (senders, poses) = match added {
+            Ok(added) => added,
             Err(e) => {
                 let _ = pc.close().await;
                 return Err(e);
@@ -179,6 +187,7 @@ impl PeerSession {
                 Arc::clone(&pc),
                 Arc::clone(&senders[0]),
             )),
+            tokio::spawn(receive_poses(Arc::clone(shared), Arc::clone(&poses))),
         ];
         let session = Self {
             pc,
@@ -187,6 +196,7 @@ impl PeerSession {
             local: local.clone(),
             remote_signal: tokio::sync::Mutex::new(RemoteSignal::default()),
             senders,
+            poses,
             tasks,
             closed: AtomicBool::new(false),
         };
@@ -295,6 +305,11 @@ impl PeerSession {
     /// remote's video track is known.
     pub async fn request_keyframe(&self) {
         self.shared.send_keyframe_request().await;
+    }
+
+    /// Sends our pose on the pose data channel, if it is open.
+    pub async fn send_pose(&self, pose: &Pose) {
+        send_pose(self.poses.as_ref(), pose).await;
     }
 
     /// Closes the connection and reports [`PeerConnectionState::Closed`]. The remote gets a

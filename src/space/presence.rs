@@ -1,0 +1,135 @@
+//! Being somewhere in the space: out of any room, the client is in the lobby (it
+//! enters it by itself, and again after a failure, waiting longer each time), and it
+//! tells the call where the player stands as they walk.
+
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
+use bevy::prelude::*;
+
+use super::Location;
+use super::player::{Player, floor_of};
+use crate::call::{CallCommand, CallState};
+use crate::config::ClientConfig;
+use crate::signaling::protocol::{Pose, RoomId};
+
+/// How long the call stays idle before we enter the lobby: a join asked for at start
+/// (`--room`, the demo) goes first.
+const IDLE_BEFORE_ENTERING: Duration = Duration::from_millis(500);
+/// The first wait before entering the lobby again after it failed.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// The longest wait between two attempts.
+const LONGEST_RETRY: Duration = Duration::from_secs(30);
+/// How often our pose goes to the call while we walk (20 a second).
+const POSE_EVERY: Duration = Duration::from_millis(50);
+/// Smaller moves than this (metres, or radians of heading) are not news.
+const POSE_STEP: f32 = 0.01;
+
+/// Entering the lobby: since when the call is idle, and when to try next.
+#[derive(Resource, Debug, Default)]
+pub(super) struct LobbyEntry {
+    idle_since: Option<Instant>,
+    /// The wait before the next attempt, doubled by each failure.
+    retry: Option<Duration>,
+    last_attempt: Option<Instant>,
+}
+
+/// Enters the lobby when the call has been idle for a moment: with our pose first, so
+/// the others see us where we stand.
+pub(super) fn enter_lobby(
+    state: Res<CallState>,
+    config: Res<ClientConfig>,
+    players: Query<(&Player, &Transform)>,
+    mut entry: ResMut<LobbyEntry>,
+    mut commands: MessageWriter<CallCommand>,
+) {
+    let now = Instant::now();
+    if state.in_lobby() {
+        entry.retry = None;
+    }
+    if *state != CallState::Idle {
+        entry.idle_since = None;
+        return;
+    }
+    let idle_since = *entry.idle_since.get_or_insert(now);
+    let waited = now.saturating_duration_since(idle_since) >= IDLE_BEFORE_ENTERING;
+    let backed_off = match (entry.last_attempt, entry.retry) {
+        (Some(at), Some(retry)) => now.saturating_duration_since(at) >= retry,
+        _ => true,
+    };
+    if !waited || !backed_off {
+        return;
+    }
+    // Idle again after an attempt: it failed (or we were sent out); wait longer.
+    if entry.last_attempt.is_some() {
+        entry.retry = Some(
+            entry
+                .retry
+                .map_or(FIRST_RETRY, |retry| (retry * 2).min(LONGEST_RETRY)),
+        );
+    }
+    entry.last_attempt = Some(now);
+    if let Ok((player, transform)) = players.single() {
+        commands.write(CallCommand::SetPose(pose_of(player, transform, false)));
+    }
+    commands.write(CallCommand::JoinRoom {
+        room: RoomId::lobby(),
+        name: config.name.clone(),
+    });
+}
+
+/// The pose of the player standing at `transform`.
+fn pose_of(player: &Player, transform: &Transform, moving: bool) -> Pose {
+    let spot = floor_of(transform);
+    Pose::new(spot.x, spot.y, player.yaw, moving).unwrap_or_default()
+}
+
+/// What was told last, and when.
+#[derive(Default)]
+pub(super) struct ToldPose {
+    pose: Option<Pose>,
+    at: Option<Instant>,
+}
+
+/// Tells the call where the player stands in the lobby: each change, at most every
+/// [`POSE_EVERY`], and once more when they stop.
+pub(super) fn tell_pose(
+    location: Res<Location>,
+    players: Query<(&Player, &Transform)>,
+    mut told: Local<ToldPose>,
+    mut commands: MessageWriter<CallCommand>,
+) {
+    if *location != Location::Lobby {
+        return;
+    }
+    let Ok((player, transform)) = players.single() else {
+        return;
+    };
+    let now = Instant::now();
+    let still = pose_of(player, transform, false);
+    let Some(last) = told.pose else {
+        told.pose = Some(still);
+        told.at = Some(now);
+        return;
+    };
+    let moved = (still.x - last.x).hypot(still.z - last.z) >= POSE_STEP
+        || (still.yaw - last.yaw).abs() >= POSE_STEP;
+    let due = told
+        .at
+        .is_none_or(|at| now.saturating_duration_since(at) >= POSE_EVERY);
+    let pose = if moved {
+        Pose {
+            moving: true,
+            ..still
+        }
+    } else if last.moving {
+        still // stopped: say so once
+    } else {
+        return;
+    };
+    if due {
+        told.pose = Some(pose);
+        told.at = Some(now);
+        commands.write(CallCommand::SetPose(pose));
+    }
+}
