@@ -94,7 +94,10 @@ fn the_new_room_door_creates_a_public_room_named_after_the_player() {
     let server = TestServer::start();
     let mut walker = walker(&server.url);
     // Out of any room the client is in the lobby; the door takes it from there.
-    assert!(pump_until(&mut [&mut walker], 5 * SECOND, |apps| state(apps[0]).in_lobby()));
+    let in_lobby = pump_until(&mut [&mut walker], 5 * SECOND, |apps| {
+        state(apps[0]).in_lobby()
+    });
+    assert!(in_lobby, "the client did not enter the lobby");
     step_into(&mut walker, |kind| matches!(kind, DoorKind::NewRoom));
     assert!(pump_until(&mut [&mut walker], 5 * SECOND, |apps| room_of(
         apps[0]

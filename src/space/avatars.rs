@@ -9,11 +9,11 @@ use std::f32::consts::TAU;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
+use super::LOBBY;
 use super::layout::panel_slots;
 use super::panels::{Panel, PanelParts, SCREEN_Y};
 use super::player::{Player, floor_of};
-use super::{LOBBY, Location};
-use crate::call::{Participant, PoseTrack};
+use crate::call::{CallState, Participant, PoseTrack};
 
 /// How big a panel is as an avatar's face.
 pub const AVATAR_SCALE: f32 = 0.45;
@@ -42,16 +42,17 @@ pub(super) fn body_capsule() -> Capsule3d {
     Capsule3d::new(radius, BODY_HEIGHT / AVATAR_SCALE - 2.0 * radius)
 }
 
-/// Stands each person's avatar where they are in the lobby, face to the viewer.
+/// Stands each person's avatar where they are in the lobby, face to the viewer (while
+/// the call is the lobby: a room's participants keep their panels on the circle).
 pub(super) fn place_avatars(
-    location: Res<Location>,
+    state: Res<CallState>,
     time: Res<Time>,
     viewers: Query<&Transform, (With<Player>, Without<Panel>)>,
     people: Query<(Entity, &Participant, &PoseTrack)>,
     mut avatars: Query<(&Panel, &PanelParts, &mut Transform), Without<Player>>,
     mut bodies: Query<&mut Transform, (Without<Panel>, Without<Player>)>,
 ) {
-    if *location != Location::Lobby {
+    if !state.in_lobby() {
         return;
     }
     let now = Instant::now();
@@ -106,11 +107,11 @@ pub(super) fn place_avatars(
 /// Shows the bodies in the lobby and hides them in a room, where panels stand on their
 /// circle at full size.
 pub(super) fn show_bodies(
-    location: Res<Location>,
+    state: Res<CallState>,
     panels: Query<&PanelParts>,
     mut visibility: Query<&mut Visibility>,
 ) {
-    let shown = if *location == Location::Lobby {
+    let shown = if state.in_lobby() {
         Visibility::Inherited
     } else {
         Visibility::Hidden

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 
 use bevy::prelude::*;
 
+use super::ROOM;
 use super::avatars::{body_capsule, body_offset};
 use super::layout::{PanelSlot, approach_fraction, panel_slots, ring_glow};
 use super::sign_material::sign_material;
-use super::{Location, ROOM};
-use crate::call::{ConnectionState, MediaState, Participant, SpeakingLevel, VideoFeed};
+use crate::call::{CallState, ConnectionState, MediaState, Participant, SpeakingLevel, VideoFeed};
 use crate::media::{SignPainter, SignStyle};
 use crate::rtc::PeerConnectionState;
 
@@ -386,14 +386,15 @@ pub(super) fn despawn_panels(
     }
 }
 
-/// Glides every panel towards its slot on the circle, in a room.
+/// Glides every panel towards its slot on the circle, in a room (in the lobby the
+/// panels are the avatars' faces).
 pub(super) fn arrange_panels(
-    location: Res<Location>,
+    state: Res<CallState>,
     participants: Query<(Entity, &Participant)>,
     mut panels: Query<(&Panel, &mut Transform)>,
     time: Res<Time>,
 ) {
-    if *location != Location::Room {
+    if state.in_lobby() {
         return;
     }
     let slots = slots_by_participant(participants.iter());
