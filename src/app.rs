@@ -77,6 +77,8 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
         WaitFor::Panels(demo_bots)
     } else if room.is_some() {
         WaitFor::Panels(1)
+    } else if let Some(people) = args.wait_for_people {
+        WaitFor::Avatars(usize::from(people))
     } else {
         WaitFor::Nothing
     };

@@ -1,6 +1,7 @@
 //! Screenshots of the window for tests and documentation (`--screenshot PATH --frames
 //! N`), and the moment they count from: [`RoomReady`], when the player is in the room
-//! and every participant's video shows on their panel.
+//! and every participant's video shows on their panel (or, in the lobby, on their
+//! avatar).
 //!
 //! Each screenshot is saved through Bevy's screenshot API (the frame as rendered, not a
 //! grab of the screen) together with a JSON file that says where every panel's video
@@ -16,7 +17,7 @@ use bevy::transform::TransformSystems;
 use bevy::window::PrimaryWindow;
 use serde::Serialize;
 
-use crate::call::{MediaState, Participant, VideoFeed};
+use crate::call::{CallState, MediaState, Participant, VideoFeed};
 use crate::space::{Location, Panel, PanelParts, PanelRect, PanelView, Player};
 use crate::ui::Toasts;
 
@@ -32,6 +33,9 @@ pub enum WaitFor {
     /// The player in the room with at least this many participants, and every
     /// participant's video on their panel.
     Panels(usize),
+    /// The player in the lobby with at least this many people, every one's video on
+    /// their avatar's face (avatars walk: they need not stand still).
+    Avatars(usize),
 }
 
 /// Whether the room shows everyone's video yet, with the panels and the player at
@@ -78,7 +82,7 @@ type PanelOrPlayer = Or<(With<Panel>, With<Player>)>;
 /// stands still, as does the player.
 fn track_room_ready(
     mut ready: ResMut<RoomReady>,
-    location: Res<Location>,
+    (location, state): (Res<Location>, Res<CallState>),
     participants: Query<(Entity, &VideoFeed, &MediaState), With<Participant>>,
     panels: Query<(&Panel, &PanelParts)>,
     placed: Query<(Entity, &GlobalTransform), PanelOrPlayer>,
@@ -122,6 +126,7 @@ fn track_room_ready(
             // Panels glide to new places when people arrive: wait until they stand.
             *location == Location::Room && count >= at_least && showing == count && still
         }
+        WaitFor::Avatars(at_least) => state.in_lobby() && count >= at_least && showing == count,
     };
     if reached {
         ready.ready_at = Some(ready.frame);

@@ -338,7 +338,8 @@ pub struct ClientArgs {
     /// Save a PNG of the window to PATH, then exit (repeatable: the next PATH is saved
     /// --frames frames after the previous one). Frames count from the moment the player
     /// is in the room and every participant's video shows on their panel (with --demo:
-    /// every bot's; with --room: at least one participant's), or from the first frame
+    /// every bot's; with --room: at least one participant's; with --wait-for-people:
+    /// that many people's in the lobby, on their avatars), or from the first frame
     /// otherwise. Next to each PNG, PATH with the extension .json lists every panel's
     /// participant and the rectangle its video screen covers in window pixels. Exits 1
     /// when video did not show within 120 s (the PNGs are still saved), 2 without a GPU.
@@ -348,6 +349,11 @@ pub struct ClientArgs {
     #[arg(long, value_name = "N", default_value_t = 120, requires = "screenshot",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub frames: u64,
+    /// With --screenshot or --frame-stats, out of any room: count frames once at least
+    /// N people are in the lobby and every one's video shows on their avatar.
+    #[arg(long, value_name = "N", conflicts_with_all = ["room", "demo"],
+          value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub wait_for_people: Option<u16>,
     /// Measure for SECS seconds once video shows on every panel (as for --screenshot),
     /// then print the median and p95 frame time and how much of a frame goes into
     /// copying video into textures, and exit.

@@ -21,7 +21,7 @@ use crate::app::add_client;
 use crate::browser::{describe, document};
 use crate::call::{
     CallNotice, CallState, ConnectionState, MediaState, MutedSpeakingLevel, OwnSpeakingLevel,
-    Participant, SelfView, SpeakingLevel, VideoFeed, Volumes,
+    Participant, PoseTrack, SelfView, SpeakingLevel, VideoFeed, Volumes,
 };
 use crate::config::{CallArgs, ClientConfig};
 use crate::media::CallStats;
@@ -253,6 +253,10 @@ struct ParticipantHook {
     level: f32,
     /// Their connection's figures (from `getStats`), once read.
     stats: Option<CallStats>,
+    /// Where they stand in the lobby (x, z in metres), as last told.
+    position: Option<[f32; 2]>,
+    /// Poses received from them (the server's and their data channel's).
+    poses_received: u64,
 }
 
 /// What the test hooks read of a participant.
@@ -263,6 +267,7 @@ type ParticipantParts = (
     &'static VideoFeed,
     &'static SpeakingLevel,
     Option<&'static CallStats>,
+    &'static PoseTrack,
 );
 
 #[derive(Serialize, Clone)]
@@ -378,7 +383,7 @@ fn publish_test_hooks(
         participants: participants
             .iter()
             .map(
-                |(participant, connection, media, feed, speaking, stats)| ParticipantHook {
+                |(participant, connection, media, feed, speaking, stats, track)| ParticipantHook {
                     peer_id: participant.peer_id.to_string(),
                     name: participant.name.to_string(),
                     connection: format!("{:?}", connection.0).to_lowercase(),
@@ -386,6 +391,8 @@ fn publish_test_hooks(
                     media: *media,
                     level: speaking.0,
                     stats: stats.cloned(),
+                    position: track.latest().map(|pose| [pose.x, pose.z]),
+                    poses_received: track.received,
                 },
             )
             .collect(),

@@ -561,3 +561,60 @@ fn a_browser_keeps_its_call_through_a_server_restart_and_a_cut_media_path() {
         after - before
     );
 }
+
+#[test]
+fn a_browser_tab_in_the_lobby_sees_a_walking_bot_and_the_bot_gets_its_poses() {
+    let _browser = check_tools();
+    let (_server, address) = serve();
+    let stats = artefacts().join("browser-lobby-bot.json");
+    let _ = std::fs::remove_file(&stats);
+    // The tab arrives at (0, 3.5); the bot walks to and fro 2.5 m in front of it.
+    let to_and_fro = ["-2,1", "2,1"].repeat(10).join(";");
+    let bot = Running(
+        meetspace()
+            .args(["bot", "--signal", &format!("ws://{address}"), "--lobby"])
+            .args(["--name", "Bot", "--at", "2,1", "--walk-to", &to_and_fro])
+            .args(["--speed", "0.5", "--stats-json"])
+            .arg(&stats)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start meetspace bot"),
+    );
+    let result = browser("lobby", &address, "-");
+    let figures = stop_bot(bot, &stats);
+
+    let bot_in = |state: &serde_json::Value| {
+        state["participants"]
+            .as_array()
+            .and_then(|people| people.iter().find(|p| p["name"] == "Bot"))
+            .cloned()
+            .unwrap_or_else(|| panic!("the bot is not in the tab's lobby: {state}"))
+    };
+    let (first, later) = (bot_in(&result["first"]), bot_in(&result["later"]));
+    assert_eq!(result["first"]["room"], "lobby", "{result}");
+    assert!(first["framesDrawn"].as_u64() >= Some(10), "{first}");
+    println!(
+        "the tab saw the bot at {} then {}, {} poses received, {} frames drawn",
+        first["position"], later["position"], later["posesReceived"], later["framesDrawn"]
+    );
+    let space = &figures["space"];
+    let opened = space["media_opened"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        opened.iter().any(|entry| entry["name"] == "Browser"),
+        "the bot's media never opened with the tab: {space}"
+    );
+    let from_tab = space["poses_received"]
+        .as_object()
+        .and_then(|poses| poses.values().next())
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    assert!(
+        from_tab >= 20,
+        "the bot received {from_tab} poses from the tab (its data channel sends 20 a second): {space}"
+    );
+    println!("the bot received {from_tab} poses from the tab");
+}

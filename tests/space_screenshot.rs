@@ -8,8 +8,14 @@
 //! panel fails. The viewer asks for camera 0, which these machines lack: its self-view
 //! must show the placeholder (its name on its colour) and a toast must have said why.
 //!
+//! In the lobby, a bot walking across the view must show as an avatar whose face (found
+//! the same way, from its transform) carries the bot's live video in both screenshots,
+//! and has moved between them.
+//!
 //! Needs Xvfb and a Vulkan or GL driver (mesa-vulkan-drivers). Without a usable adapter
 //! the client exits and the test fails saying so; it never skips.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -57,6 +63,17 @@ const BAR_COLOURS: [(&str, [u8; 3]); 6] = [
 ];
 /// How far (largest channel difference) a pixel may be from a bar colour to count.
 const COLOUR_TOLERANCE: i32 = 30;
+
+/// Held by each test: two software-rendered windows at once would starve each other
+/// on a 2-core machine.
+static ONE_WINDOW_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for the other tests' window to close.
+fn one_window() -> std::sync::MutexGuard<'static, ()> {
+    ONE_WINDOW_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// A child process, killed when the test ends.
 struct Killed(Child);
@@ -116,22 +133,16 @@ fn log_tail(log: &Path) -> String {
     output.lines().rev().take(30).collect::<Vec<_>>().join("\n")
 }
 
-/// Runs the demo client until it exits by itself (after its screenshots).
-fn run_demo(display: &str, shots: [&Path; 2], log: &Path) {
+/// Runs the windowed client with `args` until it exits by itself (after its
+/// screenshots).
+fn run_client(display: &str, args: &[&str], shots: [&Path; 2], log: &Path) {
     let log_file = std::fs::File::create(log).expect("creating the client's log");
     let mut client = Killed(
         Command::new(env!("CARGO_BIN_EXE_meetspace"))
             .env_remove("MEETSPACE_SIGNAL")
             .env_remove("MEETSPACE_NAME")
-            .args([
-                "--demo",
-                "--name",
-                VIEWER,
-                "--video",
-                "camera:0",
-                "--frames",
-                &FRAMES.to_string(),
-            ])
+            .args(["--name", VIEWER, "--frames", &FRAMES.to_string()])
+            .args(args)
             .arg("--screenshot")
             .arg(shots[0])
             .arg("--screenshot")
@@ -231,8 +242,63 @@ fn near(pixel: [u8; 3], colour: [u8; 3]) -> bool {
         .all(|(a, b)| (i32::from(*a) - i32::from(b)).abs() <= COLOUR_TOLERANCE)
 }
 
-/// Checks one panel's pixels in the first screenshot and what changed in the second;
-/// returns a line describing it, or why it fails.
+/// Checks that `rect` of `image` shows the test pattern's colour bars and is not
+/// mostly black; returns a line describing it, or why it shows no video.
+fn check_video(name: &str, image: &RgbImage, rect: [f32; 4]) -> Result<String, String> {
+    let pixels = inner_pixels(rect, image);
+    if pixels.len() < 2000 {
+        return Err(format!(
+            "{name}: its screen covers only {} pixels at {rect:?}",
+            pixels.len()
+        ));
+    }
+    let total = pixels.len() as f64;
+    let mut bars = [0usize; BAR_COLOURS.len()];
+    let mut dark = 0usize;
+    for &(x, y) in &pixels {
+        let pixel = image.get_pixel(x, y).0;
+        for (count, (_, colour)) in bars.iter_mut().zip(BAR_COLOURS) {
+            if near(pixel, colour) {
+                *count += 1;
+            }
+        }
+        if pixel.iter().all(|&channel| channel < 30) {
+            dark += 1;
+        }
+    }
+    let shares: Vec<String> = BAR_COLOURS
+        .iter()
+        .zip(bars)
+        .map(|((colour, _), count)| format!("{colour} {:.1}%", 100.0 * count as f64 / total))
+        .collect();
+    let line = format!(
+        "{name}: {} px at {:?}; {}; dark {:.1}%",
+        pixels.len(),
+        rect.map(|v| v.round()),
+        shares.join(", "),
+        100.0 * dark as f64 / total,
+    );
+    let missing: Vec<&str> = BAR_COLOURS
+        .iter()
+        .zip(bars)
+        .filter(|(_, count)| (*count as f64) < MIN_BAR_SHARE * total)
+        .map(|((colour, _), _)| *colour)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{line}\n  -> no video: too few {} pixels (need {:.0}% each)",
+            missing.join("/"),
+            100.0 * MIN_BAR_SHARE
+        ));
+    }
+    if dark as f64 > MAX_DARK_SHARE * total {
+        return Err(format!("{line}\n  -> the screen is mostly black"));
+    }
+    Ok(line)
+}
+
+/// Checks one panel's pixels in the first screenshot and what changed in the second
+/// (the panel standing where it stood); returns a line describing it, or why it fails.
 fn check_panel(
     name: &str,
     first: (&RgbImage, PanelInfo),
@@ -251,69 +317,28 @@ fn check_panel(
             info_a.rect, info_b.rect
         ));
     }
+    let video = check_video(name, a, info_a.rect)?;
     let pixels = inner_pixels(info_a.rect, a);
-    if pixels.len() < 2000 {
-        return Err(format!(
-            "{name}: its screen covers only {} pixels at {:?}",
-            pixels.len(),
-            info_a.rect
-        ));
-    }
-    let total = pixels.len() as f64;
-    let mut bars = [0usize; BAR_COLOURS.len()];
-    let mut dark = 0usize;
-    let mut changed = 0usize;
-    for &(x, y) in &pixels {
-        let pixel = a.get_pixel(x, y).0;
-        for (count, (_, colour)) in bars.iter_mut().zip(BAR_COLOURS) {
-            if near(pixel, colour) {
-                *count += 1;
-            }
-        }
-        if pixel.iter().all(|&channel| channel < 30) {
-            dark += 1;
-        }
-        let later = b.get_pixel(x, y).0;
-        let difference: i32 = pixel
-            .iter()
-            .zip(later)
-            .map(|(p, q)| (i32::from(*p) - i32::from(q)).abs())
-            .sum();
-        if difference > 60 {
-            changed += 1;
-        }
-    }
-    let shares: Vec<String> = BAR_COLOURS
+    let changed = pixels
         .iter()
-        .zip(bars)
-        .map(|((colour, _), count)| format!("{colour} {:.1}%", 100.0 * count as f64 / total))
-        .collect();
+        .filter(|&&(x, y)| {
+            let difference: i32 = a
+                .get_pixel(x, y)
+                .0
+                .iter()
+                .zip(b.get_pixel(x, y).0)
+                .map(|(p, q)| (i32::from(*p) - i32::from(q)).abs())
+                .sum();
+            difference > 60
+        })
+        .count();
+    let total = pixels.len() as f64;
     let line = format!(
-        "{name}: {} px at {:?}; {}; dark {:.1}%; changed {:.2}%; frames shown {} then {}",
-        pixels.len(),
-        info_a.rect.map(|v| v.round()),
-        shares.join(", "),
-        100.0 * dark as f64 / total,
+        "{video}; changed {:.2}%; frames shown {} then {}",
         100.0 * changed as f64 / total,
         info_a.frames_shown,
         info_b.frames_shown,
     );
-    let missing: Vec<&str> = BAR_COLOURS
-        .iter()
-        .zip(bars)
-        .filter(|(_, count)| (*count as f64) < MIN_BAR_SHARE * total)
-        .map(|((colour, _), _)| *colour)
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "{line}\n  -> no video: too few {} pixels (need {:.0}% each)",
-            missing.join("/"),
-            100.0 * MIN_BAR_SHARE
-        ));
-    }
-    if dark as f64 > MAX_DARK_SHARE * total {
-        return Err(format!("{line}\n  -> the screen is mostly black"));
-    }
     if (changed as f64) < MIN_CHANGED_SHARE * total {
         return Err(format!(
             "{line}\n  -> frozen: the two screenshots hardly differ inside the panel"
@@ -402,6 +427,7 @@ fn assert_not_blank(image: &RgbImage, path: &Path) {
 
 #[test]
 fn video_panels_render_live_in_the_demo_room() {
+    let _window = one_window();
     let (_xvfb, display) = start_xvfb();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("space_screenshot");
     std::fs::create_dir_all(&dir).expect("creating the output folder");
@@ -411,7 +437,8 @@ fn video_panels_render_live_in_the_demo_room() {
         let _ = std::fs::remove_file(shot.with_extension("json"));
     }
     let log = dir.join("client.log");
-    run_demo(&display, [&shots[0], &shots[1]], &log);
+    let demo = ["--demo", "--video", "camera:0"];
+    run_client(&display, &demo, [&shots[0], &shots[1]], &log);
 
     let images = shots.each_ref().map(|shot| load_png(shot));
     let infos = shots
@@ -451,5 +478,78 @@ fn video_panels_render_live_in_the_demo_room() {
         shots[1].display(),
         log.display(),
         failures.join("\n")
+    );
+}
+
+#[test]
+fn a_walking_avatar_carries_live_video_in_the_lobby() {
+    let _window = one_window();
+    let (_xvfb, display) = start_xvfb();
+    let server = common::TestServer::start();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lobby_screenshot");
+    std::fs::create_dir_all(&dir).expect("creating the output folder");
+    let shots = [dir.join("first.png"), dir.join("second.png")];
+    for shot in &shots {
+        let _ = std::fs::remove_file(shot);
+        let _ = std::fs::remove_file(shot.with_extension("json"));
+    }
+    // The viewer arrives at (0, 3.5) facing -z; the bot walks to and fro across its
+    // view, 3.5 m ahead, slowly enough to stay in view between the screenshots.
+    let to_and_fro = ["-1.5,0", "1.5,0"].repeat(6).join(";");
+    let _bot = Killed(
+        Command::new(env!("CARGO_BIN_EXE_meetspace"))
+            .args([
+                "bot",
+                "--signal",
+                &server.url,
+                "--lobby",
+                "--name",
+                "Walker",
+            ])
+            .args(["--at", "1.5,0", "--walk-to", &to_and_fro, "--speed", "0.3"])
+            .args(["--resolution", "320x240", "--duration", "300"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start the bot"),
+    );
+    let log = dir.join("client.log");
+    let args = ["--signal", &server.url, "--wait-for-people", "1"];
+    run_client(&display, &args, [&shots[0], &shots[1]], &log);
+
+    let images = shots.each_ref().map(|shot| load_png(shot));
+    let infos = shots
+        .each_ref()
+        .map(|shot| load_json(&shot.with_extension("json")));
+    let first = panel(&infos[0], "Walker", &shots[0].with_extension("json"));
+    let second = panel(&infos[1], "Walker", &shots[1].with_extension("json"));
+    let mut lines = Vec::new();
+    for (image, info, shot) in [
+        (&images[0], first, &shots[0]),
+        (&images[1], second, &shots[1]),
+    ] {
+        assert_not_blank(image, shot);
+        match check_video("Walker", image, info.rect) {
+            Ok(line) => lines.push(line),
+            Err(why) => panic!("{} (log {}): {why}", shot.display(), log.display()),
+        }
+    }
+    let centre = |rect: [f32; 4]| ((rect[0] + rect[2]) / 2.0, (rect[1] + rect[3]) / 2.0);
+    let (a, b) = (centre(first.rect), centre(second.rect));
+    println!(
+        "{}\nthe avatar's face moved from {a:?} to {b:?}; frames shown {} then {}",
+        lines.join("\n"),
+        first.frames_shown,
+        second.frames_shown
+    );
+    assert!(
+        (a.0 - b.0).abs() > 3.0,
+        "the avatar did not move between the screenshots: {a:?} then {b:?}"
+    );
+    assert!(
+        second.frames_shown > first.frames_shown,
+        "its video froze: {} then {} frames",
+        first.frames_shown,
+        second.frames_shown
     );
 }

@@ -6,6 +6,7 @@
 //! voices, plays the voices so that the echo canceller hears them (`media::web_playback`),
 //! switches the microphone's voice processing, and reads their statistics.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +37,8 @@ use crate::signaling::{self, SignalingError, SignalingLink};
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the statistics of each connection are read.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often our pose goes out on the pose data channels, changed or not (20 a second).
+const POSE_AGAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// A reconnection attempt in flight: wait, then connect.
 type Attempt = Pin<Box<dyn Future<Output = Result<SignalingLink, SignalingError>>>>;
@@ -60,14 +63,17 @@ pub(super) async fn run(
         config,
         preview,
         reports_tx,
+        own_pose: Cell::new(None),
         call: None,
     };
     let mut stats_due = Instant::now();
+    let mut pose_due = Instant::now();
     loop {
         let wake = core
             .room
             .next_deadline()
-            .map_or(stats_due, |deadline| deadline.min(stats_due));
+            .map_or(stats_due, |deadline| deadline.min(stats_due))
+            .min(pose_due);
         tokio::select! {
             // Without a runtime there is no random start; the order does not matter.
             biased;
@@ -84,6 +90,11 @@ pub(super) async fn run(
             () = sleep(wake.saturating_duration_since(Instant::now())) => {
                 let now = Instant::now();
                 core.room.tick(now);
+                if now >= pose_due {
+                    // Every 50 ms, changed or not: the channel loses what it loses.
+                    pose_due = now + POSE_AGAIN_EVERY;
+                    media.send_pose();
+                }
                 if now >= stats_due {
                     stats_due = now + STATS_INTERVAL;
                     media.read_stats(&core.roster).await;
@@ -128,10 +139,22 @@ struct BrowserMedia {
     preview: FrameSender,
     /// Where the peer connections report.
     reports_tx: mpsc::UnboundedSender<PeerReport>,
+    /// Our pose as last told, for every connection's pose data channel.
+    own_pose: Cell<Option<Pose>>,
     call: Option<ActiveCall>,
 }
 
 impl BrowserMedia {
+    /// Sends our pose on every connection's pose data channel (those open).
+    fn send_pose(&self) {
+        let (Some(pose), Some(call)) = (self.own_pose.get(), &self.call) else {
+            return;
+        };
+        for remote in call.peers.values() {
+            remote.session.send_pose(&pose);
+        }
+    }
+
     /// Connection `epoch` to `peer`, if it is the current one.
     fn remote(&mut self, peer: &PeerId, epoch: u64) -> Option<&mut RemotePeer> {
         self.call
@@ -187,6 +210,7 @@ impl BrowserMedia {
                 core.room.peer_state(&peer, epoch, state, Instant::now());
             }
             PeerEvent::RemoteStream(stream) => self.play(&peer, epoch, &stream),
+            PeerEvent::Pose(pose) => core.room.peer_pose(&peer, pose, Instant::now()),
             PeerEvent::Error(message) => {
                 core.roster
                     .emit(CallEvent::Failed(CallError::Media(message)));
@@ -318,12 +342,12 @@ impl CallMedia for BrowserMedia {
         Ok(microphone_missing)
     }
 
-    /// Applies our switches to our tracks.
-    fn share_pose(&self, _pose: Pose) {
-        // The page's poses go through the signaling server for now (see
-        // docs/signaling.md, the pose data channel).
+    fn share_pose(&self, pose: Pose) {
+        self.own_pose.set(Some(pose));
+        self.send_pose();
     }
 
+    /// Applies our switches to our tracks.
     fn apply_media(&self, state: MediaState) {
         if let Some(stream) = self.call.as_ref().and_then(|call| call.local.stream()) {
             set_tracks_enabled(stream, false, state.audio);

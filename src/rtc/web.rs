@@ -7,24 +7,26 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
-use js_sys::{Array, Map, Reflect};
+use js_sys::{Array, Map, Reflect, Uint8Array};
 use tokio::sync::mpsc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, RtcConfiguration, RtcIceCandidateInit, RtcIceServer, RtcIceTransportPolicy,
-    RtcPeerConnection, RtcPeerConnectionIceErrorEvent, RtcPeerConnectionIceEvent,
-    RtcPeerConnectionState, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType,
-    RtcSessionDescriptionInit, RtcTrackEvent,
+    MediaStream, MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
+    RtcDataChannelState, RtcDataChannelType, RtcIceCandidateInit, RtcIceServer,
+    RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiverDirection,
+    RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
 };
 
 use super::ice::{CandidateKind, PairProtocol};
 use super::{
-    CandidatePair, FeedbackCounts, IceTransportPolicy, MAX_EARLY_CANDIDATES, PeerConnectionState,
-    PeerEvent, Role, RtcConfig, RtcError, TurnProblem,
+    CandidatePair, FeedbackCounts, IceTransportPolicy, MAX_EARLY_CANDIDATES, POSE_CHANNEL_ID,
+    POSE_CHANNEL_LABEL, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, TurnProblem,
 };
 use crate::signaling::payload::SignalPayload;
+use crate::signaling::protocol::Pose;
 
 /// What a browser connection sends: the page's camera and microphone, or nothing
 /// (when they could not be opened: the connection only receives).
@@ -88,6 +90,8 @@ pub struct PeerSession {
     described: Cell<bool>,
     early_candidates: RefCell<Vec<RtcIceCandidateInit>>,
     events: mpsc::UnboundedSender<PeerEvent>,
+    /// The pose data channel (negotiated with the same id on both sides).
+    poses: RtcDataChannel,
     /// The event handlers, alive as long as the connection.
     _handlers: Vec<Closure<dyn FnMut(JsValue)>>,
 }
@@ -221,6 +225,7 @@ impl PeerSession {
             .map_err(stack_error("listening for ICE candidate errors"))?;
         connection.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
         connection.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
+        let (poses, on_pose) = open_pose_channel(&connection, &events);
 
         let session = Self {
             connection,
@@ -228,7 +233,14 @@ impl PeerSession {
             described: Cell::new(false),
             early_candidates: RefCell::new(Vec::new()),
             events,
-            _handlers: vec![on_candidate, on_candidate_error, on_state, on_track],
+            poses,
+            _handlers: vec![
+                on_candidate,
+                on_candidate_error,
+                on_state,
+                on_track,
+                on_pose,
+            ],
         };
         if role == Role::Offerer {
             let offer = JsFuture::from(session.connection.create_offer())
@@ -241,6 +253,15 @@ impl PeerSession {
                 .send(PeerEvent::Signal(SignalPayload::Offer { sdp }));
         }
         Ok(session)
+    }
+
+    /// Sends our pose on the pose data channel, if it is open.
+    pub fn send_pose(&self, pose: &Pose) {
+        if self.poses.ready_state() == RtcDataChannelState::Open
+            && let Err(error) = self.poses.send_with_u8_array(&pose.to_wire())
+        {
+            tracing::trace!("a pose was not sent: {}", crate::browser::describe(&error));
+        }
     }
 
     async fn set_local(&self, kind: RtcSdpType, sdp: &str) -> Result<(), RtcError> {
@@ -380,6 +401,34 @@ fn text(stat: &JsValue, field: &str) -> Option<String> {
 /// A count field of a statistics entry.
 fn count(stat: &JsValue, field: &str) -> u64 {
     number(stat, field) as u64
+}
+
+/// Adds the pose data channel to `connection` (before the offer or answer, so the
+/// description carries it): unreliable, unordered, negotiated with id
+/// [`POSE_CHANNEL_ID`] as the native side does. Each pose that arrives is reported.
+fn open_pose_channel(
+    connection: &RtcPeerConnection,
+    events: &mpsc::UnboundedSender<PeerEvent>,
+) -> (RtcDataChannel, Closure<dyn FnMut(JsValue)>) {
+    let init = RtcDataChannelInit::new();
+    init.set_negotiated(true);
+    init.set_id(POSE_CHANNEL_ID);
+    init.set_ordered(false);
+    init.set_max_retransmits(0);
+    let channel = connection.create_data_channel_with_data_channel_dict(POSE_CHANNEL_LABEL, &init);
+    channel.set_binary_type(RtcDataChannelType::Arraybuffer);
+    let events = events.clone();
+    let on_pose = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+        let data = event.unchecked_into::<MessageEvent>().data();
+        match Pose::from_wire(&Uint8Array::new(&data).to_vec()) {
+            Ok(pose) => {
+                let _ = events.send(PeerEvent::Pose(pose));
+            }
+            Err(error) => tracing::debug!(%error, "ignoring a message on the pose channel"),
+        }
+    });
+    channel.set_onmessage(Some(on_pose.as_ref().unchecked_ref()));
+    (channel, on_pose)
 }
 
 /// Our figures from a statistics report, by entry id.

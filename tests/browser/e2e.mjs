@@ -53,6 +53,7 @@ function fail(message) {
   process.exitCode = 1;
 }
 
+// Opens the app as `name`, in the test's room, or (`room` "-") out of any: the lobby.
 async function openTab(context, name) {
   const page = await context.newPage();
   page.on("console", (message) => {
@@ -62,7 +63,8 @@ async function openTab(context, name) {
   });
   page.on("pageerror", (error) => console.error(`[${name} pageerror] ${error}`));
   // E2E_PAGE_PARAMS: more of the page address's settings, e.g. `&ice_transport_policy=relay`.
-  await page.goto(`${baseUrl}/#room=${room}&name=${name}${process.env.E2E_PAGE_PARAMS ?? ""}`);
+  const inRoom = room === "-" ? "" : `room=${room}&`;
+  await page.goto(`${baseUrl}/#${inRoom}name=${name}${process.env.E2E_PAGE_PARAMS ?? ""}`);
   return page;
 }
 
@@ -164,6 +166,19 @@ try {
     const back = await waitForHooks(page, "the bot's video after the cut",
       (s) => inCallWithBot(s, selfId, cut + 60));
     console.log(`RESULT ${JSON.stringify({ joined, resumed, back })}`);
+  } else if (scenario === "lobby") {
+    const page = await openTab(context, "Browser");
+    const positionOf = (state) => state.participants.find((p) => p.name === "Bot")?.position;
+    const first = await waitForHooks(page, "the bot's avatar near, with its video", (s) =>
+      s.room === "lobby" && drawn(s, "Bot", 10) && positionOf(s));
+    const [x, z] = positionOf(first);
+    const later = await waitForHooks(page, "the bot walking", (s) => {
+      const at = positionOf(s);
+      return at && Math.hypot(at[0] - x, at[1] - z) > 0.5;
+    });
+    // The tab's poses go to the bot on the data channel meanwhile, 20 a second.
+    await page.waitForTimeout(2000);
+    console.log(`RESULT ${JSON.stringify({ first, later })}`);
   } else {
     fail(`unknown scenario ${scenario}`);
   }
