@@ -275,12 +275,14 @@ impl Session {
         Ok(())
     }
 
-    /// Leaves the call: the hang-up marker, then the caller deletes every document of
-    /// the call, and anyone else their own presence.
+    /// Leaves the call: the hang-up marker first (what the other side waits for), then,
+    /// with our listener stopped, the caller deletes every document of the call, and
+    /// anyone else their own presence.
     pub(super) async fn hang_up(&mut self) {
         let Some(mut call) = self.call.take() else {
             return;
         };
+        self.mark_hung_up(&call).await;
         if let Some(mut listener) = call.listener.take() {
             let _ = listener.shutdown_with_timeout(LISTENER_STOP_TIMEOUT).await;
         }
@@ -289,9 +291,8 @@ impl Session {
         }
     }
 
-    /// Our documents of the call, gone: the hang-up marker, then everything (caller) or
-    /// our presence (anyone else).
-    async fn remove(&self, call: &Call) -> Result<(), CallStoreError> {
+    /// Writes the hang-up marker of a 1:1 call (`hungUp`: who hung up).
+    async fn mark_hung_up(&self, call: &Call) {
         let marker = match call.part {
             Part::Caller => Some(CALLER),
             Part::Callee => Some(CALLEE),
@@ -313,6 +314,11 @@ impl Session {
                 .execute::<IgnoredAny>()
                 .await;
         }
+    }
+
+    /// Our documents of the call, gone: everything (caller) or our presence (anyone
+    /// else).
+    async fn remove(&self, call: &Call) -> Result<(), CallStoreError> {
         if call.part != Part::Caller {
             if call.mesh {
                 self.db
