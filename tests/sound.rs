@@ -16,11 +16,10 @@ use common::*;
 use meetspace::call::{
     AudioMix, CallCommand, MediaState, OwnMediaState, OwnSpeakingLevel, SpeakingLevel,
 };
-use meetspace::headless::headless_app;
 use meetspace::media::{
     AUDIO_SAMPLE_RATE, AudioInput, DeviceChoice, SendSettings, dominant_frequency, rms_level,
 };
-use meetspace::space::{Location, Player, SpacePlugin};
+use meetspace::space::{Location, Player};
 
 const SECOND: Duration = Duration::from_secs(1);
 /// The talker's tone.
@@ -48,15 +47,7 @@ fn listener(url: &str) -> App {
         },
     );
     config.speaker = Some(DeviceChoice::Default);
-    let mut app = headless_app(config);
-    app.add_plugins(bevy::input::InputPlugin)
-        .init_asset::<Mesh>()
-        .init_asset::<StandardMaterial>()
-        .add_plugins(SpacePlugin);
-    log_notices(&mut app);
-    app.finish();
-    app.cleanup();
-    app
+    space_client_with(config)
 }
 
 fn set_yaw(app: &mut App, yaw: f32) {

@@ -4,18 +4,16 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use bevy::prelude::*;
 use common::*;
 use meetspace::call::SpeakingLevel;
-use meetspace::config::ClientConfig;
-use meetspace::headless::headless_app;
 use meetspace::media::{
     AUDIO_SAMPLE_RATE, AudioInput, DeviceChoice, SendSettings, dominant_frequency, rms_level,
 };
-use meetspace::space::{Player, SpacePlugin};
+use meetspace::space::Player;
 
 const SECOND: Duration = Duration::from_secs(1);
 /// The talking bot's tone.
@@ -23,27 +21,16 @@ const TONE_HZ: f32 = 440.0;
 
 /// A space client that plays what it hears on the sound server's default sink.
 fn listener(url: &str) -> App {
-    let mut config: ClientConfig = config(
-        url,
-        "Listener",
-        SendSettings {
-            width: 320,
-            height: 240,
-            video_kbps: 300,
-            audio_input: AudioInput::Tone,
-            ..SendSettings::default()
-        },
-    );
+    let media = SendSettings {
+        width: 320,
+        height: 240,
+        video_kbps: 300,
+        audio_input: AudioInput::Tone,
+        ..SendSettings::default()
+    };
+    let mut config = config(url, "Listener", media);
     config.speaker = Some(DeviceChoice::Default);
-    let mut app = headless_app(config);
-    app.add_plugins(bevy::input::InputPlugin)
-        .init_asset::<Mesh>()
-        .init_asset::<StandardMaterial>()
-        .add_plugins(SpacePlugin);
-    log_notices(&mut app);
-    app.finish();
-    app.cleanup();
-    app
+    space_client_with(config)
 }
 
 /// Puts the listener at `x` on the lobby's arrival line (z = 3.5), facing -z.
@@ -69,15 +56,7 @@ fn a_voice_in_the_lobby_comes_from_where_the_talker_stands_and_fades_out_of_ears
         notices(&listener)
     );
     // The talker stands 1.5 m to the listener's left (the listener faces -z).
-    let mut talker = Command::new(env!("CARGO_BIN_EXE_meetspace"))
-        .args([
-            "bot",
-            "--signal",
-            &server.url,
-            "--lobby",
-            "--name",
-            "Talker",
-        ])
+    let mut talker = lobby_bot_command(&server.url, "Talker")
         .args(["--at", "-1.5,3.5", "--tone-hz", &TONE_HZ.to_string()])
         .args(["--resolution", "320x240", "--duration", "60"])
         .stdout(Stdio::null())

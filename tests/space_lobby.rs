@@ -5,11 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use bevy::prelude::*;
-use common::{RawClient, TestServer, notices, pump_until, space_client, state};
+use common::{RawClient, TestServer, lobby_bot_command, notices, pump_until, space_client, state};
 use meetspace::call::{Participant, PoseTrack, VideoFeed};
 use meetspace::signaling::protocol::{ErrorCode, ServerMessage};
 use meetspace::space::{Panel, PanelParts, Player};
@@ -20,8 +20,7 @@ const SECOND: Duration = Duration::from_secs(1);
 /// Starts `meetspace bot --lobby` as `name` with `extra` flags, writing its figures to
 /// `stats` when it leaves after `seconds`.
 fn lobby_bot(url: &str, name: &str, seconds: u32, stats: &Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_meetspace"))
-        .args(["bot", "--signal", url, "--lobby", "--name", name])
+    lobby_bot_command(url, name)
         .args(["--resolution", "320x240", "--video-kbps", "300"])
         .args(["--duration", &seconds.to_string()])
         .arg("--stats-json")
@@ -37,6 +36,15 @@ fn read_stats(path: &Path) -> Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     serde_json::from_str(&text).expect("the stats are JSON")
+}
+
+/// The poses a lobby bot received from the one other person it met, from its figures.
+fn poses_from(stats: &Value) -> u64 {
+    stats["space"]["poses_received"]
+        .as_object()
+        .and_then(|poses| poses.values().next())
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -101,13 +109,6 @@ fn a_walk_up_opens_the_media_and_the_walk_back_closes_it() {
     let walking_ms = check_side(&walking, "Standing", 5.0, 2.0);
     // Poses come through the server 5 times a second for the whole walk, and on the
     // data channel 20 times a second while connected (standing still too).
-    let poses_from = |stats: &Value| {
-        stats["space"]["poses_received"]
-            .as_object()
-            .and_then(|poses| poses.values().next())
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
     let (from_walker, from_standing) = (poses_from(&standing), poses_from(&walking));
     assert!(
         from_walker >= 80,
@@ -290,11 +291,7 @@ fn a_space_client_sees_a_walking_bot_as_an_avatar_with_its_video_and_tells_its_o
     let _ = bot.wait();
     pump_until(&mut [&mut viewer], SECOND, |_| false);
     let stats = read_stats(&stats);
-    let from_viewer = stats["space"]["poses_received"]
-        .as_object()
-        .and_then(|poses| poses.values().next())
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let from_viewer = poses_from(&stats);
     assert!(
         from_viewer >= 3,
         "the bot received {from_viewer} poses: {stats:#}"

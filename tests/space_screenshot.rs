@@ -497,15 +497,7 @@ fn a_walking_avatar_carries_live_video_in_the_lobby() {
     // view, 3.5 m ahead, slowly enough to stay in view between the screenshots.
     let to_and_fro = ["-1.5,0", "1.5,0"].repeat(6).join(";");
     let _bot = Killed(
-        Command::new(env!("CARGO_BIN_EXE_meetspace"))
-            .args([
-                "bot",
-                "--signal",
-                &server.url,
-                "--lobby",
-                "--name",
-                "Walker",
-            ])
+        common::lobby_bot_command(&server.url, "Walker")
             .args(["--at", "1.5,0", "--walk-to", &to_and_fro, "--speed", "0.3"])
             .args(["--resolution", "320x240", "--duration", "300"])
             .stdout(Stdio::null())

@@ -138,7 +138,12 @@ pub fn space_client(url: &str, name: &str) -> App {
         video_kbps: 300,
         ..SendSettings::default()
     };
-    let mut app = headless_app(config(url, name, media));
+    space_client_with(config(url, name, media))
+}
+
+/// A headless client with the space and these settings.
+pub fn space_client_with(config: ClientConfig) -> App {
+    let mut app = headless_app(config);
     app.add_plugins(bevy::input::InputPlugin)
         .init_asset::<Mesh>()
         .init_asset::<StandardMaterial>()
@@ -147,6 +152,13 @@ pub fn space_client(url: &str, name: &str) -> App {
     app.finish();
     app.cleanup();
     app
+}
+
+/// `meetspace bot --lobby` as `name`, signaling through `url`; more flags to add.
+pub fn lobby_bot_command(url: &str, name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_meetspace"));
+    command.args(["bot", "--signal", url, "--lobby", "--name", name]);
+    command
 }
 
 /// A headless client with these settings.

@@ -851,7 +851,13 @@ fn readiness_told(actions: &[RoomAction]) -> Vec<(PeerId, bool)> {
 impl Script {
     /// In the lobby standing at x = 0, with `peers` standing at the given x.
     fn in_lobby(peers: &[(&str, f32)]) -> Self {
+        Self::in_lobby_with(peers, NearbySettings::default())
+    }
+
+    /// [`Script::in_lobby`] with these nearby settings.
+    fn in_lobby_with(peers: &[(&str, f32)], nearby: NearbySettings) -> Self {
         let mut script = Self::new(Vec::new());
+        script.room.settings.nearby = nearby;
         script
             .room
             .command(CallCommand::SetPose(standing(0.0)), script.start);
@@ -1017,26 +1023,11 @@ fn a_room_is_entered_from_the_lobby_without_the_call_ending() {
 
 #[test]
 fn at_most_the_nearest_few_are_wanted() {
-    let mut script = Script::new(Vec::new());
-    script.room.settings.nearby.max_connections = 1;
-    script
-        .room
-        .command(CallCommand::SetPose(standing(0.0)), script.start);
-    script
-        .room
-        .join(RoomId::lobby(), DisplayName::parse("me").expect("name"));
-    script.room.link_opened();
-    let near = |peer: &str, x: f32| PeerInfo {
-        pose: Some(standing(x)),
-        ..info(peer)
+    let one = NearbySettings {
+        max_connections: 1,
+        ..NearbySettings::default()
     };
-    script.hear(ServerMessage::Welcome {
-        room: RoomId::lobby(),
-        peer_id: id(OURS),
-        peers: vec![near(LOW, 2.0), near(HIGH, 1.0)],
-        resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
-        ice_servers: Vec::new(),
-    });
+    let mut script = Script::in_lobby_with(&[(LOW, 2.0), (HIGH, 1.0)], one);
     script.room.media_started(false, script.start);
     assert_eq!(readiness_told(&script.actions()), vec![(id(HIGH), true)]);
 }
