@@ -177,7 +177,7 @@ try {
       return at && Math.hypot(at[0] - x, at[1] - z) > 0.5;
     });
     // The tab's poses go to the bot on the data channel meanwhile, 20 a second.
-    await page.waitForTimeout(2000);
+    await page.waitForTimeout(3000);
     console.log(`RESULT ${JSON.stringify({ first, later })}`);
   } else {
     fail(`unknown scenario ${scenario}`);
