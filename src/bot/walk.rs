@@ -1,5 +1,5 @@
 //! A bot's walk through the lobby: it stands, walks a route of spots, or wanders about
-//! at random; while it walks, its pose goes to the call [`POSE_EVERY`].
+//! at random; while it walks, its pose goes to the call every [`SEND_EVERY`].
 
 use std::time::Duration;
 
@@ -7,12 +7,11 @@ use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
 use crate::call::CallCommand;
+use crate::call::poses::SEND_EVERY;
 use crate::config::{Route, Spot};
 use crate::signaling::protocol::Pose;
 use crate::space::LOBBY;
 
-/// How often a walking bot tells the call where it is (20 a second).
-pub const POSE_EVERY: Duration = Duration::from_millis(50);
 /// How far from the lobby's walls a wandering bot picks its spots, in metres.
 const WANDER_MARGIN: f32 = 1.0;
 /// Longest pause between two stretches of wandering, in seconds.
@@ -136,7 +135,7 @@ fn random_unit() -> f32 {
     u32::from_le_bytes(bytes) as f32 / u32::MAX as f32
 }
 
-/// Walks the bot on and tells the call its pose: at once, then every [`POSE_EVERY`]
+/// Walks the bot on and tells the call its pose: at once, then every [`SEND_EVERY`]
 /// while it moves.
 pub(super) fn walk(
     time: Res<Time>,
@@ -149,7 +148,7 @@ pub(super) fn walk(
     let pose = walker.pose();
     let due = walker
         .told_at
-        .is_none_or(|at| now.saturating_duration_since(at) >= POSE_EVERY);
+        .is_none_or(|at| now.saturating_duration_since(at) >= SEND_EVERY);
     let stopped = was_moving && !pose.moving;
     if walker.told_at.is_none() || (pose.moving && due) || stopped {
         walker.told_at = Some(now);

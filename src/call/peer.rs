@@ -8,6 +8,7 @@ use crossbeam_channel::Sender;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::poses::SEND_EVERY;
 use super::{CallError, CallEvent};
 use crate::media::receive::lock_stats;
 use crate::media::{
@@ -230,9 +231,6 @@ struct PeerRouter {
 
 /// Length of the Opus packets meetspace and browsers send.
 const OPUS_FRAME: Duration = Duration::from_millis(20);
-/// How often our pose goes out when it did not change (20 a second, as while walking):
-/// the pose channel loses what it loses, and a fresh pose is never far behind.
-const POSE_AGAIN_EVERY: Duration = Duration::from_millis(50);
 
 impl PeerRouter {
     /// The echo to feed, when we echo and this peer is the source.
@@ -249,7 +247,9 @@ impl PeerRouter {
         mut keyframe_wanted: mpsc::UnboundedReceiver<()>,
     ) {
         let mut own_pose = self.context.own_pose.clone();
-        let mut pose_again = tokio::time::interval(POSE_AGAIN_EVERY);
+        // Our pose goes out on each change and, changed or not, every SEND_EVERY: the
+        // pose channel loses what it loses.
+        let mut pose_again = tokio::time::interval(SEND_EVERY);
         loop {
             tokio::select! {
                 event = peer_events.recv() => match event {

@@ -10,6 +10,9 @@ use bevy::prelude::*;
 
 use crate::signaling::protocol::Pose;
 
+/// How often a walking person's pose is told, and how often our pose goes out on the
+/// pose data channels, changed or not (20 a second).
+pub const SEND_EVERY: Duration = Duration::from_millis(50);
 /// How far in the past others are drawn at least: two of the data channel's pose
 /// intervals, so a later pose is almost always there to move towards.
 pub const MIN_DRAW_DELAY: Duration = Duration::from_millis(100);

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use web_sys::MediaStream;
 
 use super::executor::{CallCore, CallMedia, MediaStart, Opening, report_rooms};
+use super::poses::SEND_EVERY;
 use super::roster::Roster;
 use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
 use crate::browser::{describe, sleep};
@@ -37,8 +38,6 @@ use crate::signaling::{self, SignalingError, SignalingLink};
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the statistics of each connection are read.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
-/// How often our pose goes out on the pose data channels, changed or not (20 a second).
-const POSE_AGAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// A reconnection attempt in flight: wait, then connect.
 type Attempt = Pin<Box<dyn Future<Output = Result<SignalingLink, SignalingError>>>>;
@@ -92,7 +91,7 @@ pub(super) async fn run(
                 core.room.tick(now);
                 if now >= pose_due {
                     // Every 50 ms, changed or not: the channel loses what it loses.
-                    pose_due = now + POSE_AGAIN_EVERY;
+                    pose_due = now + SEND_EVERY;
                     media.send_pose();
                 }
                 if now >= stats_due {

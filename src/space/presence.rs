@@ -9,6 +9,7 @@ use bevy::prelude::*;
 
 use super::Location;
 use super::player::{Player, floor_of};
+use crate::call::poses::SEND_EVERY;
 use crate::call::{CallCommand, CallState};
 use crate::config::ClientConfig;
 use crate::signaling::protocol::{Pose, RoomId};
@@ -20,8 +21,6 @@ const IDLE_BEFORE_ENTERING: Duration = Duration::from_millis(500);
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// The longest wait between two attempts.
 const LONGEST_RETRY: Duration = Duration::from_secs(30);
-/// How often our pose goes to the call while we walk (20 a second).
-const POSE_EVERY: Duration = Duration::from_millis(50);
 /// Smaller moves than this (metres, or radians of heading) are not news.
 const POSE_STEP: f32 = 0.01;
 
@@ -92,7 +91,7 @@ pub(super) struct ToldPose {
 }
 
 /// Tells the call where the player stands in the lobby: each change, at most every
-/// [`POSE_EVERY`], and once more when they stop.
+/// [`SEND_EVERY`], and once more when they stop.
 pub(super) fn tell_pose(
     location: Res<Location>,
     players: Query<(&Player, &Transform)>,
@@ -116,7 +115,7 @@ pub(super) fn tell_pose(
         || (still.yaw - last.yaw).abs() >= POSE_STEP;
     let due = told
         .at
-        .is_none_or(|at| now.saturating_duration_since(at) >= POSE_EVERY);
+        .is_none_or(|at| now.saturating_duration_since(at) >= SEND_EVERY);
     let pose = if moved {
         Pose {
             moving: true,

@@ -622,6 +622,19 @@ impl Room {
         self.reconsider_nearby();
     }
 
+    /// Tells every peer we want media with in the lobby that we are ready for it.
+    fn tell_wanted_ready(&mut self) {
+        let mut wanted: Vec<PeerId> = self
+            .lobby
+            .as_ref()
+            .map(|lobby| lobby.wanted.iter().cloned().collect())
+            .unwrap_or_default();
+        wanted.sort();
+        for peer in wanted {
+            self.tell_ready(peer, true);
+        }
+    }
+
     /// Tells `peer` whether we are ready for media with it.
     fn tell_ready(&mut self, to: PeerId, ready: bool) {
         let data = PeerControl::Nearby { ready }.to_json();
@@ -972,15 +985,7 @@ impl Room {
         }
         self.send_pose_when_due();
         if self.media == Media::On {
-            let mut wanted: Vec<PeerId> = self
-                .lobby
-                .as_ref()
-                .map(|lobby| lobby.wanted.iter().cloned().collect())
-                .unwrap_or_default();
-            wanted.sort();
-            for peer in wanted {
-                self.tell_ready(peer, true);
-            }
+            self.tell_wanted_ready();
         }
         self.reconsider_nearby();
     }
@@ -1018,13 +1023,9 @@ impl Room {
         if let Some(pose) = self.own_pose.filter(|_| self.lobby.is_some()) {
             self.act(RoomAction::SharePose(pose));
         }
-        if let Some(lobby) = &self.lobby {
+        if self.lobby.is_some() {
             // Shown already: tell those near that we are ready, and offer.
-            let mut wanted: Vec<PeerId> = lobby.wanted.iter().cloned().collect();
-            wanted.sort();
-            for peer in wanted {
-                self.tell_ready(peer, true);
-            }
+            self.tell_wanted_ready();
             self.reconsider_nearby();
             return;
         }
