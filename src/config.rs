@@ -12,7 +12,7 @@ use crate::media::{AudioInput, DeviceChoice, SendSettings, VideoInput, VoiceProc
 use crate::rtc::ice::IceTransportPolicy;
 use crate::signaling::SignalUrl;
 use crate::signaling::ice_servers::{IceServer, IceServerUrl};
-use crate::signaling::protocol::{DisplayName, MAX_POSE_COORDINATE, Passcode, RoomId};
+use crate::signaling::protocol::{DisplayName, EARSHOT_M, MAX_POSE_COORDINATE, Passcode, RoomId};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::ServerLimits;
 
@@ -130,7 +130,7 @@ pub struct CallArgs {
     pub no_auto_gain: bool,
     /// In the lobby, people within this many metres see and hear each other (the
     /// connection closes 2 m further out).
-    #[arg(long, value_name = "METRES", default_value_t = DEFAULT_EARSHOT_M, value_parser = parse_earshot)]
+    #[arg(long, value_name = "METRES", default_value_t = EARSHOT_M, value_parser = parse_earshot)]
     pub earshot: f32,
     /// In the lobby, the most people we are connected to at once: the nearest.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_NEARBY, value_parser = parse_max_nearby)]
@@ -213,8 +213,6 @@ fn parse_seconds(raw: &str) -> Result<f64, String> {
     }
 }
 
-/// Default distance within which people in the lobby connect, in metres.
-pub const DEFAULT_EARSHOT_M: f32 = 5.0;
 /// Default distance past earshot at which a lobby connection closes, in metres.
 pub const DEFAULT_EARSHOT_MARGIN_M: f32 = 2.0;
 /// Default number of media connections a client holds in the lobby.
@@ -234,7 +232,7 @@ pub struct NearbySettings {
 impl Default for NearbySettings {
     fn default() -> Self {
         Self {
-            earshot: DEFAULT_EARSHOT_M,
+            earshot: EARSHOT_M,
             margin: DEFAULT_EARSHOT_MARGIN_M,
             max_connections: DEFAULT_MAX_NEARBY,
         }

@@ -31,6 +31,9 @@ const RESUME_TOKEN_SYMBOLS: usize = 26;
 pub const MAX_PASSCODE_CHARS: usize = 64;
 /// Farthest from the space's middle a pose may stand, in metres along each axis.
 pub const MAX_POSE_COORDINATE: f32 = 500.0;
+/// How near is near in the lobby, in metres: clients connect within it by default
+/// (`--earshot`), and the server delivers `near` chat messages within it.
+pub const EARSHOT_M: f32 = 5.0;
 /// Longest chat message, in characters.
 pub const MAX_CHAT_CHARS: usize = 1000;
 /// The id of the space's lobby: the room everyone in the space shares, which the

@@ -7,15 +7,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::signaling::protocol::{
-    ChatScope, ChatText, DisplayName, ErrorCode, Passcode, PeerId, PeerInfo, Pose, ResumeToken,
-    RoomId, RoomSummary, ServerMessage,
+    ChatScope, ChatText, DisplayName, EARSHOT_M, ErrorCode, Passcode, PeerId, PeerInfo, Pose,
+    ResumeToken, RoomId, RoomSummary, ServerMessage,
 };
 
 /// Most rooms one `room_list` names.
 const MAX_LISTED_ROOMS: usize = 100;
-/// How near (metres) someone must stand in the lobby to get a chat message sent to
-/// those near: the clients' default earshot.
-pub const CHAT_EARSHOT_M: f32 = 5.0;
 /// Least time between two relayed poses of one peer: a client sends at most 5 a second,
 /// and one that arrives sooner after the last relayed one is dropped.
 pub const MIN_POSE_INTERVAL: Duration = Duration::from_millis(150);
@@ -381,7 +378,7 @@ impl<C: Clone + PartialEq> Hub<C> {
     }
 
     /// Delivers a chat message from `from` in `room_id` to its `scope`: its room, those
-    /// within [`CHAT_EARSHOT_M`] of it (in a room without poses: the room), or everyone
+    /// within [`EARSHOT_M`] of it (in a room without poses: the room), or everyone
     /// in every room. Nobody gets their own message back.
     pub fn chat(&mut self, room_id: &RoomId, from: &PeerId, scope: ChatScope, text: ChatText) {
         let Some(room) = self.rooms.get(room_id) else {
@@ -398,7 +395,7 @@ impl<C: Clone + PartialEq> Hub<C> {
         };
         let origin = sender.info.pose;
         let within_earshot = |member: &Member<C>| match (origin, member.info.pose) {
-            (Some(origin), Some(pose)) => origin.distance(&pose) <= CHAT_EARSHOT_M,
+            (Some(origin), Some(pose)) => origin.distance(&pose) <= EARSHOT_M,
             // Where nobody says where they stand, the room is near.
             (None, None) => true,
             _ => false,
