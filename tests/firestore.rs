@@ -3,7 +3,8 @@
 //! (Python: google-cloud-firestore and aiortc), the documents read back through the
 //! emulator's REST API, errors, hang-up and clean-up, and a group call.
 //!
-//! Every test has its own project id, so they share one emulator and run in parallel.
+//! Every test has its own project id, so they share one emulator and run in parallel,
+//! except the one that times a hang-up: it runs alone (see `project_alone`).
 
 mod common;
 #[path = "firestore/emulator.rs"]
@@ -11,6 +12,7 @@ mod emulator;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
@@ -21,8 +23,28 @@ use meetspace::call::{CallError, CallNotice};
 use meetspace::signaling::protocol::{ErrorCode, RoomId};
 use serde_json::{Value, json};
 
-/// An emulator reset for `project`, and the `--signal` URL of that project.
-fn project(project: &str) -> (&'static Emulator, String) {
+/// Shared by the tests that run side by side; taken whole by a test that times something
+/// (the emulator and the 2 cores are then its own).
+static EMULATOR_TURN: RwLock<()> = RwLock::new(());
+
+/// An emulator reset for `project`, the `--signal` URL of that project, and a turn
+/// alongside the other tests, to hold while the test runs.
+fn project(project: &str) -> (&'static Emulator, String, RwLockReadGuard<'static, ()>) {
+    let turn = EMULATOR_TURN.read().unwrap_or_else(PoisonError::into_inner);
+    let (emulator, url) = reset(project);
+    (emulator, url, turn)
+}
+
+/// As `project`, with the emulator to this test alone while it holds the turn.
+fn project_alone(project: &str) -> (&'static Emulator, String, RwLockWriteGuard<'static, ()>) {
+    let turn = EMULATOR_TURN
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    let (emulator, url) = reset(project);
+    (emulator, url, turn)
+}
+
+fn reset(project: &str) -> (&'static Emulator, String) {
     let emulator = emulator();
     emulator.reset(project);
     (emulator, format!("firestore://{project}"))
@@ -153,7 +175,7 @@ fn wait_for_call(app: &mut App, emulator: &Emulator, project: &str, call: &str) 
 #[test]
 fn meetspace_calls_meetspace_with_video_and_audio_in_the_flutter_layout() {
     let project_id = "meetspace-two-way";
-    let (emulator, url) = project(project_id);
+    let (emulator, url, _turn) = project(project_id);
     let mut alice = client_with(&url, "Alice", settings(440.0));
     let mut bob = client_with(&url, "Bob", settings(660.0));
     let room = host_room(&mut alice);
@@ -189,7 +211,7 @@ fn meetspace_calls_meetspace_with_video_and_audio_in_the_flutter_layout() {
 #[test]
 fn a_flutter_flow_peer_creates_and_meetspace_joins() {
     let project_id = "flutter-creates";
-    let (_emulator, url) = project(project_id);
+    let (_emulator, url, _turn) = project(project_id);
     let mut flutter = FlutterPeer::start(project_id, "flutter", &["create"]);
     let created = flutter.line();
     let id = created
@@ -221,7 +243,7 @@ fn a_flutter_flow_peer_creates_and_meetspace_joins() {
 #[test]
 fn meetspace_creates_and_a_flutter_flow_peer_joins() {
     let project_id = "flutter-joins";
-    let (emulator, url) = project(project_id);
+    let (emulator, url, _turn) = project(project_id);
     let mut alice = client_with(&url, "Alice", settings(440.0));
     let room = host_room(&mut alice);
     wait_for_call(&mut alice, emulator, project_id, &format!("calls/{room}"));
@@ -254,7 +276,7 @@ fn meetspace_creates_and_a_flutter_flow_peer_joins() {
 #[test]
 fn the_codelab_names_are_an_option() {
     let project_id = "codelab-names";
-    let (emulator, _) = project(project_id);
+    let (emulator, _, _turn) = project(project_id);
     let url = format!("firestore://{project_id}?names=codelab");
     let mut flutter = FlutterPeer::start(project_id, "codelab", &["create"]);
     let created = flutter.line();
@@ -280,7 +302,7 @@ fn the_codelab_names_are_an_option() {
 
 #[test]
 fn a_wrong_id_is_room_not_found_at_once() {
-    let (_, url) = project("wrong-call-id");
+    let (_, url, _turn) = project("wrong-call-id");
     let mut bob = client_with(&url, "Bob", settings(660.0));
     join_room(&mut bob, &RoomId::parse("NoSuchCallAaaaaaaaaa").unwrap());
     let after = refused_with(&mut bob, ErrorCode::RoomNotFound);
@@ -298,7 +320,7 @@ fn a_wrong_id_is_room_not_found_at_once() {
 #[test]
 fn an_answered_call_is_room_full() {
     let project_id = "answered-call";
-    let (emulator, url) = project(project_id);
+    let (emulator, url, _turn) = project(project_id);
     // A call as the Flutter app leaves it once answered.
     let description = |kind: &str| {
         json!({"mapValue": {"fields": {
@@ -320,7 +342,7 @@ fn an_answered_call_is_room_full() {
 #[test]
 fn hang_up_marker_and_clean_up() {
     let project_id = "hang-up-and-clean";
-    let (emulator, url) = project(project_id);
+    let (emulator, url, _alone) = project_alone(project_id);
     let mut alice = client_with(&url, "Alice", settings(440.0));
     let mut bob = client_with(&url, "Bob", settings(660.0));
     let connected = |alice: &mut App, bob: &mut App| {
@@ -341,6 +363,10 @@ fn hang_up_marker_and_clean_up() {
             seen(apps[0], "Bob").is_none()
         }),
         "the caller still shows the callee after {:?}",
+        hung_up_at.elapsed()
+    );
+    println!(
+        "the caller saw the hang-up after {:?}",
         hung_up_at.elapsed()
     );
     let call = emulator
@@ -364,6 +390,10 @@ fn hang_up_marker_and_clean_up() {
         "the callee still shows the caller after {:?}",
         hung_up_at.elapsed()
     );
+    println!(
+        "the callee saw the hang-up after {:?}",
+        hung_up_at.elapsed()
+    );
     let cleaned = pump_until(&mut [&mut alice, &mut bob], 5 * SECOND, |_| {
         emulator
             .document(project_id, &format!("calls/{room}"))
@@ -379,7 +409,7 @@ fn hang_up_marker_and_clean_up() {
 #[test]
 fn three_clients_in_one_group_call() {
     let project_id = "group-of-three";
-    let (emulator, url) = project(project_id);
+    let (emulator, url, _turn) = project(project_id);
     let mut a = client_with(&url, "A", settings(300.0));
     let mut b = client_with(&url, "B", settings(500.0));
     let mut c = client_with(&url, "C", settings(700.0));
@@ -454,7 +484,7 @@ fn a_connection_started_over_travels_in_signal_documents() {
     use meetspace::signaling::protocol::{ClientMessage, DisplayName, PeerId, ServerMessage};
     use meetspace::signaling::{SignalUrl, connect};
     let project_id = "meetspace-start-over";
-    let (emulator, url) = project(project_id);
+    let (emulator, url, _turn) = project(project_id);
     let url: SignalUrl = url.parse().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let room = runtime.block_on(async {

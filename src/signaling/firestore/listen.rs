@@ -1,9 +1,11 @@
 //! Listening to a call: Firestore's real-time listen on the documents this client
 //! reads, and what each change means (an answer, a newcomer, a hang-up, a signal).
 
+use std::time::Duration;
+
 use firestore::{
-    FirestoreDb, FirestoreListenEvent, FirestoreListener, FirestoreListenerTarget,
-    FirestoreMemListenStateStorage,
+    FirestoreDb, FirestoreListenEvent, FirestoreListener, FirestoreListenerParams,
+    FirestoreListenerTarget, FirestoreMemListenStateStorage,
 };
 use serde::de::IgnoredAny;
 use tokio::sync::mpsc;
@@ -14,6 +16,11 @@ use super::documents::{
 use super::{Call, CallStoreError, Part, Session};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{PeerId, PeerInfo, ServerMessage};
+
+/// How long a listen stream that broke waits before it reconnects and resumes from its
+/// last token. The crate's default, 5 s, would leave a hang-up unseen for that long; the
+/// emulator was seen to break a stream mid-call ("failed to decode Protobuf message").
+const LISTEN_RETRY_DELAY: Duration = Duration::from_millis(250);
 
 impl Session {
     /// Listens (Firestore's real-time listen) to what this client reads of the call: the
@@ -27,7 +34,10 @@ impl Session {
     {
         let mut listener = self
             .db
-            .create_listener(FirestoreMemListenStateStorage::new())
+            .create_listener_with_params(
+                FirestoreMemListenStateStorage::new(),
+                FirestoreListenerParams::new().with_retry_delay(LISTEN_RETRY_DELAY),
+            )
             .await?;
         self.db
             .fluent()
