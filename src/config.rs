@@ -258,7 +258,7 @@ fn parse_max_nearby(raw: &str) -> Result<usize, String> {
 /// Default walking speed of a bot, metres per second.
 pub const DEFAULT_WALK_SPEED: f32 = 1.4;
 
-/// A spot on the lobby's floor: metres along x and z.
+/// A spot on a floor: metres along x and z.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spot {
     /// Metres along x.
@@ -452,16 +452,17 @@ pub struct BotArgs {
     /// within earshot (`--earshot`, `--max-nearby`).
     #[arg(long)]
     pub lobby: bool,
-    /// Where to stand in the lobby at first, in metres (default: the middle).
-    #[arg(long, value_name = "X,Z", requires = "lobby", allow_hyphen_values = true,
-          value_parser = parse_spot)]
+    /// Where to stand at first, in metres from the middle of the floor (the lobby's,
+    /// or the room's); default: the middle. In a room, a bot that neither stands
+    /// anywhere nor walks says nothing of where it is: it waits on the room's circle.
+    #[arg(long, value_name = "X,Z", allow_hyphen_values = true, value_parser = parse_spot)]
     pub at: Option<Spot>,
     /// Walk through these spots in turn, then stand.
-    #[arg(long, value_name = "X,Z[;X,Z...]", requires = "lobby", allow_hyphen_values = true,
+    #[arg(long, value_name = "X,Z[;X,Z...]", allow_hyphen_values = true,
           value_parser = parse_route, conflicts_with = "wander")]
     pub walk_to: Option<Route>,
-    /// Walk about the lobby at random, pausing now and then.
-    #[arg(long, requires = "lobby")]
+    /// Walk about the floor at random, pausing now and then.
+    #[arg(long)]
     pub wander: bool,
     /// Walking speed, metres per second.
     #[arg(long, value_name = "M_PER_S", default_value_t = DEFAULT_WALK_SPEED,

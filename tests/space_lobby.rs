@@ -1,18 +1,22 @@
 //! The space's lobby with real bots (processes of the `meetspace` binary) and a real
 //! signaling server: media connections follow distance, a space client shows people
-//! as avatars carrying their video; chat reaches its scope.
+//! as avatars carrying their video (in a room too, unless it is in the gallery view);
+//! chat reaches its scope.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bevy::prelude::*;
-use common::{RawClient, TestServer, lobby_bot_command, notices, pump_until, space_client, state};
+use common::{
+    RawClient, TestServer, bot_command, host_room, lobby_bot_command, notices, pump_until,
+    space_client, state,
+};
 use meetspace::call::{Participant, PoseTrack, VideoFeed};
 use meetspace::signaling::protocol::{ErrorCode, ServerMessage};
-use meetspace::space::{Panel, PanelParts, Player};
+use meetspace::space::{Panel, PanelParts, Player, ROOM, RoomView};
 use serde_json::{Value, json};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -20,7 +24,13 @@ const SECOND: Duration = Duration::from_secs(1);
 /// Starts `meetspace bot --lobby` as `name` with `extra` flags, writing its figures to
 /// `stats` when it leaves after `seconds`.
 fn lobby_bot(url: &str, name: &str, seconds: u32, stats: &Path, extra: &[&str]) -> Child {
-    lobby_bot_command(url, name)
+    start_bot(lobby_bot_command(url, name), seconds, stats, extra)
+}
+
+/// Starts a bot `command` with `extra` flags, writing its figures to `stats` when it
+/// leaves after `seconds`.
+fn start_bot(mut command: Command, seconds: u32, stats: &Path, extra: &[&str]) -> Child {
+    command
         .args(["--resolution", "320x240", "--video-kbps", "300"])
         .args(["--duration", &seconds.to_string()])
         .arg("--stats-json")
@@ -281,12 +291,7 @@ fn a_space_client_sees_a_walking_bot_as_an_avatar_with_its_video_and_tells_its_o
     assert!(showing, "its face lost the video");
 
     // Our own walk reaches the bot: a few steps to the right.
-    for step in 1..=10 {
-        let world = viewer.world_mut();
-        let mut players = world.query_filtered::<&mut Transform, With<Player>>();
-        players.single_mut(world).expect("the player").translation.x = step as f32 * 0.1;
-        pump_until(&mut [&mut viewer], SECOND / 10, |_| false);
-    }
+    walk_right(&mut viewer, 10);
     let _ = bot.kill();
     let _ = bot.wait();
     pump_until(&mut [&mut viewer], SECOND, |_| false);
@@ -299,4 +304,78 @@ fn a_space_client_sees_a_walking_bot_as_an_avatar_with_its_video_and_tells_its_o
     println!(
         "the viewer received {poses} poses from the bot, the bot {from_viewer} from the viewer"
     );
+}
+
+/// Moves the player of a space client `steps` times by 0.1 m along x, a frame pump
+/// apart, so that its walk goes out as poses.
+fn walk_right(app: &mut App, steps: u32) {
+    let start = {
+        let world = app.world_mut();
+        let mut players = world.query_filtered::<&Transform, With<Player>>();
+        players.single(world).expect("the player").translation.x
+    };
+    for step in 1..=steps {
+        let world = app.world_mut();
+        let mut players = world.query_filtered::<&mut Transform, With<Player>>();
+        players.single_mut(world).expect("the player").translation.x = start + step as f32 * 0.1;
+        pump_until(&mut [&mut *app], SECOND / 10, |_| false);
+    }
+}
+
+#[test]
+fn in_a_room_people_walk_as_avatars_and_the_gallery_puts_them_on_its_circle() {
+    let server = TestServer::start();
+    let mut viewer = space_client(&server.url, "Viewer");
+    let room = host_room(&mut viewer);
+    // The player arrives 2.5 m in front of the room's middle; the bot walks across
+    // 1 m behind the middle.
+    let stats = scratch("in-a-room.json");
+    let mut command = bot_command(&server.url, "Bot");
+    command.args(["--room", room.as_str()]);
+    let extra = ["--at", "2,-1", "--walk-to", "-2,-1;2,-1", "--speed", "0.8"];
+    let mut bot = start_bot(command, 20, &stats, &extra);
+    let seen = pump_until(&mut [&mut viewer], 15 * SECOND, |apps| {
+        avatar_of(apps[0], "Bot").is_some_and(|(_, showing, poses)| showing && poses > 3)
+    });
+    assert!(
+        seen,
+        "no avatar with live video: {:?} {:?}",
+        avatar_of(&mut viewer, "Bot"),
+        notices(&viewer)
+    );
+    let (before, ..) = avatar_of(&mut viewer, "Bot").expect("the avatar");
+    pump_until(&mut [&mut viewer], SECOND, |_| false);
+    let (after, showing, _) = avatar_of(&mut viewer, "Bot").expect("the avatar");
+    assert!(
+        before.distance(after) > 0.3 && before.distance(after) < 2.0,
+        "the avatar did not walk with the bot: {before} then {after}"
+    );
+    let from_middle = after - ROOM.center;
+    assert!(
+        (from_middle.y + 1.0).abs() < 0.3 && from_middle.x.abs() <= 2.1,
+        "off the bot's line: {from_middle} from the room's middle"
+    );
+    assert!(showing, "its face lost the video");
+
+    // The gallery view: the panel goes to its place on the circle, far from the walk.
+    viewer.insert_resource(RoomView::Gallery);
+    pump_until(&mut [&mut viewer], 2 * SECOND, |_| false);
+    let (on_circle, ..) = avatar_of(&mut viewer, "Bot").expect("the panel");
+    assert!(
+        on_circle.distance(ROOM.center) > 4.0,
+        "the panel is not on the gallery's circle: {on_circle}"
+    );
+    viewer.insert_resource(RoomView::Avatars);
+
+    // Our own walk in the room reaches the bot.
+    walk_right(&mut viewer, 10);
+    let _ = bot.kill();
+    let _ = bot.wait();
+    let stats = read_stats(&stats);
+    let from_viewer = poses_from(&stats);
+    assert!(
+        from_viewer >= 3,
+        "the bot received {from_viewer} poses: {stats:#}"
+    );
+    println!("in the room, the bot received {from_viewer} poses from the viewer");
 }

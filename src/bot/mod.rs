@@ -27,6 +27,7 @@ use crate::media::{CallStats, VideoInput};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, RoomId};
+use crate::space::{LOBBY, ROOM};
 use space_report::SpaceReport;
 use walk::Walker;
 
@@ -98,9 +99,11 @@ pub fn run(args: BotArgs) -> anyhow::Result<AppExit> {
         .spawn(watch_for_interrupt(interrupted));
     app.world_mut().resource_mut::<Bot>().stay_for = args.duration.map(Duration::from_secs_f64);
     app.world_mut().resource_mut::<Bot>().stats_json = args.stats_json;
-    if args.lobby {
+    let walks = args.at.is_some() || args.walk_to.is_some() || args.wander;
+    if args.lobby || walks {
+        let floor = if args.lobby { LOBBY } else { ROOM };
         let plan = Walker::plan_of(args.walk_to.as_ref(), args.wander);
-        app.insert_resource(Walker::new(args.at, plan, args.speed))
+        app.insert_resource(Walker::new(floor, args.at, plan, args.speed))
             .init_resource::<SpaceReport>();
     }
     Ok(app.run())
@@ -225,7 +228,7 @@ struct Bot {
     failure: Option<CallError>,
 }
 
-/// Tells the call where we stand (in the lobby), then enters.
+/// Tells the call where we stand (when it walks), then enters.
 fn start_call(
     bot: Res<Bot>,
     walker: Option<Res<Walker>>,

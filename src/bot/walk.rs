@@ -1,5 +1,6 @@
-//! A bot's walk through the lobby: it stands, walks a route of spots, or wanders about
-//! at random; while it walks, its pose goes to the call every [`SEND_EVERY`].
+//! A bot's walk on its floor (the lobby's, or the room's): it stands, walks a route of
+//! spots, or wanders about at random; while it walks, its pose goes to the call every
+//! [`SEND_EVERY`]. Spots are metres from the middle of the floor.
 
 use std::time::Duration;
 
@@ -10,9 +11,9 @@ use crate::call::CallCommand;
 use crate::call::poses::SEND_EVERY;
 use crate::config::{Route, Spot};
 use crate::signaling::protocol::Pose;
-use crate::space::LOBBY;
+use crate::space::Area;
 
-/// How far from the lobby's walls a wandering bot picks its spots, in metres.
+/// How far from the floor's walls a wandering bot picks its spots, in metres.
 const WANDER_MARGIN: f32 = 1.0;
 /// Longest pause between two stretches of wandering, in seconds.
 const MAX_PAUSE_SECS: f32 = 3.0;
@@ -26,13 +27,15 @@ pub enum Plan {
     Stand,
     /// Walks through these spots in turn, then stands.
     Route(Vec<Vec2>),
-    /// Walks to random spots of the lobby, pausing in between.
+    /// Walks to random spots of the floor, pausing in between.
     Wander,
 }
 
 /// Where the bot is and where it goes.
 #[derive(Resource, Debug, Clone)]
 pub struct Walker {
+    /// The floor it walks on.
+    floor: Area,
     at: Vec2,
     yaw: f32,
     speed: f32,
@@ -48,11 +51,18 @@ pub struct Walker {
 }
 
 impl Walker {
-    /// A bot standing at `start` (the middle when `None`), following `plan` at `speed`
-    /// metres per second.
-    pub fn new(start: Option<Spot>, plan: Plan, speed: f32) -> Self {
-        let at = start.map_or(LOBBY.center, |spot| Vec2::new(spot.x, spot.z));
+    /// A bot on `floor` standing at `start` (the middle when `None`), following `plan`
+    /// at `speed` metres per second; spots are from the middle of the floor.
+    pub fn new(floor: Area, start: Option<Spot>, plan: Plan, speed: f32) -> Self {
+        let at = floor.center + start.map_or(Vec2::ZERO, |spot| Vec2::new(spot.x, spot.z));
+        let plan = match plan {
+            Plan::Route(spots) => {
+                Plan::Route(spots.into_iter().map(|spot| floor.center + spot).collect())
+            }
+            other => other,
+        };
         Self {
+            floor,
             at,
             yaw: 0.0,
             speed,
@@ -119,9 +129,9 @@ impl Walker {
                 spot
             }
             Plan::Wander => {
-                let reach = LOBBY.half_extents - Vec2::splat(WANDER_MARGIN);
+                let reach = self.floor.half_extents - Vec2::splat(WANDER_MARGIN);
                 let unit = Vec2::new(random_unit(), random_unit()) * 2.0 - Vec2::ONE;
-                Some(LOBBY.center + unit * reach)
+                Some(self.floor.center + unit * reach)
             }
         }
     }
@@ -159,12 +169,14 @@ pub(super) fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::space::{LOBBY, ROOM};
 
     #[test]
     fn a_route_is_walked_at_the_speed_given_then_the_bot_stands() {
         let start = Spot { x: 20.0, z: 0.0 };
         let route = Route(vec![Spot { x: 1.0, z: 0.0 }, Spot { x: 1.0, z: 2.0 }]);
-        let mut walker = Walker::new(Some(start), Walker::plan_of(Some(&route), false), 2.0);
+        let plan = Walker::plan_of(Some(&route), false);
+        let mut walker = Walker::new(LOBBY, Some(start), plan, 2.0);
         let now = Instant::now();
         walker.advance(1.0, now);
         let pose = walker.pose();
@@ -183,14 +195,28 @@ mod tests {
     }
 
     #[test]
-    fn wandering_stays_inside_the_lobby() {
-        let mut walker = Walker::new(None, Plan::Wander, 3.0);
-        let mut now = Instant::now();
-        for _ in 0..2000 {
-            now += Duration::from_millis(100);
-            walker.advance(0.1, now);
-            let pose = walker.pose();
-            assert!(LOBBY.contains(Vec2::new(pose.x, pose.z)), "{pose:?}");
+    fn wandering_stays_on_its_floor() {
+        for floor in [LOBBY, ROOM] {
+            let mut walker = Walker::new(floor, None, Plan::Wander, 3.0);
+            let mut now = Instant::now();
+            for _ in 0..2000 {
+                now += Duration::from_millis(100);
+                walker.advance(0.1, now);
+                let pose = walker.pose();
+                assert!(floor.contains(Vec2::new(pose.x, pose.z)), "{pose:?}");
+            }
         }
+    }
+
+    #[test]
+    fn in_a_room_spots_are_from_the_rooms_middle() {
+        let route = Route(vec![Spot { x: -1.0, z: 0.0 }]);
+        let plan = Walker::plan_of(Some(&route), false);
+        let mut walker = Walker::new(ROOM, Some(Spot { x: 1.0, z: 2.0 }), plan, 100.0);
+        let pose = walker.pose();
+        assert_eq!((pose.x, pose.z), (ROOM.center.x + 1.0, ROOM.center.y + 2.0));
+        walker.advance(1.0, Instant::now());
+        let pose = walker.pose();
+        assert_eq!((pose.x, pose.z), (ROOM.center.x - 1.0, ROOM.center.y));
     }
 }

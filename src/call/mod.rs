@@ -712,7 +712,8 @@ pub fn forward_call_commands(
             error!("the call driver has stopped; commands are lost");
             continue;
         }
-        *state = next;
+        // Only a real change counts as one (the space follows the state's changes).
+        state.set_if_neq(next);
     }
 }
 

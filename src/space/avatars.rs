@@ -1,18 +1,20 @@
-//! People in the lobby: each one's panel becomes an avatar's face. The panel shrinks
-//! to a face at eye level, turned towards the viewer, above a body in the person's own
-//! colour whose nose points where they head; it stands where they stand, drawn a
-//! little in the past between the poses that came ([`PoseTrack::at`]), and bobs while
-//! they walk. Someone who never said where they stand waits on a circle in the middle.
+//! People as avatars (in the lobby, and in a room in [`RoomView::Avatars`]): each
+//! one's panel becomes an avatar's face. The panel shrinks to a face at eye level,
+//! turned towards the viewer, above a body in the person's own colour whose nose points
+//! where they head; it stands where they stand, drawn a little in the past between the
+//! poses that came ([`PoseTrack::at`]), and bobs while they walk. Someone who never said
+//! where they stand (a peer without the pose channel, such as the Flutter app) waits on
+//! a circle in the middle of the floor.
 
 use std::f32::consts::TAU;
 
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use super::LOBBY;
 use super::layout::panel_slots;
 use super::panels::{Panel, PanelParts, SCREEN_Y};
 use super::player::{Player, floor_of};
+use super::{LOBBY, ROOM, RoomView, shows_avatars};
 use crate::call::{CallState, Participant, PoseTrack};
 
 /// How big a panel is as an avatar's face.
@@ -42,28 +44,30 @@ pub(super) fn body_capsule() -> Capsule3d {
     Capsule3d::new(radius, BODY_HEIGHT / AVATAR_SCALE - 2.0 * radius)
 }
 
-/// Stands each person's avatar where they are in the lobby, face to the viewer (while
-/// the call is the lobby: a room's participants keep their panels on the circle).
+/// Stands each person's avatar where they are, face to the viewer (unless the room is
+/// in the gallery view: then the panels stand on their circle).
 pub(super) fn place_avatars(
     state: Res<CallState>,
+    view: Res<RoomView>,
     time: Res<Time>,
     viewers: Query<&Transform, (With<Player>, Without<Panel>)>,
     people: Query<(Entity, &Participant, &PoseTrack)>,
     mut avatars: Query<(&Panel, &PanelParts, &mut Transform), Without<Player>>,
     mut bodies: Query<&mut Transform, (Without<Panel>, Without<Player>)>,
 ) {
-    if !state.in_lobby() {
+    if !shows_avatars(&state, *view) {
         return;
     }
     let now = Instant::now();
-    let viewer = viewers.single().map(floor_of).unwrap_or(LOBBY.center);
+    let middle = if state.in_lobby() { LOBBY } else { ROOM }.center;
+    let viewer = viewers.single().map(floor_of).unwrap_or(middle);
     let mut waiting: Vec<(Entity, &Participant)> = people
         .iter()
         .filter(|(_, _, track)| track.latest().is_none())
         .map(|(entity, participant, _)| (entity, participant))
         .collect();
     waiting.sort_by(|a, b| a.1.peer_id.cmp(&b.1.peer_id));
-    let spots = panel_slots(waiting.len(), LOBBY.center, WAITING_RADIUS);
+    let spots = panel_slots(waiting.len(), middle, WAITING_RADIUS);
     for (panel, parts, mut transform) in &mut avatars {
         let Ok((entity, _, track)) = people.get(panel.participant) else {
             continue;
@@ -104,14 +108,15 @@ pub(super) fn place_avatars(
     }
 }
 
-/// Shows the bodies in the lobby and hides them in a room, where panels stand on their
-/// circle at full size.
+/// Shows the bodies while people are avatars, and hides them in the gallery view,
+/// where panels stand on their circle at full size.
 pub(super) fn show_bodies(
     state: Res<CallState>,
+    view: Res<RoomView>,
     panels: Query<&PanelParts>,
     mut visibility: Query<&mut Visibility>,
 ) {
-    let shown = if state.in_lobby() {
+    let shown = if shows_avatars(&state, *view) {
         Visibility::Inherited
     } else {
         Visibility::Hidden

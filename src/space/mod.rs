@@ -1,7 +1,7 @@
 //! The 3D meeting space: a lobby with a door per public room (plus "New room" and
-//! "Join by id") where everyone else in the lobby is an avatar carrying their video, a
-//! room where every participant is a video panel on a circle, the player who walks
-//! between them, a mirrored self-view in the corner of their view, and spatial audio
+//! "Join by id") and rooms behind them, where everyone else is an avatar carrying
+//! their video and standing where they walk (in a room, [`RoomView::Gallery`] puts
+//! everyone's panel on a circle instead), the player who walks between them, a mirrored self-view in the corner of their view, and spatial audio
 //! (each voice from its panel or avatar).
 //!
 //! The space never touches the network: it reads [`CallState`], [`PublicRooms`] and
@@ -88,6 +88,22 @@ impl Location {
     }
 }
 
+/// How the people of a room behind a door are shown (the lobby always shows avatars).
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RoomView {
+    /// Each person an avatar standing where they walk, as in the lobby.
+    #[default]
+    Avatars,
+    /// Everyone's panel at full size on a circle, as in a video gallery.
+    Gallery,
+}
+
+/// Whether people are avatars standing where they are (the lobby, or a room in the
+/// avatar view) rather than panels on the gallery's circle.
+pub fn shows_avatars(state: &CallState, view: RoomView) -> bool {
+    state.in_lobby() || view == RoomView::Avatars
+}
+
 /// Set when the player walks through the "Join by id" door; the overlay shows its
 /// room-id form when it sees `true` and sets it back to `false`.
 #[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -107,6 +123,7 @@ impl Plugin for SpacePlugin {
         }
         app.init_resource::<Location>()
             .init_resource::<JoinByIdRequested>()
+            .init_resource::<RoomView>()
             .init_resource::<SpatialAudio>()
             .init_resource::<presence::LobbyEntry>()
             .insert_resource(ClearColor(Color::srgb(0.05, 0.06, 0.09)))

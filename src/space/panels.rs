@@ -10,10 +10,10 @@ use std::collections::HashMap;
 
 use bevy::prelude::*;
 
-use super::ROOM;
 use super::avatars::{body_capsule, body_offset};
 use super::layout::{PanelSlot, approach_fraction, panel_slots, ring_glow};
 use super::sign_material::sign_material;
+use super::{ROOM, RoomView, shows_avatars};
 use crate::call::{CallState, ConnectionState, MediaState, Participant, SpeakingLevel, VideoFeed};
 use crate::media::{SignPainter, SignStyle};
 use crate::rtc::PeerConnectionState;
@@ -386,15 +386,16 @@ pub(super) fn despawn_panels(
     }
 }
 
-/// Glides every panel towards its slot on the circle, in a room (in the lobby the
-/// panels are the avatars' faces).
+/// Glides every panel towards its slot on the circle, in a room's gallery view
+/// (otherwise the panels are the avatars' faces).
 pub(super) fn arrange_panels(
     state: Res<CallState>,
+    view: Res<RoomView>,
     participants: Query<(Entity, &Participant)>,
     mut panels: Query<(&Panel, &mut Transform)>,
     time: Res<Time>,
 ) {
-    if state.in_lobby() {
+    if shows_avatars(&state, *view) {
         return;
     }
     let slots = slots_by_participant(participants.iter());

@@ -1,13 +1,12 @@
 //! Being somewhere in the space: out of any room, the client is in the lobby (it
 //! enters it by itself, and again after a failure, waiting longer each time), and it
-//! tells the call where the player stands as they walk.
+//! tells the call where the player stands as they walk, there or in a room.
 
 use std::time::Duration;
 
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
 
-use super::Location;
 use super::player::{Player, floor_of};
 use crate::call::poses::SEND_EVERY;
 use crate::call::{CallCommand, CallState};
@@ -90,26 +89,29 @@ pub(super) struct ToldPose {
     at: Option<Instant>,
 }
 
-/// Tells the call where the player stands in the lobby: each change, at most every
-/// [`SEND_EVERY`], and once more when they stop.
+/// Tells the call where the player stands, in the lobby or a room: on arrival, each
+/// change at most every [`SEND_EVERY`], and once more when they stop.
 pub(super) fn tell_pose(
-    location: Res<Location>,
+    state: Res<CallState>,
     players: Query<(&Player, &Transform)>,
     mut told: Local<ToldPose>,
     mut commands: MessageWriter<CallCommand>,
 ) {
-    if *location != Location::Lobby {
-        return;
-    }
     let Ok((player, transform)) = players.single() else {
         return;
     };
     let now = Instant::now();
     let still = pose_of(player, transform, false);
-    let Some(last) = told.pose else {
-        told.pose = Some(still);
-        told.at = Some(now);
-        return;
+    let arrived = state.is_changed() && matches!(*state, CallState::InCall { .. });
+    let last = match told.pose {
+        Some(last) if !arrived => last,
+        _ => {
+            // A new place (which forgot where we stood): where we stand now.
+            told.pose = Some(still);
+            told.at = Some(now);
+            commands.write(CallCommand::SetPose(still));
+            return;
+        }
     };
     let moved = (still.x - last.x).hypot(still.z - last.z) >= POSE_STEP
         || (still.yaw - last.yaw).abs() >= POSE_STEP;

@@ -20,7 +20,7 @@ use crate::call::{
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
 use crate::signaling::protocol::{DisplayName, RoomId};
-use crate::space::{JoinByIdRequested, SpatialAudio};
+use crate::space::{JoinByIdRequested, RoomView, SpatialAudio};
 
 /// How long a toast stays on screen.
 const TOAST_LIFETIME: Duration = Duration::from_secs(6);
@@ -216,7 +216,8 @@ fn collect_toasts(
     }
 }
 
-/// What the main panel reads of the call, and the spatial-audio switch it flips.
+/// What the main panel reads of the call, and the switches it flips (spatial audio,
+/// the room's view).
 #[derive(SystemParam)]
 struct CallView<'w> {
     state: Res<'w, CallState>,
@@ -226,6 +227,7 @@ struct CallView<'w> {
     voice: Res<'w, OwnVoiceProcessing>,
     volumes: ResMut<'w, Volumes>,
     spatial: Option<ResMut<'w, SpatialAudio>>,
+    view: Option<ResMut<'w, RoomView>>,
     devices: Res<'w, AvailableDevices>,
     picks: ResMut<'w, devices::DevicePicks>,
 }
@@ -344,6 +346,16 @@ fn call_panel(
                 ui.horizontal(|ui| {
                     ui.toggle_value(&mut toggles.stats, "Statistics (I)");
                     ui.toggle_value(&mut toggles.help, "Shortcuts (H)");
+                    if let Some(view) = call.view.as_deref_mut() {
+                        let mut gallery = *view == RoomView::Gallery;
+                        if ui.toggle_value(&mut gallery, "Gallery (G)").changed() {
+                            *view = if gallery {
+                                RoomView::Gallery
+                            } else {
+                                RoomView::Avatars
+                            };
+                        }
+                    }
                 });
                 let controls = sound::SoundControls {
                     own_level: call.own_level.0,

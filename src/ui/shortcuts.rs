@@ -5,14 +5,16 @@ use bevy_egui::{EguiContexts, egui};
 
 use super::OverlayToggles;
 use crate::call::{CallCommand, CallState, OwnMediaState};
+use crate::space::RoomView;
 
 /// Every shortcut with what it does, as the help panel shows them.
-pub(super) const SHORTCUTS: [(&str, &str); 8] = [
+pub(super) const SHORTCUTS: [(&str, &str); 9] = [
     ("W A S D / arrows", "walk"),
     ("Q / E, right mouse", "turn"),
     ("left click on the floor", "walk there"),
     ("M", "mute or unmute the microphone"),
     ("V", "turn the camera off or on"),
+    ("G", "in a room: everyone on a gallery circle, or avatars"),
     ("I", "show or hide call statistics"),
     ("H", "show or hide this help"),
     ("Esc", "show or hide the menu"),
@@ -25,6 +27,7 @@ pub(super) fn handle_shortcuts(
     state: Res<CallState>,
     own_media: Res<OwnMediaState>,
     mut toggles: ResMut<OverlayToggles>,
+    mut view: ResMut<RoomView>,
     mut commands: MessageWriter<CallCommand>,
 ) -> Result {
     if contexts.ctx_mut()?.egui_wants_keyboard_input() {
@@ -36,6 +39,12 @@ pub(super) fn handle_shortcuts(
     }
     if keys.just_pressed(KeyCode::KeyV) && in_call {
         commands.write(CallCommand::SetCamera(!own_media.video));
+    }
+    if keys.just_pressed(KeyCode::KeyG) {
+        *view = match *view {
+            RoomView::Avatars => RoomView::Gallery,
+            RoomView::Gallery => RoomView::Avatars,
+        };
     }
     if keys.just_pressed(KeyCode::KeyI) {
         toggles.stats = !toggles.stats;

@@ -154,10 +154,18 @@ pub fn space_client_with(config: ClientConfig) -> App {
     app
 }
 
+/// `meetspace bot` as `name`, signaling through `url`; where it goes (`--room`,
+/// `--lobby`, `--create`) and more flags to add.
+pub fn bot_command(url: &str, name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_meetspace"));
+    command.args(["bot", "--signal", url, "--name", name]);
+    command
+}
+
 /// `meetspace bot --lobby` as `name`, signaling through `url`; more flags to add.
 pub fn lobby_bot_command(url: &str, name: &str) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_meetspace"));
-    command.args(["bot", "--signal", url, "--lobby", "--name", name]);
+    let mut command = bot_command(url, name);
+    command.arg("--lobby");
     command
 }
 

@@ -32,8 +32,11 @@
 //!   works, and is dropped when it has none.
 //! - **Early candidates**: a bounded number before a connection's remote
 //!   description ([`MAX_EARLY_CANDIDATES`]); more are dropped.
+//! - **Poses**, in any room: ours goes through the server (at most every
+//!   [`POSE_EVERY`]) and on our connections' data channels; a peer's pose from its data
+//!   channel outranks the server's for [`DIRECT_POSES_LAST`].
 //! - **The lobby** (room [`RoomId::lobby`]): everyone in it is shown from the welcome
-//!   on, and poses go through the server (at most every [`POSE_EVERY`]). Media follows
+//!   on. Media follows
 //!   distance ([`nearby`]): each side wants the nearest people within earshot; it
 //!   starts its media when it first wants someone, then tells each wanted peer it is
 //!   ready (`PeerControl::Nearby`). A connection opens when both sides are ready for
@@ -272,22 +275,36 @@ pub struct RoomSettings {
     pub nearby: NearbySettings,
 }
 
+/// Where everyone in our room stands (the lobby or a room behind a door), and what
+/// we told of our own pose.
+#[derive(Debug, Default)]
+struct Poses {
+    /// Where the others stand, as last told.
+    of: HashMap<PeerId, Pose>,
+    /// When our pose last went to the server.
+    sent_at: Option<Instant>,
+    /// Our pose changed since.
+    pending: bool,
+    /// When each peer's pose last came on its data channel: its poses through the
+    /// server, later and older, are ignored meanwhile.
+    direct: HashMap<PeerId, Instant>,
+}
+
+impl Poses {
+    /// Forgets `peer`, who left.
+    fn forget(&mut self, peer: &PeerId) {
+        self.of.remove(peer);
+        self.direct.remove(peer);
+    }
+}
+
 /// What the room knows of the lobby while we are in it.
 #[derive(Debug, Default)]
 struct Lobby {
-    /// Where the others stand, as last told.
-    poses: HashMap<PeerId, Pose>,
     /// Whom we want media with now.
     wanted: HashSet<PeerId>,
     /// Who told us they are ready for media with us.
     ready_from: HashSet<PeerId>,
-    /// When our pose last went to the server.
-    pose_sent_at: Option<Instant>,
-    /// Our pose changed since.
-    pose_pending: bool,
-    /// When each peer's pose last came on its data channel: its poses through the
-    /// server, later and older, are ignored meanwhile.
-    direct_poses: HashMap<PeerId, Instant>,
     /// Since when our media runs with nobody wanted.
     alone_since: Option<Instant>,
 }
@@ -317,6 +334,8 @@ pub struct Room {
     queued: VecDeque<ClientMessage>,
     /// Where we stand, once the app said.
     own_pose: Option<Pose>,
+    /// Where the others in our room stand.
+    poses: Poses,
     /// Set while we are in the lobby.
     lobby: Option<Lobby>,
     next_epoch: u64,
@@ -343,6 +362,7 @@ impl Room {
             members: HashMap::new(),
             queued: VecDeque::new(),
             own_pose: None,
+            poses: Poses::default(),
             lobby: None,
             next_epoch: 0,
             actions: VecDeque::new(),
@@ -365,15 +385,14 @@ impl Room {
             .reconnecting
             .as_ref()
             .map(|reconnecting| reconnecting.since + RESUME_LIMIT);
-        let lobby = self.lobby.as_ref().into_iter().flat_map(|lobby| {
-            let pose = lobby
-                .pose_pending
-                .then(|| lobby.pose_sent_at.map(|at| at + POSE_EVERY))
-                .flatten();
-            let alone = lobby.alone_since.map(|since| since + ALONE_LIMIT);
-            pose.into_iter().chain(alone)
-        });
-        peers.chain(resume).chain(lobby).min()
+        let pose = (self.place.is_some() && self.poses.pending)
+            .then(|| self.poses.sent_at.map(|at| at + POSE_EVERY))
+            .flatten();
+        let alone = self
+            .lobby
+            .as_ref()
+            .and_then(|lobby| lobby.alone_since.map(|since| since + ALONE_LIMIT));
+        peers.chain(resume).chain(pose).chain(alone).min()
     }
 
     /// Whether a call is on (from the request until it ends).
@@ -513,15 +532,13 @@ impl Room {
         }
     }
 
-    /// Where we stand now: sent through the server in the lobby (at most every
-    /// [`POSE_EVERY`]), and who is near follows.
+    /// Where we stand now: on the data channels of our connections, through the
+    /// server (at most every [`POSE_EVERY`]), and in the lobby who is near follows.
     fn set_pose(&mut self, pose: Pose) {
         self.own_pose = Some(pose);
-        if let Some(lobby) = &mut self.lobby {
-            lobby.pose_pending = true;
-            if self.media == Media::On {
-                self.act(RoomAction::SharePose(pose));
-            }
+        self.poses.pending = true;
+        if self.media == Media::On && self.place.is_some() {
+            self.act(RoomAction::SharePose(pose));
         }
         self.send_pose_when_due();
         self.reconsider_nearby();
@@ -532,17 +549,18 @@ impl Room {
     fn send_pose_when_due(&mut self) {
         let now = self.now;
         let welcomed = self.link == LinkState::Open { welcomed: true };
-        let (Some(lobby), Some(pose)) = (&mut self.lobby, self.own_pose) else {
+        let Some(pose) = self.own_pose.filter(|_| self.place.is_some()) else {
             return;
         };
-        let due = lobby
-            .pose_sent_at
+        let due = self
+            .poses
+            .sent_at
             .is_none_or(|at| now.saturating_duration_since(at) >= POSE_EVERY);
-        if !lobby.pose_pending || !due || !welcomed {
+        if !self.poses.pending || !due || !welcomed {
             return;
         }
-        lobby.pose_pending = false;
-        lobby.pose_sent_at = Some(now);
+        self.poses.pending = false;
+        self.poses.sent_at = Some(now);
         self.act(RoomAction::Send(ClientMessage::Pose { pose }));
     }
 
@@ -556,14 +574,14 @@ impl Room {
         let (Some(lobby), Some(own)) = (&mut self.lobby, self.own_pose) else {
             return;
         };
-        let wanted = nearby::choose(&own, &lobby.poses, &held, &settings);
+        let wanted = nearby::choose(&own, &self.poses.of, &held, &settings);
         let mut came: Vec<PeerId> = wanted.difference(&lobby.wanted).cloned().collect();
         let mut went: Vec<PeerId> = lobby.wanted.difference(&wanted).cloned().collect();
         came.sort();
         went.sort();
+        let poses = &self.poses.of;
         let distance = |peer: &PeerId| {
-            lobby
-                .poses
+            poses
                 .get(peer)
                 .map_or(f32::INFINITY, |pose| own.distance(pose))
         };
@@ -603,21 +621,23 @@ impl Room {
         }
     }
 
-    /// Where a lobby peer stands, from its pose data channel.
+    /// Where a peer of our room stands, from its pose data channel.
     pub fn peer_pose(&mut self, peer: &PeerId, pose: Pose, now: Instant) {
         self.now = now;
-        let Some(lobby) = &mut self.lobby else { return };
-        lobby.direct_poses.insert(peer.clone(), now);
+        if !self.members.contains_key(peer) {
+            return;
+        }
+        self.poses.direct.insert(peer.clone(), now);
         self.take_pose(peer.clone(), pose);
     }
 
-    /// Takes where a lobby peer stands now: shown, and who is near follows.
+    /// Takes where a peer of our room stands now: shown, and in the lobby who is near
+    /// follows.
     fn take_pose(&mut self, peer: PeerId, pose: Pose) {
-        let Some(lobby) = &mut self.lobby else { return };
         if !self.members.contains_key(&peer) {
             return;
         }
-        lobby.poses.insert(peer.clone(), pose);
+        self.poses.of.insert(peer.clone(), pose);
         self.emit(RoomEvent::PeerPose(peer, pose));
         self.reconsider_nearby();
     }
@@ -795,11 +815,10 @@ impl Room {
             }
             ServerMessage::PeerLeft { peer_id } => {
                 let member = self.members.remove(&peer_id).is_some();
+                self.poses.forget(&peer_id);
                 if let Some(lobby) = &mut self.lobby {
-                    lobby.poses.remove(&peer_id);
                     lobby.wanted.remove(&peer_id);
                     lobby.ready_from.remove(&peer_id);
-                    lobby.direct_poses.remove(&peer_id);
                     // Shown from the welcome on, with a connection or not.
                     if member && !self.peers.contains_key(&peer_id) {
                         self.emit(RoomEvent::PeerLeft(peer_id.clone()));
@@ -809,10 +828,7 @@ impl Room {
                 self.reconsider_nearby();
             }
             ServerMessage::PeerPose { peer_id, pose } => {
-                let direct = self
-                    .lobby
-                    .as_ref()
-                    .and_then(|lobby| lobby.direct_poses.get(&peer_id));
+                let direct = self.poses.direct.get(&peer_id);
                 if direct.is_some_and(|at| now.saturating_duration_since(*at) < DIRECT_POSES_LAST) {
                     return;
                 }
@@ -888,7 +904,14 @@ impl Room {
         });
         if self.reconnecting.is_some() {
             self.resumed(peers);
-        } else if lobby {
+            return;
+        }
+        self.poses = Poses {
+            pending: true,
+            ..Poses::default()
+        };
+        self.send_pose_when_due();
+        if lobby {
             // Everyone in the lobby is shown at once; media waits for someone near.
             self.lobby = Some(Lobby::default());
             for peer in &peers {
@@ -900,10 +923,6 @@ impl Room {
                 self_id,
                 peers,
             });
-            if let Some(lobby) = &mut self.lobby {
-                lobby.pose_pending = true;
-            }
-            self.send_pose_when_due();
             self.reconsider_nearby();
         } else {
             self.arriving = peers;
@@ -922,6 +941,10 @@ impl Room {
         for message in std::mem::take(&mut self.queued) {
             self.act(RoomAction::Send(message));
         }
+        // The server forgot where we stand if it restarted: told again.
+        self.poses.pending = true;
+        self.poses.sent_at = None;
+        self.send_pose_when_due();
         if self.lobby.is_some() {
             self.lobby_resumed(peers);
             return;
@@ -979,11 +1002,6 @@ impl Room {
         for peer_id in gone {
             self.server_message(ServerMessage::PeerLeft { peer_id }, self.now);
         }
-        if let Some(lobby) = &mut self.lobby {
-            lobby.pose_pending = true;
-            lobby.pose_sent_at = None;
-        }
-        self.send_pose_when_due();
         if self.media == Media::On {
             self.tell_wanted_ready();
         }
@@ -998,10 +1016,10 @@ impl Room {
         }
     }
 
-    /// Keeps where a lobby peer stands, when its info says.
+    /// Keeps where a peer of our room stands, when its info says.
     fn note_pose(&mut self, peer: &PeerInfo) {
-        if let (Some(lobby), Some(pose)) = (&mut self.lobby, peer.pose) {
-            lobby.poses.insert(peer.peer_id.clone(), pose);
+        if let Some(pose) = peer.pose {
+            self.poses.of.insert(peer.peer_id.clone(), pose);
         }
     }
 
@@ -1020,7 +1038,7 @@ impl Room {
             self.emit(RoomEvent::OwnMedia(self.media_state));
         }
         self.act(RoomAction::ApplyMedia(self.media_state));
-        if let Some(pose) = self.own_pose.filter(|_| self.lobby.is_some()) {
+        if let Some(pose) = self.own_pose {
             self.act(RoomAction::SharePose(pose));
         }
         if self.lobby.is_some() {
@@ -1034,6 +1052,7 @@ impl Room {
         let peers = std::mem::take(&mut self.arriving);
         for peer in &peers {
             self.members.insert(peer.peer_id.clone(), peer.name.clone());
+            self.note_pose(peer);
         }
         let offer_to: Vec<PeerId> = peers.iter().map(|peer| peer.peer_id.clone()).collect();
         self.act(RoomAction::Joined {
@@ -1312,6 +1331,7 @@ impl Room {
     /// A peer to show and connect to: the newcomer offers, the others answer.
     fn add_peer(&mut self, info: PeerInfo, role: Role) {
         self.members.insert(info.peer_id.clone(), info.name.clone());
+        self.note_pose(&info);
         let peer = info.peer_id.clone();
         self.act(RoomAction::PeerJoined(info));
         self.connect(peer, role);
@@ -1407,6 +1427,9 @@ impl Room {
         self.place = None;
         self.reconnecting = None;
         self.arriving.clear();
+        // Where we stood belongs to the place we leave.
+        self.own_pose = None;
+        self.poses = Poses::default();
         self.peers.clear();
         self.awaited.clear();
         self.members.clear();

@@ -1031,3 +1031,51 @@ fn at_most_the_nearest_few_are_wanted() {
     script.room.media_started(false, script.start);
     assert_eq!(readiness_told(&script.actions()), vec![(id(HIGH), true)]);
 }
+
+#[test]
+fn in_a_room_poses_travel_too_and_a_data_channel_pose_outranks_the_servers() {
+    let mut script = Script::in_call(&[LOW]);
+    let start = script.start;
+    let at_ms = |ms: u64| start + Duration::from_millis(ms);
+    script
+        .room
+        .command(CallCommand::SetPose(standing(61.0)), at_ms(10));
+    let actions = script.actions();
+    assert!(actions.contains(&RoomAction::SharePose(standing(61.0))));
+    assert_eq!(
+        sent(&actions),
+        vec![ClientMessage::Pose {
+            pose: standing(61.0)
+        }]
+    );
+
+    // Their pose through the server is shown, until their data channel speaks.
+    script.room.server_message(
+        ServerMessage::PeerPose {
+            peer_id: id(LOW),
+            pose: standing(59.0),
+        },
+        at_ms(20),
+    );
+    script.room.peer_pose(&id(LOW), standing(58.0), at_ms(30));
+    script.room.server_message(
+        ServerMessage::PeerPose {
+            peer_id: id(LOW),
+            pose: standing(57.0),
+        },
+        at_ms(40),
+    );
+    let shown: Vec<Pose> = picked!(events(&script.actions()),
+        RoomEvent::PeerPose(_, pose) => *pose);
+    assert_eq!(shown, vec![standing(59.0), standing(58.0)]);
+
+    // Leaving forgets where we stood: the next place hears of it anew.
+    script.room.leave();
+    script.actions();
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.hear(welcome(&[]));
+    assert!(sent(&script.actions()).is_empty());
+}
