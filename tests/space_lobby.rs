@@ -1,7 +1,7 @@
 //! The space's lobby with real bots (processes of the `meetspace` binary) and a real
 //! signaling server: media connections follow distance, a space client shows people
 //! as avatars carrying their video (in a room too, unless it is in the gallery view);
-//! chat reaches its scope.
+//! chat reaches its scope; raised hands and chat bubbles show over their sender.
 
 mod common;
 
@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use common::{
-    RawClient, TestServer, bot_command, host_room, lobby_bot_command, notices, pump_until,
-    space_client, state,
+    RawClient, TestServer, bot_command, client, host_room, join_room, lobby_bot_command,
+    notices, pump_until, space_client, state,
 };
-use meetspace::call::{Participant, PoseTrack, VideoFeed};
-use meetspace::signaling::protocol::{ErrorCode, ServerMessage};
-use meetspace::space::{Panel, PanelParts, Player, ROOM, RoomView};
+use meetspace::call::{CallCommand, Participant, PoseTrack, VideoFeed};
+use meetspace::signaling::protocol::{ChatScope, ChatText, ErrorCode, ServerMessage};
+use meetspace::space::{BUBBLE_SHOWN, Overhead, Panel, PanelParts, Player, ROOM, RoomView};
 use serde_json::{Value, json};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -230,6 +230,21 @@ fn chat_reaches_exactly_its_scope_and_bad_messages_get_their_errors() {
         let delivered = chats_within(&mut room_b, quiet).await;
         assert_eq!(delivered.len(), 8 - refused, "{delivered:?}");
         assert!(chats_within(&mut lobby[0], quiet).await.is_empty());
+
+        // A raised hand counts against the same limit: refused now, relayed a second
+        // later to the room.
+        let hand = json!({"type": "hand", "raised": true});
+        room_a.send_json(hand.clone()).await;
+        match room_a.recv().await {
+            ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::RateLimited),
+            other => panic!("expected rate_limited, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        room_a.send_json(hand).await;
+        match room_b.recv_within(3 * quiet).await {
+            Some(ServerMessage::PeerHand { raised: true, .. }) => {}
+            other => panic!("expected peer_hand, got {other:?}"),
+        }
     });
 }
 
@@ -378,4 +393,66 @@ fn in_a_room_people_walk_as_avatars_and_the_gallery_puts_them_on_its_circle() {
         "the bot received {from_viewer} poses: {stats:#}"
     );
     println!("in the room, the bot received {from_viewer} poses from the viewer");
+}
+
+/// Whether the hand sign and the chat bubble over `name`'s panel show, in a space
+/// client (`None` before the panel has them).
+fn overhead_of(app: &mut App, name: &str) -> Option<(bool, bool)> {
+    let world = app.world_mut();
+    let mut people = world.query::<(Entity, &Participant)>();
+    let person = people
+        .iter(world)
+        .find(|(_, participant)| participant.name.as_str() == name)
+        .map(|(entity, _)| entity)?;
+    let mut panels = world.query::<(&Panel, &Overhead)>();
+    let (hand, bubble) = panels
+        .iter(world)
+        .find(|(panel, _)| panel.participant == person)
+        .map(|(_, overhead)| (overhead.hand(), overhead.bubble()))?;
+    let shown = |entity| world.get::<Visibility>(entity) == Some(&Visibility::Inherited);
+    Some((shown(hand), shown(bubble)))
+}
+
+#[test]
+fn a_raised_hand_and_a_chat_message_show_over_the_sender() {
+    let server = TestServer::start();
+    let mut viewer = space_client(&server.url, "Viewer");
+    let room = host_room(&mut viewer);
+    let mut talker = client(&server.url, "Talker");
+    join_room(&mut talker, &room);
+    assert!(
+        pump_until(&mut [&mut viewer, &mut talker], 10 * SECOND, |apps| {
+            overhead_of(apps[0], "Talker").is_some()
+        }),
+        "no panel for the talker: {:?}",
+        notices(&viewer)
+    );
+    assert_eq!(overhead_of(&mut viewer, "Talker"), Some((false, false)));
+
+    talker.world_mut().write_message(CallCommand::RaiseHand(true));
+    talker.world_mut().write_message(CallCommand::SendChat {
+        scope: ChatScope::Room,
+        text: ChatText::parse("Can everyone hear me?").expect("a valid message"),
+    });
+    assert!(
+        pump_until(&mut [&mut viewer, &mut talker], 5 * SECOND, |apps| {
+            overhead_of(apps[0], "Talker") == Some((true, true))
+        }),
+        "no hand and bubble over the talker: {:?}",
+        overhead_of(&mut viewer, "Talker")
+    );
+
+    talker.world_mut().write_message(CallCommand::RaiseHand(false));
+    assert!(
+        pump_until(&mut [&mut viewer, &mut talker], 5 * SECOND, |apps| {
+            overhead_of(apps[0], "Talker").is_some_and(|(hand, _)| !hand)
+        }),
+        "the hand stayed up"
+    );
+    assert!(
+        pump_until(&mut [&mut viewer, &mut talker], BUBBLE_SHOWN, |apps| {
+            overhead_of(apps[0], "Talker") == Some((false, false))
+        }),
+        "the bubble stayed past {BUBBLE_SHOWN:?}"
+    );
 }

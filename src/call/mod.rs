@@ -90,6 +90,9 @@ pub enum CallCommand {
         /// What it says.
         text: ChatText,
     },
+    /// Raise (true) or lower our hand, for everyone in the room to see; it stays as
+    /// it is from room to room.
+    RaiseHand(bool),
 }
 
 /// A chat message as it arrived.
@@ -177,6 +180,8 @@ pub enum CallEvent {
     OwnMedia(MediaState),
     /// Where a peer in the lobby stands now.
     PeerPose(PeerId, Pose),
+    /// A peer raised (true) or lowered its hand.
+    PeerHand(PeerId, bool),
     /// We hold this many peer connections now.
     MediaConnections(usize),
     /// A chat message came.
@@ -399,6 +404,14 @@ impl Default for MediaState {
 #[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq, Deref, DerefMut)]
 pub struct OwnMediaState(pub MediaState);
 
+/// Whether our hand is raised.
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnHand(pub bool);
+
+/// Whether a participant's hand is raised (beside its [`Participant`]).
+#[derive(Component, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandRaised(pub bool);
+
 /// Call-level messages peers send each other through signaling, beside the WebRTC
 /// offers, answers and candidates (see docs/signaling.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -614,6 +627,7 @@ impl Plugin for CallPlugin {
         .init_resource::<Volumes>()
         .init_resource::<CallState>()
         .init_resource::<OwnMediaState>()
+        .init_resource::<OwnHand>()
         .init_resource::<CallReport>()
         .init_resource::<ChatLog>()
         .init_resource::<PublicRooms>()
@@ -666,6 +680,7 @@ pub fn forward_call_commands(
     mut state: ResMut<CallState>,
     mut media: ResMut<OwnMediaState>,
     mut voice: ResMut<OwnVoiceProcessing>,
+    mut hand: ResMut<OwnHand>,
     link: Res<CallLink>,
     mut notices: MessageWriter<CallNotice>,
 ) {
@@ -681,6 +696,10 @@ pub fn forward_call_commands(
             }
             (CallCommand::SetVoiceProcessing(parts), _) => {
                 voice.0 = *parts;
+                state.clone()
+            }
+            (CallCommand::RaiseHand(raised), _) => {
+                hand.0 = *raised;
                 state.clone()
             }
             (
@@ -894,6 +913,11 @@ pub fn apply_call_events(
                     track.push(pose, bevy::platform::time::Instant::now());
                 }
             }
+            CallEvent::PeerHand(peer_id, raised) => {
+                if let Some((entity, _)) = roster.get(&peer_id) {
+                    commands.entity(*entity).insert(HandRaised(raised));
+                }
+            }
             CallEvent::Chat(line) => records.chat.push(line),
             CallEvent::MediaConnections(count) => {
                 let report = &mut records.report;
@@ -951,6 +975,7 @@ fn spawn_participant(
         peer_id,
         name,
         pose,
+        hand_raised,
     } = peer.info;
     let entity = commands
         .spawn((
@@ -960,6 +985,7 @@ fn spawn_participant(
             },
             VideoFeed::new(peer.video),
             PoseTrack::new(pose, bevy::platform::time::Instant::now()),
+            HandRaised(hand_raised),
         ))
         .id();
     if let Some((stale, _)) = roster.insert(peer_id, (entity, name)) {

@@ -95,6 +95,7 @@ impl Roster {
             RoomEvent::PeerMedia(peer, media) => CallEvent::PeerMedia(peer, media),
             RoomEvent::OwnMedia(media) => CallEvent::OwnMedia(media),
             RoomEvent::PeerPose(peer, pose) => CallEvent::PeerPose(peer, pose),
+            RoomEvent::PeerHand(peer, raised) => CallEvent::PeerHand(peer, raised),
             RoomEvent::Chat(line) => CallEvent::Chat(line),
             RoomEvent::Nearby {
                 peer,

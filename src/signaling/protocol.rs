@@ -441,20 +441,28 @@ pub struct PeerInfo {
     pub peer_id: PeerId,
     /// The peer's display name.
     pub name: DisplayName,
-    /// Where the peer stands, in the lobby, once it said.
+    /// Where the peer stands, once it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pose: Option<Pose>,
+    /// Whether the peer's hand is raised.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hand_raised: bool,
 }
 
 impl PeerInfo {
-    /// A peer whose pose is not known.
+    /// A peer whose pose is not known, hand down.
     pub fn new(peer_id: PeerId, name: DisplayName) -> Self {
         Self {
             peer_id,
             name,
             pose: None,
+            hand_raised: false,
         }
     }
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// A message from a client to the server.
@@ -530,6 +538,12 @@ pub enum ClientMessage {
         /// What it says, as typed (validated into a [`ChatText`] by the server).
         text: String,
     },
+    /// Raise (or lower) our hand, for everyone in our room to see. Counted with chat
+    /// against its rate limit.
+    Hand {
+        /// Raised (true) or lowered.
+        raised: bool,
+    },
 }
 
 /// A public room as the lobby lists it.
@@ -604,6 +618,13 @@ pub enum ServerMessage {
         peer_id: PeerId,
         /// Where.
         pose: Pose,
+    },
+    /// A peer of your room raised or lowered its hand (relayed `hand`).
+    PeerHand {
+        /// Who.
+        peer_id: PeerId,
+        /// Raised (true) or lowered.
+        raised: bool,
     },
     /// A chat message from someone in the space.
     Chat {
@@ -709,7 +730,7 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 8] = [
+const CLIENT_MESSAGE_TYPES: [&str; 9] = [
     "create_room",
     "join_room",
     "resume",
@@ -718,6 +739,7 @@ const CLIENT_MESSAGE_TYPES: [&str; 8] = [
     "list_rooms",
     "pose",
     "chat",
+    "hand",
 ];
 
 impl ClientMessage {

@@ -18,6 +18,7 @@ mod audio;
 mod avatars;
 mod layout;
 mod lobby;
+mod overhead;
 mod panel_view;
 mod panels;
 mod player;
@@ -36,6 +37,7 @@ pub use layout::{
     ring_glow,
 };
 pub use lobby::{Door, DoorKind, room_title};
+pub use overhead::{BUBBLE_SHOWN, Overhead, bubble_lines};
 pub use panel_view::{PanelRect, PanelView};
 pub use panels::{Panel, PanelParts, PanelScreen};
 pub use player::Player;
@@ -138,6 +140,7 @@ impl Plugin for SpacePlugin {
                     lobby::build_room,
                     player::spawn_player,
                     panels::init_panel_kit,
+                    overhead::init_overhead_kit,
                 ),
             )
             .add_systems(
@@ -164,6 +167,9 @@ impl Plugin for SpacePlugin {
                         avatars::show_bodies,
                         panels::show_video,
                         panels::show_status,
+                        overhead::spawn_overhead,
+                        overhead::show_hands,
+                        overhead::show_bubbles,
                     )
                         .chain(),
                     (self_view::spawn_self_view, self_view::show_self_view).chain(),

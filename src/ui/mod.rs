@@ -15,7 +15,7 @@ use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use crate::call::{
     AvailableDevices, CallCommand, CallError, CallNotice, CallState, ConnectionState, MediaState,
-    OwnMediaState, OwnSpeakingLevel, OwnVoiceProcessing, Participant, VideoFeed, Volumes,
+    OwnHand, OwnMediaState, OwnSpeakingLevel, OwnVoiceProcessing, Participant, VideoFeed, Volumes,
 };
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
@@ -223,6 +223,7 @@ struct CallView<'w> {
     state: Res<'w, CallState>,
     config: Res<'w, ClientConfig>,
     own_media: Res<'w, OwnMediaState>,
+    own_hand: Res<'w, OwnHand>,
     own_level: Res<'w, OwnSpeakingLevel>,
     voice: Res<'w, OwnVoiceProcessing>,
     volumes: ResMut<'w, Volumes>,
@@ -280,6 +281,7 @@ fn call_panel(
                         sound::person_volume(ui, &mut call.volumes, participant);
                     });
                 }
+                hand_button(ui, call.own_hand.0, &mut commands);
             }
             CallState::Joining => {
                 ui.horizontal(|ui| {
@@ -339,6 +341,7 @@ fn call_panel(
                     if ui.button(camera).clicked() {
                         commands.write(CallCommand::SetCamera(!own_media.video));
                     }
+                    hand_button(ui, call.own_hand.0, &mut commands);
                     if ui.button("Hang up").clicked() {
                         commands.write(CallCommand::Leave);
                     }
@@ -374,6 +377,18 @@ fn call_panel(
             }
         });
     Ok(())
+}
+
+/// "Raise hand (R)", or "Lower hand (R)" while it is raised.
+fn hand_button(ui: &mut egui::Ui, raised: bool, commands: &mut MessageWriter<CallCommand>) {
+    let label = if raised {
+        "Lower hand (R)"
+    } else {
+        "Raise hand (R)"
+    };
+    if ui.button(label).clicked() {
+        commands.write(CallCommand::RaiseHand(!raised));
+    }
 }
 
 /// Where someone in the lobby stands towards us, in words.

@@ -4,16 +4,17 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, egui};
 
 use super::OverlayToggles;
-use crate::call::{CallCommand, CallState, OwnMediaState};
+use crate::call::{CallCommand, CallState, OwnHand, OwnMediaState};
 use crate::space::RoomView;
 
 /// Every shortcut with what it does, as the help panel shows them.
-pub(super) const SHORTCUTS: [(&str, &str); 9] = [
+pub(super) const SHORTCUTS: [(&str, &str); 10] = [
     ("W A S D / arrows", "walk"),
     ("Q / E, right mouse", "turn"),
     ("left click on the floor", "walk there"),
     ("M", "mute or unmute the microphone"),
     ("V", "turn the camera off or on"),
+    ("R", "raise or lower your hand"),
     ("G", "in a room: everyone on a gallery circle, or avatars"),
     ("I", "show or hide call statistics"),
     ("H", "show or hide this help"),
@@ -25,7 +26,7 @@ pub(super) fn handle_shortcuts(
     mut contexts: EguiContexts,
     keys: Res<ButtonInput<KeyCode>>,
     state: Res<CallState>,
-    own_media: Res<OwnMediaState>,
+    (own_media, own_hand): (Res<OwnMediaState>, Res<OwnHand>),
     mut toggles: ResMut<OverlayToggles>,
     mut view: ResMut<RoomView>,
     mut commands: MessageWriter<CallCommand>,
@@ -39,6 +40,9 @@ pub(super) fn handle_shortcuts(
     }
     if keys.just_pressed(KeyCode::KeyV) && in_call {
         commands.write(CallCommand::SetCamera(!own_media.video));
+    }
+    if keys.just_pressed(KeyCode::KeyR) && in_call {
+        commands.write(CallCommand::RaiseHand(!own_hand.0));
     }
     if keys.just_pressed(KeyCode::KeyG) {
         *view = match *view {

@@ -167,6 +167,8 @@ pub enum RoomEvent {
     OwnMedia(MediaState),
     /// Where a peer in the lobby stands now.
     PeerPose(PeerId, Pose),
+    /// A peer raised (true) or lowered its hand.
+    PeerHand(PeerId, bool),
     /// In the lobby, a peer came within earshot (`near`: we want media with it) or
     /// went out of it, `distance_m` away.
     Nearby {
@@ -336,6 +338,8 @@ pub struct Room {
     own_pose: Option<Pose>,
     /// Where the others in our room stand.
     poses: Poses,
+    /// Whether our hand is raised; it outlasts calls.
+    hand_raised: bool,
     /// Set while we are in the lobby.
     lobby: Option<Lobby>,
     next_epoch: u64,
@@ -363,6 +367,7 @@ impl Room {
             queued: VecDeque::new(),
             own_pose: None,
             poses: Poses::default(),
+            hand_raised: false,
             lobby: None,
             next_epoch: 0,
             actions: VecDeque::new(),
@@ -429,6 +434,7 @@ impl Room {
             CallCommand::ListRooms => self.list_rooms(),
             CallCommand::SetPose(pose) => self.set_pose(pose),
             CallCommand::SendChat { scope, text } => self.send_chat(scope, text),
+            CallCommand::RaiseHand(raised) => self.raise_hand(raised),
             CallCommand::SwitchVideo(_)
             | CallCommand::SwitchMicrophone(_)
             | CallCommand::SwitchSpeaker(_)
@@ -529,6 +535,15 @@ impl Room {
             self.emit(RoomEvent::Failed(CallError::ConnectionLost(
                 "the message was not sent: not connected to the signaling server".to_owned(),
             )));
+        }
+    }
+
+    /// Raises or lowers our hand: told to the room now if we are in one, and to each
+    /// room we enter while it is raised.
+    fn raise_hand(&mut self, raised: bool) {
+        self.hand_raised = raised;
+        if self.link == (LinkState::Open { welcomed: true }) {
+            self.act(RoomAction::Send(ClientMessage::Hand { raised }));
         }
     }
 
@@ -865,6 +880,11 @@ impl Room {
                 scope,
                 text,
             })),
+            ServerMessage::PeerHand { peer_id, raised } => {
+                if self.members.contains_key(&peer_id) {
+                    self.emit(RoomEvent::PeerHand(peer_id, raised));
+                }
+            }
             ServerMessage::RoomList { rooms } => self.emit(RoomEvent::RoomList(rooms)),
             ServerMessage::Error { code, message } => {
                 let welcomed = self.link == LinkState::Open { welcomed: true };
@@ -885,6 +905,9 @@ impl Room {
         ice_servers: Vec<IceServer>,
     ) {
         self.link = LinkState::Open { welcomed: true };
+        if self.hand_raised {
+            self.act(RoomAction::Send(ClientMessage::Hand { raised: true }));
+        }
         // The server's TURN credentials (fresh ones on every resume), unless we were
         // given ICE servers of our own.
         if self.settings.ice_servers.is_empty() {

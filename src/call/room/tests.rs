@@ -1079,3 +1079,42 @@ fn in_a_room_poses_travel_too_and_a_data_channel_pose_outranks_the_servers() {
     script.hear(welcome(&[]));
     assert!(sent(&script.actions()).is_empty());
 }
+
+#[test]
+fn a_raised_hand_is_told_now_and_in_each_room_entered_and_theirs_reaches_the_app() {
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .command(CallCommand::RaiseHand(true), script.start);
+    assert!(sent(&script.actions()).is_empty(), "not in a room yet");
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.hear(welcome(&[LOW]));
+    assert_eq!(
+        sent(&script.actions()),
+        vec![ClientMessage::Hand { raised: true }]
+    );
+    script
+        .room
+        .command(CallCommand::RaiseHand(false), script.start);
+    assert_eq!(
+        sent(&script.actions()),
+        vec![ClientMessage::Hand { raised: false }]
+    );
+
+    script.room.media_started(false, script.start);
+    script.actions();
+    for peer in [LOW, HIGH] {
+        script.hear(ServerMessage::PeerHand {
+            peer_id: id(peer),
+            raised: true,
+        });
+    }
+    assert_eq!(
+        events(&script.actions()),
+        vec![RoomEvent::PeerHand(id(LOW), true)],
+        "only from someone in the room"
+    );
+}

@@ -235,10 +235,12 @@ impl Session {
             }
             // A Firestore call has no lobby: nobody to tell where we stand.
             ClientMessage::Pose { .. } => Ok(()),
-            ClientMessage::Chat { .. } => {
+            ClientMessage::Chat { .. } | ClientMessage::Hand { .. } => {
                 self.refuse(
                     ErrorCode::BadMessage,
-                    "chat needs a meetspace signaling server; a Firestore call has none".into(),
+                    "chat and raised hands need a meetspace signaling server; a Firestore \
+                     call has none"
+                        .into(),
                 );
                 Ok(())
             }

@@ -366,12 +366,25 @@ impl Connection {
                 }
                 self.state.with_hub(|hub| hub.chat(room, from, scope, text));
             }
+            (ClientMessage::Hand { raised }, Some((room, from))) => {
+                if !self.chat_limiter.try_take(Instant::now()) {
+                    return self.refuse(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "too many chat messages and raised hands: at most {CHAT_BURST} \
+                             at once, then {CHAT_PER_SEC} a second"
+                        ),
+                    );
+                }
+                self.state.with_hub(|hub| hub.hand(room, from, raised));
+            }
             (ClientMessage::Leave, Some(_)) => self.leave_room(),
             (
                 ClientMessage::Signal { .. }
                 | ClientMessage::Leave
                 | ClientMessage::Pose { .. }
-                | ClientMessage::Chat { .. },
+                | ClientMessage::Chat { .. }
+                | ClientMessage::Hand { .. },
                 None,
             ) => {
                 self.refuse(

@@ -377,6 +377,26 @@ impl<C: Clone + PartialEq> Hub<C> {
         true
     }
 
+    /// Takes `peer`'s hand as `raised` (newcomers see it in its info) and tells the
+    /// others in its room, unless it already was.
+    pub fn hand(&mut self, room_id: &RoomId, peer: &PeerId, raised: bool) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(member) = room.members.iter_mut().find(|m| &m.info.peer_id == peer) else {
+            return;
+        };
+        if member.info.hand_raised == raised {
+            return;
+        }
+        member.info.hand_raised = raised;
+        let message = ServerMessage::PeerHand {
+            peer_id: peer.clone(),
+            raised,
+        };
+        room.broadcast(peer, &message, &mut self.deliveries);
+    }
+
     /// Delivers a chat message from `from` in `room_id` to its `scope`: its room, those
     /// within [`EARSHOT_M`] of it (in a room without poses: the room), or everyone
     /// in every room. Nobody gets their own message back.
@@ -785,6 +805,35 @@ mod tests {
             Some(pose(3.0)),
             "newcomers learn where people stand"
         );
+    }
+
+    #[test]
+    fn a_raised_hand_reaches_the_room_once_and_newcomers_see_it() {
+        let mut hub = TestHub::new(8, 10);
+        let room = RoomId::random();
+        let (alice, _, _) = hub.join(&room, name("Alice"), None, 1).unwrap();
+        hub.join(&room, name("Bob"), None, 2).unwrap();
+        hub.join(&RoomId::lobby(), name("Elsewhere"), None, 3)
+            .unwrap();
+        hub.take_deliveries();
+        hub.hand(&room, &alice, true);
+        hub.hand(&room, &alice, true);
+        assert_eq!(
+            messages(&mut hub),
+            vec![(
+                2,
+                ServerMessage::PeerHand {
+                    peer_id: alice.clone(),
+                    raised: true
+                }
+            )],
+            "once, to the room only"
+        );
+        let (_, present, _) = hub.join(&room, name("Carol"), None, 4).unwrap();
+        assert!(present[0].hand_raised, "newcomers see the raised hand");
+        hub.take_deliveries();
+        hub.hand(&room, &alice, false);
+        assert_eq!(messages(&mut hub).len(), 2, "Bob and Carol see it lowered");
     }
 
     #[test]
