@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use common::{
-    RawClient, TestServer, bot_command, client, host_room, join_room, lobby_bot_command,
-    notices, pump_until, space_client, state,
+    RawClient, TestServer, bot_command, client, host_room, join_room, lobby_bot_command, notices,
+    pump_until, space_client, state,
 };
 use meetspace::call::{CallCommand, Participant, PoseTrack, VideoFeed};
 use meetspace::signaling::protocol::{ChatScope, ChatText, ErrorCode, ServerMessage};
@@ -429,7 +429,9 @@ fn a_raised_hand_and_a_chat_message_show_over_the_sender() {
     );
     assert_eq!(overhead_of(&mut viewer, "Talker"), Some((false, false)));
 
-    talker.world_mut().write_message(CallCommand::RaiseHand(true));
+    talker
+        .world_mut()
+        .write_message(CallCommand::RaiseHand(true));
     talker.world_mut().write_message(CallCommand::SendChat {
         scope: ChatScope::Room,
         text: ChatText::parse("Can everyone hear me?").expect("a valid message"),
@@ -442,7 +444,9 @@ fn a_raised_hand_and_a_chat_message_show_over_the_sender() {
         overhead_of(&mut viewer, "Talker")
     );
 
-    talker.world_mut().write_message(CallCommand::RaiseHand(false));
+    talker
+        .world_mut()
+        .write_message(CallCommand::RaiseHand(false));
     assert!(
         pump_until(&mut [&mut viewer, &mut talker], 5 * SECOND, |apps| {
             overhead_of(apps[0], "Talker").is_some_and(|(hand, _)| !hand)
