@@ -13,9 +13,9 @@ use crate::bot;
 use crate::call::{CallCommand, CallPlugin};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::capture::{CapturePlugin, ScreenshotPlan, WaitFor};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::config::ClientArgs;
 use crate::config::ClientConfig;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::config::{ClientArgs, DemoPlace};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::frame_stats::FrameStatsPlugin;
 #[cfg(not(target_arch = "wasm32"))]
@@ -42,7 +42,8 @@ pub const EXIT_NO_GPU: i32 = 2;
 ///
 /// Without `--signal`, first starts a signaling server on a free port of 127.0.0.1 on
 /// the app's runtime and calls through it. With `--demo`, starts `--demo-bots` bots in
-/// a public room first and joins it; with `--room`, joins that room. Without a GPU
+/// the lobby (and one who walks up to the player), or with `--demo room` in a public
+/// room first and joins it; with `--room`, joins that room. Without a GPU
 /// adapter, exits with [`EXIT_NO_GPU`] and one line on stderr.
 pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
     exit_without_gpu();
@@ -67,13 +68,19 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
             url.parse().context("the embedded server's URL")?
         }
     };
-    let room = if args.demo {
-        let title = DisplayName::parse("Demo room").context("the demo room's title")?;
-        Some(bot::spawn_in_process(&signal, &title, demo_bots).context("cannot start the demo")?)
-    } else {
-        args.room.clone()
+    let room = match args.demo {
+        Some(DemoPlace::Room) => {
+            let title = DisplayName::parse("Demo room").context("the demo room's title")?;
+            let room = bot::spawn_in_process(&signal, &title, demo_bots);
+            Some(room.context("cannot start the demo")?)
+        }
+        Some(DemoPlace::Lobby) => {
+            bot::spawn_lobby_demo(&signal, demo_bots).context("cannot start the demo")?;
+            None
+        }
+        None => args.room.clone(),
     };
-    let wait_for = if args.demo {
+    let wait_for = if args.demo == Some(DemoPlace::Room) {
         WaitFor::Panels(demo_bots)
     } else if room.is_some() {
         WaitFor::Panels(1)

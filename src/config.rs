@@ -316,6 +316,15 @@ fn parse_tone(raw: &str) -> Result<f32, String> {
     }
 }
 
+/// Where `--demo` opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoPlace {
+    /// The lobby, with bots wandering and one walking up to you.
+    Lobby,
+    /// A public room with the bots in it.
+    Room,
+}
+
 /// Flags of the windowed client.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -325,11 +334,15 @@ pub struct ClientArgs {
     /// Join this room right away instead of showing the home panel.
     #[arg(long, value_name = "ID", value_parser = RoomId::parse, requires = "signal")]
     pub room: Option<RoomId>,
-    /// Open straight into a public room with three bots of this process in it: a
-    /// working call on one machine with nothing else running.
-    #[arg(long, conflicts_with = "room")]
-    pub demo: bool,
-    /// With --demo: how many bots join the demo room.
+    /// A live demo on one machine with nothing else running, with bots of this
+    /// process: `lobby` (the default) opens in the lobby where bots wander and one
+    /// walks up to you and talks; `room` opens straight into a public room with the
+    /// bots in it.
+    #[arg(long, value_enum, value_name = "PLACE", num_args = 0..=1,
+          default_missing_value = "lobby", conflicts_with = "room")]
+    pub demo: Option<DemoPlace>,
+    /// With --demo: how many bots join the demo room (in the lobby: how many wander,
+    /// beside the one who walks up to you).
     #[arg(long, value_name = "N", default_value_t = 3, requires = "demo",
           value_parser = clap::value_parser!(u16).range(1..=15))]
     pub demo_bots: u16,

@@ -460,3 +460,27 @@ fn a_raised_hand_and_a_chat_message_show_over_the_sender() {
         "the bubble stayed past {BUBBLE_SHOWN:?}"
     );
 }
+
+#[test]
+fn the_lobby_demo_guide_walks_up_to_the_player_with_its_video() {
+    let server = TestServer::start();
+    let mut viewer = space_client(&server.url, "Viewer");
+    let signal = server.url.parse().expect("the server's URL");
+    meetspace::bot::spawn_lobby_demo(&signal, 1).expect("the demo starts");
+    let arrived = pump_until(&mut [&mut viewer], 30 * SECOND, |apps| {
+        avatar_of(apps[0], "Demo guide").is_some_and(|(spot, showing, _)| {
+            // Stood still in front of the player, who arrived at (0, 3.5).
+            showing && spot.distance(Vec2::new(0.0, 3.5)) < 3.0
+        })
+    });
+    assert!(
+        arrived,
+        "the guide did not walk up with its video: {:?} {:?}",
+        avatar_of(&mut viewer, "Demo guide"),
+        notices(&viewer)
+    );
+    assert!(
+        avatar_of(&mut viewer, "Demo bot 1").is_some(),
+        "no wanderer in the lobby"
+    );
+}

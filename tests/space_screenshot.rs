@@ -437,7 +437,7 @@ fn video_panels_render_live_in_the_demo_room() {
         let _ = std::fs::remove_file(shot.with_extension("json"));
     }
     let log = dir.join("client.log");
-    let demo = ["--demo", "--video", "camera:0"];
+    let demo = ["--demo", "room", "--video", "camera:0"];
     run_client(&display, &demo, [&shots[0], &shots[1]], &log);
 
     let images = shots.each_ref().map(|shot| load_png(shot));

@@ -20,16 +20,16 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::call::{CallCommand, CallError, CallNotice, CallReport, CallState, SendStats};
-use crate::config::{BotArgs, ClientConfig};
+use crate::config::{BotArgs, ClientConfig, Spot};
 use crate::headless::headless_app;
 use crate::media::camera::find_camera;
-use crate::media::{CallStats, VideoInput};
+use crate::media::{CallStats, SendSettings, VideoInput};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, RoomId};
 use crate::space::{LOBBY, ROOM};
 use space_report::SpaceReport;
-use walk::Walker;
+use walk::{Plan, Walker};
 
 /// Exit code when the room id does not exist.
 pub const EXIT_ROOM_NOT_FOUND: u8 = 3;
@@ -103,10 +103,119 @@ pub fn run(args: BotArgs) -> anyhow::Result<AppExit> {
     if args.lobby || walks {
         let floor = if args.lobby { LOBBY } else { ROOM };
         let plan = Walker::plan_of(args.walk_to.as_ref(), args.wander);
-        app.insert_resource(Walker::new(floor, args.at, plan, args.speed))
-            .init_resource::<SpaceReport>();
+        walk_with(&mut app, Walker::new(floor, args.at, plan, args.speed));
     }
     Ok(app.run())
+}
+
+/// Makes the bot of `app` walk as `walker` says, and report what it sees of the space.
+fn walk_with(app: &mut App, walker: Walker) {
+    app.insert_resource(walker).init_resource::<SpaceReport>();
+}
+
+/// Where the lobby demo's guide walks to: in front of where the player arrives.
+const GUIDE_SPOT: Vec2 = Vec2::new(0.0, 1.2);
+/// Where the guide starts: a far corner, out of earshot.
+const GUIDE_START: Spot = Spot { x: -8.0, z: -5.0 };
+/// How fast the demo's bots walk, metres per second.
+const DEMO_WALK_SPEED: f32 = 1.2;
+
+/// What the lobby demo's bots send: small faces need no more, and the lobby's bots
+/// connect among themselves too, so every encoder counts on a small machine.
+fn lobby_demo_media() -> SendSettings {
+    SendSettings {
+        width: 320,
+        height: 240,
+        fps: 15,
+        video_kbps: 300,
+        ..SendSettings::default()
+    }
+}
+
+/// Starts the lobby's demo on threads of this process: `wanderers` bots walking about
+/// the lobby at random, and a guide who walks up to where the player arrives and
+/// stays there, talking. Returns once the first is in the lobby. The bots stay until
+/// the process ends (for `meetspace --demo`).
+pub fn spawn_lobby_demo(signal: &SignalUrl, wanderers: usize) -> anyhow::Result<()> {
+    let (lobby_tx, lobby_rx) = crossbeam_channel::bounded(wanderers + 1);
+    let guide = (
+        DisplayName::parse("Demo guide")?,
+        Walker::new(
+            LOBBY,
+            Some(GUIDE_START),
+            Plan::Route(vec![GUIDE_SPOT]),
+            DEMO_WALK_SPEED,
+        ),
+    );
+    let wandering = (0..wanderers).map(|index| -> anyhow::Result<_> {
+        let name = DisplayName::parse(&format!("Demo bot {}", index + 1))?;
+        Ok((
+            name,
+            Walker::new(LOBBY, None, Plan::Wander, DEMO_WALK_SPEED),
+        ))
+    });
+    let bots = std::iter::once(Ok(guide)).chain(wandering);
+    for (index, bot) in bots.enumerate() {
+        let (name, walker) = bot?;
+        let first_command = CallCommand::JoinRoom {
+            room: RoomId::lobby(),
+            name: name.clone(),
+        };
+        let announce = Announce::Channel(lobby_tx.clone());
+        let bot = DemoBot {
+            name,
+            media: lobby_demo_media(),
+            walker: Some(walker),
+        };
+        spawn_demo_bot(signal, index, bot, first_command, announce)?;
+    }
+    lobby_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the demo bots could not enter the lobby")?;
+    Ok(())
+}
+
+/// Who a demo bot is, what it sends, and how it walks.
+struct DemoBot {
+    name: DisplayName,
+    media: SendSettings,
+    /// `None`: it stands where its room puts it.
+    walker: Option<Walker>,
+}
+
+/// Starts demo bot number `index` on a thread of this process.
+fn spawn_demo_bot(
+    signal: &SignalUrl,
+    index: usize,
+    bot: DemoBot,
+    first_command: CallCommand,
+    announce: Announce,
+) -> anyhow::Result<()> {
+    let DemoBot {
+        name,
+        media,
+        walker,
+    } = bot;
+    let mut config = ClientConfig {
+        // Nobody looks at a demo bot's screen: decoding would only take CPU from the
+        // client.
+        decode_video: false,
+        media,
+        ..ClientConfig::synthetic(signal.clone(), name)
+    };
+    // Each bot hums its own note, so spatial audio can tell them apart.
+    config.media.tone_hz = 330.0 + 110.0 * index as f32;
+    std::thread::Builder::new()
+        .name(format!("meetspace-demo-bot-{index}"))
+        .spawn(move || {
+            let mut app = bot_app(config, first_command, announce, Arc::default());
+            if let Some(walker) = walker {
+                walk_with(&mut app, walker);
+            }
+            app.run();
+        })
+        .context("cannot start a demo bot")?;
+    Ok(())
 }
 
 /// Starts `count` bots on threads of this process, the first creating a public room
@@ -131,21 +240,13 @@ pub fn spawn_in_process(
                 name: name.clone(),
             },
         };
-        let mut config = ClientConfig {
-            // Nobody looks at a demo bot's screen: decoding would only take CPU from
-            // the client.
-            decode_video: false,
-            ..ClientConfig::synthetic(signal.clone(), name)
-        };
-        // Each bot hums its own note, so spatial audio can tell them apart.
-        config.media.tone_hz = 330.0 + 110.0 * index as f32;
         let announce = Announce::Channel(room_tx.clone());
-        std::thread::Builder::new()
-            .name(format!("meetspace-demo-bot-{index}"))
-            .spawn(move || {
-                bot_app(config, first_command, announce, Arc::default()).run();
-            })
-            .context("cannot start a demo bot")?;
+        let bot = DemoBot {
+            name,
+            media: SendSettings::default(),
+            walker: None,
+        };
+        spawn_demo_bot(signal, index, bot, first_command, announce)?;
         if room.is_none() {
             let created = room_rx
                 .recv_timeout(Duration::from_secs(10))

@@ -810,8 +810,7 @@ mod tests {
     #[test]
     fn a_raised_hand_reaches_the_room_once_and_newcomers_see_it() {
         let mut hub = TestHub::new(8, 10);
-        let room = RoomId::random();
-        let (alice, _, _) = hub.join(&room, name("Alice"), None, 1).unwrap();
+        let (room, alice, _) = hub.create(name("Alice"), None, None, 1).unwrap();
         hub.join(&room, name("Bob"), None, 2).unwrap();
         hub.join(&RoomId::lobby(), name("Elsewhere"), None, 3)
             .unwrap();
