@@ -255,6 +255,15 @@ fn parse_max_nearby(raw: &str) -> Result<usize, String> {
     }
 }
 
+/// A crowd size for `bench --space`: 2 to 100 people.
+fn parse_crowd(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(people) if (2..=100).contains(&people) => Ok(people),
+        Ok(people) => Err(format!("{people} people: a crowd has 2 to 100")),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// Default walking speed of a bot, metres per second.
 pub const DEFAULT_WALK_SPEED: f32 = 1.4;
 
@@ -509,8 +518,14 @@ pub struct BenchArgs {
     pub fps: u32,
     /// Measure the voice processing instead (echo cancellation, noise suppression,
     /// gain: CPU per 10 ms frame and the echo removed, on a synthetic voice and echo).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "space")]
     pub voice_processing: bool,
+    /// Measure crowds of these sizes wandering one lobby instead (comma-separated):
+    /// connections per client, pairs connected, earshot to first frame, server
+    /// messages per second, CPU per client.
+    #[arg(long, value_delimiter = ',', value_name = "N,...",
+          value_parser = parse_crowd)]
+    pub space: Vec<usize>,
 }
 
 /// What a call client needs to know, resolved from the flags.

@@ -5,7 +5,7 @@
 //! before that, or a TURN server that cannot be used, exits non-zero with one line on
 //! stderr naming the reason (see [`exit_code`]).
 
-mod space_report;
+pub mod space_report;
 pub mod walk;
 
 use std::collections::BTreeMap;
@@ -257,8 +257,24 @@ pub fn spawn_in_process(
     room.context("no demo bots were asked for")
 }
 
+/// A bot that enters the lobby and walks as `walker` says, ready to be updated by its
+/// owner (who reads its state: the crowd benchmark and tests).
+pub fn lobby_walker(config: ClientConfig, walker: Walker) -> App {
+    let first_command = CallCommand::JoinRoom {
+        room: RoomId::lobby(),
+        name: config.name.clone(),
+    };
+    let mut app = bot_app(config, first_command, Announce::Nowhere, Arc::default());
+    walk_with(&mut app, walker);
+    app.finish();
+    app.cleanup();
+    app
+}
+
 /// How a bot tells the world it is in its room.
 enum Announce {
+    /// It does not: its owner reads its state.
+    Nowhere,
     /// Print `room <ID>` as the first line of stdout (for scripts).
     Stdout,
     /// Send the id (for the in-process demo).
@@ -361,6 +377,7 @@ fn follow_call(
                 Announce::Channel(sender) => {
                     let _ = sender.try_send(room.clone());
                 }
+                Announce::Nowhere => {}
             }
             *bot.joined_at.insert(Instant::now())
         }

@@ -74,6 +74,14 @@ impl Walker {
         }
     }
 
+    /// A bot wandering about `floor` from a random spot of it, at `speed` metres per
+    /// second.
+    pub fn wanderer(floor: Area, speed: f32) -> Self {
+        let mut walker = Self::new(floor, None, Plan::Wander, speed);
+        walker.at = walker.random_spot();
+        walker
+    }
+
     /// The plan from the command line: a route, wandering, or standing.
     pub fn plan_of(route: Option<&Route>, wander: bool) -> Plan {
         match route {
@@ -128,12 +136,15 @@ impl Walker {
                 self.next_spot += 1;
                 spot
             }
-            Plan::Wander => {
-                let reach = self.floor.half_extents - Vec2::splat(WANDER_MARGIN);
-                let unit = Vec2::new(random_unit(), random_unit()) * 2.0 - Vec2::ONE;
-                Some(self.floor.center + unit * reach)
-            }
+            Plan::Wander => Some(self.random_spot()),
         }
+    }
+
+    /// A random spot of the floor, away from its walls.
+    fn random_spot(&self) -> Vec2 {
+        let reach = self.floor.half_extents - Vec2::splat(WANDER_MARGIN);
+        let unit = Vec2::new(random_unit(), random_unit()) * 2.0 - Vec2::ONE;
+        self.floor.center + unit * reach
     }
 }
 
@@ -197,7 +208,7 @@ mod tests {
     #[test]
     fn wandering_stays_on_its_floor() {
         for floor in [LOBBY, ROOM] {
-            let mut walker = Walker::new(floor, None, Plan::Wander, 3.0);
+            let mut walker = Walker::wanderer(floor, 3.0);
             let mut now = Instant::now();
             for _ in 0..2000 {
                 now += Duration::from_millis(100);

@@ -54,7 +54,12 @@ impl PoseTrack {
 
     /// The newest pose, if any.
     pub fn latest(&self) -> Option<Pose> {
-        self.samples.back().map(|(_, pose)| *pose)
+        self.newest().map(|(_, pose)| pose)
+    }
+
+    /// The newest pose and when it arrived, if any.
+    pub fn newest(&self) -> Option<(Instant, Pose)> {
+        self.samples.back().copied()
     }
 
     /// How far in the past to draw: two of the recent intervals between poses (the

@@ -31,6 +31,15 @@ const OUTBOX_CAPACITY: usize = 256;
 /// How long a closing connection gets to flush its last messages.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Messages the server has taken in and sent out, over all connections.
+#[derive(Debug, Default)]
+pub(super) struct Traffic {
+    /// Text frames received from clients.
+    pub(super) received: AtomicU64,
+    /// Messages written to clients.
+    pub(super) sent: AtomicU64,
+}
+
 /// What every connection of a server shares.
 #[derive(Clone)]
 pub(super) struct ServerState {
@@ -44,6 +53,8 @@ pub(super) struct ServerState {
     pub(super) next_connection: Arc<AtomicU64>,
     /// TURN servers and their credentials for `welcome`.
     pub(super) turn: Option<Arc<TurnCredentials>>,
+    /// Messages in and out.
+    pub(super) traffic: Arc<Traffic>,
 }
 
 impl ServerState {
@@ -229,6 +240,7 @@ impl Connection {
     }
 
     fn on_text(&mut self, text: &str) {
+        self.state.traffic.received.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         if !self.limiter.try_take(now) {
             if self.limiter.should_report(now) {
@@ -462,11 +474,15 @@ async fn serve_connection(socket: WebSocket, state: ServerState) {
     let kick = Arc::new(Kick::default());
     let open_connections = state.connections.clone();
     open_connections.fetch_add(1, Ordering::Relaxed);
+    let traffic = state.traffic.clone();
     let writer = tokio::spawn(async move {
         while let Some(item) = outgoing.recv().await {
             let frame = match item {
                 Outgoing::Message(message) => match serde_json::to_string(&message) {
-                    Ok(json) => Message::Text(json.into()),
+                    Ok(json) => {
+                        traffic.sent.fetch_add(1, Ordering::Relaxed);
+                        Message::Text(json.into())
+                    }
                     Err(error) => {
                         tracing::error!(%error, "could not encode a server message");
                         continue;

@@ -147,6 +147,7 @@ impl SignalingServer {
                 connections: Arc::new(AtomicUsize::new(0)),
                 next_connection: Arc::new(AtomicU64::new(0)),
                 turn: None,
+                traffic: Arc::default(),
             },
             tls: None,
             web_root: None,
@@ -227,7 +228,24 @@ pub struct ServerSizes {
     pub away: usize,
 }
 
+/// Messages a server has handled since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerTraffic {
+    /// Received from clients.
+    pub received: u64,
+    /// Sent to clients.
+    pub sent: u64,
+}
+
 impl ServerMonitor {
+    /// The messages handled so far.
+    pub fn traffic(&self) -> ServerTraffic {
+        ServerTraffic {
+            received: self.0.traffic.received.load(Ordering::Relaxed),
+            sent: self.0.traffic.sent.load(Ordering::Relaxed),
+        }
+    }
+
     /// The sizes now.
     pub fn sizes(&self) -> ServerSizes {
         let hub = self.0.hub();

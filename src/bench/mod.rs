@@ -2,7 +2,10 @@
 //! in-process signaling server on 127.0.0.1, with synthetic media. Prints join-to-first
 //! frame, glass-to-glass latency, received fps, CPU per received frame, memory per peer,
 //! and the encode cost per sender for meshes of several sizes. With `--voice-processing`,
-//! the cost and effect of the microphone's voice processing instead.
+//! the cost and effect of the microphone's voice processing instead; with `--space`,
+//! crowds wandering the lobby ([`space`]).
+
+pub mod space;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -39,6 +42,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.voice_processing {
         voice_processing(args.seconds);
         return Ok(());
+    }
+    if !args.space.is_empty() {
+        return space::run(&args.space, args.seconds);
     }
     let runtime = AsyncRuntime::new().context("cannot start the network runtime")?;
     let server = runtime
