@@ -36,10 +36,9 @@
 //!   [`POSE_EVERY`]) and on our connections' data channels; a peer's pose from its data
 //!   channel outranks the server's for [`DIRECT_POSES_LAST`].
 //! - **The lobby** (room [`RoomId::lobby`]): everyone in it is shown from the welcome
-//!   on. Media follows
-//!   distance ([`nearby`]): each side wants the nearest people within earshot; it
-//!   starts its media when it first wants someone, then tells each wanted peer it is
-//!   ready (`PeerControl::Nearby`). A connection opens when both sides are ready for
+//!   on. Media follows distance ([`nearby`]): each side wants the nearest people within
+//!   earshot; it starts its media when it first wants someone, then tells each wanted
+//!   peer it is ready (`PeerControl::Nearby`). A connection opens when both sides are ready for
 //!   each other, offered by the side with the smaller id, and closes when either one
 //!   no longer wants it (the person stays, without media). Our media stops after
 //!   [`ALONE_LIMIT`] without anyone wanted, releasing the camera and microphone.
