@@ -27,7 +27,7 @@ use crate::signaling::protocol::{DisplayName, PeerId, Pose};
 use crate::signaling::server::{ServerLimits, SignalingServer};
 use crate::space::LOBBY;
 
-use super::cpu_seconds;
+use super::{cpu_seconds, pump};
 
 /// How long a pair must stay due (within earshot, each among the other's nearest)
 /// before it counts as one that should be connected.
@@ -168,10 +168,13 @@ pub fn wander(people: usize, length: Duration) -> anyhow::Result<CrowdFigures> {
         })
         .collect::<anyhow::Result<_>>()?;
 
-    let entered = pump_until(&mut crowd, Duration::from_secs(30), |crowd| {
-        crowd.iter().all(|app| self_id(app).is_some())
+    let entered = pump(&mut crowd, Duration::from_secs(30), |crowd| {
+        crowd.iter().all(|app| self_id(app).is_some()).then_some(())
     });
-    anyhow::ensure!(entered, "not every bot could enter the lobby within 30 s");
+    anyhow::ensure!(
+        entered.is_some(),
+        "not every bot could enter the lobby within 30 s"
+    );
 
     let cpu_before = cpu_seconds();
     let traffic_before = monitor.traffic();
@@ -224,23 +227,6 @@ pub fn wander(people: usize, length: Duration) -> anyhow::Result<CrowdFigures> {
     }
     drop(crowd);
     Ok(figures)
-}
-
-/// Updates every app until `done` holds or `limit` passes; whether it held.
-fn pump_until(crowd: &mut [App], limit: Duration, mut done: impl FnMut(&[App]) -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        for app in crowd.iter_mut() {
-            app.update();
-        }
-        if done(crowd) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn self_id(app: &App) -> Option<PeerId> {
