@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nat::{Home, Lab};
 
@@ -490,6 +490,8 @@ fn a_browser_behind_a_nat_without_udp_calls_a_native_bot_through_the_relay() {
 
 /// How long the media path is cut in the resilience test.
 const MEDIA_CUT: Duration = Duration::from_secs(5);
+/// How long the bot may take to decode the browser's video again after the cut.
+const VIDEO_BACK_WITHIN: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_browser_keeps_its_call_through_a_server_restart_and_a_cut_media_path() {
@@ -536,16 +538,23 @@ fn a_browser_keeps_its_call_through_a_server_restart_and_a_cut_media_path() {
             .as_u64()
             .unwrap_or_default()
     };
+    // A few frames at least: the browser's fake camera sends about 6 a second on this
+    // shared machine, but after the cut its congestion control starts low and the bot
+    // needs a key frame, so how soon is a figure, not the check.
     let before = decoded();
-    std::thread::sleep(Duration::from_secs(4));
-    let after = decoded();
-    // A few frames a second at least (the browser's fake camera on this shared machine
-    // sends about 6).
+    let cut_over = Instant::now();
+    let mut after = before;
+    while after < before + 8 && cut_over.elapsed() < VIDEO_BACK_WITHIN {
+        std::thread::sleep(Duration::from_millis(250));
+        after = decoded();
+    }
     assert!(
         after >= before + 8,
         "the bot's video from the browser did not come back after the cut: {before} frames \
-         decoded, 4 s later {after}"
+         decoded, {} s later {after}",
+        VIDEO_BACK_WITHIN.as_secs()
     );
+    let back_after = cut_over.elapsed();
     let figures = stop_bot(bot, &stats);
     let peers = figures["peers"].as_array().expect("the bot's peers");
     assert_eq!(
@@ -555,10 +564,11 @@ fn a_browser_keeps_its_call_through_a_server_restart_and_a_cut_media_path() {
     );
     println!(
         "server restart: the tab resumed as {}; after a {} s media cut the bot decoded {} \
-         frames of the browser in 4 s",
+         more frames of the browser within {} ms of the tab seeing the bot's video again",
         resumed["selfId"],
         MEDIA_CUT.as_secs(),
-        after - before
+        after - before,
+        back_after.as_millis()
     );
 }
 
