@@ -25,11 +25,13 @@ use crate::call::{
 };
 use crate::config::{CallArgs, ClientConfig};
 use crate::media::CallStats;
-use crate::media::web::{ReportedProcessing, microphone_processing, place_listener, place_voice};
+use crate::media::web::{
+    ReportedProcessing, VoiceFade, microphone_processing, place_listener, place_voice, voice_fade,
+};
 use crate::media::web_playback::{OutputState, output_state};
 use crate::signaling::protocol::{DisplayName, RoomId};
 use crate::signaling::{SignalUrl, WS_PATH};
-use crate::space::{Panel, PanelRect, PanelView, Player, SpatialAudio};
+use crate::space::{Location, Panel, PanelRect, PanelView, Player, SpatialAudio, roll_off_in};
 
 /// The id of the `<canvas>` in index.html that Bevy draws into.
 const CANVAS_SELECTOR: &str = "#meetspace";
@@ -130,10 +132,13 @@ impl Plugin for BrowserPlugin {
     }
 }
 
-/// Moves the audio listener with the player and each voice to its panel; with
-/// spatial audio off, every voice sits at the listener (full level, no panning).
+/// Moves the audio listener with the player and each voice to its panel, fading as
+/// the native mixer does ([`roll_off_in`]); with spatial audio off, every voice sits at
+/// the listener (full level, no panning).
 fn place_voices(
     spatial: Res<SpatialAudio>,
+    location: Res<Location>,
+    config: Res<ClientConfig>,
     player: Query<&GlobalTransform, With<Player>>,
     panels: Query<(&Panel, &GlobalTransform)>,
     participants: Query<&Participant>,
@@ -142,6 +147,7 @@ fn place_voices(
         return;
     };
     place_listener(listener.translation(), *listener.forward(), *listener.up());
+    let roll_off = roll_off_in(*location, &spatial, config.nearby.earshot);
     for (panel, transform) in &panels {
         if let Ok(participant) = participants.get(panel.participant) {
             let at = if spatial.enabled {
@@ -149,7 +155,7 @@ fn place_voices(
             } else {
                 listener.translation()
             };
-            place_voice(&participant.peer_id, at);
+            place_voice(&participant.peer_id, at, roll_off);
         }
     }
 }
@@ -257,6 +263,8 @@ struct ParticipantHook {
     position: Option<[f32; 2]>,
     /// Poses received from them (the server's and their data channel's).
     poses_received: u64,
+    /// How their voice fades with distance, while it plays.
+    voice_fade: Option<VoiceFade>,
 }
 
 /// What the test hooks read of a participant.
@@ -393,6 +401,7 @@ fn publish_test_hooks(
                     stats: stats.cloned(),
                     position: track.latest().map(|pose| [pose.x, pose.z]),
                     poses_received: track.received,
+                    voice_fade: voice_fade(&participant.peer_id),
                 },
             )
             .collect(),

@@ -604,9 +604,14 @@ fn a_browser_tab_in_the_lobby_sees_a_walking_bot_and_the_bot_gets_its_poses() {
     let (first, later) = (bot_in(&result["first"]), bot_in(&result["later"]));
     assert_eq!(result["first"]["room"], "lobby", "{result}");
     assert!(first["framesDrawn"].as_u64() >= Some(10), "{first}");
+    // Its voice fades as natively: full within 2 m, silent at the 5 m earshot edge.
+    let fade = &later["voiceFade"];
+    assert_eq!(fade["model"], "linear", "{later}");
+    assert_eq!(fade["refDistance"].as_f64(), Some(2.0), "{later}");
+    assert_eq!(fade["maxDistance"].as_f64(), Some(5.0), "{later}");
     println!(
-        "the tab saw the bot at {} then {}, {} poses received, {} frames drawn",
-        first["position"], later["position"], later["posesReceived"], later["framesDrawn"]
+        "the tab saw the bot at {} then {}, {} poses received, {} frames drawn, voice {}",
+        first["position"], later["position"], later["posesReceived"], later["framesDrawn"], fade
     );
     let space = &figures["space"];
     let opened = space["media_opened"]

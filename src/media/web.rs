@@ -1,7 +1,8 @@
 //! The browser's media: the camera and microphone through `getUserMedia` (with the
 //! browser's echo cancellation, noise suppression and gain as [`VoiceProcessing`]
 //! asks), remote and local video copied into the ECS frame channel, and remote voices
-//! through WebAudio with one `PannerNode` each, placed where their panels stand, and
+//! through WebAudio with one `PannerNode` each, placed where their panels stand and
+//! fading with distance as the native mixer does ([`place_voice`]), and
 //! one `GainNode` each for the listener's volume. Every voice goes into one master
 //! `GainNode` and out as a `MediaStream` (a `MediaStreamAudioDestinationNode`), which
 //! `web_playback` plays so that the echo canceller hears it. The browser encodes and
@@ -13,6 +14,7 @@ use std::rc::Rc;
 
 use bevy::math::Vec3;
 use js_sys::{Array, Function, Object, Reflect};
+use serde::Serialize;
 use thiserror::Error;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -24,14 +26,12 @@ use web_sys::{
     PannerNode, PanningModelType,
 };
 
-use super::VoiceProcessing;
 use super::receive::{DecodedFrame, FrameSender};
+use super::{RollOff, VoiceProcessing};
 use crate::signaling::protocol::PeerId;
 
 /// The largest video side copied into a panel; bigger frames are scaled down first.
 const MAX_COPY_SIDE: u32 = 1280;
-/// Distance (m) within which a voice plays at full level.
-const VOICE_REF_DISTANCE: f64 = 1.5;
 /// Samples a level is measured over.
 const LEVEL_WINDOW: u32 = 2048;
 
@@ -459,8 +459,6 @@ impl Voice {
             let (analyser, source) = analyse(&audio.context, stream)?;
             let panner = audio.context.create_panner()?;
             panner.set_panning_model(PanningModelType::Hrtf);
-            panner.set_distance_model(DistanceModelType::Inverse);
-            panner.set_ref_distance(VOICE_REF_DISTANCE);
             let volume = audio.context.create_gain()?;
             source.connect_with_audio_node(&panner)?;
             panner.connect_with_audio_node(&volume)?;
@@ -624,14 +622,56 @@ pub fn place_listener(position: Vec3, forward: Vec3, up: Vec3) {
     });
 }
 
-/// Puts `peer_id`'s voice at `position` (where their panel stands).
-pub fn place_voice(peer_id: &PeerId, position: Vec3) {
+/// How a voice fades with distance now: its panner's distance model (`linear` or
+/// `inverse`), reference and maximum distance in metres.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VoiceFade {
+    /// The panner's distance model, as WebAudio names it.
+    pub model: String,
+    /// Full level within this distance.
+    pub ref_distance: f64,
+    /// Silent from here on (with the linear model).
+    pub max_distance: f64,
+}
+
+/// How `peer_id`'s voice fades with distance, if it plays.
+pub fn voice_fade(peer_id: &PeerId) -> Option<VoiceFade> {
     AUDIO.with(|audio| {
         let audio = audio.borrow();
-        if let Some(nodes) = audio.as_ref().and_then(|audio| audio.voices.get(peer_id)) {
-            nodes
-                .panner
-                .set_position(position.x.into(), position.y.into(), position.z.into());
+        let nodes = audio.as_ref()?.voices.get(peer_id)?;
+        let model = match nodes.panner.distance_model() {
+            DistanceModelType::Linear => "linear",
+            DistanceModelType::Inverse => "inverse",
+            _ => "exponential",
+        };
+        Some(VoiceFade {
+            model: model.to_owned(),
+            ref_distance: nodes.panner.ref_distance(),
+            max_distance: nodes.panner.max_distance(),
+        })
+    })
+}
+
+/// Puts `peer_id`'s voice at `position` (where their panel stands), fading with
+/// distance as `roll_off` says: in a straight line to silence where it has an edge (the
+/// lobby), else inversely with distance past its reference.
+pub fn place_voice(peer_id: &PeerId, position: Vec3, roll_off: RollOff) {
+    AUDIO.with(|audio| {
+        let audio = audio.borrow();
+        let Some(nodes) = audio.as_ref().and_then(|audio| audio.voices.get(peer_id)) else {
+            return;
+        };
+        let panner = &nodes.panner;
+        panner.set_position(position.x.into(), position.y.into(), position.z.into());
+        let (model, max_distance) = match roll_off.silent_at {
+            Some(edge) => (DistanceModelType::Linear, f64::from(edge)),
+            None => (DistanceModelType::Inverse, panner.max_distance()),
+        };
+        if panner.distance_model() != model {
+            panner.set_distance_model(model);
         }
+        panner.set_ref_distance(roll_off.reference_distance.into());
+        panner.set_max_distance(max_distance);
     });
 }

@@ -31,6 +31,15 @@ impl Default for SpatialAudio {
     }
 }
 
+/// How voices fade with distance at `location`: in the lobby to silence at the
+/// `earshot` edge, in a room as `spatial` says. Both targets use it.
+pub fn roll_off_in(location: Location, spatial: &SpatialAudio, earshot: f32) -> RollOff {
+    match location {
+        Location::Lobby => RollOff::fading_to(earshot),
+        Location::Room => spatial.roll_off,
+    }
+}
+
 /// The direction a player looks along on the floor plane (yaw 0 looks towards -Z).
 fn looking(player: &Player) -> Vec2 {
     -Vec2::new(player.yaw.sin(), player.yaw.cos())
@@ -51,10 +60,7 @@ pub(super) fn place_voices(
     };
     let (here, forward) = (floor_of(listener), looking(player));
     let area = location.area();
-    let roll_off = match *location {
-        Location::Lobby => RollOff::fading_to(config.nearby.earshot),
-        Location::Room => spatial.roll_off,
-    };
+    let roll_off = roll_off_in(*location, &spatial, config.nearby.earshot);
     for (panel, transform) in &panels {
         let Ok(participant) = participants.get(panel.participant) else {
             continue;

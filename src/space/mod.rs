@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 
-pub use audio::SpatialAudio;
+pub use audio::{SpatialAudio, roll_off_in};
 pub use avatars::AVATAR_SCALE;
 pub use layout::{
     Area, DoorPlacement, PanelSlot, SPEAKING_LEVEL, approach_fraction, keep_clear, panel_slots,
