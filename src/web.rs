@@ -20,8 +20,9 @@ use wasm_bindgen::{JsCast, JsValue};
 use crate::app::add_client;
 use crate::browser::{describe, document};
 use crate::call::{
-    CallNotice, CallState, ConnectionState, MediaState, MutedSpeakingLevel, OwnSpeakingLevel,
-    Participant, PoseTrack, SelfView, SpeakingLevel, VideoFeed, Volumes,
+    CallNotice, CallState, ConnectionState, HandRaised, MediaState, MutedSpeakingLevel,
+    OwnSpeakingLevel, Participant, PoseTrack, SelfView, SpacePeople, SpeakingLevel, VideoFeed,
+    Volumes,
 };
 use crate::config::{CallArgs, ClientConfig};
 use crate::media::CallStats;
@@ -29,7 +30,7 @@ use crate::media::web::{
     ReportedProcessing, VoiceFade, microphone_processing, place_listener, place_voice, voice_fade,
 };
 use crate::media::web_playback::{OutputState, output_state};
-use crate::signaling::protocol::{DisplayName, RoomId};
+use crate::signaling::protocol::{DisplayName, RoomId, SpaceArea};
 use crate::signaling::{SignalUrl, WS_PATH};
 use crate::space::{Location, Panel, PanelRect, PanelView, Player, SpatialAudio, roll_off_in};
 
@@ -198,6 +199,8 @@ struct TestHooks {
     /// `null` without a microphone.
     microphone: Option<MicrophoneHook>,
     participants: Vec<ParticipantHook>,
+    /// Who else is where in the space, area by area.
+    space: Vec<AreaHook>,
     /// Every panel's screen in canvas pixels, with the frames drawn on it.
     panels: Vec<PanelRect>,
     errors: Vec<ErrorHook>,
@@ -265,6 +268,16 @@ struct ParticipantHook {
     poses_received: u64,
     /// How their voice fades with distance, while it plays.
     voice_fade: Option<VoiceFade>,
+    /// Their hand is raised.
+    hand_raised: bool,
+}
+
+/// An area of the space and who is in it.
+#[derive(Serialize)]
+struct AreaHook {
+    /// `lobby`, a public room's title, or `private` (private rooms together).
+    area: String,
+    names: Vec<String>,
 }
 
 /// What the test hooks read of a participant.
@@ -276,6 +289,7 @@ type ParticipantParts = (
     &'static SpeakingLevel,
     Option<&'static CallStats>,
     &'static PoseTrack,
+    &'static HandRaised,
 );
 
 #[derive(Serialize, Clone)]
@@ -362,7 +376,7 @@ fn publish_test_hooks(
     levels: (Res<OwnSpeakingLevel>, Res<MutedSpeakingLevel>),
     self_view: Query<&VideoFeed, With<SelfView>>,
     panels: PanelView,
-    errors: Res<RecentErrors>,
+    (errors, space): (Res<RecentErrors>, Res<SpacePeople>),
     mut installed: Local<bool>,
 ) {
     if !*installed {
@@ -391,19 +405,34 @@ fn publish_test_hooks(
         participants: participants
             .iter()
             .map(
-                |(participant, connection, media, feed, speaking, stats, track)| ParticipantHook {
-                    peer_id: participant.peer_id.to_string(),
-                    name: participant.name.to_string(),
-                    connection: format!("{:?}", connection.0).to_lowercase(),
-                    frames_drawn: feed.frames_shown,
-                    media: *media,
-                    level: speaking.0,
-                    stats: stats.cloned(),
-                    position: track.latest().map(|pose| [pose.x, pose.z]),
-                    poses_received: track.received,
-                    voice_fade: voice_fade(&participant.peer_id),
+                |(participant, connection, media, feed, speaking, stats, track, hand)| {
+                    ParticipantHook {
+                        peer_id: participant.peer_id.to_string(),
+                        name: participant.name.to_string(),
+                        connection: format!("{:?}", connection.0).to_lowercase(),
+                        frames_drawn: feed.frames_shown,
+                        media: *media,
+                        level: speaking.0,
+                        stats: stats.cloned(),
+                        position: track.latest().map(|pose| [pose.x, pose.z]),
+                        poses_received: track.received,
+                        voice_fade: voice_fade(&participant.peer_id),
+                        hand_raised: hand.0,
+                    }
                 },
             )
+            .collect(),
+        space: space
+            .by_area()
+            .into_iter()
+            .map(|area| AreaHook {
+                area: match area.area {
+                    SpaceArea::Lobby => "lobby".to_owned(),
+                    SpaceArea::Room { title, .. } => title.to_string(),
+                    SpaceArea::Private => "private".to_owned(),
+                },
+                names: area.names.iter().map(ToString::to_string).collect(),
+            })
             .collect(),
         // In CSS pixels, as page screenshots measure.
         panels: panels.rects(1.0),

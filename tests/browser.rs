@@ -604,6 +604,12 @@ fn a_browser_tab_in_the_lobby_sees_a_walking_bot_and_the_bot_gets_its_poses() {
     let (first, later) = (bot_in(&result["first"]), bot_in(&result["later"]));
     assert_eq!(result["first"]["room"], "lobby", "{result}");
     assert!(first["framesDrawn"].as_u64() >= Some(10), "{first}");
+    // The tab watches the space: the bot is in the lobby.
+    assert_eq!(
+        result["later"]["space"],
+        serde_json::json!([{"area": "lobby", "names": ["Bot"]}]),
+        "{result}"
+    );
     // Its voice fades as natively: full within 2 m, silent at the 5 m earshot edge.
     let fade = &later["voiceFade"];
     assert_eq!(fade["model"], "linear", "{later}");

@@ -314,6 +314,28 @@ fn hostile_input_gets_typed_errors_and_other_rooms_keep_working() {
         expect_error(&mut attacker, ErrorCode::BadMessage).await;
         calm.still_talking("unknown type").await;
 
+        // Watching the space is for those in it; in a room, past chat's allowance,
+        // each ask is refused (each answer could name 200 people).
+        attacker.send_json(json!({"type": "watch_space"})).await;
+        expect_error(&mut attacker, ErrorCode::NotInRoom).await;
+        let mut watcher = RawClient::connect(&server.url).await;
+        watcher.create("Watcher").await;
+        for _ in 0..8 {
+            watcher.send_json(json!({"type": "watch_space"})).await;
+        }
+        let (mut answers, mut refused) = (0, 0);
+        while let Some(message) = watcher.recv_within(Duration::from_millis(500)).await {
+            match message {
+                ServerMessage::Space { .. } => answers += 1,
+                ServerMessage::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                } => refused += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((answers, refused), (5, 3), "chat's burst of 5, then refusals");
+
         // A thousand messages at once: the burst is served, the rest is dropped with
         // a rate_limited error, and the connection survives.
         for _ in 0..1000 {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use common::*;
-use meetspace::call::CallCommand;
-use meetspace::signaling::protocol::DisplayName;
+use meetspace::call::{CallCommand, SpacePeople};
+use meetspace::signaling::protocol::{DisplayName, SpaceArea};
 use meetspace::space::{Door, DoorKind, Location, Player};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -119,4 +119,70 @@ fn the_new_room_door_creates_a_public_room_named_after_the_player() {
                 .any(|room| room.title.as_str() == "Walker's room")
         }
     ));
+}
+
+/// Who `app` is told is where in the space: "area: names" for each area.
+fn space_of(app: &App) -> Vec<String> {
+    app.world()
+        .resource::<SpacePeople>()
+        .by_area()
+        .iter()
+        .map(|area| {
+            let place = match &area.area {
+                SpaceArea::Lobby => "lobby",
+                SpaceArea::Room { title, .. } => title.as_str(),
+                SpaceArea::Private => "private",
+            };
+            let names: Vec<&str> = area.names.iter().map(DisplayName::as_str).collect();
+            format!("{place}: {}", names.join(", "))
+        })
+        .collect()
+}
+
+#[test]
+fn everyone_in_the_space_is_told_who_is_in_which_area_as_people_come_go_and_move() {
+    let server = TestServer::start();
+    let mut host = client(&server.url, "Host");
+    host.world_mut().write_message(CallCommand::CreateRoom {
+        name: DisplayName::parse("Host").unwrap(),
+        public_title: Some(DisplayName::parse("Standup").unwrap()),
+    });
+    let mut hidden = client(&server.url, "Hidden");
+    create_room(&mut hidden);
+    let mut walker = walker(&server.url);
+    let told = pump_until(
+        &mut [&mut host, &mut hidden, &mut walker],
+        10 * SECOND,
+        |apps| space_of(apps[2]) == ["Standup: Host", "private: Hidden"],
+    );
+    assert!(told, "the lobby was told {:?}", space_of(&walker));
+
+    // A guest enters the lobby: everyone hears of it; then it walks into the standup.
+    let mut guest = space_client(&server.url, "Guest");
+    let mut apps = [&mut host, &mut hidden, &mut walker, &mut guest];
+    let arrived = pump_until(&mut apps, 10 * SECOND, |apps| {
+        space_of(apps[0]) == ["lobby: Walker, Guest", "private: Hidden"]
+            && space_of(apps[2]) == ["lobby: Guest", "Standup: Host", "private: Hidden"]
+            && has_public_door(apps[3])
+    });
+    assert!(arrived, "the host was told {:?}", space_of(apps[0]));
+    step_into(apps[3], |kind| matches!(kind, DoorKind::Public(_)));
+    let moved = pump_until(&mut apps, 10 * SECOND, |apps| {
+        space_of(apps[2]) == ["Standup: Host, Guest", "private: Hidden"]
+            && space_of(apps[3]) == ["lobby: Walker", "Standup: Host", "private: Hidden"]
+    });
+    assert!(
+        moved,
+        "after the guest went through the door, the walker was told {:?}, the guest {:?}",
+        space_of(apps[2]),
+        space_of(apps[3])
+    );
+
+    // The host hangs up: gone for everyone; the hidden room's one person leaves too.
+    leave(apps[0]);
+    leave(apps[1]);
+    let gone = pump_until(&mut apps, 10 * SECOND, |apps| {
+        space_of(apps[2]) == ["Standup: Guest"] && space_of(apps[0]).is_empty()
+    });
+    assert!(gone, "the walker was told {:?}", space_of(apps[2]));
 }

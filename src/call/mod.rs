@@ -13,11 +13,13 @@ mod peer;
 pub mod poses;
 pub mod room;
 mod roster;
+mod space_people;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
 pub use poses::PoseTrack;
 pub use room::{PEER_RECONNECT_LIMIT, RESUME_LIMIT};
+pub use space_people::{AreaPeople, SpaceNews, SpacePeople};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -197,6 +199,8 @@ pub enum CallEvent {
     },
     /// The server's list of public rooms.
     RoomList(Vec<RoomSummary>),
+    /// Who is where in the space.
+    Space(SpaceNews),
     /// The devices there are.
     Devices(AvailableDevices),
     /// The signaling connection dropped during the call (why); media goes on while
@@ -631,6 +635,7 @@ impl Plugin for CallPlugin {
         .init_resource::<CallReport>()
         .init_resource::<ChatLog>()
         .init_resource::<PublicRooms>()
+        .init_resource::<SpacePeople>()
         .init_resource::<AvailableDevices>()
         .add_message::<CallCommand>()
         .add_message::<CallNotice>()
@@ -846,6 +851,7 @@ pub fn apply_volumes(volumes: Res<Volumes>, participants: Query<&Participant>) {
 pub struct CallRecords<'w> {
     report: ResMut<'w, CallReport>,
     public_rooms: ResMut<'w, PublicRooms>,
+    space: ResMut<'w, SpacePeople>,
     devices: ResMut<'w, AvailableDevices>,
     own_media: ResMut<'w, OwnMediaState>,
     chat: ResMut<'w, ChatLog>,
@@ -899,6 +905,7 @@ pub fn apply_call_events(
                 }
             }
             CallEvent::RoomList(rooms) => records.public_rooms.0 = rooms,
+            CallEvent::Space(news) => records.space.apply(news),
             CallEvent::Devices(devices) => *records.devices = devices,
             CallEvent::OwnMedia(media) => records.own_media.0 = media,
             CallEvent::PeerMedia(peer_id, media) => {
@@ -943,6 +950,7 @@ pub fn apply_call_events(
             }
             CallEvent::Left => {
                 despawn_all(&mut roster, &mut commands);
+                records.space.clear();
                 notices.write(CallNotice::Left);
                 *state = CallState::Idle;
             }

@@ -107,6 +107,7 @@ impl Roster {
                 near,
             },
             RoomEvent::RoomList(rooms) => CallEvent::RoomList(rooms),
+            RoomEvent::Space(news) => CallEvent::Space(news),
             RoomEvent::Reconnecting(reason) => CallEvent::Reconnecting(reason),
             RoomEvent::Reconnected => CallEvent::Reconnected,
             RoomEvent::Left => {

@@ -544,6 +544,9 @@ pub enum ClientMessage {
         /// Raised (true) or lowered.
         raised: bool,
     },
+    /// Tell us who is in the space now (`space`) and then whenever someone enters or
+    /// leaves an area (`person_entered`, `person_left`), until we leave our room.
+    WatchSpace,
 }
 
 /// A public room as the lobby lists it.
@@ -557,6 +560,34 @@ pub struct RoomSummary {
     pub participants: usize,
     /// How many it holds.
     pub capacity: usize,
+}
+
+/// Where in the space someone is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SpaceArea {
+    /// On the lobby's open floor.
+    Lobby,
+    /// In a public room, behind its door in the lobby.
+    Room {
+        /// The room's id.
+        room: RoomId,
+        /// Its title.
+        title: DisplayName,
+    },
+    /// In a private room (which is not named).
+    Private,
+}
+
+/// Someone in the space, as `space` and `person_entered` tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpacePerson {
+    /// Their id in their area's room.
+    pub peer_id: PeerId,
+    /// Their display name.
+    pub name: DisplayName,
+    /// Where they are.
+    pub area: SpaceArea,
 }
 
 /// A message from the server to a client.
@@ -636,6 +667,26 @@ pub enum ServerMessage {
         scope: ChatScope,
         /// What it says.
         text: ChatText,
+    },
+    /// Everyone else in the space now (at most 200, the lobby first), answering
+    /// `watch_space`; `total` counts them all.
+    Space {
+        /// Who is where.
+        people: Vec<SpacePerson>,
+        /// How many people there are, those left out of `people` included.
+        total: usize,
+    },
+    /// Someone entered an area of the space (the server, the lobby or a room), for a
+    /// client that watches the space. Going through a door is leaving one area and
+    /// entering another, under a new id.
+    PersonEntered {
+        /// Who, and where.
+        person: SpacePerson,
+    },
+    /// Someone left their area (and the space, unless they enter another).
+    PersonLeft {
+        /// Their id in the area they left.
+        peer_id: PeerId,
     },
     /// The public rooms, answering `list_rooms` (at most 100, fullest first).
     RoomList {
@@ -730,7 +781,7 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 9] = [
+const CLIENT_MESSAGE_TYPES: [&str; 10] = [
     "create_room",
     "join_room",
     "resume",
@@ -740,6 +791,7 @@ const CLIENT_MESSAGE_TYPES: [&str; 9] = [
     "pose",
     "chat",
     "hand",
+    "watch_space",
 ];
 
 impl ClientMessage {

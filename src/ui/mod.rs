@@ -15,7 +15,8 @@ use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use crate::call::{
     AvailableDevices, CallCommand, CallError, CallNotice, CallState, ConnectionState, MediaState,
-    OwnHand, OwnMediaState, OwnSpeakingLevel, OwnVoiceProcessing, Participant, VideoFeed, Volumes,
+    OwnHand, OwnMediaState, OwnSpeakingLevel, OwnVoiceProcessing, Participant, SpacePeople,
+    VideoFeed, Volumes,
 };
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
@@ -31,6 +32,7 @@ mod chat;
 mod devices;
 mod shortcuts;
 mod sound;
+mod space;
 mod stats;
 
 /// Rooms remembered on the home panel.
@@ -231,6 +233,7 @@ struct CallView<'w> {
     view: Option<ResMut<'w, RoomView>>,
     devices: Res<'w, AvailableDevices>,
     picks: ResMut<'w, devices::DevicePicks>,
+    space: Res<'w, SpacePeople>,
 }
 
 fn call_panel(
@@ -282,6 +285,7 @@ fn call_panel(
                     });
                 }
                 hand_button(ui, call.own_hand.0, &mut commands);
+                space::around_the_space(ui, &call.space, true);
             }
             CallState::Joining => {
                 ui.horizontal(|ui| {
@@ -368,6 +372,8 @@ fn call_panel(
                 };
                 sound::sound_controls(ui, controls, &mut commands);
                 devices::device_pickers(ui, &call.devices, &mut call.picks, &mut commands);
+                // Folded in a room, where the room's own people come first.
+                space::around_the_space(ui, &call.space, false);
             }
             CallState::Leaving => {
                 ui.horizontal(|ui| {

@@ -51,7 +51,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 use serde::Deserialize;
 
-use super::{CallCommand, CallError, ChatLine, MediaState, PeerControl};
+use super::{CallCommand, CallError, ChatLine, MediaState, PeerControl, SpaceNews};
 use crate::config::NearbySettings;
 use crate::rtc::{MAX_EARLY_CANDIDATES, PeerConnectionState, Role};
 use crate::signaling::ice_servers::IceServer;
@@ -182,6 +182,8 @@ pub enum RoomEvent {
     Chat(ChatLine),
     /// The server's list of public rooms.
     RoomList(Vec<RoomSummary>),
+    /// Who is where in the space.
+    Space(SpaceNews),
     /// The signaling connection dropped during the call (why); reconnecting.
     Reconnecting(String),
     /// The signaling connection is back and we have our place again.
@@ -885,6 +887,15 @@ impl Room {
                 }
             }
             ServerMessage::RoomList { rooms } => self.emit(RoomEvent::RoomList(rooms)),
+            ServerMessage::Space { people, total } => {
+                self.emit(RoomEvent::Space(SpaceNews::Everyone { people, total }));
+            }
+            ServerMessage::PersonEntered { person } => {
+                self.emit(RoomEvent::Space(SpaceNews::Entered(person)));
+            }
+            ServerMessage::PersonLeft { peer_id } => {
+                self.emit(RoomEvent::Space(SpaceNews::Left(peer_id)));
+            }
             ServerMessage::Error { code, message } => {
                 let welcomed = self.link == LinkState::Open { welcomed: true };
                 self.emit(RoomEvent::Failed(CallError::Refused { code, message }));
@@ -904,6 +915,8 @@ impl Room {
         ice_servers: Vec<IceServer>,
     ) {
         self.link = LinkState::Open { welcomed: true };
+        // Who else is in the space, now and as it changes (again after a resume).
+        self.act(RoomAction::Send(ClientMessage::WatchSpace));
         if self.hand_raised {
             self.act(RoomAction::Send(ClientMessage::Hand { raised: true }));
         }

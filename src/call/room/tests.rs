@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::signaling::ice_servers::IceServerUrl;
+use crate::signaling::protocol::{SpaceArea, SpacePerson};
 
 /// Our id: between the ids of `LOW` and `HIGH`, for the glare rule.
 const OURS: &str = "mmmmmmmmmm";
@@ -193,6 +194,7 @@ fn the_newcomer_starts_its_media_then_offers_to_everyone_there() {
     assert_eq!(
         script.actions(),
         vec![
+            RoomAction::Send(ClientMessage::WatchSpace),
             RoomAction::UseIceServers(Vec::new()),
             RoomAction::StartMedia
         ]
@@ -292,7 +294,13 @@ fn a_signaling_drop_reconnects_with_backoff_resumes_with_the_token_and_flushes_i
     script.hear(welcome(&[LOW]));
     let actions = script.actions();
     assert_eq!(events(&actions), vec![RoomEvent::Reconnected]);
-    assert_eq!(sent(&actions), queued, "queued signals go out in order");
+    let mut expected = vec![ClientMessage::WatchSpace];
+    expected.extend(queued);
+    assert_eq!(
+        sent(&actions),
+        expected,
+        "the space watched again, then queued signals out in order"
+    );
     assert!(
         connects(&actions).is_empty(),
         "a working connection is kept"
@@ -1077,7 +1085,7 @@ fn in_a_room_poses_travel_too_and_a_data_channel_pose_outranks_the_servers() {
         .join(room_id(), DisplayName::parse("me").expect("name"));
     script.room.link_opened();
     script.hear(welcome(&[]));
-    assert!(sent(&script.actions()).is_empty());
+    assert_eq!(sent(&script.actions()), vec![ClientMessage::WatchSpace]);
 }
 
 #[test]
@@ -1094,7 +1102,10 @@ fn a_raised_hand_is_told_now_and_in_each_room_entered_and_theirs_reaches_the_app
     script.hear(welcome(&[LOW]));
     assert_eq!(
         sent(&script.actions()),
-        vec![ClientMessage::Hand { raised: true }]
+        vec![
+            ClientMessage::WatchSpace,
+            ClientMessage::Hand { raised: true }
+        ]
     );
     script
         .room
@@ -1116,5 +1127,40 @@ fn a_raised_hand_is_told_now_and_in_each_room_entered_and_theirs_reaches_the_app
         events(&script.actions()),
         vec![RoomEvent::PeerHand(id(LOW), true)],
         "only from someone in the room"
+    );
+}
+
+#[test]
+fn news_of_the_space_reaches_the_app() {
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.hear(welcome(&[]));
+    script.actions();
+    let person = SpacePerson {
+        peer_id: id(LOW),
+        name: DisplayName::parse("Ann").expect("name"),
+        area: SpaceArea::Lobby,
+    };
+    script.hear(ServerMessage::Space {
+        people: vec![person.clone()],
+        total: 3,
+    });
+    script.hear(ServerMessage::PersonEntered {
+        person: person.clone(),
+    });
+    script.hear(ServerMessage::PersonLeft { peer_id: id(LOW) });
+    assert_eq!(
+        events(&script.actions()),
+        vec![
+            RoomEvent::Space(SpaceNews::Everyone {
+                people: vec![person.clone()],
+                total: 3
+            }),
+            RoomEvent::Space(SpaceNews::Entered(person)),
+            RoomEvent::Space(SpaceNews::Left(id(LOW))),
+        ]
     );
 }

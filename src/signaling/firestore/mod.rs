@@ -233,8 +233,9 @@ impl Session {
                 self.hang_up().await;
                 Ok(())
             }
-            // A Firestore call has no lobby: nobody to tell where we stand.
-            ClientMessage::Pose { .. } => Ok(()),
+            // A Firestore call has no lobby and no space around it: nobody to tell
+            // where we stand, nobody beyond the call to watch.
+            ClientMessage::Pose { .. } | ClientMessage::WatchSpace => Ok(()),
             ClientMessage::Chat { .. } | ClientMessage::Hand { .. } => {
                 self.refuse(
                     ErrorCode::BadMessage,

@@ -368,27 +368,22 @@ impl Connection {
                     Err(error) => return self.refuse(ErrorCode::BadChat, error.to_string()),
                 };
                 if !self.chat_limiter.try_take(Instant::now()) {
-                    return self.refuse(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "too many chat messages: at most {CHAT_BURST} at once, then \
-                             {CHAT_PER_SEC} a second"
-                        ),
-                    );
+                    return self.refuse_chat_flood();
                 }
                 self.state.with_hub(|hub| hub.chat(room, from, scope, text));
             }
             (ClientMessage::Hand { raised }, Some((room, from))) => {
                 if !self.chat_limiter.try_take(Instant::now()) {
-                    return self.refuse(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "too many chat messages and raised hands: at most {CHAT_BURST} \
-                             at once, then {CHAT_PER_SEC} a second"
-                        ),
-                    );
+                    return self.refuse_chat_flood();
                 }
                 self.state.with_hub(|hub| hub.hand(room, from, raised));
+            }
+            (ClientMessage::WatchSpace, Some((room, from))) => {
+                // Each answer names up to 200 people: counted with chat.
+                if !self.chat_limiter.try_take(Instant::now()) {
+                    return self.refuse_chat_flood();
+                }
+                self.state.with_hub(|hub| hub.watch_space(room, from));
             }
             (ClientMessage::Leave, Some(_)) => self.leave_room(),
             (
@@ -396,7 +391,8 @@ impl Connection {
                 | ClientMessage::Leave
                 | ClientMessage::Pose { .. }
                 | ClientMessage::Chat { .. }
-                | ClientMessage::Hand { .. },
+                | ClientMessage::Hand { .. }
+                | ClientMessage::WatchSpace,
                 None,
             ) => {
                 self.refuse(
@@ -405,6 +401,17 @@ impl Connection {
                 );
             }
         }
+    }
+
+    /// Refuses a chat, hand or `watch_space` message past the allowance they share.
+    fn refuse_chat_flood(&mut self) {
+        self.refuse(
+            ErrorCode::RateLimited,
+            format!(
+                "too many chat, hand and watch_space messages: at most {CHAT_BURST} at once, \
+                 then {CHAT_PER_SEC} a second"
+            ),
+        );
     }
 
     fn welcome(

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use crate::signaling::protocol::{
     ChatScope, ChatText, DisplayName, EARSHOT_M, ErrorCode, Passcode, PeerId, PeerInfo, Pose,
-    ResumeToken, RoomId, RoomSummary, ServerMessage,
+    ResumeToken, RoomId, RoomSummary, ServerMessage, SpaceArea, SpacePerson,
 };
 
 /// Most rooms one `room_list` names.
 const MAX_LISTED_ROOMS: usize = 100;
+/// Most people one `space` message names.
+pub const MAX_SPACE_LISTED: usize = 200;
 /// Least time between two relayed poses of one peer: a client sends at most 5 a second,
 /// and one that arrives sooner after the last relayed one is dropped.
 pub const MIN_POSE_INTERVAL: Duration = Duration::from_millis(150);
@@ -70,6 +72,8 @@ struct Member<C> {
     away_since: Option<Instant>,
     /// When its last pose was relayed.
     posed_at: Option<Instant>,
+    /// Whether its peer asked to be told who enters and leaves the space.
+    watches_space: bool,
 }
 
 impl<C> Member<C> {
@@ -80,6 +84,7 @@ impl<C> Member<C> {
             attachment: Some(connection),
             away_since: None,
             posed_at: None,
+            watches_space: false,
         }
     }
 }
@@ -126,6 +131,18 @@ impl<C: Clone> Room<C> {
         self.passcode
             .as_ref()
             .is_none_or(|locked| locked.admits(passcode))
+    }
+
+    /// What this room (`id`) is in the space, as others are told.
+    fn area(&self, id: &RoomId) -> SpaceArea {
+        match &self.public_title {
+            _ if id.is_lobby() => SpaceArea::Lobby,
+            Some(title) => SpaceArea::Room {
+                room: id.clone(),
+                title: title.clone(),
+            },
+            None => SpaceArea::Private,
+        }
     }
 }
 
@@ -212,7 +229,7 @@ impl<C: Clone + PartialEq> Hub<C> {
                 break candidate;
             }
         };
-        let peer_id = PeerId::random();
+        let peer_id = self.fresh_peer_id();
         let token = ResumeToken::random();
         let info = PeerInfo::new(peer_id.clone(), name);
         let room = Room {
@@ -221,6 +238,7 @@ impl<C: Clone + PartialEq> Hub<C> {
             passcode,
         };
         self.rooms.insert(room_id.clone(), room);
+        self.announce_entered(&room_id, &peer_id);
         Ok((room_id, peer_id, token))
     }
 
@@ -238,6 +256,7 @@ impl<C: Clone + PartialEq> Hub<C> {
             // The lobby is there for anyone who enters it.
             self.rooms.entry(room_id.clone()).or_insert_with(Room::open);
         }
+        let peer_id = self.fresh_peer_id();
         let room = self.rooms.get_mut(room_id).ok_or(ErrorCode::RoomNotFound)?;
         if !room.admits(passcode) {
             return Err(ErrorCode::WrongPasscode);
@@ -245,12 +264,6 @@ impl<C: Clone + PartialEq> Hub<C> {
         if room.members.len() >= capacity {
             return Err(ErrorCode::RoomFull);
         }
-        let peer_id = loop {
-            let candidate = PeerId::random();
-            if room.members.iter().all(|m| m.info.peer_id != candidate) {
-                break candidate;
-            }
-        };
         let info = PeerInfo::new(peer_id.clone(), name);
         let present = room.others(&peer_id);
         room.broadcast(
@@ -261,7 +274,93 @@ impl<C: Clone + PartialEq> Hub<C> {
         let token = ResumeToken::random();
         room.members
             .push(Member::new(info, token.clone(), connection));
+        self.announce_entered(room_id, &peer_id);
         Ok((peer_id, present, token))
+    }
+
+    /// A peer id nobody in the space has (ids name people space-wide in `space`).
+    fn fresh_peer_id(&self) -> PeerId {
+        loop {
+            let candidate = PeerId::random();
+            let taken = self
+                .rooms
+                .values()
+                .flat_map(|room| &room.members)
+                .any(|m| m.info.peer_id == candidate);
+            if !taken {
+                return candidate;
+            }
+        }
+    }
+
+    /// Sends `message` to every peer in the space that watches it, but `except`.
+    fn tell_space(&mut self, except: &PeerId, message: &ServerMessage) {
+        let watchers = self
+            .rooms
+            .values()
+            .flat_map(|room| &room.members)
+            .filter(|m| m.watches_space && &m.info.peer_id != except);
+        for member in watchers {
+            if let Some(connection) = &member.attachment {
+                self.deliveries.push(Delivery::Message {
+                    to: connection.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
+    }
+
+    /// Tells the space's watchers that `peer_id` entered `room_id`.
+    fn announce_entered(&mut self, room_id: &RoomId, peer_id: &PeerId) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let Some(member) = room.members.iter().find(|m| &m.info.peer_id == peer_id) else {
+            return;
+        };
+        let person = SpacePerson {
+            peer_id: peer_id.clone(),
+            name: member.info.name.clone(),
+            area: room.area(room_id),
+        };
+        self.tell_space(peer_id, &ServerMessage::PersonEntered { person });
+    }
+
+    /// `peer` of `room_id` watches the space from now on: it gets everyone else in the
+    /// space now, the lobby first, at most [`MAX_SPACE_LISTED`] of them.
+    pub fn watch_space(&mut self, room_id: &RoomId, peer: &PeerId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(member) = room.members.iter_mut().find(|m| &m.info.peer_id == peer) else {
+            return;
+        };
+        member.watches_space = true;
+        let Some(connection) = member.attachment.clone() else {
+            return;
+        };
+        let mut people: Vec<SpacePerson> = self
+            .rooms
+            .iter()
+            .flat_map(|(id, room)| {
+                let area = room.area(id);
+                room.members
+                    .iter()
+                    .filter(|m| &m.info.peer_id != peer)
+                    .map(move |m| SpacePerson {
+                        peer_id: m.info.peer_id.clone(),
+                        name: m.info.name.clone(),
+                        area: area.clone(),
+                    })
+            })
+            .collect();
+        let total = people.len();
+        people.sort_by_key(|person| person.area != SpaceArea::Lobby);
+        people.truncate(MAX_SPACE_LISTED);
+        self.deliveries.push(Delivery::Message {
+            to: connection,
+            message: ServerMessage::Space { people, total },
+        });
     }
 
     /// Gives a peer its place back (see `resume` in docs/signaling.md); returns the
@@ -284,9 +383,11 @@ impl<C: Clone + PartialEq> Hub<C> {
                 public_title: request.public_title,
                 passcode: request.passcode,
             };
-            self.rooms.insert(request.room, room);
+            self.rooms.insert(request.room.clone(), room);
+            self.announce_entered(&request.room, &peer_id);
             return Ok(Vec::new());
         };
+        let mut newcomer = false;
         match room.members.iter_mut().find(|m| m.info.peer_id == peer_id) {
             Some(member) => {
                 if !member.resume_token.matches(&request.resume_token) {
@@ -313,6 +414,7 @@ impl<C: Clone + PartialEq> Hub<C> {
                     request.resume_token,
                     connection,
                 ));
+                newcomer = true;
             }
         }
         room.broadcast(
@@ -320,7 +422,11 @@ impl<C: Clone + PartialEq> Hub<C> {
             &ServerMessage::PeerBack { peer: request.peer },
             &mut self.deliveries,
         );
-        Ok(room.others(&peer_id))
+        let others = room.others(&peer_id);
+        if newcomer {
+            self.announce_entered(&request.room, &peer_id);
+        }
+        Ok(others)
     }
 
     /// Passes `data` from one peer of a room to another.
@@ -520,7 +626,15 @@ impl<C: Clone + PartialEq> Hub<C> {
     /// room. `None` if there is no such room.
     pub fn leave(&mut self, room_id: &RoomId, peer_id: &PeerId) -> Option<Departure> {
         let room = self.rooms.get_mut(room_id)?;
+        let before = room.members.len();
         room.members.retain(|m| &m.info.peer_id != peer_id);
+        if room.members.len() < before {
+            let left = ServerMessage::PersonLeft {
+                peer_id: peer_id.clone(),
+            };
+            self.tell_space(peer_id, &left);
+        }
+        let room = self.rooms.get_mut(room_id)?;
         if room.members.is_empty() {
             self.rooms.remove(room_id);
             Some(Departure::RoomClosed)
@@ -875,6 +989,62 @@ mod tests {
             ServerMessage::Chat { from, name, scope: ChatScope::Room, .. }
                 if from == &carol && name.as_str() == "Carol"
         ));
+    }
+
+    #[test]
+    fn watchers_learn_who_is_where_in_the_space_and_every_entry_and_exit() {
+        let mut hub = TestHub::new(8, 10);
+        let lobby = RoomId::lobby();
+        let (ann, _, _) = hub.join(&lobby, name("Ann"), None, 1).unwrap();
+        let (standup, bo, _) = hub
+            .create(name("Bo"), Some(name("Standup")), None, 2)
+            .unwrap();
+        let (secret, cy, _) = hub.create(name("Cy"), None, None, 3).unwrap();
+        hub.take_deliveries();
+        // Ann watches: she hears of the two others and where they are, not of herself.
+        hub.watch_space(&lobby, &ann);
+        let told = messages(&mut hub);
+        let [(1, ServerMessage::Space { people, total: 2 })] = told.as_slice() else {
+            panic!("one space message for Ann: {told:?}");
+        };
+        let area_of = |peer: &PeerId| {
+            people
+                .iter()
+                .find(|p| &p.peer_id == peer)
+                .map(|p| p.area.clone())
+        };
+        let standup_area = SpaceArea::Room {
+            room: standup.clone(),
+            title: name("Standup"),
+        };
+        assert_eq!(area_of(&bo), Some(standup_area.clone()));
+        assert_eq!(
+            area_of(&cy),
+            Some(SpaceArea::Private),
+            "a private room is not named"
+        );
+        assert_eq!(area_of(&ann), None);
+        // Dee enters the standup: Ann (watching) is told, Cy (not watching) is not; Bo
+        // hears of it as a room member does.
+        let (dee, _, _) = hub.join(&standup, name("Dee"), None, 4).unwrap();
+        let told = messages(&mut hub);
+        let to_ann: Vec<&ServerMessage> = told
+            .iter()
+            .filter(|(to, _)| *to == 1)
+            .map(|(_, message)| message)
+            .collect();
+        assert!(
+            matches!(to_ann.as_slice(), [ServerMessage::PersonEntered { person }]
+                if person.peer_id == dee && person.area == standup_area),
+            "{told:?}"
+        );
+        assert!(told.iter().all(|(to, _)| *to != 3), "{told:?}");
+        // Cy leaves (its room closes with it): Ann is told.
+        hub.leave(&secret, &cy);
+        assert_eq!(
+            messages(&mut hub),
+            vec![(1, ServerMessage::PersonLeft { peer_id: cy })]
+        );
     }
 
     #[test]
