@@ -1,4 +1,5 @@
-//! The lobby and the room as places: floors, walls, lamps, and doors with signs. A
+//! The lobby and the room as places: tiled floors, walls, lamps, the lobby's sky,
+//! daylight and welcome sign, the room's ceiling, and doors with signs. A
 //! door does its thing when the player walks into it: a public room's door joins that
 //! room, "New room" creates a public room, "Join by id" asks the overlay for an id,
 //! and the room's exit hangs up.
@@ -8,15 +9,31 @@ use bevy::prelude::*;
 
 use super::layout::{Area, DoorPlacement, back_wall_doors, wall_door};
 use super::player::{Player, WALL_MARGIN, floor_of};
+use super::scenery;
 use super::sign_material::sign_material;
 use super::{JoinByIdRequested, LOBBY, Location, ROOM};
-use crate::call::{CallCommand, CallState, PublicRooms};
+use crate::call::{CallCommand, CallState, PublicRooms, SpacePeople};
 use crate::config::ClientConfig;
 use crate::media::{SignPainter, SignStyle};
 use crate::signaling::protocol::{DisplayName, MAX_NAME_CHARS, RoomId, RoomSummary};
 
+/// Daylight over the lobby, lux.
+const SUNLIGHT_LUX: f32 = 2500.0;
 /// Height of the walls.
 const WALL_HEIGHT: f32 = 3.2;
+/// Height of the darker band along the foot of the walls.
+const WALL_BAND: f32 = 0.9;
+/// How far that band stands out of the wall, on each side.
+const BAND_DEPTH: f32 = 0.04;
+/// Side of a floor tile, metres.
+const FLOOR_TILE: f32 = 2.0;
+/// Where the welcome sign stands in the lobby: to the right of the view from the
+/// arrival spot, off the way to the doors, below eye height (it hides no face), how
+/// high its middle is, and its size in metres and pixels.
+const WELCOME_SPOT: Vec2 = Vec2::new(2.6, -1.4);
+const WELCOME_HEIGHT: f32 = 0.95;
+const WELCOME_SIZE: Vec2 = Vec2::new(1.3, 0.6);
+const WELCOME_PIXELS: UVec2 = UVec2::new(416, 192);
 /// Thickness of the walls.
 const WALL_THICKNESS: f32 = 0.2;
 /// How close to a door's wall the player must come to go through it; more than
@@ -25,6 +42,8 @@ const DOOR_REACH: f32 = 0.6;
 /// Where a door that did not take the player away (join by id, a refused join) leaves
 /// them: this far in front of it, out of its reach.
 const STEP_BACK: f32 = 1.4;
+/// Names a public room's door shows of who is inside.
+const NAMES_ON_A_DOOR: usize = 3;
 /// Size of a door's sign in the scene, metres.
 const SIGN_SIZE: Vec2 = Vec2::new(1.9, 0.55);
 /// Size of a door's sign texture, pixels.
@@ -84,27 +103,42 @@ impl Builder<'_, '_> {
             .id()
     }
 
-    /// Floor and four walls around `area`.
-    fn enclosure(&mut self, area: Area, floor: Color, wall: Color) {
+    /// A tiled floor in `floor` (sRGB) and four walls in `wall` around `area`, each wall
+    /// with a darker band along its foot.
+    fn enclosure(&mut self, area: Area, floor: [u8; 3], wall: Color) {
         let size = area.half_extents * 2.0;
         let (c, h, t) = (area.center, area.half_extents, WALL_THICKNESS);
-        self.solid(
-            Cuboid::new(size.x, 0.1, size.y),
-            floor,
-            Transform::from_xyz(c.x, -0.05, c.y),
-        );
-        let y = WALL_HEIGHT / 2.0;
+        let tiles = self.images.add(scenery::tile_texture(floor));
+        let floor = self.materials.add(StandardMaterial {
+            base_color_texture: Some(tiles),
+            perceptual_roughness: 0.9,
+            ..default()
+        });
+        self.commands.spawn((
+            Mesh3d(self.meshes.add(scenery::tiled_floor(size, FLOOR_TILE))),
+            MeshMaterial3d(floor),
+            Transform::from_xyz(c.x, 0.0, c.y),
+        ));
+        let band = wall.darker(0.25);
         for side in [-1.0, 1.0] {
-            self.solid(
-                Cuboid::new(size.x + 2.0 * t, WALL_HEIGHT, t),
-                wall,
-                Transform::from_xyz(c.x, y, c.y + side * (h.y + t / 2.0)),
-            );
-            self.solid(
-                Cuboid::new(t, WALL_HEIGHT, size.y),
-                wall,
-                Transform::from_xyz(c.x + side * (h.x + t / 2.0), y, c.y),
-            );
+            let (along_x, along_z) = (size.x + 2.0 * t, size.y);
+            let z = c.y + side * (h.y + t / 2.0);
+            let x = c.x + side * (h.x + t / 2.0);
+            for (height, thickness, colour) in
+                [(WALL_HEIGHT, t, wall), (WALL_BAND, t + BAND_DEPTH, band)]
+            {
+                let y = height / 2.0;
+                self.solid(
+                    Cuboid::new(along_x, height, thickness),
+                    colour,
+                    Transform::from_xyz(c.x, y, z),
+                );
+                self.solid(
+                    Cuboid::new(thickness, height, along_z),
+                    colour,
+                    Transform::from_xyz(x, y, c.y),
+                );
+            }
         }
     }
 
@@ -192,16 +226,59 @@ impl Builder<'_, '_> {
             .add_child(sign);
         root
     }
+
+    /// A sign on a post near the lobby's arrival spot, turned to it, saying what to do.
+    fn welcome_sign(&mut self) {
+        let (arrival, _) = Location::Lobby.arrival();
+        let facing = arrival - WELCOME_SPOT;
+        let turned = Quat::from_rotation_y(facing.x.atan2(facing.y));
+        // The post stands just behind the sign.
+        let post = WELCOME_SPOT - facing.normalize() * 0.08;
+        self.solid(
+            Cylinder::new(0.05, WELCOME_HEIGHT),
+            Color::srgb(0.2, 0.18, 0.16),
+            Transform::from_xyz(post.x, WELCOME_HEIGHT / 2.0, post.y),
+        );
+        let style = SignStyle {
+            background: [32, 72, 92, 255],
+            text: [250, 246, 232, 255],
+        };
+        let lines = [
+            "Welcome to meetspace",
+            "Walk up to someone to talk",
+            "Doors lead to rooms",
+        ];
+        let material = sign_material(
+            self.painter.as_deref(),
+            &mut self.images,
+            &lines,
+            WELCOME_PIXELS,
+            style,
+        );
+        self.commands.spawn((
+            Mesh3d(self.meshes.add(Rectangle::from_size(WELCOME_SIZE))),
+            MeshMaterial3d(self.materials.add(material)),
+            Transform::from_xyz(WELCOME_SPOT.x, WELCOME_HEIGHT, WELCOME_SPOT.y)
+                .with_rotation(turned),
+        ));
+    }
 }
 
 /// Builds the lobby: floor, walls, lamps, and the "New room" and "Join by id" doors
 /// on the side walls (public rooms' doors come and go on the back wall).
 pub(super) fn build_lobby(mut builder: Builder) {
-    builder.enclosure(
-        LOBBY,
-        Color::srgb(0.42, 0.38, 0.33),
-        Color::srgb(0.75, 0.72, 0.66),
-    );
+    builder.enclosure(LOBBY, [150, 128, 104], Color::srgb(0.78, 0.74, 0.66));
+    let sky = scenery::sky(&mut builder.meshes, &mut builder.materials);
+    builder.commands.spawn(sky);
+    // Daylight from the open sky, without shadows (the software renderer's budget).
+    builder.commands.spawn((
+        DirectionalLight {
+            illuminance: SUNLIGHT_LUX,
+            shadow_maps_enabled: false,
+            ..default()
+        },
+        Transform::from_xyz(4.0, 10.0, 6.0).looking_at(Vec3::ZERO, Vec3::Y),
+    ));
     for corner in [(-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0), (1.0, 1.0)] {
         builder
             .lamp(LOBBY.center + Vec2::from(corner) * (LOBBY.half_extents - Vec2::new(5.0, 2.5)));
@@ -216,15 +293,19 @@ pub(super) fn build_lobby(mut builder: Builder) {
         wall_door(LOBBY, -Vec2::X),
         &["Join by id", "enter a room id"],
     );
+    builder.welcome_sign();
 }
 
 /// Builds the room: floor with a rug where the panels stand, walls, lamps, and the
 /// exit door behind the arrival spot.
 pub(super) fn build_room(mut builder: Builder) {
-    builder.enclosure(
-        ROOM,
-        Color::srgb(0.22, 0.24, 0.3),
-        Color::srgb(0.55, 0.58, 0.64),
+    builder.enclosure(ROOM, [70, 76, 96], Color::srgb(0.6, 0.62, 0.68));
+    // A ceiling: a room is indoors.
+    let size = ROOM.half_extents * 2.0 + Vec2::splat(2.0 * WALL_THICKNESS);
+    builder.solid(
+        Cuboid::new(size.x, 0.1, size.y),
+        Color::srgb(0.86, 0.86, 0.84),
+        Transform::from_xyz(ROOM.center.x, WALL_HEIGHT + 0.05, ROOM.center.y),
     );
     builder.solid(
         Cylinder::new(super::panels::PANEL_RADIUS + 1.0, 0.01),
@@ -241,39 +322,60 @@ pub(super) fn build_room(mut builder: Builder) {
     );
 }
 
-/// Puts a door on the lobby's back wall for each public room, relabelled when the
-/// list or a room's head count changes.
+/// Puts a door on the lobby's back wall for each public room, its sign naming who is
+/// inside; relabelled when the list, a room's head count or who is inside changes.
 pub(super) fn show_public_rooms(
     rooms: Res<PublicRooms>,
-    mut shown: Local<Vec<RoomSummary>>,
+    space: Res<SpacePeople>,
+    mut shown: Local<Vec<(RoomSummary, String)>>,
     doors: Query<(Entity, &Door)>,
     mut builder: Builder,
 ) {
-    if rooms.0 == *shown {
+    let signs: Vec<(RoomSummary, String)> = rooms
+        .0
+        .iter()
+        .map(|room| (room.clone(), inside(&space.in_room(&room.room))))
+        .collect();
+    if signs == *shown {
         return;
     }
-    shown.clone_from(&rooms.0);
     for (entity, door) in &doors {
         if matches!(door.kind, DoorKind::Public(_)) {
             builder.commands.entity(entity).despawn();
         }
     }
-    let places = back_wall_doors(LOBBY, rooms.0.len());
-    if places.len() < rooms.0.len() {
+    let places = back_wall_doors(LOBBY, signs.len());
+    if places.len() < signs.len() {
         info!(
             "{} public rooms, doors for the first {}",
-            rooms.0.len(),
+            signs.len(),
             places.len()
         );
     }
-    for (room, placement) in rooms.0.iter().zip(places) {
+    for ((room, names), placement) in signs.iter().zip(places) {
         let count = format!("{}/{} people", room.participants, room.capacity);
-        builder.door(
-            DoorKind::Public(room.room.clone()),
-            placement,
-            &[room.title.as_str(), &count],
-        );
+        let mut lines = vec![room.title.as_str(), &count];
+        if !names.is_empty() {
+            lines.push(names);
+        }
+        builder.door(DoorKind::Public(room.room.clone()), placement, &lines);
     }
+    *shown = signs;
+}
+
+/// Who is inside a room, for its door's sign: the first [`NAMES_ON_A_DOOR`] names and
+/// how many more.
+fn inside(names: &[&DisplayName]) -> String {
+    let mut line = names
+        .iter()
+        .take(NAMES_ON_A_DOOR)
+        .map(|name| name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMES_ON_A_DOOR {
+        line.push_str(&format!(" +{}", names.len() - NAMES_ON_A_DOOR));
+    }
+    line
 }
 
 /// Does what the door the player walked into does.

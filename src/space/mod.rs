@@ -23,6 +23,7 @@ mod panel_view;
 mod panels;
 mod player;
 mod presence;
+mod scenery;
 mod self_view;
 mod sign_material;
 
@@ -128,7 +129,7 @@ impl Plugin for SpacePlugin {
             .init_resource::<RoomView>()
             .init_resource::<SpatialAudio>()
             .init_resource::<presence::LobbyEntry>()
-            .insert_resource(ClearColor(Color::srgb(0.05, 0.06, 0.09)))
+            .insert_resource(ClearColor(Color::srgb(0.55, 0.62, 0.7)))
             .insert_resource(GlobalAmbientLight {
                 brightness: 250.0,
                 ..default()
