@@ -334,7 +334,11 @@ fn hostile_input_gets_typed_errors_and_other_rooms_keep_working() {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert_eq!((answers, refused), (5, 3), "chat's burst of 5, then refusals");
+        assert_eq!(
+            (answers, refused),
+            (5, 3),
+            "chat's burst of 5, then refusals"
+        );
 
         // A thousand messages at once: the burst is served, the rest is dropped with
         // a rate_limited error, and the connection survives.
