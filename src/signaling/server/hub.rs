@@ -14,7 +14,7 @@ use crate::signaling::protocol::{
 /// Most rooms one `room_list` names.
 const MAX_LISTED_ROOMS: usize = 100;
 /// Most people one `space` message names.
-pub const MAX_SPACE_LISTED: usize = 200;
+const MAX_SPACE_LISTED: usize = 200;
 /// Least time between two relayed poses of one peer: a client sends at most 5 a second,
 /// and one that arrives sooner after the last relayed one is dropped.
 pub const MIN_POSE_INTERVAL: Duration = Duration::from_millis(150);
@@ -135,8 +135,10 @@ impl<C: Clone> Room<C> {
 
     /// What this room (`id`) is in the space, as others are told.
     fn area(&self, id: &RoomId) -> SpaceArea {
+        if id.is_lobby() {
+            return SpaceArea::Lobby;
+        }
         match &self.public_title {
-            _ if id.is_lobby() => SpaceArea::Lobby,
             Some(title) => SpaceArea::Room {
                 room: id.clone(),
                 title: title.clone(),
