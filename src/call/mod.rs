@@ -418,7 +418,7 @@ pub struct HandRaised(pub bool);
 
 /// Call-level messages peers send each other through signaling, beside the WebRTC
 /// offers, answers and candidates (see docs/signaling.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PeerControl {
     /// The sender's microphone and camera switches.
@@ -428,6 +428,10 @@ pub enum PeerControl {
     Nearby {
         /// Ready or not.
         ready: bool,
+        /// Where the sender stands as it says so: fresher than its last pose through
+        /// the server, so the receiver need not wait for that one to want it back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pose: Option<Pose>,
     },
 }
 

@@ -673,7 +673,8 @@ impl Room {
 
     /// Tells `peer` whether we are ready for media with it.
     fn tell_ready(&mut self, to: PeerId, ready: bool) {
-        let data = PeerControl::Nearby { ready }.to_json();
+        let pose = self.own_pose.filter(|_| ready);
+        let data = PeerControl::Nearby { ready, pose }.to_json();
         self.send_signal(ClientMessage::Signal { to, data });
     }
 
@@ -1258,7 +1259,10 @@ impl Room {
                 self.emit(RoomEvent::PeerMedia(from, state));
                 return;
             }
-            Ok(PeerControl::Nearby { ready }) => {
+            Ok(PeerControl::Nearby { ready, pose }) => {
+                if let Some(pose) = pose {
+                    self.take_pose(from.clone(), pose);
+                }
                 self.peer_ready(from, ready);
                 return;
             }

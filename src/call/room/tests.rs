@@ -117,13 +117,25 @@ impl Script {
     }
 
     fn in_call_with(peers: &[&str], ice_servers: Vec<IceServer>) -> Self {
+        let mut script = Self::welcomed_with(peers, ice_servers);
+        script.room.media_started(false, script.start);
+        script.actions();
+        script
+    }
+
+    /// Joins a room where `peers` are, up to the welcome (our media not started yet);
+    /// the actions so far are dropped.
+    fn welcomed(peers: &[&str]) -> Self {
+        Self::welcomed_with(peers, Vec::new())
+    }
+
+    fn welcomed_with(peers: &[&str], ice_servers: Vec<IceServer>) -> Self {
         let mut script = Self::new(ice_servers);
         script
             .room
             .join(room_id(), DisplayName::parse("me").expect("name"));
         script.room.link_opened();
         script.hear(welcome(peers));
-        script.room.media_started(false, script.start);
         script.actions();
         script
     }
@@ -684,13 +696,7 @@ fn leaving_tells_the_server_and_releases_everything() {
 
 #[test]
 fn media_that_cannot_start_ends_the_call() {
-    let mut script = Script::new(Vec::new());
-    script
-        .room
-        .join(room_id(), DisplayName::parse("me").expect("name"));
-    script.room.link_opened();
-    script.hear(welcome(&[LOW]));
-    script.actions();
+    let mut script = Script::welcomed(&[LOW]);
     script
         .room
         .media_failed(CallError::Media("no encoder".to_owned()));
@@ -841,7 +847,7 @@ fn standing(x: f32) -> Pose {
 fn ready(from: &str, ready: bool) -> ServerMessage {
     ServerMessage::Signal {
         from: id(from),
-        data: PeerControl::Nearby { ready }.to_json(),
+        data: PeerControl::Nearby { ready, pose: None }.to_json(),
     }
 }
 
@@ -850,7 +856,7 @@ fn readiness_told(actions: &[RoomAction]) -> Vec<(PeerId, bool)> {
     signals
         .into_iter()
         .filter_map(|(to, data)| match PeerControl::deserialize(&data) {
-            Ok(PeerControl::Nearby { ready }) => Some((to, ready)),
+            Ok(PeerControl::Nearby { ready, .. }) => Some((to, ready)),
             _ => None,
         })
         .collect()
@@ -936,6 +942,44 @@ fn the_lobby_shows_everyone_at_once_and_connects_only_to_the_near() {
     script.hear(signal(LOW, &offer()));
     let actions = script.actions();
     assert!(connects(&actions).is_empty() && delivered(&actions).is_empty());
+}
+
+#[test]
+fn a_ready_peer_is_taken_where_its_message_says_it_stands() {
+    // The server last put the peer 9 m away; its readiness says it walked up to 3 m.
+    let mut script = Script::in_lobby(&[(HIGH, 9.0)]);
+    script.actions();
+    script.hear(ServerMessage::Signal {
+        from: id(HIGH),
+        data: PeerControl::Nearby {
+            ready: true,
+            pose: Some(standing(3.0)),
+        }
+        .to_json(),
+    });
+    let actions = script.actions();
+    assert!(
+        actions.contains(&RoomAction::Emit(RoomEvent::PeerPose(
+            id(HIGH),
+            standing(3.0)
+        ))),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&RoomAction::StartMedia), "{actions:?}");
+    // Once our media runs we are ready too, saying where we stand, and offer.
+    script.room.media_started(false, script.start);
+    let actions = script.actions();
+    assert_eq!(readiness_told(&actions), vec![(id(HIGH), true)]);
+    assert_eq!(connects(&actions), vec![(id(HIGH), Role::Offerer, false)]);
+    let ours: Vec<serde_json::Value> =
+        picked!(actions, RoomAction::Send(ClientMessage::Signal { data, .. }) => data.clone());
+    assert_eq!(
+        PeerControl::deserialize(&ours[0]).ok(),
+        Some(PeerControl::Nearby {
+            ready: true,
+            pose: Some(standing(0.0))
+        })
+    );
 }
 
 #[test]
@@ -1132,13 +1176,7 @@ fn a_raised_hand_is_told_now_and_in_each_room_entered_and_theirs_reaches_the_app
 
 #[test]
 fn news_of_the_space_reaches_the_app() {
-    let mut script = Script::new(Vec::new());
-    script
-        .room
-        .join(room_id(), DisplayName::parse("me").expect("name"));
-    script.room.link_opened();
-    script.hear(welcome(&[]));
-    script.actions();
+    let mut script = Script::welcomed(&[]);
     let person = SpacePerson {
         peer_id: id(LOW),
         name: DisplayName::parse("Ann").expect("name"),
