@@ -267,8 +267,14 @@ fn call_panel(
         .show(ctx, |ui| match &*call.state {
             CallState::Idle => home(ui, &call.config, &mut form, &mut commands),
             CallState::InCall { .. } if call.state.in_lobby() => {
-                home(ui, &call.config, &mut form, &mut commands);
-                ui.separator();
+                // Folded in the lobby, so that the window hides little of the space;
+                // the "Join by id" door opens it on the room-id field.
+                let asked_for_id = form.focus_room_id;
+                egui::CollapsingHeader::new("Create or join a room")
+                    .id_salt("create_or_join")
+                    .default_open(false)
+                    .open(asked_for_id.then_some(true))
+                    .show(ui, |ui| home(ui, &call.config, &mut form, &mut commands));
                 if participants.is_empty() {
                     ui.label("Nobody else is in the lobby.");
                 } else {
