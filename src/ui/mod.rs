@@ -250,14 +250,15 @@ fn call_panel(
     mut form: ResMut<HomeForm>,
     mut commands: MessageWriter<CallCommand>,
 ) -> Result {
-    if !toggles.menu {
-        return Ok(());
-    }
     if join_by_id.0 {
-        // The lobby's "Join by id" door: open the menu on the room-id field.
+        // The lobby's "Join by id" door: open the menu (even if it was hidden) on the
+        // room-id field.
         join_by_id.0 = false;
         toggles.menu = true;
         form.focus_room_id = true;
+    }
+    if !toggles.menu {
+        return Ok(());
     }
     let ctx = contexts.ctx_mut()?;
     egui::Window::new("meetspace")
