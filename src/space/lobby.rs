@@ -27,13 +27,6 @@ const WALL_BAND: f32 = 0.9;
 const BAND_DEPTH: f32 = 0.04;
 /// Side of a floor tile, metres.
 const FLOOR_TILE: f32 = 2.0;
-/// Where the welcome sign stands in the lobby: to the right of the view from the
-/// arrival spot, off the way to the doors, below eye height (it hides no face), how
-/// high its middle is, and its size in metres and pixels.
-const WELCOME_SPOT: Vec2 = Vec2::new(2.6, -1.4);
-const WELCOME_HEIGHT: f32 = 0.95;
-const WELCOME_SIZE: Vec2 = Vec2::new(1.3, 0.6);
-const WELCOME_PIXELS: UVec2 = UVec2::new(416, 192);
 /// Thickness of the walls.
 const WALL_THICKNESS: f32 = 0.2;
 /// How close to a door's wall the player must come to go through it; more than
@@ -48,6 +41,13 @@ const NAMES_ON_A_DOOR: usize = 3;
 const SIGN_SIZE: Vec2 = Vec2::new(1.9, 0.55);
 /// Size of a door's sign texture, pixels.
 const SIGN_PIXELS: UVec2 = UVec2::new(416, 120);
+/// Where the welcome sign stands in the lobby: to the right of the view from the
+/// arrival spot, off the way to the doors, below eye height (it hides no face), how
+/// high its middle is, and its size in metres and pixels.
+const WELCOME_SPOT: Vec2 = Vec2::new(2.6, -1.4);
+const WELCOME_HEIGHT: f32 = 0.95;
+const WELCOME_SIZE: Vec2 = Vec2::new(1.3, 0.6);
+const WELCOME_PIXELS: UVec2 = UVec2::new(416, 192);
 
 /// What a door does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,8 +264,9 @@ impl Builder<'_, '_> {
     }
 }
 
-/// Builds the lobby: floor, walls, lamps, and the "New room" and "Join by id" doors
-/// on the side walls (public rooms' doors come and go on the back wall).
+/// Builds the lobby: floor, walls, the sky and daylight, lamps, the welcome sign, and
+/// the "New room" and "Join by id" doors on the side walls (public rooms' doors come
+/// and go on the back wall).
 pub(super) fn build_lobby(mut builder: Builder) {
     builder.enclosure(LOBBY, [150, 128, 104], Color::srgb(0.78, 0.74, 0.66));
     let sky = scenery::sky(&mut builder.meshes, &mut builder.materials);
@@ -296,8 +297,8 @@ pub(super) fn build_lobby(mut builder: Builder) {
     builder.welcome_sign();
 }
 
-/// Builds the room: floor with a rug where the panels stand, walls, lamps, and the
-/// exit door behind the arrival spot.
+/// Builds the room: floor with a rug where the panels stand, walls, a ceiling, lamps,
+/// and the exit door behind the arrival spot.
 pub(super) fn build_room(mut builder: Builder) {
     builder.enclosure(ROOM, [70, 76, 96], Color::srgb(0.6, 0.62, 0.68));
     // A ceiling: a room is indoors.
