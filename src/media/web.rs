@@ -664,14 +664,22 @@ pub fn place_voice(peer_id: &PeerId, position: Vec3, roll_off: RollOff) {
         };
         let panner = &nodes.panner;
         panner.set_position(position.x.into(), position.y.into(), position.z.into());
-        let (model, max_distance) = match roll_off.silent_at {
-            Some(edge) => (DistanceModelType::Linear, f64::from(edge)),
-            None => (DistanceModelType::Inverse, panner.max_distance()),
+        // Called every frame: only what changed is handed to WebAudio.
+        let model = match roll_off.silent_at {
+            Some(_) => DistanceModelType::Linear,
+            None => DistanceModelType::Inverse,
         };
         if panner.distance_model() != model {
             panner.set_distance_model(model);
         }
-        panner.set_ref_distance(roll_off.reference_distance.into());
-        panner.set_max_distance(max_distance);
+        let reference = f64::from(roll_off.reference_distance);
+        if panner.ref_distance() != reference {
+            panner.set_ref_distance(reference);
+        }
+        if let Some(edge) = roll_off.silent_at.map(f64::from)
+            && panner.max_distance() != edge
+        {
+            panner.set_max_distance(edge);
+        }
     });
 }

@@ -332,6 +332,10 @@ pub(super) fn show_public_rooms(
     doors: Query<(Entity, &Door)>,
     mut builder: Builder,
 ) {
+    // Doors change only when the list or who is where does: not rebuilt every frame.
+    if !rooms.is_changed() && !space.is_changed() {
+        return;
+    }
     let signs: Vec<(RoomSummary, String)> = rooms
         .0
         .iter()
