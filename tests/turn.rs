@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use meetspace::bot::EXIT_TURN;
@@ -68,9 +69,29 @@ impl Internet {
         bot
     }
 
+    /// Starts `bot` with its stderr piped and read as it comes, so that a chatty bot
+    /// never stalls on a full pipe.
+    fn start_bot(&mut self, mut bot: Command) -> BotRun {
+        bot.stderr(Stdio::piped());
+        let at = self.lab.spawn(bot);
+        let mut pipe = self.lab.child(at).stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        });
+        BotRun { at, stderr }
+    }
+
     fn scratch(&self, name: &str) -> PathBuf {
         self.lab.scratch().join(name)
     }
+}
+
+/// A running bot of the lab and the thread collecting its stderr.
+struct BotRun {
+    at: usize,
+    stderr: JoinHandle<String>,
 }
 
 /// What one bot of a call measured of the other.
@@ -98,11 +119,9 @@ fn call(internet: &mut Internet, host_home: Home, guest_home: Home, label: &str)
             "--stats-json",
         ],
     );
-    host.arg(&stats[0])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let host_at = internet.lab.spawn(host);
-    let room = read_room(internet, host_at);
+    host.arg(&stats[0]).stdout(Stdio::piped());
+    let host_run = internet.start_bot(host);
+    let room = read_room(internet, host_run.at);
     let mut guest = internet.bot(
         guest_home,
         &[
@@ -115,13 +134,10 @@ fn call(internet: &mut Internet, host_home: Home, guest_home: Home, label: &str)
             "--stats-json",
         ],
     );
-    guest
-        .arg(&stats[1])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let guest_at = internet.lab.spawn(guest);
-    for at in [guest_at, host_at] {
-        let (status, stderr) = wait(internet, at, Duration::from_secs(CALL_SECONDS + 40));
+    guest.arg(&stats[1]).stdout(Stdio::null());
+    let guest_run = internet.start_bot(guest);
+    for run in [guest_run, host_run] {
+        let (status, stderr) = wait(internet, run, Duration::from_secs(CALL_SECONDS + 40));
         assert!(
             status.success(),
             "{label}: a bot failed ({status}):\n{stderr}"
@@ -157,9 +173,9 @@ fn read_room(internet: &mut Internet, at: usize) -> String {
         .to_owned()
 }
 
-/// Waits for a child to exit (killing it past `limit`); its status and stderr.
-fn wait(internet: &mut Internet, at: usize, limit: Duration) -> (ExitStatus, String) {
-    let child = internet.lab.child(at);
+/// Waits for a bot to exit (killing it past `limit`); its status and stderr.
+fn wait(internet: &mut Internet, run: BotRun, limit: Duration) -> (ExitStatus, String) {
+    let child = internet.lab.child(run.at);
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("the child's status") {
@@ -171,11 +187,7 @@ fn wait(internet: &mut Internet, at: usize, limit: Duration) -> (ExitStatus, Str
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    (status, stderr)
+    (status, run.stderr.join().unwrap_or_default())
 }
 
 /// Checks that video and audio flowed from the other side for most of the call.
@@ -252,10 +264,10 @@ fn two_homes_behind_nats_call_through_the_relay_with_credentials_from_the_server
 /// line (and `detail`, when given) and the TURN exit code.
 fn assert_bot_refused(internet: &mut Internet, ice: &[&str], kind: &str, detail: Option<&str>) {
     let mut bot = internet.bot(Home::A, &["--create", "--name", "Refused"]);
-    bot.args(ice).stdout(Stdio::null()).stderr(Stdio::piped());
-    let at = internet.lab.spawn(bot);
+    bot.args(ice).stdout(Stdio::null());
+    let run = internet.start_bot(bot);
     let started = Instant::now();
-    let (status, stderr) = wait(internet, at, Duration::from_secs(40));
+    let (status, stderr) = wait(internet, run, Duration::from_secs(40));
     let last = stderr.lines().last().unwrap_or_default().to_owned();
     assert_eq!(
         status.code(),
@@ -361,11 +373,9 @@ fn without_a_turn_server_the_homes_are_told_there_is_no_route() {
             "--stats-json",
         ],
     );
-    host.arg(&stats)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let host_at = internet.lab.spawn(host);
-    let room = read_room(&mut internet, host_at);
+    host.arg(&stats).stdout(Stdio::piped());
+    let host_run = internet.start_bot(host);
+    let room = read_room(&mut internet, host_run.at);
     let mut guest = internet.bot(
         Home::B,
         &[
@@ -379,10 +389,10 @@ fn without_a_turn_server_the_homes_are_told_there_is_no_route() {
             "25",
         ],
     );
-    guest.stdout(Stdio::null()).stderr(Stdio::piped());
-    let guest_at = internet.lab.spawn(guest);
-    let (_, guest_log) = wait(&mut internet, guest_at, Duration::from_secs(60));
-    let (_, host_log) = wait(&mut internet, host_at, Duration::from_secs(60));
+    guest.stdout(Stdio::null());
+    let guest_run = internet.start_bot(guest);
+    let (_, guest_log) = wait(&mut internet, guest_run, Duration::from_secs(60));
+    let (_, host_log) = wait(&mut internet, host_run, Duration::from_secs(60));
     for (who, log) in [("host", &host_log), ("guest", &guest_log)] {
         assert!(
             log.contains("ice_failed") && log.contains("a TURN server is needed"),
