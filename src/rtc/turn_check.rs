@@ -57,16 +57,43 @@ pub async fn check_turn_servers(servers: &[IceServer]) -> Vec<TurnProblem> {
 }
 
 /// Asks one TURN server over UDP for an allocation with the server entry's credentials.
+/// An allocation mismatch (437: the server still holds an allocation for the address a
+/// NAT gave us, made by someone before us) is tried once more from another port, as
+/// RFC 8656 §7.1 suggests.
 async fn check_turn_server(url: &IceServerUrl, server: &IceServer) -> Result<(), TurnProblem> {
-    let unreachable = |reason: String| TurnProblem::Unreachable {
-        url: url.to_string(),
-        reason,
-    };
     let address = tokio::net::lookup_host(url.host_port())
         .await
-        .map_err(|error| unreachable(format!("cannot resolve its address: {error}")))?
+        .map_err(|error| unreachable(url, format!("cannot resolve its address: {error}")))?
         .next()
-        .ok_or_else(|| unreachable("its name has no address".to_owned()))?;
+        .ok_or_else(|| unreachable(url, "its name has no address".to_owned()))?;
+    match allocate_and_release(url, server, address).await {
+        Err(TurnProblem::Refused { reason, .. }) if reason.contains(ALLOCATION_MISMATCH) => {
+            tracing::info!(%url, %reason, "an allocation mismatch; trying from another port");
+            allocate_and_release(url, server, address).await
+        }
+        checked => checked,
+    }
+}
+
+/// A server unreachable for `reason`.
+fn unreachable(url: &IceServerUrl, reason: String) -> TurnProblem {
+    TurnProblem::Unreachable {
+        url: url.to_string(),
+        reason,
+    }
+}
+
+/// How the TURN client words a 437 answer.
+const ALLOCATION_MISMATCH: &str = "(error 437";
+
+/// Asks the server at `address` for an allocation from a fresh UDP socket and gives it
+/// back at once.
+async fn allocate_and_release(
+    url: &IceServerUrl,
+    server: &IceServer,
+    address: SocketAddr,
+) -> Result<(), TurnProblem> {
+    let unreachable = |reason: String| unreachable(url, reason);
     let socket = UdpSocket::bind(if address.is_ipv4() {
         "0.0.0.0:0"
     } else {
