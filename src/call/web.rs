@@ -230,7 +230,7 @@ impl BrowserMedia {
         let Some(remote) = self.remote(peer, epoch) else {
             return;
         };
-        if stream.get_video_tracks().length() > 0 {
+        if remote.video.is_none() && stream.get_video_tracks().length() > 0 {
             match VideoTap::start(stream, remote.frames.clone()) {
                 Ok(tap) => remote.video = Some(tap),
                 Err(error) => tracing::warn!(%peer, "no video: {}", describe(&error)),

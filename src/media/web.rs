@@ -253,7 +253,16 @@ impl VideoTap {
         };
         let callback = watch_frames(video.clone(), move || copier.copy());
         // Autoplay of a muted element is allowed; a refusal only delays the video.
-        let _ = video.play();
+        if let Ok(started) = video.play() {
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(error) = JsFuture::from(started).await {
+                    tracing::debug!(
+                        "a video did not start: {}",
+                        crate::browser::describe(&error)
+                    );
+                }
+            });
+        }
         Ok(Self {
             video,
             _callback: callback,
