@@ -563,10 +563,12 @@ fn a_browser_keeps_its_call_through_a_server_restart_and_a_cut_media_path() {
         "the bot saw the browser more than once: {figures}"
     );
     println!(
-        "server restart: the tab resumed as {}; after a {} s media cut the bot decoded {} \
-         more frames of the browser within {} ms of the tab seeing the bot's video again",
+        "server restart: the tab resumed as {}; after a {} s media cut the tab drew 10 \
+         frames of the bot within {} ms, and the bot decoded {} more frames of the browser \
+         within {} ms of that",
         resumed["selfId"],
         MEDIA_CUT.as_secs(),
+        result["backMs"],
         after - before,
         back_after.as_millis()
     );

@@ -158,14 +158,19 @@ try {
     // video goes on (it never stopped: media is peer to peer).
     const before = framesOf(await hooks(page), "Bot");
     const resumed = await waitForHooks(page, "the resumed call, the bot's video going on",
-      (s) => inCallWithBot(s, selfId, before + 30) &&
+      (s) => inCallWithBot(s, selfId, before + 10) &&
         s.errors.every((e) => e.kind !== "connection_lost"));
     await step("resumed", resumed);
     // The test cut the media path for 5 s and restored it: the bot's video comes back.
     const cut = framesOf(await hooks(page), "Bot");
+    // Ten frames drawn: the panel shows live video again. (Not more: with software
+    // WebGL on a busy 2-core machine the page may draw under one frame a second; CI
+    // once saw fewer than 60 in 150 s.)
+    const cutOver = Date.now();
     const back = await waitForHooks(page, "the bot's video after the cut",
-      (s) => inCallWithBot(s, selfId, cut + 60));
-    console.log(`RESULT ${JSON.stringify({ joined, resumed, back })}`);
+      (s) => inCallWithBot(s, selfId, cut + 10));
+    const backMs = Date.now() - cutOver;
+    console.log(`RESULT ${JSON.stringify({ joined, resumed, back, backMs })}`);
   } else if (scenario === "lobby") {
     const page = await openTab(context, "Browser");
     const positionOf = (state) => state.participants.find((p) => p.name === "Bot")?.position;
