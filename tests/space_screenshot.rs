@@ -85,14 +85,55 @@ impl Drop for Killed {
     }
 }
 
+/// An Xvfb server, stopped when the test ends with SIGTERM, so that it removes its
+/// lock file and socket (a killed one leaves them, and the display looks taken).
+struct Xvfb(Child);
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let stopped = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stopped && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether display `number` is free: no lock file, or one left by a server that is
+/// gone (then the lock and the socket are removed).
+fn display_free(number: u32) -> bool {
+    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+    let lock = PathBuf::from(format!("/tmp/.X{number}-lock"));
+    let Ok(owner) = std::fs::read_to_string(&lock) else {
+        return !socket.exists();
+    };
+    let alive = owner
+        .trim()
+        .parse::<u32>()
+        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+    if alive {
+        return false;
+    }
+    let _ = std::fs::remove_file(&lock);
+    let _ = std::fs::remove_file(&socket);
+    true
+}
+
 /// Starts Xvfb on the first free display from :90; returns it and its name.
-fn start_xvfb() -> (Killed, String) {
+fn start_xvfb() -> (Xvfb, String) {
     for number in 90..130 {
-        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
-        let lock = PathBuf::from(format!("/tmp/.X{number}-lock"));
-        if socket.exists() || lock.exists() {
+        if !display_free(number) {
             continue;
         }
+        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
         let display = format!(":{number}");
         let screen = format!("{}x{}x24", SCREEN.0, SCREEN.1);
         let mut xvfb = match Command::new("Xvfb")
@@ -114,7 +155,7 @@ fn start_xvfb() -> (Killed, String) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             if socket.exists() {
-                return (Killed(xvfb), display);
+                return (Xvfb(xvfb), display);
             }
             if xvfb.try_wait().ok().flatten().is_some() {
                 break; // lost a race for this display; try the next
