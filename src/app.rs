@@ -25,7 +25,7 @@ use crate::signaling::protocol::DisplayName;
 use crate::signaling::protocol::RoomId;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::{ServerLimits, SignalingServer};
-use crate::space::SpacePlugin;
+use crate::space::{Graphics, GraphicsChoice, SpacePlugin};
 use crate::ui::UiPlugin;
 
 /// Default log filter: our own news, everyone's warnings, minus the WebRTC stack's
@@ -96,6 +96,7 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
         &mut app,
         config,
         room,
+        args.graphics,
         Window {
             title: "meetspace".into(),
             ..default()
@@ -118,9 +119,20 @@ pub fn run_windowed(args: ClientArgs) -> anyhow::Result<AppExit> {
     Ok(app.run())
 }
 
-/// Adds the client to `app`: the window, the call, the overlay and the space; with a
-/// `room`, joins it as soon as the app starts. Native and browser builds share it.
-pub fn add_client(app: &mut App, config: ClientConfig, room: Option<RoomId>, window: Window) {
+/// Adds the client to `app`: the window, the call, the overlay and the space (drawn as
+/// `graphics` says); with a `room`, joins it as soon as the app starts. Native and
+/// browser builds share it.
+pub fn add_client(
+    app: &mut App,
+    config: ClientConfig,
+    room: Option<RoomId>,
+    graphics: GraphicsChoice,
+    window: Window,
+) {
+    app.insert_resource(Graphics {
+        choice: graphics,
+        software_renderer: None,
+    });
     if let Some(room) = room {
         let name = config.name.clone();
         app.add_systems(Startup, move |mut commands: MessageWriter<CallCommand>| {

@@ -15,6 +15,7 @@ use crate::signaling::ice_servers::{IceServer, IceServerUrl};
 use crate::signaling::protocol::{DisplayName, EARSHOT_M, MAX_POSE_COORDINATE, Passcode, RoomId};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::ServerLimits;
+use crate::space::GraphicsChoice;
 
 /// meetspace: a video call that is also a place.
 ///
@@ -379,6 +380,11 @@ pub struct ClientArgs {
     /// copying video into textures, and exit.
     #[arg(long, value_name = "SECS", conflicts_with = "screenshot", value_parser = parse_seconds)]
     pub frame_stats: Option<f64>,
+    /// How much the space draws: `auto` (light on a software renderer such as
+    /// llvmpipe), `full` (multisampling, every lamp) or `light` (neither). The
+    /// overlay's Graphics setting changes it while the app runs.
+    #[arg(long, value_enum, value_name = "PROFILE", default_value = "auto")]
+    pub graphics: GraphicsChoice,
     /// Identity, ICE and media settings.
     #[command(flatten)]
     pub call: CallArgs,

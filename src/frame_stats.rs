@@ -24,6 +24,7 @@ use bevy::render::{ExtractSchedule, Render, RenderApp};
 
 use crate::call::{Participant, VideoCopyTiming};
 use crate::capture::RoomReady;
+use crate::space::Graphics;
 
 /// `--frame-stats`: measures for `seconds` once [`RoomReady`] is reached, prints, exits.
 pub struct FrameStatsPlugin {
@@ -138,7 +139,7 @@ fn collect(
     mut copy: ResMut<VideoCopyTiming>,
     time: Res<Time<Real>>,
     participants: Query<(), With<Participant>>,
-    adapter: Option<Res<RenderAdapterInfo>>,
+    (adapter, graphics): (Option<Res<RenderAdapterInfo>>, Res<Graphics>),
     mut exit: MessageWriter<AppExit>,
 ) {
     let copied = std::mem::take(&mut *copy);
@@ -177,6 +178,7 @@ fn collect(
         || "unknown adapter".to_owned(),
         |info| format!("{} ({:?})", info.name, info.backend),
     );
+    let adapter = format!("{adapter}, graphics {}", graphics.describe());
     println!("{}", report(&samples, &render, &adapter));
     exit.write(AppExit::Success);
 }

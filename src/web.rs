@@ -32,7 +32,10 @@ use crate::media::web::{
 use crate::media::web_playback::{OutputState, output_state};
 use crate::signaling::protocol::{DisplayName, RoomId, SpaceArea};
 use crate::signaling::{SignalUrl, WS_PATH};
-use crate::space::{Location, Panel, PanelRect, PanelView, Player, SpatialAudio, roll_off_in};
+use crate::space::{
+    Graphics, GraphicsChoice, Location, Panel, PanelRect, PanelView, Player, SpatialAudio,
+    roll_off_in,
+};
 
 /// The id of the `<canvas>` in index.html that Bevy draws into.
 const CANVAS_SELECTOR: &str = "#meetspace";
@@ -43,7 +46,11 @@ const KEPT_ERRORS: usize = 16;
 /// address, and the app runs on the browser's event loop (this returns at once).
 pub fn run() {
     console_error_panic_hook::set_once();
-    let (config, room) = match settings_from_address() {
+    let PageSettings {
+        config,
+        room,
+        graphics,
+    } = match settings_from_address() {
         Ok(settings) => settings,
         Err(error) => {
             show_fatal(&format!("meetspace cannot start: {error:#}"));
@@ -55,6 +62,7 @@ pub fn run() {
         &mut app,
         config,
         room,
+        graphics,
         Window {
             title: "meetspace".into(),
             canvas: Some(CANVAS_SELECTOR.into()),
@@ -66,8 +74,19 @@ pub fn run() {
     app.run();
 }
 
-/// The signaling server, display name and room that the page address asks for.
-fn settings_from_address() -> anyhow::Result<(ClientConfig, Option<RoomId>)> {
+/// What the page address asks for.
+struct PageSettings {
+    /// The signaling server, display name and ICE settings.
+    config: ClientConfig,
+    /// The room to join at once.
+    room: Option<RoomId>,
+    /// `graphics=auto|full|light`.
+    graphics: GraphicsChoice,
+}
+
+/// The signaling server, display name, room and graphics that the page address asks
+/// for.
+fn settings_from_address() -> anyhow::Result<PageSettings> {
     let location = web_sys::window().context("no window")?.location();
     let describe_js = |error: JsValue| anyhow::anyhow!(describe(&error));
     let host = location.host().map_err(describe_js)?;
@@ -76,6 +95,7 @@ fn settings_from_address() -> anyhow::Result<(ClientConfig, Option<RoomId>)> {
     let mut signal = format!("{}://{host}{WS_PATH}", if secure { "wss" } else { "ws" });
     let mut room = None;
     let mut name = None;
+    let mut graphics = GraphicsChoice::Auto;
     // ICE settings go through the native client's flags (and their checks).
     let mut flags = vec!["meetspace".to_owned()];
     for (key, value) in url::form_urlencoded::parse(hash.trim_start_matches('#').as_bytes()) {
@@ -83,6 +103,11 @@ fn settings_from_address() -> anyhow::Result<(ClientConfig, Option<RoomId>)> {
             "room" => room = Some(RoomId::parse(&value).context("the address's room id")?),
             "name" => name = Some(DisplayName::parse(&value).context("the address's name")?),
             "signal" => signal = value.into_owned(),
+            "graphics" => {
+                graphics = GraphicsChoice::parse(&value).with_context(|| {
+                    format!("the address's graphics {value:?} (auto, full or light)")
+                })?;
+            }
             "ice" | "ice_username" | "ice_credential" | "ice_transport_policy" => {
                 flags.push(format!("--{}", key.replace('_', "-")));
                 flags.push(value.into_owned());
@@ -100,7 +125,11 @@ fn settings_from_address() -> anyhow::Result<(ClientConfig, Option<RoomId>)> {
     if let Some(name) = name {
         config.name = name;
     }
-    Ok((config, room))
+    Ok(PageSettings {
+        config,
+        room,
+        graphics,
+    })
 }
 
 /// The call flags with nothing given: their defaults.
@@ -204,6 +233,8 @@ struct TestHooks {
     /// Every panel's screen in canvas pixels, with the frames drawn on it.
     panels: Vec<PanelRect>,
     errors: Vec<ErrorHook>,
+    /// What the space draws and why, e.g. `light (software renderer: …)`.
+    graphics: String,
 }
 
 #[derive(Serialize)]
@@ -376,7 +407,7 @@ fn publish_test_hooks(
     levels: (Res<OwnSpeakingLevel>, Res<MutedSpeakingLevel>),
     self_view: Query<&VideoFeed, With<SelfView>>,
     panels: PanelView,
-    (errors, space): (Res<RecentErrors>, Res<SpacePeople>),
+    (errors, space, graphics): (Res<RecentErrors>, Res<SpacePeople>, Res<Graphics>),
     mut installed: Local<bool>,
 ) {
     if !*installed {
@@ -437,6 +468,7 @@ fn publish_test_hooks(
         // In CSS pixels, as page screenshots measure.
         panels: panels.rects(1.0),
         errors: errors.0.clone(),
+        graphics: graphics.describe(),
     };
     let Ok(json) = serde_json::to_string(&hooks) else {
         return;

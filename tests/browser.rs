@@ -617,6 +617,13 @@ fn a_browser_tab_in_the_lobby_sees_a_walking_bot_and_the_bot_gets_its_poses() {
     assert_eq!(fade["model"], "linear", "{later}");
     assert_eq!(fade["refDistance"].as_f64(), Some(2.0), "{later}");
     assert_eq!(fade["maxDistance"].as_f64(), Some(5.0), "{later}");
+    // Chromium without a GPU draws with SwiftShader: the space picks its light profile.
+    let graphics = result["later"]["graphics"].as_str().unwrap_or_default();
+    assert!(
+        graphics.starts_with("light (software renderer: ") && graphics.contains("SwiftShader"),
+        "{graphics}"
+    );
+    println!("the tab's graphics: {graphics}");
     println!(
         "the tab saw the bot at {} then {}, {} poses received, {} frames drawn, voice {}",
         first["position"], later["position"], later["posesReceived"], later["framesDrawn"], fade

@@ -7,6 +7,7 @@
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 
+use super::graphics::Lamp;
 use super::layout::{Area, DoorPlacement, back_wall_doors, wall_door};
 use super::player::{Player, WALL_MARGIN, floor_of};
 use super::scenery;
@@ -142,7 +143,8 @@ impl Builder<'_, '_> {
         }
     }
 
-    /// A standing lamp with a glowing bulb and a point light at `spot`.
+    /// A standing lamp with a glowing bulb and a point light at `spot` (the light is a
+    /// [`Lamp`], off when the space is drawn light; the bulb glows either way).
     fn lamp(&mut self, spot: Vec2) {
         self.solid(
             Cylinder::new(0.04, 2.2),
@@ -155,10 +157,12 @@ impl Builder<'_, '_> {
             emissive: LinearRgba::new(4.0, 3.2, 2.0, 0.0),
             ..default()
         });
+        let at = Transform::from_xyz(spot.x, 2.3, spot.y);
+        self.commands
+            .spawn((Mesh3d(bulb), MeshMaterial3d(glow), at));
         self.commands.spawn((
-            Mesh3d(bulb),
-            MeshMaterial3d(glow),
-            Transform::from_xyz(spot.x, 2.3, spot.y),
+            Lamp,
+            at,
             PointLight {
                 color: Color::srgb(1.0, 0.92, 0.8),
                 intensity: 250_000.0,

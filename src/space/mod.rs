@@ -16,6 +16,7 @@
 
 mod audio;
 mod avatars;
+mod graphics;
 mod layout;
 mod lobby;
 mod overhead;
@@ -33,6 +34,7 @@ use bevy::prelude::*;
 
 pub use audio::{SpatialAudio, roll_off_in};
 pub use avatars::AVATAR_SCALE;
+pub use graphics::{Graphics, GraphicsChoice};
 pub use layout::{
     Area, DoorPlacement, PanelSlot, SPEAKING_LEVEL, approach_fraction, keep_clear, panel_slots,
     ring_glow,
@@ -129,11 +131,8 @@ impl Plugin for SpacePlugin {
             .init_resource::<RoomView>()
             .init_resource::<SpatialAudio>()
             .init_resource::<presence::LobbyEntry>()
+            .init_resource::<Graphics>()
             .insert_resource(ClearColor(Color::srgb(0.55, 0.62, 0.7)))
-            .insert_resource(GlobalAmbientLight {
-                brightness: 250.0,
-                ..default()
-            })
             .add_systems(
                 Startup,
                 (
@@ -175,6 +174,7 @@ impl Plugin for SpacePlugin {
                         .chain(),
                     (self_view::spawn_self_view, self_view::show_self_view).chain(),
                     audio::place_voices.after(player::walk),
+                    (graphics::note_renderer, graphics::apply_graphics).chain(),
                 ),
             );
     }

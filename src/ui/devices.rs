@@ -6,9 +6,11 @@
 use bevy::prelude::*;
 use bevy_egui::egui;
 
+use super::graphics::graphics_rows;
 use crate::call::{AvailableDevices, CallCommand};
 use crate::config::ClientConfig;
 use crate::media::{AudioInput, DeviceChoice, VideoInput};
+use crate::space::{Graphics, GraphicsChoice};
 
 /// What the pickers show as chosen: the flags at start, then the user's picks.
 #[derive(Resource, Debug, Clone, PartialEq)]
@@ -32,23 +34,30 @@ impl DevicePicks {
     }
 }
 
-/// The "Devices" section: one picker per kind, each pick sent to the driver at once.
+/// The "Devices" section: one picker per kind, each pick sent to the driver at once,
+/// then the graphics setting (this machine's other setting; one section keeps the
+/// overlay short). Returns the graphics choice just made, if any.
 pub fn device_pickers(
     ui: &mut egui::Ui,
     devices: &AvailableDevices,
     picks: &mut DevicePicks,
+    graphics: &Graphics,
     commands: &mut MessageWriter<CallCommand>,
-) {
+) -> Option<GraphicsChoice> {
     // The browser gives a page the devices its permission prompt picked; a page cannot
     // list or switch them.
     if cfg!(target_arch = "wasm32") {
-        egui::CollapsingHeader::new("Devices").show(ui, |ui| {
-            ui.label(
-                "The browser uses the camera and microphone it gave this page: change \
-                 them in its site settings (the icon left of the address), then reload.",
-            );
-        });
-        return;
+        return egui::CollapsingHeader::new("Devices")
+            .show(ui, |ui| {
+                ui.label(
+                    "The browser uses the camera and microphone it gave this page: change \
+                     them in its site settings (the icon left of the address), then reload.",
+                );
+                ui.separator();
+                graphics_rows(ui, graphics)
+            })
+            .body_returned
+            .flatten();
     }
     let section = egui::CollapsingHeader::new("Devices").show(ui, |ui| {
         let video_options = options(
@@ -92,10 +101,13 @@ pub fn device_pickers(
         if ui.button("Refresh").clicked() {
             commands.write(CallCommand::ListDevices);
         }
+        ui.separator();
+        graphics_rows(ui, graphics)
     });
     if section.header_response.clicked() {
         commands.write(CallCommand::ListDevices);
     }
+    section.body_returned.flatten()
 }
 
 /// The synthetic choice first, then one per device name.

@@ -21,7 +21,7 @@ use crate::call::{
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
 use crate::signaling::protocol::{DisplayName, RoomId};
-use crate::space::{JoinByIdRequested, RoomView, SpatialAudio};
+use crate::space::{Graphics, JoinByIdRequested, RoomView, SpatialAudio};
 
 /// How long a toast stays on screen.
 const TOAST_LIFETIME: Duration = Duration::from_secs(6);
@@ -30,6 +30,7 @@ const MAX_TOASTS: usize = 5;
 
 mod chat;
 mod devices;
+mod graphics;
 mod shortcuts;
 mod sound;
 mod space;
@@ -234,6 +235,7 @@ struct CallView<'w> {
     devices: Res<'w, AvailableDevices>,
     picks: ResMut<'w, devices::DevicePicks>,
     space: Res<'w, SpacePeople>,
+    graphics: ResMut<'w, Graphics>,
 }
 
 fn call_panel(
@@ -293,6 +295,9 @@ fn call_panel(
                 }
                 hand_button(ui, call.own_hand.0, &mut commands);
                 space::around_the_space(ui, &call.space, true);
+                if let Some(choice) = graphics::graphics_setting(ui, &call.graphics) {
+                    call.graphics.choice = choice;
+                }
             }
             CallState::Joining => {
                 ui.horizontal(|ui| {
@@ -378,7 +383,16 @@ fn call_panel(
                     spatial: call.spatial.as_deref_mut(),
                 };
                 sound::sound_controls(ui, controls, &mut commands);
-                devices::device_pickers(ui, &call.devices, &mut call.picks, &mut commands);
+                let chosen = devices::device_pickers(
+                    ui,
+                    &call.devices,
+                    &mut call.picks,
+                    &call.graphics,
+                    &mut commands,
+                );
+                if let Some(choice) = chosen {
+                    call.graphics.choice = choice;
+                }
                 // Folded in a room, where the room's own people come first.
                 space::around_the_space(ui, &call.space, false);
             }
