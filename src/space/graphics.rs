@@ -81,7 +81,7 @@ const AMBIENT_LIGHT: f32 = 700.0;
 
 /// Whether an adapter rasterises in software: by its device type, or by the names
 /// software renderers go by (WebGL reports neither type nor vendor plainly).
-pub fn is_software_renderer(device_type: wgpu_types::DeviceType, name: &str) -> bool {
+fn is_software_renderer(device_type: wgpu_types::DeviceType, name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     device_type == wgpu_types::DeviceType::Cpu
         || [

@@ -132,6 +132,8 @@ impl Plugin for SpacePlugin {
             .init_resource::<SpatialAudio>()
             .init_resource::<presence::LobbyEntry>()
             .init_resource::<Graphics>()
+            // Set by `graphics`; here too for apps without Bevy's lights (the tests').
+            .init_resource::<GlobalAmbientLight>()
             .insert_resource(ClearColor(Color::srgb(0.55, 0.62, 0.7)))
             .add_systems(
                 Startup,

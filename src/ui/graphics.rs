@@ -30,6 +30,7 @@ pub(super) fn graphics_rows(ui: &mut egui::Ui, graphics: &Graphics) -> Option<Gr
     (choice != graphics.choice).then_some(choice)
 }
 
+/// The overlay's word for `choice`.
 fn label(choice: GraphicsChoice) -> &'static str {
     match choice {
         GraphicsChoice::Auto => "Automatic",
