@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the browser app into target/web (what `meetspace serve` serves at /):
 # the wasm32 build of the meetspace binary, its JS glue from wasm-bindgen (the CLI at
-# the exact version of the wasm-bindgen crate), wasm-opt when installed, index.html.
+# the exact version of the wasm-bindgen crate), wasm-opt when installed, index.html,
+# and gzip twins of the wasm and the JS (`serve` sends them to browsers that accept gzip).
 # Usage: scripts/build-web.sh [--release]
 #   default: the dev profile (dependencies optimised, as for native tests; what CI builds)
 #   --release: the web-release profile (size-optimised, LTO; a long cold build)
@@ -30,5 +31,7 @@ else
 fi
 cp web/index.html "$out/"
 size=$(du -cb "$out"/* | tail -n 1 | cut -f1)
-gzipped=$(gzip -9c "$out/meetspace_bg.wasm" | wc -c)
-echo "build-web: bundle in $out: $size bytes ($(( size / 1048576 )) MiB); wasm gzipped: $gzipped bytes"
+# The gzip twins `meetspace serve` sends to browsers that accept them.
+gzip -9 -k "$out/meetspace_bg.wasm" "$out/meetspace.js"
+sent=$(du -cb "$out/index.html" "$out"/*.gz | tail -n 1 | cut -f1)
+echo "build-web: bundle in $out: $size bytes ($(( size / 1048576 )) MiB); sent gzipped: $sent bytes ($(( sent / 1048576 )) MiB)"

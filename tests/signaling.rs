@@ -571,3 +571,106 @@ fn public_rooms_are_listed_and_private_ones_are_not() {
     assert!(listed);
     assert_eq!(state(&viewer), CallState::Idle);
 }
+
+/// An HTTP answer: its status code, its headers (names lower-cased) and how long its
+/// body was.
+struct HttpAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body_length: usize,
+}
+
+impl HttpAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// One HTTP/1.1 GET of `path` from `addr` with `headers` (`Name: value` lines).
+fn http_get(addr: std::net::SocketAddr, path: &str, headers: &[&str]) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the server's port");
+    stream
+        .set_read_timeout(Some(5 * SECOND))
+        .expect("a read timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("the request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("the answer");
+    let split = answer
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("the end of the headers");
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body_length: answer.len() - split - 4,
+    }
+}
+
+#[test]
+fn the_browser_app_is_sent_gzipped_to_browsers_that_accept_it_and_revalidated() {
+    let root = tempfile::tempdir().expect("a scratch folder");
+    let wasm = vec![7u8; 64 * 1024];
+    std::fs::write(root.path().join("index.html"), "<html></html>").unwrap();
+    std::fs::write(root.path().join("meetspace_bg.wasm"), &wasm).unwrap();
+    // What build-web.sh writes beside it (any smaller body shows which one was sent).
+    std::fs::write(root.path().join("meetspace_bg.wasm.gz"), [1u8; 100]).unwrap();
+    let root_path = root.path().to_owned();
+    let server = TestServer::start_configured(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ServerLimits::default(),
+        move |server| server.serve_web_app(root_path),
+    );
+
+    let gzipped = http_get(
+        server.addr,
+        "/meetspace_bg.wasm",
+        &["Accept-Encoding: gzip, deflate, br"],
+    );
+    assert_eq!(gzipped.status, 200);
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(gzipped.header("content-type"), Some("application/wasm"));
+    assert_eq!(gzipped.header("cache-control"), Some("no-cache"));
+    assert_eq!(gzipped.body_length, 100, "the gzip twin");
+
+    let plain = http_get(server.addr, "/meetspace_bg.wasm", &[]);
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.body_length, wasm.len(), "the file itself");
+
+    // A browser that kept the bundle asks whether it changed: it did not.
+    let modified = plain
+        .header("last-modified")
+        .expect("a Last-Modified header");
+    let kept = http_get(
+        server.addr,
+        "/meetspace_bg.wasm",
+        &[&format!("If-Modified-Since: {modified}")],
+    );
+    assert_eq!(kept.status, 304);
+    assert_eq!(kept.body_length, 0);
+
+    let page = http_get(server.addr, "/", &["Accept-Encoding: gzip"]);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+}
