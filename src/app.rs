@@ -131,7 +131,7 @@ pub fn add_client(
 ) {
     app.insert_resource(Graphics {
         choice: graphics,
-        software_renderer: None,
+        ..default()
     });
     if let Some(room) = room {
         let name = config.name.clone();

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 
 use anyhow::Context;
 use bevy::prelude::*;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use js_sys::{JSON, Object, Reflect};
 use serde::Serialize;
 use wasm_bindgen::closure::Closure;
@@ -104,9 +104,11 @@ fn settings_from_address() -> anyhow::Result<PageSettings> {
             "name" => name = Some(DisplayName::parse(&value).context("the address's name")?),
             "signal" => signal = value.into_owned(),
             "graphics" => {
-                graphics = GraphicsChoice::parse(&value).with_context(|| {
-                    format!("the address's graphics {value:?} (auto, full or light)")
-                })?;
+                graphics = GraphicsChoice::from_str(&value, false)
+                    .ok()
+                    .with_context(|| {
+                        format!("the address's graphics {value:?} (auto, full or light)")
+                    })?;
             }
             "ice" | "ice_username" | "ice_credential" | "ice_transport_policy" => {
                 flags.push(format!("--{}", key.replace('_', "-")));

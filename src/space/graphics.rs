@@ -8,7 +8,9 @@
 use bevy::prelude::*;
 use bevy::render::renderer::RenderAdapterInfo;
 
-/// The graphics setting: picked from the renderer, or forced.
+/// The graphics setting: picked from the renderer, or forced. Its names (`auto`,
+/// `full`, `light`) are clap's, for `--graphics` and `graphics=` in the page address
+/// alike.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum GraphicsChoice {
     /// Light on a software renderer, full otherwise.
@@ -18,25 +20,6 @@ pub enum GraphicsChoice {
     Full,
     /// No multisampling, daylight only.
     Light,
-}
-
-impl GraphicsChoice {
-    /// Every choice, in the order the overlay lists them.
-    pub const ALL: [Self; 3] = [Self::Auto, Self::Full, Self::Light];
-
-    /// The choice a page address or a setting names (`auto`, `full`, `light`).
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|choice| choice.name() == name)
-    }
-
-    /// The choice's name in flags and page addresses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Full => "full",
-            Self::Light => "light",
-        }
-    }
 }
 
 /// The graphics setting and what it resolved to on this machine's renderer.
@@ -145,6 +128,8 @@ pub(super) fn apply_graphics(
 
 #[cfg(test)]
 mod tests {
+    use clap::ValueEnum;
+
     use super::*;
     use wgpu_types::DeviceType;
 
@@ -181,10 +166,14 @@ mod tests {
         graphics.choice = GraphicsChoice::Light;
         graphics.software_renderer = None;
         assert!(graphics.light());
-        for choice in GraphicsChoice::ALL {
-            assert_eq!(GraphicsChoice::parse(choice.name()), Some(choice));
+        for (name, choice) in [
+            ("auto", GraphicsChoice::Auto),
+            ("full", GraphicsChoice::Full),
+            ("light", GraphicsChoice::Light),
+        ] {
+            assert_eq!(GraphicsChoice::from_str(name, false), Ok(choice));
         }
-        assert_eq!(GraphicsChoice::parse("ultra"), None);
+        assert!(GraphicsChoice::from_str("ultra", false).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the Devices section.
 
 use bevy_egui::egui;
+use clap::ValueEnum;
 
 use crate::space::{Graphics, GraphicsChoice};
 
@@ -22,7 +23,7 @@ pub(super) fn graphics_rows(ui: &mut egui::Ui, graphics: &Graphics) -> Option<Gr
     let mut choice = graphics.choice;
     ui.horizontal(|ui| {
         ui.label("Graphics:");
-        for option in GraphicsChoice::ALL {
+        for &option in GraphicsChoice::value_variants() {
             ui.radio_value(&mut choice, option, label(option));
         }
     });
