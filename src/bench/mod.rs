@@ -17,7 +17,7 @@ use bevy::prelude::*;
 use crate::call::{CallCommand, CallReport, CallState, SendStats};
 use crate::config::{BenchArgs, ClientConfig};
 use crate::headless::headless_app;
-use crate::media::stats::nearest_rank;
+use crate::media::stats::{JoinTimeline, nearest_rank};
 use crate::media::voice_processing::{EchoPath, EchoReference, VoiceProcessor};
 use crate::media::{CallStats, SendSettings, SyntheticVoice, VoiceProcessing, rms_level};
 use crate::runtime::AsyncRuntime;
@@ -27,6 +27,8 @@ use crate::signaling::server::{ServerLimits, SignalingServer};
 /// The figures of one run.
 struct RunFigures {
     first_frame_ms: Vec<f64>,
+    /// Each connection's steps, each side's view.
+    timelines: Vec<JoinTimeline>,
     latency_p50_ms: Vec<f64>,
     latency_p95_ms: Vec<f64>,
     received_fps: Vec<f64>,
@@ -146,6 +148,7 @@ fn run_once(
 
     let mut figures = RunFigures {
         first_frame_ms: Vec::new(),
+        timelines: Vec::new(),
         latency_p50_ms: Vec::new(),
         latency_p95_ms: Vec::new(),
         received_fps: Vec::new(),
@@ -178,6 +181,7 @@ fn add_peer(figures: &mut RunFigures, stats: &CallStats, elapsed: f64) {
         .received_fps
         .push(stats.frames_decoded as f64 / elapsed);
     figures.first_frame_ms.extend(stats.first_frame_ms);
+    figures.timelines.push(stats.join);
     figures.latency_p50_ms.extend(stats.latency_ms_p50);
     figures.latency_p95_ms.extend(stats.latency_ms_p95);
 }
@@ -246,6 +250,28 @@ fn print_row(peers: usize, runs: &[RunFigures]) {
         mean(&encode),
         encoders,
     );
+    let timelines: Vec<JoinTimeline> = runs
+        .iter()
+        .flat_map(|run| run.timelines.iter().copied())
+        .collect();
+    let mut line = String::from("     join timeline p50/p95 ms from arrival:");
+    for (step, (name, _)) in JoinTimeline::default().steps().into_iter().enumerate() {
+        let times: Vec<f64> = timelines
+            .iter()
+            .filter_map(|timeline| timeline.steps()[step].1)
+            .collect();
+        line += &format!(
+            " {name} {:.0}/{:.0},",
+            percentile(&times, 0.5),
+            percentile(&times, 0.95)
+        );
+    }
+    line += &format!(
+        " decoded {:.0}/{:.0}",
+        percentile(&first, 0.5),
+        percentile(&first, 0.95)
+    );
+    println!("{line}");
 }
 
 fn mean(values: &[f64]) -> f64 {

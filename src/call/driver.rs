@@ -277,7 +277,10 @@ impl NativeMedia {
     fn publish_stats(&self, roster: &Roster) {
         let Some(call) = &self.call else { return };
         for (peer_id, slot) in &call.peers {
-            roster.emit(CallEvent::PeerStats(peer_id.clone(), slot.remote.stats()));
+            roster.emit(CallEvent::PeerStats(
+                peer_id.clone(),
+                Box::new(slot.remote.stats()),
+            ));
         }
     }
 }
@@ -424,7 +427,7 @@ impl CallMedia for NativeMedia {
             return;
         };
         // Codec mismatches are also reported by the session as an event.
-        if let Err(error) = slot.remote.session.handle_signal(payload).await {
+        if let Err(error) = slot.remote.handle_signal(payload).await {
             tracing::warn!(%peer, %error, "a signal from a peer was refused");
         }
     }
@@ -443,7 +446,10 @@ impl CallMedia for NativeMedia {
         let Some(slot) = self.call.as_mut().and_then(|call| call.peers.remove(peer)) else {
             return;
         };
-        roster.emit(CallEvent::PeerStats(peer.clone(), slot.remote.stats()));
+        roster.emit(CallEvent::PeerStats(
+            peer.clone(),
+            Box::new(slot.remote.stats()),
+        ));
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, slot.remote.close()).await;
         self.mixer.remove(peer.as_str());
     }

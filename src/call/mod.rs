@@ -174,8 +174,8 @@ pub enum CallEvent {
     PeerLeft(PeerId),
     /// The connection to a peer changed state.
     PeerState(PeerId, PeerConnectionState),
-    /// Fresh receive figures for a peer.
-    PeerStats(PeerId, CallStats),
+    /// Fresh receive figures for a peer (boxed: the largest event by far).
+    PeerStats(PeerId, Box<CallStats>),
     /// A peer turned its microphone or camera on or off.
     PeerMedia(PeerId, MediaState),
     /// Our own switches changed without being asked (no microphone: we are muted).
@@ -905,7 +905,7 @@ pub fn apply_call_events(
                     latest.clone_from(&stats);
                 }
                 if let Some((entity, _)) = roster.get(&peer_id) {
-                    commands.entity(*entity).insert(stats);
+                    commands.entity(*entity).insert(*stats);
                 }
             }
             CallEvent::RoomList(rooms) => records.public_rooms.0 = rooms,

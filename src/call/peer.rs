@@ -12,11 +12,12 @@ use super::poses::SEND_EVERY;
 use super::{CallError, CallEvent};
 use crate::media::receive::lock_stats;
 use crate::media::{
-    CallStats, FrameSender, LocalSender, LossBasedController, Mixer, OpusDecoder,
+    CallStats, FrameSender, JoinStep, LocalSender, LossBasedController, Mixer, OpusDecoder,
     PeerBitrateTarget, ReceiveStats, RemoteVideoDecoder,
 };
 use crate::rtc::{LocalMedia, PeerSession};
-use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig};
+use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError};
+use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ClientMessage, PeerId, Pose};
 
 /// What every peer of the call shares.
@@ -151,6 +152,7 @@ impl RemotePeer {
                 .await
                 .map_err(|e| media_error(&e))?,
         );
+        lock_stats(&stats).reached(JoinStep::Session);
         let send_rate = match &context.outbound {
             Outbound::Encoded(sender) => Some(SendRate::new(sender)),
             Outbound::Echo(_) => None,
@@ -171,6 +173,19 @@ impl RemotePeer {
             stats,
             task,
         })
+    }
+
+    /// Applies one signaling message from the peer (see [`PeerSession::handle_signal`]).
+    pub async fn handle_signal(&self, payload: SignalPayload) -> Result<(), RtcError> {
+        let description = matches!(
+            payload,
+            SignalPayload::Offer { .. } | SignalPayload::Answer { .. }
+        );
+        self.session.handle_signal(payload).await?;
+        if description {
+            lock_stats(&self.stats).reached(JoinStep::DescriptionReceived);
+        }
+        Ok(())
     }
 
     /// The receive figures now.
@@ -277,11 +292,26 @@ impl PeerRouter {
     async fn on_event(&mut self, event: PeerEvent) {
         match event {
             PeerEvent::Signal(payload) => {
+                if matches!(
+                    payload,
+                    SignalPayload::Offer { .. } | SignalPayload::Answer { .. }
+                ) {
+                    lock_stats(&self.stats).reached(JoinStep::DescriptionSent);
+                }
                 // Serializing our own enum of strings cannot fail.
                 let data = serde_json::to_value(&payload).unwrap_or_default();
                 self.context.signal(&self.peer_id, data);
             }
             PeerEvent::State(state) => {
+                if state == PeerConnectionState::Connected {
+                    lock_stats(&self.stats).reached(JoinStep::Connected);
+                    // Start the peer's picture with a key frame right away, instead of
+                    // delta frames it cannot decode and a request for one a round trip
+                    // later.
+                    if let Outbound::Encoded(sender) = &self.context.outbound {
+                        sender.request_keyframe();
+                    }
+                }
                 let _ = self
                     .context
                     .events
@@ -295,9 +325,9 @@ impl PeerRouter {
             PeerEvent::VideoFrame {
                 data,
                 rtp_timestamp,
-                ..
+                keyframe,
             } => {
-                lock_stats(&self.stats).on_video_received(data.len());
+                lock_stats(&self.stats).on_video_received(data.len(), keyframe);
                 let since_last = self
                     .last_video_timestamp
                     .replace(rtp_timestamp)

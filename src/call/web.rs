@@ -254,7 +254,10 @@ impl BrowserMedia {
                     let interval = remote.read_at.map(|at| now.saturating_duration_since(at));
                     remote.read_at = Some(now);
                     update_stats(&mut remote.stats, &reading, interval);
-                    roster.emit(CallEvent::PeerStats(peer.clone(), remote.stats.clone()));
+                    roster.emit(CallEvent::PeerStats(
+                        peer.clone(),
+                        Box::new(remote.stats.clone()),
+                    ));
                 }
                 Err(error) => tracing::debug!(%peer, %error, "no statistics"),
             }
@@ -358,7 +361,7 @@ impl CallMedia for BrowserMedia {
     async fn stop_media(&mut self, roster: &Roster) {
         let Some(call) = self.call.take() else { return };
         for (peer, remote) in call.peers {
-            roster.emit(CallEvent::PeerStats(peer, remote.stats.clone()));
+            roster.emit(CallEvent::PeerStats(peer, Box::new(remote.stats.clone())));
             remote.session.close().await;
         }
         if let Some(stream) = call.local.stream() {
@@ -430,7 +433,10 @@ impl CallMedia for BrowserMedia {
         let Some(remote) = self.call.as_mut().and_then(|call| call.peers.remove(peer)) else {
             return;
         };
-        roster.emit(CallEvent::PeerStats(peer.clone(), remote.stats.clone()));
+        roster.emit(CallEvent::PeerStats(
+            peer.clone(),
+            Box::new(remote.stats.clone()),
+        ));
         remote.session.close().await;
     }
 }

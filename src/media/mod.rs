@@ -65,7 +65,7 @@ pub use self::send::LocalSender;
 pub use self::send::{MediaSink, SendCounters, SendSettings};
 pub use self::sign::{LabelError, SignPainter, SignStyle};
 pub use self::spatial::{RollOff, spatial_gain};
-pub use self::stats::{CallStats, ReceiveStats};
+pub use self::stats::{CallStats, JoinStep, ReceiveStats};
 pub use self::synthetic::{
     Stamp, SyntheticAudio, SyntheticVideo, SyntheticVoice, luma_difference, read_stamp,
 };

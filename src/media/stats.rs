@@ -46,6 +46,8 @@ pub struct CallStats {
     pub video_bytes_received: u64,
     /// From the later of our joining and the peer's arrival to its first decoded frame.
     pub first_frame_ms: Option<f64>,
+    /// Where that time went: the steps of the connection, from the same start.
+    pub join: JoinTimeline,
     /// Capture-to-decoded latency, median (peers that stamp their frames only).
     pub latency_ms_p50: Option<f64>,
     /// Capture-to-decoded latency, 95th percentile.
@@ -74,6 +76,67 @@ pub struct CallStats {
     /// Loss-recovery requests on the connection, both ways.
     #[serde(flatten)]
     pub feedback: FeedbackCounts,
+}
+
+/// When each step of a connection was first reached, in milliseconds from the start of
+/// [`CallStats::first_frame_ms`]; `None` until it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct JoinTimeline {
+    /// The peer connection was built (sockets bound, tracks added).
+    pub session_ms: Option<f64>,
+    /// Our offer or answer went out.
+    pub description_sent_ms: Option<f64>,
+    /// The peer's offer or answer was applied.
+    pub description_received_ms: Option<f64>,
+    /// ICE and DTLS were done: media could flow.
+    pub connected_ms: Option<f64>,
+    /// The first complete video frame arrived.
+    pub first_video_ms: Option<f64>,
+    /// The first key frame arrived (what decoding starts from).
+    pub first_keyframe_ms: Option<f64>,
+}
+
+/// A step of [`JoinTimeline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinStep {
+    /// [`JoinTimeline::session_ms`].
+    Session,
+    /// [`JoinTimeline::description_sent_ms`].
+    DescriptionSent,
+    /// [`JoinTimeline::description_received_ms`].
+    DescriptionReceived,
+    /// [`JoinTimeline::connected_ms`].
+    Connected,
+    /// [`JoinTimeline::first_video_ms`].
+    FirstVideo,
+    /// [`JoinTimeline::first_keyframe_ms`].
+    FirstKeyframe,
+}
+
+impl JoinTimeline {
+    /// Each step by name, in the order a connection reaches them.
+    pub fn steps(&self) -> [(&'static str, Option<f64>); 6] {
+        [
+            ("session built", self.session_ms),
+            ("description sent", self.description_sent_ms),
+            ("description received", self.description_received_ms),
+            ("connected", self.connected_ms),
+            ("first video frame", self.first_video_ms),
+            ("first key frame", self.first_keyframe_ms),
+        ]
+    }
+
+    /// The field that records `step`.
+    fn slot(&mut self, step: JoinStep) -> &mut Option<f64> {
+        match step {
+            JoinStep::Session => &mut self.session_ms,
+            JoinStep::DescriptionSent => &mut self.description_sent_ms,
+            JoinStep::DescriptionReceived => &mut self.description_received_ms,
+            JoinStep::Connected => &mut self.connected_ms,
+            JoinStep::FirstVideo => &mut self.first_video_ms,
+            JoinStep::FirstKeyframe => &mut self.first_keyframe_ms,
+        }
+    }
 }
 
 /// The running tallies behind [`CallStats`].
@@ -117,8 +180,18 @@ impl ReceiveStats {
     }
 
     /// An encoded frame of `bytes` arrived.
-    pub fn on_video_received(&mut self, bytes: usize) {
+    pub fn on_video_received(&mut self, bytes: usize, keyframe: bool) {
         self.bytes_received += bytes as u64;
+        self.reached(JoinStep::FirstVideo);
+        if keyframe {
+            self.reached(JoinStep::FirstKeyframe);
+        }
+    }
+
+    /// The connection reached `step` now (only the first time counts).
+    pub fn reached(&mut self, step: JoinStep) {
+        let since_start = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.report.join.slot(step).get_or_insert(since_start);
     }
 
     /// A frame of `width` x `height` was decoded at `now_micros` (wall clock), carrying
@@ -134,9 +207,9 @@ impl ReceiveStats {
         report.frames_decoded += 1;
         report.width = width;
         report.height = height;
-        if report.first_frame_ms.is_none() {
-            report.first_frame_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
-        }
+        report
+            .first_frame_ms
+            .get_or_insert_with(|| self.started.elapsed().as_secs_f64() * 1000.0);
         if let Some(last) = self.last_decoded_micros.replace(now_micros) {
             let gap_ms = now_micros.saturating_sub(last) as f64 / 1000.0;
             report.longest_frame_gap_ms = report.longest_frame_gap_ms.max(gap_ms);
@@ -292,5 +365,27 @@ mod tests {
         let report = stats.snapshot();
         assert_eq!(report.frames_lost, 3);
         assert_eq!(report.latency_ms_p50, None);
+    }
+
+    #[test]
+    fn the_join_timeline_keeps_when_each_step_was_first_reached() {
+        let started = Instant::now() - std::time::Duration::from_millis(100);
+        let mut stats = ReceiveStats::new(started);
+        stats.reached(JoinStep::Connected);
+        stats.on_video_received(1200, false);
+        let early = stats.snapshot().join;
+        assert!(early.connected_ms.is_some_and(|ms| ms >= 100.0));
+        assert!(early.first_video_ms.is_some());
+        assert_eq!(early.first_keyframe_ms, None, "a delta frame is no key frame");
+        assert_eq!(early.session_ms, None);
+
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        stats.reached(JoinStep::Connected);
+        stats.on_video_received(9000, true);
+        let later = stats.snapshot().join;
+        assert_eq!(later.connected_ms, early.connected_ms, "only the first time counts");
+        assert_eq!(later.first_video_ms, early.first_video_ms);
+        assert!(later.first_keyframe_ms > early.first_video_ms);
+        assert_eq!(later.steps()[3], ("connected", early.connected_ms));
     }
 }

@@ -106,7 +106,7 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
+                let (mut tcp, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         tracing::debug!(%error, "accepting a connection failed");
@@ -117,6 +117,7 @@ impl TlsListener {
                 if done.is_closed() {
                     return;
                 }
+                super::server::send_at_once(&mut tcp);
                 let acceptor = acceptor.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
