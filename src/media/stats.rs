@@ -376,14 +376,20 @@ mod tests {
         let early = stats.snapshot().join;
         assert!(early.connected_ms.is_some_and(|ms| ms >= 100.0));
         assert!(early.first_video_ms.is_some());
-        assert_eq!(early.first_keyframe_ms, None, "a delta frame is no key frame");
+        assert_eq!(
+            early.first_keyframe_ms, None,
+            "a delta frame is no key frame"
+        );
         assert_eq!(early.session_ms, None);
 
         std::thread::sleep(std::time::Duration::from_millis(5));
         stats.reached(JoinStep::Connected);
         stats.on_video_received(9000, true);
         let later = stats.snapshot().join;
-        assert_eq!(later.connected_ms, early.connected_ms, "only the first time counts");
+        assert_eq!(
+            later.connected_ms, early.connected_ms,
+            "only the first time counts"
+        );
         assert_eq!(later.first_video_ms, early.first_video_ms);
         assert!(later.first_keyframe_ms > early.first_video_ms);
         assert_eq!(later.steps()[3], ("connected", early.connected_ms));
