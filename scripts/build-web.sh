@@ -29,7 +29,9 @@ if command -v wasm-opt >/dev/null; then
 else
   echo "build-web: wasm-opt not installed (Debian package binaryen); the bundle is unoptimised"
 fi
-cp web/index.html "$out/"
+# The page's progress bar counts to the wasm's size (it may arrive gzipped).
+wasm_bytes=$(stat -c %s "$out/meetspace_bg.wasm")
+sed "s/__WASM_BYTES__/$wasm_bytes/" web/index.html > "$out/index.html"
 size=$(du -cb "$out"/* | tail -n 1 | cut -f1)
 # The gzip twins `meetspace serve` sends to browsers that accept them.
 gzip -9 -k "$out/meetspace_bg.wasm" "$out/meetspace.js"

@@ -624,6 +624,18 @@ fn a_browser_tab_in_the_lobby_sees_a_walking_bot_and_the_bot_gets_its_poses() {
         "{graphics}"
     );
     println!("the tab's graphics: {graphics}");
+    // The page's progress bar counted to the wasm's size, though it came gzipped.
+    let load = &result["load"];
+    assert!(load["total"].as_u64().is_some_and(|total| total > 0), "{load}");
+    assert_eq!(load["received"], load["total"], "{load}");
+    println!(
+        "the page loaded {} bytes of wasm (the bar counted to {}), downloaded at {:.0} ms, \
+         the app started at {:.0} ms after navigation",
+        load["received"],
+        load["total"],
+        load["downloadedMs"].as_f64().unwrap_or(f64::NAN),
+        load["startedMs"].as_f64().unwrap_or(f64::NAN)
+    );
     println!(
         "the tab saw the bot at {} then {}, {} poses received, {} frames drawn, voice {}",
         first["position"], later["position"], later["posesReceived"], later["framesDrawn"], fade

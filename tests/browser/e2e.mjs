@@ -183,7 +183,8 @@ try {
     });
     // The tab's poses go to the bot on the data channel meanwhile, 20 a second.
     await page.waitForTimeout(3000);
-    console.log(`RESULT ${JSON.stringify({ first, later })}`);
+    const load = await page.evaluate(() => window.__meetspaceLoad);
+    console.log(`RESULT ${JSON.stringify({ first, later, load })}`);
   } else {
     fail(`unknown scenario ${scenario}`);
   }
