@@ -381,8 +381,8 @@ pub struct ClientArgs {
     #[arg(long, value_name = "SECS", conflicts_with = "screenshot", value_parser = parse_seconds)]
     pub frame_stats: Option<f64>,
     /// How much the space draws: `auto` (light on a software renderer such as
-    /// llvmpipe), `full` (multisampling, every lamp) or `light` (neither). The
-    /// overlay's Graphics setting changes it while the app runs.
+    /// llvmpipe), `full` (multisampling, every lamp) or `light` (neither, at half the
+    /// resolution). The overlay's Graphics setting changes it while the app runs.
     #[arg(long, value_enum, value_name = "PROFILE", default_value = "auto")]
     pub graphics: GraphicsChoice,
     /// Identity, ICE and media settings.

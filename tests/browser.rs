@@ -626,7 +626,10 @@ fn a_browser_tab_in_the_lobby_sees_a_walking_bot_and_the_bot_gets_its_poses() {
     println!("the tab's graphics: {graphics}");
     // The page's progress bar counted to the wasm's size, though it came gzipped.
     let load = &result["load"];
-    assert!(load["total"].as_u64().is_some_and(|total| total > 0), "{load}");
+    assert!(
+        load["total"].as_u64().is_some_and(|total| total > 0),
+        "{load}"
+    );
     assert_eq!(load["received"], load["total"], "{load}");
     println!(
         "the page loaded {} bytes of wasm (the bar counted to {}), downloaded at {:.0} ms, \

@@ -1,9 +1,9 @@
 //! How much the renderer draws. A software renderer (Mesa's llvmpipe in virtual machines
 //! and remote desktops, SwiftShader in a browser without a GPU) rasterises on the same
 //! CPU cores that encode and decode the call, so there the space is drawn light: no
-//! multisampling and no lamps (the daylight and a brighter ambient light stay). The
-//! overlay's graphics setting (or `--graphics`, or `graphics=` in the page address)
-//! overrides the choice.
+//! multisampling, no lamps (the daylight and a brighter ambient light stay) and half the
+//! resolution ([`super::scene_image`]). The overlay's graphics setting (or `--graphics`,
+//! or `graphics=` in the page address) overrides the choice.
 
 use bevy::prelude::*;
 use bevy::render::renderer::RenderAdapterInfo;
@@ -18,7 +18,7 @@ pub enum GraphicsChoice {
     Auto,
     /// Multisampling and every lamp.
     Full,
-    /// No multisampling, daylight only.
+    /// No multisampling, daylight only, half the resolution.
     Light,
 }
 

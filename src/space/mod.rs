@@ -24,6 +24,7 @@ mod panel_view;
 mod panels;
 mod player;
 mod presence;
+mod scene_image;
 mod scenery;
 mod self_view;
 mod sign_material;
@@ -44,6 +45,7 @@ pub use overhead::{BUBBLE_SHOWN, Overhead, bubble_lines};
 pub use panel_view::{PanelRect, PanelView};
 pub use panels::{Panel, PanelParts, PanelScreen};
 pub use player::Player;
+pub use scene_image::WindowPresenter;
 
 use crate::call::{CallCommand, CallState};
 use crate::media::SignPainter;
@@ -126,6 +128,7 @@ impl Plugin for SpacePlugin {
             }
             Err(error) => warn!("signs will be blank: {error}"),
         }
+        scene_image::add_screen_material(app);
         app.init_resource::<Location>()
             .init_resource::<JoinByIdRequested>()
             .init_resource::<RoomView>()
@@ -141,6 +144,7 @@ impl Plugin for SpacePlugin {
                     lobby::build_lobby,
                     lobby::build_room,
                     player::spawn_player,
+                    scene_image::spawn_presenter,
                     panels::init_panel_kit,
                     overhead::init_overhead_kit,
                 ),
@@ -176,7 +180,12 @@ impl Plugin for SpacePlugin {
                         .chain(),
                     (self_view::spawn_self_view, self_view::show_self_view).chain(),
                     audio::place_voices.after(player::walk),
-                    (graphics::note_renderer, graphics::apply_graphics).chain(),
+                    (
+                        graphics::note_renderer,
+                        graphics::apply_graphics,
+                        scene_image::follow_window,
+                    )
+                        .chain(),
                 ),
             );
     }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use bevy::ecs::system::SystemParam;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
-use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
+use bevy_egui::{
+    EguiContexts, EguiGlobalSettings, EguiPlugin, EguiPrimaryContextPass, PrimaryEguiContext, egui,
+};
 
 use crate::call::{
     AvailableDevices, CallCommand, CallError, CallNotice, CallState, ConnectionState, MediaState,
@@ -21,7 +23,7 @@ use crate::call::{
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
 use crate::signaling::protocol::{DisplayName, RoomId};
-use crate::space::{Graphics, JoinByIdRequested, RoomView, SpatialAudio};
+use crate::space::{Graphics, JoinByIdRequested, RoomView, SpatialAudio, WindowPresenter};
 
 /// How long a toast stays on screen.
 const TOAST_LIFETIME: Duration = Duration::from_secs(6);
@@ -39,12 +41,24 @@ mod stats;
 /// Rooms remembered on the home panel.
 const MAX_RECENT_ROOMS: usize = 5;
 
+/// Gives the window's presenter camera the overlay.
+fn draw_overlay_with_presenter(presenter: On<Add, WindowPresenter>, mut commands: Commands) {
+    commands.entity(presenter.entity).insert(PrimaryEguiContext);
+}
+
 /// The overlay: adds egui and the home / in-call panels, statistics, help and toasts.
 pub struct UiPlugin;
 
 impl Plugin for UiPlugin {
     fn build(&self, app: &mut App) {
         app.add_plugins(EguiPlugin::default())
+            // The overlay is drawn by the camera that draws last on the window (the
+            // space's own camera may draw into an image, see `space::scene_image`).
+            .insert_resource(EguiGlobalSettings {
+                auto_create_primary_context: false,
+                ..default()
+            })
+            .add_observer(draw_overlay_with_presenter)
             .init_resource::<Toasts>()
             .init_resource::<OverlayToggles>()
             .init_resource::<chat::ChatDraft>()
