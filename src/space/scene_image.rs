@@ -24,7 +24,7 @@ use super::player::Player;
 
 /// The share of the window's width and height the space is drawn at in the light
 /// profile (a quarter of the pixels).
-pub const LIGHT_RENDER_SCALE: f32 = 0.5;
+const LIGHT_RENDER_SCALE: f32 = 0.5;
 
 /// The render layer only the presenter sees: its screen quad.
 const PRESENTER_LAYER: usize = 1;
