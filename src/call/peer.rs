@@ -177,10 +177,7 @@ impl RemotePeer {
 
     /// Applies one signaling message from the peer (see [`PeerSession::handle_signal`]).
     pub async fn handle_signal(&self, payload: SignalPayload) -> Result<(), RtcError> {
-        let description = matches!(
-            payload,
-            SignalPayload::Offer { .. } | SignalPayload::Answer { .. }
-        );
+        let description = payload.is_description();
         self.session.handle_signal(payload).await?;
         if description {
             lock_stats(&self.stats).reached(JoinStep::DescriptionReceived);
@@ -292,10 +289,7 @@ impl PeerRouter {
     async fn on_event(&mut self, event: PeerEvent) {
         match event {
             PeerEvent::Signal(payload) => {
-                if matches!(
-                    payload,
-                    SignalPayload::Offer { .. } | SignalPayload::Answer { .. }
-                ) {
+                if payload.is_description() {
                     lock_stats(&self.stats).reached(JoinStep::DescriptionSent);
                 }
                 // Serializing our own enum of strings cannot fail.

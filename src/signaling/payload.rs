@@ -67,6 +67,11 @@ pub enum SignalError {
 }
 
 impl SignalPayload {
+    /// Whether this is an offer or an answer (not a candidate).
+    pub fn is_description(&self) -> bool {
+        matches!(self, Self::Offer { .. } | Self::Answer { .. })
+    }
+
     /// Parses and validates a payload received from the signaling server.
     pub fn from_json(json: &str) -> Result<Self, SignalError> {
         let payload: Self =
