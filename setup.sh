@@ -17,6 +17,9 @@ packages=(
   espeak-ng
   # cameras: nokhwa reads V4L2 through libv4l; its bindings are made with bindgen (clang)
   libv4l-dev libclang-dev
+  # screen sharing: xcap captures X11 through libxcb (randr), Wayland through PipeWire
+  # (bindgen against libpipewire) and libgbm
+  libxcb1-dev libxcb-randr0-dev libpipewire-0.3-dev libgbm-dev libegl-dev
   # run time of the window: winit loads the X11 libraries when it starts
   libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libvulkan1
   # headless rendering and screenshots (tests, machines without a GPU)

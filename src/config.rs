@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use bevy::prelude::Resource;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::media::{AudioInput, DeviceChoice, SendSettings, VideoInput, VoiceProcessing};
+use crate::media::{
+    AudioInput, DeviceChoice, SendSettings, ShareTarget, VideoInput, VoiceProcessing,
+};
 use crate::rtc::ice::IceTransportPolicy;
 use crate::signaling::SignalUrl;
 use crate::signaling::ice_servers::{IceServer, IceServerUrl};
@@ -136,6 +138,10 @@ pub struct CallArgs {
     /// In the lobby, the most people we are connected to at once: the nearest.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_NEARBY, value_parser = parse_max_nearby)]
     pub max_nearby: usize,
+    /// Show others a screen or a window from the start of the call: `screen` (the
+    /// primary one), `screen:N` or `window:TITLE` (its title or a unique part of it).
+    #[arg(long, value_name = "WHAT", value_parser = ShareTarget::parse)]
+    pub share: Option<ShareTarget>,
 }
 
 impl CallArgs {
@@ -472,6 +478,10 @@ pub struct BotArgs {
     /// exit.
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
+    /// Save the newest frame of a screen a peer shares to this PNG file, every second
+    /// while one is shown.
+    #[arg(long, value_name = "PATH")]
+    pub save_screen: Option<PathBuf>,
     /// Send back what the first peer sends (its encoded video and audio, unchanged)
     /// instead of our own media: a peer sees and hears itself after one round trip.
     #[arg(long)]
@@ -560,6 +570,8 @@ pub struct ClientConfig {
     pub speaker: Option<DeviceChoice>,
     /// Whom to connect to in the lobby.
     pub nearby: NearbySettings,
+    /// What we share from the start of each call (`--share`); the overlay changes it.
+    pub share: Option<ShareTarget>,
 }
 
 impl ClientConfig {
@@ -578,6 +590,7 @@ impl ClientConfig {
             signal_ca: None,
             speaker: None,
             nearby: NearbySettings::default(),
+            share: None,
         }
     }
 
@@ -618,6 +631,7 @@ impl ClientConfig {
                 max_connections: call.max_nearby,
                 ..NearbySettings::default()
             },
+            share: call.share,
         }
     }
 }

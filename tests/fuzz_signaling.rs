@@ -274,7 +274,7 @@ fn candidate_like() -> impl Strategy<Value = String> {
 
 fn payload_like() -> impl Strategy<Value = Value> {
     prop_oneof![
-        (prop::sample::select(vec!["offer", "answer", "bye"]), sdp_like())
+        (prop::sample::select(vec!["offer", "reoffer", "answer", "bye"]), sdp_like())
             .prop_map(|(kind, sdp)| json!({"kind": kind, "sdp": sdp})),
         (candidate_like(), json_value(), json_value()).prop_map(|(candidate, mid, index)| {
             json!({"kind": "candidate", "candidate": candidate, "sdpMid": mid, "sdpMLineIndex": index})
@@ -296,7 +296,9 @@ fn peer_payloads_are_validated_and_what_passes_parses_without_panicking() {
                 return;
             };
             match payload {
-                SignalPayload::Offer { sdp } | SignalPayload::Answer { sdp } => {
+                SignalPayload::Offer { sdp }
+                | SignalPayload::Reoffer { sdp }
+                | SignalPayload::Answer { sdp } => {
                     let _ = webrtc::peer_connection::RTCSessionDescription::offer(sdp);
                 }
                 SignalPayload::Candidate { candidate, .. } => {

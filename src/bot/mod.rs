@@ -19,7 +19,9 @@ use anyhow::Context;
 use bevy::prelude::*;
 use serde::Serialize;
 
-use crate::call::{CallCommand, CallError, CallNotice, CallReport, CallState, SendStats};
+use crate::call::{
+    CallCommand, CallError, CallNotice, CallReport, CallState, SendStats, SharedScreen, VideoFeed,
+};
 use crate::config::{BotArgs, ClientConfig, Spot};
 use crate::headless::headless_app;
 use crate::media::camera::find_camera;
@@ -99,6 +101,7 @@ pub fn run(args: BotArgs) -> anyhow::Result<AppExit> {
         .spawn(watch_for_interrupt(interrupted));
     app.world_mut().resource_mut::<Bot>().stay_for = args.duration.map(Duration::from_secs_f64);
     app.world_mut().resource_mut::<Bot>().stats_json = args.stats_json;
+    app.world_mut().resource_mut::<Bot>().save_screen = args.save_screen;
     let walks = args.at.is_some() || args.walk_to.is_some() || args.wander;
     if args.lobby || walks {
         let floor = if args.lobby { LOBBY } else { ROOM };
@@ -293,6 +296,7 @@ fn bot_app(
         announce,
         stay_for: None,
         stats_json: None,
+        save_screen: None,
         interrupted,
         joined_at: None,
         stats_written_at: None,
@@ -337,6 +341,8 @@ struct Bot {
     announce: Announce,
     stay_for: Option<Duration>,
     stats_json: Option<PathBuf>,
+    /// Where the newest frame of a peer's shared screen is saved (`--save-screen`).
+    save_screen: Option<PathBuf>,
     interrupted: Arc<AtomicBool>,
     joined_at: Option<Instant>,
     /// When the `--stats-json` file was last written during the call.
@@ -437,13 +443,16 @@ fn react_to_notices(
 /// How often the `--stats-json` file is written during the call.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
-/// Writes the `--stats-json` file every [`STATS_EVERY`] while in the call, so that a
-/// script can follow the figures (the last write comes when the call ends).
+/// Writes the `--stats-json` file (and the `--save-screen` picture) every
+/// [`STATS_EVERY`] while in the call, so that a script can follow the figures (the
+/// last write comes when the call ends).
 fn write_stats_during_call(
     mut bot: ResMut<Bot>,
     report: Res<CallReport>,
     space: Option<Res<SpaceReport>>,
     sent: Res<SendStats>,
+    screens: Query<&VideoFeed, With<SharedScreen>>,
+    images: Res<Assets<Image>>,
 ) {
     let due = bot
         .stats_written_at
@@ -457,6 +466,30 @@ fn write_stats_during_call(
     {
         warn!("{error:#}");
     }
+    let shown = screens
+        .iter()
+        .find_map(|feed| images.get(feed.image.as_ref()?));
+    if let (Some(path), Some(image)) = (&bot.save_screen, shown)
+        && let Err(error) = save_png(path, image)
+    {
+        warn!("{error:#}");
+    }
+}
+
+/// Saves `image` (RGBA, as frames are shown) as a PNG at `path`, whole or not at all.
+fn save_png(path: &Path, image: &Image) -> anyhow::Result<()> {
+    let pixels = image
+        .data
+        .clone()
+        .context("the shared screen's image has no pixels")?;
+    let picture = image::RgbaImage::from_raw(image.width(), image.height(), pixels)
+        .context("the shared screen's image is not RGBA")?;
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial.png");
+    picture
+        .save(&partial)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// One remote peer in the `--stats-json` file: who, and what we received from them.
@@ -477,6 +510,8 @@ struct SentStats {
     video_keyframes: u64,
     /// The encoder's bitrate when we left (congestion control's lowest peer target).
     video_target_kbps: u64,
+    /// Frames of our shared screen encoded.
+    screen_frames: u64,
 }
 
 /// The `--stats-json` file.
@@ -501,6 +536,7 @@ fn write_stats(
             video_frames: counters.video_frames.load(Ordering::Relaxed),
             video_keyframes: counters.video_keyframes.load(Ordering::Relaxed),
             video_target_kbps: counters.video_target_kbps.load(Ordering::Relaxed),
+            screen_frames: counters.screen_frames.load(Ordering::Relaxed),
         },
         peers: peers
             .iter()

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bevy::platform::time::Instant;
@@ -20,9 +21,11 @@ use super::roster::Roster;
 use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
 use crate::config::ClientConfig;
 use crate::media::camera::camera_names;
+use crate::media::congestion::{BitrateBounds, VideoBitrateTargets};
+use crate::media::screen_capture::share_sources;
 use crate::media::{
-    DeviceChoice, DeviceError, Direction, FrameSender, LocalSender, MediaSink, Mixer, SendCounters,
-    SendSettings, Speaker, audio_devices,
+    DeviceChoice, DeviceError, Direction, FrameSender, LocalSender, MediaSink, Mixer, SCREEN_KBPS,
+    ScreenSender, SendCounters, SendSettings, ShareTarget, Speaker, audio_devices,
 };
 use crate::rtc::turn_check::check_turn_servers;
 use crate::rtc::{LocalMedia, RtcConfig};
@@ -52,6 +55,7 @@ pub(super) async fn run(
     let (states_tx, mut states) = mpsc::unbounded_channel();
     let (signal_tx, mut signals) = mpsc::unbounded_channel();
     let (poses_tx, mut poses) = mpsc::unbounded_channel();
+    let (share_ended_tx, mut share_ended) = mpsc::unbounded_channel();
     let mut media = NativeMedia {
         config: config.clone(),
         events: events.clone(),
@@ -62,6 +66,8 @@ pub(super) async fn run(
         signal_tx,
         poses_tx,
         own_pose: tokio::sync::watch::Sender::new(None),
+        share_ended_tx,
+        shares_started: 0,
         call: None,
     };
     let mut core = CallCore::<Attempt>::new(&config, events);
@@ -72,7 +78,7 @@ pub(super) async fn run(
             command = commands.recv() => match command {
                 Some(command) => {
                     if let Some(command) = core.room.command(command, Instant::now()) {
-                        media.on_device_command(command, &core.roster);
+                        media.on_device_command(command, &core.roster).await;
                     }
                 }
                 None => break,
@@ -83,6 +89,9 @@ pub(super) async fn run(
             }
             Some(message) = signals.recv() => core.room.send_signal(message),
             Some((peer, pose)) = poses.recv() => core.room.peer_pose(&peer, pose, Instant::now()),
+            Some((share, problem)) = share_ended.recv() => {
+                media.share_ended(share, &problem, &core.roster).await;
+            }
             () = sleep_until(deadline) => core.room.tick(Instant::now()),
             _ = stats_tick.tick() => media.publish_stats(&core.roster),
         }
@@ -90,6 +99,41 @@ pub(super) async fn run(
     }
     core.room.leave();
     core.carry_out(&mut media).await;
+}
+
+/// Starts share `number` of `target` in `call`, sending through its outgoing streams at
+/// a bitrate that follows the camera's congestion control; a failed capture is
+/// reported on `ended`.
+fn start_screen(
+    target: &ShareTarget,
+    number: u64,
+    call: &ActiveCall,
+    counters: &Arc<SendCounters>,
+    ended: &mpsc::UnboundedSender<(u64, DeviceError)>,
+) -> Result<ScreenSender, DeviceError> {
+    let sink = Arc::new(FanOut {
+        local: call.local.clone(),
+        runtime: Handle::current(),
+    });
+    let camera = match call.sender() {
+        Some(sender) => (sender.bitrate_bounds(), sender.bitrate_targets().clone()),
+        // Echo mode: no congestion control of our own.
+        None => (
+            BitrateBounds::new(SCREEN_KBPS, SCREEN_KBPS),
+            Arc::new(VideoBitrateTargets::default()),
+        ),
+    };
+    let ended = ended.clone();
+    ScreenSender::start(
+        target,
+        sink,
+        counters.clone(),
+        camera,
+        call.screen_keyframe.clone(),
+        move |problem| {
+            let _ = ended.send((number, problem));
+        },
+    )
 }
 
 /// Waits until `deadline`; forever without one.
@@ -115,6 +159,11 @@ struct ActiveCall {
     /// Plays the mixer while the call lasts (`None`: no speaker).
     speaker: Option<Speaker>,
     peers: HashMap<PeerId, PeerSlot>,
+    /// Our shared screen, while we share, and which share it is (see
+    /// [`NativeMedia::shares_started`]).
+    screen: Option<(u64, ScreenSender)>,
+    /// Set when a peer asks for a key frame of our screen.
+    screen_keyframe: Arc<AtomicBool>,
 }
 
 impl ActiveCall {
@@ -150,6 +199,15 @@ impl MediaSink for FanOut {
             tracing::debug!(%error, "an audio packet was not sent");
         }
     }
+
+    fn send_screen(&self, frame: &[u8], duration: Duration) {
+        if let Err(error) = self
+            .runtime
+            .block_on(self.local.write_screen(frame, duration))
+        {
+            tracing::debug!(%error, "a frame of the shared screen was not sent");
+        }
+    }
 }
 
 /// The native media side of calls.
@@ -171,12 +229,17 @@ struct NativeMedia {
     poses_tx: mpsc::UnboundedSender<(PeerId, Pose)>,
     /// Our pose, for every peer connection's data channel.
     own_pose: tokio::sync::watch::Sender<Option<Pose>>,
+    /// Where a share whose capture failed (its window closed) reports, with its number.
+    share_ended_tx: mpsc::UnboundedSender<(u64, DeviceError)>,
+    /// Shares started so far: the number of the next, so that a failure reported late
+    /// is not taken for the current share's.
+    shares_started: u64,
     call: Option<ActiveCall>,
 }
 
 impl NativeMedia {
-    /// Switches or lists devices.
-    fn on_device_command(&mut self, command: CallCommand, roster: &Roster) {
+    /// Switches or lists devices, or starts or stops sharing.
+    async fn on_device_command(&mut self, command: CallCommand, roster: &Roster) {
         match command {
             CallCommand::SwitchVideo(input) => {
                 let mut media = self.config.media.clone();
@@ -195,14 +258,23 @@ impl NativeMedia {
                     sender.set_voice_processing(parts);
                 }
             }
+            CallCommand::ShareScreen(target) => {
+                self.config.share = target;
+                self.apply_share(roster).await;
+            }
             CallCommand::ListDevices => {
                 let events = roster.events();
                 // Asking the sound and camera layers can take a while: off the runtime.
                 tokio::task::spawn_blocking(move || {
+                    let shares = share_sources().unwrap_or_else(|problem| {
+                        tracing::warn!(%problem, "nothing to share");
+                        Vec::new()
+                    });
                     let _ = events.send(CallEvent::Devices(AvailableDevices {
                         cameras: camera_names(),
                         microphones: audio_devices(Direction::Input),
                         speakers: audio_devices(Direction::Output),
+                        shares,
                     }));
                 });
             }
@@ -271,6 +343,62 @@ impl NativeMedia {
         if let Some(call) = &mut self.call {
             call.speaker = speaker;
         }
+    }
+
+    /// Makes what we send match `config.share`: starts, replaces or stops the share in the
+    /// running call and renegotiates every connection. Outside a call it waits for the
+    /// next. A share that cannot start is reported and forgotten.
+    async fn apply_share(&mut self, roster: &Roster) {
+        let Some(call) = &mut self.call else { return };
+        let wanted = self.config.share.clone();
+        if call.screen.as_ref().map(|(_, screen)| screen.target()) == wanted.as_ref() {
+            return;
+        }
+        call.screen = None;
+        if let Some(target) = &wanted {
+            let number = self.shares_started;
+            self.shares_started += 1;
+            match start_screen(target, number, call, &self.counters, &self.share_ended_tx) {
+                Ok(screen) => call.screen = Some((number, screen)),
+                Err(problem) => {
+                    tracing::warn!(%problem, %target, "cannot share");
+                    roster.emit(CallEvent::Failed(CallError::Device(format!(
+                        "cannot share {target}: {problem}"
+                    ))));
+                    self.config.share = None;
+                }
+            }
+        }
+        let sharing = call.screen.is_some();
+        for (peer, slot) in &call.peers {
+            if let Err(error) = slot.remote.session.set_screen_shared(sharing).await {
+                tracing::warn!(%peer, %error, "the connection cannot carry the change of share");
+            }
+        }
+        roster.emit(CallEvent::OwnScreen(
+            call.screen
+                .as_ref()
+                .map(|(_, screen)| screen.target().clone()),
+        ));
+    }
+
+    /// The capture of share `number` failed (its window was closed): the share stops,
+    /// and the user is told why.
+    async fn share_ended(&mut self, number: u64, problem: &DeviceError, roster: &Roster) {
+        let current = self
+            .call
+            .as_ref()
+            .and_then(|call| call.screen.as_ref())
+            .is_some_and(|(running, _)| *running == number);
+        if !current {
+            return;
+        }
+        tracing::warn!(%problem, "sharing stopped");
+        roster.emit(CallEvent::Failed(CallError::Device(format!(
+            "sharing stopped: {problem}"
+        ))));
+        self.config.share = None;
+        self.apply_share(roster).await;
     }
 
     /// Everyone's receive figures, to the app.
@@ -357,7 +485,10 @@ impl CallMedia for NativeMedia {
             outbound,
             speaker,
             peers: HashMap::new(),
+            screen: None,
+            screen_keyframe: Arc::default(),
         });
+        self.apply_share(roster).await;
         Self::check_turn_servers(rtc, roster);
         Ok(audio_problem.is_some())
     }
@@ -408,9 +539,15 @@ impl CallMedia for NativeMedia {
             outbound: call.outbound.clone(),
             mixer: self.mixer.clone(),
             decode_video: self.config.decode_video,
+            screen_keyframe: call.screen_keyframe.clone(),
         };
         let remote =
             RemotePeer::connect(peer.clone(), role, rtc, &call.local, frames, context).await?;
+        if call.screen.is_some()
+            && let Err(error) = remote.session.set_screen_shared(true).await
+        {
+            tracing::warn!(%peer, %error, "our screen cannot go on the new connection");
+        }
         if let Some(stale) = call.peers.insert(peer.clone(), PeerSlot { remote, epoch }) {
             stale.remote.retire();
         }

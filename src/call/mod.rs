@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 
 use crate::config::ClientConfig;
 use crate::media::{
-    AudioInput, CallStats, DecodedFrame, DeviceChoice, FrameReceiver, Mixer, SendCounters, Stamp,
-    VideoInput, VoiceProcessing, frame_channel,
+    AudioInput, CallStats, DecodedFrame, DeviceChoice, FrameReceiver, Mixer, SendCounters,
+    ShareSource, ShareTarget, Stamp, VideoInput, VoiceProcessing, frame_channel,
 };
 use crate::rtc::{PeerConnectionState, TurnProblem};
 #[cfg(not(target_arch = "wasm32"))]
@@ -80,6 +80,9 @@ pub enum CallCommand {
     SetVoiceProcessing(VoiceProcessing),
     /// List the cameras, microphones and speakers; the answer fills [`AvailableDevices`].
     ListDevices,
+    /// Show others a screen or window (`Some`) or stop sharing (`None`), in this call and
+    /// the next; the running connections are renegotiated.
+    ShareScreen(Option<ShareTarget>),
     /// Ask the server which public rooms exist; the answer fills [`PublicRooms`].
     ListRooms,
     /// Where we stand now (the space sends it as we walk); in the lobby it decides who
@@ -141,6 +144,8 @@ pub struct AvailableDevices {
     pub microphones: Vec<String>,
     /// Speakers.
     pub speakers: Vec<String>,
+    /// Screens and windows that can be shared.
+    pub shares: Vec<ShareSource>,
 }
 
 /// The public rooms the server listed last (the lobby's doors).
@@ -178,6 +183,12 @@ pub enum CallEvent {
     PeerStats(PeerId, Box<CallStats>),
     /// A peer turned its microphone or camera on or off.
     PeerMedia(PeerId, MediaState),
+    /// A peer's shared screen started to arrive (its decoded frames, newest first), or
+    /// stopped (`None`).
+    PeerScreen(PeerId, Option<FrameReceiver>),
+    /// What we share now (`None`: nothing), after a [`CallCommand::ShareScreen`] or when
+    /// the shared window went away.
+    OwnScreen(Option<ShareTarget>),
     /// Our own switches changed without being asked (no microphone: we are muted).
     OwnMedia(MediaState),
     /// Where a peer in the lobby stands now.
@@ -408,6 +419,18 @@ impl Default for MediaState {
 #[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq, Deref, DerefMut)]
 pub struct OwnMediaState(pub MediaState);
 
+/// What we share now (`None`: nothing), as the driver last said.
+#[derive(Resource, Debug, Clone, Default, PartialEq, Eq, Deref)]
+pub struct OwnScreen(pub Option<ShareTarget>);
+
+/// A screen a participant shares: a child of its [`Participant`], with the
+/// [`VideoFeed`] its frames arrive in.
+#[derive(Component, Debug, Clone)]
+pub struct SharedScreen {
+    /// Who shares it.
+    pub peer_id: PeerId,
+}
+
 /// Whether our hand is raised.
 #[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OwnHand(pub bool);
@@ -635,6 +658,7 @@ impl Plugin for CallPlugin {
         .init_resource::<Volumes>()
         .init_resource::<CallState>()
         .init_resource::<OwnMediaState>()
+        .init_resource::<OwnScreen>()
         .init_resource::<OwnHand>()
         .init_resource::<CallReport>()
         .init_resource::<ChatLog>()
@@ -718,7 +742,8 @@ pub fn forward_call_commands(
                 | CallCommand::ListDevices
                 | CallCommand::SwitchVideo(_)
                 | CallCommand::SwitchMicrophone(_)
-                | CallCommand::SwitchSpeaker(_),
+                | CallCommand::SwitchSpeaker(_)
+                | CallCommand::ShareScreen(_),
                 _,
             ) => state.clone(),
             // From the lobby too: the room steps out of it first.
@@ -850,15 +875,18 @@ pub fn apply_volumes(volumes: Res<Volumes>, participants: Query<&Participant>) {
     }
 }
 
-/// The resources [`apply_call_events`] keeps up to date besides the call state.
+/// What [`apply_call_events`] keeps up to date besides the call state and the
+/// participants: resources, and the screens people share.
 #[derive(SystemParam)]
-pub struct CallRecords<'w> {
+pub struct CallRecords<'w, 's> {
     report: ResMut<'w, CallReport>,
     public_rooms: ResMut<'w, PublicRooms>,
     space: ResMut<'w, SpacePeople>,
     devices: ResMut<'w, AvailableDevices>,
     own_media: ResMut<'w, OwnMediaState>,
+    own_screen: ResMut<'w, OwnScreen>,
     chat: ResMut<'w, ChatLog>,
+    screens: Query<'w, 's, (Entity, &'static SharedScreen)>,
 }
 
 /// Drains the driver's events and applies them: state, participants, notices.
@@ -912,6 +940,21 @@ pub fn apply_call_events(
             CallEvent::Space(news) => records.space.apply(news),
             CallEvent::Devices(devices) => *records.devices = devices,
             CallEvent::OwnMedia(media) => records.own_media.0 = media,
+            CallEvent::OwnScreen(target) => records.own_screen.0 = target,
+            CallEvent::PeerScreen(peer_id, video) => {
+                for (entity, screen) in &records.screens {
+                    if screen.peer_id == peer_id {
+                        commands.entity(entity).despawn();
+                    }
+                }
+                if let (Some(video), Some((entity, _))) = (video, roster.get(&peer_id)) {
+                    commands.spawn((
+                        SharedScreen { peer_id },
+                        VideoFeed::new(video),
+                        ChildOf(*entity),
+                    ));
+                }
+            }
             CallEvent::PeerMedia(peer_id, media) => {
                 if let Some((entity, _)) = roster.get(&peer_id) {
                     commands.entity(*entity).insert(media);

@@ -1,6 +1,7 @@
 //! One remote peer of a call: its peer connection, its receive path (video decoder
 //! thread, Opus decoder, statistics) and the task that routes its events.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use super::{CallError, CallEvent};
 use crate::media::receive::lock_stats;
 use crate::media::{
     CallStats, FrameSender, JoinStep, LocalSender, LossBasedController, Mixer, OpusDecoder,
-    PeerBitrateTarget, ReceiveStats, RemoteVideoDecoder,
+    PeerBitrateTarget, ReceiveStats, RemoteVideoDecoder, ScreenStats, frame_channel,
 };
 use crate::rtc::{LocalMedia, PeerSession};
 use crate::rtc::{PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError};
@@ -41,6 +42,8 @@ pub(super) struct PeerContext {
     pub mixer: Arc<Mixer>,
     /// Decode the peer's video (otherwise it is counted and dropped).
     pub decode_video: bool,
+    /// Set when a peer asks for a key frame of the screen we share.
+    pub screen_keyframe: Arc<AtomicBool>,
 }
 
 /// A peer connection changed state; `epoch` tells a replaced connection's last words
@@ -125,6 +128,8 @@ pub(super) struct RemotePeer {
     /// The peer connection.
     pub session: Arc<PeerSession>,
     stats: Arc<Mutex<ReceiveStats>>,
+    /// The figures of the screen the peer shares, while it does.
+    screen_stats: Arc<Mutex<Option<SharedStats>>>,
     task: JoinHandle<()>,
 }
 
@@ -157,6 +162,7 @@ impl RemotePeer {
             Outbound::Encoded(sender) => Some(SendRate::new(sender)),
             Outbound::Echo(_) => None,
         };
+        let screen_stats = Arc::new(Mutex::new(None));
         let router = PeerRouter {
             peer_id,
             send_rate,
@@ -164,6 +170,8 @@ impl RemotePeer {
             session: session.clone(),
             stats: stats.clone(),
             decoder,
+            screen: None,
+            screen_stats: screen_stats.clone(),
             opus,
             context,
         };
@@ -171,6 +179,7 @@ impl RemotePeer {
         Ok(Self {
             session,
             stats,
+            screen_stats,
             task,
         })
     }
@@ -187,7 +196,10 @@ impl RemotePeer {
 
     /// The receive figures now.
     pub fn stats(&self) -> CallStats {
-        lock_stats(&self.stats).snapshot()
+        let mut stats = lock_stats(&self.stats).snapshot();
+        let screen = lock_screen_stats(&self.screen_stats).clone();
+        stats.screen = screen.map(|screen| ScreenStats::of(&lock_stats(&screen).snapshot()));
+        stats
     }
 
     /// Closes the connection (the peer sees it at once) and stops the receive path.
@@ -208,6 +220,20 @@ impl Drop for RemotePeer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Receive figures that a decoder thread updates.
+type SharedStats = Arc<Mutex<ReceiveStats>>;
+
+/// Locks the place of a peer's screen figures; a panicked holder leaves it usable.
+fn lock_screen_stats(stats: &Mutex<Option<SharedStats>>) -> MutexGuard<'_, Option<SharedStats>> {
+    stats.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The peer's shared screen as we receive it: its decoder and the figures it keeps.
+struct ScreenReceiver {
+    decoder: RemoteVideoDecoder,
+    stats: SharedStats,
 }
 
 /// How fast our shared video encoder may send as far as this peer is concerned.
@@ -237,14 +263,63 @@ struct PeerRouter {
     session: Arc<PeerSession>,
     stats: Arc<Mutex<ReceiveStats>>,
     decoder: RemoteVideoDecoder,
+    /// The peer's shared screen, while frames of it arrive.
+    screen: Option<ScreenReceiver>,
+    screen_stats: Arc<Mutex<Option<SharedStats>>>,
     opus: OpusDecoder,
     context: PeerContext,
+}
+
+impl Drop for PeerRouter {
+    /// A connection that ends while the peer shares (replaced, closed) takes its screen
+    /// with it; a fresh connection brings it back.
+    fn drop(&mut self) {
+        if self.screen.is_some() {
+            let _ = self
+                .context
+                .events
+                .send(CallEvent::PeerScreen(self.peer_id.clone(), None));
+        }
+    }
 }
 
 /// Length of the Opus packets meetspace and browsers send.
 const OPUS_FRAME: Duration = Duration::from_millis(20);
 
 impl PeerRouter {
+    /// A frame of the peer's shared screen: decoded into the screen's own channel, which
+    /// the app is handed with the first frame.
+    fn on_screen_frame(&mut self, data: Vec<u8>, keyframe: bool) {
+        if !self.context.decode_video {
+            return;
+        }
+        if self.screen.is_none() {
+            let (frames, video) = frame_channel();
+            let stats = Arc::new(Mutex::new(ReceiveStats::new(Instant::now())));
+            // The receive path already asks for a key frame after a loss; a frame that
+            // fails to decode otherwise waits for the sender's periodic one.
+            let decoder = match RemoteVideoDecoder::start(frames, stats.clone(), || {}) {
+                Ok(decoder) => decoder,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot decode the peer's screen");
+                    return;
+                }
+            };
+            *lock_screen_stats(&self.screen_stats) = Some(stats.clone());
+            self.screen = Some(ScreenReceiver { decoder, stats });
+            let _ = self
+                .context
+                .events
+                .send(CallEvent::PeerScreen(self.peer_id.clone(), Some(video)));
+        }
+        if let Some(screen) = &mut self.screen {
+            lock_stats(&screen.stats).on_video_received(data.len(), keyframe);
+            if !screen.decoder.push(data) {
+                tracing::debug!("the screen's decoder is behind; a frame was dropped");
+            }
+        }
+    }
+
     /// The echo to feed, when we echo and this peer is the source.
     fn echo_source(&self) -> Option<Arc<Echo>> {
         match &self.context.outbound {
@@ -337,6 +412,19 @@ impl PeerRouter {
             }
             PeerEvent::VideoFramesDropped { frames } => {
                 lock_stats(&self.stats).on_video_dropped(frames);
+            }
+            PeerEvent::ScreenFrame { data, keyframe, .. } => self.on_screen_frame(data, keyframe),
+            PeerEvent::ScreenEnded => {
+                if self.screen.take().is_some() {
+                    *lock_screen_stats(&self.screen_stats) = None;
+                    let _ = self
+                        .context
+                        .events
+                        .send(CallEvent::PeerScreen(self.peer_id.clone(), None));
+                }
+            }
+            PeerEvent::ScreenKeyframeRequested => {
+                self.context.screen_keyframe.store(true, Ordering::Relaxed);
             }
             PeerEvent::AudioPacket { data, .. } => {
                 if let Some(echo) = self.echo_source() {

@@ -181,6 +181,13 @@ impl BrowserMedia {
                     roster.emit(CallEvent::Failed(CallError::Device(error.to_string())));
                 }
             }
+            CallCommand::ShareScreen(_) => {
+                roster.emit(CallEvent::Failed(CallError::Device(
+                    "sharing a screen from the browser is not built yet; share from the \
+                     desktop app"
+                        .to_owned(),
+                )));
+            }
             command => {
                 tracing::warn!(
                     ?command,

@@ -103,9 +103,89 @@ impl VideoInput {
     }
 }
 
+/// Something that can be shared right now, as the overlay's picker lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareSource {
+    /// How to ask for it.
+    pub target: ShareTarget,
+    /// What the user sees: the screen's name, or the window's title and program.
+    pub label: String,
+    /// Its size in pixels.
+    pub width: u32,
+    /// Its size in pixels.
+    pub height: u32,
+}
+
+/// What we show others of our desktop (`--share`, the overlay's picker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareTarget {
+    /// A whole screen: the primary one, or one by its index in the list.
+    Screen(Option<usize>),
+    /// One window, by its exact title or a unique part of it.
+    Window(String),
+}
+
+impl fmt::Display for ShareTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Screen(None) => f.write_str("the primary screen"),
+            Self::Screen(Some(index)) => write!(f, "screen {index}"),
+            Self::Window(title) => write!(f, "window {title:?}"),
+        }
+    }
+}
+
+impl ShareTarget {
+    /// Longest window title we look for.
+    pub const MAX_TITLE_LEN: usize = 256;
+
+    /// `screen`, `screen:N` or `window:TITLE`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if raw.eq_ignore_ascii_case("screen") {
+            return Ok(Self::Screen(None));
+        }
+        if let Some(index) = raw.strip_prefix("screen:") {
+            return index
+                .parse()
+                .map(|index| Self::Screen(Some(index)))
+                .map_err(|_| format!("screen:N needs a screen number, got {index:?}"));
+        }
+        if let Some(title) = raw.strip_prefix("window:") {
+            if title.is_empty() || title.len() > Self::MAX_TITLE_LEN {
+                return Err(format!(
+                    "window:TITLE needs a title of 1 to {} bytes",
+                    Self::MAX_TITLE_LEN
+                ));
+            }
+            return Ok(Self::Window(title.to_owned()));
+        }
+        Err(format!(
+            "expected screen, screen:N or window:TITLE, got {raw:?}"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn share_targets_parse() {
+        assert_eq!(ShareTarget::parse("screen"), Ok(ShareTarget::Screen(None)));
+        assert_eq!(
+            ShareTarget::parse("screen:1"),
+            Ok(ShareTarget::Screen(Some(1)))
+        );
+        assert_eq!(
+            ShareTarget::parse("window:Slides - deck"),
+            Ok(ShareTarget::Window("Slides - deck".to_owned()))
+        );
+        assert!(ShareTarget::parse("screen:x").is_err());
+        assert!(ShareTarget::parse("window:").is_err());
+        assert!(ShareTarget::parse(&format!("window:{}", "a".repeat(300))).is_err());
+        assert!(ShareTarget::parse("desktop").is_err());
+    }
 
     #[test]
     fn video_inputs_parse() {

@@ -30,6 +30,8 @@ pub mod placeholder;
 pub mod receive;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod resample;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod screen_capture;
 pub mod send;
 pub mod sign;
 pub mod spatial;
@@ -49,7 +51,7 @@ pub use self::audio_io::{Direction, Microphone, Speaker, audio_devices};
 pub use self::congestion::{
     BitrateBounds, LossBasedController, PeerBitrateTarget, VideoBitrateTargets,
 };
-pub use self::device::{AudioInput, DeviceChoice, VideoInput};
+pub use self::device::{AudioInput, DeviceChoice, ShareSource, ShareTarget, VideoInput};
 pub use self::error::{CodecError, DeviceError, FrameError};
 pub use self::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 pub use self::mixer::{Mixer, StereoGain};
@@ -61,11 +63,11 @@ pub use self::placeholder::{PlaceholderVideo, placeholder_colour};
 pub use self::receive::RemoteVideoDecoder;
 pub use self::receive::{DecodedFrame, FrameReceiver, FrameSender, frame_channel};
 #[cfg(not(target_arch = "wasm32"))]
-pub use self::send::LocalSender;
+pub use self::send::{LocalSender, SCREEN_FPS, SCREEN_KBPS, ScreenSender};
 pub use self::send::{MediaSink, SendCounters, SendSettings};
 pub use self::sign::{LabelError, SignPainter, SignStyle};
 pub use self::spatial::{RollOff, spatial_gain};
-pub use self::stats::{CallStats, JoinStep, ReceiveStats};
+pub use self::stats::{CallStats, JoinStep, ReceiveStats, ScreenStats};
 pub use self::synthetic::{
     Stamp, SyntheticAudio, SyntheticVideo, SyntheticVoice, luma_difference, read_stamp,
 };
@@ -73,4 +75,4 @@ pub use self::voice_processing::VoiceProcessing;
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::voice_processing::{EchoReference, VoiceProcessor};
 #[cfg(not(target_arch = "wasm32"))]
-pub use self::vp8::{EncodedFrame, Vp8Config, Vp8Decoder, Vp8Encoder};
+pub use self::vp8::{EncodedFrame, VideoContent, Vp8Config, Vp8Decoder, Vp8Encoder};

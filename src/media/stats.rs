@@ -73,9 +73,42 @@ pub struct CallStats {
     pub frozen_ms: f64,
     /// How many such freezes.
     pub freezes: u64,
+    /// The screen the peer shares, while it does.
+    pub screen: Option<ScreenStats>,
     /// Loss-recovery requests on the connection, both ways.
     #[serde(flatten)]
     pub feedback: FeedbackCounts,
+}
+
+/// What we receive of a peer's shared screen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ScreenStats {
+    /// Size of the last decoded frame.
+    pub width: u32,
+    /// Size of the last decoded frame.
+    pub height: u32,
+    /// Frames decoded since the share started.
+    pub frames_decoded: u64,
+    /// Frames that failed to decode.
+    pub decode_errors: u64,
+    /// Decoded frames per second over the last interval.
+    pub fps: f64,
+    /// Received payload rate over the last interval.
+    pub kbps: f64,
+}
+
+impl ScreenStats {
+    /// The screen's figures from the statistics its decoder keeps.
+    pub fn of(stats: &CallStats) -> Self {
+        Self {
+            width: stats.width,
+            height: stats.height,
+            frames_decoded: stats.frames_decoded,
+            decode_errors: stats.decode_errors,
+            fps: stats.fps,
+            kbps: stats.video_kbps,
+        }
+    }
 }
 
 /// When each step of a connection was first reached, in milliseconds from the start of

@@ -28,8 +28,22 @@ const RC_BUF_MS: c_uint = 1000;
 const KEYFRAME_INTERVAL_S: u32 = 3;
 /// Largest frame side VP8 can code (14-bit size fields).
 const MAX_DIMENSION: u32 = 16_383;
+/// Sum of absolute differences under which a block of a shared screen counts as
+/// unchanged and is skipped.
+const SCREEN_STATIC_THRESHOLD: c_int = 100;
 /// Pixel count from which the encoder uses two threads.
 const TWO_THREADS_FROM_PIXELS: u32 = 1280 * 720;
+
+/// What a [`Vp8Encoder`] codes: a camera's picture or a shared screen's, whose sharp
+/// text and flat areas libvpx's screen-content mode keeps readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoContent {
+    /// Natural motion (cameras, files, the test pattern).
+    #[default]
+    Camera,
+    /// A screen or window: text and flat areas, mostly unchanged from frame to frame.
+    Screen,
+}
 
 /// Settings of a [`Vp8Encoder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +56,8 @@ pub struct Vp8Config {
     pub fps: u32,
     /// Target bitrate in kbit/s (constant-bitrate rate control).
     pub bitrate_kbps: u32,
+    /// What the pictures are.
+    pub content: VideoContent,
 }
 
 /// One compressed VP8 frame, ready to be packetized (RFC 7741).
@@ -153,10 +169,23 @@ impl Vp8Encoder {
         };
         // Keyframes may use this % of a frame's average budget (libwebrtc's formula).
         let max_intra_pct = RC_BUF_OPTIMAL_MS / 2 * config.fps / 10;
+        // A screen: libvpx's screen-content mode, and blocks that barely changed are
+        // skipped (most of a screen is unchanged from frame to frame).
+        let (screen_content, static_threshold) = match config.content {
+            VideoContent::Camera => (0, 1),
+            VideoContent::Screen => (1, SCREEN_STATIC_THRESHOLD),
+        };
         let controls = [
             (vpx::vp8e_enc_control_id::VP8E_SET_CPUUSED, CPU_USED),
             (vpx::vp8e_enc_control_id::VP8E_SET_NOISE_SENSITIVITY, 0),
-            (vpx::vp8e_enc_control_id::VP8E_SET_STATIC_THRESHOLD, 1),
+            (
+                vpx::vp8e_enc_control_id::VP8E_SET_STATIC_THRESHOLD,
+                static_threshold,
+            ),
+            (
+                vpx::vp8e_enc_control_id::VP8E_SET_SCREEN_CONTENT_MODE,
+                screen_content,
+            ),
             (
                 vpx::vp8e_enc_control_id::VP8E_SET_MAX_INTRA_BITRATE_PCT,
                 c_int::try_from(max_intra_pct).unwrap_or(c_int::MAX),
@@ -487,6 +516,7 @@ mod tests {
             height,
             fps: 30,
             bitrate_kbps,
+            content: VideoContent::Camera,
         }
     }
 

@@ -117,6 +117,17 @@ pub enum PeerEvent {
         /// Whether the frame is a key frame (decodable on its own).
         keyframe: bool,
     },
+    /// One complete, depacketized VP8 frame of the screen the peer shares.
+    ScreenFrame {
+        /// The VP8 frame, as the encoder produced it.
+        data: Vec<u8>,
+        /// The RTP timestamp (90 kHz) of the frame.
+        rtp_timestamp: u32,
+        /// Whether the frame is a key frame (decodable on its own).
+        keyframe: bool,
+    },
+    /// The peer stopped sharing its screen (its track left the negotiated session).
+    ScreenEnded,
     /// Incomplete video frames were dropped because of packet loss. A keyframe has already
     /// been requested from the sender; the decoder should skip to it.
     VideoFramesDropped {
@@ -134,6 +145,8 @@ pub enum PeerEvent {
     Pose(Pose),
     /// The remote asked for a key frame of our video (PLI or FIR).
     KeyframeRequested,
+    /// The remote asked for a key frame of the screen we share.
+    ScreenKeyframeRequested,
     /// The remote reported how much of our video it lost since its previous report
     /// (RTCP receiver report), for congestion control.
     ReceiverReport {

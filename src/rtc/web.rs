@@ -16,8 +16,9 @@ use web_sys::{
     MediaStream, MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
     RtcDataChannelState, RtcDataChannelType, RtcIceCandidateInit, RtcIceServer,
     RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
-    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiverDirection,
-    RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiver,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
+    RtcTrackEvent,
 };
 
 use super::ice::{CandidateKind, PairProtocol};
@@ -190,8 +191,16 @@ impl PeerSession {
         };
         let on_track = {
             let events = events.clone();
+            let connection = connection.clone();
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-                if let Some(stream) = stream_of(&event.unchecked_into()) {
+                let event: RtcTrackEvent = event.unchecked_into();
+                if is_screen(&connection, &event) {
+                    tracing::info!(
+                        "a peer shares its screen; the browser build does not show it yet"
+                    );
+                    return;
+                }
+                if let Some(stream) = stream_of(&event) {
                     let _ = events.send(PeerEvent::RemoteStream(stream));
                 }
             })
@@ -296,20 +305,20 @@ impl PeerSession {
     }
 
     /// Applies a payload from the remote peer: validated first, then handed to the
-    /// browser; an offer is answered (the answer goes out through the events).
+    /// browser; an offer, or a reoffer on the negotiated connection (a peer's screen
+    /// coming or going), is answered (the answer goes out through the events).
     pub async fn handle_signal(&self, payload: SignalPayload) -> Result<(), RtcError> {
         payload.validate()?;
         match (payload, self.role) {
-            (SignalPayload::Offer { sdp }, Role::Answerer) => {
-                self.set_remote(RtcSdpType::Offer, &sdp).await?;
-                let answer = JsFuture::from(self.connection.create_answer())
-                    .await
-                    .map_err(stack_error("creating the answer"))?;
-                let sdp = sdp_of(&answer)?;
-                self.set_local(RtcSdpType::Answer, &sdp).await?;
-                let _ = self
-                    .events
-                    .send(PeerEvent::Signal(SignalPayload::Answer { sdp }));
+            (SignalPayload::Offer { sdp }, Role::Answerer) => self.answer(&sdp).await?,
+            (SignalPayload::Reoffer { sdp }, _) if self.described.get() => {
+                self.answer(&sdp).await?;
+            }
+            (SignalPayload::Reoffer { .. }, role) => {
+                return Err(RtcError::UnexpectedSignal {
+                    role,
+                    got: "reoffer",
+                });
             }
             (SignalPayload::Answer { sdp }, Role::Offerer) => {
                 self.set_remote(RtcSdpType::Answer, &sdp).await?;
@@ -345,6 +354,20 @@ impl PeerSession {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Applies the remote's offer `sdp` and sends our answer.
+    async fn answer(&self, sdp: &str) -> Result<(), RtcError> {
+        self.set_remote(RtcSdpType::Offer, sdp).await?;
+        let answer = JsFuture::from(self.connection.create_answer())
+            .await
+            .map_err(stack_error("creating the answer"))?;
+        let sdp = sdp_of(&answer)?;
+        self.set_local(RtcSdpType::Answer, &sdp).await?;
+        let _ = self
+            .events
+            .send(PeerEvent::Signal(SignalPayload::Answer { sdp }));
         Ok(())
     }
 
@@ -545,6 +568,21 @@ pub fn session_description(kind: RtcSdpType, sdp: &str) -> RtcSessionDescription
     let description = RtcSessionDescriptionInit::new(kind);
     description.set_sdp(sdp);
     description
+}
+
+/// Whether `event` brings a shared screen: a video track on another transceiver than
+/// the first video one (the camera's, negotiated first on every stack).
+fn is_screen(connection: &RtcPeerConnection, event: &RtcTrackEvent) -> bool {
+    if event.track().kind() != "video" {
+        return false;
+    }
+    let camera_mid = connection
+        .get_transceivers()
+        .iter()
+        .map(JsCast::unchecked_into::<RtcRtpTransceiver>)
+        .find(|transceiver| transceiver.receiver().track().kind() == "video")
+        .and_then(|transceiver| transceiver.mid());
+    event.transceiver().mid() != camera_mid
 }
 
 /// The stream a `track` event delivers: its first stream, or the track alone wrapped

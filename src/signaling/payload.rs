@@ -13,7 +13,8 @@ pub const MAX_CANDIDATE_LEN: usize = 1024;
 pub const MAX_MID_LEN: usize = 64;
 /// One signaling message for a single remote peer, relayed opaquely by the signaling server.
 ///
-/// Serialized as `{"kind":"offer","sdp":"..."}`, `{"kind":"answer","sdp":"..."}` or
+/// Serialized as `{"kind":"offer","sdp":"..."}`, `{"kind":"reoffer","sdp":"..."}`,
+/// `{"kind":"answer","sdp":"..."}` or
 /// `{"kind":"candidate","candidate":"...","sdpMid":"0","sdpMLineIndex":0}`. Unknown fields
 /// (browsers add `usernameFragment`) are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,13 @@ pub const MAX_MID_LEN: usize = 64;
 pub enum SignalPayload {
     /// An SDP offer.
     Offer {
+        /// The session description text.
+        sdp: String,
+    },
+    /// An SDP offer that changes a connection already negotiated (a screen track added
+    /// or removed), answered with an [`SignalPayload::Answer`] on the same connection. A
+    /// plain offer to a negotiated connection means the peer starts over instead.
+    Reoffer {
         /// The session description text.
         sdp: String,
     },
@@ -67,7 +75,7 @@ pub enum SignalError {
 }
 
 impl SignalPayload {
-    /// Whether this is an offer or an answer (not a candidate).
+    /// Whether this is the first offer or an answer (not a candidate, not a reoffer).
     pub fn is_description(&self) -> bool {
         matches!(self, Self::Offer { .. } | Self::Answer { .. })
     }
@@ -99,11 +107,11 @@ impl SignalPayload {
             Ok(())
         }
         match self {
-            Self::Offer { sdp } | Self::Answer { sdp } => {
-                let which = if matches!(self, Self::Offer { .. }) {
-                    "offer"
-                } else {
-                    "answer"
+            Self::Offer { sdp } | Self::Reoffer { sdp } | Self::Answer { sdp } => {
+                let which = match self {
+                    Self::Offer { .. } => "offer",
+                    Self::Reoffer { .. } => "reoffer",
+                    _ => "answer",
                 };
                 bounded("sdp", sdp, MAX_SDP_LEN)?;
                 if !sdp.starts_with("v=0") {
@@ -152,6 +160,15 @@ mod tests {
                 sdp: "v=0\r\n".into()
             })
         );
+        let reoffer = SignalPayload::Reoffer {
+            sdp: "v=0\r\n".into(),
+        };
+        assert!(reoffer.to_json().contains(r#""kind":"reoffer""#));
+        assert_eq!(SignalPayload::from_json(&reoffer.to_json()), Ok(reoffer));
+        assert!(matches!(
+            SignalPayload::from_json(r#"{"kind":"reoffer","sdp":"x"}"#),
+            Err(SignalError::NotSdp("reoffer"))
+        ));
     }
 
     #[test]

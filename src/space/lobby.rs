@@ -84,11 +84,11 @@ pub fn room_title(name: &DisplayName) -> DisplayName {
 /// What building walls, lamps and doors takes.
 #[derive(SystemParam)]
 pub(super) struct Builder<'w, 's> {
-    commands: Commands<'w, 's>,
-    meshes: ResMut<'w, Assets<Mesh>>,
-    materials: ResMut<'w, Assets<StandardMaterial>>,
-    images: ResMut<'w, Assets<Image>>,
-    painter: Option<Res<'w, SignPainter>>,
+    pub(super) commands: Commands<'w, 's>,
+    pub(super) meshes: ResMut<'w, Assets<Mesh>>,
+    pub(super) materials: ResMut<'w, Assets<StandardMaterial>>,
+    pub(super) images: ResMut<'w, Assets<Image>>,
+    pub(super) painter: Option<Res<'w, SignPainter>>,
 }
 
 impl Builder<'_, '_> {

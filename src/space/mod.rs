@@ -28,6 +28,7 @@ mod scene_image;
 mod scenery;
 mod self_view;
 mod sign_material;
+mod wall_screen;
 
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub use panel_view::{PanelRect, PanelView};
 pub use panels::{Panel, PanelParts, PanelScreen};
 pub use player::Player;
 pub use scene_image::WindowPresenter;
+pub use wall_screen::{WallScreen, wall_screen_center, wall_screen_size};
 
 use crate::call::{CallCommand, CallState};
 use crate::media::SignPainter;
@@ -176,6 +178,7 @@ impl Plugin for SpacePlugin {
                         overhead::spawn_overhead,
                         overhead::show_hands,
                         overhead::show_bubbles,
+                        wall_screen::show_shared_screen,
                     )
                         .chain(),
                     (self_view::spawn_self_view, self_view::show_self_view).chain(),

@@ -1,15 +1,16 @@
 //! The overlay's device pickers: the camera (or the test pattern), the microphone (or
-//! the test tone) and the speaker, switched mid-call without a new negotiation. The
-//! lists come from the call driver ([`CallCommand::ListDevices`]), asked for when the
-//! panel opens and on "Refresh".
+//! the test tone) and the speaker, switched mid-call without a new negotiation, and
+//! the screen or window we share (added to the call by renegotiation). The lists come
+//! from the call driver ([`CallCommand::ListDevices`]), asked for when the panel opens
+//! and on "Refresh".
 
 use bevy::prelude::*;
 use bevy_egui::egui;
 
 use super::graphics::graphics_rows;
-use crate::call::{AvailableDevices, CallCommand};
+use crate::call::{AvailableDevices, CallCommand, OwnScreen};
 use crate::config::ClientConfig;
-use crate::media::{AudioInput, DeviceChoice, VideoInput};
+use crate::media::{AudioInput, DeviceChoice, ShareTarget, VideoInput};
 use crate::space::{Graphics, GraphicsChoice};
 
 /// What the pickers show as chosen: the flags at start, then the user's picks.
@@ -41,6 +42,7 @@ pub fn device_pickers(
     ui: &mut egui::Ui,
     devices: &AvailableDevices,
     picks: &mut DevicePicks,
+    own_screen: &OwnScreen,
     graphics: &Graphics,
     commands: &mut MessageWriter<CallCommand>,
 ) -> Option<GraphicsChoice> {
@@ -97,6 +99,22 @@ pub fn device_pickers(
         {
             picks.speaker = speaker.clone();
             commands.write(CallCommand::SwitchSpeaker(speaker));
+        }
+        let share_options: Vec<(String, Option<ShareTarget>)> =
+            std::iter::once(("Nothing".to_owned(), None))
+                .chain(devices.shares.iter().map(|source| {
+                    (
+                        format!("{} ({}x{})", source.label, source.width, source.height),
+                        Some(source.target.clone()),
+                    )
+                }))
+                .collect();
+        let sharing_now = own_screen
+            .0
+            .as_ref()
+            .map_or_else(|| "nothing".to_owned(), ToString::to_string);
+        if let Some(share) = picker(ui, "Share", &share_options, &own_screen.0, sharing_now) {
+            commands.write(CallCommand::ShareScreen(share));
         }
         if ui.button("Refresh").clicked() {
             commands.write(CallCommand::ListDevices);

@@ -17,8 +17,8 @@ use bevy_egui::{
 
 use crate::call::{
     AvailableDevices, CallCommand, CallError, CallNotice, CallState, ConnectionState, MediaState,
-    OwnHand, OwnMediaState, OwnSpeakingLevel, OwnVoiceProcessing, Participant, SpacePeople,
-    VideoFeed, Volumes,
+    OwnHand, OwnMediaState, OwnScreen, OwnSpeakingLevel, OwnVoiceProcessing, Participant,
+    SpacePeople, VideoFeed, Volumes,
 };
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
@@ -33,6 +33,7 @@ const MAX_TOASTS: usize = 5;
 mod chat;
 mod devices;
 mod graphics;
+mod screen;
 mod shortcuts;
 mod sound;
 mod space;
@@ -72,6 +73,7 @@ impl Plugin for UiPlugin {
                     sound::panel_volume_popup,
                     chat::chat_window,
                     stats::stats_window,
+                    screen::screen_window,
                     shortcuts::help_window,
                     toast_stack,
                 )
@@ -89,6 +91,8 @@ struct OverlayToggles {
     stats: bool,
     /// The shortcuts help (H).
     help: bool,
+    /// A shared screen popped out over the whole window (F).
+    screen: bool,
 }
 
 impl Default for OverlayToggles {
@@ -97,6 +101,7 @@ impl Default for OverlayToggles {
             menu: true,
             stats: false,
             help: false,
+            screen: false,
         }
     }
 }
@@ -248,6 +253,7 @@ struct CallView<'w> {
     view: Option<ResMut<'w, RoomView>>,
     devices: Res<'w, AvailableDevices>,
     picks: ResMut<'w, devices::DevicePicks>,
+    own_screen: Res<'w, OwnScreen>,
     space: Res<'w, SpacePeople>,
     graphics: ResMut<'w, Graphics>,
 }
@@ -401,6 +407,7 @@ fn call_panel(
                     ui,
                     &call.devices,
                     &mut call.picks,
+                    &call.own_screen,
                     &call.graphics,
                     &mut commands,
                 );

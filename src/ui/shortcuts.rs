@@ -8,7 +8,7 @@ use crate::call::{CallCommand, CallState, OwnHand, OwnMediaState};
 use crate::space::RoomView;
 
 /// Every shortcut with what it does, as the help panel shows them.
-pub(super) const SHORTCUTS: [(&str, &str); 10] = [
+pub(super) const SHORTCUTS: [(&str, &str); 11] = [
     ("W A S D / arrows", "walk"),
     ("Q / E, right mouse", "turn"),
     ("left click on the floor", "walk there"),
@@ -17,6 +17,10 @@ pub(super) const SHORTCUTS: [(&str, &str); 10] = [
     ("R", "raise or lower your hand"),
     ("G", "in a room: everyone on a gallery circle, or avatars"),
     ("I", "show or hide call statistics"),
+    (
+        "F",
+        "a shared screen over the whole window, or back on the wall",
+    ),
     ("H", "show or hide this help"),
     ("Esc", "show or hide the menu"),
 ];
@@ -55,6 +59,9 @@ pub(super) fn handle_shortcuts(
     }
     if keys.just_pressed(KeyCode::KeyH) {
         toggles.help = !toggles.help;
+    }
+    if keys.just_pressed(KeyCode::KeyF) {
+        toggles.screen = !toggles.screen;
     }
     if keys.just_pressed(KeyCode::Escape) {
         toggles.menu = !toggles.menu;

@@ -440,6 +440,7 @@ impl Room {
             | CallCommand::SwitchMicrophone(_)
             | CallCommand::SwitchSpeaker(_)
             | CallCommand::SetVoiceProcessing(_)
+            | CallCommand::ShareScreen(_)
             | CallCommand::ListDevices => return Some(command),
         }
         None
@@ -1287,6 +1288,12 @@ impl Room {
             return;
         };
         match &payload {
+            SignalPayload::Reoffer { .. } if !slot.described => {
+                // A change to a connection that was never negotiated: nothing to change.
+                tracing::debug!(peer = %from, "ignoring a reoffer before the first offer");
+                return;
+            }
+            SignalPayload::Reoffer { .. } => {}
             SignalPayload::Offer { .. } | SignalPayload::Answer { .. } => slot.described = true,
             SignalPayload::Candidate { .. } if !slot.described => {
                 if slot.early_candidates == MAX_EARLY_CANDIDATES {

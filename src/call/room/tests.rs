@@ -404,6 +404,25 @@ fn an_offer_on_a_negotiated_connection_starts_over() {
 }
 
 #[test]
+fn a_reoffer_changes_the_negotiated_connection_instead_of_starting_over() {
+    let reoffer = SignalPayload::Reoffer {
+        sdp: "v=0 reoffer".to_owned(),
+    };
+    let mut script = Script::in_call(&[LOW]);
+    // Before the first answer there is nothing to change: the reoffer is dropped.
+    script.hear(signal(LOW, &reoffer));
+    assert!(delivered(&script.actions()).is_empty());
+    script.hear(signal(LOW, &answer()));
+    script.connected(LOW);
+    script.actions();
+    let epoch = script.epoch(LOW);
+    script.hear(signal(LOW, &reoffer));
+    let actions = script.actions();
+    assert!(connects(&actions).is_empty(), "{actions:?}");
+    assert_eq!(delivered(&actions), vec![(id(LOW), epoch, reoffer)]);
+}
+
+#[test]
 fn a_failed_connection_is_offered_afresh_and_dropped_when_not_back_in_time() {
     let mut script = Script::in_call(&[LOW]);
     script.connected(LOW);

@@ -17,9 +17,13 @@ use super::voice_processing::VoiceProcessing;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
+#[cfg(not(target_arch = "wasm32"))]
+mod screen;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::LocalSender;
+#[cfg(not(target_arch = "wasm32"))]
+pub use screen::{SCREEN_FPS, SCREEN_KBPS, ScreenSender};
 
 /// What the send path produces its frames from, and how.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +71,8 @@ pub trait MediaSink: Send + Sync + 'static {
     fn send_video(&self, frame: &[u8], duration: Duration);
     /// One Opus packet lasting `duration`.
     fn send_audio(&self, packet: &[u8], duration: Duration);
+    /// One encoded VP8 frame of our shared screen lasting `duration`.
+    fn send_screen(&self, frame: &[u8], duration: Duration);
 }
 
 /// Running totals of the send path, shared with whoever wants to read them.
@@ -84,7 +90,10 @@ pub struct SendCounters {
     pub video_target_kbps: AtomicU64,
     /// Opus packets encoded and handed to the sink.
     pub audio_packets: AtomicU64,
-    /// Capture sources (camera, synthetic video, microphone, tone) open right now.
+    /// Frames of our shared screen encoded and handed to the sink.
+    pub screen_frames: AtomicU64,
+    /// Capture sources (camera, synthetic video, microphone, tone, shared screen) open
+    /// right now.
     pub open_captures: AtomicU64,
     /// Times the video source failed mid-call and the placeholder took its place.
     pub video_source_failures: AtomicU64,

@@ -24,7 +24,7 @@ use crate::media::placeholder::PlaceholderVideo;
 use crate::media::receive::{DecodedFrame, FrameSender};
 use crate::media::synthetic::{SyntheticAudio, SyntheticVideo, wall_clock_micros};
 use crate::media::voice_processing::{EchoReference, VoiceProcessing, VoiceProcessor};
-use crate::media::vp8::{Vp8Config, Vp8Encoder};
+use crate::media::vp8::{VideoContent, Vp8Config, Vp8Encoder};
 
 use super::{MediaSink, SendCounters, SendSettings};
 
@@ -43,10 +43,10 @@ const RETUNE_STEP: f64 = 0.03;
 const OPUS_BITRATE_BPS: u32 = 32_000;
 
 /// One open capture source, counted in [`SendCounters::open_captures`] while it lives.
-struct CaptureHandle(Arc<SendCounters>);
+pub(super) struct CaptureHandle(Arc<SendCounters>);
 
 impl CaptureHandle {
-    fn open(counters: &Arc<SendCounters>) -> Self {
+    pub(super) fn open(counters: &Arc<SendCounters>) -> Self {
         counters.open_captures.fetch_add(1, Ordering::Relaxed);
         Self(counters.clone())
     }
@@ -263,6 +263,7 @@ impl LocalSender {
             height: settings.height,
             fps: settings.fps,
             bitrate_kbps: settings.video_kbps,
+            content: VideoContent::Camera,
         })?;
         counters.video_encoders.fetch_add(1, Ordering::Relaxed);
         counters
@@ -416,7 +417,7 @@ impl Drop for LocalSender {
     }
 }
 
-fn spawn_named(
+pub(super) fn spawn_named(
     name: &str,
     body: impl FnOnce() + Send + 'static,
 ) -> Result<JoinHandle<()>, CodecError> {
@@ -427,7 +428,7 @@ fn spawn_named(
 }
 
 /// Sleeps until `deadline`, then moves it one `period` on (skipping ahead if late).
-fn pace(deadline: &mut Instant, period: Duration) {
+pub(super) fn pace(deadline: &mut Instant, period: Duration) {
     let now = Instant::now();
     if *deadline > now {
         std::thread::sleep(*deadline - now);

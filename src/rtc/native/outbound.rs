@@ -51,22 +51,35 @@ fn random_u32() -> u32 {
 pub struct LocalMedia {
     pub(super) video: Arc<OutboundStream>,
     pub(super) audio: Arc<OutboundStream>,
+    /// Our shared screen: a media stream of its own, added to a connection only while
+    /// we share ([`PeerSession::set_screen_shared`]).
+    pub(super) screen: Arc<OutboundStream>,
 }
 
 impl LocalMedia {
-    /// Creates the VP8 (90 kHz) and Opus (48 kHz, 2 channels) streams with fresh SSRCs.
+    /// Creates the VP8 (90 kHz) camera and screen and the Opus (48 kHz, 2 channels)
+    /// streams with fresh SSRCs.
     pub fn new() -> Result<Self, RtcError> {
         let stream_id = format!("meetspace-{:08x}", random_u32());
+        let screen_id = format!("{stream_id}-screen");
         Ok(Self {
             video: Arc::new(OutboundStream::new(
                 &stream_id,
+                &format!("{stream_id}-video"),
                 RtpCodecKind::Video,
                 vp8_codec(),
             )?),
             audio: Arc::new(OutboundStream::new(
                 &stream_id,
+                &format!("{stream_id}-audio"),
                 RtpCodecKind::Audio,
                 opus_codec(),
+            )?),
+            screen: Arc::new(OutboundStream::new(
+                &screen_id,
+                &screen_id,
+                RtpCodecKind::Video,
+                vp8_codec(),
             )?),
         })
     }
@@ -75,6 +88,12 @@ impl LocalMedia {
     /// next frame (1/fps) and advances the RTP clock.
     pub async fn write_video(&self, frame: &[u8], duration: Duration) -> Result<(), RtcError> {
         self.video.write(frame, duration).await
+    }
+
+    /// Sends one encoded VP8 frame of our shared screen to every connected peer it is
+    /// shared with. `duration` is the time until the next frame.
+    pub async fn write_screen(&self, frame: &[u8], duration: Duration) -> Result<(), RtcError> {
+        self.screen.write(frame, duration).await
     }
 
     /// Sends one Opus packet to every connected peer. `duration` is the audio it holds
@@ -126,7 +145,12 @@ pub(super) struct Sink {
 }
 
 impl OutboundStream {
-    fn new(stream_id: &str, kind: RtpCodecKind, codec: RTCRtpCodec) -> Result<Self, RtcError> {
+    fn new(
+        stream_id: &str,
+        track_id: &str,
+        kind: RtpCodecKind,
+        codec: RTCRtpCodec,
+    ) -> Result<Self, RtcError> {
         let ssrc = random_u32();
         let payloader = codec
             .payloader()
@@ -143,7 +167,7 @@ impl OutboundStream {
         let clock_rate = codec.clock_rate;
         let template = MediaStreamTrack::new(
             stream_id.to_owned(),
-            format!("{stream_id}-{kind}"),
+            track_id.to_owned(),
             format!("{kind}"),
             kind,
             vec![RTCRtpEncodingParameters {

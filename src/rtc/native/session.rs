@@ -56,11 +56,23 @@ fn ice_server(server: &IceServer) -> RTCIceServer {
     }
 }
 
-/// The offer/answer state, serialized by its lock.
+/// The offer/answer state and the tracks it negotiates, serialized by its lock.
 #[derive(Default)]
-struct RemoteSignal {
+struct Negotiation {
     remote_description_set: bool,
     early_candidates: Vec<RTCIceCandidateInit>,
+    /// Our screen, while we send it to this peer.
+    screen: Option<ScreenSending>,
+    /// Our tracks changed while an exchange was in flight: offer again after it.
+    reoffer_wanted: bool,
+}
+
+/// Our shared screen on this connection.
+struct ScreenSending {
+    sink: Arc<Sink>,
+    sender: Arc<dyn RtpSender>,
+    /// Turns the peer's keyframe requests about it into events.
+    keyframe_requests: JoinHandle<()>,
 }
 
 /// One peer connection to one remote peer.
@@ -74,7 +86,7 @@ pub struct PeerSession {
     role: Role,
     shared: Arc<Shared>,
     local: LocalMedia,
-    remote_signal: tokio::sync::Mutex<RemoteSignal>,
+    negotiation: tokio::sync::Mutex<Negotiation>,
     /// Video then audio, like `Shared::sinks`.
     senders: [Arc<dyn RtpSender>; 2],
     /// The pose data channel.
@@ -103,6 +115,8 @@ impl PeerSession {
             local_signal: Mutex::new(LocalSignal::default()),
             remote_video: Mutex::new(None),
             local_video_ssrc: local.video.ssrc,
+            screen_sink: Mutex::new(None),
+            remote_screen_tracks: Mutex::new(Vec::new()),
             last_auto_keyframe_request: Mutex::new(None),
             received_feedback: Arc::default(),
             sinks: [Arc::clone(&video_sink), Arc::clone(&audio_sink)],
@@ -195,6 +209,7 @@ impl PeerSession {
             tokio::spawn(watch_keyframe_requests(
                 Arc::clone(shared),
                 Arc::clone(&video_sink.track),
+                PeerEvent::KeyframeRequested,
             )),
             tokio::spawn(monitor(
                 Arc::clone(shared),
@@ -208,7 +223,7 @@ impl PeerSession {
             role,
             shared: Arc::clone(shared),
             local: local.clone(),
-            remote_signal: tokio::sync::Mutex::new(RemoteSignal::default()),
+            negotiation: tokio::sync::Mutex::new(Negotiation::default()),
             senders,
             poses,
             tasks,
@@ -229,9 +244,13 @@ impl PeerSession {
         Ok(session)
     }
 
-    /// Applies one signaling message from the remote peer: an offer (answered with a
-    /// [`PeerEvent::Signal`]), an answer, or a trickled candidate (queued until the remote
-    /// description is known).
+    /// Applies one signaling message from the remote peer: an offer or a reoffer
+    /// (answered with a [`PeerEvent::Signal`]), an answer, or a trickled candidate
+    /// (queued until the remote description is known).
+    ///
+    /// Reoffers follow "perfect negotiation": when both sides change their tracks at once,
+    /// the answerer of the first exchange gives way (rolls its own reoffer back, answers,
+    /// then offers again) and the offerer ignores the crossing reoffer.
     ///
     /// An error on an offer or answer means the call with this peer cannot proceed (it is
     /// also reported as [`PeerEvent::Error`] when the codecs are the cause). An error on a
@@ -242,35 +261,54 @@ impl PeerSession {
             return Err(RtcError::Closed);
         }
         payload.validate()?;
-        let mut remote = self.remote_signal.lock().await;
+        let mut negotiation = self.negotiation.lock().await;
         match payload {
             SignalPayload::Offer { sdp } => {
-                if self.role != Role::Answerer || remote.remote_description_set {
+                if self.role != Role::Answerer || negotiation.remote_description_set {
                     return Err(RtcError::UnexpectedSignal {
                         role: self.role,
                         got: "offer",
                     });
                 }
-                let offer = RTCSessionDescription::offer(sdp)
-                    .map_err(stack_error("parsing the remote offer"))?;
-                self.check_codecs(&offer)?;
-                self.pc
-                    .set_remote_description(offer)
-                    .await
-                    .map_err(stack_error("applying the remote offer"))?;
-                self.remote_description_applied(&mut remote).await;
-                let answer = self
-                    .pc
-                    .create_answer(None)
-                    .await
-                    .map_err(stack_error("creating the answer"))?;
-                let sdp = answer.sdp.clone();
-                self.set_local(answer).await?;
-                self.resolve_payload_types().await;
-                self.shared.send_description(SignalPayload::Answer { sdp });
+                self.answer(&mut negotiation, sdp).await?;
+                self.remote_description_applied(&mut negotiation).await;
+                if negotiation.reoffer_wanted {
+                    self.reoffer(&mut negotiation).await?;
+                }
+            }
+            SignalPayload::Reoffer { sdp } => {
+                if !negotiation.remote_description_set {
+                    return Err(RtcError::UnexpectedSignal {
+                        role: self.role,
+                        got: "reoffer",
+                    });
+                }
+                if self.pc.pending_local_description().await.is_some() {
+                    if self.role == Role::Offerer {
+                        tracing::debug!("ignoring a reoffer that crossed ours");
+                        return Ok(());
+                    }
+                    let rollback = RTCSessionDescription::rollback(None)
+                        .map_err(stack_error("rolling our reoffer back"))?;
+                    self.pc
+                        .set_local_description(rollback)
+                        .await
+                        .map_err(stack_error("rolling our reoffer back"))?;
+                    negotiation.reoffer_wanted = true;
+                }
+                self.answer(&mut negotiation, sdp).await?;
+                if negotiation.reoffer_wanted {
+                    self.reoffer(&mut negotiation).await?;
+                }
             }
             SignalPayload::Answer { sdp } => {
-                if self.role != Role::Offerer || remote.remote_description_set {
+                let renegotiating = negotiation.remote_description_set;
+                let expected = if renegotiating {
+                    self.pc.pending_local_description().await.is_some()
+                } else {
+                    self.role == Role::Offerer
+                };
+                if !expected {
                     return Err(RtcError::UnexpectedSignal {
                         role: self.role,
                         got: "answer",
@@ -279,12 +317,19 @@ impl PeerSession {
                 let answer = RTCSessionDescription::answer(sdp)
                     .map_err(stack_error("parsing the remote answer"))?;
                 self.check_codecs(&answer)?;
+                self.note_remote_screen(&answer);
                 self.pc
                     .set_remote_description(answer)
                     .await
                     .map_err(stack_error("applying the remote answer"))?;
-                self.remote_description_applied(&mut remote).await;
-                self.resolve_payload_types().await;
+                if !renegotiating {
+                    self.remote_description_applied(&mut negotiation).await;
+                }
+                self.resolve_payload_types(&negotiation).await;
+                self.screen_negotiated(&negotiation);
+                if negotiation.reoffer_wanted {
+                    self.reoffer(&mut negotiation).await?;
+                }
             }
             SignalPayload::Candidate {
                 candidate,
@@ -300,19 +345,156 @@ impl PeerSession {
                     sdp_mline_index,
                     ..Default::default()
                 };
-                if remote.remote_description_set {
+                if negotiation.remote_description_set {
                     self.pc
                         .add_ice_candidate(init)
                         .await
                         .map_err(stack_error("adding a remote ICE candidate"))?;
-                } else if remote.early_candidates.len() < MAX_EARLY_CANDIDATES {
-                    remote.early_candidates.push(init);
+                } else if negotiation.early_candidates.len() < MAX_EARLY_CANDIDATES {
+                    negotiation.early_candidates.push(init);
                 } else {
                     return Err(RtcError::TooManyCandidates(MAX_EARLY_CANDIDATES));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Starts or stops sending our shared screen (`LocalMedia`'s screen stream) to this
+    /// peer: the track is added or removed and the connection renegotiated (a
+    /// [`SignalPayload::Reoffer`], now or once the exchange in flight has ended).
+    pub async fn set_screen_shared(&self, shared: bool) -> Result<(), RtcError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(RtcError::Closed);
+        }
+        let mut negotiation = self.negotiation.lock().await;
+        match (shared, negotiation.screen.take()) {
+            (true, Some(screen)) => {
+                negotiation.screen = Some(screen);
+                return Ok(());
+            }
+            (false, None) => return Ok(()),
+            (true, None) => {
+                let sink = self.local.screen.add_sink();
+                let sender = self
+                    .pc
+                    .add_track(Arc::clone(&sink.track) as Arc<dyn TrackLocal>)
+                    .await
+                    .map_err(stack_error("adding the screen track"));
+                let sender = match sender {
+                    Ok(sender) => sender,
+                    Err(e) => {
+                        self.local.screen.remove_sink(sink.id);
+                        return Err(e);
+                    }
+                };
+                sink.connected.store(
+                    self.shared.connected.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                *lock(&self.shared.screen_sink) = Some(Arc::clone(&sink));
+                let keyframe_requests = tokio::spawn(watch_keyframe_requests(
+                    Arc::clone(&self.shared),
+                    Arc::clone(&sink.track),
+                    PeerEvent::ScreenKeyframeRequested,
+                ));
+                negotiation.screen = Some(ScreenSending {
+                    sink,
+                    sender,
+                    keyframe_requests,
+                });
+            }
+            (false, Some(screen)) => {
+                self.stop_screen(&screen);
+                self.pc
+                    .remove_track(&screen.sender)
+                    .await
+                    .map_err(stack_error("removing the screen track"))?;
+            }
+        }
+        self.reoffer(&mut negotiation).await
+    }
+
+    /// Stops writing our screen to this peer.
+    fn stop_screen(&self, screen: &ScreenSending) {
+        screen.keyframe_requests.abort();
+        self.local.screen.remove_sink(screen.sink.id);
+        *lock(&self.shared.screen_sink) = None;
+    }
+
+    /// Offers the tracks we have now on the negotiated connection, or, while an exchange is
+    /// in flight (or the first one has not happened), notes to do so after it.
+    async fn reoffer(&self, negotiation: &mut Negotiation) -> Result<(), RtcError> {
+        if !negotiation.remote_description_set
+            || self.pc.pending_local_description().await.is_some()
+        {
+            negotiation.reoffer_wanted = true;
+            return Ok(());
+        }
+        negotiation.reoffer_wanted = false;
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(stack_error("creating a reoffer"))?;
+        let sdp = offer.sdp.clone();
+        self.set_local(offer).await?;
+        self.shared
+            .emit(PeerEvent::Signal(SignalPayload::Reoffer { sdp }));
+        Ok(())
+    }
+
+    /// Applies a remote offer (the first or a reoffer) and sends our answer.
+    async fn answer(&self, negotiation: &mut Negotiation, sdp: String) -> Result<(), RtcError> {
+        let offer =
+            RTCSessionDescription::offer(sdp).map_err(stack_error("parsing the remote offer"))?;
+        self.check_codecs(&offer)?;
+        self.note_remote_screen(&offer);
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(stack_error("applying the remote offer"))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(stack_error("creating the answer"))?;
+        let sdp = answer.sdp.clone();
+        self.set_local(answer).await?;
+        self.resolve_payload_types(negotiation).await;
+        if negotiation.remote_description_set {
+            self.shared
+                .emit(PeerEvent::Signal(SignalPayload::Answer { sdp }));
+        } else {
+            self.shared.send_description(SignalPayload::Answer { sdp });
+        }
+        self.screen_negotiated(negotiation);
+        Ok(())
+    }
+
+    /// After an exchange that carries our screen: its next frame is a key frame, so the
+    /// peer's picture starts at once (its first frames would otherwise be deltas it
+    /// cannot decode).
+    fn screen_negotiated(&self, negotiation: &Negotiation) {
+        if negotiation.screen.is_some() {
+            self.shared.emit(PeerEvent::ScreenKeyframeRequested);
+        }
+    }
+
+    /// Remembers which of the remote's video tracks are screens, before its description
+    /// is applied (their packets can only come after).
+    /// Says [`PeerEvent::ScreenEnded`] when a screen the remote shared is gone from it.
+    fn note_remote_screen(&self, description: &RTCSessionDescription) {
+        let now = screen_track_ids(description);
+        let ended = {
+            let mut known = lock(&self.shared.remote_screen_tracks);
+            let ended = known.iter().any(|id| !now.contains(id));
+            *known = now;
+            ended
+        };
+        if ended {
+            self.shared.emit(PeerEvent::ScreenEnded);
+        }
     }
 
     /// Asks the remote for a key frame of its video (RTCP PLI). Does nothing until the
@@ -344,6 +526,9 @@ impl PeerSession {
         self.shared.set_connected(false);
         self.local.video.remove_sink(self.shared.sinks[0].id);
         self.local.audio.remove_sink(self.shared.sinks[1].id);
+        if let Some(sink) = lock(&self.shared.screen_sink).take() {
+            self.local.screen.remove_sink(sink.id);
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -352,16 +537,18 @@ impl PeerSession {
     /// Applies our offer/answer. What we send is the description as created, without the
     /// candidates gathered meanwhile: those are trickled.
     async fn set_local(&self, description: RTCSessionDescription) -> Result<(), RtcError> {
-        lock(&self.shared.local_signal).first_mid = first_mid(&description);
+        if let Some(mid) = first_mid(&description) {
+            lock(&self.shared.local_signal).first_mid = Some(mid);
+        }
         self.pc
             .set_local_description(description)
             .await
             .map_err(stack_error("applying the local description"))
     }
 
-    async fn remote_description_applied(&self, remote: &mut RemoteSignal) {
-        remote.remote_description_set = true;
-        for candidate in std::mem::take(&mut remote.early_candidates) {
+    async fn remote_description_applied(&self, negotiation: &mut Negotiation) {
+        negotiation.remote_description_set = true;
+        for candidate in std::mem::take(&mut negotiation.early_candidates) {
             if let Err(e) = self.pc.add_ice_candidate(candidate).await {
                 tracing::warn!("ignoring an early remote ICE candidate: {e}");
             }
@@ -369,8 +556,13 @@ impl PeerSession {
     }
 
     /// Learns the payload types negotiated with this peer, which our packets must carry.
-    async fn resolve_payload_types(&self) {
-        for (sender, sink) in self.senders.iter().zip(&self.shared.sinks) {
+    async fn resolve_payload_types(&self, negotiation: &Negotiation) {
+        let screen = negotiation
+            .screen
+            .as_ref()
+            .map(|screen| (&screen.sender, &screen.sink));
+        let camera_and_voice = self.senders.iter().zip(&self.shared.sinks);
+        for (sender, sink) in camera_and_voice.chain(screen) {
             match sender.get_parameters().await {
                 Ok(parameters) => {
                     if let Some(codec) = parameters.rtp_parameters.codecs.first() {
@@ -423,6 +615,24 @@ async fn add_tracks(
         .await
         .map_err(stack_error("adding the audio track"))?;
     Ok([video, audio])
+}
+
+/// The ids (`a=msid`) of the screens among a description's video tracks: every video
+/// track but the first section's, which is the camera (negotiated first, on every stack).
+fn screen_track_ids(description: &RTCSessionDescription) -> Vec<String> {
+    let Ok(parsed) = description.unmarshal() else {
+        return Vec::new();
+    };
+    parsed
+        .media_descriptions
+        .iter()
+        .filter(|media| media.media_name.media == "video")
+        .skip(1)
+        .filter_map(|media| {
+            let msid = media.attribute("msid").flatten()?;
+            msid.split_whitespace().nth(1).map(str::to_owned)
+        })
+        .collect()
 }
 
 /// The mid of the first media section of a description.

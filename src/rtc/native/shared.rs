@@ -28,6 +28,10 @@ pub(super) struct Shared {
     pub(super) remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
     /// Our video SSRC, named as the sender of our keyframe requests.
     pub(super) local_video_ssrc: u32,
+    /// Our copy of the screen stream while we share it with this peer.
+    pub(super) screen_sink: Mutex<Option<Arc<Sink>>>,
+    /// The track ids of the remote's screens, from its latest description.
+    pub(super) remote_screen_tracks: Mutex<Vec<String>>,
     pub(super) last_auto_keyframe_request: Mutex<Option<Instant>>,
     /// What the peer asked of our video, counted by the [`FeedbackTap`].
     pub(super) received_feedback: Arc<ReceivedFeedback>,
@@ -76,6 +80,9 @@ impl Shared {
         for sink in &self.sinks {
             sink.connected.store(connected, Ordering::Relaxed);
         }
+        if let Some(sink) = lock(&self.screen_sink).as_ref() {
+            sink.connected.store(connected, Ordering::Relaxed);
+        }
     }
 
     /// Emits our offer or answer, then the candidates gathered meanwhile.
@@ -94,6 +101,12 @@ impl Shared {
         let Some((track, media_ssrc)) = lock(&self.remote_video).clone() else {
             return;
         };
+        self.send_keyframe_request_on(track.as_ref(), media_ssrc)
+            .await;
+    }
+
+    /// Asks the remote for a key frame of the stream `media_ssrc` of `track` (RTCP PLI).
+    pub(super) async fn send_keyframe_request_on(&self, track: &dyn TrackRemote, media_ssrc: u32) {
         let pli = PictureLossIndication {
             sender_ssrc: self.local_video_ssrc,
             media_ssrc,

@@ -1,0 +1,59 @@
+//! A shared screen popped out of the wall over the whole window (`F`), where small text
+//! is readable: the picture fitted to the window, or at its own pixel size and
+//! scrollable ("1:1").
+
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, EguiTextureHandle, egui};
+
+use super::OverlayToggles;
+use crate::call::{Participant, SharedScreen, VideoFeed};
+
+/// The popped-out screen, while `F` has it shown and someone shares; the first share
+/// (the one on the wall).
+pub(super) fn screen_window(
+    mut contexts: EguiContexts,
+    mut toggles: ResMut<OverlayToggles>,
+    shared: Query<(&SharedScreen, &VideoFeed)>,
+    participants: Query<&Participant>,
+    images: Res<Assets<Image>>,
+    mut actual_size: Local<bool>,
+) -> Result {
+    if !toggles.screen {
+        return Ok(());
+    }
+    let Some((screen, handle)) = shared
+        .iter()
+        .find_map(|(screen, feed)| Some((screen, feed.image.clone()?)))
+    else {
+        return Ok(());
+    };
+    let Some(size) = images
+        .get(&handle)
+        .map(|image| egui::vec2(image.width() as f32, image.height() as f32))
+    else {
+        return Ok(());
+    };
+    let name = participants
+        .iter()
+        .find(|participant| participant.peer_id == screen.peer_id)
+        .map_or_else(String::new, |participant| participant.name.to_string());
+    let texture = contexts.add_image(EguiTextureHandle::Weak(handle.id()));
+    let ctx = contexts.ctx_mut()?;
+    egui::Window::new(format!("{name}'s screen"))
+        .open(&mut toggles.screen)
+        .collapsible(false)
+        .default_rect(ctx.content_rect().shrink(24.0))
+        .show(ctx, |ui| {
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut actual_size, "1:1");
+                ui.label("F: back to the wall");
+            });
+            let image = egui::Image::from_texture((texture, size));
+            if *actual_size {
+                egui::ScrollArea::both().show(ui, |ui| ui.add(image));
+            } else {
+                ui.add(image.shrink_to_fit());
+            }
+        });
+    Ok(())
+}
