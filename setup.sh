@@ -22,8 +22,9 @@ packages=(
   libxcb1-dev libxcb-randr0-dev libpipewire-0.3-dev libgbm-dev libegl-dev
   # run time of the window: winit loads the X11 libraries when it starts
   libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libvulkan1
-  # headless rendering and screenshots (tests, machines without a GPU)
-  xvfb mesa-vulkan-drivers imagemagick
+  # headless rendering and screenshots (tests, machines without a GPU); the screen-share
+  # tests' window manager (it lists windows, as desktops do)
+  xvfb mesa-vulkan-drivers imagemagick openbox
   # the impaired-network harness: namespaces and veth (ip), loss (nft), the NFQUEUE
   # rule for delay (iptables), bandwidth caps (tc)
   iproute2 nftables iptables

@@ -139,7 +139,8 @@ pub struct CallArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_NEARBY, value_parser = parse_max_nearby)]
     pub max_nearby: usize,
     /// Show others a screen or a window from the start of the call: `screen` (the
-    /// primary one), `screen:N` or `window:TITLE` (its title or a unique part of it).
+    /// primary one), `screen:N` or `window:TITLE` (its title or a unique part of it,
+    /// else a unique part of its program's name).
     #[arg(long, value_name = "WHAT", value_parser = ShareTarget::parse)]
     pub share: Option<ShareTarget>,
 }

@@ -504,17 +504,22 @@ impl CallMedia for NativeMedia {
         self.own_pose.send_replace(Some(pose));
     }
 
-    /// Closes every peer connection, stops the encoders and closes the speaker
-    /// (releasing the devices).
+    /// Closes every peer connection, stops the encoders and the screen capture, and closes
+    /// the speaker (releasing the devices).
     async fn stop_media(&mut self, roster: &Roster) {
         self.publish_stats(roster);
         let Some(call) = self.call.take() else { return };
         if let Some(sender) = call.sender() {
             sender.stop();
         }
+        if call.screen.is_some() {
+            // The capture ends with the call; the next call shares again (`config.share`).
+            roster.emit(CallEvent::OwnScreen(None));
+        }
         let closing = call.peers.into_values().map(|slot| slot.remote.close());
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures_util::future::join_all(closing)).await;
         drop(call.speaker);
+        drop(call.screen);
         self.mixer.clear();
     }
 

@@ -15,7 +15,8 @@ pub const MAX_SHARE_WIDTH: u32 = 1920;
 /// Tallest frame a share is sent at.
 pub const MAX_SHARE_HEIGHT: u32 = 1080;
 
-/// The screens, then the windows that are shown (not minimised, with a title).
+/// The screens, then the windows that are shown (not minimised, with a title or a
+/// program name, by which they are asked for).
 pub fn share_sources() -> Result<Vec<ShareSource>, DeviceError> {
     let mut sources = Vec::new();
     for (index, monitor) in xcap::Monitor::all()
@@ -39,18 +40,17 @@ pub fn share_sources() -> Result<Vec<ShareSource>, DeviceError> {
         if window.is_minimized().unwrap_or(true) {
             continue;
         }
-        let Ok(title) = window.title() else { continue };
-        if title.is_empty() {
-            continue;
-        }
-        let app = window.app_name().unwrap_or_default();
+        let title = window.title().unwrap_or_default();
+        let program = window.app_name().unwrap_or_default();
+        let (label, name) = match (title.is_empty(), program.is_empty()) {
+            (true, true) => continue,
+            (false, false) => (format!("{title} ({program})"), title),
+            (false, true) => (title.clone(), title),
+            (true, false) => (program.clone(), program),
+        };
         sources.push(ShareSource {
-            label: if app.is_empty() {
-                title.clone()
-            } else {
-                format!("{title} ({app})")
-            },
-            target: ShareTarget::Window(title),
+            label,
+            target: ShareTarget::Window(name),
             width: window.width().unwrap_or(0),
             height: window.height().unwrap_or(0),
         });
@@ -69,7 +69,7 @@ pub enum ScreenCapture {
 impl ScreenCapture {
     /// Finds what `target` names: the screen by index (the primary one when none is
     /// given), the window whose title is `TITLE` or, failing that, the only one whose
-    /// title contains it.
+    /// title, or else whose program's name, contains it.
     pub fn open(target: &ShareTarget) -> Result<Self, DeviceError> {
         match target {
             ShareTarget::Screen(index) => {
@@ -99,23 +99,34 @@ impl ScreenCapture {
                     .iter()
                     .map(|window| window.title().unwrap_or_default())
                     .collect();
-                let exact = titles.iter().position(|shown| shown == title);
-                let partial: Vec<usize> = titles
+                let programs: Vec<String> = windows
+                    .iter()
+                    .map(|window| window.app_name().unwrap_or_default())
+                    .collect();
+                let only = |names: &[String]| match names
                     .iter()
                     .enumerate()
-                    .filter(|(_, shown)| shown.contains(title.as_str()))
-                    .map(|(index, _)| index)
-                    .collect();
-                let index = exact.or(match partial[..] {
-                    [only] => Some(only),
+                    .filter(|(_, name)| name.contains(title.as_str()))
+                    .collect::<Vec<_>>()[..]
+                {
+                    [(index, _)] => Some(index),
                     _ => None,
-                });
+                };
+                let index = titles
+                    .iter()
+                    .position(|shown| shown == title)
+                    .or_else(|| only(&titles))
+                    .or_else(|| only(&programs));
                 match index {
                     Some(index) => Ok(Self::Window(windows[index].clone())),
                     None => Err(DeviceError::NotFound {
                         kind: "window",
                         wanted: target.to_string(),
-                        available: titles.into_iter().filter(|t| !t.is_empty()).collect(),
+                        available: titles
+                            .into_iter()
+                            .zip(programs)
+                            .map(|(title, program)| format!("{title} ({program})"))
+                            .collect(),
                     }),
                 }
             }

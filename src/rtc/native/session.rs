@@ -482,8 +482,8 @@ impl PeerSession {
     }
 
     /// Remembers which of the remote's video tracks are screens, before its description
-    /// is applied (their packets can only come after).
-    /// Says [`PeerEvent::ScreenEnded`] when a screen the remote shared is gone from it.
+    /// is applied (their packets can only come after), and says
+    /// [`PeerEvent::ScreenEnded`] when a screen the remote shared is gone from it.
     fn note_remote_screen(&self, description: &RTCSessionDescription) {
         let now = screen_track_ids(description);
         let ended = {
