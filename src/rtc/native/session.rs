@@ -230,13 +230,7 @@ impl PeerSession {
             closed: AtomicBool::new(false),
         };
         if role == Role::Offerer {
-            let offer = session
-                .pc
-                .create_offer(None)
-                .await
-                .map_err(stack_error("creating the offer"))?;
-            let sdp = offer.sdp.clone();
-            session.set_local(offer).await?;
+            let sdp = session.make_offer().await?;
             session
                 .shared
                 .send_description(SignalPayload::Offer { sdp });
@@ -432,16 +426,22 @@ impl PeerSession {
             return Ok(());
         }
         negotiation.reoffer_wanted = false;
+        let sdp = self.make_offer().await?;
+        self.shared
+            .emit(PeerEvent::Signal(SignalPayload::Reoffer { sdp }));
+        Ok(())
+    }
+
+    /// Creates an offer of the tracks we have now and applies it; its SDP.
+    async fn make_offer(&self) -> Result<String, RtcError> {
         let offer = self
             .pc
             .create_offer(None)
             .await
-            .map_err(stack_error("creating a reoffer"))?;
+            .map_err(stack_error("creating an offer"))?;
         let sdp = offer.sdp.clone();
         self.set_local(offer).await?;
-        self.shared
-            .emit(PeerEvent::Signal(SignalPayload::Reoffer { sdp }));
-        Ok(())
+        Ok(sdp)
     }
 
     /// Applies a remote offer (the first or a reoffer) and sends our answer.
