@@ -6,6 +6,7 @@
 //! Each screenshot is saved through Bevy's screenshot API (the frame as rendered, not a
 //! grab of the screen) together with a JSON file that says where every panel's video
 //! screen is in the picture, so a test can check the pixels of each panel.
+//! The overlay's main panel starts closed, so that it covers no panel.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -176,14 +177,16 @@ impl Plugin for CapturePlugin {
         app.insert_resource(RoomReady::new(self.wait_for))
             .add_systems(PostUpdate, (track_room_ready, give_up_waiting).chain());
         if let Some(plan) = &self.plan {
-            app.insert_resource(plan.clone()).add_systems(
-                PostUpdate,
-                take_screenshots
-                    .after(track_room_ready)
-                    .after(give_up_waiting)
-                    .after(TransformSystems::Propagate)
-                    .after(CameraUpdateSystems),
-            );
+            app.insert_resource(plan.clone())
+                .add_systems(Startup, crate::ui::close_menu)
+                .add_systems(
+                    PostUpdate,
+                    take_screenshots
+                        .after(track_room_ready)
+                        .after(give_up_waiting)
+                        .after(TransformSystems::Propagate)
+                        .after(CameraUpdateSystems),
+                );
         }
     }
 }

@@ -84,7 +84,7 @@ impl Plugin for UiPlugin {
 
 /// Which parts of the overlay are shown.
 #[derive(Resource)]
-struct OverlayToggles {
+pub(crate) struct OverlayToggles {
     /// The main panel (Esc).
     menu: bool,
     /// The statistics window (I).
@@ -186,6 +186,14 @@ impl Toasts {
             severity,
             shown_at: Instant::now(),
         });
+    }
+}
+
+/// Closes the main panel (Esc opens it again), where there is an overlay: screenshots
+/// show the space, not the menu over it.
+pub(crate) fn close_menu(toggles: Option<ResMut<OverlayToggles>>) {
+    if let Some(mut toggles) = toggles {
+        toggles.menu = false;
     }
 }
 
