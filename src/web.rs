@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 
 use anyhow::Context;
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use clap::{Parser, ValueEnum};
 use js_sys::{JSON, Object, Reflect};
@@ -20,16 +21,16 @@ use wasm_bindgen::{JsCast, JsValue};
 use crate::app::add_client;
 use crate::browser::{describe, document};
 use crate::call::{
-    CallNotice, CallState, ConnectionState, HandRaised, MediaState, MutedSpeakingLevel,
-    OwnSpeakingLevel, Participant, PoseTrack, SelfView, SpacePeople, SpeakingLevel, VideoFeed,
-    Volumes,
+    CallNotice, CallState, ConnectionState, HandRaised, MediaState, MutedSpeakingLevel, OwnScreen,
+    OwnSpeakingLevel, Participant, PoseTrack, SelfView, SharedScreen, SpacePeople, SpeakingLevel,
+    VideoFeed, Volumes,
 };
 use crate::config::{CallArgs, ClientConfig};
-use crate::media::CallStats;
 use crate::media::web::{
     ReportedProcessing, VoiceFade, microphone_processing, place_listener, place_voice, voice_fade,
 };
 use crate::media::web_playback::{OutputState, output_state};
+use crate::media::{CallStats, ShareTarget};
 use crate::signaling::protocol::{DisplayName, RoomId, SpaceArea};
 use crate::signaling::{SignalUrl, WS_PATH};
 use crate::space::{
@@ -96,6 +97,7 @@ fn settings_from_address() -> anyhow::Result<PageSettings> {
     let mut room = None;
     let mut name = None;
     let mut graphics = GraphicsChoice::Auto;
+    let mut share = None;
     // ICE settings go through the native client's flags (and their checks).
     let mut flags = vec!["meetspace".to_owned()];
     for (key, value) in url::form_urlencoded::parse(hash.trim_start_matches('#').as_bytes()) {
@@ -110,6 +112,10 @@ fn settings_from_address() -> anyhow::Result<PageSettings> {
                         format!("the address's graphics {value:?} (auto, full or light)")
                     })?;
             }
+            // What to share from the start of each call; the browser's picker chooses
+            // which screen, so only `screen` means anything here.
+            "share" if value == "screen" => share = Some(ShareTarget::Screen(None)),
+            "share" => anyhow::bail!("the address's share {value:?} (only `screen`)"),
             "ice" | "ice_username" | "ice_credential" | "ice_transport_policy" => {
                 flags.push(format!("--{}", key.replace('_', "-")));
                 flags.push(value.into_owned());
@@ -127,6 +133,7 @@ fn settings_from_address() -> anyhow::Result<PageSettings> {
     if let Some(name) = name {
         config.name = name;
     }
+    config.share = share;
     Ok(PageSettings {
         config,
         room,
@@ -234,9 +241,36 @@ struct TestHooks {
     space: Vec<AreaHook>,
     /// Every panel's screen in canvas pixels, with the frames drawn on it.
     panels: Vec<PanelRect>,
+    /// Whether we share a screen.
+    sharing: bool,
+    /// The screens others share, as they arrive.
+    screens: Vec<ScreenHook>,
+    /// The corners of the shared screen on the room's wall in canvas pixels, while one
+    /// hangs there in view (top-left, top-right, bottom-right, bottom-left).
+    wall: Option<[[f32; 2]; 4]>,
     errors: Vec<ErrorHook>,
     /// What the space draws and why, e.g. `light (software renderer: …)`.
     graphics: String,
+}
+
+/// What the hooks read of shared screens: ours, and those others share.
+#[derive(SystemParam)]
+struct ScreenParts<'w, 's> {
+    own: Res<'w, OwnScreen>,
+    shared: Query<'w, 's, (&'static SharedScreen, &'static VideoFeed)>,
+    images: Res<'w, Assets<Image>>,
+}
+
+/// A screen someone shares, as this page receives it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScreenHook {
+    /// The sharer's peer id.
+    peer_id: String,
+    /// Frames of it drawn.
+    frames_drawn: u64,
+    /// The size of its newest frame.
+    size: Option<[u32; 2]>,
 }
 
 #[derive(Serialize)]
@@ -409,7 +443,12 @@ fn publish_test_hooks(
     levels: (Res<OwnSpeakingLevel>, Res<MutedSpeakingLevel>),
     self_view: Query<&VideoFeed, With<SelfView>>,
     panels: PanelView,
-    (errors, space, graphics): (Res<RecentErrors>, Res<SpacePeople>, Res<Graphics>),
+    (errors, space, graphics, screens): (
+        Res<RecentErrors>,
+        Res<SpacePeople>,
+        Res<Graphics>,
+        ScreenParts,
+    ),
     mut installed: Local<bool>,
 ) {
     if !*installed {
@@ -469,6 +508,21 @@ fn publish_test_hooks(
             .collect(),
         // In CSS pixels, as page screenshots measure.
         panels: panels.rects(1.0),
+        sharing: screens.own.0.is_some(),
+        screens: screens
+            .shared
+            .iter()
+            .map(|(screen, feed)| ScreenHook {
+                peer_id: screen.peer_id.to_string(),
+                frames_drawn: feed.frames_shown,
+                size: feed
+                    .image
+                    .as_ref()
+                    .and_then(|image| screens.images.get(image))
+                    .map(|image| [image.width(), image.height()]),
+            })
+            .collect(),
+        wall: panels.wall_corners(1.0),
         errors: errors.0.clone(),
         graphics: graphics.describe(),
     };

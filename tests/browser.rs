@@ -7,6 +7,7 @@
 //! when it is missing (`npm ci --prefix tests/browser`); Chromium comes from setup.sh.
 //! Each test fails with the command that installs what is missing.
 
+mod display;
 mod nat;
 
 use std::io::{BufRead, BufReader, Lines, Write};
@@ -15,6 +16,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
+use display::TestDisplay;
 use nat::{Home, Lab};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -665,4 +667,149 @@ fn a_browser_tab_in_the_lobby_sees_a_walking_bot_and_the_bot_gets_its_poses() {
         "the bot received {from_tab} poses from the tab: {space}"
     );
     println!("the bot received {from_tab} poses from the tab");
+}
+
+/// The bot's screen in the screen test: blocks of these colours, 2 across and 2 down,
+/// each of [`SCREEN_BLOCK`].
+const SCREEN_BLOCKS: [[u8; 3]; 4] = [[220, 30, 30], [30, 200, 40], [40, 60, 220], [240, 220, 40]];
+/// The size of one block: the screen is 2 x 2 of them.
+const SCREEN_BLOCK: (u32, u32) = (320, 240);
+
+/// The mean colour of the 9 x 9 pixels of `image` around the point `(u, v)` (0 to 1
+/// across and down) of the quad `corners` (top-left, top-right, bottom-right,
+/// bottom-left).
+fn colour_in_quad(image: &image::RgbImage, corners: &[[f64; 2]; 4], u: f64, v: f64) -> [f64; 3] {
+    let lerp =
+        |a: [f64; 2], b: [f64; 2], t: f64| [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t];
+    let [x, y] = lerp(
+        lerp(corners[0], corners[1], u),
+        lerp(corners[3], corners[2], u),
+        v,
+    );
+    let mut sum = [0.0; 3];
+    let mut samples = 0.0_f64;
+    for dy in -4..=4 {
+        for dx in -4..=4 {
+            let (px, py) = ((x as i64 + dx) as u32, (y as i64 + dy) as u32);
+            if let Some(pixel) = image.get_pixel_checked(px, py) {
+                for (total, channel) in sum.iter_mut().zip(pixel.0) {
+                    *total += f64::from(channel);
+                }
+                samples += 1.0;
+            }
+        }
+    }
+    sum.map(|total| total / samples.max(1.0))
+}
+
+/// The index of the largest of three channels; 3 for "red and green both" (yellow).
+fn dominant(colour: [f64; 3]) -> usize {
+    let [r, g, b] = colour;
+    if r > b * 1.5 && g > b * 1.5 && (r - g).abs() < 0.35 * r.max(g) {
+        return 3;
+    }
+    (0..3)
+        .max_by(|&a, &b| colour[a].total_cmp(&colour[b]))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_browser_shares_its_screen_with_a_native_bot_and_shows_the_bots_on_the_wall() {
+    let _browser = check_tools();
+    let picture = image::RgbaImage::from_fn(2 * SCREEN_BLOCK.0, 2 * SCREEN_BLOCK.1, |x, y| {
+        let [r, g, b] = SCREEN_BLOCKS[(y / SCREEN_BLOCK.1 * 2 + x / SCREEN_BLOCK.0) as usize];
+        image::Rgba([r, g, b, 255])
+    });
+    let display = TestDisplay::start(picture.dimensions(), &picture);
+    let (_server, address) = serve();
+    let stats = artefacts().join("browser-screen-bot.json");
+    let saved = artefacts().join("browser-screen-received.png");
+    let _ = std::fs::remove_file(&saved);
+    let mut bot = meetspace();
+    bot.env("DISPLAY", &display.name);
+    let saved_arg = saved.to_str().expect("a UTF-8 path");
+    let (bot, room) = hosting_bot_from(
+        bot,
+        &address,
+        &stats,
+        &["--share", "screen", "--save-screen", saved_arg],
+    );
+    let mut node = Command::new("node");
+    node.env("E2E_PAGE_PARAMS", "&share=screen");
+    let mut tab = SteppedBrowser::start(node, "screen", &address, &room);
+    let shown = tab.reached("shown");
+
+    // The bot decodes the page's screen (getDisplayMedia: Chromium's fake screen) while
+    // the page shares, beside its camera.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let received = loop {
+        if let Ok(frame) = image::open(&saved) {
+            break frame;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bot never received the page's screen"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let figures: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&stats).expect("the bot's --stats-json file"),
+    )
+    .expect("the bot's figures are JSON");
+    let from_page = peer(&figures, "Browser");
+    println!(
+        "the bot receives the page's screen at {}x{}: {}",
+        received.width(),
+        received.height(),
+        from_page["screen"]
+    );
+    assert!(
+        received.width() >= 640 && received.width() * 9 == received.height() * 16,
+        "the page's screen arrived at {}x{} (Chromium's fake screen is 16:9)",
+        received.width(),
+        received.height()
+    );
+    assert!(
+        from_page["frames_decoded"].as_u64().unwrap_or_default() > 0,
+        "the page's camera stopped: {from_page}"
+    );
+    tab.proceed();
+    let result = tab.result();
+
+    // The page shows the bot's screen at its size, on the wall where the projection of
+    // the wall's quad says, with the blocks where they are on the bot's screen.
+    let screen = &shown["screens"][0];
+    assert_eq!(
+        screen["size"],
+        serde_json::json!([picture.width(), picture.height()]),
+        "{shown}"
+    );
+    let corners: [[f64; 2]; 4] =
+        serde_json::from_value(shown["wall"].clone()).expect("the wall's corners");
+    let screenshot = result["screenshot"].as_str().expect("a screenshot path");
+    let image = image::open(screenshot).expect("the screenshot").to_rgb8();
+    for (index, drawn) in SCREEN_BLOCKS.iter().enumerate() {
+        let (u, v) = (
+            0.25 + 0.5 * (index % 2) as f64,
+            0.25 + 0.5 * (index / 2) as f64,
+        );
+        let seen = colour_in_quad(&image, &corners, u, v);
+        let expected = dominant(drawn.map(f64::from));
+        println!("block {index}: drawn {drawn:?}, on the wall {seen:.0?}");
+        assert_eq!(
+            dominant(seen),
+            expected,
+            "block {index} ({drawn:?}) shows as {seen:?} on the wall (corners {corners:?}, \
+             see {screenshot})"
+        );
+    }
+    let figures = stop_bot(bot, &stats);
+    assert!(
+        figures["sent"]["screen_frames"]
+            .as_u64()
+            .unwrap_or_default()
+            > 0,
+        "the bot sent no screen: {}",
+        figures["sent"]
+    );
 }

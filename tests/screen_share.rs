@@ -6,8 +6,8 @@
 //! decodes it, finds the blocks, and keeps receiving the camera meanwhile.
 
 mod common;
+mod display;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use common::{
     TestServer, bot_command, client, client_from, config, frames_shown, host_room, join_room,
     pump_until, space_client,
 };
+use display::TestDisplay;
 use meetspace::call::{CallCommand, CallReport, OwnScreen, SharedScreen, VideoFeed};
 use meetspace::config::ClientConfig;
 use meetspace::media::screen_capture::share_sources;
@@ -73,56 +74,28 @@ const WINDOW_AT: (u32, u32) = (760, 60);
 const COLOUR_TOLERANCE: i32 = 24;
 
 /// Starts the test display once, before any test of this binary goes on, and points
-/// `DISPLAY` at it for the whole process (`xcap` connects to whatever it names). The
-/// server goes away within a second of this process, with the clients on it (the
-/// processes are kept here until then).
+/// `DISPLAY` at it for the whole process (`xcap` connects to whatever it names), with
+/// openbox and the test window on it. The processes are kept here until the process
+/// ends (the server goes within a second of it, with its clients).
 fn display() {
-    static DISPLAY: OnceLock<Vec<Child>> = OnceLock::new();
+    static DISPLAY: OnceLock<(TestDisplay, Vec<Child>)> = OnceLock::new();
     DISPLAY.get_or_init(|| {
-        let number = free_display_number();
-        let name = format!(":{number}");
-        // -noreset: keep the picture when the last client leaves (by default the
-        // server resets, and its root window goes black).
-        let server = format!(
-            "Xvfb {name} -screen 0 {}x{}x24 -nolisten tcp -noreset & server=$!; \
-             while kill -0 {} 2>/dev/null; do sleep 1; done; kill $server",
-            SCREEN.0,
-            SCREEN.1,
-            std::process::id()
-        );
-        let mut processes = vec![
-            Command::new("sh")
-                .args(["-c", &server])
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("Xvfb starts (setup.sh installs xvfb)"),
-        ];
-        let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "Xvfb {name} did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let display = TestDisplay::start(SCREEN, &pattern());
         // SAFETY: set once, while every test of this binary waits on this OnceLock
         // before it starts anything that reads the environment.
-        unsafe { std::env::set_var("DISPLAY", &name) };
-        let picture = std::env::temp_dir().join(format!("meetspace-share-{number}.png"));
-        pattern().save(&picture).expect("the picture is written");
-        // It exits with 1 even when it drew the picture (the tests check what arrives).
-        Command::new("display")
-            .args(["-window", "root"])
-            .arg(&picture)
-            .status()
-            .expect("ImageMagick's display runs (setup.sh installs imagemagick)");
+        unsafe { std::env::set_var("DISPLAY", &display.name) };
         // A window manager that lists the windows (_NET_CLIENT_LIST_STACKING), as
         // desktops do, and a window on it.
-        processes.push(
+        let mut processes = vec![
             Command::new("openbox")
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("openbox starts (setup.sh installs it)"),
-        );
-        let window = std::env::temp_dir().join(format!("meetspace-window-{number}.png"));
+        ];
+        let window = std::env::temp_dir().join(format!(
+            "meetspace-window-{}.png",
+            display.name.trim_start_matches(':')
+        ));
         window_pattern()
             .save(&window)
             .expect("the window's picture is written");
@@ -140,7 +113,7 @@ fn display() {
             assert!(Instant::now() < deadline, "the test window never showed");
             std::thread::sleep(Duration::from_millis(100));
         }
-        processes
+        (display, processes)
     });
 }
 
@@ -151,16 +124,6 @@ fn window_shown() -> bool {
             .iter()
             .any(|source| matches!(source.target, ShareTarget::Window(_)))
     })
-}
-
-/// An X display number nobody uses.
-fn free_display_number() -> u32 {
-    (100 + std::process::id() % 400..)
-        .find(|n| {
-            !PathBuf::from(format!("/tmp/.X11-unix/X{n}")).exists()
-                && !PathBuf::from(format!("/tmp/.X{n}-lock")).exists()
-        })
-        .expect("a free display number")
 }
 
 /// The root window's picture: [`COLOURS`] in blocks of [`BLOCK`] px, then

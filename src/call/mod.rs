@@ -944,7 +944,8 @@ pub fn apply_call_events(
             CallEvent::PeerScreen(peer_id, video) => {
                 for (entity, screen) in &records.screens {
                     if screen.peer_id == peer_id {
-                        commands.entity(entity).despawn();
+                        // Gone already when its participant left in the same frame.
+                        commands.entity(entity).try_despawn();
                     }
                 }
                 if let (Some(video), Some((entity, _))) = (video, roster.get(&peer_id)) {

@@ -4,7 +4,8 @@
 //! media side here ([`BrowserMedia`]) opens the camera and microphone, one
 //! `RTCPeerConnection` per peer, hands each peer's streams to the page's video taps and
 //! voices, plays the voices so that the echo canceller hears them (`media::web_playback`),
-//! switches the microphone's voice processing, and reads their statistics.
+//! switches the microphone's voice processing, shares a screen the user picks in the
+//! browser's own picker, shows the screens peers share, and reads their statistics.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -24,11 +25,11 @@ use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
 use crate::browser::{describe, sleep};
 use crate::config::ClientConfig;
 use crate::media::web::{
-    LevelMeter, MediaAccessError, VideoTap, Voice, apply_voice_processing,
-    open_camera_and_microphone, set_tracks_enabled, stop_tracks,
+    CAMERA_COPY_SIDE, LevelMeter, MediaAccessError, SCREEN_COPY_SIDE, ScreenShare, VideoTap, Voice,
+    apply_voice_processing, open_camera_and_microphone, set_tracks_enabled, stop_tracks,
 };
 use crate::media::web_playback::Playback;
-use crate::media::{CallStats, FrameSender};
+use crate::media::{CallStats, FrameSender, ShareSource, ShareTarget, frame_channel};
 use crate::rtc::{BrowserStats, LocalMedia, PeerEvent, PeerSession};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ClientMessage, PeerId, Pose};
@@ -57,14 +58,18 @@ pub(super) async fn run(
     events: Sender<CallEvent>,
 ) {
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
-    let mut core = CallCore::<Attempt>::new(&config, events);
+    let (share_ended_tx, mut share_ended) = mpsc::unbounded_channel();
     let mut media = BrowserMedia {
-        config,
+        config: config.clone(),
         preview,
         reports_tx,
+        events: events.clone(),
+        share_ended_tx,
+        shares_started: 0,
         own_pose: Cell::new(None),
         call: None,
     };
+    let mut core = CallCore::<Attempt>::new(&config, events);
     let mut stats_due = Instant::now();
     let mut pose_due = Instant::now();
     loop {
@@ -86,6 +91,7 @@ pub(super) async fn run(
             },
             news = core.next_signaling() => core.on_signaling(news),
             Some(report) = reports.recv() => media.on_peer_report(report, &mut core),
+            Some(share) = share_ended.recv() => media.share_ended(share, &core.roster).await,
             () = sleep(wake.saturating_duration_since(Instant::now())) => {
                 let now = Instant::now();
                 core.room.tick(now);
@@ -116,7 +122,26 @@ struct ActiveCall {
     _own_level: Option<LevelMeter>,
     /// Where the voices play (none when the page cannot play sound).
     _playback: Option<Playback>,
+    /// The screen we share, while we do, and which share it is (see
+    /// [`BrowserMedia::share_ended`]).
+    screen: Option<(u64, ScreenShare)>,
     peers: HashMap<PeerId, RemotePeer>,
+}
+
+/// A peer's shared screen as the page shows it: copied into the frame channel the
+/// wall shows. Dropping it (the share ended, the connection went) tells the app.
+struct RemoteScreen {
+    _tap: VideoTap,
+    peer: PeerId,
+    events: Sender<CallEvent>,
+}
+
+impl Drop for RemoteScreen {
+    fn drop(&mut self) {
+        let _ = self
+            .events
+            .send(CallEvent::PeerScreen(self.peer.clone(), None));
+    }
 }
 
 /// One remote peer: the connection now, what plays its streams, and its figures.
@@ -126,9 +151,13 @@ struct RemotePeer {
     frames: FrameSender,
     video: Option<VideoTap>,
     voice: Option<Voice>,
+    /// The peer's shared screen, while it arrives.
+    screen: Option<RemoteScreen>,
     stats: CallStats,
     /// When `stats` was last read.
     read_at: Option<Instant>,
+    /// Bytes of the peer's screen received by then.
+    screen_bytes: u64,
 }
 
 /// The browser's media side of calls.
@@ -138,6 +167,12 @@ struct BrowserMedia {
     preview: FrameSender,
     /// Where the peer connections report.
     reports_tx: mpsc::UnboundedSender<PeerReport>,
+    /// Where the app hears of the screens peers share.
+    events: Sender<CallEvent>,
+    /// Where a share the browser ended (its "stop sharing" bar) is reported, by number.
+    share_ended_tx: mpsc::UnboundedSender<u64>,
+    /// How many shares were started: the next one's number.
+    shares_started: u64,
     /// Our pose as last told, for every connection's pose data channel.
     own_pose: Cell<Option<Pose>>,
     call: Option<ActiveCall>,
@@ -163,13 +198,22 @@ impl BrowserMedia {
     }
 
     /// Switches the voice processing (on the microphone now, if the browser lets us,
-    /// and for the next call) or lists devices. The browser keeps the devices its
-    /// permission prompt gave: it lists none, and switching is refused with a word on
-    /// where to change them.
+    /// and for the next call), shares a screen, or lists devices. The browser keeps the
+    /// devices its permission prompt gave: it lists none (only "a screen", which its
+    /// picker chooses), and switching is refused with a word on where to change them.
     async fn device_command(&mut self, command: CallCommand, roster: &Roster) {
         match command {
+            // The browser's own picker chooses what is shared.
             CallCommand::ListDevices => {
-                roster.emit(CallEvent::Devices(AvailableDevices::default()));
+                roster.emit(CallEvent::Devices(AvailableDevices {
+                    shares: vec![ShareSource {
+                        target: ShareTarget::Screen(None),
+                        label: "A screen, window or tab (the browser asks)".to_owned(),
+                        width: 0,
+                        height: 0,
+                    }],
+                    ..AvailableDevices::default()
+                }));
             }
             CallCommand::SetVoiceProcessing(parts) => {
                 self.config.media.voice_processing = parts;
@@ -181,12 +225,9 @@ impl BrowserMedia {
                     roster.emit(CallEvent::Failed(CallError::Device(error.to_string())));
                 }
             }
-            CallCommand::ShareScreen(_) => {
-                roster.emit(CallEvent::Failed(CallError::Device(
-                    "sharing a screen from the browser is not built yet; share from the \
-                     desktop app"
-                        .to_owned(),
-                )));
+            CallCommand::ShareScreen(target) => {
+                self.config.share = target;
+                self.apply_share(roster).await;
             }
             command => {
                 tracing::warn!(
@@ -199,6 +240,63 @@ impl BrowserMedia {
                         .to_owned(),
                 )));
             }
+        }
+    }
+
+    /// Makes what we send match `config.share`: asks the browser for a screen (its own
+    /// picker chooses which: the target is the native client's) or stops sharing, and
+    /// renegotiates every connection. Outside a call it waits for the next. A share the
+    /// browser refuses is reported and forgotten.
+    async fn apply_share(&mut self, roster: &Roster) {
+        let number = self.shares_started;
+        let ended = self.share_ended_tx.clone();
+        let Some(call) = &mut self.call else { return };
+        if call.screen.is_some() == self.config.share.is_some() {
+            return;
+        }
+        call.screen = None;
+        if self.config.share.is_some() {
+            self.shares_started += 1;
+            match ScreenShare::open(move || {
+                let _ = ended.send(number);
+            })
+            .await
+            {
+                Ok(share) => call.screen = Some((number, share)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot share");
+                    roster.emit(CallEvent::Failed(CallError::Device(format!(
+                        "cannot share: {error}"
+                    ))));
+                    self.config.share = None;
+                }
+            }
+        }
+        let stream = call
+            .screen
+            .as_ref()
+            .map(|(_, share)| share.stream().clone());
+        for (peer, remote) in &call.peers {
+            if let Err(error) = remote.session.set_screen_shared(stream.clone()).await {
+                tracing::warn!(%peer, %error, "the connection cannot carry the change of share");
+            }
+        }
+        roster.emit(CallEvent::OwnScreen(
+            stream.map(|_| ShareTarget::Screen(None)),
+        ));
+    }
+
+    /// Share `number` ended from outside (the browser's "stop sharing" bar): we stop
+    /// sharing.
+    async fn share_ended(&mut self, number: u64, roster: &Roster) {
+        let current = self
+            .call
+            .as_ref()
+            .and_then(|call| call.screen.as_ref())
+            .is_some_and(|(running, _)| *running == number);
+        if current {
+            self.config.share = None;
+            self.apply_share(roster).await;
         }
     }
 
@@ -216,6 +314,12 @@ impl BrowserMedia {
                 core.room.peer_state(&peer, epoch, state, Instant::now());
             }
             PeerEvent::RemoteStream(stream) => self.play(&peer, epoch, &stream),
+            PeerEvent::RemoteScreen(stream) => self.show_screen(&peer, epoch, &stream),
+            PeerEvent::ScreenEnded => {
+                if let Some(remote) = self.remote(&peer, epoch) {
+                    remote.screen = None;
+                }
+            }
             PeerEvent::Pose(pose) => core.room.peer_pose(&peer, pose, Instant::now()),
             PeerEvent::Error(message) => {
                 core.roster
@@ -238,7 +342,7 @@ impl BrowserMedia {
             return;
         };
         if remote.video.is_none() && stream.get_video_tracks().length() > 0 {
-            match VideoTap::start(stream, remote.frames.clone()) {
+            match VideoTap::start(stream, remote.frames.clone(), CAMERA_COPY_SIDE) {
                 Ok(tap) => remote.video = Some(tap),
                 Err(error) => tracing::warn!(%peer, "no video: {}", describe(&error)),
             }
@@ -251,6 +355,29 @@ impl BrowserMedia {
         }
     }
 
+    /// Shows the screen connection `epoch` to `peer` brought: its frames go to a channel
+    /// of their own, which the app puts on the wall.
+    fn show_screen(&mut self, peer: &PeerId, epoch: u64, stream: &MediaStream) {
+        let events = self.events.clone();
+        let Some(remote) = self.remote(peer, epoch) else {
+            return;
+        };
+        // A new track of the same share replaces the old tap (and its wall) first.
+        remote.screen = None;
+        let (frames, video) = frame_channel();
+        match VideoTap::start(stream, frames, SCREEN_COPY_SIDE) {
+            Ok(tap) => {
+                let _ = events.send(CallEvent::PeerScreen(peer.clone(), Some(video)));
+                remote.screen = Some(RemoteScreen {
+                    _tap: tap,
+                    peer: peer.clone(),
+                    events,
+                });
+            }
+            Err(error) => tracing::warn!(%peer, "no shared screen: {}", describe(&error)),
+        }
+    }
+
     /// Reads every connection's statistics into its [`CallStats`] and reports them.
     async fn read_stats(&mut self, roster: &Roster) {
         let Some(call) = &mut self.call else { return };
@@ -260,7 +387,12 @@ impl BrowserMedia {
                     let now = Instant::now();
                     let interval = remote.read_at.map(|at| now.saturating_duration_since(at));
                     remote.read_at = Some(now);
-                    update_stats(&mut remote.stats, &reading, interval);
+                    update_stats(
+                        &mut remote.stats,
+                        &mut remote.screen_bytes,
+                        &reading,
+                        interval,
+                    );
                     roster.emit(CallEvent::PeerStats(
                         peer.clone(),
                         Box::new(remote.stats.clone()),
@@ -314,7 +446,7 @@ impl CallMedia for BrowserMedia {
             }
         };
         let self_view = stream.as_ref().and_then(|stream| {
-            VideoTap::start(stream, self.preview.clone())
+            VideoTap::start(stream, self.preview.clone(), CAMERA_COPY_SIDE)
                 .inspect_err(|error| tracing::warn!("no self-view: {}", describe(error)))
                 .ok()
         });
@@ -346,8 +478,11 @@ impl CallMedia for BrowserMedia {
             _self_view: self_view,
             _own_level: own_level,
             _playback: playback,
+            screen: None,
             peers: HashMap::new(),
         });
+        // What the page address asked to share from the start.
+        self.apply_share(roster).await;
         Ok(microphone_missing)
     }
 
@@ -364,9 +499,14 @@ impl CallMedia for BrowserMedia {
         }
     }
 
-    /// Closes every peer connection and releases the camera and microphone.
+    /// Closes every peer connection and releases the camera, the microphone and the
+    /// shared screen.
     async fn stop_media(&mut self, roster: &Roster) {
         let Some(call) = self.call.take() else { return };
+        if call.screen.is_some() {
+            // The capture ends with the call; the next call shares again (`config.share`).
+            roster.emit(CallEvent::OwnScreen(None));
+        }
         for (peer, remote) in call.peers {
             roster.emit(CallEvent::PeerStats(peer, Box::new(remote.stats.clone())));
             remote.session.close().await;
@@ -385,6 +525,13 @@ impl CallMedia for BrowserMedia {
         let session = PeerSession::new(opening.rtc, &call.local, opening.role, events_tx)
             .await
             .map_err(|error| CallError::Media(error.to_string()))?;
+        if let Some((_, share)) = &call.screen
+            && let Err(error) = session
+                .set_screen_shared(Some(share.stream().clone()))
+                .await
+        {
+            tracing::warn!(%peer, %error, "our screen cannot go on the new connection");
+        }
         let reports = self.reports_tx.clone();
         let tagged = peer.clone();
         wasm_bindgen_futures::spawn_local(async move {
@@ -405,8 +552,10 @@ impl CallMedia for BrowserMedia {
             frames: opening.frames,
             video: None,
             voice: None,
+            screen: None,
             stats: CallStats::default(),
             read_at: None,
+            screen_bytes: 0,
         };
         if let Some(stale) = call.peers.insert(peer.clone(), remote) {
             stale.session.close().await;
@@ -449,8 +598,14 @@ impl CallMedia for BrowserMedia {
 }
 
 /// Folds a reading of the browser's statistics into `stats`; `interval` since the
-/// previous reading (rates need one).
-fn update_stats(stats: &mut CallStats, reading: &BrowserStats, interval: Option<Duration>) {
+/// previous reading (rates need one), which counted `screen_bytes` of the peer's
+/// screen (updated here).
+fn update_stats(
+    stats: &mut CallStats,
+    screen_bytes: &mut u64,
+    reading: &BrowserStats,
+    interval: Option<Duration>,
+) {
     if let Some(interval) = interval.filter(|interval| !interval.is_zero()) {
         let bytes = reading
             .video_bytes_received
@@ -472,6 +627,14 @@ fn update_stats(stats: &mut CallStats, reading: &BrowserStats, interval: Option<
     stats.freezes = reading.freezes;
     stats.frozen_ms = reading.frozen_ms;
     stats.feedback = reading.feedback;
+    stats.screen = reading.screen.map(|mut screen| {
+        if let Some(interval) = interval.filter(|interval| !interval.is_zero()) {
+            let bytes = reading.screen_bytes_received.saturating_sub(*screen_bytes);
+            screen.kbps = bytes as f64 * 8.0 / 1000.0 / interval.as_secs_f64();
+        }
+        screen
+    });
+    *screen_bytes = reading.screen_bytes_received;
 }
 
 /// What the overlay says when the camera and microphone stay closed.

@@ -110,10 +110,20 @@ pub struct ShareSource {
     pub target: ShareTarget,
     /// What the user sees: the screen's name, or the window's title and program.
     pub label: String,
-    /// Its size in pixels.
+    /// Its size in pixels (0 x 0: not known before it is picked, as in the browser).
     pub width: u32,
     /// Its size in pixels.
     pub height: u32,
+}
+
+impl fmt::Display for ShareSource {
+    /// Its label, with its size when known.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.width == 0 || self.height == 0 {
+            return f.write_str(&self.label);
+        }
+        write!(f, "{} ({}x{})", self.label, self.width, self.height)
+    }
 }
 
 /// What we show others of our desktop (`--share`, the overlay's picker).

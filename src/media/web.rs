@@ -20,18 +20,22 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    AnalyserNode, AudioContext, AudioContextState, CanvasRenderingContext2d, DistanceModelType,
-    GainNode, HtmlCanvasElement, HtmlVideoElement, MediaStream, MediaStreamAudioDestinationNode,
-    MediaStreamAudioSourceNode, MediaStreamConstraints, MediaStreamTrack, MediaTrackConstraints,
-    PannerNode, PanningModelType,
+    AnalyserNode, AudioContext, AudioContextState, CanvasRenderingContext2d,
+    DisplayMediaStreamConstraints, DistanceModelType, GainNode, HtmlCanvasElement,
+    HtmlVideoElement, MediaStream, MediaStreamAudioDestinationNode, MediaStreamAudioSourceNode,
+    MediaStreamConstraints, MediaStreamTrack, MediaTrackConstraints, PannerNode, PanningModelType,
 };
 
 use super::receive::{DecodedFrame, FrameSender};
-use super::{RollOff, VoiceProcessing};
+use super::{RollOff, SCREEN_FPS, VoiceProcessing};
 use crate::signaling::protocol::PeerId;
 
-/// The largest video side copied into a panel; bigger frames are scaled down first.
-const MAX_COPY_SIDE: u32 = 1280;
+/// The largest camera video side copied into a panel; bigger frames are scaled down
+/// first.
+pub const CAMERA_COPY_SIDE: u32 = 1280;
+/// The largest side of a shared screen copied to the wall: a 1080p screen whole.
+pub const SCREEN_COPY_SIDE: u32 = 1920;
+
 /// Samples a level is measured over.
 const LEVEL_WINDOW: u32 = 2048;
 
@@ -51,6 +55,94 @@ pub enum MediaAccessError {
     /// Anything else the browser said.
     #[error("the camera or microphone could not be opened: {0}")]
     Other(String),
+}
+
+/// Why a screen could not be shared.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ScreenShareError {
+    /// The user closed the browser's picker, or the browser's settings refuse it.
+    #[error("sharing was cancelled or is not allowed on this page")]
+    Declined,
+    /// The browser offers no `getDisplayMedia` (an old or mobile browser, or a page
+    /// that is not a secure context).
+    #[error("this browser cannot share a screen")]
+    Unsupported,
+    /// Anything else the browser said.
+    #[error("the screen could not be shared: {0}")]
+    Other(String),
+}
+
+/// A screen, window or tab the user picked in the browser's own picker
+/// (`getDisplayMedia`), while it is shared. Dropping it stops the capture.
+pub struct ScreenShare {
+    stream: MediaStream,
+    track: MediaStreamTrack,
+    _on_ended: Closure<dyn FnMut()>,
+}
+
+impl ScreenShare {
+    /// Asks the browser for a screen (its picker shows here); `on_ended` runs when the
+    /// capture ends from outside: the browser's "stop sharing" bar, a closed window.
+    pub async fn open(on_ended: impl FnMut() + 'static) -> Result<Self, ScreenShareError> {
+        let devices = web_sys::window()
+            .ok_or(ScreenShareError::Unsupported)?
+            .navigator()
+            .media_devices()
+            .map_err(|_| ScreenShareError::Unsupported)?;
+        let video = MediaTrackConstraints::new();
+        let at_most = |value: u32| -> Result<Object, ScreenShareError> {
+            let range = Object::new();
+            Reflect::set(&range, &"max".into(), &value.into())
+                .map_err(|error| ScreenShareError::Other(crate::browser::describe(&error)))?;
+            Ok(range)
+        };
+        video.set_frame_rate(&at_most(SCREEN_FPS)?.into());
+        video.set_width(&at_most(1920)?.into());
+        video.set_height(&at_most(1080)?.into());
+        let constraints = DisplayMediaStreamConstraints::new();
+        constraints.set_video_media_track_constraints(&video);
+        constraints.set_audio_bool(false);
+        let request = devices
+            .get_display_media_with_constraints(&constraints)
+            .map_err(|_| ScreenShareError::Unsupported)?;
+        let stream: MediaStream = match JsFuture::from(request).await {
+            Ok(stream) => stream.unchecked_into(),
+            Err(error) => {
+                return Err(match crate::browser::error_name(&error).as_deref() {
+                    Some("NotAllowedError" | "AbortError") => ScreenShareError::Declined,
+                    Some("NotSupportedError" | "TypeError") => ScreenShareError::Unsupported,
+                    _ => ScreenShareError::Other(crate::browser::describe(&error)),
+                });
+            }
+        };
+        let track = stream.get_video_tracks().get(0);
+        if track.is_undefined() {
+            stop_tracks(&stream);
+            return Err(ScreenShareError::Other(
+                "the browser gave no video".to_owned(),
+            ));
+        }
+        let track: MediaStreamTrack = track.unchecked_into();
+        let on_ended = Closure::<dyn FnMut()>::new(on_ended);
+        track.set_onended(Some(on_ended.as_ref().unchecked_ref()));
+        Ok(Self {
+            stream,
+            track,
+            _on_ended: on_ended,
+        })
+    }
+
+    /// The shared stream (one video track).
+    pub fn stream(&self) -> &MediaStream {
+        &self.stream
+    }
+}
+
+impl Drop for ScreenShare {
+    fn drop(&mut self) {
+        self.track.set_onended(None);
+        stop_tracks(&self.stream);
+    }
 }
 
 /// Why the microphone's voice processing could not be switched during a call.
@@ -220,8 +312,13 @@ pub struct VideoTap {
 }
 
 impl VideoTap {
-    /// Starts copying `stream`'s video into `frames`.
-    pub fn start(stream: &MediaStream, frames: FrameSender) -> Result<Self, JsValue> {
+    /// Starts copying `stream`'s video into `frames`, scaled down to at most
+    /// `max_side` pixels ([`CAMERA_COPY_SIDE`], [`SCREEN_COPY_SIDE`]).
+    pub fn start(
+        stream: &MediaStream,
+        frames: FrameSender,
+        max_side: u32,
+    ) -> Result<Self, JsValue> {
         let document = crate::browser::document()?;
         let video: HtmlVideoElement = document.create_element("video")?.unchecked_into();
         video.set_muted(true);
@@ -250,6 +347,7 @@ impl VideoTap {
             canvas,
             context,
             frames,
+            max_side,
         };
         let callback = watch_frames(video.clone(), move || copier.copy());
         // Autoplay of a muted element is allowed; a refusal only delays the video.
@@ -283,11 +381,16 @@ struct FrameCopier {
     canvas: HtmlCanvasElement,
     context: CanvasRenderingContext2d,
     frames: FrameSender,
+    max_side: u32,
 }
 
 impl FrameCopier {
     fn copy(&self) {
-        let (width, height) = fitted(self.video.video_width(), self.video.video_height());
+        let (width, height) = fitted(
+            self.video.video_width(),
+            self.video.video_height(),
+            self.max_side,
+        );
         if width == 0 || height == 0 {
             return;
         }
@@ -315,13 +418,13 @@ impl FrameCopier {
     }
 }
 
-/// A video size scaled down to fit [`MAX_COPY_SIDE`], keeping the aspect.
-fn fitted(width: u32, height: u32) -> (u32, u32) {
+/// A video size scaled down to fit `max_side`, keeping the aspect.
+fn fitted(width: u32, height: u32, max_side: u32) -> (u32, u32) {
     let longest = width.max(height);
-    if longest <= MAX_COPY_SIDE {
+    if longest <= max_side {
         return (width, height);
     }
-    let scale = f64::from(MAX_COPY_SIDE) / f64::from(longest);
+    let scale = f64::from(max_side) / f64::from(longest);
     let scaled = |side: u32| ((f64::from(side) * scale) as u32).max(1);
     (scaled(width), scaled(height))
 }

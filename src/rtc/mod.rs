@@ -178,6 +178,10 @@ pub enum PeerEvent {
     /// itself. The native backend reports depacketized media instead.
     #[cfg(target_arch = "wasm32")]
     RemoteStream(web_sys::MediaStream),
+    /// The browser received the peer's shared screen (a stream with its one video
+    /// track); it ends with [`PeerEvent::ScreenEnded`].
+    #[cfg(target_arch = "wasm32")]
+    RemoteScreen(web_sys::MediaStream),
 }
 
 /// Loss-recovery requests on one connection since it started, all streams.

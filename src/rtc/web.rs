@@ -6,6 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use js_sys::{Array, Map, Reflect, Uint8Array};
 use tokio::sync::mpsc;
@@ -13,12 +14,12 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
-    RtcDataChannelState, RtcDataChannelType, RtcIceCandidateInit, RtcIceServer,
+    MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel,
+    RtcDataChannelInit, RtcDataChannelState, RtcDataChannelType, RtcIceCandidateInit, RtcIceServer,
     RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
     RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiver,
     RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
-    RtcTrackEvent,
+    RtcSignalingState, RtcTrackEvent,
 };
 
 use super::ice::{CandidateKind, PairProtocol};
@@ -26,6 +27,7 @@ use super::{
     CandidatePair, FeedbackCounts, IceTransportPolicy, MAX_EARLY_CANDIDATES, POSE_CHANNEL_ID,
     POSE_CHANNEL_LABEL, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, TurnProblem,
 };
+use crate::media::ScreenStats;
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::Pose;
 
@@ -81,6 +83,11 @@ pub struct BrowserStats {
     pub frozen_ms: f64,
     /// Loss-recovery requests both ways.
     pub feedback: FeedbackCounts,
+    /// The peer's shared screen, while we receive one (`kbps` is left to the reader,
+    /// which knows the interval).
+    pub screen: Option<ScreenStats>,
+    /// Bytes received of the peer's shared screen.
+    pub screen_bytes_received: u64,
 }
 
 /// One browser peer connection. Dropping it closes the connection.
@@ -91,6 +98,16 @@ pub struct PeerSession {
     described: Cell<bool>,
     early_candidates: RefCell<Vec<RtcIceCandidateInit>>,
     events: mpsc::UnboundedSender<PeerEvent>,
+    /// The screen we want the peer to see (see [`Self::set_screen_shared`]).
+    screen_wanted: RefCell<Option<MediaStream>>,
+    /// The transceiver our screen goes out on, once we shared: kept between shares
+    /// (receiving only), so that sharing again reuses its section of the description.
+    screen_transceiver: RefCell<Option<RtcRtpTransceiver>>,
+    /// Our tracks changed while an exchange was in flight: offer again after it.
+    reoffer_wanted: Cell<bool>,
+    /// Whether the peer's shared screen arrives (set by its track, cleared when an
+    /// exchange ends it).
+    receiving_screen: Rc<Cell<bool>>,
     /// The pose data channel (negotiated with the same id on both sides).
     poses: RtcDataChannel,
     /// The event handlers, alive as long as the connection.
@@ -189,18 +206,20 @@ impl PeerSession {
                 let _ = events.send(PeerEvent::State(state));
             })
         };
+        let receiving_screen = Rc::new(Cell::new(false));
         let on_track = {
             let events = events.clone();
             let connection = connection.clone();
+            let receiving_screen = receiving_screen.clone();
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
                 let event: RtcTrackEvent = event.unchecked_into();
-                if is_screen(&connection, &event) {
-                    tracing::info!(
-                        "a peer shares its screen; the browser build does not show it yet"
-                    );
+                let Some(stream) = stream_of(&event) else {
                     return;
-                }
-                if let Some(stream) = stream_of(&event) {
+                };
+                if is_screen(&connection, &event) {
+                    receiving_screen.set(true);
+                    let _ = events.send(PeerEvent::RemoteScreen(stream));
+                } else {
                     let _ = events.send(PeerEvent::RemoteStream(stream));
                 }
             })
@@ -242,6 +261,10 @@ impl PeerSession {
             described: Cell::new(false),
             early_candidates: RefCell::new(Vec::new()),
             events,
+            screen_wanted: RefCell::new(None),
+            screen_transceiver: RefCell::new(None),
+            reoffer_wanted: Cell::new(false),
+            receiving_screen,
             poses,
             _handlers: vec![
                 on_candidate,
@@ -309,10 +332,26 @@ impl PeerSession {
     /// coming or going), is answered (the answer goes out through the events).
     pub async fn handle_signal(&self, payload: SignalPayload) -> Result<(), RtcError> {
         payload.validate()?;
+        let offer_out = self.connection.signaling_state() == RtcSignalingState::HaveLocalOffer;
         match (payload, self.role) {
-            (SignalPayload::Offer { sdp }, Role::Answerer) => self.answer(&sdp).await?,
-            (SignalPayload::Reoffer { sdp }, _) if self.described.get() => {
+            (SignalPayload::Offer { sdp }, Role::Answerer) if !self.described.get() => {
                 self.answer(&sdp).await?;
+                self.exchanged().await?;
+            }
+            (SignalPayload::Reoffer { sdp }, role) if self.described.get() => {
+                // Perfect negotiation, as `native.rs` does it: when reoffers cross, the
+                // first exchange's offerer ignores the other's, and its answerer rolls its
+                // own back, answers, and offers again.
+                if offer_out {
+                    if role == Role::Offerer {
+                        tracing::debug!("ignoring a reoffer that crossed ours");
+                        return Ok(());
+                    }
+                    self.set_local(RtcSdpType::Rollback, "").await?;
+                    self.reoffer_wanted.set(true);
+                }
+                self.answer(&sdp).await?;
+                self.exchanged().await?;
             }
             (SignalPayload::Reoffer { .. }, role) => {
                 return Err(RtcError::UnexpectedSignal {
@@ -320,8 +359,9 @@ impl PeerSession {
                     got: "reoffer",
                 });
             }
-            (SignalPayload::Answer { sdp }, Role::Offerer) => {
+            (SignalPayload::Answer { sdp }, _) if offer_out => {
                 self.set_remote(RtcSdpType::Answer, &sdp).await?;
+                self.exchanged().await?;
             }
             (SignalPayload::Offer { .. }, role) => {
                 return Err(RtcError::UnexpectedSignal { role, got: "offer" });
@@ -357,6 +397,103 @@ impl PeerSession {
         Ok(())
     }
 
+    /// Shows the peer `screen` (a `getDisplayMedia` stream) or stops showing it
+    /// (`None`): a track on a transceiver of its own, added to the negotiated connection
+    /// by a reoffer. Before the first exchange, or while one is in flight, the reoffer
+    /// waits for its end.
+    pub async fn set_screen_shared(&self, screen: Option<MediaStream>) -> Result<(), RtcError> {
+        *self.screen_wanted.borrow_mut() = screen;
+        if self.described.get() && self.connection.signaling_state() == RtcSignalingState::Stable {
+            self.reoffer().await
+        } else {
+            self.reoffer_wanted.set(true);
+            Ok(())
+        }
+    }
+
+    /// An exchange of offer and answer ended: notes whether the peer's screen is still
+    /// in the session, and offers again if our tracks changed meanwhile.
+    async fn exchanged(&self) -> Result<(), RtcError> {
+        if self.receiving_screen.get() && !self.screen_in_session() {
+            self.receiving_screen.set(false);
+            let _ = self.events.send(PeerEvent::ScreenEnded);
+        }
+        if self.reoffer_wanted.get() {
+            self.reoffer().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the negotiated session carries a screen of the peer's: a video
+    /// transceiver other than the camera's that receives.
+    fn screen_in_session(&self) -> bool {
+        let camera_mid = camera_mid(&self.connection);
+        self.connection
+            .get_transceivers()
+            .iter()
+            .map(JsCast::unchecked_into::<RtcRtpTransceiver>)
+            .filter(|transceiver| transceiver.receiver().track().kind() == "video")
+            .filter(|transceiver| transceiver.mid() != camera_mid)
+            .any(|transceiver| {
+                matches!(
+                    transceiver.current_direction(),
+                    Some(
+                        RtcRtpTransceiverDirection::Sendrecv | RtcRtpTransceiverDirection::Recvonly
+                    )
+                )
+            })
+    }
+
+    /// Puts the screen we want on its transceiver and offers the change.
+    async fn reoffer(&self) -> Result<(), RtcError> {
+        self.reoffer_wanted.set(false);
+        self.apply_screen().await?;
+        let offer = JsFuture::from(self.connection.create_offer())
+            .await
+            .map_err(stack_error("creating a reoffer"))?;
+        let sdp = sdp_of(&offer)?;
+        self.set_local(RtcSdpType::Offer, &sdp).await?;
+        let _ = self
+            .events
+            .send(PeerEvent::Signal(SignalPayload::Reoffer { sdp }));
+        Ok(())
+    }
+
+    /// Sends the screen we want on the screen transceiver (made on the first share),
+    /// or nothing on it. It keeps receiving either way: the peer may share on it too.
+    async fn apply_screen(&self) -> Result<(), RtcError> {
+        let wanted = self.screen_wanted.borrow().clone();
+        let track: Option<MediaStreamTrack> = wanted.as_ref().and_then(|stream| {
+            let track = stream.get_video_tracks().get(0);
+            (!track.is_undefined()).then(|| track.unchecked_into())
+        });
+        let existing = self.screen_transceiver.borrow().clone();
+        match (existing, track, wanted) {
+            (None, Some(track), Some(stream)) => {
+                let init = RtcRtpTransceiverInit::new();
+                init.set_direction(RtcRtpTransceiverDirection::Sendrecv);
+                init.set_streams(&Array::of1(&stream));
+                let transceiver = self
+                    .connection
+                    .add_transceiver_with_media_stream_track_and_init(&track, &init);
+                *self.screen_transceiver.borrow_mut() = Some(transceiver);
+            }
+            (Some(transceiver), track, _) => {
+                let sending = track.is_some();
+                JsFuture::from(transceiver.sender().replace_track(track.as_ref()))
+                    .await
+                    .map_err(stack_error("changing the shared screen's track"))?;
+                transceiver.set_direction(if sending {
+                    RtcRtpTransceiverDirection::Sendrecv
+                } else {
+                    RtcRtpTransceiverDirection::Recvonly
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Applies the remote's offer `sdp` and sends our answer.
     async fn answer(&self, sdp: &str) -> Result<(), RtcError> {
         self.set_remote(RtcSdpType::Offer, sdp).await?;
@@ -381,7 +518,7 @@ impl PeerSession {
         self.connection.close();
     }
 
-    /// Reads the connection's statistics.
+    /// Reads the connection's statistics (the peer's screen's, while it shares).
     pub async fn stats(&self) -> Result<BrowserStats, RtcError> {
         let report = JsFuture::from(self.connection.get_stats())
             .await
@@ -392,7 +529,12 @@ impl PeerSession {
                 entries.insert(id, stat);
             }
         });
-        Ok(read_stats(&entries))
+        let screen_receiving = self.receiving_screen.get();
+        Ok(read_stats(
+            &entries,
+            camera_mid(&self.connection),
+            screen_receiving,
+        ))
     }
 }
 
@@ -454,12 +596,27 @@ fn open_pose_channel(
     (channel, on_pose)
 }
 
-/// Our figures from a statistics report, by entry id.
-fn read_stats(entries: &HashMap<String, JsValue>) -> BrowserStats {
+/// Our figures from a statistics report, by entry id: the camera's video is the one on
+/// `camera_mid`; any other video is the peer's screen, counted while `screen_receiving`.
+fn read_stats(
+    entries: &HashMap<String, JsValue>,
+    camera_mid: Option<String>,
+    screen_receiving: bool,
+) -> BrowserStats {
     let mut stats = BrowserStats::default();
     for stat in entries.values() {
         let kind = text(stat, "kind");
         match (text(stat, "type").as_deref(), kind.as_deref()) {
+            (Some("inbound-rtp"), Some("video")) if text(stat, "mid") != camera_mid => {
+                stats.screen = screen_receiving.then(|| ScreenStats {
+                    width: count(stat, "frameWidth") as u32,
+                    height: count(stat, "frameHeight") as u32,
+                    frames_decoded: count(stat, "framesDecoded"),
+                    fps: number(stat, "framesPerSecond"),
+                    ..ScreenStats::default()
+                });
+                stats.screen_bytes_received = count(stat, "bytesReceived");
+            }
             (Some("inbound-rtp"), Some("video")) => {
                 stats.frames_decoded = count(stat, "framesDecoded");
                 stats.width = count(stat, "frameWidth") as u32;
@@ -570,19 +727,21 @@ pub fn session_description(kind: RtcSdpType, sdp: &str) -> RtcSessionDescription
     description
 }
 
-/// Whether `event` brings a shared screen: a video track on another transceiver than
-/// the first video one (the camera's, negotiated first on every stack).
-fn is_screen(connection: &RtcPeerConnection, event: &RtcTrackEvent) -> bool {
-    if event.track().kind() != "video" {
-        return false;
-    }
-    let camera_mid = connection
+/// The media id of the camera's transceiver: the first video one (negotiated first on
+/// every stack).
+fn camera_mid(connection: &RtcPeerConnection) -> Option<String> {
+    connection
         .get_transceivers()
         .iter()
         .map(JsCast::unchecked_into::<RtcRtpTransceiver>)
         .find(|transceiver| transceiver.receiver().track().kind() == "video")
-        .and_then(|transceiver| transceiver.mid());
-    event.transceiver().mid() != camera_mid
+        .and_then(|transceiver| transceiver.mid())
+}
+
+/// Whether `event` brings a shared screen: a video track on another transceiver than
+/// the camera's.
+fn is_screen(connection: &RtcPeerConnection, event: &RtcTrackEvent) -> bool {
+    event.track().kind() == "video" && event.transceiver().mid() != camera_mid(connection)
 }
 
 /// The stream a `track` event delivers: its first stream, or the track alone wrapped

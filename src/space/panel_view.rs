@@ -1,5 +1,5 @@
-//! Where the panels' video screens and the self-view are in the window: for screenshots
-//! ([`crate::capture`]) and the browser build's test hooks.
+//! Where the panels' video screens, the self-view and the wall's shared screen are in
+//! the window: for screenshots ([`crate::capture`]) and the browser build's test hooks.
 
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::panels::{Panel, PanelScreen, SCREEN_SIZE};
 use super::player::Player;
 use super::self_view::{self, SelfViewScreen};
+use super::wall_screen::WallScreen;
 use crate::call::{Participant, VideoFeed};
 
 /// Where a panel's video screen is in a screenshot.
@@ -67,6 +68,7 @@ pub struct PanelView<'w, 's> {
     screens: Query<'w, 's, &'static GlobalTransform, With<PanelScreen>>,
     participants: Query<'w, 's, (&'static Participant, &'static VideoFeed)>,
     self_view: Query<'w, 's, (&'static GlobalTransform, &'static Visibility), With<SelfViewScreen>>,
+    walls: Query<'w, 's, &'static GlobalTransform, With<WallScreen>>,
 }
 
 impl PanelView<'_, '_> {
@@ -96,6 +98,15 @@ impl PanelView<'_, '_> {
             .collect();
         rects.sort_by(|a, b| a.name.cmp(&b.name));
         rects
+    }
+
+    /// The corners of the shared screen on the wall in window pixels (as
+    /// [`PanelRect::corners`]), while one hangs there and the camera sees all of it.
+    pub fn wall_corners(&self, scale_factor: f32) -> Option<[[f32; 2]; 4]> {
+        let (camera, camera_transform) = self.camera.single().ok()?;
+        let wall = self.walls.single().ok()?;
+        // The wall's quad is a unit one, scaled to the picture's size.
+        screen_corners(camera, camera_transform, wall, Vec2::ONE, scale_factor)
     }
 
     /// The self-view's bounding box in window pixels, while it shows.

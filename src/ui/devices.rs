@@ -102,12 +102,12 @@ pub fn device_pickers(
         }
         let share_options: Vec<(String, Option<ShareTarget>)> =
             std::iter::once(("Nothing".to_owned(), None))
-                .chain(devices.shares.iter().map(|source| {
-                    (
-                        format!("{} ({}x{})", source.label, source.width, source.height),
-                        Some(source.target.clone()),
-                    )
-                }))
+                .chain(
+                    devices
+                        .shares
+                        .iter()
+                        .map(|source| (source.to_string(), Some(source.target.clone()))),
+                )
                 .collect();
         let sharing_now = own_screen
             .0

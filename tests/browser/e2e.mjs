@@ -13,6 +13,10 @@
 //           steps: it prints `STEP <name> <json>` and waits for a line on stdin (the
 //           test restarting the signaling server, or cutting and restoring the media
 //           path), then checks the tab kept its place and the bot's video came back.
+//   screen: one tab joins ROOM sharing its screen (the test adds `&share=screen`) while
+//           the bot shares its own; waits until the bot's screen hangs on the room's
+//           wall, saves a screenshot (ARTEFACT_DIR/browser-screen.png), then prints
+//           `STEP shown <hooks>` and waits while the test checks what the bot receives.
 // Prints one line `RESULT <json>` on success; exits 1 with the reason otherwise.
 
 import { chromium } from "playwright-core";
@@ -171,6 +175,15 @@ try {
       (s) => inCallWithBot(s, selfId, cut + 10));
     const backMs = Date.now() - cutOver;
     console.log(`RESULT ${JSON.stringify({ joined, resumed, back, backMs })}`);
+  } else if (scenario === "screen") {
+    const page = await openTab(context, "Browser");
+    await waitForHooks(page, "our share on, the bot's screen on the wall", (s) =>
+      s.sharing && s.screens.some((screen) => screen.framesDrawn >= 10) && s.wall);
+    const screenshot = path.join(artefacts, "browser-screen.png");
+    await page.screenshot({ path: screenshot });
+    const shown = await hooks(page);
+    await step("shown", shown);
+    console.log(`RESULT ${JSON.stringify({ screenshot, hooks: shown })}`);
   } else if (scenario === "lobby") {
     const page = await openTab(context, "Browser");
     const positionOf = (state) => state.participants.find((p) => p.name === "Bot")?.position;

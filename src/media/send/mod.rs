@@ -23,7 +23,11 @@ mod screen;
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::LocalSender;
 #[cfg(not(target_arch = "wasm32"))]
-pub use screen::{SCREEN_FPS, SCREEN_KBPS, ScreenSender};
+pub use screen::{SCREEN_KBPS, ScreenSender};
+
+/// Frames a second of a share, sent natively and asked of the browser: text and slides
+/// change seldom, and each frame of a large screen costs a lot to capture and encode.
+pub const SCREEN_FPS: u32 = 10;
 
 /// What the send path produces its frames from, and how.
 #[derive(Debug, Clone, PartialEq)]

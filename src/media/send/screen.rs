@@ -13,15 +13,13 @@ use crate::media::device::ShareTarget;
 use crate::media::error::DeviceError;
 use crate::media::frame::VideoFrame;
 use crate::media::screen_capture::ScreenCapture;
+use crate::media::send::SCREEN_FPS;
 use crate::media::synthetic::wall_clock_micros;
 use crate::media::vp8::{VideoContent, Vp8Config, Vp8Encoder};
 
 use super::native::{CaptureHandle, pace, spawn_named};
 use super::{MediaSink, SendCounters};
 
-/// Frames a second of a share: text and slides change seldom, and each frame of a
-/// large screen costs a lot to capture and encode.
-pub const SCREEN_FPS: u32 = 10;
 /// The share's bitrate on a clean path, in kbit/s: enough for sharp 12 px text at
 /// 1280x720.
 pub const SCREEN_KBPS: u32 = 1500;
