@@ -98,9 +98,15 @@ fn meetspace() -> Command {
 /// `meetspace serve --web-root` on a free port of 127.0.0.1; returns it and its
 /// address (HOST:PORT).
 fn serve() -> (Running, String) {
+    serve_with(&[])
+}
+
+/// [`serve`] with `extra` flags.
+fn serve_with(extra: &[&str]) -> (Running, String) {
     let mut child = meetspace()
         .args(["serve", "--listen", "127.0.0.1:0", "--web-root"])
         .arg(web_root())
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -721,7 +727,8 @@ fn a_browser_shares_its_screen_with_a_native_bot_and_shows_the_bots_on_the_wall(
         image::Rgba([r, g, b, 255])
     });
     let display = TestDisplay::start(picture.dimensions(), &picture);
-    let (_server, address) = serve();
+    // Both share: a wall for two.
+    let (_server, address) = serve_with(&["--room-sharers", "2"]);
     let stats = artefacts().join("browser-screen-bot.json");
     let saved = artefacts().join("browser-screen-received.png");
     let _ = std::fs::remove_file(&saved);

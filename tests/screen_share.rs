@@ -18,10 +18,11 @@ use common::{
     pump_until, space_client,
 };
 use display::TestDisplay;
-use meetspace::call::{CallCommand, CallReport, OwnScreen, SharedScreen, VideoFeed};
+use meetspace::call::{CallCommand, CallReport, OwnScreen, ShareQuestion, SharedScreen, VideoFeed};
 use meetspace::config::ClientConfig;
 use meetspace::media::screen_capture::share_sources;
 use meetspace::media::{SendSettings, ShareTarget, SignPainter, SignStyle};
+use meetspace::signaling::server::ServerLimits;
 use meetspace::space::{WallScreen, wall_screen_size};
 
 /// The test screen's size: a shared screen arrives at exactly this size.
@@ -422,7 +423,11 @@ fn sharing_starts_stops_and_starts_again_in_one_call_and_the_wall_follows() {
 #[test]
 fn two_people_sharing_at_once_both_see_the_other() {
     display();
-    let server = TestServer::start();
+    // A room that shows two screens at once.
+    let server = TestServer::with_limits(ServerLimits {
+        room_sharers: 2,
+        ..ServerLimits::default()
+    });
     let mut first = client(&server.url, "first");
     let room = host_room(&mut first);
     let mut second = client(&server.url, "second");
@@ -454,6 +459,79 @@ fn two_people_sharing_at_once_both_see_the_other() {
             }
         ),
         "crossing reoffers left someone without the other's screen"
+    );
+}
+
+#[test]
+fn a_second_sharer_is_asked_and_taking_over_moves_the_wall() {
+    display();
+    let server = TestServer::start();
+    let mut first = client(&server.url, "first");
+    let room = host_room(&mut first);
+    let mut second = client(&server.url, "second");
+    join_room(&mut second, &room);
+    let share = || CallCommand::ShareScreen(Some(ShareTarget::Screen(None)));
+    first.world_mut().write_message(share());
+    assert!(
+        pump_until(
+            &mut [&mut first, &mut second],
+            Duration::from_secs(20),
+            |apps| shared_screen(apps[1]).is_some_and(|(shown, _)| shown >= 3)
+        ),
+        "the first share never showed"
+    );
+
+    // The room shows one screen: the second sharer is asked instead of shown.
+    second.world_mut().write_message(share());
+    assert!(
+        pump_until(
+            &mut [&mut first, &mut second],
+            Duration::from_secs(10),
+            |apps| apps[1].world().resource::<ShareQuestion>().0.is_some()
+        ),
+        "the second sharer was never asked"
+    );
+    let question = second.world().resource::<ShareQuestion>().0.clone();
+    assert_eq!(
+        question
+            .as_deref()
+            .map(|names| names.iter().map(ToString::to_string).collect()),
+        Some(vec!["first".to_owned()])
+    );
+    assert_eq!(second.world().resource::<OwnScreen>().0, None);
+    assert!(
+        shared_screen(&mut first).is_none(),
+        "a refused share went out anyway"
+    );
+
+    let asked = Instant::now();
+    second
+        .world_mut()
+        .write_message(CallCommand::TakeOverScreen);
+    assert!(
+        pump_until(
+            &mut [&mut first, &mut second],
+            Duration::from_secs(20),
+            |apps| {
+                apps[0].world().resource::<OwnScreen>().0.is_none()
+                    && shared_screen(apps[0]).is_some_and(|(shown, _)| shown >= 3)
+                    && apps[1].world().resource::<OwnScreen>().0.is_some()
+            }
+        ),
+        "taking over did not move the wall"
+    );
+    println!(
+        "the wall went from the first sharer to the second in {:?}",
+        asked.elapsed()
+    );
+    pump_until(
+        &mut [&mut first, &mut second],
+        Duration::from_millis(500),
+        |_| false,
+    );
+    assert!(
+        shared_screen(&mut second).is_none(),
+        "the first share stayed on after the take-over"
     );
 }
 

@@ -57,7 +57,11 @@ pub(super) async fn run(
     let (poses_tx, mut poses) = mpsc::unbounded_channel();
     let (share_ended_tx, mut share_ended) = mpsc::unbounded_channel();
     let mut media = NativeMedia {
-        config: config.clone(),
+        // What we share waits for the room's wall: the room asks for it.
+        config: ClientConfig {
+            share: None,
+            ..config.clone()
+        },
         events: events.clone(),
         counters,
         mixer,
@@ -90,7 +94,10 @@ pub(super) async fn run(
             Some(message) = signals.recv() => core.room.send_signal(message),
             Some((peer, pose)) = poses.recv() => core.room.peer_pose(&peer, pose, Instant::now()),
             Some((share, problem)) = share_ended.recv() => {
-                media.share_ended(share, &problem, &core.roster).await;
+                if media.share_ended(share, &problem, &core.roster).await {
+                    // The room gives the wall back.
+                    core.room.command(CallCommand::ShareScreen(None), Instant::now());
+                }
             }
             () = sleep_until(deadline) => core.room.tick(Instant::now()),
             _ = stats_tick.tick() => media.publish_stats(&core.roster),
@@ -258,10 +265,6 @@ impl NativeMedia {
                     sender.set_voice_processing(parts);
                 }
             }
-            CallCommand::ShareScreen(target) => {
-                self.config.share = target;
-                self.apply_share(roster).await;
-            }
             CallCommand::ListDevices => {
                 let events = roster.events();
                 // Asking the sound and camera layers can take a while: off the runtime.
@@ -383,15 +386,15 @@ impl NativeMedia {
     }
 
     /// The capture of share `number` failed (its window was closed): the share stops,
-    /// and the user is told why.
-    async fn share_ended(&mut self, number: u64, problem: &DeviceError, roster: &Roster) {
+    /// and the user is told why. False when that share was over already.
+    async fn share_ended(&mut self, number: u64, problem: &DeviceError, roster: &Roster) -> bool {
         let current = self
             .call
             .as_ref()
             .and_then(|call| call.screen.as_ref())
             .is_some_and(|(running, _)| *running == number);
         if !current {
-            return;
+            return false;
         }
         tracing::warn!(%problem, "sharing stopped");
         roster.emit(CallEvent::Failed(CallError::Device(format!(
@@ -399,6 +402,7 @@ impl NativeMedia {
         ))));
         self.config.share = None;
         self.apply_share(roster).await;
+        true
     }
 
     /// Everyone's receive figures, to the app.
@@ -502,6 +506,11 @@ impl CallMedia for NativeMedia {
 
     fn share_pose(&self, pose: Pose) {
         self.own_pose.send_replace(Some(pose));
+    }
+
+    async fn share_screen(&mut self, target: Option<ShareTarget>, roster: &Roster) {
+        self.config.share = target;
+        self.apply_share(roster).await;
     }
 
     /// Closes every peer connection, stops the encoders and the screen capture, and closes

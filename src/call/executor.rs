@@ -13,7 +13,7 @@ use super::room::{Room, RoomAction, RoomSettings};
 use super::roster::Roster;
 use super::{CallError, CallEvent};
 use crate::config::ClientConfig;
-use crate::media::FrameSender;
+use crate::media::{FrameSender, ShareTarget};
 use crate::rtc::{IceTransportPolicy, Role, RtcConfig};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{DisplayName, PeerId, Pose, RoomSummary};
@@ -45,6 +45,14 @@ pub(super) trait CallMedia {
 
     /// Sends our pose to every connected peer on the pose data channel.
     fn share_pose(&self, pose: Pose);
+
+    /// Shows `target` to everyone in the call (in this call and the next), or stops
+    /// sharing (`None`); problems go to `roster`.
+    fn share_screen(
+        &mut self,
+        target: Option<ShareTarget>,
+        roster: &Roster,
+    ) -> impl Future<Output = ()>;
 
     /// Closes every connection (their last figures to `roster`) and stops our media.
     fn stop_media(&mut self, roster: &Roster) -> impl Future<Output = ()>;
@@ -125,6 +133,7 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
             passcode: config.passcode.clone(),
             ice_servers: config.ice_servers.clone(),
             nearby: config.nearby,
+            share: config.share.clone(),
         };
         Self {
             room: Room::new(settings, Instant::now()),
@@ -236,6 +245,7 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                 }
                 RoomAction::ApplyMedia(state) => media.apply_media(state),
                 RoomAction::SharePose(pose) => media.share_pose(pose),
+                RoomAction::ShareScreen(target) => media.share_screen(target, &self.roster).await,
                 RoomAction::StopMedia => media.stop_media(&self.roster).await,
                 RoomAction::Connect {
                     peer,

@@ -81,8 +81,12 @@ pub enum CallCommand {
     /// List the cameras, microphones and speakers; the answer fills [`AvailableDevices`].
     ListDevices,
     /// Show others a screen or window (`Some`) or stop sharing (`None`), in this call and
-    /// the next; the running connections are renegotiated.
+    /// the next; the running connections are renegotiated. The share starts once the
+    /// room gives us its wall ([`CallEvent::ShareRefused`] when someone else has it).
     ShareScreen(Option<ShareTarget>),
+    /// Show our share instead of the one on the wall (after
+    /// [`CallEvent::ShareRefused`]).
+    TakeOverScreen,
     /// Ask the server which public rooms exist; the answer fills [`PublicRooms`].
     ListRooms,
     /// Where we stand now (the space sends it as we walk); in the lobby it decides who
@@ -189,6 +193,11 @@ pub enum CallEvent {
     /// What we share now (`None`: nothing), after a [`CallCommand::ShareScreen`] or when
     /// the shared window went away.
     OwnScreen(Option<ShareTarget>),
+    /// The room's wall shows these people's screens, as many as it allows: ours waits
+    /// until we take over ([`CallCommand::TakeOverScreen`]) or give up.
+    ShareRefused(Vec<DisplayName>),
+    /// Someone (by name, when known) took the wall over: our share stopped.
+    ShareTakenOver(Option<DisplayName>),
     /// Our own switches changed without being asked (no microphone: we are muted).
     OwnMedia(MediaState),
     /// Where a peer in the lobby stands now.
@@ -316,6 +325,10 @@ impl CallError {
                 code: ErrorCode::WrongPasscode,
                 ..
             } => "ask whoever made the room for its passcode (--passcode)",
+            Self::Refused {
+                code: ErrorCode::BadMessage,
+                ..
+            } => "that needs a meetspace signaling server and meetspace on the other side",
             Self::Refused { .. } => "try again; if it keeps happening, report it",
             Self::ConnectionLost(_) => "check your network, then join the room again",
             Self::AlreadyInCall => "hang up before creating or joining another room",
@@ -418,6 +431,11 @@ impl Default for MediaState {
 /// Our own microphone and camera switches.
 #[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq, Deref, DerefMut)]
 pub struct OwnMediaState(pub MediaState);
+
+/// Whose screens hold the room's wall while ours waits ([`CallEvent::ShareRefused`]):
+/// the overlay asks whether to take over. Cleared by the answer or when ours shows.
+#[derive(Resource, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShareQuestion(pub Option<Vec<DisplayName>>);
 
 /// What we share now (`None`: nothing), as the driver last said.
 #[derive(Resource, Debug, Clone, Default, PartialEq, Eq, Deref)]
@@ -587,6 +605,8 @@ pub enum CallNotice {
     Reconnecting(String),
     /// The connection to the signaling server is back.
     Reconnected,
+    /// Someone (by name, when known) took the room's wall over: our share stopped.
+    ShareTakenOver(Option<DisplayName>),
     /// Something failed.
     Failed(CallError),
 }
@@ -659,6 +679,7 @@ impl Plugin for CallPlugin {
         .init_resource::<CallState>()
         .init_resource::<OwnMediaState>()
         .init_resource::<OwnScreen>()
+        .init_resource::<ShareQuestion>()
         .init_resource::<OwnHand>()
         .init_resource::<CallReport>()
         .init_resource::<ChatLog>()
@@ -743,7 +764,8 @@ pub fn forward_call_commands(
                 | CallCommand::SwitchVideo(_)
                 | CallCommand::SwitchMicrophone(_)
                 | CallCommand::SwitchSpeaker(_)
-                | CallCommand::ShareScreen(_),
+                | CallCommand::ShareScreen(_)
+                | CallCommand::TakeOverScreen,
                 _,
             ) => state.clone(),
             // From the lobby too: the room steps out of it first.
@@ -885,6 +907,7 @@ pub struct CallRecords<'w, 's> {
     devices: ResMut<'w, AvailableDevices>,
     own_media: ResMut<'w, OwnMediaState>,
     own_screen: ResMut<'w, OwnScreen>,
+    share_question: ResMut<'w, ShareQuestion>,
     chat: ResMut<'w, ChatLog>,
     screens: Query<'w, 's, (Entity, &'static SharedScreen)>,
 }
@@ -940,7 +963,16 @@ pub fn apply_call_events(
             CallEvent::Space(news) => records.space.apply(news),
             CallEvent::Devices(devices) => *records.devices = devices,
             CallEvent::OwnMedia(media) => records.own_media.0 = media,
-            CallEvent::OwnScreen(target) => records.own_screen.0 = target,
+            CallEvent::OwnScreen(target) => {
+                if target.is_some() {
+                    records.share_question.0 = None;
+                }
+                records.own_screen.0 = target;
+            }
+            CallEvent::ShareRefused(sharers) => records.share_question.0 = Some(sharers),
+            CallEvent::ShareTakenOver(by) => {
+                notices.write(CallNotice::ShareTakenOver(by));
+            }
             CallEvent::PeerScreen(peer_id, video) => {
                 for (entity, screen) in &records.screens {
                     if screen.peer_id == peer_id {
@@ -999,6 +1031,7 @@ pub fn apply_call_events(
             CallEvent::Left => {
                 despawn_all(&mut roster, &mut commands);
                 records.space.clear();
+                records.share_question.0 = None;
                 notices.write(CallNotice::Left);
                 *state = CallState::Idle;
             }
@@ -1032,6 +1065,8 @@ fn spawn_participant(
         name,
         pose,
         hand_raised,
+        // Their screen shows when its track arrives.
+        sharing: _,
     } = peer.info;
     let entity = commands
         .spawn((

@@ -96,6 +96,8 @@ impl Roster {
             RoomEvent::OwnMedia(media) => CallEvent::OwnMedia(media),
             RoomEvent::PeerPose(peer, pose) => CallEvent::PeerPose(peer, pose),
             RoomEvent::PeerHand(peer, raised) => CallEvent::PeerHand(peer, raised),
+            RoomEvent::ShareRefused(sharers) => CallEvent::ShareRefused(sharers),
+            RoomEvent::ShareTakenOver(by) => CallEvent::ShareTakenOver(by),
             RoomEvent::Chat(line) => CallEvent::Chat(line),
             RoomEvent::Nearby {
                 peer,

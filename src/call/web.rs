@@ -29,7 +29,7 @@ use crate::media::web::{
     apply_voice_processing, open_camera_and_microphone, set_tracks_enabled, stop_tracks,
 };
 use crate::media::web_playback::Playback;
-use crate::media::{CallStats, FrameSender, ShareSource, ShareTarget, frame_channel};
+use crate::media::{CallStats, FrameSender, ShareTarget, frame_channel};
 use crate::rtc::{BrowserStats, LocalMedia, PeerEvent, PeerSession};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ClientMessage, PeerId, Pose};
@@ -60,7 +60,11 @@ pub(super) async fn run(
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let (share_ended_tx, mut share_ended) = mpsc::unbounded_channel();
     let mut media = BrowserMedia {
-        config: config.clone(),
+        // What we share waits for the room's wall: the room asks for it.
+        config: ClientConfig {
+            share: None,
+            ..config.clone()
+        },
         preview,
         reports_tx,
         events: events.clone(),
@@ -91,7 +95,12 @@ pub(super) async fn run(
             },
             news = core.next_signaling() => core.on_signaling(news),
             Some(report) = reports.recv() => media.on_peer_report(report, &mut core),
-            Some(share) = share_ended.recv() => media.share_ended(share, &core.roster).await,
+            Some(share) = share_ended.recv() => {
+                if media.share_ended(share) {
+                    // The room gives the wall back, and the driver stops sharing.
+                    core.room.command(CallCommand::ShareScreen(None), Instant::now());
+                }
+            }
             () = sleep(wake.saturating_duration_since(Instant::now())) => {
                 let now = Instant::now();
                 core.room.tick(now);
@@ -198,22 +207,13 @@ impl BrowserMedia {
     }
 
     /// Switches the voice processing (on the microphone now, if the browser lets us,
-    /// and for the next call), shares a screen, or lists devices. The browser keeps the
-    /// devices its permission prompt gave: it lists none (only "a screen", which its
-    /// picker chooses), and switching is refused with a word on where to change them.
+    /// and for the next call) or lists devices. The browser keeps the devices its
+    /// permission prompt gave: it lists none, and switching is refused with a word on
+    /// where to change them.
     async fn device_command(&mut self, command: CallCommand, roster: &Roster) {
         match command {
-            // The browser's own picker chooses what is shared.
             CallCommand::ListDevices => {
-                roster.emit(CallEvent::Devices(AvailableDevices {
-                    shares: vec![ShareSource {
-                        target: ShareTarget::Screen(None),
-                        label: "A screen, window or tab (the browser asks)".to_owned(),
-                        width: 0,
-                        height: 0,
-                    }],
-                    ..AvailableDevices::default()
-                }));
+                roster.emit(CallEvent::Devices(AvailableDevices::default()));
             }
             CallCommand::SetVoiceProcessing(parts) => {
                 self.config.media.voice_processing = parts;
@@ -224,10 +224,6 @@ impl BrowserMedia {
                     tracing::warn!(%error, ?parts, "the voice processing stays as it was");
                     roster.emit(CallEvent::Failed(CallError::Device(error.to_string())));
                 }
-            }
-            CallCommand::ShareScreen(target) => {
-                self.config.share = target;
-                self.apply_share(roster).await;
             }
             command => {
                 tracing::warn!(
@@ -286,18 +282,13 @@ impl BrowserMedia {
         ));
     }
 
-    /// Share `number` ended from outside (the browser's "stop sharing" bar): we stop
-    /// sharing.
-    async fn share_ended(&mut self, number: u64, roster: &Roster) {
-        let current = self
-            .call
+    /// Whether share `number`, which ended from outside (the browser's "stop sharing"
+    /// bar), is the running one: then we stop sharing.
+    fn share_ended(&self, number: u64) -> bool {
+        self.call
             .as_ref()
             .and_then(|call| call.screen.as_ref())
-            .is_some_and(|(running, _)| *running == number);
-        if current {
-            self.config.share = None;
-            self.apply_share(roster).await;
-        }
+            .is_some_and(|(running, _)| *running == number)
     }
 
     fn on_peer_report(&mut self, report: PeerReport, core: &mut CallCore<Attempt>) {
@@ -489,6 +480,11 @@ impl CallMedia for BrowserMedia {
     fn share_pose(&self, pose: Pose) {
         self.own_pose.set(Some(pose));
         self.send_pose();
+    }
+
+    async fn share_screen(&mut self, target: Option<ShareTarget>, roster: &Roster) {
+        self.config.share = target;
+        self.apply_share(roster).await;
     }
 
     /// Applies our switches to our tracks.

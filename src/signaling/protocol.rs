@@ -447,6 +447,9 @@ pub struct PeerInfo {
     /// Whether the peer's hand is raised.
     #[serde(default, skip_serializing_if = "is_false")]
     pub hand_raised: bool,
+    /// Whether the peer shares a screen (see `sharers`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sharing: bool,
 }
 
 impl PeerInfo {
@@ -457,6 +460,7 @@ impl PeerInfo {
             name,
             pose: None,
             hand_raised: false,
+            sharing: false,
         }
     }
 }
@@ -547,6 +551,17 @@ pub enum ClientMessage {
     /// Tell us who is in the space now (`space`) and then whenever someone enters or
     /// leaves an area (`person_entered`, `person_left`), until we leave our room.
     WatchSpace,
+    /// Claim the room's wall for our shared screen (`sharing`), or give it up. While
+    /// the room's sharers are as many as it allows, a claim is refused
+    /// (`share_refused`) unless it asks to `take_over`: then the earliest sharer gives
+    /// way. Everyone in the room, us included, hears the outcome (`sharers`).
+    Share {
+        /// Claim (true) or give up.
+        sharing: bool,
+        /// Take the wall from the earliest sharer if it is full.
+        #[serde(default, skip_serializing_if = "is_false")]
+        take_over: bool,
+    },
 }
 
 /// A public room as the lobby lists it.
@@ -649,6 +664,19 @@ pub enum ServerMessage {
         peer_id: PeerId,
         /// Where.
         pose: Pose,
+    },
+    /// Who shares a screen in your room now, earliest first: sent to everyone in the
+    /// room whenever it changes (a `share`, someone leaving). A sharer missing from it
+    /// was taken over and stops sharing.
+    Sharers {
+        /// The sharers.
+        peers: Vec<PeerId>,
+    },
+    /// Your `share` was refused: these share already, as many as the room allows. Ask
+    /// again with `take_over` to show yours instead.
+    ShareRefused {
+        /// The sharers.
+        sharers: Vec<PeerId>,
     },
     /// A peer of your room raised or lowered its hand (relayed `hand`).
     PeerHand {
@@ -781,7 +809,7 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 10] = [
+const CLIENT_MESSAGE_TYPES: [&str; 11] = [
     "create_room",
     "join_room",
     "resume",
@@ -792,6 +820,7 @@ const CLIENT_MESSAGE_TYPES: [&str; 10] = [
     "chat",
     "hand",
     "watch_space",
+    "share",
 ];
 
 impl ClientMessage {

@@ -10,7 +10,7 @@ use bevy_egui::egui;
 use super::graphics::graphics_rows;
 use crate::call::{AvailableDevices, CallCommand, OwnScreen};
 use crate::config::ClientConfig;
-use crate::media::{AudioInput, DeviceChoice, ShareTarget, VideoInput};
+use crate::media::{AudioInput, DeviceChoice, ShareSource, ShareTarget, VideoInput};
 use crate::space::{Graphics, GraphicsChoice};
 
 /// What the pickers show as chosen: the flags at start, then the user's picks.
@@ -35,6 +35,30 @@ impl DevicePicks {
     }
 }
 
+/// The "Share" picker: nothing, or one of `shares`.
+fn share_picker(
+    ui: &mut egui::Ui,
+    shares: &[ShareSource],
+    own_screen: &OwnScreen,
+    commands: &mut MessageWriter<CallCommand>,
+) {
+    let share_options: Vec<(String, Option<ShareTarget>)> =
+        std::iter::once(("Nothing".to_owned(), None))
+            .chain(
+                shares
+                    .iter()
+                    .map(|source| (source.to_string(), Some(source.target.clone()))),
+            )
+            .collect();
+    let sharing_now = own_screen
+        .0
+        .as_ref()
+        .map_or_else(|| "nothing".to_owned(), ToString::to_string);
+    if let Some(share) = picker(ui, "Share", &share_options, &own_screen.0, sharing_now) {
+        commands.write(CallCommand::ShareScreen(share));
+    }
+}
+
 /// The "Devices" section: one picker per kind, each pick sent to the driver at once,
 /// then the graphics setting (this machine's other setting; one section keeps the
 /// overlay short). Returns the graphics choice just made, if any.
@@ -55,6 +79,14 @@ pub fn device_pickers(
                     "The browser uses the camera and microphone it gave this page: change \
                      them in its site settings (the icon left of the address), then reload.",
                 );
+                // The browser's own picker chooses what is shared.
+                let asked = ShareSource {
+                    target: ShareTarget::Screen(None),
+                    label: "A screen, window or tab (the browser asks)".to_owned(),
+                    width: 0,
+                    height: 0,
+                };
+                share_picker(ui, &[asked], own_screen, commands);
                 ui.separator();
                 graphics_rows(ui, graphics)
             })
@@ -100,22 +132,7 @@ pub fn device_pickers(
             picks.speaker = speaker.clone();
             commands.write(CallCommand::SwitchSpeaker(speaker));
         }
-        let share_options: Vec<(String, Option<ShareTarget>)> =
-            std::iter::once(("Nothing".to_owned(), None))
-                .chain(
-                    devices
-                        .shares
-                        .iter()
-                        .map(|source| (source.to_string(), Some(source.target.clone()))),
-                )
-                .collect();
-        let sharing_now = own_screen
-            .0
-            .as_ref()
-            .map_or_else(|| "nothing".to_owned(), ToString::to_string);
-        if let Some(share) = picker(ui, "Share", &share_options, &own_screen.0, sharing_now) {
-            commands.write(CallCommand::ShareScreen(share));
-        }
+        share_picker(ui, &devices.shares, own_screen, commands);
         if ui.button("Refresh").clicked() {
             commands.write(CallCommand::ListDevices);
         }

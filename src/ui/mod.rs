@@ -74,6 +74,7 @@ impl Plugin for UiPlugin {
                     chat::chat_window,
                     stats::stats_window,
                     screen::screen_window,
+                    screen::take_over_question,
                     shortcuts::help_window,
                     toast_stack,
                 )
@@ -228,6 +229,13 @@ fn collect_toasts(
             CallNotice::Reconnecting(reason) => (
                 Severity::Error,
                 format!("Lost the signaling server ({reason}); reconnecting, the call goes on"),
+            ),
+            CallNotice::ShareTakenOver(by) => (
+                Severity::Info,
+                format!(
+                    "{} took over the wall; your share stopped",
+                    by.as_ref().map_or("someone", DisplayName::as_str)
+                ),
             ),
             CallNotice::Reconnected => {
                 (Severity::Info, "Signaling server reached again".to_owned())

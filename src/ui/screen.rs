@@ -1,12 +1,12 @@
 //! A shared screen popped out of the wall over the whole window (`F`), where small text
 //! is readable: the picture fitted to the window, or at its own pixel size and
-//! scrollable ("1:1").
+//! scrollable ("1:1"); and the question a second sharer gets when the wall is taken.
 
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiTextureHandle, egui};
 
 use super::OverlayToggles;
-use crate::call::{Participant, SharedScreen, VideoFeed};
+use crate::call::{CallCommand, Participant, ShareQuestion, SharedScreen, VideoFeed};
 
 /// The popped-out screen, while `F` has it shown and someone shares; the first share
 /// (the one on the wall).
@@ -55,5 +55,47 @@ pub(super) fn screen_window(
                 ui.add(image.shrink_to_fit());
             }
         });
+    Ok(())
+}
+
+/// Asks, while the room's wall shows someone else's screen and ours waits, whether to
+/// show ours instead (take over) or keep theirs (our share is dropped).
+pub(super) fn take_over_question(
+    mut contexts: EguiContexts,
+    mut question: ResMut<ShareQuestion>,
+    mut commands: MessageWriter<CallCommand>,
+) -> Result {
+    let Some(sharers) = &question.0 else {
+        return Ok(());
+    };
+    let names = if sharers.is_empty() {
+        "Someone".to_owned()
+    } else {
+        sharers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut answer = None;
+    egui::Window::new("The wall is taken")
+        .collapsible(false)
+        .resizable(false)
+        .anchor(egui::Align2::CENTER_TOP, egui::vec2(0.0, 24.0))
+        .show(contexts.ctx_mut()?, |ui| {
+            ui.label(format!("{names} is sharing on the wall."));
+            ui.horizontal(|ui| {
+                if ui.button("Show mine instead").clicked() {
+                    answer = Some(CallCommand::TakeOverScreen);
+                }
+                if ui.button("Keep theirs").clicked() {
+                    answer = Some(CallCommand::ShareScreen(None));
+                }
+            });
+        });
+    if let Some(answer) = answer {
+        question.0 = None;
+        commands.write(answer);
+    }
     Ok(())
 }

@@ -24,6 +24,11 @@
 //!   "no route" when nothing ever connected). A dropped peer still in the room that
 //!   offers again is shown and answered again.
 //!   A connection that replaces one that never connected relays through TURN only.
+//! - **One screen on the wall**: a share starts only once the server gave us the wall
+//!   (`sharers` names us); while it shows as many screens as the room allows, the
+//!   claim is refused and the user is asked whether to take over; a sharer the
+//!   `sharers` list no longer names was taken over and stops. A claim goes again after
+//!   a resume (the server may have restarted).
 //! - **Signaling drops**: media goes on; the driver reconnects with backoff and asks for
 //!   our place back with the resume token; signals meanwhile are queued (the oldest go
 //!   past [`MAX_QUEUED_SIGNALS`]) and go out in order once we are back. After
@@ -53,6 +58,7 @@ use serde::Deserialize;
 
 use super::{CallCommand, CallError, ChatLine, MediaState, PeerControl, SpaceNews};
 use crate::config::NearbySettings;
+use crate::media::ShareTarget;
 use crate::rtc::{MAX_EARLY_CANDIDATES, PeerConnectionState, Role};
 use crate::signaling::ice_servers::IceServer;
 use crate::signaling::payload::SignalPayload;
@@ -106,6 +112,9 @@ pub enum RoomAction {
     StartMedia,
     /// Apply our switches to what we send.
     ApplyMedia(MediaState),
+    /// Show this screen or window to everyone in the call, or stop sharing (`None`):
+    /// the room gave us its wall, or took it back.
+    ShareScreen(Option<ShareTarget>),
     /// Send our pose to every connected peer on the pose data channel.
     SharePose(Pose),
     /// Close every peer connection and stop our media, releasing the devices.
@@ -168,6 +177,11 @@ pub enum RoomEvent {
     PeerPose(PeerId, Pose),
     /// A peer raised (true) or lowered its hand.
     PeerHand(PeerId, bool),
+    /// Our claim of the wall was refused: these people share (ask whether to take
+    /// over).
+    ShareRefused(Vec<DisplayName>),
+    /// Someone (by name, when known) took the wall over: our share stopped.
+    ShareTakenOver(Option<DisplayName>),
     /// In the lobby, a peer came within earshot (`near`: we want media with it) or
     /// went out of it, `distance_m` away.
     Nearby {
@@ -276,6 +290,8 @@ pub struct RoomSettings {
     pub ice_servers: Vec<IceServer>,
     /// Whom to connect to in the lobby.
     pub nearby: NearbySettings,
+    /// What we share from the start of each call (`--share`).
+    pub share: Option<ShareTarget>,
 }
 
 /// Where everyone in our room stands (the lobby or a room behind a door), and what
@@ -343,6 +359,10 @@ pub struct Room {
     hand_raised: bool,
     /// Set while we are in the lobby.
     lobby: Option<Lobby>,
+    /// Our shared screen: what we want to show (it outlasts calls), and whether the
+    /// room gave us its wall (the driver shares only then).
+    share: Option<ShareTarget>,
+    share_granted: bool,
     next_epoch: u64,
     actions: VecDeque<RoomAction>,
     /// The time of the input being handled.
@@ -353,6 +373,7 @@ impl Room {
     /// A room protocol, idle, at `now`.
     pub fn new(settings: RoomSettings, now: Instant) -> Self {
         Self {
+            share: settings.share.clone(),
             has_turn: has_turn(&settings.ice_servers),
             settings,
             media_state: MediaState::default(),
@@ -370,6 +391,7 @@ impl Room {
             poses: Poses::default(),
             hand_raised: false,
             lobby: None,
+            share_granted: false,
             next_epoch: 0,
             actions: VecDeque::new(),
             now,
@@ -436,11 +458,12 @@ impl Room {
             CallCommand::SetPose(pose) => self.set_pose(pose),
             CallCommand::SendChat { scope, text } => self.send_chat(scope, text),
             CallCommand::RaiseHand(raised) => self.raise_hand(raised),
+            CallCommand::ShareScreen(target) => self.share_screen(target),
+            CallCommand::TakeOverScreen => self.claim_wall(true),
             CallCommand::SwitchVideo(_)
             | CallCommand::SwitchMicrophone(_)
             | CallCommand::SwitchSpeaker(_)
             | CallCommand::SetVoiceProcessing(_)
-            | CallCommand::ShareScreen(_)
             | CallCommand::ListDevices => return Some(command),
         }
         None
@@ -546,6 +569,92 @@ impl Room {
         self.hand_raised = raised;
         if self.link == (LinkState::Open { welcomed: true }) {
             self.act(RoomAction::Send(ClientMessage::Hand { raised }));
+        }
+    }
+
+    /// Shows `target` to the room (once the server gives us the wall) or stops sharing
+    /// (`None`); outside a call, from the next one on.
+    fn share_screen(&mut self, target: Option<ShareTarget>) {
+        self.share.clone_from(&target);
+        if self.link != (LinkState::Open { welcomed: true }) {
+            return;
+        }
+        match target {
+            None => {
+                self.act(RoomAction::Send(ClientMessage::Share {
+                    sharing: false,
+                    take_over: false,
+                }));
+                if self.share_granted {
+                    self.share_granted = false;
+                    self.act(RoomAction::ShareScreen(None));
+                }
+            }
+            // The wall is ours: only what is on it changes.
+            Some(target) if self.share_granted => {
+                self.act(RoomAction::ShareScreen(Some(target)));
+            }
+            Some(_) => self.claim_wall(false),
+        }
+    }
+
+    /// Asks the server for the wall for the share we want, from whoever holds it when
+    /// `take_over`.
+    fn claim_wall(&mut self, take_over: bool) {
+        if self.share.is_some() && self.link == (LinkState::Open { welcomed: true }) {
+            self.act(RoomAction::Send(ClientMessage::Share {
+                sharing: true,
+                take_over,
+            }));
+        }
+    }
+
+    /// The server says who shows a screen in our room now: our share starts when we
+    /// are named, and stops when someone took the wall over.
+    fn sharers(&mut self, sharers: &[PeerId]) {
+        let Some(place) = &self.place else { return };
+        let ours = sharers.contains(&place.self_id);
+        match (ours, self.share_granted, &self.share) {
+            (true, false, Some(target)) => {
+                self.share_granted = true;
+                self.act(RoomAction::ShareScreen(Some(target.clone())));
+            }
+            // We stopped while the claim was on its way.
+            (true, false, None) => self.act(RoomAction::Send(ClientMessage::Share {
+                sharing: false,
+                take_over: false,
+            })),
+            (false, true, _) => {
+                let by = sharers
+                    .last()
+                    .and_then(|peer| self.members.get(peer))
+                    .cloned();
+                self.lose_wall(by);
+            }
+            _ => {}
+        }
+    }
+
+    /// Our share stops because someone else has the wall (`by`, when known).
+    fn lose_wall(&mut self, by: Option<DisplayName>) {
+        self.share_granted = false;
+        self.share = None;
+        self.act(RoomAction::ShareScreen(None));
+        self.emit(RoomEvent::ShareTakenOver(by));
+    }
+
+    /// Our claim was refused: `sharers` have the wall. A share that was running (the
+    /// claim went again after a resume) stops; otherwise the user is asked whether to
+    /// take over.
+    fn share_refused(&mut self, sharers: &[PeerId]) {
+        let names: Vec<DisplayName> = sharers
+            .iter()
+            .filter_map(|peer| self.members.get(peer).cloned())
+            .collect();
+        if self.share_granted {
+            self.lose_wall(names.last().cloned());
+        } else if self.share.is_some() {
+            self.emit(RoomEvent::ShareRefused(names));
         }
     }
 
@@ -883,6 +992,8 @@ impl Room {
                 scope,
                 text,
             })),
+            ServerMessage::Sharers { peers } => self.sharers(&peers),
+            ServerMessage::ShareRefused { sharers } => self.share_refused(&sharers),
             ServerMessage::PeerHand { peer_id, raised } => {
                 if self.members.contains_key(&peer_id) {
                     self.emit(RoomEvent::PeerHand(peer_id, raised));
@@ -922,6 +1033,9 @@ impl Room {
         if self.hand_raised {
             self.act(RoomAction::Send(ClientMessage::Hand { raised: true }));
         }
+        // The wall for our share: claimed at the start of each call, and again after a
+        // resume (a restarted server forgot it).
+        self.claim_wall(false);
         // The server's TURN credentials (fresh ones on every resume), unless we were
         // given ICE servers of our own.
         if self.settings.ice_servers.is_empty() {
@@ -1481,6 +1595,8 @@ impl Room {
         self.members.clear();
         self.queued.clear();
         self.lobby = None;
+        // The driver's share ends with the media; the next call claims the wall again.
+        self.share_granted = false;
     }
 }
 

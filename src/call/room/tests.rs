@@ -90,6 +90,7 @@ impl Script {
                     passcode: None,
                     ice_servers,
                     nearby: NearbySettings::default(),
+                    share: None,
                 },
                 start,
             ),
@@ -1220,4 +1221,92 @@ fn news_of_the_space_reaches_the_app() {
             RoomEvent::Space(SpaceNews::Left(id(LOW))),
         ]
     );
+}
+
+#[test]
+fn a_share_waits_for_the_wall_and_stops_when_someone_takes_it_over() {
+    let mut script = Script::in_call(&[LOW]);
+    let screen = ShareTarget::Screen(None);
+    let claim = |take_over| ClientMessage::Share {
+        sharing: true,
+        take_over,
+    };
+    script
+        .room
+        .command(CallCommand::ShareScreen(Some(screen.clone())), script.start);
+    assert_eq!(
+        script.actions(),
+        vec![RoomAction::Send(claim(false))],
+        "the share waits for the wall"
+    );
+
+    script.hear(ServerMessage::ShareRefused {
+        sharers: vec![id(LOW)],
+    });
+    assert_eq!(
+        events(&script.actions()),
+        vec![RoomEvent::ShareRefused(vec![info(LOW).name])],
+        "the user is asked whether to take over"
+    );
+    script
+        .room
+        .command(CallCommand::TakeOverScreen, script.start);
+    assert_eq!(script.actions(), vec![RoomAction::Send(claim(true))]);
+    script.hear(ServerMessage::Sharers {
+        peers: vec![id(OURS)],
+    });
+    assert_eq!(
+        script.actions(),
+        vec![RoomAction::ShareScreen(Some(screen.clone()))]
+    );
+
+    script.hear(ServerMessage::Sharers {
+        peers: vec![id(LOW)],
+    });
+    let actions = script.actions();
+    assert!(actions.contains(&RoomAction::ShareScreen(None)));
+    assert_eq!(
+        events(&actions),
+        vec![RoomEvent::ShareTakenOver(Some(info(LOW).name))]
+    );
+    script
+        .room
+        .command(CallCommand::ShareScreen(Some(screen.clone())), script.start);
+    script.hear(ServerMessage::Sharers {
+        peers: vec![id(OURS)],
+    });
+    script.actions();
+    script
+        .room
+        .command(CallCommand::ShareScreen(None), script.start);
+    assert_eq!(
+        script.actions(),
+        vec![
+            RoomAction::Send(ClientMessage::Share {
+                sharing: false,
+                take_over: false,
+            }),
+            RoomAction::ShareScreen(None)
+        ],
+        "stopping gives the wall back"
+    );
+}
+
+#[test]
+fn a_share_asked_for_before_the_call_claims_the_wall_on_arrival() {
+    let mut script = Script::new(Vec::new());
+    script.room.command(
+        CallCommand::ShareScreen(Some(ShareTarget::Screen(None))),
+        script.start,
+    );
+    assert!(script.actions().is_empty(), "not in a room yet");
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.hear(welcome(&[LOW]));
+    assert!(sent(&script.actions()).contains(&ClientMessage::Share {
+        sharing: true,
+        take_over: false
+    }));
 }

@@ -245,6 +245,27 @@ impl Session {
                 );
                 Ok(())
             }
+            // One call, no server to share the wall out: it is ours. The Flutter app has
+            // no second video track to show: the sharer hears so.
+            ClientMessage::Share { sharing, .. } => {
+                if let Some(call) = &self.call {
+                    let peers = if sharing {
+                        vec![call.self_id.clone()]
+                    } else {
+                        Vec::new()
+                    };
+                    if sharing && !call.mesh {
+                        self.refuse(
+                            ErrorCode::BadMessage,
+                            "the Flutter app does not show shared screens: the other side \
+                             does not see yours"
+                                .into(),
+                        );
+                    }
+                    self.deliver(ServerMessage::Sharers { peers });
+                }
+                Ok(())
+            }
             ClientMessage::ListRooms => {
                 // Firestore calls are private: only their id lets anyone in.
                 self.deliver(ServerMessage::RoomList { rooms: Vec::new() });

@@ -378,6 +378,17 @@ impl Connection {
                 }
                 self.state.with_hub(|hub| hub.hand(room, from, raised));
             }
+            (ClientMessage::Share { sharing, take_over }, Some((room, from))) => {
+                if !self.chat_limiter.try_take(Instant::now()) {
+                    return self.refuse_chat_flood();
+                }
+                let claimed = self
+                    .state
+                    .with_hub(|hub| hub.share(room, from, sharing, take_over));
+                if let Err(sharers) = claimed {
+                    self.reply(ServerMessage::ShareRefused { sharers });
+                }
+            }
             (ClientMessage::WatchSpace, Some((room, from))) => {
                 // Each answer names up to 200 people: counted with chat.
                 if !self.chat_limiter.try_take(Instant::now()) {
@@ -392,6 +403,7 @@ impl Connection {
                 | ClientMessage::Pose { .. }
                 | ClientMessage::Chat { .. }
                 | ClientMessage::Hand { .. }
+                | ClientMessage::Share { .. }
                 | ClientMessage::WatchSpace,
                 None,
             ) => {
@@ -403,7 +415,8 @@ impl Connection {
         }
     }
 
-    /// Refuses a chat, hand or `watch_space` message past the allowance they share.
+    /// Refuses a chat, hand, share or `watch_space` message past the allowance they
+    /// share.
     fn refuse_chat_flood(&mut self) {
         self.refuse(
             ErrorCode::RateLimited,

@@ -96,6 +96,8 @@ struct Room<C> {
     public_title: Option<DisplayName>,
     /// What joiners must give, when the creator locked the room.
     passcode: Option<Passcode>,
+    /// Who shares a screen, earliest first.
+    sharers: Vec<PeerId>,
 }
 
 impl<C: Clone> Room<C> {
@@ -105,6 +107,18 @@ impl<C: Clone> Room<C> {
             members: Vec::new(),
             public_title: None,
             passcode: None,
+            sharers: Vec::new(),
+        }
+    }
+
+    /// Sends `message` to the member `to`, if it is connected.
+    fn tell(&self, to: &PeerId, message: &ServerMessage, out: &mut Vec<Delivery<C>>) {
+        let member = self.members.iter().find(|m| &m.info.peer_id == to);
+        if let Some(connection) = member.and_then(|m| m.attachment.as_ref()) {
+            out.push(Delivery::Message {
+                to: connection.clone(),
+                message: message.clone(),
+            });
         }
     }
 
@@ -157,6 +171,8 @@ pub struct Hub<C> {
     lobby_capacity: usize,
     /// Rooms the hub holds at once.
     max_rooms: usize,
+    /// Screens one room shows at once.
+    room_sharers: usize,
     /// What was decided and not yet taken by [`Hub::take_deliveries`].
     deliveries: Vec<Delivery<C>>,
 }
@@ -170,8 +186,15 @@ impl<C: Clone + PartialEq> Hub<C> {
             room_capacity,
             lobby_capacity: room_capacity,
             max_rooms,
+            room_sharers: 1,
             deliveries: Vec::new(),
         }
+    }
+
+    /// A room shows at most `sharers` shared screens at once (1 until this says).
+    pub fn with_room_sharers(mut self, sharers: usize) -> Self {
+        self.room_sharers = sharers;
+        self
     }
 
     /// The lobby holds at most `capacity` peers.
@@ -238,6 +261,7 @@ impl<C: Clone + PartialEq> Hub<C> {
             members: vec![Member::new(info, token.clone(), connection)],
             public_title,
             passcode,
+            sharers: Vec::new(),
         };
         self.rooms.insert(room_id.clone(), room);
         self.announce_entered(&room_id, &peer_id);
@@ -380,10 +404,16 @@ impl<C: Clone + PartialEq> Hub<C> {
             if self.rooms.len() >= self.max_rooms {
                 return Err(ErrorCode::ServerFull);
             }
+            // Nobody shares until they claim the wall again.
+            let info = PeerInfo {
+                sharing: false,
+                ..request.peer
+            };
             let room = Room {
-                members: vec![Member::new(request.peer, request.resume_token, connection)],
+                members: vec![Member::new(info, request.resume_token, connection)],
                 public_title: request.public_title,
                 passcode: request.passcode,
+                sharers: Vec::new(),
             };
             self.rooms.insert(request.room.clone(), room);
             self.announce_entered(&request.room, &peer_id);
@@ -503,6 +533,57 @@ impl<C: Clone + PartialEq> Hub<C> {
             raised,
         };
         room.broadcast(peer, &message, &mut self.deliveries);
+    }
+
+    /// `peer` of `room_id` claims the room's wall for its shared screen (`sharing`) or
+    /// gives it up (`share`): everyone in the room hears who shares
+    /// now (`sharers`). A claim while the room shows as many screens as it allows is
+    /// refused with the sharers, unless it asks to `take_over`: then the earliest gives
+    /// way. A claim the peer holds already is confirmed to it alone.
+    pub fn share(
+        &mut self,
+        room_id: &RoomId,
+        peer: &PeerId,
+        sharing: bool,
+        take_over: bool,
+    ) -> Result<(), Vec<PeerId>> {
+        let limit = self.room_sharers;
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return Ok(());
+        };
+        if !room.members.iter().any(|m| &m.info.peer_id == peer) {
+            return Ok(());
+        }
+        if room.sharers.contains(peer) == sharing {
+            if sharing {
+                let sharers = ServerMessage::Sharers {
+                    peers: room.sharers.clone(),
+                };
+                room.tell(peer, &sharers, &mut self.deliveries);
+            }
+            return Ok(());
+        }
+        if sharing {
+            if room.sharers.len() >= limit {
+                if !take_over || limit == 0 {
+                    return Err(room.sharers.clone());
+                }
+                room.sharers.remove(0);
+            }
+            room.sharers.push(peer.clone());
+        } else {
+            room.sharers.retain(|sharer| sharer != peer);
+        }
+        for member in &mut room.members {
+            member.info.sharing = room.sharers.contains(&member.info.peer_id);
+        }
+        let sharers = ServerMessage::Sharers {
+            peers: room.sharers.clone(),
+        };
+        for member in &room.members {
+            room.tell(&member.info.peer_id, &sharers, &mut self.deliveries);
+        }
+        Ok(())
     }
 
     /// Delivers a chat message from `from` in `room_id` to its `scope`: its room, those
@@ -630,6 +711,8 @@ impl<C: Clone + PartialEq> Hub<C> {
         let room = self.rooms.get_mut(room_id)?;
         let before = room.members.len();
         room.members.retain(|m| &m.info.peer_id != peer_id);
+        // The others see its screen go with it (`peer_left`).
+        room.sharers.retain(|sharer| sharer != peer_id);
         if room.members.len() < before {
             let left = ServerMessage::PersonLeft {
                 peer_id: peer_id.clone(),
@@ -677,6 +760,54 @@ mod tests {
                 Delivery::Close { .. } => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_room_shows_one_screen_and_a_take_over_moves_the_wall() {
+        let mut hub = TestHub::new(8, 10);
+        let (room, alice, _) = hub.create(name("Alice"), None, None, 1).unwrap();
+        let (bob, _, _) = hub.join(&room, name("Bob"), None, 2).unwrap();
+        messages(&mut hub);
+        let sharers = |peer: &PeerId| ServerMessage::Sharers {
+            peers: vec![peer.clone()],
+        };
+        assert_eq!(hub.share(&room, &alice, true, false), Ok(()));
+        assert_eq!(
+            messages(&mut hub),
+            vec![(1, sharers(&alice)), (2, sharers(&alice))],
+            "everyone hears who shares, the sharer too"
+        );
+        assert_eq!(
+            hub.share(&room, &bob, true, false),
+            Err(vec![alice.clone()]),
+            "a second sharer is refused"
+        );
+        assert!(messages(&mut hub).is_empty());
+        let (_, present, _) = hub.join(&room, name("Carol"), None, 3).unwrap();
+        assert!(
+            present.iter().any(|p| p.peer_id == alice && p.sharing),
+            "newcomers see who shares"
+        );
+        messages(&mut hub);
+        assert_eq!(hub.share(&room, &bob, true, true), Ok(()));
+        assert_eq!(
+            messages(&mut hub),
+            vec![(1, sharers(&bob)), (2, sharers(&bob)), (3, sharers(&bob))],
+            "a take-over moves the wall"
+        );
+        assert_eq!(hub.share(&room, &bob, true, false), Ok(()));
+        assert_eq!(
+            messages(&mut hub),
+            vec![(2, sharers(&bob))],
+            "a claim held already is confirmed to its holder alone"
+        );
+        hub.leave(&room, &bob);
+        messages(&mut hub);
+        assert_eq!(
+            hub.share(&room, &alice, true, false),
+            Ok(()),
+            "leaving frees the wall"
+        );
     }
 
     #[test]

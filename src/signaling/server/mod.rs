@@ -36,6 +36,9 @@ use super::turn_credentials::TurnCredentials;
 pub const DEFAULT_ROOM_CAPACITY: usize = 8;
 /// Default number of peers the space's lobby holds.
 pub const DEFAULT_LOBBY_CAPACITY: usize = 100;
+/// Shared screens one room shows at once: one, and a second sharer is asked whether
+/// to take over.
+pub const DEFAULT_ROOM_SHARERS: usize = 1;
 /// Default number of rooms one server holds.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Default largest message, in bytes.
@@ -60,6 +63,10 @@ pub struct ServerLimits {
     /// Peers the space's lobby (room `lobby`) holds; the next one gets `room_full`.
     #[arg(long, default_value_t = DEFAULT_LOBBY_CAPACITY, value_parser = at_least_one)]
     pub lobby_capacity: usize,
+    /// Screens one room shows at once; the next sharer gets `share_refused` (and may
+    /// take over from the earliest).
+    #[arg(long, default_value_t = DEFAULT_ROOM_SHARERS, value_parser = at_least_one)]
+    pub room_sharers: usize,
     /// Rooms the server holds at once; the next create gets `server_full`.
     #[arg(long, default_value_t = DEFAULT_MAX_ROOMS)]
     pub max_rooms: usize,
@@ -114,6 +121,7 @@ impl Default for ServerLimits {
         Self {
             room_capacity: DEFAULT_ROOM_CAPACITY,
             lobby_capacity: DEFAULT_LOBBY_CAPACITY,
+            room_sharers: DEFAULT_ROOM_SHARERS,
             max_rooms: DEFAULT_MAX_ROOMS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             rate_per_sec: DEFAULT_RATE_PER_SEC,
@@ -144,7 +152,8 @@ impl SignalingServer {
             state: ServerState {
                 hub: Arc::new(Mutex::new(
                     Hub::new(limits.room_capacity, limits.max_rooms)
-                        .with_lobby_capacity(limits.lobby_capacity),
+                        .with_lobby_capacity(limits.lobby_capacity)
+                        .with_room_sharers(limits.room_sharers),
                 )),
                 limits: Arc::new(limits),
                 connections: Arc::new(AtomicUsize::new(0)),
