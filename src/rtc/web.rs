@@ -213,13 +213,16 @@ impl PeerSession {
             let receiving_screen = receiving_screen.clone();
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
                 let event: RtcTrackEvent = event.unchecked_into();
-                let Some(stream) = stream_of(&event) else {
-                    return;
-                };
                 if is_screen(&connection, &event) {
+                    // A stream of its own: the peer's screen stream loses the track when
+                    // a share stops, and a share that starts again brings the same track.
+                    let Ok(stream) = MediaStream::new() else {
+                        return;
+                    };
+                    stream.add_track(&event.track());
                     receiving_screen.set(true);
                     let _ = events.send(PeerEvent::RemoteScreen(stream));
-                } else {
+                } else if let Some(stream) = stream_of(&event) {
                     let _ = events.send(PeerEvent::RemoteStream(stream));
                 }
             })

@@ -68,18 +68,21 @@ impl LocalMedia {
                 &format!("{stream_id}-video"),
                 RtpCodecKind::Video,
                 vp8_codec(),
+                false,
             )?),
             audio: Arc::new(OutboundStream::new(
                 &stream_id,
                 &format!("{stream_id}-audio"),
                 RtpCodecKind::Audio,
                 opus_codec(),
+                false,
             )?),
             screen: Arc::new(OutboundStream::new(
                 &screen_id,
                 &screen_id,
                 RtpCodecKind::Video,
                 vp8_codec(),
+                true,
             )?),
         })
     }
@@ -120,6 +123,10 @@ pub(super) struct OutboundStream {
     clock_rate: u32,
     /// Stream/track ids, kind, SSRC and codec, cloned into each peer connection's track.
     template: MediaStreamTrack,
+    /// Whether each peer connection's copy goes out under an SSRC of its own (the
+    /// screen: a share that starts again is a new RTP stream, and Chromium does not take
+    /// up again an SSRC whose stream it stopped).
+    ssrc_per_sink: bool,
     enabled: AtomicBool,
     packetizer: tokio::sync::Mutex<PacketizerState>,
     sinks: Mutex<Vec<Arc<Sink>>>,
@@ -138,6 +145,8 @@ pub(super) struct Sink {
     pub(super) id: u64,
     /// The track added to this peer's connection.
     pub(super) track: Arc<TrackLocalStaticRTP>,
+    /// The SSRC this peer receives the stream under.
+    ssrc: u32,
     /// The payload type negotiated with this peer; nothing is sent before it is known.
     pub(super) payload_type: OnceLock<u8>,
     /// Whether the connection is up; packets written before that would be dropped anyway.
@@ -150,6 +159,7 @@ impl OutboundStream {
         track_id: &str,
         kind: RtpCodecKind,
         codec: RTCRtpCodec,
+        ssrc_per_sink: bool,
     ) -> Result<Self, RtcError> {
         let ssrc = random_u32();
         let payloader = codec
@@ -183,6 +193,7 @@ impl OutboundStream {
             ssrc,
             clock_rate,
             template,
+            ssrc_per_sink,
             enabled: AtomicBool::new(true),
             packetizer: tokio::sync::Mutex::new(PacketizerState {
                 packetizer: Box::new(packetizer),
@@ -199,9 +210,35 @@ impl OutboundStream {
 
     /// A new copy of the stream for one more peer connection.
     pub(super) fn add_sink(&self) -> Arc<Sink> {
+        let (track, ssrc) = if self.ssrc_per_sink {
+            let ssrc = random_u32();
+            let codings = self
+                .template
+                .codings()
+                .iter()
+                .map(|coding| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..coding.rtp_coding_parameters.clone()
+                    },
+                    ..coding.clone()
+                })
+                .collect();
+            let track = MediaStreamTrack::new(
+                self.template.stream_id().clone(),
+                self.template.track_id().clone(),
+                self.template.label().clone(),
+                self.template.kind(),
+                codings,
+            );
+            (track, ssrc)
+        } else {
+            (self.template.clone(), self.ssrc)
+        };
         let sink = Arc::new(Sink {
             id: self.next_sink_id.fetch_add(1, Ordering::Relaxed),
-            track: Arc::new(TrackLocalStaticRTP::new(self.template.clone())),
+            track: Arc::new(TrackLocalStaticRTP::new(track)),
+            ssrc,
             payload_type: OnceLock::new(),
             connected: AtomicBool::new(false),
         });
@@ -243,6 +280,7 @@ impl OutboundStream {
             for packet in &packets {
                 let mut packet = packet.clone();
                 packet.header.payload_type = payload_type;
+                packet.header.ssrc = sink.ssrc;
                 if let Err(e) = sink.track.write_rtp(packet).await {
                     // That peer's connection is going away; its own events say so.
                     tracing::debug!("dropping RTP for one peer: {e}");
