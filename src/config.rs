@@ -483,6 +483,10 @@ pub struct BotArgs {
     /// while one is shown.
     #[arg(long, value_name = "PATH")]
     pub save_screen: Option<PathBuf>,
+    /// With --share: stop sharing after this many seconds in the call, share again
+    /// after as long, and so on (a share that comes and goes, for tests and demos).
+    #[arg(long, value_name = "SECS", requires = "share", value_parser = parse_seconds)]
+    pub share_toggle: Option<f64>,
     /// Send back what the first peer sends (its encoded video and audio, unchanged)
     /// instead of our own media: a peer sees and hears itself after one round trip.
     #[arg(long)]

@@ -719,13 +719,54 @@ fn dominant(colour: [f64; 3]) -> usize {
         .unwrap_or(0)
 }
 
+/// The bot's screen: [`SCREEN_BLOCKS`] in blocks of [`SCREEN_BLOCK`].
+fn screen_picture() -> image::RgbaImage {
+    image::RgbaImage::from_fn(2 * SCREEN_BLOCK.0, 2 * SCREEN_BLOCK.1, |x, y| {
+        let [r, g, b] = SCREEN_BLOCKS[(y / SCREEN_BLOCK.1 * 2 + x / SCREEN_BLOCK.0) as usize];
+        image::Rgba([r, g, b, 255])
+    })
+}
+
+/// The corners of the wall's screen in the page's hooks.
+fn wall_corners(hooks: &serde_json::Value) -> [[f64; 2]; 4] {
+    serde_json::from_value(hooks["wall"].clone())
+        .unwrap_or_else(|_| panic!("no wall in the hooks: {hooks}"))
+}
+
+/// Where the middle of each block of [`SCREEN_BLOCKS`] is on the wall, as (u, v)
+/// across and down its quad.
+fn block_centres() -> impl Iterator<Item = (usize, f64, f64)> {
+    (0..SCREEN_BLOCKS.len()).map(|index| {
+        let (u, v) = (
+            0.25 + 0.5 * (index % 2) as f64,
+            0.25 + 0.5 * (index / 2) as f64,
+        );
+        (index, u, v)
+    })
+}
+
+/// Checks that the page's `screenshot` shows each block of the bot's screen inside the
+/// wall's quad `corners`, by its dominant colour (the renderer's tone mapping shifts
+/// the exact values).
+fn assert_wall_shows_blocks(screenshot: &str, corners: &[[f64; 2]; 4]) {
+    let image = image::open(screenshot).expect("the screenshot").to_rgb8();
+    for (index, u, v) in block_centres() {
+        let drawn = SCREEN_BLOCKS[index];
+        let seen = colour_in_quad(&image, corners, u, v);
+        println!("block {index}: drawn {drawn:?}, on the wall {seen:.0?}");
+        assert_eq!(
+            dominant(seen),
+            dominant(drawn.map(f64::from)),
+            "block {index} ({drawn:?}) shows as {seen:?} on the wall (corners {corners:?}, \
+             see {screenshot})"
+        );
+    }
+}
+
 #[test]
 fn a_browser_shares_its_screen_with_a_native_bot_and_shows_the_bots_on_the_wall() {
     let _browser = check_tools();
-    let picture = image::RgbaImage::from_fn(2 * SCREEN_BLOCK.0, 2 * SCREEN_BLOCK.1, |x, y| {
-        let [r, g, b] = SCREEN_BLOCKS[(y / SCREEN_BLOCK.1 * 2 + x / SCREEN_BLOCK.0) as usize];
-        image::Rgba([r, g, b, 255])
-    });
+    let picture = screen_picture();
     let display = TestDisplay::start(picture.dimensions(), &picture);
     // Both share: a wall for two.
     let (_server, address) = serve_with(&["--room-sharers", "2"]);
@@ -785,31 +826,13 @@ fn a_browser_shares_its_screen_with_a_native_bot_and_shows_the_bots_on_the_wall(
 
     // The page shows the bot's screen at its size, on the wall where the projection of
     // the wall's quad says, with the blocks where they are on the bot's screen.
-    let screen = &shown["screens"][0];
     assert_eq!(
-        screen["size"],
+        shown["screens"][0]["size"],
         serde_json::json!([picture.width(), picture.height()]),
         "{shown}"
     );
-    let corners: [[f64; 2]; 4] =
-        serde_json::from_value(shown["wall"].clone()).expect("the wall's corners");
     let screenshot = result["screenshot"].as_str().expect("a screenshot path");
-    let image = image::open(screenshot).expect("the screenshot").to_rgb8();
-    for (index, drawn) in SCREEN_BLOCKS.iter().enumerate() {
-        let (u, v) = (
-            0.25 + 0.5 * (index % 2) as f64,
-            0.25 + 0.5 * (index / 2) as f64,
-        );
-        let seen = colour_in_quad(&image, &corners, u, v);
-        let expected = dominant(drawn.map(f64::from));
-        println!("block {index}: drawn {drawn:?}, on the wall {seen:.0?}");
-        assert_eq!(
-            dominant(seen),
-            expected,
-            "block {index} ({drawn:?}) shows as {seen:?} on the wall (corners {corners:?}, \
-             see {screenshot})"
-        );
-    }
+    assert_wall_shows_blocks(screenshot, &wall_corners(&shown));
     let figures = stop_bot(bot, &stats);
     assert!(
         figures["sent"]["screen_frames"]
@@ -819,4 +842,42 @@ fn a_browser_shares_its_screen_with_a_native_bot_and_shows_the_bots_on_the_wall(
         "the bot sent no screen: {}",
         figures["sent"]
     );
+}
+
+#[test]
+fn a_share_that_stops_and_starts_again_leaves_the_wall_and_comes_back() {
+    let _browser = check_tools();
+    let display = TestDisplay::start(screen_picture().dimensions(), &screen_picture());
+    let (_server, address) = serve();
+    let stats = artefacts().join("browser-wall-bot.json");
+    let mut bot = meetspace();
+    bot.env("DISPLAY", &display.name);
+    let (bot, room) = hosting_bot_from(
+        bot,
+        &address,
+        &stats,
+        &["--share", "screen", "--share-toggle", "12"],
+    );
+    let result = browser("wall", &address, &room);
+    let shots = result["shots"].as_array().expect("the screenshots");
+    let path = |shot: &serde_json::Value| shot["screenshot"].as_str().expect("a path").to_owned();
+    let corners = wall_corners(&shots[0]["hooks"]);
+    assert_wall_shows_blocks(&path(&shots[0]), &corners);
+    // Where the screen was, the bare wall: grey, no block's colour.
+    let empty = image::open(path(&shots[1]))
+        .expect("the screenshot")
+        .to_rgb8();
+    for (index, u, v) in block_centres() {
+        let seen = colour_in_quad(&empty, &corners, u, v);
+        let spread = seen.iter().copied().fold(f64::MIN, f64::max)
+            - seen.iter().copied().fold(f64::MAX, f64::min);
+        println!("block {index}'s place on the empty wall: {seen:.0?}");
+        assert!(
+            spread < 40.0,
+            "block {index}'s place still shows a colour, {seen:?} (see {})",
+            path(&shots[1])
+        );
+    }
+    assert_wall_shows_blocks(&path(&shots[2]), &wall_corners(&shots[2]["hooks"]));
+    stop_bot(bot, &stats);
 }

@@ -19,7 +19,8 @@ use bevy::prelude::*;
 use common::checks::*;
 use common::*;
 use emulator::{Emulator, emulator};
-use meetspace::call::{CallError, CallNotice};
+use meetspace::call::{CallCommand, CallError, CallNotice};
+use meetspace::media::ShareTarget;
 use meetspace::signaling::protocol::{ErrorCode, RoomId};
 use serde_json::{Value, json};
 
@@ -237,6 +238,28 @@ fn a_flutter_flow_peer_creates_and_meetspace_joins() {
     assert!(
         frames >= 30,
         "the Flutter-flow peer received {frames} frames"
+    );
+
+    // The Flutter app shows no second track: a sharer hears so, and the call goes on.
+    bob.world_mut()
+        .write_message(CallCommand::ShareScreen(Some(ShareTarget::Screen(None))));
+    assert!(
+        refused_with(&mut bob, ErrorCode::BadMessage).is_some(),
+        "the sharer was not told: {:?}",
+        notices(&bob)
+    );
+    let told = notices(&bob).iter().any(|notice| {
+        matches!(notice, CallNotice::Failed(CallError::Refused { message, .. })
+            if message.contains("Flutter app does not show shared screens"))
+    });
+    assert!(told, "{:?}", notices(&bob));
+    let before = frames_decoded(&mut bob, "Guest");
+    assert!(
+        pump_until(&mut [&mut bob], 20 * SECOND, |apps| {
+            frames_decoded(apps[0], "Guest") >= before + 30
+        }),
+        "the call stalled after the share: {before} frames, then {}",
+        frames_decoded(&mut bob, "Guest")
     );
 }
 

@@ -21,7 +21,7 @@ use display::TestDisplay;
 use meetspace::call::{CallCommand, CallReport, OwnScreen, ShareQuestion, SharedScreen, VideoFeed};
 use meetspace::config::ClientConfig;
 use meetspace::media::screen_capture::share_sources;
-use meetspace::media::{SendSettings, ShareTarget, SignPainter, SignStyle};
+use meetspace::media::{SendSettings, ShareTarget, SignPainter, SignStyle, Thumbnail};
 use meetspace::signaling::server::ServerLimits;
 use meetspace::space::{WallScreen, wall_screen_size};
 
@@ -532,6 +532,49 @@ fn a_second_sharer_is_asked_and_taking_over_moves_the_wall() {
     assert!(
         shared_screen(&mut second).is_none(),
         "the first share stayed on after the take-over"
+    );
+}
+
+#[test]
+fn the_picker_lists_the_screen_and_the_window_with_thumbnails_of_what_they_show() {
+    display();
+    let sources = share_sources().expect("the test display lists its sources");
+    let pixel = |thumbnail: &Thumbnail, x: u32, y: u32| -> [u8; 3] {
+        let at = ((y * thumbnail.width + x) * 4) as usize;
+        [
+            thumbnail.rgba[at],
+            thumbnail.rgba[at + 1],
+            thumbnail.rgba[at + 2],
+        ]
+    };
+    let near = |seen: [u8; 3], drawn: [u8; 3]| {
+        seen.iter()
+            .zip(drawn)
+            .all(|(&a, b)| (i32::from(a) - i32::from(b)).abs() <= COLOUR_TOLERANCE)
+    };
+    let screen = sources
+        .iter()
+        .find(|source| matches!(source.target, ShareTarget::Screen(_)))
+        .and_then(|source| source.thumbnail.as_ref())
+        .expect("the screen, with a thumbnail");
+    // 1280x480 scaled by 1/8: the blocks are 20 px.
+    assert_eq!((screen.width, screen.height), (Thumbnail::MAX_WIDTH, 60));
+    let seen = pixel(screen, 10, 10);
+    assert!(
+        near(seen, COLOURS[0]),
+        "the screen's first block shows as {seen:?}"
+    );
+    let window = sources
+        .iter()
+        .find(|source| matches!(source.target, ShareTarget::Window(_)) && source.width == 3 * BLOCK)
+        .and_then(|source| source.thumbnail.as_ref())
+        .expect("the test window, with a thumbnail");
+    // 480x320 scaled to 90 px high: the blocks are 45 px.
+    assert_eq!((window.width, window.height), (135, Thumbnail::MAX_HEIGHT));
+    let seen = pixel(window, 22, 22);
+    assert!(
+        near(seen, WINDOW_COLOURS[0]),
+        "the window's first block shows as {seen:?}"
     );
 }
 

@@ -25,7 +25,7 @@ use crate::call::{
 use crate::config::{BotArgs, ClientConfig, Spot};
 use crate::headless::headless_app;
 use crate::media::camera::find_camera;
-use crate::media::{CallStats, SendSettings, VideoInput};
+use crate::media::{CallStats, SendSettings, ShareTarget, VideoInput};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, RoomId};
@@ -93,8 +93,21 @@ pub fn run(args: BotArgs) -> anyhow::Result<AppExit> {
             public_title: args.public.clone(),
         },
     };
+    let toggle = args
+        .share_toggle
+        .zip(config.share.clone())
+        .map(|(secs, target)| ShareToggle {
+            target,
+            every: Duration::from_secs_f64(secs),
+            sharing: true,
+            next: None,
+        });
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut app = bot_app(config, first_command, Announce::Stdout, interrupted.clone());
+    if let Some(toggle) = toggle {
+        app.insert_resource(toggle)
+            .add_systems(Update, toggle_share.after(follow_call));
+    }
     app.world()
         .resource::<AsyncRuntime>()
         .handle()
@@ -393,6 +406,36 @@ fn follow_call(
         bot.leaving = true;
         commands.write(CallCommand::Leave);
     }
+}
+
+/// `--share-toggle`: the share goes off and on again every `every` of the call.
+#[derive(Resource)]
+struct ShareToggle {
+    target: ShareTarget,
+    every: Duration,
+    sharing: bool,
+    /// When it switches next, once in the call.
+    next: Option<Instant>,
+}
+
+/// Switches the share of `--share-toggle` when it is due.
+fn toggle_share(
+    bot: Res<Bot>,
+    mut toggle: ResMut<ShareToggle>,
+    mut commands: MessageWriter<CallCommand>,
+) {
+    let Some(joined_at) = bot.joined_at else {
+        return;
+    };
+    let every = toggle.every;
+    let due = *toggle.next.get_or_insert(joined_at + every);
+    if bot.leaving || Instant::now() < due {
+        return;
+    }
+    toggle.sharing = !toggle.sharing;
+    toggle.next = Some(due + every);
+    let share = toggle.sharing.then(|| toggle.target.clone());
+    commands.write(CallCommand::ShareScreen(share));
 }
 
 fn react_to_notices(

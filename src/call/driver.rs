@@ -508,9 +508,12 @@ impl CallMedia for NativeMedia {
         self.own_pose.send_replace(Some(pose));
     }
 
-    async fn share_screen(&mut self, target: Option<ShareTarget>, roster: &Roster) {
+    async fn share_screen(&mut self, target: Option<ShareTarget>, roster: &Roster) -> bool {
+        let wanted = target.is_some();
         self.config.share = target;
         self.apply_share(roster).await;
+        // A share that cannot start is forgotten.
+        !wanted || self.config.share.is_some()
     }
 
     /// Closes every peer connection, stops the encoders and the screen capture, and closes

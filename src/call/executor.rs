@@ -47,12 +47,12 @@ pub(super) trait CallMedia {
     fn share_pose(&self, pose: Pose);
 
     /// Shows `target` to everyone in the call (in this call and the next), or stops
-    /// sharing (`None`); problems go to `roster`.
+    /// sharing (`None`); false when the share could not start (told to `roster`).
     fn share_screen(
         &mut self,
         target: Option<ShareTarget>,
         roster: &Roster,
-    ) -> impl Future<Output = ()>;
+    ) -> impl Future<Output = bool>;
 
     /// Closes every connection (their last figures to `roster`) and stops our media.
     fn stop_media(&mut self, roster: &Roster) -> impl Future<Output = ()>;
@@ -245,7 +245,13 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                 }
                 RoomAction::ApplyMedia(state) => media.apply_media(state),
                 RoomAction::SharePose(pose) => media.share_pose(pose),
-                RoomAction::ShareScreen(target) => media.share_screen(target, &self.roster).await,
+                RoomAction::ShareScreen(target) => {
+                    if !media.share_screen(target, &self.roster).await {
+                        // The share could not start: the wall goes back.
+                        self.room
+                            .command(super::CallCommand::ShareScreen(None), Instant::now());
+                    }
+                }
                 RoomAction::StopMedia => media.stop_media(&self.roster).await,
                 RoomAction::Connect {
                     peer,

@@ -482,9 +482,12 @@ impl CallMedia for BrowserMedia {
         self.send_pose();
     }
 
-    async fn share_screen(&mut self, target: Option<ShareTarget>, roster: &Roster) {
+    async fn share_screen(&mut self, target: Option<ShareTarget>, roster: &Roster) -> bool {
+        let wanted = target.is_some();
         self.config.share = target;
         self.apply_share(roster).await;
+        // A share that cannot start is forgotten.
+        !wanted || self.config.share.is_some()
     }
 
     /// Applies our switches to our tracks.

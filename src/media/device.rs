@@ -114,6 +114,27 @@ pub struct ShareSource {
     pub width: u32,
     /// Its size in pixels.
     pub height: u32,
+    /// A small picture of it when listed, for the picker.
+    pub thumbnail: Option<Thumbnail>,
+}
+
+/// A small RGBA picture of a [`ShareSource`], at most [`Thumbnail::MAX_WIDTH`] x
+/// [`Thumbnail::MAX_HEIGHT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thumbnail {
+    /// Its width in pixels.
+    pub width: u32,
+    /// Its height in pixels.
+    pub height: u32,
+    /// Its pixels, RGBA, row by row.
+    pub rgba: Vec<u8>,
+}
+
+impl Thumbnail {
+    /// Widest a thumbnail gets.
+    pub const MAX_WIDTH: u32 = 160;
+    /// Tallest a thumbnail gets.
+    pub const MAX_HEIGHT: u32 = 90;
 }
 
 impl fmt::Display for ShareSource {

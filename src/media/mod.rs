@@ -51,7 +51,7 @@ pub use self::audio_io::{Direction, Microphone, Speaker, audio_devices};
 pub use self::congestion::{
     BitrateBounds, LossBasedController, PeerBitrateTarget, VideoBitrateTargets,
 };
-pub use self::device::{AudioInput, DeviceChoice, ShareSource, ShareTarget, VideoInput};
+pub use self::device::{AudioInput, DeviceChoice, ShareSource, ShareTarget, Thumbnail, VideoInput};
 pub use self::error::{CodecError, DeviceError, FrameError};
 pub use self::frame::{AUDIO_FRAME_SAMPLES, AUDIO_SAMPLE_RATE, AudioFrame, VideoFrame};
 pub use self::mixer::{Mixer, StereoGain};

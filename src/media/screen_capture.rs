@@ -6,7 +6,7 @@ use image::RgbaImage;
 use image::imageops;
 
 use super::camera_format::rgba_to_i420;
-use super::device::{ShareSource, ShareTarget};
+use super::device::{ShareSource, ShareTarget, Thumbnail};
 use super::error::DeviceError;
 use super::frame::VideoFrame;
 
@@ -16,7 +16,8 @@ pub const MAX_SHARE_WIDTH: u32 = 1920;
 pub const MAX_SHARE_HEIGHT: u32 = 1080;
 
 /// The screens, then the windows that are shown (not minimised, with a title or a
-/// program name, by which they are asked for).
+/// program name, by which they are asked for), each with a thumbnail of what it shows
+/// now (none when it cannot be captured).
 pub fn share_sources() -> Result<Vec<ShareSource>, DeviceError> {
     let mut sources = Vec::new();
     for (index, monitor) in xcap::Monitor::all()
@@ -29,6 +30,7 @@ pub fn share_sources() -> Result<Vec<ShareSource>, DeviceError> {
             label: monitor.name().unwrap_or_else(|_| format!("screen {index}")),
             width: monitor.width().unwrap_or(0),
             height: monitor.height().unwrap_or(0),
+            thumbnail: thumbnail(monitor.capture_image()),
         });
     }
     // Without a window manager that lists them (a bare X server) there are only screens.
@@ -53,9 +55,29 @@ pub fn share_sources() -> Result<Vec<ShareSource>, DeviceError> {
             target: ShareTarget::Window(name),
             width: window.width().unwrap_or(0),
             height: window.height().unwrap_or(0),
+            thumbnail: thumbnail(window.capture_image()),
         });
     }
     Ok(sources)
+}
+
+/// A capture scaled down to fit a [`Thumbnail`], keeping its aspect ratio; `None`
+/// when the capture failed (a window that went away meanwhile).
+fn thumbnail(captured: Result<RgbaImage, xcap::XCapError>) -> Option<Thumbnail> {
+    let image = captured
+        .inspect_err(|error| tracing::debug!(%error, "no thumbnail"))
+        .ok()?;
+    let (width, height) = image.dimensions();
+    let scale = (f64::from(Thumbnail::MAX_WIDTH) / f64::from(width.max(1)))
+        .min(f64::from(Thumbnail::MAX_HEIGHT) / f64::from(height.max(1)))
+        .min(1.0);
+    let fit = |side: u32| ((f64::from(side) * scale) as u32).max(1);
+    let small = imageops::thumbnail(&image, fit(width), fit(height));
+    Some(Thumbnail {
+        width: small.width(),
+        height: small.height(),
+        rgba: small.into_raw(),
+    })
 }
 
 /// An open screen or window capture.

@@ -10,7 +10,7 @@ use bevy_egui::egui;
 use super::graphics::graphics_rows;
 use crate::call::{AvailableDevices, CallCommand, OwnScreen};
 use crate::config::ClientConfig;
-use crate::media::{AudioInput, DeviceChoice, ShareSource, ShareTarget, VideoInput};
+use crate::media::{AudioInput, DeviceChoice, ShareSource, ShareTarget, Thumbnail, VideoInput};
 use crate::space::{Graphics, GraphicsChoice};
 
 /// What the pickers show as chosen: the flags at start, then the user's picks.
@@ -35,28 +35,75 @@ impl DevicePicks {
     }
 }
 
-/// The "Share" picker: nothing, or one of `shares`.
+/// The "Share" picker: nothing, or one of `shares`, each with its thumbnail.
 fn share_picker(
     ui: &mut egui::Ui,
     shares: &[ShareSource],
     own_screen: &OwnScreen,
     commands: &mut MessageWriter<CallCommand>,
 ) {
-    let share_options: Vec<(String, Option<ShareTarget>)> =
-        std::iter::once(("Nothing".to_owned(), None))
-            .chain(
-                shares
-                    .iter()
-                    .map(|source| (source.to_string(), Some(source.target.clone()))),
-            )
-            .collect();
-    let sharing_now = own_screen
-        .0
-        .as_ref()
-        .map_or_else(|| "nothing".to_owned(), ToString::to_string);
-    if let Some(share) = picker(ui, "Share", &share_options, &own_screen.0, sharing_now) {
+    let current = &own_screen.0;
+    let shown = match current {
+        None => "Nothing".to_owned(),
+        Some(target) => shares
+            .iter()
+            .find(|source| &source.target == target)
+            .map_or_else(|| target.to_string(), ToString::to_string),
+    };
+    let mut picked = None;
+    egui::ComboBox::from_label("Share")
+        .selected_text(shown)
+        .show_ui(ui, |ui| {
+            if ui.selectable_label(current.is_none(), "Nothing").clicked() && current.is_some() {
+                picked = Some(None);
+            }
+            for source in shares {
+                let chosen = current.as_ref() == Some(&source.target);
+                let clicked = ui
+                    .horizontal(|ui| {
+                        if let Some(thumbnail) = &source.thumbnail {
+                            ui.image(thumbnail_texture(ui.ctx(), source, thumbnail));
+                        }
+                        ui.selectable_label(chosen, source.to_string()).clicked()
+                    })
+                    .inner;
+                if clicked && !chosen {
+                    picked = Some(Some(source.target.clone()));
+                }
+            }
+        });
+    if let Some(share) = picked {
         commands.write(CallCommand::ShareScreen(share));
     }
+}
+
+/// The texture of `source`'s thumbnail, made once per picture and kept in egui's
+/// memory under the source's label (a new picture of it replaces the old texture).
+fn thumbnail_texture(
+    ctx: &egui::Context,
+    source: &ShareSource,
+    thumbnail: &Thumbnail,
+) -> egui::load::SizedTexture {
+    let id = egui::Id::new(("share thumbnail", &source.label));
+    let picture_id = egui::Id::new(&thumbnail.rgba);
+    let kept = ctx.memory_mut(|memory| memory.data.get_temp::<(egui::Id, egui::TextureHandle)>(id));
+    let texture = match kept {
+        Some((kept_id, texture)) if kept_id == picture_id => texture,
+        _ => {
+            let picture = egui::ColorImage::from_rgba_unmultiplied(
+                [thumbnail.width as usize, thumbnail.height as usize],
+                &thumbnail.rgba,
+            );
+            let texture = ctx.load_texture(
+                format!("share thumbnail {}", source.label),
+                picture,
+                egui::TextureOptions::LINEAR,
+            );
+            ctx.memory_mut(|memory| memory.data.insert_temp(id, (picture_id, texture.clone())));
+            texture
+        }
+    };
+    egui::load::SizedTexture::from_handle(&texture)
 }
 
 /// The "Devices" section: one picker per kind, each pick sent to the driver at once,
@@ -85,6 +132,7 @@ pub fn device_pickers(
                     label: "A screen, window or tab (the browser asks)".to_owned(),
                     width: 0,
                     height: 0,
+                    thumbnail: None,
                 };
                 share_picker(ui, &[asked], own_screen, commands);
                 ui.separator();

@@ -17,6 +17,9 @@
 //           the bot shares its own; waits until the bot's screen hangs on the room's
 //           wall, saves a screenshot (ARTEFACT_DIR/browser-screen.png), then prints
 //           `STEP shown <hooks>` and waits while the test checks what the bot receives.
+//   wall:   one tab joins ROOM, whose bot shares, stops and shares again; saves a
+//           screenshot (ARTEFACT_DIR/browser-wall-N.png) with the bot's screen on the
+//           wall, then the empty wall, then the screen again, with the hooks of each.
 // Prints one line `RESULT <json>` on success; exits 1 with the reason otherwise.
 
 import { chromium } from "playwright-core";
@@ -184,6 +187,28 @@ try {
     const shown = await hooks(page);
     await step("shown", shown);
     console.log(`RESULT ${JSON.stringify({ screenshot, hooks: shown })}`);
+  } else if (scenario === "wall") {
+    const page = await openTab(context, "Browser");
+    const onWall = (s) => s.wall && s.screens.some((screen) => screen.framesDrawn >= 3);
+    const empty = (s) => s.state === "in_call" && !s.wall && s.screens.length === 0;
+    const shots = [];
+    for (const [index, shown] of [[1, true], [2, false], [3, true]]) {
+      const what = shown ? "the bot's screen on the wall" : "the empty wall";
+      const check = shown ? onWall : empty;
+      const screenshot = path.join(artefacts, `browser-wall-${index}.png`);
+      // A screenshot that the state held over, before and after (the share may switch
+      // while a slow page draws).
+      for (;;) {
+        await waitForHooks(page, what, check);
+        await page.screenshot({ path: screenshot });
+        const after = await hooks(page);
+        if (check(after)) {
+          shots.push({ screenshot, hooks: after });
+          break;
+        }
+      }
+    }
+    console.log(`RESULT ${JSON.stringify({ shots })}`);
   } else if (scenario === "lobby") {
     const page = await openTab(context, "Browser");
     const positionOf = (state) => state.participants.find((p) => p.name === "Bot")?.position;
