@@ -278,11 +278,7 @@ impl PeerSession {
             ],
         };
         if role == Role::Offerer {
-            let offer = JsFuture::from(session.connection.create_offer())
-                .await
-                .map_err(stack_error("creating the offer"))?;
-            let sdp = sdp_of(&offer)?;
-            session.set_local(RtcSdpType::Offer, &sdp).await?;
+            let sdp = session.describe_local(RtcSdpType::Offer).await?;
             let _ = session
                 .events
                 .send(PeerEvent::Signal(SignalPayload::Offer { sdp }));
@@ -297,6 +293,21 @@ impl PeerSession {
         {
             tracing::trace!("a pose was not sent: {}", crate::browser::describe(&error));
         }
+    }
+
+    /// Creates our offer (or, with `Answer`, our answer), applies it and returns its SDP.
+    async fn describe_local(&self, kind: RtcSdpType) -> Result<String, RtcError> {
+        let created = if kind == RtcSdpType::Answer {
+            self.connection.create_answer()
+        } else {
+            self.connection.create_offer()
+        };
+        let description = JsFuture::from(created)
+            .await
+            .map_err(stack_error("creating our session description"))?;
+        let sdp = sdp_of(&description)?;
+        self.set_local(kind, &sdp).await?;
+        Ok(sdp)
     }
 
     async fn set_local(&self, kind: RtcSdpType, sdp: &str) -> Result<(), RtcError> {
@@ -451,11 +462,7 @@ impl PeerSession {
     async fn reoffer(&self) -> Result<(), RtcError> {
         self.reoffer_wanted.set(false);
         self.apply_screen().await?;
-        let offer = JsFuture::from(self.connection.create_offer())
-            .await
-            .map_err(stack_error("creating a reoffer"))?;
-        let sdp = sdp_of(&offer)?;
-        self.set_local(RtcSdpType::Offer, &sdp).await?;
+        let sdp = self.describe_local(RtcSdpType::Offer).await?;
         let _ = self
             .events
             .send(PeerEvent::Signal(SignalPayload::Reoffer { sdp }));
@@ -500,11 +507,7 @@ impl PeerSession {
     /// Applies the remote's offer `sdp` and sends our answer.
     async fn answer(&self, sdp: &str) -> Result<(), RtcError> {
         self.set_remote(RtcSdpType::Offer, sdp).await?;
-        let answer = JsFuture::from(self.connection.create_answer())
-            .await
-            .map_err(stack_error("creating the answer"))?;
-        let sdp = sdp_of(&answer)?;
-        self.set_local(RtcSdpType::Answer, &sdp).await?;
+        let sdp = self.describe_local(RtcSdpType::Answer).await?;
         let _ = self
             .events
             .send(PeerEvent::Signal(SignalPayload::Answer { sdp }));
