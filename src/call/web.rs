@@ -97,7 +97,9 @@ pub(super) async fn run(
             Some(report) = reports.recv() => media.on_peer_report(report, &mut core),
             Some(share) = share_ended.recv() => {
                 if media.share_ended(share) {
-                    // The room gives the wall back, and the driver stops sharing.
+                    // Stopped here at once (as natively: also while signaling is
+                    // down), then the room gives the wall back.
+                    media.share_screen(None, &core.roster).await;
                     core.room.command(CallCommand::ShareScreen(None), Instant::now());
                 }
             }
