@@ -219,8 +219,12 @@ try {
       const at = positionOf(s);
       return at && Math.hypot(at[0] - x, at[1] - z) > 0.5;
     });
-    // The tab's poses go to the bot on the data channel meanwhile, 20 a second.
+    // The tab's poses go to the bot on the data channel meanwhile, 20 a second at
+    // most: between two of its frames a page busy drawing sends about one, so wait for
+    // 3 s and for 10 more frames of the bot's video.
+    const framesThen = later.participants.find((p) => p.name === "Bot").framesDrawn;
     await page.waitForTimeout(3000);
+    await waitForHooks(page, "10 more frames of the bot", (s) => drawn(s, "Bot", framesThen + 10));
     const load = await page.evaluate(() => window.__meetspaceLoad);
     console.log(`RESULT ${JSON.stringify({ first, later, load })}`);
   } else {
