@@ -31,6 +31,8 @@ packages=(
   # the NAT lab of the TURN tests (tests/nat): coturn's turnserver on its "internet",
   # sysctl and kill for its routers and processes
   coturn procps
+  # rooms past the mesh: the SFU (Janus's VideoRoom), which tests/sfu.rs starts
+  janus
   # the browser build's end-to-end tests (tests/browser.rs) drive real Chromium
   chromium
 )

@@ -41,7 +41,7 @@ pub struct Cli {
 pub enum Command {
     #[cfg(not(target_arch = "wasm32"))]
     /// Run the signaling server alone (for a LAN or a public host).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// A headless participant: joins a room, stays, leaves. For scripts and tests.
     Bot(Box<BotArgs>),
     /// Measure calls between headless clients in this process (loopback, synthetic media).
@@ -436,6 +436,30 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TURN_TTL_SECS,
           value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
     pub turn_ttl: u64,
+    /// A Janus instance for rooms past the mesh (repeatable; each room lives on the one
+    /// holding the fewest): `janus+ws://HOST:8188`, its WebSocket transport.
+    #[arg(long = "sfu", value_name = "URL", value_parser = crate::signaling::server::sfu::parse_janus_url)]
+    pub sfu: Vec<String>,
+    /// A room that reaches this many people moves to the SFU (with --sfu).
+    #[arg(long, default_value_t = crate::signaling::server::sfu::DEFAULT_MESH_LIMIT,
+          value_parser = clap::value_parser!(u64).range(2..=1000))]
+    pub mesh_limit: u64,
+    /// Janus's `api_secret`, when it has one.
+    #[arg(
+        long,
+        env = "MEETSPACE_JANUS_API_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub janus_api_secret: Option<String>,
+    /// The VideoRoom plugin's `admin_key`, when it has one (rooms are created with it).
+    #[arg(
+        long,
+        env = "MEETSPACE_JANUS_ADMIN_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub janus_admin_key: Option<String>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]

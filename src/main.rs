@@ -17,6 +17,8 @@ use meetspace::config::{Cli, Command, ServeArgs};
 #[cfg(not(target_arch = "wasm32"))]
 use meetspace::signaling::server::SignalingServer;
 #[cfg(not(target_arch = "wasm32"))]
+use meetspace::signaling::server::sfu::SfuSettings;
+#[cfg(not(target_arch = "wasm32"))]
 use meetspace::signaling::turn_credentials::TurnCredentials;
 
 #[cfg(target_arch = "wasm32")]
@@ -28,7 +30,7 @@ fn main() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Some(Command::Serve(args)) => serve(args).map(|()| AppExit::Success),
+        Some(Command::Serve(args)) => serve(*args).map(|()| AppExit::Success),
         Some(Command::Bot(args)) => {
             init_logging();
             meetspace::bot::run(*args)
@@ -86,6 +88,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 secret,
                 Duration::from_secs(args.turn_ttl),
             ));
+        }
+        if !args.sfu.is_empty() {
+            tracing::info!(
+                "rooms of {} or more move to the SFU at {}",
+                args.mesh_limit,
+                args.sfu.join(", ")
+            );
+            server = server.with_sfu(SfuSettings {
+                instances: args.sfu.clone(),
+                api_secret: args.janus_api_secret.clone(),
+                admin_key: args.janus_admin_key.clone(),
+                mesh_limit: args.mesh_limit as usize,
+            });
         }
         tracing::info!("signaling server listening at {}", server.url());
         if let Some(root) = web_root {

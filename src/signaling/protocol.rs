@@ -562,6 +562,17 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "is_false")]
         take_over: bool,
     },
+    /// In a room on the SFU: a description or candidate of our upstream (`feed`
+    /// absent: the offer publishing our camera and microphone, and its candidates) or
+    /// of our downstream of `feed`'s media (our answer to the server's offer, and its
+    /// candidates). The payload is as in `signal`.
+    SfuSignal {
+        /// Whose media the downstream carries; absent for our upstream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feed: Option<PeerId>,
+        /// The offer, answer or candidate.
+        data: serde_json::Value,
+    },
 }
 
 /// A public room as the lobby lists it.
@@ -628,6 +639,23 @@ pub enum ServerMessage {
             deserialize_with = "deserialize_ice_servers"
         )]
         ice_servers: Vec<IceServer>,
+        /// The room runs on the SFU (see `sfu_started`): publish there, and offer to
+        /// nobody.
+        #[serde(default, skip_serializing_if = "is_false")]
+        sfu: bool,
+    },
+    /// Your room has grown past the mesh (the server's `--mesh-limit`) and moves to the
+    /// SFU: publish your media with `sfu_signal`; the server offers you everyone's
+    /// media the same way. Keep the mesh connections until those streams show.
+    SfuStarted,
+    /// From the SFU, through the server: the answer to our upstream's offer (`feed`
+    /// absent), or the offer of `feed`'s media to us (answer it with `sfu_signal`).
+    SfuSignal {
+        /// Whose media the downstream carries; absent for our upstream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feed: Option<PeerId>,
+        /// The offer or answer.
+        data: serde_json::Value,
     },
     /// Someone entered your room; they will send you an offer.
     PeerJoined {
@@ -759,6 +787,8 @@ pub enum ErrorCode {
     ResumeRefused,
     /// A chat message that is empty, too long, or has control characters.
     BadChat,
+    /// The SFU could not carry out an `sfu_signal` (unreachable, or it refused).
+    SfuFailed,
 }
 
 impl ErrorCode {
@@ -777,6 +807,7 @@ impl ErrorCode {
             Self::WrongPasscode => "wrong_passcode",
             Self::ResumeRefused => "resume_refused",
             Self::BadChat => "bad_chat",
+            Self::SfuFailed => "sfu_failed",
         }
     }
 }
@@ -809,7 +840,7 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 11] = [
+const CLIENT_MESSAGE_TYPES: [&str; 12] = [
     "create_room",
     "join_room",
     "resume",
@@ -821,6 +852,7 @@ const CLIENT_MESSAGE_TYPES: [&str; 11] = [
     "hand",
     "watch_space",
     "share",
+    "sfu_signal",
 ];
 
 impl ClientMessage {

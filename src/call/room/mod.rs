@@ -924,6 +924,8 @@ impl Room {
                 peers,
                 resume_token,
                 ice_servers,
+                // Rooms on the SFU are not joined through it yet: the mesh goes on.
+                sfu: _,
             } => self.welcome(room, peer_id, peers, resume_token, ice_servers),
             ServerMessage::PeerJoined { peer } if self.lobby.is_some() => {
                 self.members.insert(peer.peer_id.clone(), peer.name.clone());
@@ -993,6 +995,9 @@ impl Room {
                 text,
             })),
             ServerMessage::Sharers { peers } => self.sharers(&peers),
+            ServerMessage::SfuStarted | ServerMessage::SfuSignal { .. } => {
+                tracing::debug!("the room moved to the SFU; this client stays on the mesh");
+            }
             ServerMessage::ShareRefused { sharers } => self.share_refused(&sharers),
             ServerMessage::PeerHand { peer_id, raised } => {
                 if self.members.contains_key(&peer_id) {

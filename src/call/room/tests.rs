@@ -44,6 +44,7 @@ fn welcome(peers: &[&str]) -> ServerMessage {
         peers: peers.iter().map(|peer| info(peer)).collect(),
         resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
         ice_servers: Vec::new(),
+        sfu: false,
     }
 }
 
@@ -774,6 +775,7 @@ fn the_servers_turn_credentials_are_used_unless_we_have_our_own() {
         peers,
         resume_token,
         ice_servers: vec![turn_server()],
+        sfu: false,
     });
     assert!(
         script
@@ -912,6 +914,7 @@ impl Script {
             peers,
             resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
             ice_servers: Vec::new(),
+            sfu: false,
         });
         script
     }

@@ -271,6 +271,7 @@ impl Session {
             peer_id,
             peers,
             ice_servers: Vec::new(),
+            sfu: false,
         });
         Ok(())
     }

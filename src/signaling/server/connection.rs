@@ -14,6 +14,8 @@ use tokio::sync::{Notify, mpsc};
 
 use super::ServerLimits;
 use super::hub::{Delivery, Departure, Hub, ResumeRequest};
+use super::sfu::{Sfu, Tell};
+use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{
     ChatText, ClientMessage, ErrorCode, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
 };
@@ -55,6 +57,8 @@ pub(super) struct ServerState {
     pub(super) turn: Option<Arc<TurnCredentials>>,
     /// Messages in and out.
     pub(super) traffic: Arc<Traffic>,
+    /// The bridge to the SFU that rooms past the mesh limit move to, if any.
+    pub(super) sfu: Option<Arc<Sfu>>,
 }
 
 impl ServerState {
@@ -80,6 +84,54 @@ impl ServerState {
         }
         decided
     }
+
+    /// Tells the SFU that `peer` left `room` (its media there goes), in the background.
+    fn left_sfu(&self, room: RoomId, peer: PeerId) {
+        if let Some(sfu) = self.sfu.clone() {
+            tokio::spawn(async move { sfu.leave(&room, &peer).await });
+        }
+    }
+}
+
+/// The SFU bridge reaches members through the hub (their connection now).
+impl Tell for ServerState {
+    fn tell(&self, room: &RoomId, peer: &PeerId, message: ServerMessage) {
+        self.with_hub(|hub| hub.tell_member(room, peer, &message));
+    }
+}
+
+/// One `sfu_signal` for the SFU bridge, from the member `peer` of `room`.
+struct SfuStep {
+    room: RoomId,
+    peer: PeerId,
+    feed: Option<PeerId>,
+    payload: SignalPayload,
+}
+
+/// Carries out one connection's `sfu_signal`s in order (a candidate needs its
+/// stream's description to have been handled), telling the client what failed.
+fn sfu_worker(
+    state: ServerState,
+    sfu: Arc<Sfu>,
+    mailbox: Mailbox,
+) -> mpsc::UnboundedSender<SfuStep> {
+    let (steps, mut queue) = mpsc::unbounded_channel::<SfuStep>();
+    let tell: Arc<dyn Tell> = Arc::new(state);
+    tokio::spawn(async move {
+        while let Some(step) = queue.recv().await {
+            let done = sfu
+                .signal(&step.room, &step.peer, step.feed, step.payload, &tell)
+                .await;
+            if let Err(error) = done {
+                tracing::warn!(%error, room = %step.room, peer = %step.peer, "SFU step failed");
+                mailbox.deliver(ServerMessage::Error {
+                    code: ErrorCode::SfuFailed,
+                    message: error.to_string(),
+                });
+            }
+        }
+    });
+    steps
 }
 
 /// Takes a WebSocket upgrade request and serves the connection.
@@ -203,6 +255,8 @@ struct Connection {
     limiter: RateLimiter,
     /// Chat's own, tighter limit: [`CHAT_BURST`] at once, then [`CHAT_PER_SEC`].
     chat_limiter: RateLimiter,
+    /// Where this connection's `sfu_signal`s go, once it sent one.
+    sfu_steps: Option<mpsc::UnboundedSender<SfuStep>>,
 }
 
 /// Chat messages a connection may send at once.
@@ -396,6 +450,18 @@ impl Connection {
                 }
                 self.state.with_hub(|hub| hub.watch_space(room, from));
             }
+            (ClientMessage::SfuSignal { feed, data }, Some((room, from))) => {
+                let step = SfuStep {
+                    room: room.clone(),
+                    peer: from.clone(),
+                    feed,
+                    payload: match SignalPayload::from_json(&data.to_string()) {
+                        Ok(payload) => payload,
+                        Err(error) => return self.refuse(ErrorCode::BadMessage, error.to_string()),
+                    },
+                };
+                self.sfu_signal(step);
+            }
             (ClientMessage::Leave, Some(_)) => self.leave_room(),
             (
                 ClientMessage::Signal { .. }
@@ -404,6 +470,7 @@ impl Connection {
                 | ClientMessage::Chat { .. }
                 | ClientMessage::Hand { .. }
                 | ClientMessage::Share { .. }
+                | ClientMessage::SfuSignal { .. }
                 | ClientMessage::WatchSpace,
                 None,
             ) => {
@@ -413,6 +480,23 @@ impl Connection {
                 );
             }
         }
+    }
+
+    /// Hands an `sfu_signal` to this connection's SFU worker, if the room is on the SFU.
+    fn sfu_signal(&mut self, step: SfuStep) {
+        let Some(sfu) = self.state.sfu.clone() else {
+            return self.refuse(ErrorCode::SfuFailed, "this server has no SFU");
+        };
+        if !self.state.hub().is_on_sfu(&step.room) {
+            return self.refuse(
+                ErrorCode::SfuFailed,
+                format!("room {} is not on the SFU", step.room),
+            );
+        }
+        let steps = self
+            .sfu_steps
+            .get_or_insert_with(|| sfu_worker(self.state.clone(), sfu, self.mailbox.clone()));
+        let _ = steps.send(step);
     }
 
     /// Refuses a chat, hand, share or `watch_space` message past the allowance they
@@ -441,12 +525,14 @@ impl Connection {
             .iter()
             .map(|turn| turn.issue(&peer_id, SystemTime::now()))
             .collect();
+        let sfu = self.state.hub().is_on_sfu(&room);
         self.reply(ServerMessage::Welcome {
             room,
             peer_id,
             peers,
             resume_token,
             ice_servers,
+            sfu,
         });
     }
 
@@ -454,6 +540,7 @@ impl Connection {
         if let Some((room, peer)) = self.membership.take() {
             let departure = self.state.with_hub(|hub| hub.leave(&room, &peer));
             log_departure(&room, &peer, departure);
+            self.state.left_sfu(room, peer);
         }
     }
 
@@ -474,6 +561,9 @@ impl Connection {
             let grace = state.limits.resume_grace();
             tokio::time::sleep(grace).await;
             let departure = state.with_hub(|hub| hub.expire(&room, &peer, grace, Instant::now()));
+            if departure.is_some() {
+                state.left_sfu(room.clone(), peer.clone());
+            }
             log_departure(&room, &peer, departure);
         });
     }
@@ -532,6 +622,7 @@ async fn serve_connection(socket: WebSocket, state: ServerState) {
         membership: None,
         limiter: RateLimiter::new(limits.rate_per_sec, limits.rate_burst),
         chat_limiter: RateLimiter::new(CHAT_PER_SEC, CHAT_BURST),
+        sfu_steps: None,
     };
     let idle_timeout = Duration::from_secs_f64(limits.idle_timeout_secs);
     let mut ping = tokio::time::interval(Duration::from_secs_f64(limits.ping_interval_secs));

@@ -98,6 +98,8 @@ struct Room<C> {
     passcode: Option<Passcode>,
     /// Who shares a screen, earliest first.
     sharers: Vec<PeerId>,
+    /// The room has moved to the SFU (it stays there until it closes).
+    on_sfu: bool,
 }
 
 impl<C: Clone> Room<C> {
@@ -108,6 +110,7 @@ impl<C: Clone> Room<C> {
             public_title: None,
             passcode: None,
             sharers: Vec::new(),
+            on_sfu: false,
         }
     }
 
@@ -173,6 +176,8 @@ pub struct Hub<C> {
     max_rooms: usize,
     /// Screens one room shows at once.
     room_sharers: usize,
+    /// A room (not the lobby) with this many people moves to the SFU; `None`: no SFU.
+    mesh_limit: Option<usize>,
     /// What was decided and not yet taken by [`Hub::take_deliveries`].
     deliveries: Vec<Delivery<C>>,
 }
@@ -187,7 +192,25 @@ impl<C: Clone + PartialEq> Hub<C> {
             lobby_capacity: room_capacity,
             max_rooms,
             room_sharers: 1,
+            mesh_limit: None,
             deliveries: Vec::new(),
+        }
+    }
+
+    /// Rooms (not the lobby) that reach `limit` people move to the SFU.
+    pub fn set_mesh_limit(&mut self, limit: usize) {
+        self.mesh_limit = Some(limit);
+    }
+
+    /// Whether `room_id` runs on the SFU.
+    pub fn is_on_sfu(&self, room_id: &RoomId) -> bool {
+        self.rooms.get(room_id).is_some_and(|room| room.on_sfu)
+    }
+
+    /// Tells `peer` of `room_id` `message`, if it is there and connected.
+    pub fn tell_member(&mut self, room_id: &RoomId, peer: &PeerId, message: &ServerMessage) {
+        if let Some(room) = self.rooms.get(room_id) {
+            room.tell(peer, message, &mut self.deliveries);
         }
     }
 
@@ -262,6 +285,7 @@ impl<C: Clone + PartialEq> Hub<C> {
             public_title,
             passcode,
             sharers: Vec::new(),
+            on_sfu: self.mesh_limit == Some(1),
         };
         self.rooms.insert(room_id.clone(), room);
         self.announce_entered(&room_id, &peer_id);
@@ -300,8 +324,24 @@ impl<C: Clone + PartialEq> Hub<C> {
         let token = ResumeToken::random();
         room.members
             .push(Member::new(info, token.clone(), connection));
+        self.move_to_sfu_when_grown(room_id, &peer_id);
         self.announce_entered(room_id, &peer_id);
         Ok((peer_id, present, token))
+    }
+
+    /// Moves `room_id` to the SFU once it holds the mesh limit's people, telling all but
+    /// `newcomer` (who hears it in its welcome). The lobby stays peer to peer.
+    fn move_to_sfu_when_grown(&mut self, room_id: &RoomId, newcomer: &PeerId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let grown = self
+            .mesh_limit
+            .is_some_and(|limit| room.members.len() >= limit);
+        if grown && !room.on_sfu && !room_id.is_lobby() {
+            room.on_sfu = true;
+            room.broadcast(newcomer, &ServerMessage::SfuStarted, &mut self.deliveries);
+        }
     }
 
     /// A peer id nobody in the space has (ids name people space-wide in `space`).
@@ -414,6 +454,7 @@ impl<C: Clone + PartialEq> Hub<C> {
                 public_title: request.public_title,
                 passcode: request.passcode,
                 sharers: Vec::new(),
+                on_sfu: self.mesh_limit == Some(1),
             };
             self.rooms.insert(request.room.clone(), room);
             self.announce_entered(&request.room, &peer_id);
@@ -456,6 +497,7 @@ impl<C: Clone + PartialEq> Hub<C> {
         );
         let others = room.others(&peer_id);
         if newcomer {
+            self.move_to_sfu_when_grown(&request.room, &peer_id);
             self.announce_entered(&request.room, &peer_id);
         }
         Ok(others)
@@ -808,6 +850,38 @@ mod tests {
             Ok(()),
             "leaving frees the wall"
         );
+    }
+
+    #[test]
+    fn a_room_that_reaches_the_mesh_limit_moves_to_the_sfu_and_the_lobby_never_does() {
+        let mut hub = TestHub::new(8, 10);
+        hub.set_mesh_limit(3);
+        let (room, _, _) = hub.create(name("Alice"), None, None, 1).unwrap();
+        hub.join(&room, name("Bob"), None, 2).unwrap();
+        assert!(!hub.is_on_sfu(&room));
+        messages(&mut hub);
+        hub.join(&room, name("Carol"), None, 3).unwrap();
+        assert!(hub.is_on_sfu(&room));
+        let moved: Vec<u32> = messages(&mut hub)
+            .into_iter()
+            .filter(|(_, message)| *message == ServerMessage::SfuStarted)
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(
+            moved,
+            vec![1, 2],
+            "those there hear it; the newcomer's welcome says it"
+        );
+        hub.join(&room, name("Dan"), None, 4).unwrap();
+        assert!(
+            !messages(&mut hub).contains(&(1, ServerMessage::SfuStarted)),
+            "said once"
+        );
+        for connection in 5..9 {
+            hub.join(&RoomId::lobby(), name("Walker"), None, connection)
+                .unwrap();
+        }
+        assert!(!hub.is_on_sfu(&RoomId::lobby()));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 
 mod connection;
 mod hub;
+mod janus;
+pub mod sfu;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ use tower_http::set_header::SetResponseHeader;
 
 use self::connection::{ServerState, upgrade};
 use self::hub::Hub;
+use self::sfu::{Sfu, SfuSettings};
 use super::tls::TlsListener;
 use super::turn_credentials::TurnCredentials;
 
@@ -160,6 +163,7 @@ impl SignalingServer {
                 next_connection: Arc::new(AtomicU64::new(0)),
                 turn: None,
                 traffic: Arc::default(),
+                sfu: None,
             },
             tls: None,
             web_root: None,
@@ -177,6 +181,14 @@ impl SignalingServer {
     #[must_use]
     pub fn with_turn(mut self, turn: TurnCredentials) -> Self {
         self.state.turn = Some(Arc::new(turn));
+        self
+    }
+
+    /// Moves rooms that reach `settings.mesh_limit` people to the SFU (Janus).
+    #[must_use]
+    pub fn with_sfu(mut self, settings: SfuSettings) -> Self {
+        self.state.hub().set_mesh_limit(settings.mesh_limit);
+        self.state.sfu = Some(Arc::new(Sfu::new(settings)));
         self
     }
 

@@ -1,0 +1,578 @@
+//! Rooms on an SFU: the bridge between meetspace's rooms and Janus's VideoRoom.
+//!
+//! Clients never speak to Janus's API: the server does, for them. A room that moves
+//! to the SFU gets a VideoRoom of its own on one of the server's Janus instances (the
+//! one holding the fewest rooms), locked with a random pin and secret that never leave
+//! the server. Each member's descriptions and candidates come as `sfu_signal`: with
+//! no `feed`, they are its upstream (it publishes its camera and microphone once);
+//! with `feed` a peer id, they are its downstream of that peer's media, which the
+//! server subscribes it to and Janus offers. Janus's feeds go by meetspace peer ids
+//! (their `display`), so people's ids and names stay meetspace's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::janus::{Janus, JanusError, JanusSession};
+use crate::signaling::payload::SignalPayload;
+use crate::signaling::protocol::{ErrorCode, PeerId, RoomId, ServerMessage};
+
+/// The people a room holds before it moves to the SFU, by default (WorkAdventure moves
+/// at the fifth).
+pub const DEFAULT_MESH_LIMIT: u64 = 5;
+
+/// The WebSocket address of a Janus instance given as `janus+ws://HOST:PORT` (or
+/// `janus+wss://`), for `--sfu`.
+pub fn parse_janus_url(raw: &str) -> Result<String, String> {
+    let websocket = raw
+        .strip_prefix("janus+")
+        .filter(|rest| rest.starts_with("ws://") || rest.starts_with("wss://"))
+        .ok_or_else(|| format!("{raw:?} is not janus+ws://HOST:PORT (or janus+wss://)"))?;
+    let url = url::Url::parse(websocket).map_err(|error| format!("{raw:?}: {error}"))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} names no host"));
+    }
+    Ok(websocket.to_owned())
+}
+
+/// Where the server finds its SFU, and when rooms move to it.
+#[derive(Debug, Clone)]
+pub struct SfuSettings {
+    /// The Janus instances (`ws://HOST:PORT` of their WebSocket transport).
+    pub instances: Vec<String>,
+    /// Janus's `api_secret`, when it has one.
+    pub api_secret: Option<String>,
+    /// The VideoRoom plugin's `admin_key`, when it has one (needed to create rooms).
+    pub admin_key: Option<String>,
+    /// A room with this many people moves to the SFU.
+    pub mesh_limit: usize,
+}
+
+/// How the bridge reaches a member of a room (its current connection, if any).
+pub trait Tell: Send + Sync {
+    /// Sends `message` to `peer` of `room`, if it is connected.
+    fn tell(&self, room: &RoomId, peer: &PeerId, message: ServerMessage);
+}
+
+/// What went wrong bridging a member to Janus, told to that member.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SfuError {
+    /// No Janus instance could be reached.
+    #[error("no SFU is reachable: {0}")]
+    Unreachable(String),
+    /// Janus failed or refused a step.
+    #[error("the SFU failed: {0}")]
+    Janus(#[from] JanusError),
+    /// A description or candidate for a stream that is not there (yet).
+    #[error("no SFU stream {0}: publish first, and answer only what the server offered")]
+    NoSuchStream(String),
+    /// The room is not on the SFU.
+    #[error("this room is not on the SFU")]
+    NotOnSfu,
+}
+
+/// One Janus instance the server may use.
+struct Instance {
+    url: String,
+    /// The connection, once opened (and again after it dropped).
+    janus: tokio::sync::Mutex<Option<Arc<Janus>>>,
+}
+
+/// One member's side of a room on Janus.
+struct Member {
+    session: JanusSession,
+    /// Its session's notices, until its upstream's watcher takes them.
+    notices: Option<mpsc::UnboundedReceiver<Value>>,
+    /// The handle it publishes on, and its feed id there once published.
+    publisher: Option<(u64, Option<u64>)>,
+    /// Its upstream is connected: others can subscribe to its feed.
+    up: bool,
+    /// The handle of each feed it is subscribed to, by whose feed.
+    subscriptions: HashMap<PeerId, u64>,
+}
+
+/// A room's place on the SFU, locked while one step of its members is carried out.
+type RoomSlot = Arc<tokio::sync::Mutex<Option<SfuRoom>>>;
+
+/// A room on Janus.
+struct SfuRoom {
+    janus: Arc<Janus>,
+    /// The VideoRoom's number there.
+    number: u64,
+    pin: String,
+    secret: String,
+    /// The session that made the room (and destroys it).
+    admin: JanusSession,
+    members: HashMap<PeerId, Member>,
+}
+
+/// The bridge between the server's rooms and Janus (see the module documentation).
+pub struct Sfu {
+    settings: SfuSettings,
+    instances: Vec<Instance>,
+    /// Rooms on the SFU; each one's lock orders the steps of its members.
+    rooms: tokio::sync::Mutex<HashMap<RoomId, RoomSlot>>,
+}
+
+impl Sfu {
+    /// A bridge to the instances `settings` names (connected when first needed).
+    pub fn new(settings: SfuSettings) -> Self {
+        let instances = settings
+            .instances
+            .iter()
+            .map(|url| Instance {
+                url: url.clone(),
+                janus: tokio::sync::Mutex::new(None),
+            })
+            .collect();
+        Self {
+            settings,
+            instances,
+            rooms: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Handles one `sfu_signal` of `peer` in `room`: its offer to publish (answered;
+    /// once its upstream is up, it and the others are subscribed to each other), its
+    /// answer to a feed Janus offered, or a candidate of either.
+    pub async fn signal(
+        &self,
+        room: &RoomId,
+        peer: &PeerId,
+        feed: Option<PeerId>,
+        payload: SignalPayload,
+        tell: &Arc<dyn Tell>,
+    ) -> Result<(), SfuError> {
+        let slot = self.room_slot(room).await;
+        let mut held = slot.lock().await;
+        if held.is_none() {
+            *held = Some(self.open_room(room).await?);
+        }
+        let Some(sfu_room) = held.as_mut() else {
+            return Err(SfuError::NotOnSfu);
+        };
+        match (feed, payload) {
+            (None, SignalPayload::Offer { sdp } | SignalPayload::Reoffer { sdp }) => {
+                let watch = sfu_room.publish(room, peer, sdp, tell.as_ref()).await?;
+                if let Some((handle, notices)) = watch {
+                    let upstream = Upstream {
+                        slot: Arc::clone(&slot),
+                        room: room.clone(),
+                        peer: peer.clone(),
+                        handle,
+                    };
+                    tokio::spawn(upstream.watch(notices, Arc::clone(tell)));
+                }
+                Ok(())
+            }
+            (Some(feed), SignalPayload::Answer { sdp }) => {
+                let member = sfu_room
+                    .members
+                    .get(peer)
+                    .ok_or_else(|| SfuError::NoSuchStream(feed.to_string()))?;
+                let handle = *member
+                    .subscriptions
+                    .get(&feed)
+                    .ok_or_else(|| SfuError::NoSuchStream(feed.to_string()))?;
+                member
+                    .session
+                    .message(
+                        handle,
+                        json!({"request": "start"}),
+                        Some(json!({"type": "answer", "sdp": sdp})),
+                    )
+                    .await?;
+                Ok(())
+            }
+            (
+                feed,
+                SignalPayload::Candidate {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index,
+                },
+            ) => {
+                let member = sfu_room
+                    .members
+                    .get(peer)
+                    .ok_or_else(|| SfuError::NoSuchStream("upstream".to_owned()))?;
+                let handle = match &feed {
+                    None => member.publisher.map(|(handle, _)| handle),
+                    Some(feed) => member.subscriptions.get(feed).copied(),
+                }
+                .ok_or_else(|| {
+                    SfuError::NoSuchStream(feed.map_or("upstream".to_owned(), |f| f.to_string()))
+                })?;
+                let candidate = (!candidate.is_empty()).then(|| {
+                    json!({
+                        "candidate": candidate,
+                        "sdpMid": sdp_mid,
+                        "sdpMLineIndex": sdp_mline_index,
+                    })
+                });
+                member.session.trickle(handle, candidate).await?;
+                Ok(())
+            }
+            (feed, _) => Err(SfuError::NoSuchStream(
+                feed.map_or("upstream".to_owned(), |f| f.to_string()),
+            )),
+        }
+    }
+
+    /// `peer` left `room`: its session on Janus goes (and with it its feed and its
+    /// subscriptions); the last one out closes the room there.
+    pub async fn leave(&self, room: &RoomId, peer: &PeerId) {
+        let Some(slot) = self.rooms.lock().await.get(room).cloned() else {
+            return;
+        };
+        let mut slot = slot.lock().await;
+        let Some(sfu_room) = slot.as_mut() else {
+            return;
+        };
+        sfu_room.members.remove(peer);
+        for member in sfu_room.members.values_mut() {
+            if let Some(handle) = member.subscriptions.remove(peer) {
+                let _ = member.session.detach(handle).await;
+            }
+        }
+        if sfu_room.members.is_empty() {
+            if let Some(sfu_room) = slot.take() {
+                sfu_room.close().await;
+            }
+            self.rooms.lock().await.remove(room);
+        }
+    }
+
+    /// The lock of `room`'s place on the SFU (made empty when new).
+    async fn room_slot(&self, room: &RoomId) -> RoomSlot {
+        Arc::clone(self.rooms.lock().await.entry(room.clone()).or_default())
+    }
+
+    /// Makes a VideoRoom for `room` on the instance holding the fewest rooms.
+    async fn open_room(&self, room: &RoomId) -> Result<SfuRoom, SfuError> {
+        let janus = self.least_loaded().await?;
+        let (admin, _) = janus.session().await?;
+        let handle = admin.attach_videoroom().await?;
+        let number = random_u53();
+        let (pin, secret) = (random_secret(), random_secret());
+        let mut create = json!({
+            "request": "create",
+            "room": number,
+            "description": format!("meetspace {room}"),
+            "secret": secret,
+            "pin": pin,
+            "is_private": true,
+            "publishers": 100,
+            "videocodec": "vp8",
+            "audiocodec": "opus",
+            "notify_joining": false,
+        });
+        if let Some(key) = &self.settings.admin_key {
+            create["admin_key"] = json!(key);
+        }
+        admin.message(handle, create, None).await?;
+        tracing::info!(%room, janus = janus.url(), number, "room moved to the SFU");
+        Ok(SfuRoom {
+            janus,
+            number,
+            pin,
+            secret,
+            admin,
+            members: HashMap::new(),
+        })
+    }
+
+    /// The live instance with the fewest rooms, connecting to those not connected.
+    async fn least_loaded(&self) -> Result<Arc<Janus>, SfuError> {
+        let load = self.load().await;
+        let mut failures = Vec::new();
+        let mut order: Vec<&Instance> = self.instances.iter().collect();
+        order.sort_by_key(|instance| load.get(&instance.url).copied().unwrap_or(0));
+        for instance in order {
+            let mut held = instance.janus.lock().await;
+            if let Some(janus) = held.as_ref().filter(|janus| janus.is_alive()) {
+                return Ok(Arc::clone(janus));
+            }
+            match Janus::connect(&instance.url, self.settings.api_secret.clone()).await {
+                Ok(janus) => {
+                    let janus = Arc::new(janus);
+                    *held = Some(Arc::clone(&janus));
+                    return Ok(janus);
+                }
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+        Err(SfuError::Unreachable(failures.join("; ")))
+    }
+
+    /// How many rooms each instance holds, by URL.
+    async fn load(&self) -> HashMap<String, usize> {
+        let slots: Vec<_> = self.rooms.lock().await.values().cloned().collect();
+        let mut load = HashMap::new();
+        for slot in slots {
+            if let Ok(slot) = slot.try_lock()
+                && let Some(room) = slot.as_ref()
+            {
+                *load.entry(room.janus.url().to_owned()).or_insert(0) += 1;
+            }
+        }
+        load
+    }
+}
+
+/// One member's upstream, watched until it is up.
+struct Upstream {
+    slot: RoomSlot,
+    room: RoomId,
+    peer: PeerId,
+    handle: u64,
+}
+
+impl Upstream {
+    /// Waits for Janus to say that the upstream is up (`webrtcup`: only then can others
+    /// subscribe to its feed), then subscribes the member and the others to each other.
+    async fn watch(self, mut notices: mpsc::UnboundedReceiver<Value>, tell: Arc<dyn Tell>) {
+        while let Some(notice) = notices.recv().await {
+            let about_upstream = notice["sender"].as_u64() == Some(self.handle);
+            if !about_upstream || notice["janus"] != "webrtcup" {
+                continue;
+            }
+            let mut held = self.slot.lock().await;
+            let Some(sfu_room) = held.as_mut() else {
+                return;
+            };
+            if let Err(error) = sfu_room
+                .upstream_up(&self.room, &self.peer, tell.as_ref())
+                .await
+            {
+                tracing::warn!(%error, room = %self.room, peer = %self.peer, "SFU subscriptions failed");
+                tell.tell(
+                    &self.room,
+                    &self.peer,
+                    ServerMessage::Error {
+                        code: ErrorCode::SfuFailed,
+                        message: error.to_string(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl SfuRoom {
+    /// Publishes `peer`'s offer and sends it Janus's answer. A new upstream comes back
+    /// with its handle and its session's notices, for [`Upstream::watch`].
+    async fn publish(
+        &mut self,
+        room: &RoomId,
+        peer: &PeerId,
+        sdp: String,
+        tell: &dyn Tell,
+    ) -> Result<Option<(u64, mpsc::UnboundedReceiver<Value>)>, SfuError> {
+        if !self.members.contains_key(peer) {
+            let (session, notices) = self.janus.session().await?;
+            self.members.insert(
+                peer.clone(),
+                Member {
+                    session,
+                    notices: Some(notices),
+                    publisher: None,
+                    up: false,
+                    subscriptions: HashMap::new(),
+                },
+            );
+        }
+        let (number, pin) = (self.number, self.pin.clone());
+        let member = self
+            .members
+            .get_mut(peer)
+            .ok_or_else(|| SfuError::NoSuchStream("upstream".to_owned()))?;
+        let offer = Some(json!({"type": "offer", "sdp": sdp}));
+        let mut watch = None;
+        let reply = match member.publisher {
+            // A new offer on the same upstream (it renegotiates): configure again.
+            Some((handle, Some(_))) => {
+                member
+                    .session
+                    .message(handle, json!({"request": "configure"}), offer)
+                    .await?
+            }
+            _ => {
+                let handle = member.session.attach_videoroom().await?;
+                member.publisher = Some((handle, None));
+                let join = json!({
+                    "request": "joinandconfigure",
+                    "ptype": "publisher",
+                    "room": number,
+                    "pin": pin,
+                    "display": peer.to_string(),
+                });
+                let reply = member.session.message(handle, join, offer).await?;
+                member.publisher = Some((handle, reply.data["id"].as_u64()));
+                watch = member.notices.take().map(|notices| (handle, notices));
+                reply
+            }
+        };
+        let answer = reply
+            .jsep
+            .as_ref()
+            .and_then(|jsep| jsep["sdp"].as_str())
+            .ok_or_else(|| {
+                SfuError::Janus(JanusError::Refused {
+                    request: "publish".to_owned(),
+                    reason: "no answer came with the reply".to_owned(),
+                })
+            })?;
+        tell.tell(
+            room,
+            peer,
+            sfu_signal(
+                None,
+                SignalPayload::Answer {
+                    sdp: answer.to_owned(),
+                },
+            ),
+        );
+        Ok(watch)
+    }
+
+    /// `peer`'s upstream is up: subscribes it to every feed that is up, and everyone
+    /// up to its feed.
+    async fn upstream_up(
+        &mut self,
+        room: &RoomId,
+        peer: &PeerId,
+        tell: &dyn Tell,
+    ) -> Result<(), SfuError> {
+        let Some(member) = self.members.get_mut(peer) else {
+            return Ok(());
+        };
+        member.up = true;
+        let up: Vec<(PeerId, u64)> = self
+            .members
+            .iter()
+            .filter(|(_, member)| member.up)
+            .filter_map(|(id, member)| Some((id.clone(), member.publisher?.1?)))
+            .collect();
+        let Some(own_feed) = up.iter().find(|(id, _)| id == peer).map(|(_, feed)| *feed) else {
+            return Ok(());
+        };
+        for (other, feed) in up.iter().filter(|(id, _)| id != peer) {
+            self.subscribe(room, peer, other, *feed, tell).await?;
+            self.subscribe(room, other, peer, own_feed, tell).await?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes `viewer` to `feed` (`owner`'s) and offers it what Janus offers, unless
+    /// it is subscribed already.
+    async fn subscribe(
+        &mut self,
+        room: &RoomId,
+        viewer: &PeerId,
+        owner: &PeerId,
+        feed: u64,
+        tell: &dyn Tell,
+    ) -> Result<(), SfuError> {
+        let (number, pin) = (self.number, self.pin.clone());
+        let Some(member) = self.members.get_mut(viewer) else {
+            return Ok(());
+        };
+        if member.subscriptions.contains_key(owner) {
+            return Ok(());
+        }
+        let handle = member.session.attach_videoroom().await?;
+        member.subscriptions.insert(owner.clone(), handle);
+        let join = json!({
+            "request": "join",
+            "ptype": "subscriber",
+            "room": number,
+            "pin": pin,
+            "streams": [{"feed": feed}],
+        });
+        let reply = member.session.message(handle, join, None).await?;
+        let offer = reply
+            .jsep
+            .as_ref()
+            .and_then(|jsep| jsep["sdp"].as_str())
+            .ok_or_else(|| {
+                SfuError::Janus(JanusError::Refused {
+                    request: "subscribe".to_owned(),
+                    reason: "no offer came with the reply".to_owned(),
+                })
+            })?;
+        tell.tell(
+            room,
+            viewer,
+            sfu_signal(
+                Some(owner.clone()),
+                SignalPayload::Offer {
+                    sdp: offer.to_owned(),
+                },
+            ),
+        );
+        Ok(())
+    }
+
+    /// Destroys the VideoRoom on Janus (the members' sessions went before).
+    async fn close(self) {
+        let destroyed = async {
+            let handle = self.admin.attach_videoroom().await?;
+            self.admin
+                .message(
+                    handle,
+                    json!({"request": "destroy", "room": self.number, "secret": self.secret}),
+                    None,
+                )
+                .await
+        };
+        match destroyed.await {
+            Ok(_) => tracing::info!(number = self.number, "SFU room closed"),
+            Err(error) => tracing::debug!(%error, "the SFU room could not be destroyed"),
+        }
+    }
+}
+
+/// The message carrying `payload` about `feed` (none: the upstream) to a member.
+fn sfu_signal(feed: Option<PeerId>, payload: SignalPayload) -> ServerMessage {
+    ServerMessage::SfuSignal {
+        feed,
+        data: serde_json::to_value(&payload).unwrap_or_default(),
+    }
+}
+
+/// A random number below 2^53 (Janus's room numbers stay exact in JavaScript).
+fn random_u53() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap_or_default();
+    u64::from_le_bytes(bytes) >> 11
+}
+
+/// 128 random bits, as hex.
+fn random_secret() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).unwrap_or_default();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sfu_addresses_are_janus_websockets_with_a_host() {
+        assert_eq!(
+            parse_janus_url("janus+ws://10.0.0.5:8188"),
+            Ok("ws://10.0.0.5:8188".to_owned())
+        );
+        assert_eq!(
+            parse_janus_url("janus+wss://sfu.example.org/janus"),
+            Ok("wss://sfu.example.org/janus".to_owned())
+        );
+        for wrong in ["ws://10.0.0.5:8188", "janus+http://h:1", "janus+ws://", "janus"] {
+            assert!(parse_janus_url(wrong).is_err(), "{wrong}");
+        }
+    }
+}
