@@ -202,20 +202,17 @@ impl Drop for JanusProcess {
     }
 }
 
-/// A signaling server whose rooms move to `janus` at `mesh_limit` people.
-async fn serve(janus: &JanusProcess, mesh_limit: usize) -> String {
-    let server = SignalingServer::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ServerLimits::default(),
-    )
-    .await
-    .expect("a port for the signaling server")
-    .with_sfu(SfuSettings {
-        instances: vec![janus.url()],
-        api_secret: Some(JANUS_API_SECRET.to_owned()),
-        admin_key: Some(JANUS_ADMIN_KEY.to_owned()),
-        mesh_limit,
-    });
+/// A signaling server on `ip` whose rooms move to `janus` at `mesh_limit` people.
+async fn serve(janus: &JanusProcess, ip: Ipv4Addr, mesh_limit: usize) -> String {
+    let server = SignalingServer::bind(SocketAddr::from((ip, 0)), ServerLimits::default())
+        .await
+        .expect("a port for the signaling server")
+        .with_sfu(SfuSettings {
+            instances: vec![janus.url()],
+            api_secret: Some(JANUS_API_SECRET.to_owned()),
+            admin_key: Some(JANUS_ADMIN_KEY.to_owned()),
+            mesh_limit,
+        });
     let url = server.url();
     tokio::spawn(server.run());
     url
@@ -450,7 +447,7 @@ async fn everyone_sees_everyone(members: &[&Member], frames: usize, limit: Durat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_that_reaches_the_mesh_limit_moves_to_janus_and_everyone_sees_everyone_through_it() {
     let janus = JanusProcess::start(0);
-    let url = serve(&janus, 3).await;
+    let url = serve(&janus, Ipv4Addr::LOCALHOST, 3).await;
     let rtc = janus.namespace.rtc();
     let (mut first, welcome) = Member::enter(
         &url,
@@ -532,4 +529,184 @@ async fn a_room_that_reaches_the_mesh_limit_moves_to_janus_and_everyone_sees_eve
             other => panic!("expected sfu_failed, got {other:?}"),
         }
     }
+}
+
+/// A `meetspace bot` running in `janus`'s namespace (media between it and Janus
+/// stays there), killed when dropped.
+struct Bot {
+    child: Child,
+    stats: PathBuf,
+}
+
+impl Bot {
+    /// Starts a bot named `name` signaling through `url` with `args` (where it goes).
+    fn start(janus: &JanusProcess, url: &str, name: &str, args: &[&str]) -> (Self, Option<String>) {
+        let stats = janus._folder.join(format!("{name}.json"));
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &janus.namespace.name])
+            .arg(env!("CARGO_BIN_EXE_meetspace"))
+            .args(["bot", "--signal", url, "--name", name])
+            .args(["--resolution", "320x240", "--fps", "15", "--stats-json"])
+            .arg(&stats)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start meetspace bot");
+        let room = args.contains(&"--create").then(|| {
+            let stdout = child.stdout.take().expect("the bot's stdout");
+            let mut first_line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first_line)
+                .expect("the bot's first line");
+            first_line
+                .strip_prefix("room ")
+                .unwrap_or_else(|| panic!("the bot's first line was {first_line:?}"))
+                .trim()
+                .to_owned()
+        });
+        (Self { child, stats }, room)
+    }
+
+    /// Its `--stats-json` figures now (null until written).
+    fn figures(&self) -> serde_json::Value {
+        std::fs::read_to_string(&self.stats)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
+    /// Frames decoded from each peer, by name.
+    fn decoded(&self) -> HashMap<String, u64> {
+        let figures = self.figures();
+        figures["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|peer| {
+                (
+                    peer["name"].as_str().unwrap_or_default().to_owned(),
+                    peer["frames_decoded"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `done` holds for every bot's figures, polling; fails after `limit` with
+/// their figures.
+async fn until_all(bots: &[&Bot], limit: Duration, what: &str, done: impl Fn(&Bot) -> bool) {
+    let started = Instant::now();
+    while !bots.iter().all(|bot| done(bot)) {
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not within {limit:?}; {:#?}",
+            bots.iter().map(|bot| bot.figures()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("{what}: after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_keep_seeing_each_other() {
+    let janus = JanusProcess::start(1);
+    let url = serve(&janus, janus.namespace.host_ip, 3).await;
+    let (first, room) = Bot::start(&janus, &url, "One", &["--create"]);
+    let room = room.expect("the first bot's room");
+    let (second, _) = Bot::start(&janus, &url, "Two", &["--room", &room]);
+    let decodes = |bot: &Bot, peers: usize, frames: u64| {
+        let decoded = bot.decoded();
+        decoded.len() == peers && decoded.values().all(|n| *n >= frames)
+    };
+    let via = |bot: &Bot| {
+        bot.figures()["sent"]["via"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    until_all(
+        &[&first, &second],
+        Duration::from_secs(30),
+        "two bots see each other",
+        |bot| decodes(bot, 1, 15),
+    )
+    .await;
+    assert_eq!(
+        (via(&first), via(&second)),
+        ("mesh".to_owned(), "mesh".to_owned())
+    );
+    let before: Vec<u64> = [&first, &second]
+        .iter()
+        .map(|bot| bot.decoded().values().sum())
+        .collect();
+
+    // The third reaches the mesh limit: the room moves to Janus.
+    let (third, _) = Bot::start(&janus, &url, "Three", &["--room", &room]);
+    let bots = [&first, &second, &third];
+    until_all(
+        &bots,
+        Duration::from_secs(45),
+        "all three on the SFU",
+        |bot| {
+            let figures = bot.figures();
+            figures["sent"]["via"] == "sfu" && figures["sent"]["upstreams"] == 1
+        },
+    )
+    .await;
+    let on_sfu: Vec<HashMap<String, u64>> = bots.iter().map(|bot| bot.decoded()).collect();
+    until_all(
+        &bots,
+        Duration::from_secs(30),
+        "everyone decodes everyone through Janus",
+        |bot| {
+            decodes(bot, 2, 0)
+                && bots
+                    .iter()
+                    .position(|b| std::ptr::eq(*b, bot))
+                    .is_some_and(|index| {
+                        let then = &on_sfu[index];
+                        bot.decoded()
+                            .iter()
+                            .all(|(name, now)| *now >= then.get(name).copied().unwrap_or(0) + 45)
+                    })
+        },
+    )
+    .await;
+    for (bot, then) in [&first, &second].iter().zip(before) {
+        let now: u64 = bot.decoded().values().sum();
+        assert!(now > then, "the first two kept decoding: {then} -> {now}");
+    }
+    // The switch, seen on the first two bots' panels: no picture stood still long.
+    let mut longest_gap_ms: f64 = 0.0;
+    for bot in bots {
+        let figures = bot.figures();
+        let gaps: Vec<f64> = figures["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|peer| peer["longest_shown_gap_ms"].as_f64())
+            .collect();
+        println!(
+            "{}: via {}, {} upstream(s), decoded {:?}, longest gaps between frames shown {gaps:.0?} ms",
+            bot.stats.display(),
+            figures["sent"]["via"],
+            figures["sent"]["upstreams"],
+            bot.decoded()
+        );
+        if !std::ptr::eq(bot, &third) {
+            longest_gap_ms = gaps.into_iter().fold(longest_gap_ms, f64::max);
+        }
+    }
+    println!("the longest gap between frames shown across the switch: {longest_gap_ms:.0} ms");
+    assert!(
+        longest_gap_ms < 500.0,
+        "a picture stood still {longest_gap_ms:.0} ms during the switch to the SFU"
+    );
 }

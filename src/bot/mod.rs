@@ -8,7 +8,6 @@
 pub mod space_report;
 pub mod walk;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +19,8 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::call::{
-    CallCommand, CallError, CallNotice, CallReport, CallState, SendStats, SharedScreen, VideoFeed,
+    CallCommand, CallError, CallNotice, CallReport, CallState, Participant, SendStats,
+    SharedScreen, VideoFeed,
 };
 use crate::config::{BotArgs, ClientConfig, Spot};
 use crate::headless::headless_app;
@@ -31,6 +31,7 @@ use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, RoomId};
 use crate::space::{LOBBY, ROOM};
 use space_report::SpaceReport;
+use std::collections::BTreeMap;
 use walk::{Plan, Walker};
 
 /// Exit code when the room id does not exist.
@@ -315,6 +316,7 @@ fn bot_app(
         stats_written_at: None,
         leaving: false,
         failure: None,
+        shown_gaps: BTreeMap::new(),
     })
     .add_systems(Startup, start_call)
     .add_systems(
@@ -323,6 +325,7 @@ fn bot_app(
             walk::walk.run_if(resource_exists::<Walker>),
             follow_call,
             space_report::follow_space.run_if(resource_exists::<SpaceReport>),
+            note_shown_gaps,
             react_to_notices,
             write_stats_during_call,
         )
@@ -362,6 +365,8 @@ struct Bot {
     stats_written_at: Option<Instant>,
     leaving: bool,
     failure: Option<CallError>,
+    /// The longest time between two frames shown of each peer.
+    shown_gaps: BTreeMap<PeerId, Duration>,
 }
 
 /// Tells the call where we stand (when it walks), then enters.
@@ -462,7 +467,8 @@ fn react_to_notices(
             }
             CallNotice::Left if bot.joined_at.is_some() => {
                 if let Some(path) = &bot.stats_json
-                    && let Err(error) = write_stats(path, &sent, &report.peers, space.as_deref())
+                    && let Err(error) =
+                        write_stats(path, &sent, &report, &bot.shown_gaps, space.as_deref())
                 {
                     eprintln!("meetspace bot: {error:#}");
                     exit.write(AppExit::from_code(EXIT_OTHER));
@@ -505,7 +511,7 @@ fn write_stats_during_call(
     }
     bot.stats_written_at = Some(Instant::now());
     if let Some(path) = &bot.stats_json
-        && let Err(error) = write_stats(path, &sent, &report.peers, space.as_deref())
+        && let Err(error) = write_stats(path, &sent, &report, &bot.shown_gaps, space.as_deref())
     {
         warn!("{error:#}");
     }
@@ -535,11 +541,22 @@ fn save_png(path: &Path, image: &Image) -> anyhow::Result<()> {
     std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Keeps the longest gap between frames shown of each peer (it outlives the peer's
+/// panel, for the last figures).
+fn note_shown_gaps(mut bot: ResMut<Bot>, feeds: Query<(&Participant, &VideoFeed)>) {
+    for (participant, feed) in &feeds {
+        bot.shown_gaps
+            .insert(participant.peer_id.clone(), feed.longest_gap);
+    }
+}
+
 /// One remote peer in the `--stats-json` file: who, and what we received from them.
 #[derive(Debug, Serialize)]
 struct PeerStats<'a> {
     peer_id: &'a PeerId,
     name: &'a DisplayName,
+    /// The longest time between two of its frames shown, over its connections.
+    longest_shown_gap_ms: Option<f64>,
     #[serde(flatten)]
     received: &'a CallStats,
 }
@@ -555,6 +572,10 @@ struct SentStats {
     video_target_kbps: u64,
     /// Frames of our shared screen encoded.
     screen_frames: u64,
+    /// How our camera goes out: `sfu` (one upstream to the SFU) or `mesh`.
+    via: &'static str,
+    /// Over how many connections our camera goes out (1 on the SFU, N-1 in a mesh).
+    upstreams: usize,
 }
 
 /// The `--stats-json` file.
@@ -570,7 +591,8 @@ struct BotStats<'a> {
 fn write_stats(
     path: &Path,
     sent: &SendStats,
-    peers: &BTreeMap<PeerId, (DisplayName, CallStats)>,
+    report: &CallReport,
+    shown_gaps: &BTreeMap<PeerId, Duration>,
     space: Option<&SpaceReport>,
 ) -> anyhow::Result<()> {
     let counters = &sent.0;
@@ -580,12 +602,18 @@ fn write_stats(
             video_keyframes: counters.video_keyframes.load(Ordering::Relaxed),
             video_target_kbps: counters.video_target_kbps.load(Ordering::Relaxed),
             screen_frames: counters.screen_frames.load(Ordering::Relaxed),
+            via: if report.via_sfu { "sfu" } else { "mesh" },
+            upstreams: report.upstreams,
         },
-        peers: peers
+        peers: report
+            .peers
             .iter()
             .map(|(peer_id, (name, received))| PeerStats {
                 peer_id,
                 name,
+                longest_shown_gap_ms: shown_gaps
+                    .get(peer_id)
+                    .map(|gap| gap.as_secs_f64() * 1000.0),
                 received,
             })
             .collect(),

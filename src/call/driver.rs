@@ -15,8 +15,9 @@ use crossbeam_channel::Sender;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::executor::{CallCore, CallMedia, MediaStart, Opening, report_rooms};
+use super::executor::{CallCore, CallMedia, MediaStart, Opening, SfuOpening, report_rooms};
 use super::peer::{Echo, Outbound, PeerContext, PeerStateChange, RemotePeer};
+use super::room::Route;
 use super::roster::Roster;
 use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
 use crate::config::ClientConfig;
@@ -25,10 +26,10 @@ use crate::media::congestion::{BitrateBounds, VideoBitrateTargets};
 use crate::media::screen_capture::share_sources;
 use crate::media::{
     DeviceChoice, DeviceError, Direction, FrameSender, LocalSender, MediaSink, Mixer, SCREEN_KBPS,
-    ScreenSender, SendCounters, SendSettings, ShareTarget, Speaker, audio_devices,
+    ScreenSender, SendCounters, SendSettings, ShareTarget, Speaker, audio_devices, frame_channel,
 };
 use crate::rtc::turn_check::check_turn_servers;
-use crate::rtc::{LocalMedia, RtcConfig};
+use crate::rtc::{LocalMedia, Role, RtcConfig};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ClientMessage, PeerId, Pose};
 use crate::signaling::{self, SignalingError, SignalingLink};
@@ -89,7 +90,13 @@ pub(super) async fn run(
             },
             news = core.next_signaling() => core.on_signaling(news),
             Some(change) = states.recv() => {
-                core.room.peer_state(&change.peer_id, change.epoch, change.state, Instant::now());
+                let (peer, epoch, state, now) =
+                    (&change.peer_id, change.epoch, change.state, Instant::now());
+                match change.route {
+                    Route::Mesh => core.room.peer_state(peer, epoch, state, now),
+                    Route::SfuUp => core.room.sfu_state(None, epoch, state, now),
+                    Route::SfuDown => core.room.sfu_state(Some(peer), epoch, state, now),
+                }
             }
             Some(message) = signals.recv() => core.room.send_signal(message),
             Some((peer, pose)) = poses.recv() => core.room.peer_pose(&peer, pose, Instant::now()),
@@ -166,6 +173,8 @@ struct ActiveCall {
     /// Plays the mixer while the call lasts (`None`: no speaker).
     speaker: Option<Speaker>,
     peers: HashMap<PeerId, PeerSlot>,
+    /// Our streams through the SFU: the upstream (`None`) and a downstream per member.
+    sfu: HashMap<Option<PeerId>, PeerSlot>,
     /// Our shared screen, while we share, and which share it is (see
     /// [`NativeMedia::shares_started`]).
     screen: Option<(u64, ScreenSender)>,
@@ -405,10 +414,32 @@ impl NativeMedia {
         true
     }
 
+    /// What a connection of `call` reports to, as connection `epoch` on `route`.
+    fn peer_context(&self, call: &ActiveCall, epoch: u64, route: Route) -> PeerContext {
+        PeerContext {
+            outgoing: self.signal_tx.clone(),
+            events: self.events.clone(),
+            states: self.states_tx.clone(),
+            poses: self.poses_tx.clone(),
+            own_pose: self.own_pose.subscribe(),
+            epoch,
+            outbound: call.outbound.clone(),
+            mixer: self.mixer.clone(),
+            decode_video: self.config.decode_video,
+            screen_keyframe: call.screen_keyframe.clone(),
+            route,
+        }
+    }
+
     /// Everyone's receive figures, to the app.
     fn publish_stats(&self, roster: &Roster) {
         let Some(call) = &self.call else { return };
-        for (peer_id, slot) in &call.peers {
+        // A member the SFU brings has its figures from there (told last, they stand).
+        let downstreams = call
+            .sfu
+            .iter()
+            .filter_map(|(feed, slot)| Some((feed.as_ref()?, slot)));
+        for (peer_id, slot) in call.peers.iter().chain(downstreams) {
             roster.emit(CallEvent::PeerStats(
                 peer_id.clone(),
                 Box::new(slot.remote.stats()),
@@ -489,6 +520,7 @@ impl CallMedia for NativeMedia {
             outbound,
             speaker,
             peers: HashMap::new(),
+            sfu: HashMap::new(),
             screen: None,
             screen_keyframe: Arc::default(),
         });
@@ -528,7 +560,11 @@ impl CallMedia for NativeMedia {
             // The capture ends with the call; the next call shares again (`config.share`).
             roster.emit(CallEvent::OwnScreen(None));
         }
-        let closing = call.peers.into_values().map(|slot| slot.remote.close());
+        let closing = call
+            .peers
+            .into_values()
+            .chain(call.sfu.into_values())
+            .map(|slot| slot.remote.close());
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures_util::future::join_all(closing)).await;
         drop(call.speaker);
         drop(call.screen);
@@ -543,23 +579,15 @@ impl CallMedia for NativeMedia {
             rtc,
             frames,
         } = opening;
+        let Some(call) = &self.call else {
+            return Ok(());
+        };
+        let context = self.peer_context(call, epoch, Route::Mesh);
+        let remote =
+            RemotePeer::connect(peer.clone(), role, rtc, &call.local, frames, context).await?;
         let Some(call) = &mut self.call else {
             return Ok(());
         };
-        let context = PeerContext {
-            outgoing: self.signal_tx.clone(),
-            events: self.events.clone(),
-            states: self.states_tx.clone(),
-            poses: self.poses_tx.clone(),
-            own_pose: self.own_pose.subscribe(),
-            epoch,
-            outbound: call.outbound.clone(),
-            mixer: self.mixer.clone(),
-            decode_video: self.config.decode_video,
-            screen_keyframe: call.screen_keyframe.clone(),
-        };
-        let remote =
-            RemotePeer::connect(peer.clone(), role, rtc, &call.local, frames, context).await?;
         if call.screen.is_some()
             && let Err(error) = remote.session.set_screen_shared(true).await
         {
@@ -593,6 +621,67 @@ impl CallMedia for NativeMedia {
         {
             slot.remote.retire();
         }
+    }
+
+    async fn open_sfu(&mut self, opening: SfuOpening<'_>) -> Result<(), CallError> {
+        let SfuOpening {
+            feed,
+            self_id,
+            epoch,
+            rtc,
+            frames,
+        } = opening;
+        let Some(call) = &self.call else {
+            return Ok(());
+        };
+        let (peer, role, route) = match feed {
+            None => (self_id, Role::Offerer, Route::SfuUp),
+            Some(owner) => (owner, Role::Answerer, Route::SfuDown),
+        };
+        let context = self.peer_context(call, epoch, route);
+        // The upstream brings no video: its frames go nowhere.
+        let frames = frames.unwrap_or_else(|| frame_channel().0);
+        let remote =
+            RemotePeer::connect(peer.clone(), role, rtc, &call.local, frames, context).await?;
+        let Some(call) = &mut self.call else {
+            return Ok(());
+        };
+        if let Some(stale) = call.sfu.insert(feed.cloned(), PeerSlot { remote, epoch }) {
+            stale.remote.retire();
+        }
+        Ok(())
+    }
+
+    async fn deliver_sfu(&mut self, feed: Option<&PeerId>, epoch: u64, payload: SignalPayload) {
+        let Some(slot) = self
+            .call
+            .as_ref()
+            .and_then(|call| call.sfu.get(&feed.cloned()))
+            .filter(|slot| slot.epoch == epoch)
+        else {
+            return;
+        };
+        if let Err(error) = slot.remote.handle_signal(payload).await {
+            tracing::warn!(?feed, %error, "a signal from the SFU was refused");
+        }
+    }
+
+    async fn close_sfu(&mut self, feed: Option<&PeerId>, roster: &Roster) {
+        let Some(slot) = self
+            .call
+            .as_mut()
+            .and_then(|call| call.sfu.remove(&feed.cloned()))
+        else {
+            return;
+        };
+        if let Some(owner) = feed {
+            roster.emit(CallEvent::PeerStats(
+                owner.clone(),
+                Box::new(slot.remote.stats()),
+            ));
+            self.mixer.remove(owner.as_str());
+        }
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, slot.remote.close()).await;
     }
 
     /// Closes the connection to a peer that is gone, with its last figures.

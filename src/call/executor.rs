@@ -73,6 +73,35 @@ pub(super) trait CallMedia {
 
     /// Closes the connection to a peer that is gone (its last figures to `roster`).
     fn close_peer(&mut self, peer: &PeerId, roster: &Roster) -> impl Future<Output = ()>;
+
+    /// Opens a stream through the SFU: our upstream (`feed` none) or our downstream of
+    /// `feed`'s media, replacing the one before.
+    fn open_sfu(&mut self, opening: SfuOpening<'_>) -> impl Future<Output = Result<(), CallError>>;
+
+    /// Hands a payload from the SFU to stream `epoch`.
+    fn deliver_sfu(
+        &mut self,
+        feed: Option<&PeerId>,
+        epoch: u64,
+        payload: SignalPayload,
+    ) -> impl Future<Output = ()>;
+
+    /// Closes our downstream of `feed`'s media (its last figures to `roster`).
+    fn close_sfu(&mut self, feed: Option<&PeerId>, roster: &Roster) -> impl Future<Output = ()>;
+}
+
+/// A stream through the SFU to open.
+pub(super) struct SfuOpening<'a> {
+    /// Whose media the downstream brings; none for our upstream.
+    pub feed: Option<&'a PeerId>,
+    /// Our own id (the upstream's name).
+    pub self_id: &'a PeerId,
+    /// Which of the successive streams it is.
+    pub epoch: u64,
+    /// Its settings.
+    pub rtc: &'a RtcConfig,
+    /// Where the member's decoded video goes (the upstream brings none).
+    pub frames: Option<FrameSender>,
 }
 
 /// What starting our media needs to know.
@@ -123,6 +152,8 @@ pub(super) struct CallCore<A> {
     attempt: Option<A>,
     /// The connection count the app was told last.
     told_connections: usize,
+    /// How our camera goes out, as the app was told last.
+    told_upstreams: (bool, usize),
 }
 
 impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore<A> {
@@ -146,6 +177,7 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
             link: None,
             attempt: None,
             told_connections: 0,
+            told_upstreams: (false, 0),
         }
     }
 
@@ -289,6 +321,30 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                 } => media.deliver(&peer, epoch, payload).await,
                 RoomAction::Retire { peer, epoch } => media.retire(&peer, epoch).await,
                 RoomAction::Close(peer) => media.close_peer(&peer, &self.roster).await,
+                RoomAction::OpenSfu { feed, epoch } => {
+                    let Some(self_id) = self.roster.self_id() else {
+                        continue;
+                    };
+                    let opening = SfuOpening {
+                        feed: feed.as_ref(),
+                        self_id: &self_id,
+                        epoch,
+                        rtc: &self.rtc,
+                        frames: feed.as_ref().map(|owner| self.roster.frames(owner)),
+                    };
+                    if let Err(error) = media.open_sfu(opening).await {
+                        tracing::warn!(%error, ?feed, "cannot open a stream through the SFU");
+                        self.roster.emit(CallEvent::Failed(error));
+                    }
+                }
+                RoomAction::DeliverSfu {
+                    feed,
+                    epoch,
+                    payload,
+                } => media.deliver_sfu(feed.as_ref(), epoch, payload).await,
+                RoomAction::CloseSfu { feed } => {
+                    media.close_sfu(feed.as_ref(), &self.roster).await;
+                }
                 RoomAction::Joined {
                     room,
                     self_id,
@@ -302,6 +358,12 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
         if connections != self.told_connections {
             self.told_connections = connections;
             self.roster.emit(CallEvent::MediaConnections(connections));
+        }
+        let upstreams = self.room.upstreams();
+        if upstreams != self.told_upstreams {
+            self.told_upstreams = upstreams;
+            let (via_sfu, count) = upstreams;
+            self.roster.emit(CallEvent::Upstreams { via_sfu, count });
         }
     }
 }

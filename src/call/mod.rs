@@ -206,6 +206,13 @@ pub enum CallEvent {
     PeerHand(PeerId, bool),
     /// We hold this many peer connections now.
     MediaConnections(usize),
+    /// Our camera goes out over this many connections (`via_sfu`: one, to the SFU).
+    Upstreams {
+        /// Whether it goes through the SFU.
+        via_sfu: bool,
+        /// Over how many connected connections.
+        count: usize,
+    },
     /// A chat message came.
     Chat(ChatLine),
     /// A peer in the lobby came within earshot (`near`) or went out of it.
@@ -500,6 +507,11 @@ pub struct VideoFeed {
     pub frames_shown: u64,
     /// The stamp of the frame now shown (synthetic senders stamp their frames).
     pub stamp: Option<Stamp>,
+    /// When the newest frame was shown.
+    shown_at: Option<bevy::platform::time::Instant>,
+    /// The longest time between two frames shown, since the first (over connection
+    /// changes too: a switch from the mesh to the SFU shows here).
+    pub longest_gap: std::time::Duration,
 }
 
 impl VideoFeed {
@@ -509,6 +521,8 @@ impl VideoFeed {
             image: None,
             frames_shown: 0,
             stamp: None,
+            shown_at: None,
+            longest_gap: std::time::Duration::ZERO,
         }
     }
 }
@@ -523,6 +537,10 @@ pub struct CallReport {
     pub media_connections: usize,
     /// The most we held at once.
     pub most_media_connections: usize,
+    /// Whether our camera goes out through the SFU now.
+    pub via_sfu: bool,
+    /// Over how many connections our camera goes out now.
+    pub upstreams: usize,
 }
 
 /// What our send path has done; `video_encoders` shows that one encoder serves all.
@@ -1011,6 +1029,10 @@ pub fn apply_call_events(
                 report.media_connections = count;
                 report.most_media_connections = report.most_media_connections.max(count);
             }
+            CallEvent::Upstreams { via_sfu, count } => {
+                records.report.via_sfu = via_sfu;
+                records.report.upstreams = count;
+            }
             CallEvent::Nearby {
                 peer,
                 distance_m,
@@ -1121,6 +1143,10 @@ pub fn show_newest_frames(
             .and_then(|handle| images.get_mut(handle))
             .is_some_and(|mut image| copy_into(&mut image, &frame));
         feed.frames_shown += 1;
+        let now = bevy::platform::time::Instant::now();
+        if let Some(before) = feed.shown_at.replace(now) {
+            feed.longest_gap = feed.longest_gap.max(now.saturating_duration_since(before));
+        }
         feed.stamp = frame.stamp;
         if !reused {
             feed.image = Some(images.add(image_of(frame)));

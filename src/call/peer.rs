@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::poses::SEND_EVERY;
+use super::room::Route;
 use super::{CallError, CallEvent};
 use crate::media::receive::lock_stats;
 use crate::media::{
@@ -44,6 +45,8 @@ pub(super) struct PeerContext {
     pub decode_video: bool,
     /// Set when a peer asks for a key frame of the screen we share.
     pub screen_keyframe: Arc<AtomicBool>,
+    /// Which of the call's connections this is (where its signals go).
+    pub route: Route,
 }
 
 /// A peer connection changed state; `epoch` tells a replaced connection's last words
@@ -56,6 +59,8 @@ pub(super) struct PeerStateChange {
     pub epoch: u64,
     /// Its new state.
     pub state: PeerConnectionState,
+    /// Which of the call's connections it is.
+    pub route: Route,
 }
 
 /// Where the media we send comes from.
@@ -114,12 +119,21 @@ impl Echo {
 }
 
 impl PeerContext {
-    /// Sends `data` to `to` through signaling.
+    /// Sends `data` about the connection to `to` through signaling: to the peer, or
+    /// to the SFU.
     pub fn signal(&self, to: &PeerId, data: serde_json::Value) {
-        let _ = self.outgoing.send(ClientMessage::Signal {
-            to: to.clone(),
-            data,
-        });
+        let message = match self.route {
+            Route::Mesh => ClientMessage::Signal {
+                to: to.clone(),
+                data,
+            },
+            Route::SfuUp => ClientMessage::SfuSignal { feed: None, data },
+            Route::SfuDown => ClientMessage::SfuSignal {
+                feed: Some(to.clone()),
+                data,
+            },
+        };
+        let _ = self.outgoing.send(message);
     }
 }
 
@@ -381,14 +395,18 @@ impl PeerRouter {
                         sender.request_keyframe();
                     }
                 }
-                let _ = self
-                    .context
-                    .events
-                    .send(CallEvent::PeerState(self.peer_id.clone(), state));
+                // Our upstream to the SFU is nobody's connection.
+                if self.context.route != Route::SfuUp {
+                    let _ = self
+                        .context
+                        .events
+                        .send(CallEvent::PeerState(self.peer_id.clone(), state));
+                }
                 let _ = self.context.states.send(PeerStateChange {
                     peer_id: self.peer_id.clone(),
                     epoch: self.context.epoch,
                     state,
+                    route: self.context.route,
                 });
             }
             PeerEvent::VideoFrame {

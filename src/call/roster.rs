@@ -22,6 +22,8 @@ struct PeerVideo {
 pub(super) struct Roster {
     events: Sender<CallEvent>,
     video: HashMap<PeerId, PeerVideo>,
+    /// Our id in the room, once joined.
+    self_id: Option<PeerId>,
 }
 
 impl Roster {
@@ -30,6 +32,7 @@ impl Roster {
         Self {
             events,
             video: HashMap::new(),
+            self_id: None,
         }
     }
 
@@ -41,6 +44,11 @@ impl Roster {
     /// A copy of the sender, for work that reports on its own.
     pub(super) fn events(&self) -> Sender<CallEvent> {
         self.events.clone()
+    }
+
+    /// Our id in the room we joined last.
+    pub(super) fn self_id(&self) -> Option<PeerId> {
+        self.self_id.clone()
     }
 
     /// Where the decoded video of `peer` goes.
@@ -71,6 +79,7 @@ impl Roster {
 
     /// We are in `room` as `self_id`, with `peers` there before us.
     pub(super) fn joined(&mut self, room: RoomId, self_id: PeerId, peers: Vec<PeerInfo>) {
+        self.self_id = Some(self_id.clone());
         let peers = peers.into_iter().map(|info| self.joining(info)).collect();
         self.emit(CallEvent::Joined {
             room,

@@ -18,8 +18,9 @@ use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
 use web_sys::MediaStream;
 
-use super::executor::{CallCore, CallMedia, MediaStart, Opening, report_rooms};
+use super::executor::{CallCore, CallMedia, MediaStart, Opening, SfuOpening, report_rooms};
 use super::poses::SEND_EVERY;
+use super::room::Route;
 use super::roster::Roster;
 use super::{AvailableDevices, CallCommand, CallError, CallEvent, MediaState};
 use crate::browser::{describe, sleep};
@@ -30,7 +31,7 @@ use crate::media::web::{
 };
 use crate::media::web_playback::Playback;
 use crate::media::{CallStats, FrameSender, ShareTarget, frame_channel};
-use crate::rtc::{BrowserStats, LocalMedia, PeerEvent, PeerSession};
+use crate::rtc::{BrowserStats, LocalMedia, PeerEvent, PeerSession, Role, RtcConfig};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ClientMessage, PeerId, Pose};
 use crate::signaling::{self, SignalingError, SignalingLink};
@@ -47,6 +48,8 @@ type Attempt = Pin<Box<dyn Future<Output = Result<SignalingLink, SignalingError>
 struct PeerReport {
     peer: PeerId,
     epoch: u64,
+    /// Which of the call's connections it is.
+    route: Route,
     event: PeerEvent,
 }
 
@@ -137,6 +140,8 @@ struct ActiveCall {
     /// [`BrowserMedia::share_ended`]).
     screen: Option<(u64, ScreenShare)>,
     peers: HashMap<PeerId, RemotePeer>,
+    /// Our streams through the SFU: the upstream (`None`) and a downstream per member.
+    sfu: HashMap<Option<PeerId>, RemotePeer>,
 }
 
 /// A peer's shared screen as the page shows it: copied into the frame channel the
@@ -201,11 +206,70 @@ impl BrowserMedia {
     }
 
     /// Connection `epoch` to `peer`, if it is the current one.
-    fn remote(&mut self, peer: &PeerId, epoch: u64) -> Option<&mut RemotePeer> {
-        self.call
-            .as_mut()
-            .and_then(|call| call.peers.get_mut(peer))
-            .filter(|remote| remote.epoch == epoch)
+    fn remote(&mut self, route: Route, peer: &PeerId, epoch: u64) -> Option<&mut RemotePeer> {
+        let call = self.call.as_mut()?;
+        match route {
+            Route::Mesh => call.peers.get_mut(peer),
+            Route::SfuUp => call.sfu.get_mut(&None),
+            Route::SfuDown => call.sfu.get_mut(&Some(peer.clone())),
+        }
+        .filter(|remote| remote.epoch == epoch)
+    }
+
+    /// Opens connection `epoch` on `route` to `peer` in `role`, its video into
+    /// `frames`; it reports as `peer`.
+    async fn open(
+        &mut self,
+        route: Route,
+        peer: &PeerId,
+        epoch: u64,
+        role: Role,
+        rtc: &RtcConfig,
+        frames: FrameSender,
+    ) -> Result<RemotePeer, CallError> {
+        let Some(call) = &self.call else {
+            return Err(CallError::Media(
+                "the call's media is not running".to_owned(),
+            ));
+        };
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let session = PeerSession::new(rtc, &call.local, role, events_tx)
+            .await
+            .map_err(|error| CallError::Media(error.to_string()))?;
+        if route == Route::Mesh
+            && let Some((_, share)) = &call.screen
+            && let Err(error) = session
+                .set_screen_shared(Some(share.stream().clone()))
+                .await
+        {
+            tracing::warn!(%peer, %error, "our screen cannot go on the new connection");
+        }
+        let reports = self.reports_tx.clone();
+        let tagged = peer.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            while let Some(event) = events.recv().await {
+                let report = PeerReport {
+                    peer: tagged.clone(),
+                    epoch,
+                    route,
+                    event,
+                };
+                if reports.send(report).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(RemotePeer {
+            session,
+            epoch,
+            frames,
+            video: None,
+            voice: None,
+            screen: None,
+            stats: CallStats::default(),
+            read_at: None,
+            screen_bytes: 0,
+        })
     }
 
     /// Switches the voice processing (on the microphone now, if the browser lets us,
@@ -294,22 +358,44 @@ impl BrowserMedia {
     }
 
     fn on_peer_report(&mut self, report: PeerReport, core: &mut CallCore<Attempt>) {
-        let PeerReport { peer, epoch, event } = report;
+        let PeerReport {
+            peer,
+            epoch,
+            route,
+            event,
+        } = report;
         match event {
             PeerEvent::Signal(payload) => {
                 // Serializing our own enum of strings cannot fail.
                 let data = serde_json::to_value(&payload).unwrap_or_default();
-                core.room
-                    .send_signal(ClientMessage::Signal { to: peer, data });
+                let message = match route {
+                    Route::Mesh => ClientMessage::Signal { to: peer, data },
+                    Route::SfuUp => ClientMessage::SfuSignal { feed: None, data },
+                    Route::SfuDown => ClientMessage::SfuSignal {
+                        feed: Some(peer),
+                        data,
+                    },
+                };
+                core.room.send_signal(message);
             }
             PeerEvent::State(state) => {
-                core.roster.emit(CallEvent::PeerState(peer.clone(), state));
-                core.room.peer_state(&peer, epoch, state, Instant::now());
+                let now = Instant::now();
+                match route {
+                    Route::Mesh => {
+                        core.roster.emit(CallEvent::PeerState(peer.clone(), state));
+                        core.room.peer_state(&peer, epoch, state, now);
+                    }
+                    Route::SfuUp => core.room.sfu_state(None, epoch, state, now),
+                    Route::SfuDown => {
+                        core.roster.emit(CallEvent::PeerState(peer.clone(), state));
+                        core.room.sfu_state(Some(&peer), epoch, state, now);
+                    }
+                }
             }
-            PeerEvent::RemoteStream(stream) => self.play(&peer, epoch, &stream),
-            PeerEvent::RemoteScreen(stream) => self.show_screen(&peer, epoch, &stream),
+            PeerEvent::RemoteStream(stream) => self.play(route, &peer, epoch, &stream),
+            PeerEvent::RemoteScreen(stream) => self.show_screen(route, &peer, epoch, &stream),
             PeerEvent::ScreenEnded => {
-                if let Some(remote) = self.remote(&peer, epoch) {
+                if let Some(remote) = self.remote(route, &peer, epoch) {
                     remote.screen = None;
                 }
             }
@@ -330,8 +416,8 @@ impl BrowserMedia {
     /// Starts playing a stream connection `epoch` to `peer` received: its video into
     /// the panel's frame channel, its audio into a voice of its own. A stream is
     /// announced once per track, so each part starts once.
-    fn play(&mut self, peer: &PeerId, epoch: u64, stream: &MediaStream) {
-        let Some(remote) = self.remote(peer, epoch) else {
+    fn play(&mut self, route: Route, peer: &PeerId, epoch: u64, stream: &MediaStream) {
+        let Some(remote) = self.remote(route, peer, epoch) else {
             return;
         };
         if remote.video.is_none() && stream.get_video_tracks().length() > 0 {
@@ -350,9 +436,9 @@ impl BrowserMedia {
 
     /// Shows the screen connection `epoch` to `peer` brought: its frames go to a channel
     /// of their own, which the app puts on the wall.
-    fn show_screen(&mut self, peer: &PeerId, epoch: u64, stream: &MediaStream) {
+    fn show_screen(&mut self, route: Route, peer: &PeerId, epoch: u64, stream: &MediaStream) {
         let events = self.events.clone();
-        let Some(remote) = self.remote(peer, epoch) else {
+        let Some(remote) = self.remote(route, peer, epoch) else {
             return;
         };
         // A new track of the same share replaces the old tap (and its wall) first.
@@ -374,7 +460,12 @@ impl BrowserMedia {
     /// Reads every connection's statistics into its [`CallStats`] and reports them.
     async fn read_stats(&mut self, roster: &Roster) {
         let Some(call) = &mut self.call else { return };
-        for (peer, remote) in &mut call.peers {
+        // A member the SFU brings has its figures from there (told last, they stand).
+        let downstreams = call
+            .sfu
+            .iter_mut()
+            .filter_map(|(feed, remote)| Some((feed.as_ref()?, remote)));
+        for (peer, remote) in call.peers.iter_mut().chain(downstreams) {
             match remote.session.stats().await {
                 Ok(reading) => {
                     let now = Instant::now();
@@ -473,6 +564,7 @@ impl CallMedia for BrowserMedia {
             _playback: playback,
             screen: None,
             peers: HashMap::new(),
+            sfu: HashMap::new(),
         });
         // What the page address asked to share from the start.
         self.apply_share(roster).await;
@@ -512,60 +604,97 @@ impl CallMedia for BrowserMedia {
             roster.emit(CallEvent::PeerStats(peer, Box::new(remote.stats.clone())));
             remote.session.close().await;
         }
+        for remote in call.sfu.into_values() {
+            remote.session.close().await;
+        }
         if let Some(stream) = call.local.stream() {
             stop_tracks(stream);
         }
     }
 
     async fn connect(&mut self, opening: Opening<'_>) -> Result<(), CallError> {
-        let (peer, epoch) = (opening.peer, opening.epoch);
-        let Some(call) = &mut self.call else {
-            return Ok(());
-        };
-        let (events_tx, mut events) = mpsc::unbounded_channel();
-        let session = PeerSession::new(opening.rtc, &call.local, opening.role, events_tx)
-            .await
-            .map_err(|error| CallError::Media(error.to_string()))?;
-        if let Some((_, share)) = &call.screen
-            && let Err(error) = session
-                .set_screen_shared(Some(share.stream().clone()))
-                .await
-        {
-            tracing::warn!(%peer, %error, "our screen cannot go on the new connection");
-        }
-        let reports = self.reports_tx.clone();
-        let tagged = peer.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            while let Some(event) = events.recv().await {
-                let report = PeerReport {
-                    peer: tagged.clone(),
-                    epoch,
-                    event,
-                };
-                if reports.send(report).is_err() {
-                    return;
-                }
-            }
-        });
-        let remote = RemotePeer {
-            session,
+        let Opening {
+            peer,
             epoch,
-            frames: opening.frames,
-            video: None,
-            voice: None,
-            screen: None,
-            stats: CallStats::default(),
-            read_at: None,
-            screen_bytes: 0,
-        };
-        if let Some(stale) = call.peers.insert(peer.clone(), remote) {
+            role,
+            rtc,
+            frames,
+        } = opening;
+        if self.call.is_none() {
+            return Ok(());
+        }
+        let remote = self
+            .open(Route::Mesh, peer, epoch, role, rtc, frames)
+            .await?;
+        let stale = self
+            .call
+            .as_mut()
+            .and_then(|call| call.peers.insert(peer.clone(), remote));
+        if let Some(stale) = stale {
             stale.session.close().await;
         }
         Ok(())
     }
 
+    async fn open_sfu(&mut self, opening: SfuOpening<'_>) -> Result<(), CallError> {
+        let SfuOpening {
+            feed,
+            self_id,
+            epoch,
+            rtc,
+            frames,
+        } = opening;
+        if self.call.is_none() {
+            return Ok(());
+        }
+        let (peer, role, route) = match feed {
+            None => (self_id, Role::Offerer, Route::SfuUp),
+            Some(owner) => (owner, Role::Answerer, Route::SfuDown),
+        };
+        // The upstream brings no video: its frames go nowhere.
+        let frames = frames.unwrap_or_else(|| frame_channel().0);
+        let remote = self.open(route, peer, epoch, role, rtc, frames).await?;
+        let stale = self
+            .call
+            .as_mut()
+            .and_then(|call| call.sfu.insert(feed.cloned(), remote));
+        if let Some(stale) = stale {
+            stale.session.close().await;
+        }
+        Ok(())
+    }
+
+    async fn deliver_sfu(&mut self, feed: Option<&PeerId>, epoch: u64, payload: SignalPayload) {
+        let remote = self
+            .call
+            .as_mut()
+            .and_then(|call| call.sfu.get_mut(&feed.cloned()))
+            .filter(|remote| remote.epoch == epoch);
+        let Some(remote) = remote else { return };
+        if let Err(error) = remote.session.handle_signal(payload).await {
+            tracing::warn!(?feed, %error, "a signal from the SFU was refused");
+        }
+    }
+
+    async fn close_sfu(&mut self, feed: Option<&PeerId>, roster: &Roster) {
+        let Some(remote) = self
+            .call
+            .as_mut()
+            .and_then(|call| call.sfu.remove(&feed.cloned()))
+        else {
+            return;
+        };
+        if let Some(owner) = feed {
+            roster.emit(CallEvent::PeerStats(
+                owner.clone(),
+                Box::new(remote.stats.clone()),
+            ));
+        }
+        remote.session.close().await;
+    }
+
     async fn deliver(&mut self, peer: &PeerId, epoch: u64, payload: SignalPayload) {
-        let Some(remote) = self.remote(peer, epoch) else {
+        let Some(remote) = self.remote(Route::Mesh, peer, epoch) else {
             return;
         };
         if let Err(error) = remote.session.handle_signal(payload).await {

@@ -49,6 +49,9 @@
 //!   [`ALONE_LIMIT`] without anyone wanted, releasing the camera and microphone.
 
 pub mod nearby;
+mod sfu;
+
+pub use sfu::Route;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -138,6 +141,28 @@ pub enum RoomAction {
         epoch: u64,
         /// The offer, answer or candidate.
         payload: SignalPayload,
+    },
+    /// Open our upstream to the SFU (`feed` none: we offer our media) or our downstream
+    /// of `feed`'s media (we answer the SFU's offer, delivered next), replacing any other.
+    OpenSfu {
+        /// Whose media the downstream brings; none for our upstream.
+        feed: Option<PeerId>,
+        /// Which of the successive streams this is.
+        epoch: u64,
+    },
+    /// Hand a payload from the SFU to stream `epoch`.
+    DeliverSfu {
+        /// The stream's member; none for our upstream.
+        feed: Option<PeerId>,
+        /// The stream it is for.
+        epoch: u64,
+        /// The answer, offer or candidate.
+        payload: SignalPayload,
+    },
+    /// Close our downstream of `feed` (its member left).
+    CloseSfu {
+        /// The stream's member.
+        feed: Option<PeerId>,
     },
     /// Close connection `epoch` to `peer` in the background: a fresh one replaces it.
     Retire {
@@ -359,6 +384,8 @@ pub struct Room {
     hand_raised: bool,
     /// Set while we are in the lobby.
     lobby: Option<Lobby>,
+    /// Set while our room is on the SFU.
+    sfu: Option<sfu::SfuLinks>,
     /// Our shared screen: what we want to show (it outlasts calls), and whether the
     /// room gave us its wall (the driver shares only then).
     share: Option<ShareTarget>,
@@ -391,6 +418,7 @@ impl Room {
             poses: Poses::default(),
             hand_raised: false,
             lobby: None,
+            sfu: None,
             share_granted: false,
             next_epoch: 0,
             actions: VecDeque::new(),
@@ -471,7 +499,7 @@ impl Room {
 
     /// How many peer connections we hold now.
     pub fn connection_count(&self) -> usize {
-        self.peers.len()
+        self.peers.len() + self.sfu_connection_count()
     }
 
     /// The name we are shown under.
@@ -924,9 +952,13 @@ impl Room {
                 peers,
                 resume_token,
                 ice_servers,
-                // Rooms on the SFU are not joined through it yet: the mesh goes on.
-                sfu: _,
-            } => self.welcome(room, peer_id, peers, resume_token, ice_servers),
+                sfu,
+            } => {
+                if sfu {
+                    self.sfu_started();
+                }
+                self.welcome(room, peer_id, peers, resume_token, ice_servers);
+            }
             ServerMessage::PeerJoined { peer } if self.lobby.is_some() => {
                 self.members.insert(peer.peer_id.clone(), peer.name.clone());
                 self.note_pose(&peer);
@@ -938,6 +970,8 @@ impl Room {
                     // We offered already (Firestore's 1:1 flow); now they are here.
                     self.members.insert(peer.peer_id.clone(), peer.name.clone());
                     self.act(RoomAction::PeerJoined(peer));
+                } else if self.media == Media::On && self.on_sfu() {
+                    self.show_sfu_member(peer);
                 } else if self.media == Media::On {
                     self.add_peer(peer, Role::Answerer);
                 }
@@ -995,9 +1029,8 @@ impl Room {
                 text,
             })),
             ServerMessage::Sharers { peers } => self.sharers(&peers),
-            ServerMessage::SfuStarted | ServerMessage::SfuSignal { .. } => {
-                tracing::debug!("the room moved to the SFU; this client stays on the mesh");
-            }
+            ServerMessage::SfuStarted => self.sfu_started(),
+            ServerMessage::SfuSignal { feed, data } => self.sfu_signal(feed, &data),
             ServerMessage::ShareRefused { sharers } => self.share_refused(&sharers),
             ServerMessage::PeerHand { peer_id, raised } => {
                 if self.members.contains_key(&peer_id) {
@@ -1106,8 +1139,17 @@ impl Room {
             return;
         }
         let listed: HashSet<PeerId> = peers.iter().map(|peer| peer.peer_id.clone()).collect();
+        let on_sfu = self.on_sfu();
         for info in peers {
+            if self.sfu_carries(&info.peer_id) {
+                continue;
+            }
             match self.peers.get_mut(&info.peer_id) {
+                None if on_sfu => {
+                    if !self.members.contains_key(&info.peer_id) {
+                        self.show_sfu_member(info);
+                    }
+                }
                 Some(slot) => {
                     slot.away = false;
                     if slot.state != PeerConnectionState::Connected {
@@ -1216,6 +1258,11 @@ impl Room {
             self_id,
             peers,
         });
+        if self.on_sfu() {
+            // Nobody to offer to: the SFU brings everyone.
+            self.publish();
+            return;
+        }
         for peer in offer_to {
             self.connect(peer, Role::Offerer);
         }
@@ -1296,6 +1343,16 @@ impl Room {
     fn failed(&mut self, peer: &PeerId) {
         let signaling_up = self.link == LinkState::Open { welcomed: true };
         let now = self.now;
+        if self.sfu_carries(peer) {
+            // Our mesh connection's other end moved to the SFU first.
+            if let Some(slot) = self.peers.remove(peer) {
+                self.act(RoomAction::Retire {
+                    peer: peer.clone(),
+                    epoch: slot.epoch,
+                });
+            }
+            return;
+        }
         let Some(slot) = self.peers.get_mut(peer) else {
             return;
         };
@@ -1452,6 +1509,10 @@ impl Room {
     /// answers it. When both sides offered at once, the peer with the smaller id keeps
     /// its own offer (false: ignore theirs) and the other answers.
     fn accept_offer(&mut self, from: &PeerId) -> bool {
+        if self.sfu_carries(from) {
+            tracing::debug!(peer = %from, "a mesh offer from a peer the SFU carries");
+            return false;
+        }
         if let Some(lobby) = &mut self.lobby {
             // In the lobby an offer also says the peer is ready; we answer one only
             // while we want it too and our media runs.
@@ -1560,7 +1621,8 @@ impl Room {
     /// The peer is gone from the call: its connection closes and its panel goes.
     fn remove_peer(&mut self, peer: &PeerId) {
         self.awaited.remove(peer);
-        if self.peers.remove(peer).is_some() {
+        let through_sfu = self.close_downstream(peer);
+        if self.peers.remove(peer).is_some() || through_sfu {
             self.act(RoomAction::Close(peer.clone()));
             self.emit(RoomEvent::PeerLeft(peer.clone()));
         }
@@ -1600,6 +1662,7 @@ impl Room {
         self.members.clear();
         self.queued.clear();
         self.lobby = None;
+        self.sfu = None;
         // The driver's share ends with the media; the next call claims the wall again.
         self.share_granted = false;
     }

@@ -1313,3 +1313,134 @@ fn a_share_asked_for_before_the_call_claims_the_wall_on_arrival() {
         take_over: false
     }));
 }
+
+#[test]
+fn a_room_that_moves_to_the_sfu_publishes_once_and_lets_the_mesh_go_as_the_sfu_takes_over() {
+    let mut script = Script::in_call(&[LOW, HIGH]);
+    script.connected(LOW);
+    script.connected(HIGH);
+    script.hear(ServerMessage::SfuStarted);
+    let actions = script.actions();
+    let opened: Vec<Option<PeerId>> =
+        picked!(actions, RoomAction::OpenSfu { feed, .. } => feed.clone());
+    assert_eq!(opened, vec![None], "our upstream, once: {actions:?}");
+    assert_eq!(
+        script.room.upstreams(),
+        (false, 2),
+        "the mesh still carries us"
+    );
+    let upstream_epoch = script
+        .room
+        .sfu
+        .as_ref()
+        .and_then(|sfu| sfu.upstream_epoch());
+    let upstream_epoch = upstream_epoch.expect("an upstream");
+    script.room.sfu_state(
+        None,
+        upstream_epoch,
+        PeerConnectionState::Connected,
+        script.start,
+    );
+    assert_eq!(script.room.upstreams(), (true, 3));
+
+    // The SFU offers LOW's media: a downstream opens and takes the offer.
+    let sfu_offer = ServerMessage::SfuSignal {
+        feed: Some(id(LOW)),
+        data: serde_json::to_value(offer()).expect("a payload serializes"),
+    };
+    script.hear(sfu_offer);
+    let actions = script.actions();
+    let epoch = match actions.as_slice() {
+        [
+            RoomAction::OpenSfu {
+                feed: Some(owner),
+                epoch,
+            },
+            RoomAction::DeliverSfu {
+                feed: Some(to),
+                epoch: delivered_to,
+                payload: SignalPayload::Offer { .. },
+            },
+        ] if *owner == id(LOW) && *to == id(LOW) && epoch == delivered_to => *epoch,
+        other => panic!("expected a downstream of LOW taking the offer: {other:?}"),
+    };
+    // Until it connects the mesh to LOW stays; then it goes, and LOW's mesh offers are
+    // not answered.
+    let mesh_epoch = script.epoch(LOW);
+    assert!(script.actions().is_empty());
+    script.room.sfu_state(
+        Some(&id(LOW)),
+        epoch,
+        PeerConnectionState::Connected,
+        script.start,
+    );
+    assert_eq!(
+        script.actions(),
+        vec![RoomAction::Retire {
+            peer: id(LOW),
+            epoch: mesh_epoch,
+        }]
+    );
+    assert_eq!(
+        script.room.upstreams(),
+        (true, 2),
+        "HIGH's mesh and the upstream"
+    );
+    assert_eq!(
+        script.room.connection_count(),
+        2,
+        "HIGH's mesh and LOW's downstream"
+    );
+    script.hear(signal(LOW, &offer()));
+    assert!(
+        connects(&script.actions()).is_empty(),
+        "a mesh offer from a peer the SFU brings is not answered"
+    );
+
+    // A newcomer is shown without a mesh connection; LOW leaving closes its downstream.
+    script.hear(ServerMessage::PeerJoined {
+        peer: info("newcomer00"),
+    });
+    let actions = script.actions();
+    assert!(connects(&actions).is_empty(), "{actions:?}");
+    assert!(
+        matches!(actions.as_slice(), [RoomAction::PeerJoined(_)]),
+        "{actions:?}"
+    );
+    script.hear(ServerMessage::PeerLeft { peer_id: id(LOW) });
+    let actions = script.actions();
+    assert!(
+        actions.contains(&RoomAction::CloseSfu {
+            feed: Some(id(LOW))
+        }),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&RoomAction::Emit(RoomEvent::PeerLeft(id(LOW)))),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_newcomer_welcomed_onto_the_sfu_offers_to_nobody_and_publishes() {
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.hear(ServerMessage::Welcome {
+        room: room_id(),
+        peer_id: id(OURS),
+        peers: vec![info(LOW), info(HIGH)],
+        resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
+        ice_servers: Vec::new(),
+        sfu: true,
+    });
+    script.actions();
+    script.room.media_started(false, script.start);
+    let actions = script.actions();
+    assert!(connects(&actions).is_empty(), "{actions:?}");
+    let opened: Vec<Option<PeerId>> =
+        picked!(actions, RoomAction::OpenSfu { feed, .. } => feed.clone());
+    assert_eq!(opened, vec![None]);
+}

@@ -571,7 +571,12 @@ mod tests {
             parse_janus_url("janus+wss://sfu.example.org/janus"),
             Ok("wss://sfu.example.org/janus".to_owned())
         );
-        for wrong in ["ws://10.0.0.5:8188", "janus+http://h:1", "janus+ws://", "janus"] {
+        for wrong in [
+            "ws://10.0.0.5:8188",
+            "janus+http://h:1",
+            "janus+ws://",
+            "janus",
+        ] {
             assert!(parse_janus_url(wrong).is_err(), "{wrong}");
         }
     }

@@ -1,0 +1,230 @@
+//! Rooms on the SFU: our upstream (our camera and microphone, published once) and a
+//! downstream per member, all through the server's `sfu_signal` (docs/signaling.md,
+//! "Rooms on the SFU").
+//!
+//! The switch is make before break: the mesh connection to a member stays until our
+//! downstream of that member has connected, then it is retired. Once the SFU carries
+//! a member, a mesh connection to it that fails or closes is let go instead of being
+//! offered again, and the member's offers are not answered.
+
+use std::collections::HashMap;
+
+use bevy::platform::time::Instant;
+use serde::Deserialize;
+
+use super::{LinkState, Media, Room, RoomAction};
+use crate::rtc::PeerConnectionState;
+use crate::signaling::payload::SignalPayload;
+use crate::signaling::protocol::{PeerId, PeerInfo};
+
+/// Which of a call's connections a peer connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Peer to peer, with the member it is to.
+    Mesh,
+    /// Our upstream to the SFU: what we send, once for everyone.
+    SfuUp,
+    /// Our downstream from the SFU of the member it is named after.
+    SfuDown,
+}
+
+/// One of our streams through the SFU.
+#[derive(Debug, Clone, Copy)]
+struct SfuStream {
+    epoch: u64,
+    state: PeerConnectionState,
+}
+
+/// Our streams through the SFU while our room is on it.
+#[derive(Debug, Default)]
+pub(super) struct SfuLinks {
+    upstream: Option<SfuStream>,
+    downstreams: HashMap<PeerId, SfuStream>,
+}
+
+#[cfg(test)]
+impl SfuLinks {
+    /// Our upstream's epoch, if it is open.
+    pub(super) fn upstream_epoch(&self) -> Option<u64> {
+        self.upstream.map(|stream| stream.epoch)
+    }
+}
+
+impl Room {
+    /// The server moved our room to the SFU, or welcomed us onto it: we publish once
+    /// our media runs.
+    pub(super) fn sfu_started(&mut self) {
+        if self.sfu.is_some() || self.lobby.is_some() {
+            return;
+        }
+        tracing::info!("the room moved to the SFU");
+        self.sfu = Some(SfuLinks::default());
+        if self.media == Media::On {
+            self.publish();
+        }
+    }
+
+    /// Whether our room is on the SFU.
+    pub(super) fn on_sfu(&self) -> bool {
+        self.sfu.is_some()
+    }
+
+    /// Opens our upstream (afresh, replacing one that failed).
+    pub(super) fn publish(&mut self) {
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let Some(sfu) = &mut self.sfu else { return };
+        sfu.upstream = Some(SfuStream {
+            epoch,
+            state: PeerConnectionState::New,
+        });
+        self.act(RoomAction::OpenSfu { feed: None, epoch });
+    }
+
+    /// How our camera goes out now: whether through the SFU, and over how many
+    /// connected connections (1 on the SFU; one per peer in a mesh).
+    pub fn upstreams(&self) -> (bool, usize) {
+        let upstream = self
+            .sfu
+            .as_ref()
+            .and_then(|sfu| sfu.upstream)
+            .is_some_and(|stream| stream.state == PeerConnectionState::Connected);
+        let mesh = self
+            .peers
+            .values()
+            .filter(|slot| slot.state == PeerConnectionState::Connected)
+            .count();
+        (upstream, mesh + usize::from(upstream))
+    }
+
+    /// How many members the SFU brings us.
+    pub(super) fn sfu_connection_count(&self) -> usize {
+        self.sfu.as_ref().map_or(0, |sfu| sfu.downstreams.len())
+    }
+
+    /// Whether the SFU carries `peer`'s media to us now (the mesh may go).
+    pub(super) fn sfu_carries(&self, peer: &PeerId) -> bool {
+        self.sfu.as_ref().is_some_and(|sfu| {
+            sfu.downstreams
+                .get(peer)
+                .is_some_and(|stream| stream.state == PeerConnectionState::Connected)
+        })
+    }
+
+    /// A description from the SFU: the answer to our upstream, or the offer of a
+    /// member's media (a fresh downstream); or, when it comes, a candidate.
+    pub(super) fn sfu_signal(&mut self, feed: Option<PeerId>, data: &serde_json::Value) {
+        let payload = match SignalPayload::deserialize(data) {
+            Ok(payload) if payload.validate().is_ok() => payload,
+            _ => {
+                tracing::warn!(?feed, "ignoring an SFU signal we do not understand");
+                return;
+            }
+        };
+        if self.media != Media::On {
+            return;
+        }
+        let next_epoch = self.next_epoch;
+        let members = &self.members;
+        let Some(sfu) = &mut self.sfu else { return };
+        let epoch = match (&feed, &payload) {
+            (Some(owner), SignalPayload::Offer { .. }) => {
+                if !members.contains_key(owner) {
+                    tracing::debug!(%owner, "an SFU offer of someone not in the room");
+                    return;
+                }
+                self.next_epoch += 1;
+                sfu.downstreams.insert(
+                    owner.clone(),
+                    SfuStream {
+                        epoch: next_epoch,
+                        state: PeerConnectionState::New,
+                    },
+                );
+                self.act(RoomAction::OpenSfu {
+                    feed: feed.clone(),
+                    epoch: next_epoch,
+                });
+                next_epoch
+            }
+            (None, _) => match sfu.upstream {
+                Some(stream) => stream.epoch,
+                None => return,
+            },
+            (Some(owner), _) => match sfu.downstreams.get(owner) {
+                Some(stream) => stream.epoch,
+                None => return,
+            },
+        };
+        self.act(RoomAction::DeliverSfu {
+            feed,
+            epoch,
+            payload,
+        });
+    }
+
+    /// Stream `epoch` through the SFU (`feed` none: our upstream) changed state. A
+    /// downstream that connects takes over from the mesh connection to its member; an
+    /// upstream that fails is published afresh.
+    pub fn sfu_state(
+        &mut self,
+        feed: Option<&PeerId>,
+        epoch: u64,
+        state: PeerConnectionState,
+        now: Instant,
+    ) {
+        self.now = now;
+        let signaling_up = self.link == LinkState::Open { welcomed: true };
+        let Some(sfu) = &mut self.sfu else { return };
+        let stream = match feed {
+            None => sfu.upstream.as_mut(),
+            Some(owner) => sfu.downstreams.get_mut(owner),
+        };
+        let Some(stream) = stream.filter(|stream| stream.epoch == epoch) else {
+            return; // a replaced stream's last words
+        };
+        stream.state = state;
+        match (feed, state) {
+            (Some(owner), PeerConnectionState::Connected) => {
+                if let Some(mesh) = self.peers.remove(owner) {
+                    tracing::info!(peer = %owner, "the SFU carries the peer now; the mesh connection goes");
+                    self.act(RoomAction::Retire {
+                        peer: owner.clone(),
+                        epoch: mesh.epoch,
+                    });
+                }
+            }
+            (None, PeerConnectionState::Failed | PeerConnectionState::Closed) if signaling_up => {
+                tracing::info!("our upstream to the SFU failed; publishing again");
+                self.publish();
+            }
+            (Some(owner), PeerConnectionState::Failed | PeerConnectionState::Closed) => {
+                tracing::info!(peer = %owner, "our stream of the peer from the SFU ended");
+            }
+            _ => {}
+        }
+    }
+
+    /// `peer` left: our downstream of it closes. Whether there was one.
+    pub(super) fn close_downstream(&mut self, peer: &PeerId) -> bool {
+        let closed = self
+            .sfu
+            .as_mut()
+            .and_then(|sfu| sfu.downstreams.remove(peer))
+            .is_some();
+        if closed {
+            self.act(RoomAction::CloseSfu {
+                feed: Some(peer.clone()),
+            });
+        }
+        closed
+    }
+
+    /// A member of a room on the SFU: shown, without a mesh connection (the SFU will
+    /// offer its media).
+    pub(super) fn show_sfu_member(&mut self, info: PeerInfo) {
+        self.members.insert(info.peer_id.clone(), info.name.clone());
+        self.note_pose(&info);
+        self.act(RoomAction::PeerJoined(info));
+    }
+}
