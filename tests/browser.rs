@@ -8,6 +8,7 @@
 //! Each test fails with the command that installs what is missing.
 
 mod display;
+mod janus;
 mod nat;
 
 use std::io::{BufRead, BufReader, Lines, Write};
@@ -415,6 +416,63 @@ fn two_tabs_and_a_native_bot_make_a_full_mesh() {
             "the bot decoded nothing from {name}: {tab}"
         );
     }
+}
+
+#[test]
+fn two_tabs_and_a_native_bot_in_a_room_on_janus_see_each_other_through_it() {
+    let _browser = check_tools();
+    let janus = janus::JanusProcess::start(0);
+    let sfu = format!("janus+{}", janus.url());
+    // The room moves to Janus when the second tab joins: that tab never meshes.
+    let (_server, address) = serve_with(&[
+        "--sfu",
+        &sfu,
+        "--mesh-limit",
+        "3",
+        "--janus-api-secret",
+        janus::JANUS_API_SECRET,
+        "--janus-admin-key",
+        janus::JANUS_ADMIN_KEY,
+    ]);
+    let stats = artefacts().join("browser-sfu-bot.json");
+    let (bot, room) = hosting_bot(&address, &stats);
+    let result = browser("mesh", &address, &room);
+    for tab in ["first", "second"] {
+        let participants = result[tab]["participants"]
+            .as_array()
+            .expect("participants");
+        assert_eq!(participants.len(), 2, "{tab} tab: {result}");
+        assert!(
+            participants.iter().all(|p| p["connection"] == "connected"),
+            "{tab} tab: {result}"
+        );
+    }
+    // The second tab's own figures (getStats) count the others' video as their cameras.
+    for seen in result["second"]["participants"]
+        .as_array()
+        .expect("participants")
+    {
+        assert!(
+            seen["stats"]["video_bytes_received"].as_u64() > Some(0),
+            "the second tab counts no video from {}: {seen}",
+            seen["name"]
+        );
+    }
+    let figures = stop_bot(bot, &stats);
+    assert_eq!(figures["sent"]["via"], "sfu", "{figures}");
+    assert_eq!(figures["sent"]["upstreams"], 1, "{figures}");
+    for name in ["TabOne", "TabTwo"] {
+        let tab = peer(&figures, name);
+        assert!(
+            tab["frames_decoded"].as_u64() > Some(0),
+            "the bot decoded nothing from {name} through Janus: {tab}"
+        );
+    }
+    println!(
+        "through Janus: the bot decoded {} frames of TabOne and {} of TabTwo",
+        peer(&figures, "TabOne")["frames_decoded"],
+        peer(&figures, "TabTwo")["frames_decoded"],
+    );
 }
 
 #[test]

@@ -1,14 +1,16 @@
 //! Rooms on the SFU: a real Janus (the Debian package, started here with its own
-//! configuration on free loopback ports) behind a real signaling server. Clients speak
+//! configuration in a network namespace of its own) behind a real signaling server. Clients speak
 //! the wire protocol (`sfu_signal`) and real webrtc-rs connections: one upstream each,
 //! one downstream per other member, every stream through Janus.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod janus;
 
 use futures_util::{SinkExt, StreamExt};
 use meetspace::rtc::native::{LocalMedia, PeerSession};
@@ -23,184 +25,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-const JANUS: &str = "/usr/bin/janus";
+use janus::{JANUS_ADMIN_KEY, JANUS_API_SECRET, JanusProcess};
+
 const FRAME_DURATION: Duration = Duration::from_millis(33);
-const JANUS_API_SECRET: &str = "test-api-secret";
-const JANUS_ADMIN_KEY: &str = "test-admin-key";
-
-/// The port Janus's WebSocket transport listens on in its namespace.
-const JANUS_PORT: u16 = 8188;
-
-/// A network namespace of the test's own, joined to this one by a veth pair: Janus
-/// runs in it (its ICE gathers no loopback candidates, so it needs an interface).
-struct Namespace {
-    name: String,
-    /// Our end's address (clients' media goes from here).
-    host_ip: Ipv4Addr,
-    /// The namespace's end (Janus).
-    inside_ip: Ipv4Addr,
-}
-
-impl Namespace {
-    /// Makes namespace number `index` of this test process.
-    fn new(index: u8) -> Self {
-        let pid = std::process::id();
-        let name = format!("msj{}{index}", pid % 100_000);
-        let subnet = [10, 78, (pid % 250) as u8, index * 4];
-        let host_ip = Ipv4Addr::new(subnet[0], subnet[1], subnet[2], subnet[3] + 1);
-        let inside_ip = Ipv4Addr::new(subnet[0], subnet[1], subnet[2], subnet[3] + 2);
-        let (outer, inner) = (format!("{name}h"), format!("{name}j"));
-        ip(&["netns", "add", &name]);
-        ip(&[
-            "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &name,
-        ]);
-        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &outer]);
-        ip(&["link", "set", &outer, "up"]);
-        for args in [
-            vec!["addr", "add", &format!("{inside_ip}/30"), "dev", &inner],
-            vec!["link", "set", &inner, "up"],
-            vec!["link", "set", "lo", "up"],
-        ] {
-            let mut inside = vec!["netns", "exec", &name, "ip"];
-            inside.extend(args);
-            ip(&inside);
-        }
-        Self {
-            name,
-            host_ip,
-            inside_ip,
-        }
-    }
-
-    /// Peer connections that gather on our end of the link only.
-    fn rtc(&self) -> RtcConfig {
-        RtcConfig {
-            udp_bind: vec![SocketAddr::from((self.host_ip, 0))],
-            ..RtcConfig::default()
-        }
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the pair, and so the pair.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// Runs `ip ARGS`, failing the test with what it said.
-fn ip(args: &[&str]) {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("cannot run ip (iproute2; the tests run as root)");
-    assert!(
-        output.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A Janus of its own in a namespace of its own, its configuration in a fresh folder.
-/// Killed when dropped.
-struct JanusProcess {
-    child: Child,
-    namespace: Namespace,
-    _folder: PathBuf,
-}
-
-impl JanusProcess {
-    fn start(index: u8) -> Self {
-        assert!(
-            std::path::Path::new(JANUS).is_file(),
-            "{JANUS} is missing: install it with `apt-get install janus` (setup.sh does)"
-        );
-        let namespace = Namespace::new(index);
-        let port = JANUS_PORT;
-        let folder = std::env::temp_dir().join(format!("meetspace-{}", namespace.name));
-        std::fs::create_dir_all(&folder).expect("a folder for Janus's configuration");
-        let lib = "/usr/lib/x86_64-linux-gnu/janus";
-        let rtp = 20_000;
-        let plugins = [
-            "audiobridge",
-            "echotest",
-            "nosip",
-            "recordplay",
-            "sip",
-            "streaming",
-            "textroom",
-            "videocall",
-            "voicemail",
-            "duktape",
-            "lua",
-        ]
-        .map(|name| format!("libjanus_{name}.so"))
-        .join(",");
-        let transports = ["http", "mqtt", "nanomsg", "pfunix", "rabbitmq"]
-            .map(|name| format!("libjanus_{name}.so"))
-            .join(",");
-        let main = format!(
-            "general: {{\n  configs_folder = \"{folder}\"\n  plugins_folder = \"{lib}/plugins\"\n  \
-             transports_folder = \"{lib}/transports\"\n  events_folder = \"{lib}/events\"\n  \
-             loggers_folder = \"{lib}/loggers\"\n  debug_level = 3\n  \
-             api_secret = \"{JANUS_API_SECRET}\"\n}}\n\
-             media: {{\n  rtp_port_range = \"{rtp}-{}\"\n}}\n\
-             plugins: {{\n  disable = \"{plugins}\"\n}}\n\
-             transports: {{\n  disable = \"{transports}\"\n}}\n",
-            rtp + 99,
-            folder = folder.display(),
-        );
-        std::fs::write(folder.join("janus.jcfg"), main).expect("janus.jcfg");
-        std::fs::write(
-            folder.join("janus.transport.websockets.jcfg"),
-            format!("general: {{\n  ws = true\n  ws_port = {port}\n}}\n"),
-        )
-        .expect("the WebSocket transport's configuration");
-        std::fs::write(
-            folder.join("janus.plugin.videoroom.jcfg"),
-            format!("general: {{\n  admin_key = \"{JANUS_ADMIN_KEY}\"\n}}\n"),
-        )
-        .expect("the VideoRoom's configuration");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &namespace.name, JANUS])
-            .arg("-C")
-            .arg(folder.join("janus.jcfg"))
-            .arg("-F")
-            .arg(&folder)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start janus");
-        let started = Instant::now();
-        while TcpStream::connect((namespace.inside_ip, port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "Janus did not open its WebSocket port {port} within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self {
-            child,
-            namespace,
-            _folder: folder,
-        }
-    }
-
-    /// Its WebSocket address (`--sfu janus+ws://...` without `janus+`).
-    fn url(&self) -> String {
-        format!("ws://{}:{JANUS_PORT}", self.namespace.inside_ip)
-    }
-}
-
-impl Drop for JanusProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._folder);
-    }
-}
 
 /// A signaling server on `ip` whose rooms move to `janus` at `mesh_limit` people.
 async fn serve(janus: &JanusProcess, ip: Ipv4Addr, mesh_limit: usize) -> String {
@@ -236,6 +63,8 @@ type Received = Arc<Mutex<HashMap<PeerId, Vec<u32>>>>;
 struct Member {
     peer_id: PeerId,
     outgoing: mpsc::UnboundedSender<ClientMessage>,
+    /// Starts our upstream over (a fresh connection and offer, as after a failure).
+    restart_upstream: mpsc::UnboundedSender<()>,
     /// What the server said that the member's task did not handle itself.
     said: mpsc::UnboundedReceiver<ServerMessage>,
     received: Received,
@@ -250,18 +79,20 @@ impl Member {
             .expect("the signaling server answers");
         let (outgoing, to_send) = mpsc::unbounded_channel::<ClientMessage>();
         let (said_tx, mut said) = mpsc::unbounded_channel::<ServerMessage>();
+        let (restart_upstream, restarts) = mpsc::unbounded_channel();
         outgoing.send(first).expect("the member's task runs");
         let received: Received = Arc::default();
         let media = LocalMedia::new().expect("local media");
-        let member = tokio::spawn(run_member(
-            socket,
+        let task = MemberTask {
             rtc,
             to_send,
-            outgoing.clone(),
-            said_tx,
-            received.clone(),
-            media.clone(),
-        ));
+            restarts,
+            outgoing: outgoing.clone(),
+            said: said_tx,
+            received: received.clone(),
+            media: media.clone(),
+        };
+        let member = tokio::spawn(run_member(socket, task));
         // Our camera: a numbered frame every 33 ms (sent once the upstream is up).
         let camera = tokio::spawn(async move {
             for index in 0.. {
@@ -276,6 +107,7 @@ impl Member {
         let member = Self {
             peer_id: peer_id.clone(),
             outgoing,
+            restart_upstream,
             said,
             received,
             tasks: [member, camera],
@@ -310,19 +142,39 @@ async fn next_said(said: &mut mpsc::UnboundedReceiver<ServerMessage>, what: &str
         .expect("the connection stays open")
 }
 
+/// What a member's client task works with.
+struct MemberTask {
+    rtc: RtcConfig,
+    /// What to send to the server.
+    to_send: mpsc::UnboundedReceiver<ClientMessage>,
+    /// Requests to start our upstream over.
+    restarts: mpsc::UnboundedReceiver<()>,
+    /// Where our connections' signals go out (into `to_send`).
+    outgoing: mpsc::UnboundedSender<ClientMessage>,
+    /// What the server said that the task does not handle itself.
+    said: mpsc::UnboundedSender<ServerMessage>,
+    received: Received,
+    /// Our camera's stream.
+    media: LocalMedia,
+}
+
 /// A member's client: writes what is sent, opens the upstream when the room is on the
 /// SFU, answers every downstream the server offers, and counts the frames that come.
 async fn run_member(
     socket: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
-    rtc: RtcConfig,
-    mut to_send: mpsc::UnboundedReceiver<ClientMessage>,
-    outgoing: mpsc::UnboundedSender<ClientMessage>,
-    said: mpsc::UnboundedSender<ServerMessage>,
-    received: Received,
-    media: LocalMedia,
+    task: MemberTask,
 ) {
+    let MemberTask {
+        rtc,
+        mut to_send,
+        mut restarts,
+        outgoing,
+        said,
+        received,
+        media,
+    } = task;
     let (mut write, mut read) = socket.split();
     let (events_tx, mut events) = mpsc::unbounded_channel::<(Option<PeerId>, PeerEvent)>();
     // Downstreams send nothing: their tracks are fed by a camera that never writes.
@@ -349,6 +201,9 @@ async fn run_member(
     };
     loop {
         tokio::select! {
+            Some(()) = restarts.recv() => {
+                streams.insert(None, open(None, &media, Role::Offerer).await);
+            }
             message = to_send.recv() => {
                 let Some(message) = message else { break };
                 let text = serde_json::to_string(&message).expect("a message encodes");
@@ -529,6 +384,26 @@ async fn a_room_that_reaches_the_mesh_limit_moves_to_janus_and_everyone_sees_eve
             other => panic!("expected sfu_failed, got {other:?}"),
         }
     }
+
+    // The first's upstream starts over (as after a failure): the second is offered its
+    // new stream and goes on seeing it.
+    let before = second.frames_from(&first.peer_id).len();
+    first
+        .restart_upstream
+        .send(())
+        .expect("the first's task runs");
+    let restarted = Instant::now();
+    while second.frames_from(&first.peer_id).len() < before + 30 {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(15),
+            "the second lost the first after its upstream started over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "after the first's upstream started over, the second saw it again within {:?}",
+        restarted.elapsed()
+    );
 }
 
 /// A `meetspace bot` running in `janus`'s namespace (media between it and Janus
@@ -541,7 +416,7 @@ struct Bot {
 impl Bot {
     /// Starts a bot named `name` signaling through `url` with `args` (where it goes).
     fn start(janus: &JanusProcess, url: &str, name: &str, args: &[&str]) -> (Self, Option<String>) {
-        let stats = janus._folder.join(format!("{name}.json"));
+        let stats = janus.folder.join(format!("{name}.json"));
         let mut child = Command::new("ip")
             .args(["netns", "exec", &janus.namespace.name])
             .arg(env!("CARGO_BIN_EXE_meetspace"))

@@ -359,8 +359,10 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
             self.told_connections = connections;
             self.roster.emit(CallEvent::MediaConnections(connections));
         }
+        // The app keeps how the call sent last: none at all is no news (the call
+        // ended, or nobody is connected yet).
         let upstreams = self.room.upstreams();
-        if upstreams != self.told_upstreams {
+        if upstreams != self.told_upstreams && upstreams.1 > 0 {
             self.told_upstreams = upstreams;
             let (via_sfu, count) = upstreams;
             self.roster.emit(CallEvent::Upstreams { via_sfu, count });

@@ -206,7 +206,8 @@ pub enum CallEvent {
     PeerHand(PeerId, bool),
     /// We hold this many peer connections now.
     MediaConnections(usize),
-    /// Our camera goes out over this many connections (`via_sfu`: one, to the SFU).
+    /// Our camera goes out over this many connections (`via_sfu`: one, to the SFU);
+    /// told when it changes, as long as it goes out at all.
     Upstreams {
         /// Whether it goes through the SFU.
         via_sfu: bool,

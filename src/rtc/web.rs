@@ -733,15 +733,16 @@ pub fn session_description(kind: RtcSdpType, sdp: &str) -> RtcSessionDescription
     description
 }
 
-/// The media id of the camera's transceiver: the first video one (negotiated first on
-/// every stack).
+/// The media id of the camera's transceiver: the first negotiated video one (first on
+/// every stack). Our own tracks' transceivers stay unnegotiated, without a mid, on a
+/// connection that only receives (an SFU's offer to send us someone's media).
 fn camera_mid(connection: &RtcPeerConnection) -> Option<String> {
     connection
         .get_transceivers()
         .iter()
         .map(JsCast::unchecked_into::<RtcRtpTransceiver>)
-        .find(|transceiver| transceiver.receiver().track().kind() == "video")
-        .and_then(|transceiver| transceiver.mid())
+        .filter(|transceiver| transceiver.receiver().track().kind() == "video")
+        .find_map(|transceiver| transceiver.mid())
 }
 
 /// Whether `event` brings a shared screen: a video track on another transceiver than

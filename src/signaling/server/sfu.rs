@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::janus::{Janus, JanusError, JanusSession};
+use super::janus::{Janus, JanusError, JanusReply, JanusSession};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ErrorCode, PeerId, RoomId, ServerMessage};
 
@@ -154,18 +154,11 @@ impl Sfu {
             return Err(SfuError::NotOnSfu);
         };
         match (feed, payload) {
-            (None, SignalPayload::Offer { sdp } | SignalPayload::Reoffer { sdp }) => {
-                let watch = sfu_room.publish(room, peer, sdp, tell.as_ref()).await?;
-                if let Some((handle, notices)) = watch {
-                    let upstream = Upstream {
-                        slot: Arc::clone(&slot),
-                        room: room.clone(),
-                        peer: peer.clone(),
-                        handle,
-                    };
-                    tokio::spawn(upstream.watch(notices, Arc::clone(tell)));
-                }
-                Ok(())
+            (None, SignalPayload::Offer { sdp }) => {
+                self.publish(&slot, sfu_room, room, peer, sdp, tell).await
+            }
+            (None, SignalPayload::Reoffer { sdp }) => {
+                sfu_room.renegotiate(room, peer, sdp, tell.as_ref()).await
             }
             (Some(feed), SignalPayload::Answer { sdp }) => {
                 let member = sfu_room
@@ -219,6 +212,29 @@ impl Sfu {
                 feed.map_or("upstream".to_owned(), |f| f.to_string()),
             )),
         }
+    }
+
+    /// Publishes `peer`'s upstream (afresh: an offer replaces the upstream it had),
+    /// watching its session's notices from the first one on.
+    async fn publish(
+        &self,
+        slot: &RoomSlot,
+        sfu_room: &mut SfuRoom,
+        room: &RoomId,
+        peer: &PeerId,
+        sdp: String,
+        tell: &Arc<dyn Tell>,
+    ) -> Result<(), SfuError> {
+        let notices = sfu_room.publish(room, peer, sdp, tell.as_ref()).await?;
+        if let Some(notices) = notices {
+            let upstream = Upstream {
+                slot: Arc::clone(slot),
+                room: room.clone(),
+                peer: peer.clone(),
+            };
+            tokio::spawn(upstream.watch(notices, Arc::clone(tell)));
+        }
+        Ok(())
     }
 
     /// `peer` left `room`: its session on Janus goes (and with it its feed and its
@@ -322,27 +338,34 @@ impl Sfu {
     }
 }
 
-/// One member's upstream, watched until it is up.
+/// One member's upstreams (the one it has now, and any that replaces it), watched.
 struct Upstream {
     slot: RoomSlot,
     room: RoomId,
     peer: PeerId,
-    handle: u64,
 }
 
 impl Upstream {
-    /// Waits for Janus to say that the upstream is up (`webrtcup`: only then can others
-    /// subscribe to its feed), then subscribes the member and the others to each other.
+    /// Waits for Janus to say that the member's upstream is up (`webrtcup`: only then
+    /// can others subscribe to its feed), then subscribes the member and the others to
+    /// each other; until the member's session ends.
     async fn watch(self, mut notices: mpsc::UnboundedReceiver<Value>, tell: Arc<dyn Tell>) {
         while let Some(notice) = notices.recv().await {
-            let about_upstream = notice["sender"].as_u64() == Some(self.handle);
-            if !about_upstream || notice["janus"] != "webrtcup" {
+            if notice["janus"] != "webrtcup" {
                 continue;
             }
             let mut held = self.slot.lock().await;
             let Some(sfu_room) = held.as_mut() else {
                 return;
             };
+            let upstream = sfu_room
+                .members
+                .get(&self.peer)
+                .and_then(|member| member.publisher)
+                .map(|(handle, _)| handle);
+            if upstream != notice["sender"].as_u64() {
+                continue;
+            }
             if let Err(error) = sfu_room
                 .upstream_up(&self.room, &self.peer, tell.as_ref())
                 .await
@@ -362,15 +385,16 @@ impl Upstream {
 }
 
 impl SfuRoom {
-    /// Publishes `peer`'s offer and sends it Janus's answer. A new upstream comes back
-    /// with its handle and its session's notices, for [`Upstream::watch`].
+    /// Publishes `peer`'s offer on a fresh handle (one it published before goes, and
+    /// the others' subscriptions to it) and sends it Janus's answer. A new member's
+    /// session notices come back, for [`Upstream::watch`].
     async fn publish(
         &mut self,
         room: &RoomId,
         peer: &PeerId,
         sdp: String,
         tell: &dyn Tell,
-    ) -> Result<Option<(u64, mpsc::UnboundedReceiver<Value>)>, SfuError> {
+    ) -> Result<Option<mpsc::UnboundedReceiver<Value>>, SfuError> {
         if !self.members.contains_key(peer) {
             let (session, notices) = self.janus.session().await?;
             self.members.insert(
@@ -385,57 +409,65 @@ impl SfuRoom {
             );
         }
         let (number, pin) = (self.number, self.pin.clone());
+        let previous = self.members.get_mut(peer).and_then(|member| {
+            member.up = false;
+            member.publisher.take()
+        });
+        if let Some((previous, _)) = previous {
+            // Its upstream starts over (it failed): the old feed goes with its handle.
+            for (id, member) in &mut self.members {
+                let handle = if id == peer {
+                    Some(previous)
+                } else {
+                    member.subscriptions.remove(peer)
+                };
+                if let Some(handle) = handle {
+                    let _ = member.session.detach(handle).await;
+                }
+            }
+        }
         let member = self
             .members
             .get_mut(peer)
             .ok_or_else(|| SfuError::NoSuchStream("upstream".to_owned()))?;
+        let handle = member.session.attach_videoroom().await?;
+        member.publisher = Some((handle, None));
+        let join = json!({
+            "request": "joinandconfigure",
+            "ptype": "publisher",
+            "room": number,
+            "pin": pin,
+            "display": peer.to_string(),
+        });
         let offer = Some(json!({"type": "offer", "sdp": sdp}));
-        let mut watch = None;
-        let reply = match member.publisher {
-            // A new offer on the same upstream (it renegotiates): configure again.
-            Some((handle, Some(_))) => {
-                member
-                    .session
-                    .message(handle, json!({"request": "configure"}), offer)
-                    .await?
-            }
-            _ => {
-                let handle = member.session.attach_videoroom().await?;
-                member.publisher = Some((handle, None));
-                let join = json!({
-                    "request": "joinandconfigure",
-                    "ptype": "publisher",
-                    "room": number,
-                    "pin": pin,
-                    "display": peer.to_string(),
-                });
-                let reply = member.session.message(handle, join, offer).await?;
-                member.publisher = Some((handle, reply.data["id"].as_u64()));
-                watch = member.notices.take().map(|notices| (handle, notices));
-                reply
-            }
+        let reply = member.session.message(handle, join, offer).await?;
+        member.publisher = Some((handle, reply.data["id"].as_u64()));
+        let notices = member.notices.take();
+        tell_answer(room, peer, &reply, tell)?;
+        Ok(notices)
+    }
+
+    /// Renegotiates `peer`'s upstream (a `reoffer`: its tracks changed).
+    async fn renegotiate(
+        &mut self,
+        room: &RoomId,
+        peer: &PeerId,
+        sdp: String,
+        tell: &dyn Tell,
+    ) -> Result<(), SfuError> {
+        let upstream = self
+            .members
+            .get(peer)
+            .and_then(|member| Some((member, member.publisher?.0)));
+        let Some((member, handle)) = upstream else {
+            return Err(SfuError::NoSuchStream("upstream".to_owned()));
         };
-        let answer = reply
-            .jsep
-            .as_ref()
-            .and_then(|jsep| jsep["sdp"].as_str())
-            .ok_or_else(|| {
-                SfuError::Janus(JanusError::Refused {
-                    request: "publish".to_owned(),
-                    reason: "no answer came with the reply".to_owned(),
-                })
-            })?;
-        tell.tell(
-            room,
-            peer,
-            sfu_signal(
-                None,
-                SignalPayload::Answer {
-                    sdp: answer.to_owned(),
-                },
-            ),
-        );
-        Ok(watch)
+        let offer = Some(json!({"type": "offer", "sdp": sdp}));
+        let reply = member
+            .session
+            .message(handle, json!({"request": "configure"}), offer)
+            .await?;
+        tell_answer(room, peer, &reply, tell)
     }
 
     /// `peer`'s upstream is up: subscribes it to every feed that is up, and everyone
@@ -533,6 +565,30 @@ impl SfuRoom {
             Err(error) => tracing::debug!(%error, "the SFU room could not be destroyed"),
         }
     }
+}
+
+/// Sends `peer` the answer to its upstream's offer that Janus's `reply` carries.
+fn tell_answer(
+    room: &RoomId,
+    peer: &PeerId,
+    reply: &JanusReply,
+    tell: &dyn Tell,
+) -> Result<(), SfuError> {
+    let answer = reply
+        .jsep
+        .as_ref()
+        .and_then(|jsep| jsep["sdp"].as_str())
+        .ok_or_else(|| {
+            SfuError::Janus(JanusError::Refused {
+                request: "publish".to_owned(),
+                reason: "no answer came with the reply".to_owned(),
+            })
+        })?;
+    let payload = SignalPayload::Answer {
+        sdp: answer.to_owned(),
+    };
+    tell.tell(room, peer, sfu_signal(None, payload));
+    Ok(())
 }
 
 /// The message carrying `payload` about `feed` (none: the upstream) to a member.

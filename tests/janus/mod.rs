@@ -1,0 +1,197 @@
+//! Janus for the tests: the Debian package's binary, started with a configuration of
+//! its own in a network namespace of its own (its ICE gathers no loopback candidates,
+//! so it needs an interface), joined to the test's namespace by a veth pair.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meetspace::rtc::RtcConfig;
+
+/// The Debian package's Janus.
+const JANUS: &str = "/usr/bin/janus";
+/// The `api_secret` the tests' Janus has.
+pub const JANUS_API_SECRET: &str = "test-api-secret";
+/// The VideoRoom `admin_key` the tests' Janus has.
+pub const JANUS_ADMIN_KEY: &str = "test-admin-key";
+
+/// The port Janus's WebSocket transport listens on in its namespace.
+const JANUS_PORT: u16 = 8188;
+
+/// A network namespace of the test's own, joined to this one by a veth pair: Janus
+/// runs in it (its ICE gathers no loopback candidates, so it needs an interface).
+pub struct Namespace {
+    /// Its name (`ip netns exec NAME`).
+    pub name: String,
+    /// Our end's address (clients' media goes from here).
+    pub host_ip: Ipv4Addr,
+    /// The namespace's end (Janus).
+    pub inside_ip: Ipv4Addr,
+}
+
+impl Namespace {
+    /// Makes namespace number `index` of this test process.
+    fn new(index: u8) -> Self {
+        let pid = std::process::id();
+        let name = format!("msj{}{index}", pid % 100_000);
+        let subnet = [10, 78, (pid % 250) as u8, index * 4];
+        let host_ip = Ipv4Addr::new(subnet[0], subnet[1], subnet[2], subnet[3] + 1);
+        let inside_ip = Ipv4Addr::new(subnet[0], subnet[1], subnet[2], subnet[3] + 2);
+        let (outer, inner) = (format!("{name}h"), format!("{name}j"));
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &name,
+        ]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &outer]);
+        ip(&["link", "set", &outer, "up"]);
+        for args in [
+            vec!["addr", "add", &format!("{inside_ip}/30"), "dev", &inner],
+            vec!["link", "set", &inner, "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut inside = vec!["netns", "exec", &name, "ip"];
+            inside.extend(args);
+            ip(&inside);
+        }
+        Self {
+            name,
+            host_ip,
+            inside_ip,
+        }
+    }
+
+    /// Peer connections that gather on our end of the link only.
+    pub fn rtc(&self) -> RtcConfig {
+        RtcConfig {
+            udp_bind: vec![SocketAddr::from((self.host_ip, 0))],
+            ..RtcConfig::default()
+        }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and so the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs `ip ARGS`, failing the test with what it said.
+fn ip(args: &[&str]) {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("cannot run ip (iproute2; the tests run as root)");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A Janus of its own in a namespace of its own, its configuration in a fresh folder.
+/// Killed when dropped.
+pub struct JanusProcess {
+    child: Child,
+    /// Its namespace.
+    pub namespace: Namespace,
+    /// Its configuration; scratch files of the test may go here too.
+    pub folder: PathBuf,
+}
+
+impl JanusProcess {
+    /// Starts Janus in namespace `index` of this test process.
+    pub fn start(index: u8) -> Self {
+        assert!(
+            std::path::Path::new(JANUS).is_file(),
+            "{JANUS} is missing: install it with `apt-get install janus` (setup.sh does)"
+        );
+        let namespace = Namespace::new(index);
+        let port = JANUS_PORT;
+        let folder = std::env::temp_dir().join(format!("meetspace-{}", namespace.name));
+        std::fs::create_dir_all(&folder).expect("a folder for Janus's configuration");
+        let lib = "/usr/lib/x86_64-linux-gnu/janus";
+        let rtp = 20_000;
+        let plugins = [
+            "audiobridge",
+            "echotest",
+            "nosip",
+            "recordplay",
+            "sip",
+            "streaming",
+            "textroom",
+            "videocall",
+            "voicemail",
+            "duktape",
+            "lua",
+        ]
+        .map(|name| format!("libjanus_{name}.so"))
+        .join(",");
+        let transports = ["http", "mqtt", "nanomsg", "pfunix", "rabbitmq"]
+            .map(|name| format!("libjanus_{name}.so"))
+            .join(",");
+        let main = format!(
+            "general: {{\n  configs_folder = \"{folder}\"\n  plugins_folder = \"{lib}/plugins\"\n  \
+             transports_folder = \"{lib}/transports\"\n  events_folder = \"{lib}/events\"\n  \
+             loggers_folder = \"{lib}/loggers\"\n  debug_level = 3\n  \
+             api_secret = \"{JANUS_API_SECRET}\"\n}}\n\
+             media: {{\n  rtp_port_range = \"{rtp}-{}\"\n}}\n\
+             plugins: {{\n  disable = \"{plugins}\"\n}}\n\
+             transports: {{\n  disable = \"{transports}\"\n}}\n",
+            rtp + 99,
+            folder = folder.display(),
+        );
+        std::fs::write(folder.join("janus.jcfg"), main).expect("janus.jcfg");
+        std::fs::write(
+            folder.join("janus.transport.websockets.jcfg"),
+            format!("general: {{\n  ws = true\n  ws_port = {port}\n}}\n"),
+        )
+        .expect("the WebSocket transport's configuration");
+        std::fs::write(
+            folder.join("janus.plugin.videoroom.jcfg"),
+            format!("general: {{\n  admin_key = \"{JANUS_ADMIN_KEY}\"\n}}\n"),
+        )
+        .expect("the VideoRoom's configuration");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &namespace.name, JANUS])
+            .arg("-C")
+            .arg(folder.join("janus.jcfg"))
+            .arg("-F")
+            .arg(&folder)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start janus");
+        let started = Instant::now();
+        while TcpStream::connect((namespace.inside_ip, port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "Janus did not open its WebSocket port {port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            child,
+            namespace,
+            folder,
+        }
+    }
+
+    /// Its WebSocket address (`--sfu janus+ws://...` without `janus+`).
+    pub fn url(&self) -> String {
+        format!("ws://{}:{JANUS_PORT}", self.namespace.inside_ip)
+    }
+}
+
+impl Drop for JanusProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
