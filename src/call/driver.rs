@@ -29,7 +29,7 @@ use crate::media::{
     ScreenSender, SendCounters, SendSettings, ShareTarget, Speaker, audio_devices, frame_channel,
 };
 use crate::rtc::turn_check::check_turn_servers;
-use crate::rtc::{LocalMedia, Role, RtcConfig};
+use crate::rtc::{LocalMedia, RtcConfig};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ClientMessage, PeerId, Pose};
 use crate::signaling::{self, SignalingError, SignalingLink};
@@ -624,19 +624,16 @@ impl CallMedia for NativeMedia {
     }
 
     async fn open_sfu(&mut self, opening: SfuOpening<'_>) -> Result<(), CallError> {
+        let (peer, role, route) = opening.side();
         let SfuOpening {
             feed,
-            self_id,
             epoch,
             rtc,
             frames,
+            ..
         } = opening;
         let Some(call) = &self.call else {
             return Ok(());
-        };
-        let (peer, role, route) = match feed {
-            None => (self_id, Role::Offerer, Route::SfuUp),
-            Some(owner) => (owner, Role::Answerer, Route::SfuDown),
         };
         let context = self.peer_context(call, epoch, route);
         // The upstream brings no video: its frames go nowhere.

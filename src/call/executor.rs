@@ -9,7 +9,7 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 use crossbeam_channel::Sender;
 
-use super::room::{Room, RoomAction, RoomSettings};
+use super::room::{Room, RoomAction, RoomSettings, Route};
 use super::roster::Roster;
 use super::{CallError, CallEvent};
 use crate::config::ClientConfig;
@@ -102,6 +102,18 @@ pub(super) struct SfuOpening<'a> {
     pub rtc: &'a RtcConfig,
     /// Where the member's decoded video goes (the upstream brings none).
     pub frames: Option<FrameSender>,
+}
+
+impl<'a> SfuOpening<'a> {
+    /// Whom the stream reports as (the member, or us for our upstream), our side of
+    /// its offer/answer (we offer our upstream; the SFU offers downstreams), and its
+    /// route.
+    pub fn side(&self) -> (&'a PeerId, Role, Route) {
+        match self.feed {
+            None => (self.self_id, Role::Offerer, Route::SfuUp),
+            Some(owner) => (owner, Role::Answerer, Route::SfuDown),
+        }
+    }
 }
 
 /// What starting our media needs to know.

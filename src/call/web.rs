@@ -644,20 +644,17 @@ impl CallMedia for BrowserMedia {
     }
 
     async fn open_sfu(&mut self, opening: SfuOpening<'_>) -> Result<(), CallError> {
+        let (peer, role, route) = opening.side();
         let SfuOpening {
             feed,
-            self_id,
             epoch,
             rtc,
             frames,
+            ..
         } = opening;
         if self.call.is_none() {
             return Ok(());
         }
-        let (peer, role, route) = match feed {
-            None => (self_id, Role::Offerer, Route::SfuUp),
-            Some(owner) => (owner, Role::Answerer, Route::SfuDown),
-        };
         // The upstream brings no video: its frames go nowhere.
         let frames = frames.unwrap_or_else(|| frame_channel().0);
         let remote = self.open(route, peer, epoch, role, rtc, frames).await?;

@@ -47,6 +47,9 @@
 //!   each other, offered by the side with the smaller id, and closes when either one
 //!   no longer wants it (the person stays, without media). Our media stops after
 //!   [`ALONE_LIMIT`] without anyone wanted, releasing the camera and microphone.
+//! - **Rooms on the SFU** (`sfu.rs`): once the server moves our room (or welcomes us
+//!   onto it), we publish once and take the downstreams it offers; each member's mesh
+//!   connection goes once its downstream has connected, and is not started again.
 
 pub mod nearby;
 mod sfu;
