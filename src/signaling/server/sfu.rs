@@ -244,16 +244,20 @@ impl Sfu {
             return;
         };
         let mut slot = slot.lock().await;
-        let Some(sfu_room) = slot.as_mut() else {
-            return;
-        };
-        sfu_room.members.remove(peer);
-        for member in sfu_room.members.values_mut() {
-            if let Some(handle) = member.subscriptions.remove(peer) {
-                let _ = member.session.detach(handle).await;
+        // A room that could not be opened on Janus is forgotten too.
+        let emptied = match slot.as_mut() {
+            None => true,
+            Some(sfu_room) => {
+                sfu_room.members.remove(peer);
+                for member in sfu_room.members.values_mut() {
+                    if let Some(handle) = member.subscriptions.remove(peer) {
+                        let _ = member.session.detach(handle).await;
+                    }
+                }
+                sfu_room.members.is_empty()
             }
-        }
-        if sfu_room.members.is_empty() {
+        };
+        if emptied {
             if let Some(sfu_room) = slot.take() {
                 sfu_room.close().await;
             }
