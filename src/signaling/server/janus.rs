@@ -63,6 +63,19 @@ pub struct JanusReply {
     pub jsep: Option<Value>,
 }
 
+impl JanusReply {
+    /// The SDP the reply carries, or a refusal of `request` saying that none came.
+    pub fn sdp(&self, request: &str) -> Result<&str, JanusError> {
+        self.jsep
+            .as_ref()
+            .and_then(|jsep| jsep["sdp"].as_str())
+            .ok_or_else(|| JanusError::Refused {
+                request: request.to_owned(),
+                reason: "no description came with the reply".to_owned(),
+            })
+    }
+}
+
 /// Waiters for answers, by transaction.
 type Pending = HashMap<String, oneshot::Sender<Result<JanusReply, JanusError>>>;
 

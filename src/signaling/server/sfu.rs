@@ -529,16 +529,7 @@ impl SfuRoom {
             "streams": [{"feed": feed}],
         });
         let reply = member.session.message(handle, join, None).await?;
-        let offer = reply
-            .jsep
-            .as_ref()
-            .and_then(|jsep| jsep["sdp"].as_str())
-            .ok_or_else(|| {
-                SfuError::Janus(JanusError::Refused {
-                    request: "subscribe".to_owned(),
-                    reason: "no offer came with the reply".to_owned(),
-                })
-            })?;
+        let offer = reply.sdp("subscribe")?;
         tell.tell(
             room,
             viewer,
@@ -578,16 +569,7 @@ fn tell_answer(
     reply: &JanusReply,
     tell: &dyn Tell,
 ) -> Result<(), SfuError> {
-    let answer = reply
-        .jsep
-        .as_ref()
-        .and_then(|jsep| jsep["sdp"].as_str())
-        .ok_or_else(|| {
-            SfuError::Janus(JanusError::Refused {
-                request: "publish".to_owned(),
-                reason: "no answer came with the reply".to_owned(),
-            })
-        })?;
+    let answer = reply.sdp("publish")?;
     let payload = SignalPayload::Answer {
         sdp: answer.to_owned(),
     };
