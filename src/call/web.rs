@@ -85,9 +85,10 @@ pub(super) async fn run(
             .next_deadline()
             .map_or(stats_due, |deadline| deadline.min(stats_due))
             .min(pose_due);
+        // Not `biased`: the branch tried first is drawn each time, so that on a page too
+        // busy to keep up, one that is often ready (the app's commands, every frame)
+        // cannot starve the others.
         tokio::select! {
-            // Without a runtime there is no random start; the order does not matter.
-            biased;
             command = commands.recv() => match command {
                 Some(command) => {
                     if let Some(command) = core.room.command(command, Instant::now()) {
@@ -107,6 +108,14 @@ pub(super) async fn run(
                 }
             }
             () = sleep(wake.saturating_duration_since(Instant::now())) => {}
+        }
+        // All the connections said by now is heard before anything is judged late:
+        // poses come 20 times a second from each peer, and taking one report per turn
+        // of a loop that a busy page slows (statistics, descriptions) left a
+        // connection's "connected" behind hundreds of them until the room gave the
+        // connection up.
+        while let Ok(report) = reports.try_recv() {
+            media.on_peer_report(report, &mut core);
         }
         // What is due is done after whichever branch ran: on a page too busy to keep
         // up, the others are always ready and the timer's branch would wait for ever.

@@ -247,12 +247,7 @@ impl PeerSession {
             })
         };
         connection.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
-        // web-sys has no setter for this handler.
-        connection
-            .add_event_listener_with_callback(
-                "icecandidateerror",
-                on_candidate_error.as_ref().unchecked_ref(),
-            )
+        set_on_candidate_error(&connection, on_candidate_error.as_ref())
             .map_err(stack_error("listening for ICE candidate errors"))?;
         connection.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
         connection.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
@@ -519,8 +514,14 @@ impl PeerSession {
         self.shut();
     }
 
+    /// Closes the connection and lets go of its handlers first: events it had queued
+    /// (a pose that arrived, a state change) would otherwise reach dropped closures.
     fn shut(&self) {
         self.connection.set_onconnectionstatechange(None);
+        self.connection.set_onicecandidate(None);
+        self.connection.set_ontrack(None);
+        let _ = set_on_candidate_error(&self.connection, &JsValue::NULL);
+        self.poses.set_onmessage(None);
         self.connection.close();
     }
 
@@ -548,6 +549,20 @@ impl Drop for PeerSession {
     fn drop(&mut self) {
         self.shut();
     }
+}
+
+/// Sets the connection's `onicecandidateerror` handler (web-sys has no setter for it);
+/// `null` removes it.
+fn set_on_candidate_error(
+    connection: &RtcPeerConnection,
+    handler: &JsValue,
+) -> Result<(), JsValue> {
+    Reflect::set(
+        connection,
+        &JsValue::from_str("onicecandidateerror"),
+        handler,
+    )
+    .map(|_| ())
 }
 
 /// A number field of a statistics entry (0 when absent).
