@@ -19,6 +19,7 @@ use meetspace::signaling::payload::SignalPayload;
 use meetspace::signaling::protocol::{
     ClientMessage, DisplayName, ErrorCode, PeerId, ServerMessage,
 };
+use meetspace::signaling::server::janus::Janus;
 use meetspace::signaling::server::sfu::SfuSettings;
 use meetspace::signaling::server::{ServerLimits, SignalingServer};
 use serde_json::json;
@@ -32,13 +33,14 @@ const FRAME_DURATION: Duration = Duration::from_millis(33);
 /// One room at a time: the switch's figures are not to be a neighbour's load.
 static ONE_ROOM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A signaling server on `ip` whose rooms move to `janus` at `mesh_limit` people.
-async fn serve(janus: &JanusProcess, ip: Ipv4Addr, mesh_limit: usize) -> String {
+/// A signaling server on `ip` whose rooms move to one of `instances` at `mesh_limit`
+/// people.
+async fn serve(instances: &[&JanusProcess], ip: Ipv4Addr, mesh_limit: usize) -> String {
     let server = SignalingServer::bind(SocketAddr::from((ip, 0)), ServerLimits::default())
         .await
         .expect("a port for the signaling server")
         .with_sfu(SfuSettings {
-            instances: vec![janus.url()],
+            instances: instances.iter().map(|janus| janus.url()).collect(),
             api_secret: Some(JANUS_API_SECRET.to_owned()),
             admin_key: Some(JANUS_ADMIN_KEY.to_owned()),
             mesh_limit,
@@ -306,7 +308,7 @@ async fn everyone_sees_everyone(members: &[&Member], frames: usize, limit: Durat
 async fn a_room_that_reaches_the_mesh_limit_moves_to_janus_and_everyone_sees_everyone_through_it() {
     let _alone = ONE_ROOM.lock().await;
     let janus = JanusProcess::start(0);
-    let url = serve(&janus, Ipv4Addr::LOCALHOST, 3).await;
+    let url = serve(&[&janus], Ipv4Addr::LOCALHOST, 3).await;
     let rtc = janus.namespace.rtc();
     let (mut first, welcome) = Member::enter(
         &url,
@@ -511,7 +513,7 @@ async fn until_all(bots: &[&Bot], limit: Duration, what: &str, done: impl Fn(&Bo
 async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_keep_seeing_each_other() {
     let _alone = ONE_ROOM.lock().await;
     let janus = JanusProcess::start(1);
-    let url = serve(&janus, janus.namespace.host_ip, 3).await;
+    let url = serve(&[&janus], janus.namespace.host_ip, 3).await;
     let (first, room) = Bot::start(&janus, &url, "One", &["--create"]);
     let room = room.expect("the first bot's room");
     let (second, _) = Bot::start(&janus, &url, "Two", &["--room", &room]);
@@ -609,4 +611,117 @@ async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_keep_seeing_e
         longest_gap_ms < 500.0,
         "a picture stood still {longest_gap_ms:.0} ms during the switch to the SFU"
     );
+}
+
+/// Waits until `bot` has decoded `frames` more of `peer` from now on, over connection
+/// changes (a count that falls is a fresh connection's); fails at `deadline`.
+async fn until_decoding(bot: &Bot, peer: &str, frames: u64, deadline: Instant) {
+    let count = || bot.decoded().get(peer).copied();
+    let mut last = count().unwrap_or(0);
+    let mut gained = 0;
+    while gained < frames {
+        assert!(
+            Instant::now() < deadline,
+            "{} decoded {gained} frames of {peer} by the deadline: {:#}",
+            bot.stats.display(),
+            bot.figures()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(now) = count() else { continue };
+        gained += if now >= last { now - last } else { now };
+        last = now;
+    }
+}
+
+/// How many VideoRooms `janus` holds (the private ones too: the admin key lists them).
+async fn rooms_on(janus: &JanusProcess) -> usize {
+    let client = Janus::connect(&janus.url(), Some(JANUS_API_SECRET.to_owned()))
+        .await
+        .expect("Janus answers");
+    let (session, _) = Arc::new(client).session().await.expect("a Janus session");
+    let handle = session
+        .attach_videoroom()
+        .await
+        .expect("the VideoRoom plugin");
+    let list = json!({"request": "list", "admin_key": JANUS_ADMIN_KEY});
+    let reply = session
+        .message(handle, list, None)
+        .await
+        .expect("the VideoRoom's list");
+    reply.data["list"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_two_janus_instances_and_a_dead_ones_room_moves_to_the_other() {
+    let _alone = ONE_ROOM.lock().await;
+    let first_janus = JanusProcess::start(2);
+    let second_janus = first_janus.beside();
+    let url = serve(
+        &[&first_janus, &second_janus],
+        first_janus.namespace.host_ip,
+        1,
+    )
+    .await;
+    // Two rooms, one after the other: each goes to the instance holding fewer. The
+    // bots' figures stay in the second's folder (the first's goes with it).
+    let mut rooms = Vec::new();
+    for (host, guest) in [("One", "Two"), ("Three", "Four")] {
+        let (host, room) = Bot::start(&second_janus, &url, host, &["--create"]);
+        let room = room.expect("the room the bot made");
+        let (guest, _) = Bot::start(&second_janus, &url, guest, &["--room", &room]);
+        until_all(
+            &[&host, &guest],
+            Duration::from_secs(45),
+            "a room's two bots see each other through Janus",
+            |bot| {
+                let decoded = bot.decoded();
+                decoded.len() == 1
+                    && decoded.values().all(|n| *n >= 15)
+                    && bot.figures()["sent"]["via"] == "sfu"
+            },
+        )
+        .await;
+        rooms.push([host, guest]);
+    }
+    assert_eq!(
+        (rooms_on(&first_janus).await, rooms_on(&second_janus).await),
+        (1, 1),
+        "one room on each instance"
+    );
+    let [moved, kept] = [&rooms[0], &rooms[1]];
+    let kept_gaps: Vec<HashMap<String, f64>> = kept.iter().map(Bot::shown_gaps).collect();
+
+    // The first room's instance goes; its bots publish again, to the other.
+    drop(first_janus);
+    let killed = Instant::now();
+    // What the figures say about the time before it (they lag up to 2 s) is not counted.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (bot, peer) in [(&moved[0], "Two"), (&moved[1], "One")] {
+        until_decoding(bot, peer, 30, killed + Duration::from_secs(10)).await;
+    }
+    // Each one's longest still is the move's (the room was on the SFU from the start).
+    for bot in moved {
+        println!(
+            "{}: 30 more frames {:?} after its Janus went; longest stills {:.0?} ms",
+            bot.stats.display(),
+            killed.elapsed(),
+            bot.shown_gaps()
+        );
+    }
+    assert_eq!(
+        rooms_on(&second_janus).await,
+        2,
+        "both rooms on the instance left"
+    );
+    // The other room, on the instance that stayed, saw nothing of it.
+    for (bot, before) in kept.iter().zip(&kept_gaps) {
+        for (name, gap) in bot.shown_gaps() {
+            let grew = before.get(&name).is_none_or(|earlier| gap > *earlier);
+            assert!(
+                !grew || gap < 500.0,
+                "{name} stood still {gap:.0} ms on {} while the other room moved",
+                bot.stats.display()
+            );
+        }
+    }
 }

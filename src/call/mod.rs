@@ -482,6 +482,10 @@ pub enum PeerControl {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pose: Option<Pose>,
     },
+    /// In a room on the SFU: the SFU now brings the sender our media. The mesh
+    /// connection between us goes once each side has said so (make before break on
+    /// both ends: it carries media both ways).
+    SfuCarries,
 }
 
 impl PeerControl {

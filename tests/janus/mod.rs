@@ -7,6 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meetspace::rtc::RtcConfig;
@@ -18,8 +19,11 @@ pub const JANUS_API_SECRET: &str = "test-api-secret";
 /// The VideoRoom `admin_key` the tests' Janus has.
 pub const JANUS_ADMIN_KEY: &str = "test-admin-key";
 
-/// The port Janus's WebSocket transport listens on in its namespace.
+/// The port the first Janus's WebSocket transport listens on in its namespace (the
+/// next one beside it: the next port).
 const JANUS_PORT: u16 = 8188;
+/// The first Janus's RTP ports start here (each one beside it: 100 further on).
+const RTP_PORTS: u16 = 20_000;
 
 /// A network namespace of the test's own, joined to this one by a veth pair: Janus
 /// runs in it (its ICE gathers no loopback candidates, so it needs an interface).
@@ -94,12 +98,14 @@ fn ip(args: &[&str]) {
     );
 }
 
-/// A Janus of its own in a namespace of its own, its configuration in a fresh folder.
-/// Killed when dropped.
+/// A Janus of its own in a namespace of its own (or beside another one in its
+/// namespace), its configuration in a fresh folder. Killed when dropped.
 pub struct JanusProcess {
     child: Child,
-    /// Its namespace.
-    pub namespace: Namespace,
+    /// Its namespace (shared with those started beside it).
+    pub namespace: Arc<Namespace>,
+    /// Which Janus of the namespace it is (0: the first): its ports follow.
+    slot: u16,
     /// Its configuration; scratch files of the test may go here too.
     pub folder: PathBuf,
 }
@@ -107,16 +113,25 @@ pub struct JanusProcess {
 impl JanusProcess {
     /// Starts Janus in namespace `index` of this test process.
     pub fn start(index: u8) -> Self {
+        Self::start_in(Arc::new(Namespace::new(index)), 0)
+    }
+
+    /// Starts another Janus in this one's namespace, on the next ports.
+    pub fn beside(&self) -> Self {
+        Self::start_in(Arc::clone(&self.namespace), self.slot + 1)
+    }
+
+    /// Starts Janus number `slot` of `namespace`.
+    fn start_in(namespace: Arc<Namespace>, slot: u16) -> Self {
         assert!(
             std::path::Path::new(JANUS).is_file(),
             "{JANUS} is missing: install it with `apt-get install janus` (setup.sh does)"
         );
-        let namespace = Namespace::new(index);
-        let port = JANUS_PORT;
-        let folder = std::env::temp_dir().join(format!("meetspace-{}", namespace.name));
+        let port = JANUS_PORT + slot;
+        let folder = std::env::temp_dir().join(format!("meetspace-{}-{slot}", namespace.name));
         std::fs::create_dir_all(&folder).expect("a folder for Janus's configuration");
         let lib = "/usr/lib/x86_64-linux-gnu/janus";
-        let rtp = 20_000;
+        let rtp = RTP_PORTS + slot * 100;
         let plugins = [
             "audiobridge",
             "echotest",
@@ -178,13 +193,18 @@ impl JanusProcess {
         Self {
             child,
             namespace,
+            slot,
             folder,
         }
     }
 
     /// Its WebSocket address (`--sfu janus+ws://...` without `janus+`).
     pub fn url(&self) -> String {
-        format!("ws://{}:{JANUS_PORT}", self.namespace.inside_ip)
+        format!(
+            "ws://{}:{}",
+            self.namespace.inside_ip,
+            JANUS_PORT + self.slot
+        )
     }
 }
 

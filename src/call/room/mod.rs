@@ -957,7 +957,8 @@ impl Room {
                 ice_servers,
                 sfu,
             } => {
-                if sfu {
+                // A resume's welcome keeps the streams we have through the SFU.
+                if sfu && !self.on_sfu() {
                     self.sfu_started();
                 }
                 self.welcome(room, peer_id, peers, resume_token, ice_servers);
@@ -1444,6 +1445,10 @@ impl Room {
                     self.take_pose(from.clone(), pose);
                 }
                 self.peer_ready(from, ready);
+                return;
+            }
+            Ok(PeerControl::SfuCarries) => {
+                self.sfu_carries_us(from);
                 return;
             }
             Err(_) => {}

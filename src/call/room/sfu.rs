@@ -2,20 +2,23 @@
 //! downstream per member, all through the server's `sfu_signal` (docs/signaling.md,
 //! "Rooms on the SFU").
 //!
-//! The switch is make before break: the mesh connection to a member stays until our
-//! downstream of that member has connected, then it is retired. Once the SFU carries
-//! a member, a mesh connection to it that fails or closes is let go instead of being
-//! offered again, and the member's offers are not answered.
+//! The switch is make before break on both ends: the mesh connection to a member
+//! carries media both ways, so it stays until our downstream of that member has
+//! connected and the member has said that its downstream of us has
+//! (`PeerControl::SfuCarries`); then it is retired. Once the SFU carries a member to
+//! us, a mesh connection to it that fails or closes is let go instead of being offered
+//! again, and the member's offers are not answered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bevy::platform::time::Instant;
 use serde::Deserialize;
 
 use super::{LinkState, Media, Room, RoomAction};
+use crate::call::PeerControl;
 use crate::rtc::PeerConnectionState;
 use crate::signaling::payload::SignalPayload;
-use crate::signaling::protocol::{PeerId, PeerInfo};
+use crate::signaling::protocol::{ClientMessage, PeerId, PeerInfo};
 
 /// Which of a call's connections a peer connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,8 @@ struct SfuStream {
 pub(super) struct SfuLinks {
     upstream: Option<SfuStream>,
     downstreams: HashMap<PeerId, SfuStream>,
+    /// The members that said the SFU brings them our media.
+    carried_at: HashSet<PeerId>,
 }
 
 #[cfg(test)]
@@ -52,12 +57,26 @@ impl SfuLinks {
 
 impl Room {
     /// The server moved our room to the SFU, or welcomed us onto it: we publish once
-    /// our media runs.
+    /// our media runs. Told again when the SFU instance that held the room went: our
+    /// streams through it close, and we publish afresh (the room opens on another).
     pub(super) fn sfu_started(&mut self) {
-        if self.sfu.is_some() || self.lobby.is_some() {
+        if self.lobby.is_some() {
             return;
         }
-        tracing::info!("the room moved to the SFU");
+        match self.sfu.take() {
+            Some(gone) => {
+                tracing::info!("the room moves to another SFU instance; publishing again");
+                if gone.upstream.is_some() {
+                    self.act(RoomAction::CloseSfu { feed: None });
+                }
+                let mut owners: Vec<PeerId> = gone.downstreams.into_keys().collect();
+                owners.sort();
+                for owner in owners {
+                    self.act(RoomAction::CloseSfu { feed: Some(owner) });
+                }
+            }
+            None => tracing::info!("the room moved to the SFU"),
+        }
         self.sfu = Some(SfuLinks::default());
         if self.media == Media::On {
             self.publish();
@@ -186,13 +205,13 @@ impl Room {
         stream.state = state;
         match (feed, state) {
             (Some(owner), PeerConnectionState::Connected) => {
-                if let Some(mesh) = self.peers.remove(owner) {
-                    tracing::info!(peer = %owner, "the SFU carries the peer now; the mesh connection goes");
-                    self.act(RoomAction::Retire {
-                        peer: owner.clone(),
-                        epoch: mesh.epoch,
+                if self.peers.contains_key(owner) {
+                    self.send_signal(ClientMessage::Signal {
+                        to: owner.clone(),
+                        data: PeerControl::SfuCarries.to_json(),
                     });
                 }
+                self.retire_mesh_when_carried(owner);
             }
             (None, PeerConnectionState::Failed | PeerConnectionState::Closed) if signaling_up => {
                 tracing::info!("our upstream to the SFU failed; publishing again");
@@ -202,6 +221,32 @@ impl Room {
                 tracing::info!(peer = %owner, "our stream of the peer from the SFU ended");
             }
             _ => {}
+        }
+    }
+
+    /// `peer` said the SFU brings it our media.
+    pub(super) fn sfu_carries_us(&mut self, peer: PeerId) {
+        let Some(sfu) = &mut self.sfu else { return };
+        sfu.carried_at.insert(peer.clone());
+        self.retire_mesh_when_carried(&peer);
+    }
+
+    /// Retires the mesh connection to `peer` once the SFU carries media both ways
+    /// between us.
+    fn retire_mesh_when_carried(&mut self, peer: &PeerId) {
+        let carried_at_peer = self
+            .sfu
+            .as_ref()
+            .is_some_and(|sfu| sfu.carried_at.contains(peer));
+        if !(carried_at_peer && self.sfu_carries(peer)) {
+            return;
+        }
+        if let Some(mesh) = self.peers.remove(peer) {
+            tracing::info!(%peer, "the SFU carries the peer now, both ways; the mesh connection goes");
+            self.act(RoomAction::Retire {
+                peer: peer.clone(),
+                epoch: mesh.epoch,
+            });
         }
     }
 

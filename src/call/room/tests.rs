@@ -1364,8 +1364,9 @@ fn a_room_that_moves_to_the_sfu_publishes_once_and_lets_the_mesh_go_as_the_sfu_t
         ] if *owner == id(LOW) && *to == id(LOW) && epoch == delivered_to => *epoch,
         other => panic!("expected a downstream of LOW taking the offer: {other:?}"),
     };
-    // Until it connects the mesh to LOW stays; then it goes, and LOW's mesh offers are
-    // not answered.
+    // Until it connects the mesh to LOW stays; then we tell LOW, and the mesh goes
+    // once LOW says the SFU brings it our media too (it carries media both ways). LOW's
+    // mesh offers are not answered then.
     let mesh_epoch = script.epoch(LOW);
     assert!(script.actions().is_empty());
     script.room.sfu_state(
@@ -1374,6 +1375,18 @@ fn a_room_that_moves_to_the_sfu_publishes_once_and_lets_the_mesh_go_as_the_sfu_t
         PeerConnectionState::Connected,
         script.start,
     );
+    assert_eq!(
+        script.actions(),
+        vec![RoomAction::Send(ClientMessage::Signal {
+            to: id(LOW),
+            data: PeerControl::SfuCarries.to_json(),
+        })]
+    );
+    assert_eq!(script.room.connection_count(), 3, "the mesh to LOW stays");
+    script.hear(ServerMessage::Signal {
+        from: id(LOW),
+        data: PeerControl::SfuCarries.to_json(),
+    });
     assert_eq!(
         script.actions(),
         vec![RoomAction::Retire {
@@ -1419,6 +1432,80 @@ fn a_room_that_moves_to_the_sfu_publishes_once_and_lets_the_mesh_go_as_the_sfu_t
         actions.contains(&RoomAction::Emit(RoomEvent::PeerLeft(id(LOW)))),
         "{actions:?}"
     );
+}
+
+#[test]
+fn told_again_that_the_room_is_on_the_sfu_it_closes_its_sfu_streams_and_publishes_afresh() {
+    let mut script = Script::in_call(&[LOW]);
+    script.connected(LOW);
+    script.hear(ServerMessage::SfuStarted);
+    let upstream_epoch = |script: &Script| {
+        script
+            .room
+            .sfu
+            .as_ref()
+            .and_then(|sfu| sfu.upstream_epoch())
+            .expect("an upstream")
+    };
+    let first = upstream_epoch(&script);
+    let low_offer = || ServerMessage::SfuSignal {
+        feed: Some(id(LOW)),
+        data: serde_json::to_value(offer()).expect("a payload serializes"),
+    };
+    script.hear(low_offer());
+    script.actions();
+
+    // A resume keeps them: its welcome says the room is on the SFU, as we know.
+    script.room.link_closed("reset".to_owned(), script.at(1));
+    script.room.link_opened();
+    script.actions();
+    script.hear(ServerMessage::Welcome {
+        room: room_id(),
+        peer_id: id(OURS),
+        peers: vec![info(LOW)],
+        resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
+        ice_servers: Vec::new(),
+        sfu: true,
+    });
+    let actions = script.actions();
+    assert!(
+        !actions.iter().any(|action| matches!(
+            action,
+            RoomAction::CloseSfu { .. } | RoomAction::OpenSfu { .. }
+        )),
+        "{actions:?}"
+    );
+
+    // The SFU instance that held the room went: the server says it again.
+    script.hear(ServerMessage::SfuStarted);
+    let actions = script.actions();
+    assert_eq!(
+        actions.first(),
+        Some(&RoomAction::CloseSfu { feed: None }),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&RoomAction::CloseSfu {
+            feed: Some(id(LOW))
+        }),
+        "{actions:?}"
+    );
+    let opened: Vec<Option<PeerId>> =
+        picked!(actions, RoomAction::OpenSfu { feed, .. } => feed.clone());
+    assert_eq!(opened, vec![None], "published afresh: {actions:?}");
+    assert_ne!(upstream_epoch(&script), first);
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, RoomAction::Retire { .. })),
+        "the mesh to LOW stays until the new downstream connects: {actions:?}"
+    );
+    // LOW's media comes again, from the room on the other instance.
+    script.hear(low_offer());
+    let actions = script.actions();
+    let opened: Vec<Option<PeerId>> =
+        picked!(actions, RoomAction::OpenSfu { feed, .. } => feed.clone());
+    assert_eq!(opened, vec![Some(id(LOW))]);
 }
 
 #[test]

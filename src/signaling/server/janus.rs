@@ -21,6 +21,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 /// How long Janus gets to answer a request (an asynchronous one: until its event).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening the WebSocket connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often each session says it is alive (Janus drops sessions silent for 60 s).
 pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(25);
 
@@ -107,9 +109,12 @@ impl Janus {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("janus-protocol"),
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        // An instance that went away may leave its address silent rather than refusing.
+        let (socket, _) =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
+                .await
+                .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+                .map_err(|e| unreachable(e.to_string()))?;
         let (mut write, mut read) = socket.split();
         let (outgoing, mut to_send) = mpsc::unbounded_channel::<Value>();
         let pending: Arc<Mutex<Pending>> = Arc::default();
@@ -159,6 +164,12 @@ impl Janus {
     /// Whether the connection is still up.
     pub fn is_alive(&self) -> bool {
         *self.alive.borrow()
+    }
+
+    /// Resolves once the connection is down (at once if it is).
+    pub async fn closed(&self) {
+        let mut alive = self.alive.clone();
+        let _ = alive.wait_for(|alive| !alive).await;
     }
 
     /// Sends `message` (a `janus` request without its transaction) and waits for its

@@ -12,7 +12,7 @@
 
 mod connection;
 mod hub;
-mod janus;
+pub mod janus;
 pub mod sfu;
 
 use std::net::SocketAddr;

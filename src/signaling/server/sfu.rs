@@ -7,7 +7,9 @@
 //! no `feed`, they are its upstream (it publishes its camera and microphone once);
 //! with `feed` a peer id, they are its downstream of that peer's media, which the
 //! server subscribes it to and Janus offers. Janus's feeds go by meetspace peer ids
-//! (their `display`), so people's ids and names stay meetspace's.
+//! (their `display`), so people's ids and names stay meetspace's. When the connection
+//! to an instance closes, its rooms move to another: their members are told
+//! `sfu_started` again and publish afresh.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -96,6 +98,9 @@ struct Member {
 /// A room's place on the SFU, locked while one step of its members is carried out.
 type RoomSlot = Arc<tokio::sync::Mutex<Option<SfuRoom>>>;
 
+/// The rooms on the SFU, by meetspace room.
+type Rooms = Arc<tokio::sync::Mutex<HashMap<RoomId, RoomSlot>>>;
+
 /// A room on Janus.
 struct SfuRoom {
     janus: Arc<Janus>,
@@ -113,7 +118,7 @@ pub struct Sfu {
     settings: SfuSettings,
     instances: Vec<Instance>,
     /// Rooms on the SFU; each one's lock orders the steps of its members.
-    rooms: tokio::sync::Mutex<HashMap<RoomId, RoomSlot>>,
+    rooms: Rooms,
 }
 
 impl Sfu {
@@ -130,7 +135,7 @@ impl Sfu {
         Self {
             settings,
             instances,
-            rooms: tokio::sync::Mutex::default(),
+            rooms: Rooms::default(),
         }
     }
 
@@ -148,7 +153,7 @@ impl Sfu {
         let slot = self.room_slot(room).await;
         let mut held = slot.lock().await;
         if held.is_none() {
-            *held = Some(self.open_room(room).await?);
+            *held = Some(self.open_room(room, tell).await?);
         }
         let Some(sfu_room) = held.as_mut() else {
             return Err(SfuError::NotOnSfu);
@@ -271,8 +276,8 @@ impl Sfu {
     }
 
     /// Makes a VideoRoom for `room` on the instance holding the fewest rooms.
-    async fn open_room(&self, room: &RoomId) -> Result<SfuRoom, SfuError> {
-        let janus = self.least_loaded().await?;
+    async fn open_room(&self, room: &RoomId, tell: &Arc<dyn Tell>) -> Result<SfuRoom, SfuError> {
+        let janus = self.least_loaded(tell).await?;
         let (admin, _) = janus.session().await?;
         let handle = admin.attach_videoroom().await?;
         let number = random_u53();
@@ -304,8 +309,9 @@ impl Sfu {
         })
     }
 
-    /// The live instance with the fewest rooms, connecting to those not connected.
-    async fn least_loaded(&self) -> Result<Arc<Janus>, SfuError> {
+    /// The live instance with the fewest rooms, connecting to those not connected
+    /// (each new connection watched: see [`move_rooms_when_closed`]).
+    async fn least_loaded(&self, tell: &Arc<dyn Tell>) -> Result<Arc<Janus>, SfuError> {
         let load = self.load().await;
         let mut failures = Vec::new();
         let mut order: Vec<&Instance> = self.instances.iter().collect();
@@ -319,6 +325,11 @@ impl Sfu {
                 Ok(janus) => {
                     let janus = Arc::new(janus);
                     *held = Some(Arc::clone(&janus));
+                    tokio::spawn(move_rooms_when_closed(
+                        Arc::clone(&janus),
+                        Arc::clone(&self.rooms),
+                        Arc::clone(tell),
+                    ));
                     return Ok(janus);
                 }
                 Err(error) => failures.push(error.to_string()),
@@ -339,6 +350,35 @@ impl Sfu {
             }
         }
         load
+    }
+}
+
+/// Waits for the connection to `janus` to close (Janus stopped, crashed or went out
+/// of reach), then moves the rooms it held: each one's place there is forgotten and
+/// its members are told `sfu_started` again, so that they publish afresh; the first
+/// offer opens the room on another instance (this one is tried again only if it
+/// answers).
+async fn move_rooms_when_closed(janus: Arc<Janus>, rooms: Rooms, tell: Arc<dyn Tell>) {
+    janus.closed().await;
+    let slots: Vec<(RoomId, RoomSlot)> = rooms
+        .lock()
+        .await
+        .iter()
+        .map(|(room, slot)| (room.clone(), Arc::clone(slot)))
+        .collect();
+    for (room, slot) in slots {
+        let mut held = slot.lock().await;
+        if !held
+            .as_ref()
+            .is_some_and(|sfu_room| Arc::ptr_eq(&sfu_room.janus, &janus))
+        {
+            continue;
+        }
+        let Some(lost) = held.take() else { continue };
+        tracing::warn!(%room, janus = janus.url(), "the SFU instance went; the room moves");
+        for peer in lost.members.keys() {
+            tell.tell(&room, peer, ServerMessage::SfuStarted);
+        }
     }
 }
 
