@@ -49,7 +49,8 @@
 //!   [`ALONE_LIMIT`] without anyone wanted, releasing the camera and microphone.
 //! - **Rooms on the SFU** (`sfu.rs`): once the server moves our room (or welcomes us
 //!   onto it), we publish once and take the downstreams it offers; each member's mesh
-//!   connection goes once its downstream has connected, and is not started again.
+//!   connection goes once the SFU carries media both ways between us (our downstream
+//!   connected, and the member's `PeerControl::SfuCarries`), and is not started again.
 
 pub mod nearby;
 mod sfu;

@@ -368,13 +368,9 @@ async fn move_rooms_when_closed(janus: Arc<Janus>, rooms: Rooms, tell: Arc<dyn T
         .collect();
     for (room, slot) in slots {
         let mut held = slot.lock().await;
-        if !held
-            .as_ref()
-            .is_some_and(|sfu_room| Arc::ptr_eq(&sfu_room.janus, &janus))
-        {
+        let Some(lost) = held.take_if(|sfu_room| Arc::ptr_eq(&sfu_room.janus, &janus)) else {
             continue;
-        }
-        let Some(lost) = held.take() else { continue };
+        };
         tracing::warn!(%room, janus = janus.url(), "the SFU instance went; the room moves");
         for peer in lost.members.keys() {
             tell.tell(&room, peer, ServerMessage::SfuStarted);
@@ -487,7 +483,7 @@ impl SfuRoom {
         let reply = member.session.message(handle, join, offer).await?;
         member.publisher = Some((handle, reply.data["id"].as_u64()));
         let notices = member.notices.take();
-        tell_answer(room, peer, &reply, tell)?;
+        tell_answer(room, peer, "publish", &reply, tell)?;
         Ok(notices)
     }
 
@@ -511,7 +507,7 @@ impl SfuRoom {
             .session
             .message(handle, json!({"request": "configure"}), offer)
             .await?;
-        tell_answer(room, peer, &reply, tell)
+        tell_answer(room, peer, "configure", &reply, tell)
     }
 
     /// `peer`'s upstream is up: subscribes it to every feed that is up, and everyone
@@ -602,14 +598,16 @@ impl SfuRoom {
     }
 }
 
-/// Sends `peer` the answer to its upstream's offer that Janus's `reply` carries.
+/// Sends `peer` the answer to its upstream's offer that Janus's `reply` to `request`
+/// carries.
 fn tell_answer(
     room: &RoomId,
     peer: &PeerId,
+    request: &str,
     reply: &JanusReply,
     tell: &dyn Tell,
 ) -> Result<(), SfuError> {
-    let answer = reply.sdp("publish")?;
+    let answer = reply.sdp(request)?;
     let payload = SignalPayload::Answer {
         sdp: answer.to_owned(),
     };
