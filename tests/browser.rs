@@ -391,6 +391,17 @@ fn check_sound(result: &serde_json::Value) {
     );
 }
 
+/// The bot's figures say it decoded video from both tabs.
+fn bot_decoded_both_tabs(figures: &serde_json::Value) {
+    for name in ["TabOne", "TabTwo"] {
+        let tab = peer(figures, name);
+        assert!(
+            tab["frames_decoded"].as_u64() > Some(0),
+            "the bot decoded nothing from {name}: {tab}"
+        );
+    }
+}
+
 /// The mesh scenario's outcome: each tab shows the other two, connected.
 fn both_tabs_see_both_others(result: &serde_json::Value) {
     for tab in ["first", "second"] {
@@ -413,14 +424,7 @@ fn two_tabs_and_a_native_bot_make_a_full_mesh() {
     let (bot, room) = hosting_bot(&address, &stats);
     let result = browser("mesh", &address, &room);
     both_tabs_see_both_others(&result);
-    let figures = stop_bot(bot, &stats);
-    for name in ["TabOne", "TabTwo"] {
-        let tab = peer(&figures, name);
-        assert!(
-            tab["frames_decoded"].as_u64() > Some(0),
-            "the bot decoded nothing from {name}: {tab}"
-        );
-    }
+    bot_decoded_both_tabs(&stop_bot(bot, &stats));
 }
 
 #[test]
@@ -457,13 +461,7 @@ fn two_tabs_and_a_native_bot_in_a_room_on_janus_see_each_other_through_it() {
     let figures = stop_bot(bot, &stats);
     assert_eq!(figures["sent"]["via"], "sfu", "{figures}");
     assert_eq!(figures["sent"]["upstreams"], 1, "{figures}");
-    for name in ["TabOne", "TabTwo"] {
-        let tab = peer(&figures, name);
-        assert!(
-            tab["frames_decoded"].as_u64() > Some(0),
-            "the bot decoded nothing from {name} through Janus: {tab}"
-        );
-    }
+    bot_decoded_both_tabs(&figures);
     println!(
         "through Janus: the bot decoded {} frames of TabOne and {} of TabTwo",
         peer(&figures, "TabOne")["frames_decoded"],

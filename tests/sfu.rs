@@ -456,34 +456,26 @@ impl Bot {
             .unwrap_or_default()
     }
 
-    /// The longest time between two frames shown of each peer, by name, in ms.
-    fn shown_gaps(&self) -> HashMap<String, f64> {
+    /// What `read` finds in each peer's figures, by the peer's name (peers where it
+    /// finds nothing left out).
+    fn per_peer<T>(&self, read: impl Fn(&serde_json::Value) -> Option<T>) -> HashMap<String, T> {
         let figures = self.figures();
         figures["peers"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|peer| {
-                let name = peer["name"].as_str()?.to_owned();
-                Some((name, peer["longest_shown_gap_ms"].as_f64()?))
-            })
+            .filter_map(|peer| Some((peer["name"].as_str()?.to_owned(), read(peer)?)))
             .collect()
+    }
+
+    /// The longest time between two frames shown of each peer, by name, in ms.
+    fn shown_gaps(&self) -> HashMap<String, f64> {
+        self.per_peer(|peer| peer["longest_shown_gap_ms"].as_f64())
     }
 
     /// Frames decoded from each peer, by name.
     fn decoded(&self) -> HashMap<String, u64> {
-        let figures = self.figures();
-        figures["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|peer| {
-                (
-                    peer["name"].as_str().unwrap_or_default().to_owned(),
-                    peer["frames_decoded"].as_u64().unwrap_or(0),
-                )
-            })
-            .collect()
+        self.per_peer(|peer| Some(peer["frames_decoded"].as_u64().unwrap_or(0)))
     }
 }
 
