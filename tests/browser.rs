@@ -117,6 +117,8 @@ fn serve_with(extra: &[&str]) -> (Running, String) {
     let (found_tx, found) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // The test's captured output: shown when it fails.
+            eprintln!("server: {line}");
             if let Some(rest) = line.split("listening at ws://").nth(1) {
                 let address = rest.trim_end_matches("/ws").trim().to_owned();
                 let _ = found_tx.send(address);

@@ -1004,10 +1004,12 @@ impl Room {
             }
             ServerMessage::PeerAway { peer_id } => {
                 // Away with no media path either (never connected, or failed): gone.
-                // Connected or disconnected ("reconnecting"): ICE decides.
+                // Connected or disconnected ("reconnecting"): ICE decides, and so it
+                // does for the SFU's stream of the peer.
+                let carried = self.sfu_carries(&peer_id);
                 let gone = self.peers.get_mut(&peer_id).is_some_and(|slot| {
                     slot.away = true;
-                    !has_media_path(slot.state)
+                    !has_media_path(slot.state) && !carried
                 });
                 if gone {
                     self.close_media(&peer_id);
@@ -1630,9 +1632,12 @@ impl Room {
     /// The peer is gone from the call: its connection closes and its panel goes.
     fn remove_peer(&mut self, peer: &PeerId) {
         self.awaited.remove(peer);
-        let through_sfu = self.close_downstream(peer);
-        if self.peers.remove(peer).is_some() || through_sfu {
+        let meshed = self.peers.remove(peer).is_some();
+        if meshed {
             self.act(RoomAction::Close(peer.clone()));
+        }
+        // After the mesh connection: the stream through the SFU has the last figures.
+        if self.close_downstream(peer) || meshed {
             self.emit(RoomEvent::PeerLeft(peer.clone()));
         }
     }

@@ -1531,3 +1531,48 @@ fn a_newcomer_welcomed_onto_the_sfu_offers_to_nobody_and_publishes() {
         picked!(actions, RoomAction::OpenSfu { feed, .. } => feed.clone());
     assert_eq!(opened, vec![None]);
 }
+
+#[test]
+fn a_member_the_sfu_carries_stays_while_away_and_its_downstream_closes_last() {
+    // The mesh connection to LOW never connected; the SFU brings LOW.
+    let mut script = Script::in_call(&[LOW]);
+    script.hear(ServerMessage::SfuStarted);
+    script.hear(ServerMessage::SfuSignal {
+        feed: Some(id(LOW)),
+        data: serde_json::to_value(offer()).expect("a payload serializes"),
+    });
+    let actions = script.actions();
+    let epochs: Vec<u64> = picked!(actions, RoomAction::OpenSfu { feed: Some(_), epoch } => *epoch);
+    script.room.sfu_state(
+        Some(&id(LOW)),
+        epochs[0],
+        PeerConnectionState::Connected,
+        script.start,
+    );
+    script.actions();
+
+    script.hear(ServerMessage::PeerAway { peer_id: id(LOW) });
+    let actions = script.actions();
+    assert!(
+        actions.is_empty(),
+        "away, but the SFU still brings LOW: {actions:?}"
+    );
+
+    // Leaving closes both; the downstream last, so that its figures stand.
+    script.hear(ServerMessage::PeerLeft { peer_id: id(LOW) });
+    let actions = script.actions();
+    let closed: Vec<&RoomAction> = actions
+        .iter()
+        .filter(|action| matches!(action, RoomAction::Close(_) | RoomAction::CloseSfu { .. }))
+        .collect();
+    assert_eq!(
+        closed,
+        vec![
+            &RoomAction::Close(id(LOW)),
+            &RoomAction::CloseSfu {
+                feed: Some(id(LOW))
+            }
+        ]
+    );
+    assert!(left(&actions, LOW), "{actions:?}");
+}

@@ -316,15 +316,19 @@ impl<C: Clone + PartialEq> Hub<C> {
         }
         let info = PeerInfo::new(peer_id.clone(), name);
         let present = room.others(&peer_id);
-        room.broadcast(
-            &peer_id,
-            &ServerMessage::PeerJoined { peer: info.clone() },
-            &mut self.deliveries,
-        );
         let token = ResumeToken::random();
         room.members
-            .push(Member::new(info, token.clone(), connection));
+            .push(Member::new(info.clone(), token.clone(), connection));
+        // Those there hear of the move first: a newcomer on the SFU never offers, so
+        // they must not wait for its offer.
         self.move_to_sfu_when_grown(room_id, &peer_id);
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            room.broadcast(
+                &peer_id,
+                &ServerMessage::PeerJoined { peer: info },
+                &mut self.deliveries,
+            );
+        }
         self.announce_entered(room_id, &peer_id);
         Ok((peer_id, present, token))
     }
@@ -862,16 +866,31 @@ mod tests {
         messages(&mut hub);
         hub.join(&room, name("Carol"), None, 3).unwrap();
         assert!(hub.is_on_sfu(&room));
-        let moved: Vec<u32> = messages(&mut hub)
-            .into_iter()
+        let told = messages(&mut hub);
+        let moved: Vec<u32> = told
+            .iter()
             .filter(|(_, message)| *message == ServerMessage::SfuStarted)
-            .map(|(to, _)| to)
+            .map(|(to, _)| *to)
             .collect();
         assert_eq!(
             moved,
             vec![1, 2],
             "those there hear it; the newcomer's welcome says it"
         );
+        for member in [1, 2] {
+            let kinds: Vec<&ServerMessage> = told
+                .iter()
+                .filter(|(to, _)| *to == member)
+                .map(|(_, message)| message)
+                .collect();
+            assert!(
+                matches!(
+                    kinds.as_slice(),
+                    [ServerMessage::SfuStarted, ServerMessage::PeerJoined { .. }]
+                ),
+                "the move comes before the newcomer (who never offers): {kinds:?}"
+            );
+        }
         hub.join(&room, name("Dan"), None, 4).unwrap();
         assert!(
             !messages(&mut hub).contains(&(1, ServerMessage::SfuStarted)),
