@@ -342,13 +342,18 @@ async fn a_room_that_reaches_the_mesh_limit_moves_to_janus_and_everyone_sees_eve
         matches!(welcome, ServerMessage::Welcome { sfu: true, .. }),
         "{welcome:?}"
     );
+    // Those there hear of the move before the newcomer, who never offers.
     for member in [&mut first, &mut second] {
         loop {
             match next_said(&mut member.said, "sfu_started").await {
                 ServerMessage::SfuStarted => break,
-                ServerMessage::PeerJoined { .. } => {}
+                ServerMessage::PeerJoined { peer } if peer.name.as_str() == "Second" => {}
                 other => panic!("expected sfu_started, got {other:?}"),
             }
+        }
+        match next_said(&mut member.said, "the third joining").await {
+            ServerMessage::PeerJoined { peer } if peer.peer_id == third.peer_id => {}
+            other => panic!("expected the third's peer_joined, got {other:?}"),
         }
     }
     everyone_sees_everyone(&[&first, &second, &third], 30, Duration::from_secs(30)).await;
@@ -479,6 +484,18 @@ impl Bot {
     }
 }
 
+impl Bot {
+    /// Stops the bot as a person leaves: it says `leave` (SIGTERM), and exits.
+    fn leave(mut self) {
+        let stopped = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(stopped.success());
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Bot {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -501,85 +518,22 @@ async fn until_all(bots: &[&Bot], limit: Duration, what: &str, done: impl Fn(&Bo
     println!("{what}: after {:?}", started.elapsed());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_keep_seeing_each_other() {
-    let _alone = ONE_ROOM.lock().await;
-    let janus = JanusProcess::start(1);
-    let url = serve(&[&janus], janus.namespace.host_ip, 3).await;
-    let (first, room) = Bot::start(&janus, &url, "One", &["--create"]);
-    let room = room.expect("the first bot's room");
-    let (second, _) = Bot::start(&janus, &url, "Two", &["--room", &room]);
-    let decodes = |bot: &Bot, peers: usize, frames: u64| {
-        let decoded = bot.decoded();
-        decoded.len() == peers && decoded.values().all(|n| *n >= frames)
-    };
-    let via = |bot: &Bot| {
-        bot.figures()["sent"]["via"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    until_all(
-        &[&first, &second],
-        Duration::from_secs(30),
-        "two bots see each other",
-        |bot| decodes(bot, 1, 15),
-    )
-    .await;
-    assert_eq!(
-        (via(&first), via(&second)),
-        ("mesh".to_owned(), "mesh".to_owned())
-    );
-    let before: Vec<u64> = [&first, &second]
-        .iter()
-        .map(|bot| bot.decoded().values().sum())
-        .collect();
-    // The longest stills so far (starting up): the switch is judged by what it adds.
-    let gaps_before: Vec<HashMap<String, f64>> = [&first, &second]
-        .iter()
-        .map(|bot| bot.shown_gaps())
-        .collect();
-
-    // The third reaches the mesh limit: the room moves to Janus.
-    let (third, _) = Bot::start(&janus, &url, "Three", &["--room", &room]);
-    let bots = [&first, &second, &third];
-    until_all(
-        &bots,
-        Duration::from_secs(45),
-        "all three on the SFU",
-        |bot| {
-            let figures = bot.figures();
-            figures["sent"]["via"] == "sfu" && figures["sent"]["upstreams"] == 1
-        },
-    )
-    .await;
-    let on_sfu: Vec<HashMap<String, u64>> = bots.iter().map(|bot| bot.decoded()).collect();
-    until_all(
-        &bots,
-        Duration::from_secs(30),
-        "everyone decodes everyone through Janus",
-        |bot| {
-            decodes(bot, 2, 0)
-                && bots
-                    .iter()
-                    .position(|b| std::ptr::eq(*b, bot))
-                    .is_some_and(|index| {
-                        let then = &on_sfu[index];
-                        bot.decoded()
-                            .iter()
-                            .all(|(name, now)| *now >= then.get(name).copied().unwrap_or(0) + 45)
-                    })
-        },
-    )
-    .await;
-    for (bot, then) in [&first, &second].iter().zip(before) {
-        let now: u64 = bot.decoded().values().sum();
-        assert!(now > then, "the first two kept decoding: {then} -> {now}");
+/// The longest still of each bot's panel of each other bot that grew since `before`
+/// (one per bot, in order): what a switch added.
+fn grown_gaps(bots: &[&Bot], before: &[HashMap<String, f64>]) -> f64 {
+    let mut longest_ms: f64 = 0.0;
+    for (bot, before) in bots.iter().zip(before) {
+        for (name, gap) in bot.shown_gaps() {
+            if before.get(&name).is_some_and(|earlier| gap > *earlier) {
+                longest_ms = longest_ms.max(gap);
+            }
+        }
     }
-    // The switch, seen on the first two bots' panels of each other: no picture stood
-    // still long (a longest still that grew since before the third came is the
-    // switch's).
-    let mut longest_gap_ms: f64 = 0.0;
+    longest_ms
+}
+
+/// Prints each bot's figures: how it sends, what it decoded, its longest stills.
+fn print_bots(bots: &[&Bot]) {
     for bot in bots {
         let figures = bot.figures();
         println!(
@@ -591,17 +545,111 @@ async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_keep_seeing_e
             bot.shown_gaps()
         );
     }
-    for (bot, before) in [&first, &second].iter().zip(&gaps_before) {
-        for (name, gap) in bot.shown_gaps() {
-            if before.get(&name).is_some_and(|earlier| gap > *earlier) {
-                longest_gap_ms = longest_gap_ms.max(gap);
-            }
-        }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_back_as_it_shrinks() {
+    let _alone = ONE_ROOM.lock().await;
+    let janus = JanusProcess::start(1);
+    let url = serve(&[&janus], janus.namespace.host_ip, 4).await;
+    let (first, room) = Bot::start(&janus, &url, "One", &["--create"]);
+    let room = room.expect("the first bot's room");
+    let (second, _) = Bot::start(&janus, &url, "Two", &["--room", &room]);
+    let (third, _) = Bot::start(&janus, &url, "Three", &["--room", &room]);
+    let decodes = |bot: &Bot, peers: usize, frames: u64| {
+        let decoded = bot.decoded();
+        decoded.len() == peers && decoded.values().all(|n| *n >= frames)
+    };
+    let sends_via = |bot: &Bot, via: &str, upstreams: usize| {
+        let figures = bot.figures();
+        figures["sent"]["via"] == via && figures["sent"]["upstreams"] == upstreams
+    };
+    let meshed = [&first, &second, &third];
+    until_all(
+        &meshed,
+        Duration::from_secs(45),
+        "three bots see each other in a mesh",
+        |bot| decodes(bot, 2, 15) && sends_via(bot, "mesh", 2),
+    )
+    .await;
+    let before: Vec<u64> = meshed
+        .iter()
+        .map(|bot| bot.decoded().values().sum())
+        .collect();
+    // The longest stills so far (starting up): the switch is judged by what it adds.
+    let gaps_before: Vec<HashMap<String, f64>> =
+        meshed.iter().map(|bot| bot.shown_gaps()).collect();
+
+    // The fourth reaches the mesh limit: the room moves to Janus.
+    let (fourth, _) = Bot::start(&janus, &url, "Four", &["--room", &room]);
+    let bots = [&first, &second, &third, &fourth];
+    until_all(
+        &bots,
+        Duration::from_secs(45),
+        "all four on the SFU",
+        |bot| sends_via(bot, "sfu", 1),
+    )
+    .await;
+    let on_sfu: Vec<HashMap<String, u64>> = bots.iter().map(|bot| bot.decoded()).collect();
+    let decoding_more = |bot: &Bot, then: &HashMap<String, u64>, frames: u64| {
+        bot.decoded()
+            .iter()
+            .all(|(name, now)| *now >= then.get(name).copied().unwrap_or(0) + frames)
+    };
+    until_all(
+        &bots,
+        Duration::from_secs(30),
+        "everyone decodes everyone through Janus",
+        |bot| {
+            decodes(bot, 3, 0)
+                && bots
+                    .iter()
+                    .position(|b| std::ptr::eq(*b, bot))
+                    .is_some_and(|index| decoding_more(bot, &on_sfu[index], 45))
+        },
+    )
+    .await;
+    for (bot, then) in meshed.iter().zip(before) {
+        let now: u64 = bot.decoded().values().sum();
+        assert!(now > then, "the first three kept decoding: {then} -> {now}");
     }
-    println!("the longest gap between frames shown across the switch: {longest_gap_ms:.0} ms");
+    // The switch, seen on the first three bots' panels of each other: no picture
+    // stood still long (a longest still that grew since before the fourth came is the
+    // switch's).
+    print_bots(&bots);
+    let to_sfu_ms = grown_gaps(&meshed, &gaps_before);
+    println!(
+        "the longest gap between frames shown across the switch to the SFU: {to_sfu_ms:.0} ms"
+    );
     assert!(
-        longest_gap_ms < 500.0,
-        "a picture stood still {longest_gap_ms:.0} ms during the switch to the SFU"
+        to_sfu_ms < 500.0,
+        "a picture stood still {to_sfu_ms:.0} ms during the switch to the SFU"
+    );
+
+    // Two leave: two below the limit, the room goes back to a mesh.
+    let stayers = [&first, &second];
+    let gaps_before: Vec<HashMap<String, f64>> =
+        stayers.iter().map(|bot| bot.shown_gaps()).collect();
+    fourth.leave();
+    third.leave();
+    until_all(
+        &stayers,
+        Duration::from_secs(45),
+        "the two left meshed again",
+        |bot| sends_via(bot, "mesh", 1),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    until_decoding(&first, "Two", 45, deadline).await;
+    until_decoding(&second, "One", 45, deadline).await;
+    print_bots(&stayers);
+    let to_mesh_ms = grown_gaps(&stayers, &gaps_before);
+    println!(
+        "the longest gap between frames shown across the switch back to a mesh: {to_mesh_ms:.0} ms"
+    );
+    assert!(
+        to_mesh_ms < 500.0,
+        "a picture stood still {to_mesh_ms:.0} ms during the switch back to a mesh"
     );
 }
 

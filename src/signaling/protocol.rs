@@ -573,6 +573,9 @@ pub enum ClientMessage {
         /// The offer, answer or candidate.
         data: serde_json::Value,
     },
+    /// After `sfu_ended`: our mesh carries everyone now, so our streams through the SFU
+    /// have been closed; the server ends our place there.
+    SfuLeave,
 }
 
 /// A public room as the lobby lists it.
@@ -648,6 +651,11 @@ pub enum ServerMessage {
     /// SFU: publish your media with `sfu_signal`; the server offers you everyone's
     /// media the same way. Keep the mesh connections until those streams show.
     SfuStarted,
+    /// Your room on the SFU has shrunk well below the mesh limit and goes back to a
+    /// mesh: connect peer to peer to everyone (the smaller peer id offers), close each
+    /// member's stream through the SFU once the mesh connection to it has connected,
+    /// and say `sfu_leave` once none is left.
+    SfuEnded,
     /// From the SFU, through the server: the answer to our upstream's offer (`feed`
     /// absent), or the offer of `feed`'s media to us (answer it with `sfu_signal`).
     SfuSignal {
@@ -840,7 +848,7 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 12] = [
+const CLIENT_MESSAGE_TYPES: [&str; 13] = [
     "create_room",
     "join_room",
     "resume",
@@ -853,6 +861,7 @@ const CLIENT_MESSAGE_TYPES: [&str; 12] = [
     "watch_space",
     "share",
     "sfu_signal",
+    "sfu_leave",
 ];
 
 impl ClientMessage {

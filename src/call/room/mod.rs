@@ -958,11 +958,16 @@ impl Room {
                 ice_servers,
                 sfu,
             } => {
-                // A resume's welcome keeps the streams we have through the SFU.
-                if sfu && !self.on_sfu() {
+                // A resume's welcome keeps the streams we have through the SFU, or
+                // says that the room went back to a mesh while we were away.
+                let was_on_sfu = self.on_sfu();
+                if sfu && !was_on_sfu {
                     self.sfu_started();
                 }
                 self.welcome(room, peer_id, peers, resume_token, ice_servers);
+                if !sfu && was_on_sfu {
+                    self.sfu_ended();
+                }
             }
             ServerMessage::PeerJoined { peer } if self.lobby.is_some() => {
                 self.members.insert(peer.peer_id.clone(), peer.name.clone());
@@ -993,6 +998,7 @@ impl Room {
                     }
                 }
                 self.remove_peer(&peer_id);
+                self.leave_sfu_when_meshed();
                 self.reconsider_nearby();
             }
             ServerMessage::PeerPose { peer_id, pose } => {
@@ -1037,6 +1043,7 @@ impl Room {
             })),
             ServerMessage::Sharers { peers } => self.sharers(&peers),
             ServerMessage::SfuStarted => self.sfu_started(),
+            ServerMessage::SfuEnded => self.sfu_ended(),
             ServerMessage::SfuSignal { feed, data } => self.sfu_signal(feed, &data),
             ServerMessage::ShareRefused { sharers } => self.share_refused(&sharers),
             ServerMessage::PeerHand { peer_id, raised } => {
@@ -1336,6 +1343,7 @@ impl Room {
             PeerConnectionState::Connected => {
                 slot.failed_at = None;
                 slot.ever_connected = true;
+                self.meshed(peer);
             }
             // A closed connection is no goodbye (that is `peer_left`): the peer may have
             // retired it to start over, and its fresh offer may still be on its way.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::{LinkState, Media, Room, RoomAction};
 use crate::call::PeerControl;
-use crate::rtc::PeerConnectionState;
+use crate::rtc::{PeerConnectionState, Role};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ClientMessage, PeerId, PeerInfo};
 
@@ -45,6 +45,9 @@ pub(super) struct SfuLinks {
     downstreams: HashMap<PeerId, SfuStream>,
     /// The members that said the SFU brings them our media.
     carried_at: HashSet<PeerId>,
+    /// The room goes back to a mesh (`sfu_ended`): these streams close as the mesh
+    /// takes over.
+    ending: bool,
 }
 
 #[cfg(test)]
@@ -83,9 +86,76 @@ impl Room {
         }
     }
 
-    /// Whether our room is on the SFU.
+    /// Whether our room is on the SFU (and not going back to a mesh).
     pub(super) fn on_sfu(&self) -> bool {
-        self.sfu.is_some()
+        self.sfu.as_ref().is_some_and(|sfu| !sfu.ending)
+    }
+
+    /// The server moved our room back to a mesh: we connect peer to peer to everyone
+    /// (the smaller id offers) and keep each member's stream through the SFU until our
+    /// mesh connection to it has connected.
+    pub(super) fn sfu_ended(&mut self) {
+        let Some(sfu) = &mut self.sfu else { return };
+        if sfu.ending {
+            return;
+        }
+        tracing::info!("the room goes back to a mesh");
+        sfu.ending = true;
+        let own = self.place.as_ref().map(|place| place.self_id.clone());
+        let (Some(own), Media::On) = (own, self.media) else {
+            // Nothing published yet: the mesh starts as our media does.
+            self.sfu = None;
+            return;
+        };
+        let mut unmeshed: Vec<PeerId> = self
+            .members
+            .keys()
+            .filter(|member| !self.peers.contains_key(*member))
+            .cloned()
+            .collect();
+        unmeshed.sort();
+        for member in unmeshed {
+            let role = if own < member {
+                Role::Offerer
+            } else {
+                Role::Answerer
+            };
+            self.connect(member, role);
+        }
+        self.leave_sfu_when_meshed();
+    }
+
+    /// Our mesh connection to `peer` connected: while going back to a mesh, its stream
+    /// through the SFU goes, and the SFU with the last one.
+    pub(super) fn meshed(&mut self, peer: &PeerId) {
+        if self.sfu.as_ref().is_some_and(|sfu| sfu.ending) {
+            self.close_downstream(peer);
+            self.leave_sfu_when_meshed();
+        }
+    }
+
+    /// Leaves the SFU once the mesh carries everyone, going back to a mesh: our upstream
+    /// closes and the server hears `sfu_leave`.
+    pub(super) fn leave_sfu_when_meshed(&mut self) {
+        let Some(sfu) = &self.sfu else { return };
+        let meshed = self.members.keys().all(|member| {
+            self.peers
+                .get(member)
+                .is_some_and(|slot| slot.state == PeerConnectionState::Connected)
+        });
+        if !sfu.ending || !meshed {
+            return;
+        }
+        let mut owners: Vec<PeerId> = sfu.downstreams.keys().cloned().collect();
+        owners.sort();
+        for owner in owners {
+            self.close_downstream(&owner);
+        }
+        if self.sfu.take().is_some_and(|sfu| sfu.upstream.is_some()) {
+            self.act(RoomAction::CloseSfu { feed: None });
+        }
+        tracing::info!("the mesh carries everyone; we leave the SFU");
+        self.send_signal(ClientMessage::SfuLeave);
     }
 
     /// Opens our upstream (afresh, replacing one that failed).
@@ -121,12 +191,15 @@ impl Room {
         self.sfu.as_ref().map_or(0, |sfu| sfu.downstreams.len())
     }
 
-    /// Whether the SFU carries `peer`'s media to us now (the mesh may go).
+    /// Whether the SFU carries `peer`'s media to us now (the mesh may go); never while
+    /// going back to a mesh.
     pub(super) fn sfu_carries(&self, peer: &PeerId) -> bool {
         self.sfu.as_ref().is_some_and(|sfu| {
-            sfu.downstreams
-                .get(peer)
-                .is_some_and(|stream| stream.state == PeerConnectionState::Connected)
+            !sfu.ending
+                && sfu
+                    .downstreams
+                    .get(peer)
+                    .is_some_and(|stream| stream.state == PeerConnectionState::Connected)
         })
     }
 
@@ -148,6 +221,10 @@ impl Room {
         let Some(sfu) = &mut self.sfu else { return };
         let epoch = match (&feed, &payload) {
             (Some(owner), SignalPayload::Offer { .. }) => {
+                if sfu.ending {
+                    tracing::debug!(%owner, "an SFU offer while going back to a mesh");
+                    return;
+                }
                 if !members.contains_key(owner) {
                     tracing::debug!(%owner, "an SFU offer of someone not in the room");
                     return;
@@ -213,7 +290,9 @@ impl Room {
                 }
                 self.retire_mesh_when_carried(owner);
             }
-            (None, PeerConnectionState::Failed | PeerConnectionState::Closed) if signaling_up => {
+            (None, PeerConnectionState::Failed | PeerConnectionState::Closed)
+                if signaling_up && self.on_sfu() =>
+            {
                 tracing::info!("our upstream to the SFU failed; publishing again");
                 self.publish();
             }

@@ -1576,3 +1576,84 @@ fn a_member_the_sfu_carries_stays_while_away_and_its_downstream_closes_last() {
     );
     assert!(left(&actions, LOW), "{actions:?}");
 }
+
+#[test]
+fn a_room_back_to_a_mesh_connects_peer_to_peer_and_leaves_the_sfu_once_the_mesh_carries_all() {
+    // On the SFU from our welcome: one upstream, and a downstream of each.
+    let mut script = Script::new(Vec::new());
+    script
+        .room
+        .join(room_id(), DisplayName::parse("me").expect("name"));
+    script.room.link_opened();
+    script.hear(ServerMessage::Welcome {
+        room: room_id(),
+        peer_id: id(OURS),
+        peers: vec![info(LOW), info(HIGH)],
+        resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
+        ice_servers: Vec::new(),
+        sfu: true,
+    });
+    script.room.media_started(false, script.start);
+    for owner in [LOW, HIGH] {
+        script.hear(ServerMessage::SfuSignal {
+            feed: Some(id(owner)),
+            data: serde_json::to_value(offer()).expect("a payload serializes"),
+        });
+    }
+    let actions = script.actions();
+    let epochs: Vec<(Option<PeerId>, u64)> =
+        picked!(actions, RoomAction::OpenSfu { feed, epoch } => (feed.clone(), *epoch));
+    for (feed, epoch) in &epochs {
+        script.room.sfu_state(
+            feed.as_ref(),
+            *epoch,
+            PeerConnectionState::Connected,
+            script.start,
+        );
+    }
+    script.actions();
+    assert_eq!(script.room.upstreams(), (true, 1));
+
+    // Back to a mesh: the smaller id offers (we to HIGH; LOW to us).
+    script.hear(ServerMessage::SfuEnded);
+    let actions = script.actions();
+    assert_eq!(
+        connects(&actions),
+        vec![
+            (id(LOW), Role::Answerer, false),
+            (id(HIGH), Role::Offerer, false)
+        ]
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, RoomAction::CloseSfu { .. })),
+        "the SFU carries on until the mesh does: {actions:?}"
+    );
+    script.hear(signal(LOW, &offer()));
+    let actions = script.actions();
+    assert_eq!(delivered(&actions).len(), 1, "LOW's offer is answered");
+
+    // Each member's stream through the SFU goes as its mesh connects; the SFU with
+    // the last one.
+    script.connected(LOW);
+    assert_eq!(
+        script.actions(),
+        vec![RoomAction::CloseSfu {
+            feed: Some(id(LOW))
+        }]
+    );
+    script.connected(HIGH);
+    assert_eq!(
+        script.actions(),
+        vec![
+            RoomAction::CloseSfu {
+                feed: Some(id(HIGH))
+            },
+            RoomAction::CloseSfu { feed: None },
+            RoomAction::Send(ClientMessage::SfuLeave),
+        ]
+    );
+    assert!(!script.room.on_sfu());
+    assert_eq!(script.room.upstreams(), (false, 2));
+}

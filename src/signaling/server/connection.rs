@@ -98,14 +98,21 @@ impl Tell for ServerState {
     fn tell(&self, room: &RoomId, peer: &PeerId, message: ServerMessage) {
         self.with_hub(|hub| hub.tell_member(room, peer, &message));
     }
+
+    fn on_sfu(&self, room: &RoomId) -> bool {
+        self.hub().is_on_sfu(room)
+    }
 }
 
-/// One `sfu_signal` for the SFU bridge, from the member `peer` of `room`.
+/// One `sfu_signal` or `sfu_leave` for the SFU bridge, from the member `peer` of
+/// `room`.
 struct SfuStep {
     room: RoomId,
     peer: PeerId,
-    feed: Option<PeerId>,
-    payload: SignalPayload,
+    /// The signal, or none: the member leaves the SFU (`sfu_leave`).
+    signal: Option<(Option<PeerId>, SignalPayload)>,
+    /// The room was on the SFU when the step came: it may open a room there.
+    on_sfu: bool,
 }
 
 /// Carries out one connection's `sfu_signal`s in order (a candidate needs its
@@ -119,8 +126,12 @@ fn sfu_worker(
     let tell: Arc<dyn Tell> = Arc::new(state);
     tokio::spawn(async move {
         while let Some(step) = queue.recv().await {
+            let Some((feed, payload)) = step.signal else {
+                sfu.leave(&step.room, &step.peer).await;
+                continue;
+            };
             let done = sfu
-                .signal(&step.room, &step.peer, step.feed, step.payload, &tell)
+                .signal(&step.room, &step.peer, feed, payload, step.on_sfu, &tell)
                 .await;
             if let Err(error) = done {
                 tracing::warn!(%error, room = %step.room, peer = %step.peer, "SFU step failed");
@@ -451,16 +462,16 @@ impl Connection {
                 self.state.with_hub(|hub| hub.watch_space(room, from));
             }
             (ClientMessage::SfuSignal { feed, data }, Some((room, from))) => {
-                let step = SfuStep {
-                    room: room.clone(),
-                    peer: from.clone(),
-                    feed,
-                    payload: match SignalPayload::from_json(&data.to_string()) {
-                        Ok(payload) => payload,
-                        Err(error) => return self.refuse(ErrorCode::BadMessage, error.to_string()),
-                    },
+                let payload = match SignalPayload::from_json(&data.to_string()) {
+                    Ok(payload) => payload,
+                    Err(error) => return self.refuse(ErrorCode::BadMessage, error.to_string()),
                 };
-                self.sfu_signal(step);
+                let (room, from) = (room.clone(), from.clone());
+                self.sfu_step(room, from, Some((feed, payload)));
+            }
+            (ClientMessage::SfuLeave, Some((room, from))) => {
+                let (room, from) = (room.clone(), from.clone());
+                self.sfu_step(room, from, None);
             }
             (ClientMessage::Leave, Some(_)) => self.leave_room(),
             (
@@ -471,6 +482,7 @@ impl Connection {
                 | ClientMessage::Hand { .. }
                 | ClientMessage::Share { .. }
                 | ClientMessage::SfuSignal { .. }
+                | ClientMessage::SfuLeave
                 | ClientMessage::WatchSpace,
                 None,
             ) => {
@@ -482,17 +494,24 @@ impl Connection {
         }
     }
 
-    /// Hands an `sfu_signal` to this connection's SFU worker, if the room is on the SFU.
-    fn sfu_signal(&mut self, step: SfuStep) {
+    /// Hands an `sfu_signal` (or, `signal` none, an `sfu_leave`) to this connection's
+    /// SFU worker, in order. Only a room on the SFU opens a room there; one going back
+    /// to a mesh keeps its streams until its members leave them.
+    fn sfu_step(
+        &mut self,
+        room: RoomId,
+        peer: PeerId,
+        signal: Option<(Option<PeerId>, SignalPayload)>,
+    ) {
         let Some(sfu) = self.state.sfu.clone() else {
             return self.refuse(ErrorCode::SfuFailed, "this server has no SFU");
         };
-        if !self.state.hub().is_on_sfu(&step.room) {
-            return self.refuse(
-                ErrorCode::SfuFailed,
-                format!("room {} is not on the SFU", step.room),
-            );
-        }
+        let step = SfuStep {
+            on_sfu: self.state.hub().is_on_sfu(&room),
+            room,
+            peer,
+            signal,
+        };
         let steps = self
             .sfu_steps
             .get_or_insert_with(|| sfu_worker(self.state.clone(), sfu, self.mailbox.clone()));

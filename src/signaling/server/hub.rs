@@ -348,6 +348,27 @@ impl<C: Clone + PartialEq> Hub<C> {
         }
     }
 
+    /// Moves `room_id` back to a mesh once it holds two fewer than the mesh limit (one
+    /// fewer would flap with each person at the door), telling everyone there.
+    fn move_to_mesh_when_shrunk(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let shrunk = self
+            .mesh_limit
+            .is_some_and(|limit| room.members.len() + 2 <= limit);
+        if shrunk && room.on_sfu {
+            room.on_sfu = false;
+            // One away now hears it in its resume's welcome (`"sfu": false`).
+            for connection in room.members.iter().filter_map(|m| m.attachment.as_ref()) {
+                self.deliveries.push(Delivery::Message {
+                    to: connection.clone(),
+                    message: ServerMessage::SfuEnded,
+                });
+            }
+        }
+    }
+
     /// A peer id nobody in the space has (ids name people space-wide in `space`).
     fn fresh_peer_id(&self) -> PeerId {
         loop {
@@ -777,6 +798,7 @@ impl<C: Clone + PartialEq> Hub<C> {
                 },
                 &mut self.deliveries,
             );
+            self.move_to_mesh_when_shrunk(room_id);
             Some(Departure::OthersRemain)
         }
     }
@@ -901,6 +923,35 @@ mod tests {
                 .unwrap();
         }
         assert!(!hub.is_on_sfu(&RoomId::lobby()));
+    }
+
+    #[test]
+    fn a_room_on_the_sfu_goes_back_to_a_mesh_at_two_below_the_limit() {
+        let mut hub = TestHub::new(8, 10);
+        hub.set_mesh_limit(4);
+        let (room, alice, _) = hub.create(name("Alice"), None, None, 1).unwrap();
+        let mut joined = Vec::new();
+        for (connection, who) in [(2, "Bob"), (3, "Carol"), (4, "Dan")] {
+            joined.push(hub.join(&room, name(who), None, connection).unwrap().0);
+        }
+        assert!(hub.is_on_sfu(&room));
+        messages(&mut hub);
+        hub.leave(&room, &joined[2]);
+        assert!(hub.is_on_sfu(&room), "one below the limit stays");
+        assert!(!messages(&mut hub).contains(&(1, ServerMessage::SfuEnded)));
+        hub.leave(&room, &joined[1]);
+        assert!(!hub.is_on_sfu(&room));
+        let ended: Vec<u32> = messages(&mut hub)
+            .into_iter()
+            .filter(|(_, message)| *message == ServerMessage::SfuEnded)
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(ended, vec![1, 2], "everyone left hears it");
+        hub.leave(&room, &alice);
+        assert!(
+            !messages(&mut hub).contains(&(2, ServerMessage::SfuEnded)),
+            "said once"
+        );
     }
 
     #[test]

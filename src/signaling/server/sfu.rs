@@ -9,7 +9,8 @@
 //! server subscribes it to and Janus offers. Janus's feeds go by meetspace peer ids
 //! (their `display`), so people's ids and names stay meetspace's. When the connection
 //! to an instance closes, its rooms move to another: their members are told
-//! `sfu_started` again and publish afresh.
+//! `sfu_started` again and publish afresh. A room that shrinks back to a mesh keeps
+//! its VideoRoom until its members leave it (`sfu_leave`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct SfuSettings {
 pub trait Tell: Send + Sync {
     /// Sends `message` to `peer` of `room`, if it is connected.
     fn tell(&self, room: &RoomId, peer: &PeerId, message: ServerMessage);
+    /// Whether `room` is on the SFU still (not gone back to a mesh, nor closed).
+    fn on_sfu(&self, room: &RoomId) -> bool;
 }
 
 /// What went wrong bridging a member to Janus, told to that member.
@@ -141,18 +144,25 @@ impl Sfu {
 
     /// Handles one `sfu_signal` of `peer` in `room`: its offer to publish (answered;
     /// once its upstream is up, it and the others are subscribed to each other), its
-    /// answer to a feed Janus offered, or a candidate of either.
+    /// answer to a feed Janus offered, or a candidate of either. The room opens on
+    /// Janus with its first step, if the hub has it `on_sfu`.
     pub async fn signal(
         &self,
         room: &RoomId,
         peer: &PeerId,
         feed: Option<PeerId>,
         payload: SignalPayload,
+        on_sfu: bool,
         tell: &Arc<dyn Tell>,
     ) -> Result<(), SfuError> {
         let slot = self.room_slot(room).await;
         let mut held = slot.lock().await;
         if held.is_none() {
+            if !on_sfu {
+                drop(held);
+                self.forget_if_empty(room, &slot).await;
+                return Err(SfuError::NotOnSfu);
+            }
             *held = Some(self.open_room(room, tell).await?);
         }
         let Some(sfu_room) = held.as_mut() else {
@@ -270,6 +280,16 @@ impl Sfu {
         }
     }
 
+    /// Forgets `room`'s place on the SFU if nothing holds it (a step that opened none).
+    async fn forget_if_empty(&self, room: &RoomId, slot: &RoomSlot) {
+        let mut rooms = self.rooms.lock().await;
+        let unused = rooms.get(room).is_some_and(|held| Arc::ptr_eq(held, slot))
+            && slot.try_lock().is_ok_and(|held| held.is_none());
+        if unused {
+            rooms.remove(room);
+        }
+    }
+
     /// The lock of `room`'s place on the SFU (made empty when new).
     async fn room_slot(&self, room: &RoomId) -> RoomSlot {
         Arc::clone(self.rooms.lock().await.entry(room.clone()).or_default())
@@ -357,7 +377,7 @@ impl Sfu {
 /// of reach), then moves the rooms it held: each one's place there is forgotten and
 /// its members are told `sfu_started` again, so that they publish afresh; the first
 /// offer opens the room on another instance (this one is tried again only if it
-/// answers).
+/// answers). A room going back to a mesh is only forgotten.
 async fn move_rooms_when_closed(janus: Arc<Janus>, rooms: Rooms, tell: Arc<dyn Tell>) {
     janus.closed().await;
     let slots: Vec<(RoomId, RoomSlot)> = rooms
@@ -371,6 +391,11 @@ async fn move_rooms_when_closed(janus: Arc<Janus>, rooms: Rooms, tell: Arc<dyn T
         let Some(lost) = held.take_if(|sfu_room| Arc::ptr_eq(&sfu_room.janus, &janus)) else {
             continue;
         };
+        if !tell.on_sfu(&room) {
+            // Going back to a mesh: its members' streams there just end.
+            tracing::info!(%room, janus = janus.url(), "the SFU instance went as the room left it");
+            continue;
+        }
         tracing::warn!(%room, janus = janus.url(), "the SFU instance went; the room moves");
         for peer in lost.members.keys() {
             tell.tell(&room, peer, ServerMessage::SfuStarted);
