@@ -18,8 +18,8 @@
 //!   fresh connection.
 //! - **Glare**: when both sides offered at once, the peer with the smaller id keeps its
 //!   offer (ids compare as strings) and the other answers on a fresh connection.
-//! - **Failed connections**: a connection that has not connected within
-//!   [`CONNECT_LIMIT`] counts as failed, and so does one the peer closed; a peer whose
+//! - **Failed connections**: a connection that has not connected and not moved on
+//!   for [`CONNECT_LIMIT`] counts as failed, and so does one the peer closed; a peer whose
 //!   connection does not connect again within [`PEER_RECONNECT_LIMIT`] is dropped (with
 //!   "no route" when nothing ever connected). A dropped peer still in the room that
 //!   offers again is shown and answered again.
@@ -80,9 +80,9 @@ use crate::signaling::reconnect::Backoff;
 pub const PEER_RECONNECT_LIMIT: Duration = Duration::from_secs(10);
 /// How long the signaling connection may stay lost before the call ends.
 pub const RESUME_LIMIT: Duration = Duration::from_secs(60);
-/// How long a new connection may take to connect before it counts as failed (a
-/// negotiation that never completes, such as an offer the peer refused, fails no
-/// other way).
+/// How long a new connection may go without moving on (a description or candidate of
+/// the peer, a new state) before it counts as failed: a negotiation that never
+/// completes, such as an offer the peer refused, fails no other way.
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 /// Signaling messages kept for sending while the connection is down (the oldest go).
 pub const MAX_QUEUED_SIGNALS: usize = 1024;
@@ -270,8 +270,10 @@ struct PeerSlot {
     epoch: u64,
     role: Role,
     state: PeerConnectionState,
-    /// When this connection was opened.
-    opened_at: Instant,
+    /// When this connection was opened or last moved on (a description or candidate
+    /// of the peer handed to it, a new state): on a slow machine a negotiation that
+    /// still moves on is given time.
+    progress_at: Instant,
     /// Signaling says the peer's own connection to the server dropped.
     away: bool,
     /// When the connection failed, until it connects again.
@@ -292,7 +294,7 @@ impl PeerSlot {
             self.state,
             PeerConnectionState::New | PeerConnectionState::Connecting
         );
-        (negotiating && self.failed_at.is_none()).then_some(self.opened_at + CONNECT_LIMIT)
+        (negotiating && self.failed_at.is_none()).then_some(self.progress_at + CONNECT_LIMIT)
     }
 }
 
@@ -1339,6 +1341,7 @@ impl Room {
             return; // a replaced connection's last words
         };
         slot.state = state;
+        slot.progress_at = now;
         match state {
             PeerConnectionState::Connected => {
                 slot.failed_at = None;
@@ -1499,6 +1502,7 @@ impl Room {
             }
             SignalPayload::Candidate { .. } => {}
         }
+        slot.progress_at = self.now;
         let epoch = slot.epoch;
         self.act(RoomAction::Deliver {
             peer: from,
@@ -1615,7 +1619,7 @@ impl Room {
                 epoch,
                 role,
                 state: PeerConnectionState::New,
-                opened_at: self.now,
+                progress_at: self.now,
                 away,
                 failed_at,
                 described: false,

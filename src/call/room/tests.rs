@@ -822,6 +822,31 @@ fn a_connection_that_never_connects_counts_as_failed() {
 }
 
 #[test]
+fn a_negotiation_that_moves_on_is_given_time() {
+    // A slow page: the answer comes 20 s after our offer, then nothing more.
+    let mut script = Script::in_call(&[LOW]);
+    script
+        .room
+        .server_message(signal(LOW, &answer()), script.at(20));
+    script.actions();
+    assert_eq!(
+        script.room.next_deadline(),
+        Some(script.at(20) + CONNECT_LIMIT)
+    );
+    script.room.tick(script.at(49));
+    assert!(connects(&script.actions()).is_empty());
+    script.report(LOW, PeerConnectionState::Connecting, 45);
+    script.room.tick(script.at(74));
+    assert!(connects(&script.actions()).is_empty(), "still moving on");
+    script.room.tick(script.at(75));
+    assert_eq!(
+        connects(&script.actions()),
+        vec![(id(LOW), Role::Offerer, false)],
+        "stuck for the limit: a fresh connection"
+    );
+}
+
+#[test]
 fn a_closed_connection_is_no_goodbye() {
     // The peer retired its connection to start over; its fresh offer comes after.
     let mut script = Script::in_call(&[]);
