@@ -1000,7 +1000,6 @@ impl Room {
                     }
                 }
                 self.remove_peer(&peer_id);
-                self.leave_sfu_when_meshed();
                 self.reconsider_nearby();
             }
             ServerMessage::PeerPose { peer_id, pose } => {
@@ -1652,6 +1651,8 @@ impl Room {
         if self.close_downstream(peer) || meshed {
             self.emit(RoomEvent::PeerLeft(peer.clone()));
         }
+        // Going back to a mesh, it may have been the last one the SFU brought.
+        self.leave_sfu_when_meshed();
     }
 
     /// The peer's name, or its id when we never learnt the name.

@@ -134,22 +134,19 @@ impl Room {
         }
     }
 
-    /// Leaves the SFU once the mesh carries everyone, going back to a mesh: our upstream
-    /// closes and the server hears `sfu_leave`.
+    /// Leaves the SFU once the mesh carries everyone, going back to a mesh: no member
+    /// comes through the SFU any more (each downstream closed as its mesh connected, or
+    /// its member went) and every mesh connection has connected; our upstream closes
+    /// and the server hears `sfu_leave`.
     pub(super) fn leave_sfu_when_meshed(&mut self) {
         let Some(sfu) = &self.sfu else { return };
-        let meshed = self.members.keys().all(|member| {
-            self.peers
-                .get(member)
-                .is_some_and(|slot| slot.state == PeerConnectionState::Connected)
-        });
+        let meshed = sfu.downstreams.is_empty()
+            && self
+                .peers
+                .values()
+                .all(|slot| slot.state == PeerConnectionState::Connected);
         if !sfu.ending || !meshed {
             return;
-        }
-        let mut owners: Vec<PeerId> = sfu.downstreams.keys().cloned().collect();
-        owners.sort();
-        for owner in owners {
-            self.close_downstream(&owner);
         }
         if self.sfu.take().is_some_and(|sfu| sfu.upstream.is_some()) {
             self.act(RoomAction::CloseSfu { feed: None });

@@ -1602,9 +1602,9 @@ fn a_member_the_sfu_carries_stays_while_away_and_its_downstream_closes_last() {
     assert!(left(&actions, LOW), "{actions:?}");
 }
 
-#[test]
-fn a_room_back_to_a_mesh_connects_peer_to_peer_and_leaves_the_sfu_once_the_mesh_carries_all() {
-    // On the SFU from our welcome: one upstream, and a downstream of each.
+/// Welcomed onto the SFU with `peers` there, our media running, our upstream and a
+/// downstream of each connected; the actions so far are dropped.
+fn on_sfu_with(peers: &[&str]) -> Script {
     let mut script = Script::new(Vec::new());
     script
         .room
@@ -1613,13 +1613,13 @@ fn a_room_back_to_a_mesh_connects_peer_to_peer_and_leaves_the_sfu_once_the_mesh_
     script.hear(ServerMessage::Welcome {
         room: room_id(),
         peer_id: id(OURS),
-        peers: vec![info(LOW), info(HIGH)],
+        peers: peers.iter().map(|peer| info(peer)).collect(),
         resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
         ice_servers: Vec::new(),
         sfu: true,
     });
     script.room.media_started(false, script.start);
-    for owner in [LOW, HIGH] {
+    for owner in peers {
         script.hear(ServerMessage::SfuSignal {
             feed: Some(id(owner)),
             data: serde_json::to_value(offer()).expect("a payload serializes"),
@@ -1637,6 +1637,12 @@ fn a_room_back_to_a_mesh_connects_peer_to_peer_and_leaves_the_sfu_once_the_mesh_
         );
     }
     script.actions();
+    script
+}
+
+#[test]
+fn a_room_back_to_a_mesh_connects_peer_to_peer_and_leaves_the_sfu_once_the_mesh_carries_all() {
+    let mut script = on_sfu_with(&[LOW, HIGH]);
     assert_eq!(script.room.upstreams(), (true, 1));
 
     // Back to a mesh: the smaller id offers (we to HIGH; LOW to us).
@@ -1681,4 +1687,22 @@ fn a_room_back_to_a_mesh_connects_peer_to_peer_and_leaves_the_sfu_once_the_mesh_
     );
     assert!(!script.room.on_sfu());
     assert_eq!(script.room.upstreams(), (false, 2));
+}
+
+#[test]
+fn going_back_to_a_mesh_a_member_who_leaves_counts_as_meshed() {
+    let mut script = on_sfu_with(&[LOW, HIGH]);
+    script.hear(ServerMessage::SfuEnded);
+    script.actions();
+    script.connected(LOW);
+    script.actions();
+    script.hear(ServerMessage::PeerLeft { peer_id: id(HIGH) });
+    let actions = script.actions();
+    assert!(left(&actions, HIGH), "{actions:?}");
+    assert_eq!(
+        actions.last(),
+        Some(&RoomAction::Send(ClientMessage::SfuLeave)),
+        "the mesh carries everyone left: {actions:?}"
+    );
+    assert!(!script.room.on_sfu());
 }
