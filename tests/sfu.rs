@@ -518,9 +518,10 @@ async fn until_all(bots: &[&Bot], limit: Duration, what: &str, done: impl Fn(&Bo
     println!("{what}: after {:?}", started.elapsed());
 }
 
-/// The longest still of each bot's panel of each other bot that grew since `before`
-/// (one per bot, in order): what a switch added.
-fn grown_gaps(bots: &[&Bot], before: &[HashMap<String, f64>]) -> f64 {
+/// Prints and bounds (500 ms) the longest still that `switch` added: the longest still
+/// of each bot's panel of each other bot that grew since `before` (one per bot, in
+/// order).
+fn switch_stills_bounded(bots: &[&Bot], before: &[HashMap<String, f64>], switch: &str) {
     let mut longest_ms: f64 = 0.0;
     for (bot, before) in bots.iter().zip(before) {
         for (name, gap) in bot.shown_gaps() {
@@ -529,7 +530,11 @@ fn grown_gaps(bots: &[&Bot], before: &[HashMap<String, f64>]) -> f64 {
             }
         }
     }
-    longest_ms
+    println!("the longest gap between frames shown across {switch}: {longest_ms:.0} ms");
+    assert!(
+        longest_ms < 500.0,
+        "a picture stood still {longest_ms:.0} ms during {switch}"
+    );
 }
 
 /// Prints each bot's figures: how it sends, what it decoded, its longest stills.
@@ -617,14 +622,7 @@ async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_back_as_it_sh
     // stood still long (a longest still that grew since before the fourth came is the
     // switch's).
     print_bots(&bots);
-    let to_sfu_ms = grown_gaps(&meshed, &gaps_before);
-    println!(
-        "the longest gap between frames shown across the switch to the SFU: {to_sfu_ms:.0} ms"
-    );
-    assert!(
-        to_sfu_ms < 500.0,
-        "a picture stood still {to_sfu_ms:.0} ms during the switch to the SFU"
-    );
+    switch_stills_bounded(&meshed, &gaps_before, "the switch to the SFU");
 
     // Two leave: two below the limit, the room goes back to a mesh.
     let stayers = [&first, &second];
@@ -643,14 +641,7 @@ async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_back_as_it_sh
     until_decoding(&first, "Two", 45, deadline).await;
     until_decoding(&second, "One", 45, deadline).await;
     print_bots(&stayers);
-    let to_mesh_ms = grown_gaps(&stayers, &gaps_before);
-    println!(
-        "the longest gap between frames shown across the switch back to a mesh: {to_mesh_ms:.0} ms"
-    );
-    assert!(
-        to_mesh_ms < 500.0,
-        "a picture stood still {to_mesh_ms:.0} ms during the switch back to a mesh"
-    );
+    switch_stills_bounded(&stayers, &gaps_before, "the switch back to a mesh");
 }
 
 /// Waits until `bot` has decoded `frames` more of `peer` from now on, over connection

@@ -1533,8 +1533,9 @@ fn told_again_that_the_room_is_on_the_sfu_it_closes_its_sfu_streams_and_publishe
     assert_eq!(opened, vec![Some(id(LOW))]);
 }
 
-#[test]
-fn a_newcomer_welcomed_onto_the_sfu_offers_to_nobody_and_publishes() {
+/// Joins a room on the SFU where `peers` are, up to the welcome (our media not started
+/// yet); the actions so far are dropped.
+fn welcomed_onto_sfu(peers: &[&str]) -> Script {
     let mut script = Script::new(Vec::new());
     script
         .room
@@ -1543,12 +1544,18 @@ fn a_newcomer_welcomed_onto_the_sfu_offers_to_nobody_and_publishes() {
     script.hear(ServerMessage::Welcome {
         room: room_id(),
         peer_id: id(OURS),
-        peers: vec![info(LOW), info(HIGH)],
+        peers: peers.iter().map(|peer| info(peer)).collect(),
         resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
         ice_servers: Vec::new(),
         sfu: true,
     });
     script.actions();
+    script
+}
+
+#[test]
+fn a_newcomer_welcomed_onto_the_sfu_offers_to_nobody_and_publishes() {
+    let mut script = welcomed_onto_sfu(&[LOW, HIGH]);
     script.room.media_started(false, script.start);
     let actions = script.actions();
     assert!(connects(&actions).is_empty(), "{actions:?}");
@@ -1605,19 +1612,7 @@ fn a_member_the_sfu_carries_stays_while_away_and_its_downstream_closes_last() {
 /// Welcomed onto the SFU with `peers` there, our media running, our upstream and a
 /// downstream of each connected; the actions so far are dropped.
 fn on_sfu_with(peers: &[&str]) -> Script {
-    let mut script = Script::new(Vec::new());
-    script
-        .room
-        .join(room_id(), DisplayName::parse("me").expect("name"));
-    script.room.link_opened();
-    script.hear(ServerMessage::Welcome {
-        room: room_id(),
-        peer_id: id(OURS),
-        peers: peers.iter().map(|peer| info(peer)).collect(),
-        resume_token: ResumeToken::parse(TOKEN).expect("a valid token"),
-        ice_servers: Vec::new(),
-        sfu: true,
-    });
+    let mut script = welcomed_onto_sfu(peers);
     script.room.media_started(false, script.start);
     for owner in peers {
         script.hear(ServerMessage::SfuSignal {
