@@ -126,7 +126,17 @@ impl<C: Clone> Room<C> {
     }
 
     fn broadcast(&self, except: &PeerId, message: &ServerMessage, out: &mut Vec<Delivery<C>>) {
-        for member in self.members.iter().filter(|m| &m.info.peer_id != except) {
+        self.tell_each(|m| &m.info.peer_id != except, message, out);
+    }
+
+    /// Sends `message` to each connected member that `picked` picks.
+    fn tell_each(
+        &self,
+        picked: impl Fn(&Member<C>) -> bool,
+        message: &ServerMessage,
+        out: &mut Vec<Delivery<C>>,
+    ) {
+        for member in self.members.iter().filter(|m| picked(m)) {
             if let Some(connection) = &member.attachment {
                 out.push(Delivery::Message {
                     to: connection.clone(),
@@ -360,12 +370,7 @@ impl<C: Clone + PartialEq> Hub<C> {
         if shrunk && room.on_sfu {
             room.on_sfu = false;
             // One away now hears it in its resume's welcome (`"sfu": false`).
-            for connection in room.members.iter().filter_map(|m| m.attachment.as_ref()) {
-                self.deliveries.push(Delivery::Message {
-                    to: connection.clone(),
-                    message: ServerMessage::SfuEnded,
-                });
-            }
+            room.tell_each(|_| true, &ServerMessage::SfuEnded, &mut self.deliveries);
         }
     }
 

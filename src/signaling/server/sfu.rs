@@ -155,14 +155,14 @@ impl Sfu {
         on_sfu: bool,
         tell: &Arc<dyn Tell>,
     ) -> Result<(), SfuError> {
-        let slot = self.room_slot(room).await;
+        let slot = if on_sfu {
+            self.room_slot(room).await
+        } else {
+            let held = self.rooms.lock().await.get(room).cloned();
+            held.ok_or(SfuError::NotOnSfu)?
+        };
         let mut held = slot.lock().await;
-        if held.is_none() {
-            if !on_sfu {
-                drop(held);
-                self.forget_if_empty(room, &slot).await;
-                return Err(SfuError::NotOnSfu);
-            }
+        if held.is_none() && on_sfu {
             *held = Some(self.open_room(room, tell).await?);
         }
         let Some(sfu_room) = held.as_mut() else {
@@ -277,16 +277,6 @@ impl Sfu {
                 sfu_room.close().await;
             }
             self.rooms.lock().await.remove(room);
-        }
-    }
-
-    /// Forgets `room`'s place on the SFU if nothing holds it (a step that opened none).
-    async fn forget_if_empty(&self, room: &RoomId, slot: &RoomSlot) {
-        let mut rooms = self.rooms.lock().await;
-        let unused = rooms.get(room).is_some_and(|held| Arc::ptr_eq(held, slot))
-            && slot.try_lock().is_ok_and(|held| held.is_none());
-        if unused {
-            rooms.remove(room);
         }
     }
 
