@@ -22,9 +22,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 #[test]
 fn hundred_join_leave_cycles_do_not_grow_threads_fds_or_memory() {
     const CYCLES: usize = 100;
-    // The allocator and caches grow over the first hundred (30-70 MiB, more on a busy
-    // machine); a leak shows in the hundred after.
-    const WARM_UP: usize = 100;
+    const WARM_UP: usize = 5;
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let server = TestServer::start();
     let mut host = client(&server.url, "Host");
