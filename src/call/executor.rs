@@ -220,6 +220,14 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
         }
     }
 
+    /// What the signaling connection has said and the room has not heard yet, without
+    /// waiting: a page too busy to keep up hears all of it in one turn of its loop.
+    #[cfg(target_arch = "wasm32")]
+    pub fn said_already(&mut self) -> Option<SignalingNews> {
+        let event = self.link.as_mut()?.incoming.try_recv().ok()?;
+        Some(SignalingNews::Said(event))
+    }
+
     /// Hands what happened to signaling to the room.
     pub fn on_signaling(&mut self, news: SignalingNews) {
         match news {

@@ -117,6 +117,14 @@ pub(super) async fn run(
         while let Ok(report) = reports.try_recv() {
             media.on_peer_report(report, &mut core);
         }
+        // So is all the server said: a negotiation is a dozen messages (descriptions and
+        // candidates), and one per turn of a slow page's loop took longer than the
+        // connect limit. Each is carried out before the next is heard, as when they come
+        // one per turn.
+        while let Some(news) = core.said_already() {
+            core.on_signaling(news);
+            core.carry_out(&mut media).await;
+        }
         // What is due is done after whichever branch ran: on a page too busy to keep
         // up, the others are always ready and the timer's branch would wait for ever.
         let now = Instant::now();
@@ -133,8 +141,10 @@ pub(super) async fn run(
             media.send_pose();
         }
         if now >= stats_due {
-            stats_due = now + STATS_INTERVAL;
             media.read_stats(&core.roster).await;
+            // From the end of the reading: on a slow page the reading itself takes
+            // seconds, and the loop would read statistics and little else.
+            stats_due = Instant::now() + STATS_INTERVAL;
         }
         core.carry_out(&mut media).await;
     }
@@ -481,8 +491,15 @@ impl BrowserMedia {
             .sfu
             .iter_mut()
             .filter_map(|(feed, remote)| Some((feed.as_ref()?, remote)));
-        for (peer, remote) in call.peers.iter_mut().chain(downstreams) {
-            match remote.session.stats().await {
+        let remotes: Vec<_> = call.peers.iter_mut().chain(downstreams).collect();
+        // All at once: each reading waits for a turn of the page's event loop, which a
+        // slow page spends drawing a frame.
+        let readings = futures_util::future::join_all(
+            remotes.iter().map(|(_, remote)| remote.session.stats()),
+        )
+        .await;
+        for ((peer, remote), reading) in remotes.into_iter().zip(readings) {
+            match reading {
                 Ok(reading) => {
                     let now = Instant::now();
                     let interval = remote.read_at.map(|at| now.saturating_duration_since(at));

@@ -321,19 +321,28 @@ impl PeerSession {
         self.described.set(true);
         let early = std::mem::take(&mut *self.early_candidates.borrow_mut());
         for candidate in early {
-            self.add_candidate(&candidate).await?;
+            self.add_candidate_later(&candidate);
         }
         Ok(())
     }
 
-    async fn add_candidate(&self, candidate: &RtcIceCandidateInit) -> Result<(), RtcError> {
-        JsFuture::from(
+    /// Hands a remote candidate to the connection without waiting for it to be taken:
+    /// the browser applies it in order after the descriptions (the connection's
+    /// operations chain), and each wait would cost a turn of the page's event loop,
+    /// which on a slow page is a frame. A candidate refused is logged.
+    fn add_candidate_later(&self, candidate: &RtcIceCandidateInit) {
+        let added = JsFuture::from(
             self.connection
                 .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(candidate)),
-        )
-        .await
-        .map_err(stack_error("adding a remote ICE candidate"))?;
-        Ok(())
+        );
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(error) = added.await {
+                tracing::warn!(
+                    "a remote ICE candidate was refused: {}",
+                    crate::browser::describe(&error)
+                );
+            }
+        });
     }
 
     /// Applies a payload from the remote peer: validated first, then handed to the
@@ -393,7 +402,7 @@ impl PeerSession {
                 init.set_sdp_mid(sdp_mid.as_deref());
                 init.set_sdp_m_line_index(sdp_mline_index);
                 if self.described.get() {
-                    self.add_candidate(&init).await?;
+                    self.add_candidate_later(&init);
                 } else {
                     let mut early = self.early_candidates.borrow_mut();
                     if early.len() == MAX_EARLY_CANDIDATES {

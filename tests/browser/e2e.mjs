@@ -55,7 +55,12 @@ const browser = await chromium.launch({
   args: flags,
 });
 
+// Every tab's console, kept to be shown when the scenario fails.
+const consoleLines = [];
+const started = Date.now();
+
 function fail(message) {
+  for (const line of consoleLines) console.error(line);
   console.error(`e2e ${scenario}: ${message}`);
   process.exitCode = 1;
 }
@@ -64,11 +69,10 @@ function fail(message) {
 async function openTab(context, name) {
   const page = await context.newPage();
   page.on("console", (message) => {
-    if (message.type() === "error" || message.type() === "warning") {
-      console.error(`[${name} ${message.type()}] ${message.text()}`);
-    }
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    consoleLines.push(`${seconds} s [${name} ${message.type()}] ${message.text()}`);
   });
-  page.on("pageerror", (error) => console.error(`[${name} pageerror] ${error}`));
+  page.on("pageerror", (error) => consoleLines.push(`[${name} pageerror] ${error}`));
   // E2E_PAGE_PARAMS: more of the page address's settings, e.g. `&ice_transport_policy=relay`.
   const inRoom = room === "-" ? "" : `room=${room}&`;
   await page.goto(`${baseUrl}/#${inRoom}name=${name}${process.env.E2E_PAGE_PARAMS ?? ""}`);
