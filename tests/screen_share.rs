@@ -86,13 +86,8 @@ fn display() {
         // before it starts anything that reads the environment.
         unsafe { std::env::set_var("DISPLAY", &display.name) };
         // A window manager that lists the windows (_NET_CLIENT_LIST_STACKING), as
-        // desktops do, and a window on it.
-        let mut processes = vec![
-            Command::new("openbox")
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("openbox starts (setup.sh installs it)"),
-        ];
+        // desktops do, and a window on it, opened once openbox runs (`--startup`): a
+        // window mapped while openbox starts can stay unmanaged, and so unlisted.
         let window = std::env::temp_dir().join(format!(
             "meetspace-window-{}.png",
             display.name.trim_start_matches(':')
@@ -100,14 +95,19 @@ fn display() {
         window_pattern()
             .save(&window)
             .expect("the window's picture is written");
-        processes.push(
-            Command::new("display")
-                .args(["-geometry", &format!("+{}+{}", WINDOW_AT.0, WINDOW_AT.1)])
-                .arg(&window)
+        let open_window = format!(
+            "display -geometry +{}+{} {}",
+            WINDOW_AT.0,
+            WINDOW_AT.1,
+            window.display()
+        );
+        let processes = vec![
+            Command::new("openbox")
+                .args(["--startup", &open_window])
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("ImageMagick's display opens a window"),
-        );
+                .expect("openbox starts (setup.sh installs it), and ImageMagick's display on it"),
+        ];
         // Listed once openbox manages it.
         let deadline = Instant::now() + Duration::from_secs(10);
         while !window_shown() {
