@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the browser app into target/web (what `meetspace serve` serves at /):
 # the wasm32 build of the meetspace binary, its JS glue from wasm-bindgen (the CLI at
-# the exact version of the wasm-bindgen crate), wasm-opt when installed, index.html,
-# and gzip twins of the wasm and the JS (`serve` sends them to browsers that accept gzip).
+# the exact version of the wasm-bindgen crate), index.html, and gzip twins of the wasm
+# and the JS (`serve` sends them to browsers that accept gzip).
 # Usage: scripts/build-web.sh [--release]
 #   default: the dev profile (dependencies optimised, as for native tests; what CI builds)
-#   --release: the web-release profile (size-optimised, LTO; a long cold build)
+#   --release: the web-release profile (size-optimised, LTO; a long cold build), then
+#     wasm-opt -Oz (binaryen) and brotli twins beside the gzip ones (both take minutes,
+#     which is why the dev bundle goes without)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +25,13 @@ rm -rf "$out" && mkdir -p "$out"
 # The name section only labels stack traces; without it the dev bundle is a quarter smaller.
 wasm-bindgen --target web --no-typescript --remove-name-section \
   --out-dir "$out" --out-name meetspace "$wasm"
-if command -v wasm-opt >/dev/null; then
-  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-    "$out/meetspace_bg.wasm" -o "$out/meetspace_bg.wasm"
-else
-  echo "build-web: wasm-opt not installed (Debian package binaryen); the bundle is unoptimised"
+if [ "$profile" = web-release ]; then
+  if command -v wasm-opt >/dev/null; then
+    wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+      "$out/meetspace_bg.wasm" -o "$out/meetspace_bg.wasm"
+  else
+    echo "build-web: wasm-opt not installed (Debian package binaryen); the bundle is unoptimised"
+  fi
 fi
 # The page's progress bar counts to the wasm's size (it may arrive gzipped).
 wasm_bytes=$(stat -c %s "$out/meetspace_bg.wasm")
@@ -35,5 +39,16 @@ sed "s/__WASM_BYTES__/$wasm_bytes/" web/index.html > "$out/index.html"
 size=$(du -cb "$out"/* | tail -n 1 | cut -f1)
 # The gzip twins `meetspace serve` sends to browsers that accept them.
 gzip -9 -k "$out/meetspace_bg.wasm" "$out/meetspace.js"
+if [ "$profile" = web-release ]; then
+  if command -v brotli >/dev/null; then
+    brotli -q 11 -k "$out/meetspace_bg.wasm" "$out/meetspace.js"
+  else
+    echo "build-web: brotli not installed (Debian package brotli); gzip twins only"
+  fi
+fi
 sent=$(du -cb "$out/index.html" "$out"/*.gz | tail -n 1 | cut -f1)
 echo "build-web: bundle in $out: $size bytes ($(( size / 1048576 )) MiB); sent gzipped: $sent bytes ($(( sent / 1048576 )) MiB)"
+if compgen -G "$out/*.br" >/dev/null; then
+  sent=$(du -cb "$out/index.html" "$out"/*.br | tail -n 1 | cut -f1)
+  echo "build-web: sent with brotli: $sent bytes ($(( sent / 1048576 )) MiB)"
+fi

@@ -628,13 +628,14 @@ fn http_get(addr: std::net::SocketAddr, path: &str, headers: &[&str]) -> HttpAns
 }
 
 #[test]
-fn the_browser_app_is_sent_gzipped_to_browsers_that_accept_it_and_revalidated() {
+fn the_browser_app_is_sent_compressed_to_browsers_that_accept_it_and_revalidated() {
     let root = tempfile::tempdir().expect("a scratch folder");
     let wasm = vec![7u8; 64 * 1024];
     std::fs::write(root.path().join("index.html"), "<html></html>").unwrap();
     std::fs::write(root.path().join("meetspace_bg.wasm"), &wasm).unwrap();
-    // What build-web.sh writes beside it (any smaller body shows which one was sent).
+    // What build-web.sh writes beside it (the body's length shows which one was sent).
     std::fs::write(root.path().join("meetspace_bg.wasm.gz"), [1u8; 100]).unwrap();
+    std::fs::write(root.path().join("meetspace_bg.wasm.br"), [2u8; 80]).unwrap();
     let root_path = root.path().to_owned();
     let server = TestServer::start_configured(
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -642,10 +643,20 @@ fn the_browser_app_is_sent_gzipped_to_browsers_that_accept_it_and_revalidated() 
         move |server| server.serve_web_app(root_path),
     );
 
-    let gzipped = http_get(
+    let brotli = http_get(
         server.addr,
         "/meetspace_bg.wasm",
         &["Accept-Encoding: gzip, deflate, br"],
+    );
+    assert_eq!(brotli.status, 200);
+    assert_eq!(brotli.header("content-encoding"), Some("br"));
+    assert_eq!(brotli.header("content-type"), Some("application/wasm"));
+    assert_eq!(brotli.body_length, 80, "the brotli twin");
+
+    let gzipped = http_get(
+        server.addr,
+        "/meetspace_bg.wasm",
+        &["Accept-Encoding: gzip, deflate"],
     );
     assert_eq!(gzipped.status, 200);
     assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
