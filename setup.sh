@@ -35,9 +35,9 @@ packages=(
   janus
   # the browser build's end-to-end tests (tests/browser.rs) drive real Chromium
   chromium
-  # the size-optimised browser bundle (scripts/build-web.sh --release): wasm-opt, and
-  # the brotli twins `serve` sends to browsers that accept them
-  binaryen brotli
+  # the size-optimised browser bundle (scripts/build-web.sh --release): the brotli
+  # twins `serve` sends to browsers that accept them
+  brotli
 )
 
 missing=()

@@ -5,9 +5,11 @@
 # and the JS (`serve` sends them to browsers that accept gzip).
 # Usage: scripts/build-web.sh [--release]
 #   default: the dev profile (dependencies optimised, as for native tests; what CI builds)
-#   --release: the web-release profile (size-optimised, LTO; a long cold build), then
-#     wasm-opt -Oz (binaryen) and brotli twins beside the gzip ones (both take minutes,
-#     which is why the dev bundle goes without)
+#   --release: the web-release profile (size-optimised, LTO; a long cold build), and
+#     brotli twins beside the gzip ones (a minute and a half; the dev bundle goes without)
+# No wasm-opt: Debian's binaryen (108) makes a bundle that Chromium refuses
+# (`WebAssembly.Table.set(): Argument 1 is invalid for table`), and with brotli what
+# it saved on disk was not saved on the wire.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,15 +27,7 @@ rm -rf "$out" && mkdir -p "$out"
 # The name section only labels stack traces; without it the dev bundle is a quarter smaller.
 wasm-bindgen --target web --no-typescript --remove-name-section \
   --out-dir "$out" --out-name meetspace "$wasm"
-if [ "$profile" = web-release ]; then
-  if command -v wasm-opt >/dev/null; then
-    wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-      "$out/meetspace_bg.wasm" -o "$out/meetspace_bg.wasm"
-  else
-    echo "build-web: wasm-opt not installed (Debian package binaryen); the bundle is unoptimised"
-  fi
-fi
-# The page's progress bar counts to the wasm's size (it may arrive gzipped).
+# The page's progress bar counts to the wasm's size (it may arrive compressed).
 wasm_bytes=$(stat -c %s "$out/meetspace_bg.wasm")
 sed "s/__WASM_BYTES__/$wasm_bytes/" web/index.html > "$out/index.html"
 size=$(du -cb "$out"/* | tail -n 1 | cut -f1)

@@ -20,7 +20,8 @@
 //   wall:   one tab joins ROOM, whose bot shares, stops and shares again; saves a
 //           screenshot (ARTEFACT_DIR/browser-wall-N.png) with the bot's screen on the
 //           wall, then the empty wall, then the screen again, with the hooks of each.
-// Prints one line `RESULT <json>` on success; exits 1 with the reason otherwise.
+// Prints one line `RESULT <json>` on success; exits 1 with the reason otherwise, after
+// every tab's console (timed from the start).
 
 import { chromium } from "playwright-core";
 import path from "node:path";
@@ -58,6 +59,10 @@ const browser = await chromium.launch({
 // Every tab's console, kept to be shown when the scenario fails.
 const consoleLines = [];
 const started = Date.now();
+const keepConsole = (name, kind, text) => {
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  consoleLines.push(`${seconds} s [${name} ${kind}] ${text}`);
+};
 
 function fail(message) {
   for (const line of consoleLines) console.error(line);
@@ -68,11 +73,8 @@ function fail(message) {
 // Opens the app as `name`, in the test's room, or (`room` "-") out of any: the lobby.
 async function openTab(context, name) {
   const page = await context.newPage();
-  page.on("console", (message) => {
-    const seconds = ((Date.now() - started) / 1000).toFixed(1);
-    consoleLines.push(`${seconds} s [${name} ${message.type()}] ${message.text()}`);
-  });
-  page.on("pageerror", (error) => consoleLines.push(`[${name} pageerror] ${error}`));
+  page.on("console", (message) => keepConsole(name, message.type(), message.text()));
+  page.on("pageerror", (error) => keepConsole(name, "pageerror", error));
   // E2E_PAGE_PARAMS: more of the page address's settings, e.g. `&ice_transport_policy=relay`.
   const inRoom = room === "-" ? "" : `room=${room}&`;
   await page.goto(`${baseUrl}/#${inRoom}name=${name}${process.env.E2E_PAGE_PARAMS ?? ""}`);
