@@ -533,7 +533,10 @@ impl VideoFeed {
 }
 
 /// Everyone seen in the current (or last) call and their latest receive figures; kept
-/// after they leave, cleared when the next call starts. Bots write it out at exit.
+/// after they leave, cleared when the next call starts. Bots write it out at exit. A
+/// connection that brought nothing does not replace the figures of one that did: when
+/// a peer leaves, its connection can close before its goodbye arrives, and the fresh
+/// connection offered meanwhile would otherwise stand as what the call received.
 #[derive(Resource, Debug, Default, Clone)]
 pub struct CallReport {
     /// Per peer: name and latest figures (default until the first measurement).
@@ -975,9 +978,7 @@ pub fn apply_call_events(
                 }
             }
             CallEvent::PeerStats(peer_id, stats) => {
-                if let Some((_, latest)) = records.report.peers.get_mut(&peer_id) {
-                    latest.clone_from(&stats);
-                }
+                records.report.take_figures(&peer_id, &stats);
                 if let Some((entity, _)) = roster.get(&peer_id) {
                     commands.entity(*entity).insert(*stats);
                 }
@@ -1071,6 +1072,18 @@ pub fn apply_call_events(
             CallEvent::Failed(error) => {
                 notices.write(CallNotice::Failed(error));
             }
+        }
+    }
+}
+
+impl CallReport {
+    /// Keeps `stats` as the figures of `peer_id` (one we recorded), unless they brought
+    /// nothing and the kept ones did.
+    fn take_figures(&mut self, peer_id: &PeerId, stats: &CallStats) {
+        if let Some((_, kept)) = self.peers.get_mut(peer_id)
+            && (stats.received_any() || !kept.received_any())
+        {
+            kept.clone_from(stats);
         }
     }
 }
@@ -1188,4 +1201,37 @@ fn image_of(frame: DecodedFrame) -> Image {
         TextureFormat::Rgba8UnormSrgb,
         RenderAssetUsages::default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_brought_nothing_does_not_replace_the_figures_of_one_that_did() {
+        let peer = PeerId::parse("abcdefghij").expect("a peer id");
+        let mut report = CallReport::default();
+        record(
+            &mut report,
+            &PeerInfo::new(peer.clone(), DisplayName::parse("Host").expect("a name")),
+        );
+        let first = CallStats {
+            frames_decoded: 300,
+            packets_received: 900,
+            ..CallStats::default()
+        };
+        report.take_figures(&peer, &first);
+        assert_eq!(report.peers[&peer].1.frames_decoded, 300);
+        // The fresh connection offered as the peer left: nothing came on it.
+        report.take_figures(&peer, &CallStats::default());
+        assert_eq!(report.peers[&peer].1.frames_decoded, 300);
+        // One that brings something stands again.
+        let next = CallStats {
+            frames_decoded: 12,
+            audio_packets: 40,
+            ..CallStats::default()
+        };
+        report.take_figures(&peer, &next);
+        assert_eq!(report.peers[&peer].1.frames_decoded, 12);
+    }
 }

@@ -80,6 +80,13 @@ pub struct CallStats {
     pub feedback: FeedbackCounts,
 }
 
+impl CallStats {
+    /// Whether the measured connection brought anything from the peer (an RTP packet).
+    pub fn received_any(&self) -> bool {
+        self.packets_received > 0 || self.audio_packets > 0
+    }
+}
+
 /// What we receive of a peer's shared screen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct ScreenStats {
