@@ -36,8 +36,9 @@ packages=(
   # the browser build's end-to-end tests (tests/browser.rs) drive real Chromium
   chromium
   # the size-optimised browser bundle (scripts/build-web.sh --release): the brotli
-  # twins `serve` sends to browsers that accept them
-  brotli
+  # twins `serve` sends to browsers that accept them; scripts/page-load.sh serves the
+  # page over https (browsers ask for brotli only there) with a certificate it makes
+  brotli openssl
 )
 
 missing=()
