@@ -13,9 +13,6 @@ use crate::call::{CallCommand, CallState};
 use crate::config::ClientConfig;
 use crate::signaling::protocol::{Pose, RoomId};
 
-/// How long the call stays idle before we enter the lobby: a join asked for at start
-/// (`--room`, the demo) goes first.
-const IDLE_BEFORE_ENTERING: Duration = Duration::from_millis(500);
 /// The first wait before entering the lobby again after it failed.
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// The longest wait between two attempts.
@@ -23,17 +20,17 @@ const LONGEST_RETRY: Duration = Duration::from_secs(30);
 /// Smaller moves than this (metres, or radians of heading) are not news.
 const POSE_STEP: f32 = 0.01;
 
-/// Entering the lobby: since when the call is idle, and when to try next.
+/// Entering the lobby: when we last tried, and when to try next.
 #[derive(Resource, Debug, Default)]
 pub(super) struct LobbyEntry {
-    idle_since: Option<Instant>,
     /// The wait before the next attempt, doubled by each failure.
     retry: Option<Duration>,
     last_attempt: Option<Instant>,
 }
 
-/// Enters the lobby when the call has been idle for a moment: with our pose first, so
-/// the others see us where we stand.
+/// Enters the lobby when the call is idle: with our pose first, so the others see us
+/// where we stand. A join asked for at start (`--room`, the demo, the page's `#room=`)
+/// goes first: the call takes its command in `PreUpdate`, before this runs.
 pub(super) fn enter_lobby(
     state: Res<CallState>,
     config: Res<ClientConfig>,
@@ -46,16 +43,13 @@ pub(super) fn enter_lobby(
         entry.retry = None;
     }
     if *state != CallState::Idle {
-        entry.idle_since = None;
         return;
     }
-    let idle_since = *entry.idle_since.get_or_insert(now);
-    let waited = now.saturating_duration_since(idle_since) >= IDLE_BEFORE_ENTERING;
     let backed_off = match (entry.last_attempt, entry.retry) {
         (Some(at), Some(retry)) => now.saturating_duration_since(at) >= retry,
         _ => true,
     };
-    if !waited || !backed_off {
+    if !backed_off {
         return;
     }
     // Idle again after an attempt: it failed (or we were sent out); wait longer.
