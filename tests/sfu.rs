@@ -36,7 +36,12 @@ static ONE_ROOM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A signaling server on `ip` whose rooms move to one of `instances` at `mesh_limit`
 /// people.
 async fn serve(instances: &[&JanusProcess], ip: Ipv4Addr, mesh_limit: usize) -> String {
-    let server = SignalingServer::bind(SocketAddr::from((ip, 0)), ServerLimits::default())
+    // Rooms of up to ten bots.
+    let limits = ServerLimits {
+        room_capacity: 12,
+        ..ServerLimits::default()
+    };
+    let server = SignalingServer::bind(SocketAddr::from((ip, 0)), limits)
         .await
         .expect("a port for the signaling server")
         .with_sfu(SfuSettings {
@@ -642,6 +647,93 @@ async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_back_as_it_sh
     until_decoding(&second, "One", 45, deadline).await;
     print_bots(&stayers);
     switch_stills_bounded(&stayers, &gaps_before, "the switch back to a mesh");
+}
+
+/// The CPU time process `pid` has used (user and system).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's name (in parentheses, which may hold spaces):
+    // utime and stime are the 12th and 13th, in clock ticks of 1/100 s.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|field| field.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_bots_on_janus_each_decode_the_other_nine_for_30_s_sending_one_upstream() {
+    const BOTS: usize = 10;
+    const RUN: Duration = Duration::from_secs(30);
+    let _alone = ONE_ROOM.lock().await;
+    let janus = JanusProcess::start(4);
+    let url = serve(&[&janus], janus.namespace.host_ip, 4).await;
+    let (first, room) = Bot::start(&janus, &url, "Bot0", &["--create"]);
+    let room = room.expect("the first bot's room");
+    let mut bots = vec![first];
+    for index in 1..BOTS {
+        bots.push(Bot::start(&janus, &url, &format!("Bot{index}"), &["--room", &room]).0);
+    }
+    let all: Vec<&Bot> = bots.iter().collect();
+    let on_sfu = |bot: &Bot| {
+        let figures = bot.figures();
+        figures["sent"]["via"] == "sfu" && figures["sent"]["upstreams"] == 1
+    };
+    until_all(
+        &all,
+        Duration::from_secs(120),
+        "ten bots decode the other nine through Janus",
+        |bot| {
+            let decoded = bot.decoded();
+            on_sfu(bot) && decoded.len() == BOTS - 1 && decoded.values().all(|n| *n >= 15)
+        },
+    )
+    .await;
+    let decoded_then: Vec<HashMap<String, u64>> = all.iter().map(|bot| bot.decoded()).collect();
+    let cpu_then: Vec<Duration> = all.iter().map(|bot| cpu_time(bot.child.id())).collect();
+    let started = Instant::now();
+    while started.elapsed() < RUN {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for bot in &all {
+            assert!(
+                on_sfu(bot),
+                "{} stopped sending one upstream through Janus: {:#}",
+                bot.stats.display(),
+                bot.figures()["sent"]
+            );
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Every bot went on decoding every other, at a third of their 15 fps at least (ten
+    // bots fill two cores: about 11 fps each was seen).
+    let least = (seconds * 15.0 / 3.0) as u64;
+    for ((bot, then), cpu_then) in all.iter().zip(&decoded_then).zip(&cpu_then) {
+        let now = bot.decoded();
+        let gained: Vec<u64> = now
+            .iter()
+            .map(|(name, n)| n.saturating_sub(then.get(name).copied().unwrap_or(0)))
+            .collect();
+        let cpu = cpu_time(bot.child.id()).saturating_sub(*cpu_then);
+        let frames: u64 = gained.iter().sum();
+        println!(
+            "{}: decoded {frames} frames of {} others in {seconds:.1} s ({:.1} fps each); \
+             CPU {:.0} % of a core, {:.2} ms per decoded frame",
+            bot.stats.display(),
+            now.len(),
+            frames as f64 / seconds / now.len() as f64,
+            100.0 * cpu.as_secs_f64() / seconds,
+            1000.0 * cpu.as_secs_f64() / frames.max(1) as f64
+        );
+        assert_eq!(now.len(), BOTS - 1, "{} lost someone", bot.stats.display());
+        assert!(
+            gained.iter().all(|n| *n >= least),
+            "{} decoded fewer than {least} frames of someone in {seconds:.0} s: {now:?} (then {then:?})",
+            bot.stats.display()
+        );
+    }
 }
 
 /// Waits until `bot` has decoded `frames` more of `peer` from now on, over connection

@@ -22,8 +22,11 @@ pub const JANUS_ADMIN_KEY: &str = "test-admin-key";
 /// The port the first Janus's WebSocket transport listens on in its namespace (the
 /// next one beside it: the next port).
 const JANUS_PORT: u16 = 8188;
-/// The first Janus's RTP ports start here (each one beside it: 100 further on).
+/// The first Janus's RTP ports start here (each one beside it: [`RTP_PORTS_EACH`]
+/// further on).
 const RTP_PORTS: u16 = 20_000;
+/// RTP ports each Janus has: one per connection (ten bots in a room hold 100).
+const RTP_PORTS_EACH: u16 = 300;
 
 /// A network namespace of the test's own, joined to this one by a veth pair: Janus
 /// runs in it (its ICE gathers no loopback candidates, so it needs an interface).
@@ -131,7 +134,7 @@ impl JanusProcess {
         let folder = std::env::temp_dir().join(format!("meetspace-{}-{slot}", namespace.name));
         std::fs::create_dir_all(&folder).expect("a folder for Janus's configuration");
         let lib = "/usr/lib/x86_64-linux-gnu/janus";
-        let rtp = RTP_PORTS + slot * 100;
+        let rtp = RTP_PORTS + slot * RTP_PORTS_EACH;
         let plugins = [
             "audiobridge",
             "echotest",
@@ -158,7 +161,7 @@ impl JanusProcess {
              media: {{\n  rtp_port_range = \"{rtp}-{}\"\n}}\n\
              plugins: {{\n  disable = \"{plugins}\"\n}}\n\
              transports: {{\n  disable = \"{transports}\"\n}}\n",
-            rtp + 99,
+            rtp + RTP_PORTS_EACH - 1,
             folder = folder.display(),
         );
         std::fs::write(folder.join("janus.jcfg"), main).expect("janus.jcfg");
