@@ -5,8 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +24,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use janus::{JANUS_ADMIN_KEY, JANUS_API_SECRET, JanusProcess};
+use janus::{Bot, JANUS_ADMIN_KEY, JANUS_API_SECRET, JanusProcess, cpu_time};
 
 const FRAME_DURATION: Duration = Duration::from_millis(33);
 
@@ -422,92 +420,6 @@ async fn a_room_that_reaches_the_mesh_limit_moves_to_janus_and_everyone_sees_eve
     );
 }
 
-/// A `meetspace bot` running in `janus`'s namespace (media between it and Janus
-/// stays there), killed when dropped.
-struct Bot {
-    child: Child,
-    stats: PathBuf,
-}
-
-impl Bot {
-    /// Starts a bot named `name` signaling through `url` with `args` (where it goes).
-    fn start(janus: &JanusProcess, url: &str, name: &str, args: &[&str]) -> (Self, Option<String>) {
-        let stats = janus.folder.join(format!("{name}.json"));
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &janus.namespace.name])
-            .arg(env!("CARGO_BIN_EXE_meetspace"))
-            .args(["bot", "--signal", url, "--name", name])
-            .args(["--resolution", "320x240", "--fps", "15", "--stats-json"])
-            .arg(&stats)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start meetspace bot");
-        let room = args.contains(&"--create").then(|| {
-            let stdout = child.stdout.take().expect("the bot's stdout");
-            let mut first_line = String::new();
-            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first_line)
-                .expect("the bot's first line");
-            first_line
-                .strip_prefix("room ")
-                .unwrap_or_else(|| panic!("the bot's first line was {first_line:?}"))
-                .trim()
-                .to_owned()
-        });
-        (Self { child, stats }, room)
-    }
-
-    /// Its `--stats-json` figures now (null until written).
-    fn figures(&self) -> serde_json::Value {
-        std::fs::read_to_string(&self.stats)
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
-    }
-
-    /// What `read` finds in each peer's figures, by the peer's name (peers where it
-    /// finds nothing left out).
-    fn per_peer<T>(&self, read: impl Fn(&serde_json::Value) -> Option<T>) -> HashMap<String, T> {
-        let figures = self.figures();
-        figures["peers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|peer| Some((peer["name"].as_str()?.to_owned(), read(peer)?)))
-            .collect()
-    }
-
-    /// The longest time between two frames shown of each peer, by name, in ms.
-    fn shown_gaps(&self) -> HashMap<String, f64> {
-        self.per_peer(|peer| peer["longest_shown_gap_ms"].as_f64())
-    }
-
-    /// Frames decoded from each peer, by name.
-    fn decoded(&self) -> HashMap<String, u64> {
-        self.per_peer(|peer| Some(peer["frames_decoded"].as_u64().unwrap_or(0)))
-    }
-}
-
-impl Bot {
-    /// Stops the bot as a person leaves: it says `leave` (SIGTERM), and exits.
-    fn leave(mut self) {
-        let stopped = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(stopped.success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Waits until `done` holds for every bot's figures, polling; fails after `limit` with
 /// their figures.
 async fn until_all(bots: &[&Bot], limit: Duration, what: &str, done: impl Fn(&Bot) -> bool) {
@@ -647,21 +559,6 @@ async fn bots_in_a_room_that_grows_past_the_mesh_move_to_janus_and_back_as_it_sh
     until_decoding(&second, "One", 45, deadline).await;
     print_bots(&stayers);
     switch_stills_bounded(&stayers, &gaps_before, "the switch back to a mesh");
-}
-
-/// The CPU time process `pid` has used (user and system).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command's name (in parentheses, which may hold spaces):
-    // utime and stime are the 12th and 13th, in clock ticks of 1/100 s.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 = after_name
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|field| field.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
