@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,8 @@ struct Member {
     /// What the server said that the member's task did not handle itself.
     said: mpsc::UnboundedReceiver<ServerMessage>,
     received: Received,
+    /// Downstreams the server has offered it so far.
+    offers: Arc<AtomicUsize>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
@@ -90,6 +93,7 @@ impl Member {
         let (restart_upstream, restarts) = mpsc::unbounded_channel();
         outgoing.send(first).expect("the member's task runs");
         let received: Received = Arc::default();
+        let offers = Arc::new(AtomicUsize::new(0));
         let media = LocalMedia::new().expect("local media");
         let task = MemberTask {
             rtc,
@@ -98,6 +102,7 @@ impl Member {
             outgoing: outgoing.clone(),
             said: said_tx,
             received: received.clone(),
+            offers: offers.clone(),
             media: media.clone(),
         };
         let member = tokio::spawn(run_member(socket, task));
@@ -118,6 +123,7 @@ impl Member {
             restart_upstream,
             said,
             received,
+            offers,
             tasks: [member, camera],
         };
         (member, welcome)
@@ -162,6 +168,8 @@ struct MemberTask {
     /// What the server said that the task does not handle itself.
     said: mpsc::UnboundedSender<ServerMessage>,
     received: Received,
+    /// Counts the downstreams the server offers.
+    offers: Arc<AtomicUsize>,
     /// Our camera's stream.
     media: LocalMedia,
 }
@@ -181,6 +189,7 @@ async fn run_member(
         outgoing,
         said,
         received,
+        offers,
         media,
     } = task;
     let (mut write, mut read) = socket.split();
@@ -237,6 +246,7 @@ async fn run_member(
                         let payload = SignalPayload::from_json(&data.to_string())
                             .expect("the server relays valid payloads");
                         if let (Some(owner), SignalPayload::Offer { .. }) = (&feed, &payload) {
+                            offers.fetch_add(1, Ordering::Relaxed);
                             let session = open(Some(owner.clone()), &silent, Role::Answerer).await;
                             streams.insert(feed.clone(), session);
                         }
@@ -417,6 +427,37 @@ async fn a_room_that_reaches_the_mesh_limit_moves_to_janus_and_everyone_sees_eve
     println!(
         "after the first's upstream started over, the second saw it again within {:?}",
         restarted.elapsed()
+    );
+
+    // The second asks for its stream of the first again (as a client whose downstream
+    // failed does): the server subscribes it afresh, and the first's video goes on
+    // through the new stream.
+    let (offered, before) = (
+        second.offers.load(Ordering::Relaxed),
+        second.frames_from(&first.peer_id).len(),
+    );
+    second
+        .outgoing
+        .send(ClientMessage::SfuResubscribe {
+            feed: first.peer_id.clone(),
+        })
+        .expect("the second's task runs");
+    let asked = Instant::now();
+    while second.offers.load(Ordering::Relaxed) == offered
+        || second.frames_from(&first.peer_id).len() < before + 30
+    {
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "no fresh stream of the first after sfu_resubscribe: {} offers (then {offered}), \
+             {} frames (then {before})",
+            second.offers.load(Ordering::Relaxed),
+            second.frames_from(&first.peer_id).len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "after sfu_resubscribe, 30 more frames of the first through a fresh stream within {:?}",
+        asked.elapsed()
     );
 }
 

@@ -573,6 +573,12 @@ pub enum ClientMessage {
         /// The offer, answer or candidate.
         data: serde_json::Value,
     },
+    /// In a room on the SFU: our downstream of `feed`'s media failed; the server
+    /// subscribes us to it afresh and offers the new stream with `sfu_signal`.
+    SfuResubscribe {
+        /// Whose media the failed downstream carried.
+        feed: PeerId,
+    },
     /// After `sfu_ended`: our mesh carries everyone now, so our streams through the SFU
     /// have been closed; the server ends our place there.
     SfuLeave,
@@ -848,7 +854,7 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 13] = [
+const CLIENT_MESSAGE_TYPES: [&str; 14] = [
     "create_room",
     "join_room",
     "resume",
@@ -861,6 +867,7 @@ const CLIENT_MESSAGE_TYPES: [&str; 13] = [
     "watch_space",
     "share",
     "sfu_signal",
+    "sfu_resubscribe",
     "sfu_leave",
 ];
 

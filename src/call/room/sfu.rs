@@ -257,8 +257,9 @@ impl Room {
     }
 
     /// Stream `epoch` through the SFU (`feed` none: our upstream) changed state. A
-    /// downstream that connects takes over from the mesh connection to its member; an
-    /// upstream that fails is published afresh.
+    /// downstream that connects takes over from the mesh connection to its member, one
+    /// that fails is asked for again (`sfu_resubscribe`); an upstream that fails is
+    /// published afresh.
     pub fn sfu_state(
         &mut self,
         feed: Option<&PeerId>,
@@ -292,6 +293,14 @@ impl Room {
             {
                 tracing::info!("our upstream to the SFU failed; publishing again");
                 self.publish();
+            }
+            (Some(owner), PeerConnectionState::Failed | PeerConnectionState::Closed)
+                if signaling_up && self.on_sfu() && self.members.contains_key(owner) =>
+            {
+                tracing::info!(peer = %owner, "our stream of the peer from the SFU failed; asking for it again");
+                self.send_signal(ClientMessage::SfuResubscribe {
+                    feed: owner.clone(),
+                });
             }
             (Some(owner), PeerConnectionState::Failed | PeerConnectionState::Closed) => {
                 tracing::info!(peer = %owner, "our stream of the peer from the SFU ended");

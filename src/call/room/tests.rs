@@ -1340,6 +1340,60 @@ fn a_share_asked_for_before_the_call_claims_the_wall_on_arrival() {
 }
 
 #[test]
+fn a_failed_stream_from_the_sfu_is_asked_for_again_and_the_fresh_offer_replaces_it() {
+    let mut script = Script::in_call(&[LOW, HIGH]);
+    script.hear(ServerMessage::SfuStarted);
+    script.actions();
+    let sfu_offer = || ServerMessage::SfuSignal {
+        feed: Some(id(LOW)),
+        data: serde_json::to_value(offer()).expect("a payload serializes"),
+    };
+    let downstream = |actions: &[RoomAction]| -> u64 {
+        let opened: Vec<u64> =
+            picked!(actions, RoomAction::OpenSfu { feed: Some(_), epoch } => *epoch);
+        match opened.as_slice() {
+            [epoch] => *epoch,
+            other => panic!("expected one downstream to open, got {other:?}: {actions:?}"),
+        }
+    };
+    script.hear(sfu_offer());
+    let first = downstream(&script.actions());
+    script.room.sfu_state(
+        Some(&id(LOW)),
+        first,
+        PeerConnectionState::Failed,
+        script.start,
+    );
+    assert_eq!(
+        script.actions(),
+        vec![RoomAction::Send(ClientMessage::SfuResubscribe {
+            feed: id(LOW)
+        })]
+    );
+    script.hear(sfu_offer());
+    let second = downstream(&script.actions());
+    assert_ne!(second, first, "a fresh downstream");
+    // The replaced stream's last words are not news.
+    script.room.sfu_state(
+        Some(&id(LOW)),
+        first,
+        PeerConnectionState::Closed,
+        script.start,
+    );
+    assert!(script.actions().is_empty());
+    // Once LOW has left, its stream's end is only logged.
+    script.hear(ServerMessage::PeerLeft { peer_id: id(LOW) });
+    script.actions();
+    script.room.sfu_state(
+        Some(&id(LOW)),
+        second,
+        PeerConnectionState::Failed,
+        script.start,
+    );
+    assert!(!sent(&script.actions()).contains(&ClientMessage::SfuResubscribe { feed: id(LOW) }));
+}
+
+#[test]
 fn a_room_that_moves_to_the_sfu_publishes_once_and_lets_the_mesh_go_as_the_sfu_takes_over() {
     let mut script = Script::in_call(&[LOW, HIGH]);
     script.connected(LOW);

@@ -236,7 +236,9 @@ impl Session {
             // A Firestore call has no lobby and no space around it: nobody to tell
             // where we stand, nobody beyond the call to watch.
             ClientMessage::Pose { .. } | ClientMessage::WatchSpace => Ok(()),
-            ClientMessage::SfuSignal { .. } | ClientMessage::SfuLeave => {
+            ClientMessage::SfuSignal { .. }
+            | ClientMessage::SfuResubscribe { .. }
+            | ClientMessage::SfuLeave => {
                 self.refuse(
                     ErrorCode::SfuFailed,
                     "a Firestore call has no SFU: it is one call between two people".into(),

@@ -104,15 +104,25 @@ impl Tell for ServerState {
     }
 }
 
-/// One `sfu_signal` or `sfu_leave` for the SFU bridge, from the member `peer` of
-/// `room`.
+/// One `sfu_signal`, `sfu_resubscribe` or `sfu_leave` for the SFU bridge, from the
+/// member `peer` of `room`.
 struct SfuStep {
     room: RoomId,
     peer: PeerId,
-    /// The signal, or none: the member leaves the SFU (`sfu_leave`).
-    signal: Option<(Option<PeerId>, SignalPayload)>,
+    request: SfuRequest,
     /// The room was on the SFU when the step came: it may open a room there.
     on_sfu: bool,
+}
+
+/// What a member asks of the SFU bridge.
+enum SfuRequest {
+    /// A description or candidate of its upstream (`feed` none) or of its downstream
+    /// of `feed` (`sfu_signal`).
+    Signal(Option<PeerId>, SignalPayload),
+    /// A fresh downstream of this feed (`sfu_resubscribe`).
+    Resubscribe(PeerId),
+    /// Its place on the SFU ends (`sfu_leave`).
+    Leave,
 }
 
 /// Carries out one connection's `sfu_signal`s in order (a candidate needs its
@@ -126,13 +136,19 @@ fn sfu_worker(
     let tell: Arc<dyn Tell> = Arc::new(state);
     tokio::spawn(async move {
         while let Some(step) = queue.recv().await {
-            let Some((feed, payload)) = step.signal else {
-                sfu.leave(&step.room, &step.peer).await;
-                continue;
+            let done = match step.request {
+                SfuRequest::Signal(feed, payload) => {
+                    sfu.signal(&step.room, &step.peer, feed, payload, step.on_sfu, &tell)
+                        .await
+                }
+                SfuRequest::Resubscribe(feed) => {
+                    sfu.resubscribe(&step.room, &step.peer, &feed, &tell).await
+                }
+                SfuRequest::Leave => {
+                    sfu.leave(&step.room, &step.peer).await;
+                    continue;
+                }
             };
-            let done = sfu
-                .signal(&step.room, &step.peer, feed, payload, step.on_sfu, &tell)
-                .await;
             if let Err(error) = done {
                 tracing::warn!(%error, room = %step.room, peer = %step.peer, "SFU step failed");
                 mailbox.deliver(ServerMessage::Error {
@@ -467,11 +483,15 @@ impl Connection {
                     Err(error) => return self.refuse(ErrorCode::BadMessage, error.to_string()),
                 };
                 let (room, from) = (room.clone(), from.clone());
-                self.sfu_step(room, from, Some((feed, payload)));
+                self.sfu_step(room, from, SfuRequest::Signal(feed, payload));
+            }
+            (ClientMessage::SfuResubscribe { feed }, Some((room, from))) => {
+                let (room, from) = (room.clone(), from.clone());
+                self.sfu_step(room, from, SfuRequest::Resubscribe(feed));
             }
             (ClientMessage::SfuLeave, Some((room, from))) => {
                 let (room, from) = (room.clone(), from.clone());
-                self.sfu_step(room, from, None);
+                self.sfu_step(room, from, SfuRequest::Leave);
             }
             (ClientMessage::Leave, Some(_)) => self.leave_room(),
             (
@@ -482,6 +502,7 @@ impl Connection {
                 | ClientMessage::Hand { .. }
                 | ClientMessage::Share { .. }
                 | ClientMessage::SfuSignal { .. }
+                | ClientMessage::SfuResubscribe { .. }
                 | ClientMessage::SfuLeave
                 | ClientMessage::WatchSpace,
                 None,
@@ -494,15 +515,10 @@ impl Connection {
         }
     }
 
-    /// Hands an `sfu_signal` (or, `signal` none, an `sfu_leave`) to this connection's
-    /// SFU worker, in order. Only a room on the SFU opens a room there; one going back
-    /// to a mesh keeps its streams until its members leave them.
-    fn sfu_step(
-        &mut self,
-        room: RoomId,
-        peer: PeerId,
-        signal: Option<(Option<PeerId>, SignalPayload)>,
-    ) {
+    /// Hands an `sfu_signal`, `sfu_resubscribe` or `sfu_leave` to this connection's SFU
+    /// worker, in order. Only a room on the SFU opens a room there; one going back to a
+    /// mesh keeps its streams until its members leave them.
+    fn sfu_step(&mut self, room: RoomId, peer: PeerId, request: SfuRequest) {
         let Some(sfu) = self.state.sfu.clone() else {
             return self.refuse(ErrorCode::SfuFailed, "this server has no SFU");
         };
@@ -510,7 +526,7 @@ impl Connection {
             on_sfu: self.state.hub().is_on_sfu(&room),
             room,
             peer,
-            signal,
+            request,
         };
         let steps = self
             .sfu_steps

@@ -252,6 +252,24 @@ impl Sfu {
         Ok(())
     }
 
+    /// `viewer`'s downstream of `owner`'s feed in `room` failed: its subscription is
+    /// made afresh and Janus's new offer goes to it (`sfu_signal`).
+    pub async fn resubscribe(
+        &self,
+        room: &RoomId,
+        viewer: &PeerId,
+        owner: &PeerId,
+        tell: &Arc<dyn Tell>,
+    ) -> Result<(), SfuError> {
+        let slot = self.rooms.lock().await.get(room).cloned();
+        let slot = slot.ok_or(SfuError::NotOnSfu)?;
+        let mut held = slot.lock().await;
+        let sfu_room = held.as_mut().ok_or(SfuError::NotOnSfu)?;
+        sfu_room
+            .resubscribe(room, viewer, owner, tell.as_ref())
+            .await
+    }
+
     /// `peer` left `room`: its session on Janus goes (and with it its feed and its
     /// subscriptions); the last one out closes the room there.
     pub async fn leave(&self, room: &RoomId, peer: &PeerId) {
@@ -551,6 +569,32 @@ impl SfuRoom {
             self.subscribe(room, other, peer, own_feed, tell).await?;
         }
         Ok(())
+    }
+
+    /// Drops `viewer`'s subscription to `owner`'s feed and subscribes it again, while
+    /// that feed is up (if it is not, its owner's next publish subscribes everyone).
+    async fn resubscribe(
+        &mut self,
+        room: &RoomId,
+        viewer: &PeerId,
+        owner: &PeerId,
+        tell: &dyn Tell,
+    ) -> Result<(), SfuError> {
+        let feed = self
+            .members
+            .get(owner)
+            .filter(|member| member.up)
+            .and_then(|member| member.publisher?.1);
+        let Some(member) = self.members.get_mut(viewer) else {
+            return Ok(());
+        };
+        if let Some(handle) = member.subscriptions.remove(owner) {
+            let _ = member.session.detach(handle).await;
+        }
+        match feed {
+            Some(feed) => self.subscribe(room, viewer, owner, feed, tell).await,
+            None => Ok(()),
+        }
     }
 
     /// Subscribes `viewer` to `feed` (`owner`'s) and offers it what Janus offers, unless
