@@ -317,8 +317,9 @@ impl Session {
         }
     }
 
-    /// Our documents of the call, gone: everything (caller) or our presence (anyone
-    /// else).
+    /// Our documents of the call, gone: everything (caller) or, for anyone else, our
+    /// presence and the signals we wrote that nobody read (a candidate written as the
+    /// caller cleaned up would outlive the call).
     async fn remove(&self, call: &Call) -> Result<(), CallStoreError> {
         if call.part != Part::Caller {
             if call.mesh {
@@ -330,6 +331,17 @@ impl Session {
                     .document_id(call.self_id.as_str())
                     .execute()
                     .await?;
+                let self_id = call.self_id.to_string();
+                let unread = self
+                    .db
+                    .fluent()
+                    .select()
+                    .from(SIGNALS)
+                    .parent(call.path.as_ref())
+                    .filter(|q| q.for_all([q.field("from").eq(self_id.as_str())]))
+                    .query()
+                    .await?;
+                self.delete_all(call, SIGNALS, &unread).await?;
             }
             return Ok(());
         }
@@ -348,18 +360,7 @@ impl Session {
                 .parent(call.path.as_ref())
                 .query()
                 .await?;
-            let deletions = docs.iter().filter_map(|doc| doc_id(&doc.name)).map(|id| {
-                self.db
-                    .fluent()
-                    .delete()
-                    .from(collection)
-                    .parent(call.path.as_ref())
-                    .document_id(id)
-                    .execute()
-            });
-            for deleted in futures_util::future::join_all(deletions).await {
-                deleted?;
-            }
+            self.delete_all(call, collection, &docs).await?;
         }
         self.db
             .fluent()
@@ -368,6 +369,28 @@ impl Session {
             .document_id(&call.id)
             .execute()
             .await?;
+        Ok(())
+    }
+
+    /// Deletes `docs` of the call's `collection`, all at once.
+    async fn delete_all(
+        &self,
+        call: &Call,
+        collection: &str,
+        docs: &[firestore::gcloud_sdk::google::firestore::v1::Document],
+    ) -> Result<(), CallStoreError> {
+        let deletions = docs.iter().filter_map(|doc| doc_id(&doc.name)).map(|id| {
+            self.db
+                .fluent()
+                .delete()
+                .from(collection)
+                .parent(call.path.as_ref())
+                .document_id(id)
+                .execute()
+        });
+        for deleted in futures_util::future::join_all(deletions).await {
+            deleted?;
+        }
         Ok(())
     }
 }
