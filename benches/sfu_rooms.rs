@@ -13,12 +13,11 @@
 #[path = "../tests/janus/mod.rs"]
 mod janus;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use janus::{Bot, JANUS_ADMIN_KEY, JANUS_API_SECRET, JanusProcess, cpu_time};
+use janus::{Bot, JANUS_ADMIN_KEY, JANUS_API_SECRET, JanusProcess};
 use meetspace::runtime::AsyncRuntime;
 use meetspace::signaling::server::sfu::SfuSettings;
 use meetspace::signaling::server::{DEFAULT_ROOM_CAPACITY, ServerLimits, SignalingServer};
@@ -191,20 +190,24 @@ fn measure_room(
     let decoded = |bot: &Bot| -> u64 { bot.decoded().values().sum() };
     let before: Vec<(Duration, u64, u64)> = bots
         .iter()
-        .map(|bot| (cpu_time(bot.child.id()), received(bot), decoded(bot)))
+        .map(|bot| (bot.cpu_time(), received(bot), decoded(bot)))
         .collect();
-    let janus_before = cpu_time(janus.pid());
+    let janus_before = janus.cpu_time();
     let measured = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     let elapsed = measured.elapsed().as_secs_f64();
-    let janus_cpu = cpu_time(janus.pid()).saturating_sub(janus_before);
+    let janus_cpu = janus.cpu_time().saturating_sub(janus_before);
+    let people = bots[0].decoded();
+    if people.len() != size - 1 {
+        bail!("the first bot lost someone while measured: {people:?}");
+    }
 
     let mut cpu_percent = Vec::new();
     let mut received_kbps = Vec::new();
     let mut frames = 0;
     let mut upstreams = 0;
     for (bot, (cpu, bytes, decoded_then)) in bots.iter().zip(&before) {
-        let cpu = cpu_time(bot.child.id()).saturating_sub(*cpu);
+        let cpu = bot.cpu_time().saturating_sub(*cpu);
         cpu_percent.push(100.0 * cpu.as_secs_f64() / elapsed);
         received_kbps.push(received(bot).saturating_sub(*bytes) as f64 * 8.0 / 1000.0 / elapsed);
         frames += decoded(bot).saturating_sub(*decoded_then);
@@ -219,10 +222,6 @@ fn measure_room(
         janus_percent_per_stream: (route == Route::Sfu)
             .then(|| 100.0 * janus_cpu.as_secs_f64() / elapsed / streams),
     };
-    let people: HashMap<String, u64> = bots[0].decoded();
-    if people.len() != size - 1 {
-        bail!("the first bot lost someone while measured: {people:?}");
-    }
     Ok(figures)
 }
 

@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use janus::{Bot, JANUS_ADMIN_KEY, JANUS_API_SECRET, JanusProcess, cpu_time};
+use janus::{Bot, JANUS_ADMIN_KEY, JANUS_API_SECRET, JanusProcess};
 
 const FRAME_DURATION: Duration = Duration::from_millis(33);
 
@@ -631,7 +631,7 @@ async fn ten_bots_on_janus_each_decode_the_other_nine_for_30_s_sending_one_upstr
     )
     .await;
     let decoded_then: Vec<HashMap<String, u64>> = all.iter().map(|bot| bot.decoded()).collect();
-    let cpu_then: Vec<Duration> = all.iter().map(|bot| cpu_time(bot.child.id())).collect();
+    let cpu_then: Vec<Duration> = all.iter().map(|bot| bot.cpu_time()).collect();
     let started = Instant::now();
     while started.elapsed() < RUN {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -654,7 +654,7 @@ async fn ten_bots_on_janus_each_decode_the_other_nine_for_30_s_sending_one_upstr
             .iter()
             .map(|(name, n)| n.saturating_sub(then.get(name).copied().unwrap_or(0)))
             .collect();
-        let cpu = cpu_time(bot.child.id()).saturating_sub(*cpu_then);
+        let cpu = bot.cpu_time().saturating_sub(*cpu_then);
         let frames: u64 = gained.iter().sum();
         println!(
             "{}: decoded {frames} frames of {} others in {seconds:.1} s ({:.1} fps each); \

@@ -204,9 +204,9 @@ impl JanusProcess {
         }
     }
 
-    /// Its process id (for its CPU time).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The CPU time it has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        process_cpu_time(self.child.id())
     }
 
     /// Its WebSocket address (`--sfu janus+ws://...` without `janus+`).
@@ -230,8 +230,7 @@ impl Drop for JanusProcess {
 /// A `meetspace bot` running in `janus`'s namespace (media between it and Janus
 /// stays there), killed when dropped.
 pub struct Bot {
-    /// The bot's process.
-    pub child: Child,
+    child: Child,
     /// Its `--stats-json` file.
     pub stats: PathBuf,
 }
@@ -302,9 +301,12 @@ impl Bot {
     pub fn decoded(&self) -> HashMap<String, u64> {
         self.per_peer(|peer| Some(peer["frames_decoded"].as_u64().unwrap_or(0)))
     }
-}
 
-impl Bot {
+    /// The CPU time it has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        process_cpu_time(self.child.id())
+    }
+
     /// Stops the bot as a person leaves: it says `leave` (SIGTERM), and exits.
     pub fn leave(mut self) {
         let stopped = Command::new("kill")
@@ -324,7 +326,7 @@ impl Drop for Bot {
 }
 
 /// The CPU time process `pid` has used (user and system).
-pub fn cpu_time(pid: u32) -> Duration {
+fn process_cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command's name (in parentheses, which may hold spaces):
     // utime and stime are the 12th and 13th, in clock ticks of 1/100 s.
