@@ -417,13 +417,25 @@ fn hang_up_marker_and_clean_up() {
         "the callee saw the hang-up after {:?}",
         hung_up_at.elapsed()
     );
-    let cleaned = pump_until(&mut [&mut alice, &mut bob], 5 * SECOND, |_| {
+    let subcollections = ["offerCandidates", "answerCandidates", "peers", "signals"];
+    // Waits for the cleaning; the asserts below say what is left.
+    pump_until(&mut [&mut alice, &mut bob], 5 * SECOND, |_| {
         emulator
             .document(project_id, &format!("calls/{room}"))
             .is_none()
+            && subcollections.iter().all(|sub| {
+                emulator
+                    .collection(project_id, &format!("calls/{room}/{sub}"))
+                    .is_empty()
+            })
     });
-    assert!(cleaned, "the call document is still there");
-    for sub in ["offerCandidates", "answerCandidates", "peers", "signals"] {
+    assert!(
+        emulator
+            .document(project_id, &format!("calls/{room}"))
+            .is_none(),
+        "the call document is still there"
+    );
+    for sub in subcollections {
         let left = emulator.collection(project_id, &format!("calls/{room}/{sub}"));
         assert!(left.is_empty(), "{sub} still holds {left:?}");
     }

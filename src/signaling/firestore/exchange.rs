@@ -39,6 +39,10 @@ impl Session {
             self.refuse(ErrorCode::NotInRoom, "not in a call".into());
             return Ok(());
         };
+        if call.left.contains(&to) {
+            tracing::debug!(peer = %to, "signal to a peer that left dropped");
+            return Ok(());
+        }
         let payload = SignalPayload::deserialize(&data).ok();
         let slot_peer = match call.part {
             Part::Caller => Some(CALLEE),

@@ -97,13 +97,13 @@ impl Session {
             ResponseType::DocumentChange(change) => {
                 let Some(doc) = change.document else { return };
                 if change.target_ids.is_empty() {
-                    self.on_gone(&doc.name);
+                    self.on_gone(&doc.name).await;
                 } else if let Err(error) = self.on_document(&doc).await {
                     tracing::warn!(%error, document = %doc.name, "a call document could not be read");
                 }
             }
-            ResponseType::DocumentDelete(delete) => self.on_gone(&delete.document),
-            ResponseType::DocumentRemove(remove) => self.on_gone(&remove.document),
+            ResponseType::DocumentDelete(delete) => self.on_gone(&delete.document).await,
+            ResponseType::DocumentRemove(remove) => self.on_gone(&remove.document).await,
             ResponseType::TargetChange(_) | ResponseType::Filter(_) => {}
         }
     }
@@ -203,17 +203,17 @@ impl Session {
                     });
                 }
                 if doc.hung_up.as_deref() == Some(CALLEE) {
-                    self.forget(&callee);
+                    self.forget(&callee).await;
                 }
             }
             Part::Callee => {
                 if doc.hung_up.as_deref() == Some(CALLER) {
-                    self.forget(&caller);
+                    self.forget(&caller).await;
                 }
             }
             Part::Member => match doc.hung_up.as_deref() {
-                Some(CALLER) => self.forget(&caller),
-                Some(CALLEE) => self.forget(&callee),
+                Some(CALLER) => self.forget(&caller).await,
+                Some(CALLEE) => self.forget(&callee).await,
                 _ => {}
             },
         }
@@ -221,28 +221,37 @@ impl Session {
     }
 
     /// A document left the listened set (deleted, or no longer matching).
-    fn on_gone(&mut self, name: &str) {
+    async fn on_gone(&mut self, name: &str) {
         let Some(location) = self.locate(name) else {
             return;
         };
         match location {
-            None => self.forget(&peer(CALLER)),
+            None => self.forget(&peer(CALLER)).await,
             Some(PEERS) => {
                 if let Some(peer_id) = doc_id(name).and_then(|id| PeerId::parse(id).ok()) {
-                    self.forget(&peer_id);
+                    self.forget(&peer_id).await;
                 }
             }
             Some(_) => {}
         }
     }
 
-    /// `peer_id` left: tell the driver once.
-    fn forget(&mut self, peer_id: &PeerId) {
+    /// `peer_id` left: tell the driver once, and take back the signals we wrote to it
+    /// that it never read (one written as the caller cleaned up would outlive the call).
+    async fn forget(&mut self, peer_id: &PeerId) {
         let Some(call) = &mut self.call else { return };
-        if call.known.remove(peer_id) {
-            self.deliver(ServerMessage::PeerLeft {
-                peer_id: peer_id.clone(),
-            });
+        if !call.known.remove(peer_id) {
+            return;
+        }
+        call.left.insert(peer_id.clone());
+        self.deliver(ServerMessage::PeerLeft {
+            peer_id: peer_id.clone(),
+        });
+        let Some(call) = &self.call else { return };
+        if call.mesh
+            && let Err(error) = self.delete_unread_signals(call, Some(peer_id)).await
+        {
+            tracing::warn!(%error, peer = %peer_id, "could not delete our signals to a peer that left");
         }
     }
 }

@@ -152,6 +152,8 @@ struct Call {
     joined_at: Option<FirestoreTimestamp>,
     /// The peers announced to the driver and not yet gone.
     known: HashSet<PeerId>,
+    /// The peers that left: signals to them are dropped.
+    left: HashSet<PeerId>,
     /// Candidate and signal documents already passed on (a listener may replay).
     seen: HashSet<String>,
     /// How far our side of the 1:1 exchange in the Flutter layout has gone.

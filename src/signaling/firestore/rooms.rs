@@ -78,6 +78,7 @@ impl Session {
             mesh: true,
             joined_at,
             known: HashSet::new(),
+            left: HashSet::new(),
             seen: HashSet::new(),
             exchange: Exchange::Pending,
             listener: None,
@@ -175,6 +176,7 @@ impl Session {
             mesh,
             joined_at,
             known: HashSet::from([caller.peer_id.clone()]),
+            left: HashSet::new(),
             seen: HashSet::new(),
             exchange: Exchange::Pending,
             listener: None,
@@ -238,6 +240,7 @@ impl Session {
             mesh: true,
             joined_at,
             known: peers.iter().map(|info| info.peer_id.clone()).collect(),
+            left: HashSet::new(),
             seen: HashSet::new(),
             exchange: Exchange::Pending,
             listener: None,
@@ -331,17 +334,7 @@ impl Session {
                     .document_id(call.self_id.as_str())
                     .execute()
                     .await?;
-                let self_id = call.self_id.to_string();
-                let unread = self
-                    .db
-                    .fluent()
-                    .select()
-                    .from(SIGNALS)
-                    .parent(call.path.as_ref())
-                    .filter(|q| q.for_all([q.field("from").eq(self_id.as_str())]))
-                    .query()
-                    .await?;
-                self.delete_all(call, SIGNALS, &unread).await?;
+                self.delete_unread_signals(call, None).await?;
             }
             return Ok(());
         }
@@ -370,6 +363,30 @@ impl Session {
             .execute()
             .await?;
         Ok(())
+    }
+
+    /// Deletes the signals we wrote that nobody read yet: all of them, or those to `to`.
+    pub(super) async fn delete_unread_signals(
+        &self,
+        call: &Call,
+        to: Option<&PeerId>,
+    ) -> Result<(), CallStoreError> {
+        let from = call.self_id.to_string();
+        let unread = self
+            .db
+            .fluent()
+            .select()
+            .from(SIGNALS)
+            .parent(call.path.as_ref())
+            .filter(|q| {
+                q.for_all([
+                    q.field("from").eq(from.as_str()),
+                    to.and_then(|to| q.field("to").eq(to.as_str())),
+                ])
+            })
+            .query()
+            .await?;
+        self.delete_all(call, SIGNALS, &unread).await
     }
 
     /// Deletes `docs` of the call's `collection`, all at once.
