@@ -281,7 +281,9 @@ fn the_echo_of_the_far_end_is_removed_the_near_end_kept_and_noise_suppressed() {
     );
 
     // Double talk: the near-end voice alone, then over the far end's, both with the
-    // canceller on.
+    // canceller on. Switched back on, it starts learning the echo path afresh: the far
+    // end talks a whole loop first (after only 3 s the near end was seen 2.2-3.0 dB
+    // lower in double talk, against 1.4-1.6 dB after a loop).
     set_processing(
         apps[1],
         VoiceProcessing {
@@ -293,7 +295,7 @@ fn the_echo_of_the_far_end_is_removed_the_near_end_kept_and_noise_suppressed() {
     pump_until(apps, 2 * SECOND, |_| false);
     let near_alone = heard_during(&pulse, apps, &near_voice);
     set_far_end_talking(apps[0], true);
-    pump_until(apps, 3 * SECOND, |_| false);
+    pump_until(apps, whole_clip, |_| false);
     let near_over_far = heard_during(&pulse, apps, &near_voice);
     let double_talk = db(near_over_far / near_alone);
     println!(
