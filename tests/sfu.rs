@@ -91,6 +91,7 @@ impl Member {
         let (outgoing, to_send) = mpsc::unbounded_channel::<ClientMessage>();
         let (said_tx, mut said) = mpsc::unbounded_channel::<ServerMessage>();
         let (restart_upstream, restarts) = mpsc::unbounded_channel();
+        let resuming = matches!(first, ClientMessage::Resume { .. });
         outgoing.send(first).expect("the member's task runs");
         let received: Received = Arc::default();
         let offers = Arc::new(AtomicUsize::new(0));
@@ -104,6 +105,7 @@ impl Member {
             received: received.clone(),
             offers: offers.clone(),
             media: media.clone(),
+            resuming,
         };
         let member = tokio::spawn(run_member(socket, task));
         // Our camera: a numbered frame every 33 ms (sent once the upstream is up).
@@ -172,6 +174,9 @@ struct MemberTask {
     offers: Arc<AtomicUsize>,
     /// Our camera's stream.
     media: LocalMedia,
+    /// We come back (`resume`): a client would still have its streams, so a welcome onto
+    /// the SFU does not make us publish.
+    resuming: bool,
 }
 
 /// A member's client: writes what is sent, opens the upstream when the room is on the
@@ -191,6 +196,7 @@ async fn run_member(
         received,
         offers,
         media,
+        resuming,
     } = task;
     let (mut write, mut read) = socket.split();
     let (events_tx, mut events) = mpsc::unbounded_channel::<(Option<PeerId>, PeerEvent)>();
@@ -234,12 +240,17 @@ async fn run_member(
                 let message: ServerMessage =
                     serde_json::from_str(text.as_str()).expect("the server speaks the protocol");
                 match message {
-                    ServerMessage::SfuStarted | ServerMessage::Welcome { sfu: true, .. } => {
-                        if let std::collections::hash_map::Entry::Vacant(upstream) =
-                            streams.entry(None)
-                        {
-                            upstream.insert(open(None, &media, Role::Offerer).await);
+                    ServerMessage::Welcome { sfu: true, .. } => {
+                        if !resuming {
+                            streams.insert(None, open(None, &media, Role::Offerer).await);
                         }
+                        let _ = said.send(message);
+                    }
+                    ServerMessage::SfuStarted => {
+                        // Moved (again: the instance holding the room went): our streams
+                        // through the SFU go, and we publish afresh.
+                        streams.clear();
+                        streams.insert(None, open(None, &media, Role::Offerer).await);
                         let _ = said.send(message);
                     }
                     ServerMessage::SfuSignal { feed, data } => {
@@ -785,4 +796,87 @@ async fn rooms_spread_over_two_janus_instances_and_a_dead_ones_room_moves_to_the
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_away_while_its_room_moves_to_another_janus_publishes_again_on_its_return() {
+    let _alone = ONE_ROOM.lock().await;
+    let first_janus = JanusProcess::start(3);
+    let second_janus = first_janus.beside();
+    let url = serve(
+        &[&first_janus, &second_janus],
+        first_janus.namespace.host_ip,
+        1,
+    )
+    .await;
+    let rtc = first_janus.namespace.rtc();
+    let name = |name: &str| DisplayName::parse(name).expect("a name");
+    let (mut host, welcome) = Member::enter(
+        &url,
+        rtc.clone(),
+        ClientMessage::CreateRoom {
+            name: name("Host"),
+            public_title: None,
+            passcode: None,
+        },
+    )
+    .await;
+    let ServerMessage::Welcome { room, .. } = welcome else {
+        panic!("expected a welcome, got {welcome:?}");
+    };
+    let join = ClientMessage::JoinRoom {
+        room: room.clone(),
+        name: name("Away"),
+        passcode: None,
+    };
+    let (away, welcome) = Member::enter(&url, rtc.clone(), join).await;
+    let ServerMessage::Welcome { resume_token, .. } = welcome else {
+        panic!("expected a welcome, got {welcome:?}");
+    };
+    everyone_sees_everyone(&[&host, &away], 15, Duration::from_secs(30)).await;
+
+    // The second member's signaling connection drops; then the instance holding the
+    // room goes. The host hears of the move at once.
+    let away_id = away.peer_id.clone();
+    drop(away);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let holder = if rooms_on(&first_janus).await == 1 {
+        first_janus
+    } else {
+        second_janus
+    };
+    drop(holder);
+    loop {
+        match next_said(&mut host.said, "sfu_started").await {
+            ServerMessage::SfuStarted => break,
+            ServerMessage::PeerJoined { .. } | ServerMessage::PeerAway { .. } => {}
+            other => panic!("expected sfu_started, got {other:?}"),
+        }
+    }
+
+    // Back on a new connection: right after the welcome it is told to publish afresh
+    // (it would otherwise keep an upstream to the instance that went). Its camera counts
+    // from 0 again.
+    host.received
+        .lock()
+        .expect("no panic while holding the frames")
+        .remove(&away_id);
+    let resume = ClientMessage::Resume {
+        room,
+        peer_id: away_id.clone(),
+        resume_token,
+        name: name("Away"),
+        public_title: None,
+        passcode: None,
+    };
+    let (mut back, welcome) = Member::enter(&url, rtc, resume).await;
+    assert!(
+        matches!(welcome, ServerMessage::Welcome { sfu: true, .. }),
+        "{welcome:?}"
+    );
+    match next_said(&mut back.said, "sfu_started after the resume").await {
+        ServerMessage::SfuStarted => {}
+        other => panic!("expected sfu_started, got {other:?}"),
+    }
+    everyone_sees_everyone(&[&host, &back], 15, Duration::from_secs(30)).await;
 }

@@ -422,7 +422,14 @@ impl Connection {
                 match resumed {
                     Ok(peers) => {
                         tracing::info!(%room, peer = %peer_id, "peer resumed");
-                        self.welcome(room, peer_id, peers, resume_token);
+                        self.welcome(room.clone(), peer_id.clone(), peers, resume_token);
+                        let moved = self
+                            .state
+                            .with_hub(|hub| hub.take_owed_sfu_start(&room, &peer_id));
+                        if moved {
+                            tracing::info!(%room, peer = %peer_id, "the room moved on the SFU while the peer was away");
+                            self.reply(ServerMessage::SfuStarted);
+                        }
                     }
                     Err(code) => {
                         self.refuse(code, refusal_text(code, Some(&room), &self.state.limits))

@@ -74,6 +74,9 @@ struct Member<C> {
     posed_at: Option<Instant>,
     /// Whether its peer asked to be told who enters and leaves the space.
     watches_space: bool,
+    /// The room moved to another SFU instance while its peer was away: it hears
+    /// `sfu_started` when it comes back.
+    sfu_start_owed: bool,
 }
 
 impl<C> Member<C> {
@@ -85,6 +88,7 @@ impl<C> Member<C> {
             away_since: None,
             posed_at: None,
             watches_space: false,
+            sfu_start_owed: false,
         }
     }
 }
@@ -217,11 +221,30 @@ impl<C: Clone + PartialEq> Hub<C> {
         self.rooms.get(room_id).is_some_and(|room| room.on_sfu)
     }
 
-    /// Tells `peer` of `room_id` `message`, if it is there and connected.
+    /// Tells `peer` of `room_id` `message`, if it is there and connected. One that is
+    /// away misses it, except `sfu_started` (its room moved to another SFU instance and
+    /// its streams went with the old one), which waits for its return.
     pub fn tell_member(&mut self, room_id: &RoomId, peer: &PeerId, message: &ServerMessage) {
-        if let Some(room) = self.rooms.get(room_id) {
-            room.tell(peer, message, &mut self.deliveries);
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if let Some(member) = room.members.iter_mut().find(|m| &m.info.peer_id == peer)
+            && member.attachment.is_none()
+            && matches!(message, ServerMessage::SfuStarted)
+        {
+            member.sfu_start_owed = true;
+            return;
         }
+        room.tell(peer, message, &mut self.deliveries);
+    }
+
+    /// Whether `peer`, back in `room_id`, is owed an `sfu_started` (see `tell_member`);
+    /// it is told once.
+    pub fn take_owed_sfu_start(&mut self, room_id: &RoomId, peer: &PeerId) -> bool {
+        self.rooms
+            .get_mut(room_id)
+            .and_then(|room| room.members.iter_mut().find(|m| &m.info.peer_id == peer))
+            .is_some_and(|member| std::mem::take(&mut member.sfu_start_owed))
     }
 
     /// A room shows at most `sharers` shared screens at once (1 until this says).
@@ -1080,6 +1103,41 @@ mod tests {
         let told = messages(&mut hub);
         assert!(matches!(&told[..], [(1, ServerMessage::PeerLeft { peer_id })] if *peer_id == bob));
         assert_eq!(hub.place_count(), 1);
+    }
+
+    #[test]
+    fn a_peer_away_as_its_room_moves_on_the_sfu_hears_it_when_back() {
+        let mut hub = TestHub::new(8, 10);
+        let start = Instant::now();
+        let (room, alice, _) = hub.create(name("Alice"), None, None, 1).unwrap();
+        let (bob, _, bob_token) = hub.join(&room, name("Bob"), None, 2).unwrap();
+        assert!(hub.drop_out(&room, &bob, &2, start));
+        hub.take_deliveries();
+
+        // The SFU instance holding the room went: Alice hears it now, Bob later.
+        hub.tell_member(&room, &alice, &ServerMessage::SfuStarted);
+        hub.tell_member(&room, &bob, &ServerMessage::SfuStarted);
+        assert_eq!(messages(&mut hub), [(1, ServerMessage::SfuStarted)]);
+        // Other news is missed while away, as before.
+        hub.tell_member(&room, &bob, &ServerMessage::SfuEnded);
+        assert!(hub.take_deliveries().is_empty());
+        assert!(!hub.take_owed_sfu_start(&room, &alice));
+
+        let request = ResumeRequest {
+            room: room.clone(),
+            peer: PeerInfo::new(bob.clone(), name("Bob")),
+            resume_token: bob_token,
+            public_title: None,
+            passcode: None,
+        };
+        hub.resume(request, 3).unwrap();
+        assert!(hub.take_owed_sfu_start(&room, &bob));
+        assert!(!hub.take_owed_sfu_start(&room, &bob), "told once");
+        // Connected, it hears the next move at once.
+        hub.take_deliveries();
+        hub.tell_member(&room, &bob, &ServerMessage::SfuStarted);
+        assert_eq!(messages(&mut hub), [(3, ServerMessage::SfuStarted)]);
+        assert!(!hub.take_owed_sfu_start(&room, &bob));
     }
 
     #[test]
