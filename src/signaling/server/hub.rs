@@ -238,13 +238,19 @@ impl<C: Clone + PartialEq> Hub<C> {
         room.tell(peer, message, &mut self.deliveries);
     }
 
-    /// Whether `peer`, back in `room_id`, is owed an `sfu_started` (see `tell_member`);
-    /// it is told once.
+    /// Whether `peer`, back in `room_id`, is owed an `sfu_started` (see `tell_member`)
+    /// that still holds: the room is on the SFU. It is told once.
     pub fn take_owed_sfu_start(&mut self, room_id: &RoomId, peer: &PeerId) -> bool {
-        self.rooms
-            .get_mut(room_id)
-            .and_then(|room| room.members.iter_mut().find(|m| &m.info.peer_id == peer))
-            .is_some_and(|member| std::mem::take(&mut member.sfu_start_owed))
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return false;
+        };
+        let on_sfu = room.on_sfu;
+        let owed = room
+            .members
+            .iter_mut()
+            .find(|m| &m.info.peer_id == peer)
+            .is_some_and(|member| std::mem::take(&mut member.sfu_start_owed));
+        owed && on_sfu
     }
 
     /// A room shows at most `sharers` shared screens at once (1 until this says).
@@ -1108,11 +1114,25 @@ mod tests {
     #[test]
     fn a_peer_away_as_its_room_moves_on_the_sfu_hears_it_when_back() {
         let mut hub = TestHub::new(8, 10);
+        hub.set_mesh_limit(4);
         let start = Instant::now();
         let (room, alice, _) = hub.create(name("Alice"), None, None, 1).unwrap();
         let (bob, _, bob_token) = hub.join(&room, name("Bob"), None, 2).unwrap();
+        let (carol, _, _) = hub.join(&room, name("Carol"), None, 3).unwrap();
+        let (dan, _, _) = hub.join(&room, name("Dan"), None, 4).unwrap();
+        assert!(hub.is_on_sfu(&room));
         assert!(hub.drop_out(&room, &bob, &2, start));
         hub.take_deliveries();
+        let resume = |connection| {
+            let request = ResumeRequest {
+                room: room.clone(),
+                peer: PeerInfo::new(bob.clone(), name("Bob")),
+                resume_token: bob_token.clone(),
+                public_title: None,
+                passcode: None,
+            };
+            (request, connection)
+        };
 
         // The SFU instance holding the room went: Alice hears it now, Bob later.
         hub.tell_member(&room, &alice, &ServerMessage::SfuStarted);
@@ -1122,21 +1142,25 @@ mod tests {
         hub.tell_member(&room, &bob, &ServerMessage::SfuEnded);
         assert!(hub.take_deliveries().is_empty());
         assert!(!hub.take_owed_sfu_start(&room, &alice));
-
-        let request = ResumeRequest {
-            room: room.clone(),
-            peer: PeerInfo::new(bob.clone(), name("Bob")),
-            resume_token: bob_token,
-            public_title: None,
-            passcode: None,
-        };
-        hub.resume(request, 3).unwrap();
+        let (request, connection) = resume(5);
+        hub.resume(request, connection).unwrap();
         assert!(hub.take_owed_sfu_start(&room, &bob));
         assert!(!hub.take_owed_sfu_start(&room, &bob), "told once");
         // Connected, it hears the next move at once.
         hub.take_deliveries();
         hub.tell_member(&room, &bob, &ServerMessage::SfuStarted);
-        assert_eq!(messages(&mut hub), [(3, ServerMessage::SfuStarted)]);
+        assert_eq!(messages(&mut hub), [(5, ServerMessage::SfuStarted)]);
+        assert!(!hub.take_owed_sfu_start(&room, &bob));
+
+        // Away during a move again, but the room is back to a mesh when it returns: its
+        // welcome says so, and there is nothing to publish.
+        assert!(hub.drop_out(&room, &bob, &5, start));
+        hub.tell_member(&room, &bob, &ServerMessage::SfuStarted);
+        hub.leave(&room, &carol);
+        hub.leave(&room, &dan);
+        assert!(!hub.is_on_sfu(&room));
+        let (request, connection) = resume(6);
+        hub.resume(request, connection).unwrap();
         assert!(!hub.take_owed_sfu_start(&room, &bob));
     }
 
