@@ -12,7 +12,8 @@
 //   resilience: one tab joins ROOM and draws the bot's video, then follows the test's
 //           steps: it prints `STEP <name> <json>` and waits for a line on stdin (the
 //           test restarting the signaling server, or cutting and restoring the media
-//           path), then checks the tab kept its place and the bot's video came back.
+//           path), then checks the tab kept its place and the bot's video came back,
+//           and waits again while the test checks that the bot decodes the tab's video.
 //   screen: one tab joins ROOM sharing its screen (the test adds `&share=screen`) while
 //           the bot shares its own; waits until the bot's screen hangs on the room's
 //           wall, saves a screenshot (ARTEFACT_DIR/browser-screen.png), then prints
@@ -183,6 +184,9 @@ try {
     const back = await waitForHooks(page, "the bot's video after the cut",
       (s) => inCallWithBot(s, selfId, cut + 10));
     const backMs = Date.now() - cutOver;
+    // The test checks the other direction (the bot decodes our video again) while this
+    // tab still sends it.
+    await step("back", { ...back, backMs });
     console.log(`RESULT ${JSON.stringify({ joined, resumed, back, backMs })}`);
   } else if (scenario === "screen") {
     const page = await openTab(context, "Browser");
