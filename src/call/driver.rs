@@ -25,8 +25,9 @@ use crate::media::camera::camera_names;
 use crate::media::congestion::{BitrateBounds, VideoBitrateTargets};
 use crate::media::screen_capture::share_sources;
 use crate::media::{
-    DeviceChoice, DeviceError, Direction, FrameSender, LocalSender, MediaSink, Mixer, SCREEN_KBPS,
-    ScreenSender, SendCounters, SendSettings, ShareTarget, Speaker, audio_devices, frame_channel,
+    DeviceChoice, DeviceError, Direction, FrameSender, LocalSender, MediaSink, Mixer, ReducedLayer,
+    SCREEN_KBPS, ScreenSender, SendCounters, SendSettings, ShareTarget, Speaker, audio_devices,
+    frame_channel,
 };
 use crate::rtc::turn_check::check_turn_servers;
 use crate::rtc::{LocalMedia, RtcConfig};
@@ -223,6 +224,19 @@ impl MediaSink for FanOut {
         {
             tracing::debug!(%error, "a frame of the shared screen was not sent");
         }
+    }
+
+    fn send_video_layer(&self, layer: ReducedLayer, frame: &[u8], duration: Duration) {
+        if let Err(error) = self
+            .runtime
+            .block_on(self.local.write_video_layer(layer, frame, duration))
+        {
+            tracing::debug!(%error, "a frame of a simulcast layer was not sent");
+        }
+    }
+
+    fn wants_reduced_layers(&self) -> bool {
+        self.local.wants_reduced_layers()
     }
 }
 

@@ -345,11 +345,16 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                     let Some(self_id) = self.roster.self_id() else {
                         continue;
                     };
+                    // Our upstream carries the camera as simulcast; receivers pick a layer.
+                    let upstream = RtcConfig {
+                        simulcast: true,
+                        ..self.rtc.clone()
+                    };
                     let opening = SfuOpening {
                         feed: feed.as_ref(),
                         self_id: &self_id,
                         epoch,
-                        rtc: &self.rtc,
+                        rtc: if feed.is_none() { &upstream } else { &self.rtc },
                         frames: feed.as_ref().map(|owner| self.roster.frames(owner)),
                     };
                     if let Err(error) = media.open_sfu(opening).await {

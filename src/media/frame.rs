@@ -81,6 +81,65 @@ impl VideoFrame {
     pub fn chroma_height(&self) -> u32 {
         self.height / 2
     }
+
+    /// The picture `divisor` times smaller each way (a simulcast layer): each pixel the
+    /// mean of the block it stands for. The size stays even (and at least 2x2), so a
+    /// block at the right or bottom edge may be left out.
+    pub fn downscaled(&self, divisor: u32) -> Self {
+        let divisor = divisor.max(1);
+        let width = ((self.width / divisor) & !1).max(2);
+        let height = ((self.height / divisor) & !1).max(2);
+        let (source_width, source_height) = (self.width as usize, self.height as usize);
+        Self {
+            width,
+            height,
+            y: box_filter(&self.y, source_width, source_height, width, height, divisor),
+            u: box_filter(
+                &self.u,
+                source_width / 2,
+                source_height / 2,
+                width / 2,
+                height / 2,
+                divisor,
+            ),
+            v: box_filter(
+                &self.v,
+                source_width / 2,
+                source_height / 2,
+                width / 2,
+                height / 2,
+                divisor,
+            ),
+        }
+    }
+}
+
+/// A `width` x `height` plane whose pixels are the means of `divisor` x `divisor`
+/// blocks of `plane` (`plane_width` pixels a row; blocks past its edge are clipped).
+fn box_filter(
+    plane: &[u8],
+    plane_width: usize,
+    plane_height: usize,
+    width: u32,
+    height: u32,
+    divisor: u32,
+) -> Vec<u8> {
+    let (width, height, divisor) = (width as usize, height as usize, divisor as usize);
+    let mut out = Vec::with_capacity(width * height);
+    for row in 0..height {
+        let rows = (row * divisor)..((row + 1) * divisor).min(plane_height);
+        for column in 0..width {
+            let columns = (column * divisor)..((column + 1) * divisor).min(plane_width);
+            let (mut sum, mut count) = (0u32, 0u32);
+            for source_row in rows.clone() {
+                let line = &plane[source_row * plane_width..][columns.clone()];
+                sum += line.iter().map(|&value| u32::from(value)).sum::<u32>();
+                count += line.len() as u32;
+            }
+            out.push((sum / count.max(1)) as u8);
+        }
+    }
+    out
 }
 
 impl fmt::Debug for VideoFrame {
@@ -136,6 +195,28 @@ impl AudioFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_downscaled_picture_is_the_mean_of_its_blocks_and_stays_even() {
+        let (width, height) = (8, 4);
+        let y: Vec<u8> = (0..width * height)
+            .map(|i| (i % width * 10) as u8)
+            .collect();
+        let frame = VideoFrame::new(8, 4, y, vec![100; 8], vec![200; 8]).unwrap();
+        let half = frame.downscaled(2);
+        assert_eq!((half.width, half.height), (4, 2));
+        half.validate().unwrap();
+        // Columns 0 and 1 hold 0 and 10: their mean is 5; the next pair 25, and so on.
+        assert_eq!(half.y, vec![5, 25, 45, 65, 5, 25, 45, 65]);
+        assert_eq!((half.u[0], half.v[0]), (100, 200));
+        let quarter = frame.downscaled(4);
+        assert_eq!((quarter.width, quarter.height), (2, 2));
+        quarter.validate().unwrap();
+        let layers = VideoFrame::new(640, 480, vec![0; 640 * 480], vec![0; 76800], vec![0; 76800])
+            .unwrap()
+            .downscaled(4);
+        assert_eq!((layers.width, layers.height), (160, 120));
+    }
 
     #[test]
     fn video_frame_validates_size_and_planes() {

@@ -64,7 +64,7 @@ pub use self::receive::RemoteVideoDecoder;
 pub use self::receive::{DecodedFrame, FrameReceiver, FrameSender, frame_channel};
 #[cfg(not(target_arch = "wasm32"))]
 pub use self::send::{LocalSender, SCREEN_KBPS, ScreenSender};
-pub use self::send::{MediaSink, SCREEN_FPS, SendCounters, SendSettings};
+pub use self::send::{MediaSink, ReducedLayer, SCREEN_FPS, SendCounters, SendSettings};
 pub use self::sign::{LabelError, SignPainter, SignStyle};
 pub use self::spatial::{RollOff, spatial_gain};
 pub use self::stats::{CallStats, JoinStep, ReceiveStats, ScreenStats};

@@ -73,11 +73,29 @@ pub struct CallStats {
     pub frozen_ms: f64,
     /// How many such freezes.
     pub freezes: u64,
+    /// When the size of the decoded frames changed (the first frame included), the
+    /// newest [`MAX_SIZE_CHANGES`]: through the SFU, a switch of simulcast layer.
+    pub size_changes: Vec<SizeChange>,
     /// The screen the peer shares, while it does.
     pub screen: Option<ScreenStats>,
     /// Loss-recovery requests on the connection, both ways.
     #[serde(flatten)]
     pub feedback: FeedbackCounts,
+}
+
+/// Size changes kept in [`CallStats::size_changes`].
+pub const MAX_SIZE_CHANGES: usize = 8;
+
+/// A change of the size of a peer's decoded frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SizeChange {
+    /// When the first frame of the new size was decoded, in milliseconds since the UNIX
+    /// epoch.
+    pub at_unix_ms: u64,
+    /// Its width.
+    pub width: u32,
+    /// Its height.
+    pub height: u32,
 }
 
 impl CallStats {
@@ -245,6 +263,16 @@ impl ReceiveStats {
     ) {
         let report = &mut self.report;
         report.frames_decoded += 1;
+        if (report.width, report.height) != (width, height) {
+            if report.size_changes.len() == MAX_SIZE_CHANGES {
+                report.size_changes.remove(0);
+            }
+            report.size_changes.push(SizeChange {
+                at_unix_ms: now_micros / 1000,
+                width,
+                height,
+            });
+        }
         report.width = width;
         report.height = height;
         report

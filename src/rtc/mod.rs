@@ -207,6 +207,9 @@ pub struct RtcConfig {
     /// Local UDP addresses to gather host candidates on. `0.0.0.0:0` means every non-loopback
     /// interface; loopback must be listed explicitly. Ignored by the browser backend.
     pub udp_bind: Vec<SocketAddr>,
+    /// Whether our camera goes out as simulcast, the full picture and two smaller layers
+    /// the receivers choose from: on the upstream to the SFU only.
+    pub simulcast: bool,
 }
 
 impl Default for RtcConfig {
@@ -220,6 +223,7 @@ impl Default for RtcConfig {
                 SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
                 SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
             ],
+            simulcast: false,
         }
     }
 }

@@ -69,6 +69,38 @@ impl Default for SendSettings {
     }
 }
 
+/// A simulcast layer smaller than the camera's picture, which is the largest layer.
+/// Receivers through the SFU pick the layer that fits how large we appear to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReducedLayer {
+    /// A quarter of the width and height (the SFU's substream 0).
+    Quarter = 0,
+    /// Half the width and height (substream 1).
+    Half = 1,
+}
+
+impl ReducedLayer {
+    /// Both, smallest first.
+    pub const ALL: [Self; 2] = [Self::Quarter, Self::Half];
+
+    /// By how much the layer divides the width and height of the picture.
+    pub fn divisor(self) -> u32 {
+        match self {
+            Self::Quarter => 4,
+            Self::Half => 2,
+        }
+    }
+
+    /// Its share of the full picture's bitrate: fewer pixels need fewer bits, though
+    /// not in proportion.
+    pub fn bitrate_share(self) -> f64 {
+        match self {
+            Self::Quarter => 0.15,
+            Self::Half => 0.35,
+        }
+    }
+}
+
 /// Where encoded media goes: every connected peer. Called from the encoder threads.
 pub trait MediaSink: Send + Sync + 'static {
     /// One encoded VP8 frame lasting `duration`.
@@ -77,6 +109,11 @@ pub trait MediaSink: Send + Sync + 'static {
     fn send_audio(&self, packet: &[u8], duration: Duration);
     /// One encoded VP8 frame of our shared screen lasting `duration`.
     fn send_screen(&self, frame: &[u8], duration: Duration);
+    /// One encoded VP8 frame of the smaller simulcast layer `layer` lasting `duration`.
+    fn send_video_layer(&self, layer: ReducedLayer, frame: &[u8], duration: Duration);
+    /// Whether a connection takes the smaller simulcast layers now (only then are they
+    /// encoded).
+    fn wants_reduced_layers(&self) -> bool;
 }
 
 /// Running totals of the send path, shared with whoever wants to read them.
@@ -96,6 +133,8 @@ pub struct SendCounters {
     pub audio_packets: AtomicU64,
     /// Frames of our shared screen encoded and handed to the sink.
     pub screen_frames: AtomicU64,
+    /// Frames of the camera's smaller simulcast layers encoded and handed to the sink.
+    pub simulcast_frames: AtomicU64,
     /// Capture sources (camera, synthetic video, microphone, tone, shared screen) open
     /// right now.
     pub open_captures: AtomicU64,

@@ -26,6 +26,8 @@ use crate::media::synthetic::{SyntheticAudio, SyntheticVideo, wall_clock_micros}
 use crate::media::voice_processing::{EchoReference, VoiceProcessing, VoiceProcessor};
 use crate::media::vp8::{VideoContent, Vp8Config, Vp8Encoder};
 
+use super::ReducedLayer;
+
 use super::{MediaSink, SendCounters, SendSettings};
 
 /// Every how many captured frames one goes to the self-view (30 fps → 15 fps).
@@ -296,6 +298,7 @@ impl LocalSender {
             _capture: CaptureHandle::open(&counters),
             counters: counters.clone(),
             encoder,
+            reduced: [None, None],
             bitrate_targets: bitrate_targets.clone(),
             source,
             period: Duration::from_secs(1) / settings.fps.max(1),
@@ -449,6 +452,9 @@ struct VideoLoop {
     _capture: CaptureHandle,
     counters: Arc<SendCounters>,
     encoder: Vp8Encoder,
+    /// The encoders of the smaller simulcast layers ([`ReducedLayer`] order), while a
+    /// connection takes them.
+    reduced: [Option<Vp8Encoder>; 2],
     bitrate_targets: Arc<VideoBitrateTargets>,
     source: VideoSource,
     period: Duration,
@@ -534,6 +540,69 @@ impl VideoLoop {
                     }
                 }
                 Err(error) => tracing::warn!(%error, "a video frame could not be encoded"),
+            }
+            self.encode_reduced_layers(&frame, captured, keyframe, self.period * step);
+        }
+    }
+
+    /// Encodes and sends the smaller simulcast layers of `frame` while a connection
+    /// takes them (a keyframe in each when the full picture's is); their encoders go
+    /// when none does.
+    fn encode_reduced_layers(
+        &mut self,
+        frame: &VideoFrame,
+        captured: u64,
+        keyframe: bool,
+        duration: Duration,
+    ) {
+        if !self.sink.wants_reduced_layers() {
+            self.reduced = [None, None];
+            return;
+        }
+        let full = self.encoder.config();
+        for layer in ReducedLayer::ALL {
+            let picture = frame.downscaled(layer.divisor());
+            let kbps = ((f64::from(full.bitrate_kbps) * layer.bitrate_share()) as u32).max(30);
+            let slot = &mut self.reduced[layer as usize];
+            let fits = slot.as_ref().is_some_and(|encoder| {
+                let config = encoder.config();
+                (config.width, config.height) == (picture.width, picture.height)
+            });
+            let fresh = !fits;
+            if fresh {
+                let config = Vp8Config {
+                    width: picture.width,
+                    height: picture.height,
+                    bitrate_kbps: kbps,
+                    ..full
+                };
+                match Vp8Encoder::new(config) {
+                    Ok(encoder) => *slot = Some(encoder),
+                    Err(error) => {
+                        tracing::warn!(%error, ?layer, "no encoder for a simulcast layer");
+                        continue;
+                    }
+                }
+            }
+            let Some(encoder) = slot else { continue };
+            let current = encoder.config().bitrate_kbps;
+            if f64::from(kbps.abs_diff(current)) >= f64::from(current) * RETUNE_STEP
+                && let Err(error) = encoder.set_bitrate_kbps(kbps)
+            {
+                tracing::warn!(%error, ?layer, "a simulcast layer's bitrate could not be changed");
+            }
+            match encoder.encode(&picture, captured as i64, keyframe || fresh) {
+                Ok(encoded) => {
+                    for packet in encoded {
+                        self.sink.send_video_layer(layer, &packet.data, duration);
+                        self.counters
+                            .simulcast_frames
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, ?layer, "a simulcast frame could not be encoded")
+                }
             }
         }
     }

@@ -18,6 +18,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use super::codecs::{opus_codec, vp8_codec};
 use super::{lock, stack_error};
+use crate::media::ReducedLayer;
 use crate::rtc::RtcError;
 
 /// Largest RTP packet we send, headers included; leaves room for SRTP, UDP, IP and TURN.
@@ -44,6 +45,9 @@ fn random_u32() -> u32 {
 /// codec. Frames are packetized once here and the resulting RTP packets are handed to every
 /// session's track, so nothing is encoded or packetized twice.
 ///
+/// An upstream to the SFU carries the camera as simulcast: besides the full picture, two
+/// smaller layers of their own (see [`LocalMedia::write_video_layer`]), on the same track.
+///
 /// Pausing (camera off, mic muted) is simply not writing, or [`LocalMedia::set_video_enabled`]
 /// / [`LocalMedia::set_audio_enabled`] to make the writes no-ops; the RTP clock is advanced over
 /// the pause when writing resumes.
@@ -54,7 +58,21 @@ pub struct LocalMedia {
     /// Our shared screen: a media stream of its own, added to a connection only while
     /// we share ([`PeerSession::set_screen_shared`]).
     pub(super) screen: Arc<OutboundStream>,
+    /// The camera's smaller simulcast layers, smallest first ([`ReducedLayer`]), sent
+    /// only on connections that carry simulcast (the SFU upstream).
+    pub(super) reduced: [Arc<OutboundStream>; 2],
 }
+
+/// A layer's RTP stream id (`a=rid`), as webrtc-rs names the encodings.
+fn rid(layer: ReducedLayer) -> &'static str {
+    match layer {
+        ReducedLayer::Quarter => "q",
+        ReducedLayer::Half => "h",
+    }
+}
+
+/// The RTP stream id of the full picture when it is sent as simulcast.
+const FULL_LAYER_RID: &str = "f";
 
 impl LocalMedia {
     /// Creates the VP8 (90 kHz) camera and screen and the Opus (48 kHz, 2 channels)
@@ -62,7 +80,16 @@ impl LocalMedia {
     pub fn new() -> Result<Self, RtcError> {
         let stream_id = format!("meetspace-{:08x}", random_u32());
         let screen_id = format!("{stream_id}-screen");
+        let reduced = |layer: ReducedLayer| -> Result<Arc<OutboundStream>, RtcError> {
+            let id = format!("{stream_id}-video-{}", rid(layer));
+            let stream = OutboundStream::new(&id, &id, RtpCodecKind::Video, vp8_codec(), false)?;
+            Ok(Arc::new(stream))
+        };
         Ok(Self {
+            reduced: [
+                reduced(ReducedLayer::Quarter)?,
+                reduced(ReducedLayer::Half)?,
+            ],
             video: Arc::new(OutboundStream::new(
                 &stream_id,
                 &format!("{stream_id}-video"),
@@ -91,6 +118,70 @@ impl LocalMedia {
     /// next frame (1/fps) and advances the RTP clock.
     pub async fn write_video(&self, frame: &[u8], duration: Duration) -> Result<(), RtcError> {
         self.video.write(frame, duration).await
+    }
+
+    /// Sends one encoded VP8 frame of the smaller simulcast layer `layer` to every
+    /// connection that carries simulcast. `duration` is the time until the next frame.
+    pub async fn write_video_layer(
+        &self,
+        layer: ReducedLayer,
+        frame: &[u8],
+        duration: Duration,
+    ) -> Result<(), RtcError> {
+        self.reduced[layer as usize].write(frame, duration).await
+    }
+
+    /// Whether a connection carries simulcast now: only then are the smaller layers
+    /// worth encoding.
+    pub fn wants_reduced_layers(&self) -> bool {
+        !lock(&self.reduced[0].sinks).is_empty()
+    }
+
+    /// Our camera as simulcast on one more connection: one track whose encodings are the
+    /// layers smallest first, and a sink of each layer's stream writing to it (the full
+    /// picture's first, then the smaller ones).
+    pub(super) fn add_simulcast_sinks(&self) -> (Arc<Sink>, [Arc<Sink>; 2]) {
+        let layers = [
+            (&self.reduced[0], rid(ReducedLayer::Quarter)),
+            (&self.reduced[1], rid(ReducedLayer::Half)),
+            (&self.video, FULL_LAYER_RID),
+        ];
+        let codings = layers
+            .iter()
+            .flat_map(|(stream, rid)| {
+                stream.template.codings().iter().map(|coding| {
+                    let mut coding = coding.clone();
+                    coding.rtp_coding_parameters.rid = (*rid).to_owned();
+                    coding
+                })
+            })
+            .collect();
+        let template = &self.video.template;
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            template.stream_id().clone(),
+            template.track_id().clone(),
+            template.label().clone(),
+            template.kind(),
+            codings,
+        )));
+        let full = self.video.attach_sink(Arc::clone(&track), self.video.ssrc);
+        let reduced = self
+            .reduced
+            .clone()
+            .map(|stream| stream.attach_sink(Arc::clone(&track), stream.ssrc));
+        (full, reduced)
+    }
+
+    /// Stops sending the smaller layers to the sinks `sinks` (of [`Self::add_simulcast_sinks`]).
+    pub(super) fn remove_reduced_sinks(&self, sinks: &[Arc<Sink>; 2]) {
+        for (stream, sink) in self.reduced.iter().zip(sinks) {
+            stream.remove_sink(sink.id);
+        }
+    }
+
+    /// The SSRCs of the simulcast layers, smallest first.
+    pub(super) fn simulcast_ssrcs(&self) -> [u32; 3] {
+        [self.reduced[0].ssrc, self.reduced[1].ssrc, self.video.ssrc]
     }
 
     /// Sends one encoded VP8 frame of our shared screen to every connected peer it is
@@ -235,9 +326,14 @@ impl OutboundStream {
         } else {
             (self.template.clone(), self.ssrc)
         };
+        self.attach_sink(Arc::new(TrackLocalStaticRTP::new(track)), ssrc)
+    }
+
+    /// Sends the stream to `track` from now on, under `ssrc`.
+    fn attach_sink(&self, track: Arc<TrackLocalStaticRTP>, ssrc: u32) -> Arc<Sink> {
         let sink = Arc::new(Sink {
             id: self.next_sink_id.fetch_add(1, Ordering::Relaxed),
-            track: Arc::new(TrackLocalStaticRTP::new(track)),
+            track,
             ssrc,
             payload_type: OnceLock::new(),
             connected: AtomicBool::new(false),

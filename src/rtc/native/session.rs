@@ -107,7 +107,12 @@ impl PeerSession {
         role: Role,
         events: UnboundedSender<PeerEvent>,
     ) -> Result<Self, RtcError> {
-        let video_sink = local.video.add_sink();
+        let (video_sink, reduced_sinks) = if config.simulcast {
+            let (full, reduced) = local.add_simulcast_sinks();
+            (full, Some(reduced))
+        } else {
+            (local.video.add_sink(), None)
+        };
         let audio_sink = local.audio.add_sink();
         let shared = Arc::new(Shared {
             events,
@@ -120,6 +125,7 @@ impl PeerSession {
             last_auto_keyframe_request: Mutex::new(None),
             received_feedback: Arc::default(),
             sinks: [Arc::clone(&video_sink), Arc::clone(&audio_sink)],
+            reduced_sinks: reduced_sinks.clone(),
             connected: AtomicBool::new(false),
         });
         let built = Self::build(config, local, role, &shared, &video_sink, &audio_sink).await;
@@ -128,6 +134,9 @@ impl PeerSession {
             Err(e) => {
                 local.video.remove_sink(video_sink.id);
                 local.audio.remove_sink(audio_sink.id);
+                if let Some(reduced) = &reduced_sinks {
+                    local.remove_reduced_sinks(reduced);
+                }
                 Err(e)
             }
         }
@@ -161,7 +170,10 @@ impl PeerSession {
             // peer-reflexive candidate, and the stack files the answers to our checks of
             // that address under it: by default it would hold such a pair back for 1 s.
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled);
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            // Simulcast goes to Janus as an `ssrc-group:SIM` (see `simulcast_for_janus`),
+            // which needs each layer's SSRC in the offer.
+            .with_write_ssrc_attributes_for_simulcast(true);
         if config.ice_transport_policy == IceTransportPolicy::Relay {
             // Only relayed candidates: nothing better to wait for (ICE otherwise holds a
             // relayed pair back for 2 s in case a direct one succeeds).
@@ -441,7 +453,10 @@ impl PeerSession {
             .map_err(stack_error("creating an offer"))?;
         let sdp = offer.sdp.clone();
         self.set_local(offer).await?;
-        Ok(sdp)
+        Ok(match &self.shared.reduced_sinks {
+            Some(_) => simulcast_for_janus(&sdp, self.local.simulcast_ssrcs()),
+            None => sdp,
+        })
     }
 
     /// Applies a remote offer (the first or a reoffer) and sends our answer.
@@ -526,6 +541,9 @@ impl PeerSession {
         self.shared.set_connected(false);
         self.local.video.remove_sink(self.shared.sinks[0].id);
         self.local.audio.remove_sink(self.shared.sinks[1].id);
+        if let Some(reduced) = &self.shared.reduced_sinks {
+            self.local.remove_reduced_sinks(reduced);
+        }
         if let Some(sink) = lock(&self.shared.screen_sink).take() {
             self.local.screen.remove_sink(sink.id);
         }
@@ -567,6 +585,12 @@ impl PeerSession {
                 Ok(parameters) => {
                     if let Some(codec) = parameters.rtp_parameters.codecs.first() {
                         let _ = sink.payload_type.set(codec.payload_type);
+                        // The smaller simulcast layers go on the camera's track.
+                        if Arc::ptr_eq(sink, &self.shared.sinks[0]) {
+                            for layer in self.shared.reduced_sinks.iter().flatten() {
+                                let _ = layer.payload_type.set(codec.payload_type);
+                            }
+                        }
                     }
                 }
                 Err(e) => tracing::warn!("no negotiated payload type: {e}"),
@@ -633,6 +657,37 @@ fn screen_track_ids(description: &RTCSessionDescription) -> Vec<String> {
             msid.split_whitespace().nth(1).map(str::to_owned)
         })
         .collect()
+}
+
+/// Our offer with the camera's simulcast described as Janus takes it from a native
+/// sender: the layers' SSRCs in an `a=ssrc-group:SIM`, smallest first (`ssrcs`), instead
+/// of the `a=rid` / `a=simulcast` lines webrtc-rs writes (Janus would then wait for RTP
+/// stream id header extensions, which webrtc-rs does not put on the packets we write).
+fn simulcast_for_janus(sdp: &str, ssrcs: [u32; 3]) -> String {
+    let group = format!("a=ssrc-group:SIM {} {} {}", ssrcs[0], ssrcs[1], ssrcs[2]);
+    let mut out = String::with_capacity(sdp.len() + group.len() + 2);
+    let mut in_video = false;
+    let mut grouped = false;
+    for line in sdp.split("\r\n").filter(|line| !line.is_empty()) {
+        if line.starts_with("m=") {
+            if in_video && !grouped {
+                out.push_str(&group);
+                out.push_str("\r\n");
+                grouped = true;
+            }
+            in_video = line.starts_with("m=video") && !grouped;
+        }
+        if in_video && (line.starts_with("a=rid:") || line.starts_with("a=simulcast:")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if in_video && !grouped {
+        out.push_str(&group);
+        out.push_str("\r\n");
+    }
+    out
 }
 
 /// The mid of the first media section of a description.

@@ -37,6 +37,9 @@ pub(super) struct Shared {
     pub(super) received_feedback: Arc<ReceivedFeedback>,
     /// Our copies of the outgoing streams, video then audio; sending starts once connected.
     pub(super) sinks: [Arc<Sink>; 2],
+    /// Our copies of the camera's smaller simulcast layers, on a connection that carries
+    /// simulcast (they share the video sink's track).
+    pub(super) reduced_sinks: Option<[Arc<Sink>; 2]>,
     pub(super) connected: AtomicBool,
 }
 
@@ -77,7 +80,7 @@ impl Shared {
     /// Marks the connection up or down, for the session and its outgoing streams.
     pub(super) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
-        for sink in &self.sinks {
+        for sink in self.sinks.iter().chain(self.reduced_sinks.iter().flatten()) {
             sink.connected.store(connected, Ordering::Relaxed);
         }
         if let Some(sink) = lock(&self.screen_sink).as_ref() {
