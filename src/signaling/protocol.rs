@@ -398,6 +398,27 @@ pub const POSE_WIRE_BYTES: usize = 14;
 /// The first byte of a pose on the pose data channel.
 const POSE_WIRE_VERSION: u8 = 1;
 
+/// Which simulcast layer of someone's camera a client wants through the SFU: the one
+/// that fits how large that person appears on its screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoLayer {
+    /// A quarter of the picture's width and height.
+    Small,
+    /// Half its width and height.
+    Medium,
+    /// The whole picture.
+    Large,
+}
+
+impl VideoLayer {
+    /// The layer's number among the sender's simulcast streams, smallest first (Janus's
+    /// `substream`).
+    pub fn substream(self) -> u8 {
+        self as u8
+    }
+}
+
 /// Whom a chat message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -578,6 +599,14 @@ pub enum ClientMessage {
     SfuResubscribe {
         /// Whose media the failed downstream carried.
         feed: PeerId,
+    },
+    /// In a room on the SFU: forward `feed`'s camera to us at `layer` (it appears that
+    /// large on our screen).
+    SfuLayer {
+        /// Whose camera.
+        feed: PeerId,
+        /// The simulcast layer wanted.
+        layer: VideoLayer,
     },
     /// After `sfu_ended`: our mesh carries everyone now, so our streams through the SFU
     /// have been closed; the server ends our place there.
@@ -854,7 +883,7 @@ pub enum DecodeError {
     },
 }
 
-const CLIENT_MESSAGE_TYPES: [&str; 14] = [
+const CLIENT_MESSAGE_TYPES: [&str; 15] = [
     "create_room",
     "join_room",
     "resume",
@@ -868,6 +897,7 @@ const CLIENT_MESSAGE_TYPES: [&str; 14] = [
     "share",
     "sfu_signal",
     "sfu_resubscribe",
+    "sfu_layer",
     "sfu_leave",
 ];
 

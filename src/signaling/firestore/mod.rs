@@ -240,6 +240,7 @@ impl Session {
             ClientMessage::Pose { .. } | ClientMessage::WatchSpace => Ok(()),
             ClientMessage::SfuSignal { .. }
             | ClientMessage::SfuResubscribe { .. }
+            | ClientMessage::SfuLayer { .. }
             | ClientMessage::SfuLeave => {
                 self.refuse(
                     ErrorCode::SfuFailed,

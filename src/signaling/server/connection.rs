@@ -18,6 +18,7 @@ use super::sfu::{Sfu, Tell};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{
     ChatText, ClientMessage, ErrorCode, PeerId, PeerInfo, ResumeToken, RoomId, ServerMessage,
+    VideoLayer,
 };
 use crate::signaling::turn_credentials::TurnCredentials;
 
@@ -104,7 +105,7 @@ impl Tell for ServerState {
     }
 }
 
-/// One `sfu_signal`, `sfu_resubscribe` or `sfu_leave` for the SFU bridge, from the
+/// One `sfu_signal`, `sfu_resubscribe`, `sfu_layer` or `sfu_leave` for the SFU bridge, from the
 /// member `peer` of `room`.
 struct SfuStep {
     room: RoomId,
@@ -121,6 +122,8 @@ enum SfuRequest {
     Signal(Option<PeerId>, SignalPayload),
     /// A fresh downstream of this feed (`sfu_resubscribe`).
     Resubscribe(PeerId),
+    /// This feed's camera at this simulcast layer (`sfu_layer`).
+    Layer(PeerId, VideoLayer),
     /// Its place on the SFU ends (`sfu_leave`).
     Leave,
 }
@@ -143,6 +146,9 @@ fn sfu_worker(
                 }
                 SfuRequest::Resubscribe(feed) => {
                     sfu.resubscribe(&step.room, &step.peer, &feed, &tell).await
+                }
+                SfuRequest::Layer(feed, layer) => {
+                    sfu.choose_layer(&step.room, &step.peer, &feed, layer).await
                 }
                 SfuRequest::Leave => {
                     sfu.leave(&step.room, &step.peer).await;
@@ -496,6 +502,10 @@ impl Connection {
                 let (room, from) = (room.clone(), from.clone());
                 self.sfu_step(room, from, SfuRequest::Resubscribe(feed));
             }
+            (ClientMessage::SfuLayer { feed, layer }, Some((room, from))) => {
+                let (room, from) = (room.clone(), from.clone());
+                self.sfu_step(room, from, SfuRequest::Layer(feed, layer));
+            }
             (ClientMessage::SfuLeave, Some((room, from))) => {
                 let (room, from) = (room.clone(), from.clone());
                 self.sfu_step(room, from, SfuRequest::Leave);
@@ -510,6 +520,7 @@ impl Connection {
                 | ClientMessage::Share { .. }
                 | ClientMessage::SfuSignal { .. }
                 | ClientMessage::SfuResubscribe { .. }
+                | ClientMessage::SfuLayer { .. }
                 | ClientMessage::SfuLeave
                 | ClientMessage::WatchSpace,
                 None,
@@ -522,7 +533,7 @@ impl Connection {
         }
     }
 
-    /// Hands an `sfu_signal`, `sfu_resubscribe` or `sfu_leave` to this connection's SFU
+    /// Hands an `sfu_signal`, `sfu_resubscribe`, `sfu_layer` or `sfu_leave` to this connection's SFU
     /// worker, in order. Only a room on the SFU opens a room there; one going back to a
     /// mesh keeps its streams until its members leave them.
     fn sfu_step(&mut self, room: RoomId, peer: PeerId, request: SfuRequest) {

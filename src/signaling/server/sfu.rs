@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::janus::{Janus, JanusError, JanusReply, JanusSession};
 use crate::signaling::payload::SignalPayload;
-use crate::signaling::protocol::{ErrorCode, PeerId, RoomId, ServerMessage};
+use crate::signaling::protocol::{ErrorCode, PeerId, RoomId, ServerMessage, VideoLayer};
 
 /// The people a room holds before it moves to the SFU, by default (WorkAdventure moves
 /// at the fifth).
@@ -94,8 +94,17 @@ struct Member {
     publisher: Option<(u64, Option<u64>)>,
     /// Its upstream is connected: others can subscribe to its feed.
     up: bool,
-    /// The handle of each feed it is subscribed to, by whose feed.
-    subscriptions: HashMap<PeerId, u64>,
+    /// Each feed it is subscribed to, by whose feed.
+    subscriptions: HashMap<PeerId, Subscription>,
+}
+
+/// One member's subscription to another's feed.
+struct Subscription {
+    /// Its handle on Janus.
+    handle: u64,
+    /// The mid of its video stream in Janus's offer (the simulcast layer is chosen per
+    /// stream).
+    video_mid: Option<String>,
 }
 
 /// A room's place on the SFU, locked while one step of its members is carried out.
@@ -180,10 +189,11 @@ impl Sfu {
                     .members
                     .get(peer)
                     .ok_or_else(|| SfuError::NoSuchStream(feed.to_string()))?;
-                let handle = *member
+                let handle = member
                     .subscriptions
                     .get(&feed)
-                    .ok_or_else(|| SfuError::NoSuchStream(feed.to_string()))?;
+                    .ok_or_else(|| SfuError::NoSuchStream(feed.to_string()))?
+                    .handle;
                 member
                     .session
                     .message(
@@ -208,7 +218,7 @@ impl Sfu {
                     .ok_or_else(|| SfuError::NoSuchStream("upstream".to_owned()))?;
                 let handle = match &feed {
                     None => member.publisher.map(|(handle, _)| handle),
-                    Some(feed) => member.subscriptions.get(feed).copied(),
+                    Some(feed) => member.subscriptions.get(feed).map(|s| s.handle),
                 }
                 .ok_or_else(|| {
                     SfuError::NoSuchStream(feed.map_or("upstream".to_owned(), |f| f.to_string()))
@@ -270,6 +280,40 @@ impl Sfu {
             .await
     }
 
+    /// `viewer` wants `owner`'s video in `room` at `layer`: Janus forwards that
+    /// simulcast layer of it from the next keyframe on.
+    pub async fn choose_layer(
+        &self,
+        room: &RoomId,
+        viewer: &PeerId,
+        owner: &PeerId,
+        layer: VideoLayer,
+    ) -> Result<(), SfuError> {
+        let slot = self.rooms.lock().await.get(room).cloned();
+        let slot = slot.ok_or(SfuError::NotOnSfu)?;
+        let held = slot.lock().await;
+        let sfu_room = held.as_ref().ok_or(SfuError::NotOnSfu)?;
+        // A stream that is gone (its owner just left) has no layer to switch.
+        let stream = sfu_room.members.get(viewer).and_then(|member| {
+            let subscription = member.subscriptions.get(owner)?;
+            Some((
+                member,
+                subscription.handle,
+                subscription.video_mid.as_ref()?,
+            ))
+        });
+        let Some((member, handle, mid)) = stream else {
+            tracing::debug!(%viewer, %owner, "no video stream to switch the layer of");
+            return Ok(());
+        };
+        let configure = json!({
+            "request": "configure",
+            "streams": [{"mid": mid, "substream": layer.substream()}],
+        });
+        member.session.message(handle, configure, None).await?;
+        Ok(())
+    }
+
     /// `peer` left `room`: its session on Janus goes (and with it its feed and its
     /// subscriptions); the last one out closes the room there.
     pub async fn leave(&self, room: &RoomId, peer: &PeerId) {
@@ -283,8 +327,8 @@ impl Sfu {
             Some(sfu_room) => {
                 sfu_room.members.remove(peer);
                 for member in sfu_room.members.values_mut() {
-                    if let Some(handle) = member.subscriptions.remove(peer) {
-                        let _ = member.session.detach(handle).await;
+                    if let Some(subscription) = member.subscriptions.remove(peer) {
+                        let _ = member.session.detach(subscription.handle).await;
                     }
                 }
                 sfu_room.members.is_empty()
@@ -492,7 +536,7 @@ impl SfuRoom {
                 let handle = if id == peer {
                     Some(previous)
                 } else {
-                    member.subscriptions.remove(peer)
+                    member.subscriptions.remove(peer).map(|s| s.handle)
                 };
                 if let Some(handle) = handle {
                     let _ = member.session.detach(handle).await;
@@ -588,8 +632,8 @@ impl SfuRoom {
         let Some(member) = self.members.get_mut(viewer) else {
             return Ok(());
         };
-        if let Some(handle) = member.subscriptions.remove(owner) {
-            let _ = member.session.detach(handle).await;
+        if let Some(subscription) = member.subscriptions.remove(owner) {
+            let _ = member.session.detach(subscription.handle).await;
         }
         match feed {
             Some(feed) => self.subscribe(room, viewer, owner, feed, tell).await,
@@ -615,7 +659,11 @@ impl SfuRoom {
             return Ok(());
         }
         let handle = member.session.attach_videoroom().await?;
-        member.subscriptions.insert(owner.clone(), handle);
+        let subscription = Subscription {
+            handle,
+            video_mid: None,
+        };
+        member.subscriptions.insert(owner.clone(), subscription);
         let join = json!({
             "request": "join",
             "ptype": "subscriber",
@@ -625,6 +673,9 @@ impl SfuRoom {
         });
         let reply = member.session.message(handle, join, None).await?;
         let offer = reply.sdp("subscribe")?;
+        if let Some(subscription) = member.subscriptions.get_mut(owner) {
+            subscription.video_mid = video_mid(offer);
+        }
         tell.tell(
             room,
             viewer,
@@ -672,6 +723,19 @@ fn tell_answer(
     };
     tell.tell(room, peer, sfu_signal(None, payload));
     Ok(())
+}
+
+/// The mid of the first video section of `sdp`.
+fn video_mid(sdp: &str) -> Option<String> {
+    let mut in_video = false;
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            in_video = line.starts_with("m=video");
+        } else if in_video && let Some(mid) = line.strip_prefix("a=mid:") {
+            return Some(mid.trim().to_owned());
+        }
+    }
+    None
 }
 
 /// The message carrying `payload` about `feed` (none: the upstream) to a member.
