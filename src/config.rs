@@ -317,6 +317,14 @@ fn parse_route(raw: &str) -> Result<Route, String> {
     Ok(Route(spots))
 }
 
+fn parse_walk_delay(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(seconds) if (0.0..=3600.0).contains(&seconds) => Ok(seconds),
+        Ok(seconds) => Err(format!("{seconds} s is outside 0..=3600")),
+        Err(_) => Err(format!("{raw:?} is not a number of seconds")),
+    }
+}
+
 fn parse_speed(raw: &str) -> Result<f32, String> {
     match raw.parse::<f32>() {
         Ok(speed) if (0.1..=20.0).contains(&speed) => Ok(speed),
@@ -531,6 +539,10 @@ pub struct BotArgs {
     /// Walk about the floor at random, pausing now and then.
     #[arg(long)]
     pub wander: bool,
+    /// Stand this many seconds before setting off on `--walk-to` or `--wander` (a
+    /// scripted scene: someone walks up once the call is going).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0, value_parser = parse_walk_delay)]
+    pub walk_after: f64,
     /// Walking speed, metres per second.
     #[arg(long, value_name = "M_PER_S", default_value_t = DEFAULT_WALK_SPEED,
           value_parser = parse_speed)]

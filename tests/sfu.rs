@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 mod janus;
 
 use futures_util::{SinkExt, StreamExt};
+use meetspace::media::ReducedLayer;
 use meetspace::rtc::native::{LocalMedia, PeerSession};
 use meetspace::rtc::{PeerEvent, Role, RtcConfig};
 use meetspace::signaling::payload::SignalPayload;
@@ -879,4 +880,121 @@ async fn a_member_away_while_its_room_moves_to_another_janus_publishes_again_on_
         other => panic!("expected sfu_started, got {other:?}"),
     }
     everyone_sees_everyone(&[&host, &back], 15, Duration::from_secs(30)).await;
+}
+
+/// The size of `bot`'s last decoded frame of `peer`.
+fn received_size(bot: &Bot, peer: &str) -> Option<(u64, u64)> {
+    bot.per_peer(|figures| Some((figures["width"].as_u64()?, figures["height"].as_u64()?)))
+        .remove(peer)
+}
+
+/// The rate `bot` receives `peer`'s video at over the next `window`, in kbit/s.
+async fn received_kbps(bot: &Bot, peer: &str, window: Duration) -> f64 {
+    let bytes = || {
+        bot.per_peer(|figures| figures["video_bytes_received"].as_u64())
+            .remove(peer)
+            .unwrap_or(0)
+    };
+    let before = bytes();
+    tokio::time::sleep(window).await;
+    bytes().saturating_sub(before) as f64 * 8.0 / 1000.0 / window.as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_across_the_room_receives_the_small_layer_and_the_large_one_within_1_s_of_walking_up()
+{
+    // The bots send 320x240: the layers are 80x60, 160x120 and 320x240.
+    const SMALL: (u64, u64) = (80, 60);
+    const LARGE: (u64, u64) = (320, 240);
+    const RATE_WINDOW: Duration = Duration::from_secs(4);
+    let _alone = ONE_ROOM.lock().await;
+    let janus = JanusProcess::start(5);
+    let url = serve(&[&janus], janus.namespace.host_ip, 1).await;
+    let (host, room) = Bot::start(&janus, &url, "Host", &["--create", "--at", "0,-6"]);
+    let room = room.expect("the host's room");
+    // 12 m away, the host appears about 90 pixels high on a 720-pixel view: the small
+    // layer. After 20 s the walker walks up to 2 m from it (520 pixels: the large one).
+    let walk = [
+        "--room",
+        &room,
+        "--at",
+        "0,6",
+        "--walk-to",
+        "0,-4",
+        "--speed",
+        "8",
+        "--walk-after",
+        "20",
+    ];
+    let (walker, _) = Bot::start(&janus, &url, "Walker", &walk);
+    until_all(
+        &[&walker],
+        Duration::from_secs(12),
+        "the walker, across the room, receives the host's small layer",
+        |bot| {
+            received_size(bot, "Host") == Some(SMALL) && bot.figures()["arrived_unix_ms"].is_null()
+        },
+    )
+    .await;
+    let small_kbps = received_kbps(&walker, "Host", RATE_WINDOW).await;
+    assert_eq!(
+        (
+            received_size(&walker, "Host"),
+            &walker.figures()["arrived_unix_ms"]
+        ),
+        (Some(SMALL), &serde_json::Value::Null),
+        "the walker kept the small layer while it stood across the room"
+    );
+    let host_sent = host.figures()["sent"].clone();
+    assert!(
+        host_sent["simulcast_frames"].as_u64() > Some(0) && host_sent["upstreams"] == 1,
+        "the host sends its layers on one upstream: {host_sent:#}"
+    );
+    until_all(
+        &[&walker],
+        Duration::from_secs(25),
+        "the walker walks up to the host and receives its large layer",
+        |bot| {
+            received_size(bot, "Host") == Some(LARGE) && !bot.figures()["arrived_unix_ms"].is_null()
+        },
+    )
+    .await;
+    let large_kbps = received_kbps(&walker, "Host", RATE_WINDOW).await;
+    let figures = walker.figures();
+    let arrived = figures["arrived_unix_ms"].as_u64().expect("the walk's end");
+    let changes = figures["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|peer| peer["name"] == "Host"))
+        .map(|host| host["size_changes"].clone())
+        .expect("the host's figures");
+    let large_from = changes
+        .as_array()
+        .and_then(|changes| {
+            changes
+                .iter()
+                .rev()
+                .find(|change| change["width"] == LARGE.0 && change["height"] == LARGE.1)
+        })
+        .and_then(|change| change["at_unix_ms"].as_u64())
+        .expect("a change to the large layer");
+    let switch_ms = large_from as i64 - arrived as i64;
+    println!(
+        "the walker received the host's small layer at {small_kbps:.0} kbit/s, the large one \
+         {switch_ms} ms after it walked up, at {large_kbps:.0} kbit/s (the host's encoder \
+         at {} kbit/s); size changes {changes}",
+        host_sent["video_target_kbps"]
+    );
+    assert!(
+        switch_ms < 1000,
+        "the large layer came {switch_ms} ms after the walker walked up"
+    );
+    // The small layer keeps to its share of the encoder's rate. (Its synthetic picture
+    // costs more than the large one: downscaled, the frame stamps blur into greys that
+    // change with every frame, where the full picture's stay crisp blocks.)
+    let encoder_kbps = host_sent["video_target_kbps"].as_f64().unwrap_or(0.0);
+    let budget = encoder_kbps * ReducedLayer::Quarter.bitrate_share();
+    assert!(
+        small_kbps < budget * 1.25,
+        "the small layer came at {small_kbps:.0} kbit/s, over its {budget:.0}"
+    );
 }

@@ -19,7 +19,7 @@ use bevy::prelude::*;
 use serde::Serialize;
 
 use crate::call::{
-    CallCommand, CallError, CallNotice, CallReport, CallState, Participant, SendStats,
+    CallCommand, CallError, CallNotice, CallReport, CallState, Participant, PoseTrack, SendStats,
     SharedScreen, VideoFeed,
 };
 use crate::config::{BotArgs, ClientConfig, Spot};
@@ -29,7 +29,7 @@ use crate::media::{CallStats, SendSettings, ShareTarget, VideoInput};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::SignalUrl;
 use crate::signaling::protocol::{DisplayName, ErrorCode, PeerId, RoomId};
-use crate::space::{LOBBY, ROOM};
+use crate::space::{LOBBY, ROOM, TELL_SIZES_EVERY, seen_height};
 use space_report::SpaceReport;
 use std::collections::BTreeMap;
 use walk::{Plan, Walker};
@@ -120,7 +120,9 @@ pub fn run(args: BotArgs) -> anyhow::Result<AppExit> {
     if args.lobby || walks {
         let floor = if args.lobby { LOBBY } else { ROOM };
         let plan = Walker::plan_of(args.walk_to.as_ref(), args.wander);
-        walk_with(&mut app, Walker::new(floor, args.at, plan, args.speed));
+        let walker = Walker::new(floor, args.at, plan, args.speed)
+            .starting_after(Duration::from_secs_f64(args.walk_after));
+        walk_with(&mut app, walker);
     }
     Ok(app.run())
 }
@@ -128,6 +130,39 @@ pub fn run(args: BotArgs) -> anyhow::Result<AppExit> {
 /// Makes the bot of `app` walk as `walker` says, and report what it sees of the space.
 fn walk_with(app: &mut App, walker: Walker) {
     app.insert_resource(walker).init_resource::<SpaceReport>();
+}
+
+/// The height of the window a bot sees the space as (a 720p player's).
+const SEEN_VIEW_HEIGHT: f32 = 720.0;
+
+/// Tells the call how large each person appears to the bot, as to a player standing
+/// where it stands ([`seen_height`]), every [`TELL_SIZES_EVERY`]: through the SFU, the
+/// layer it receives of their camera follows, as a player's does.
+fn tell_seen_sizes(
+    walker: Res<Walker>,
+    state: Res<CallState>,
+    people: Query<(&Participant, &PoseTrack)>,
+    mut told_at: Local<Option<Instant>>,
+    mut commands: MessageWriter<CallCommand>,
+) {
+    if !matches!(*state, CallState::InCall { .. })
+        || told_at.is_some_and(|at| at.elapsed() < TELL_SIZES_EVERY)
+    {
+        return;
+    }
+    *told_at = Some(Instant::now());
+    let eye = walker.pose();
+    let sizes: Vec<(PeerId, f32)> = people
+        .iter()
+        .filter_map(|(participant, track)| {
+            let pose = track.latest()?;
+            let height = seen_height(&eye, &pose, SEEN_VIEW_HEIGHT);
+            Some((participant.peer_id.clone(), height))
+        })
+        .collect();
+    if !sizes.is_empty() {
+        commands.write(CallCommand::ShowSizes(sizes));
+    }
 }
 
 /// Where the lobby demo's guide walks to: in front of where the player arrives.
@@ -323,6 +358,7 @@ fn bot_app(
         Update,
         (
             walk::walk.run_if(resource_exists::<Walker>),
+            tell_seen_sizes.run_if(resource_exists::<Walker>),
             follow_call,
             space_report::follow_space.run_if(resource_exists::<SpaceReport>),
             note_shown_gaps,
@@ -447,6 +483,7 @@ fn react_to_notices(
     mut bot: ResMut<Bot>,
     report: Res<CallReport>,
     space: Option<Res<SpaceReport>>,
+    walker: Option<Res<Walker>>,
     sent: Res<SendStats>,
     mut notices: MessageReader<CallNotice>,
     mut exit: MessageWriter<AppExit>,
@@ -467,8 +504,14 @@ fn react_to_notices(
             }
             CallNotice::Left if bot.joined_at.is_some() => {
                 if let Some(path) = &bot.stats_json
-                    && let Err(error) =
-                        write_stats(path, &sent, &report, &bot.shown_gaps, space.as_deref())
+                    && let Err(error) = write_stats(
+                        path,
+                        &sent,
+                        &report,
+                        &bot.shown_gaps,
+                        space.as_deref(),
+                        arrived(&walker),
+                    )
                 {
                     eprintln!("meetspace bot: {error:#}");
                     exit.write(AppExit::from_code(EXIT_OTHER));
@@ -499,6 +542,7 @@ fn write_stats_during_call(
     mut bot: ResMut<Bot>,
     report: Res<CallReport>,
     space: Option<Res<SpaceReport>>,
+    walker: Option<Res<Walker>>,
     sent: Res<SendStats>,
     screens: Query<&VideoFeed, With<SharedScreen>>,
     images: Res<Assets<Image>>,
@@ -511,7 +555,14 @@ fn write_stats_during_call(
     }
     bot.stats_written_at = Some(Instant::now());
     if let Some(path) = &bot.stats_json
-        && let Err(error) = write_stats(path, &sent, &report, &bot.shown_gaps, space.as_deref())
+        && let Err(error) = write_stats(
+            path,
+            &sent,
+            &report,
+            &bot.shown_gaps,
+            space.as_deref(),
+            arrived(&walker),
+        )
     {
         warn!("{error:#}");
     }
@@ -550,6 +601,11 @@ fn note_shown_gaps(mut bot: ResMut<Bot>, feeds: Query<(&Participant, &VideoFeed)
     }
 }
 
+/// When a walking bot last reached a spot, in milliseconds since the UNIX epoch.
+fn arrived(walker: &Option<Res<Walker>>) -> Option<u64> {
+    walker.as_ref().and_then(|walker| walker.arrived_unix_ms())
+}
+
 /// One remote peer in the `--stats-json` file: who, and what we received from them.
 #[derive(Debug, Serialize)]
 struct PeerStats<'a> {
@@ -576,6 +632,8 @@ struct SentStats {
     via: &'static str,
     /// Over how many connections our camera goes out (1 on the SFU, N-1 in a mesh).
     upstreams: usize,
+    /// Frames of the camera's smaller simulcast layers encoded (for the SFU).
+    simulcast_frames: u64,
 }
 
 /// The `--stats-json` file.
@@ -586,6 +644,9 @@ struct BotStats<'a> {
     /// In the lobby: what the bot saw of the space.
     #[serde(skip_serializing_if = "Option::is_none")]
     space: Option<&'a SpaceReport>,
+    /// When a walking bot last reached a spot, in milliseconds since the UNIX epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arrived_unix_ms: Option<u64>,
 }
 
 fn write_stats(
@@ -594,6 +655,7 @@ fn write_stats(
     report: &CallReport,
     shown_gaps: &BTreeMap<PeerId, Duration>,
     space: Option<&SpaceReport>,
+    arrived_unix_ms: Option<u64>,
 ) -> anyhow::Result<()> {
     let counters = &sent.0;
     let stats = BotStats {
@@ -604,6 +666,7 @@ fn write_stats(
             screen_frames: counters.screen_frames.load(Ordering::Relaxed),
             via: if report.via_sfu { "sfu" } else { "mesh" },
             upstreams: report.upstreams,
+            simulcast_frames: counters.simulcast_frames.load(Ordering::Relaxed),
         },
         peers: report
             .peers
@@ -618,6 +681,7 @@ fn write_stats(
             })
             .collect(),
         space,
+        arrived_unix_ms,
     };
     let json = serde_json::to_string_pretty(&stats)?;
     // Whole files only: a reader never sees one half written.

@@ -48,6 +48,8 @@ pub struct Walker {
     paused_until: Option<Instant>,
     /// When the call was last told the pose.
     told_at: Option<Instant>,
+    /// When it last reached a spot it walked to, in milliseconds since the UNIX epoch.
+    arrived_unix_ms: Option<u64>,
 }
 
 impl Walker {
@@ -71,7 +73,19 @@ impl Walker {
             next_spot: 0,
             paused_until: None,
             told_at: None,
+            arrived_unix_ms: None,
         }
+    }
+
+    /// The same walker, standing still for `delay` before it sets off.
+    pub fn starting_after(mut self, delay: Duration) -> Self {
+        self.paused_until = Some(Instant::now() + delay);
+        self
+    }
+
+    /// When it last reached a spot it walked to, in milliseconds since the UNIX epoch.
+    pub fn arrived_unix_ms(&self) -> Option<u64> {
+        self.arrived_unix_ms
     }
 
     /// A bot wandering about `floor` from a random spot of it, at `speed` metres per
@@ -118,6 +132,7 @@ impl Walker {
         if to_goal.length() <= step.max(ARRIVED) {
             self.at = goal;
             self.goal = None;
+            self.arrived_unix_ms = Some(crate::media::synthetic::wall_clock_micros() / 1000);
             if self.plan == Plan::Wander {
                 let pause = Duration::from_secs_f32(random_unit() * MAX_PAUSE_SECS);
                 self.paused_until = Some(now + pause);

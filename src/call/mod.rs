@@ -92,6 +92,10 @@ pub enum CallCommand {
     /// Where we stand now (the space sends it as we walk); in the lobby it decides who
     /// is near.
     SetPose(Pose),
+    /// How large each person's video appears on our screen now, in pixels high (0: out
+    /// of view). Through the SFU we receive the simulcast layer of their camera that
+    /// fits.
+    ShowSizes(Vec<(PeerId, f32)>),
     /// Send a chat message to `scope`, through the server.
     SendChat {
         /// Whom it is for.
@@ -785,6 +789,7 @@ pub fn forward_call_commands(
             (
                 CallCommand::ListRooms
                 | CallCommand::SetPose(_)
+                | CallCommand::ShowSizes(_)
                 | CallCommand::SendChat { .. }
                 | CallCommand::ListDevices
                 | CallCommand::SwitchVideo(_)

@@ -14,6 +14,7 @@
 //! The room is a second enclosure far along +X ([`ROOM`]), not the lobby reused: both
 //! stay built, so entering or leaving is a move of the camera and nothing is rebuilt.
 
+mod apparent;
 mod audio;
 mod avatars;
 mod graphics;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 
+pub use apparent::{TELL_SIZES_EVERY, seen_height};
 pub use audio::{SpatialAudio, roll_off_in};
 pub use avatars::AVATAR_SCALE;
 pub use graphics::{Graphics, GraphicsChoice};
@@ -183,6 +185,7 @@ impl Plugin for SpacePlugin {
                         .chain(),
                     (self_view::spawn_self_view, self_view::show_self_view).chain(),
                     audio::place_voices.after(player::walk),
+                    apparent::tell_shown_sizes,
                     (
                         graphics::note_renderer,
                         graphics::apply_graphics,

@@ -10,6 +10,7 @@ use super::player::Player;
 use super::self_view::{self, SelfViewScreen};
 use super::wall_screen::WallScreen;
 use crate::call::{Participant, VideoFeed};
+use crate::signaling::protocol::PeerId;
 
 /// Where a panel's video screen is in a screenshot.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +99,32 @@ impl PanelView<'_, '_> {
             .collect();
         rects.sort_by(|a, b| a.name.cmp(&b.name));
         rects
+    }
+
+    /// How many pixels high each participant's panel screen shows now, on a window of
+    /// `window` physical pixels: the part of it inside the window, 0 when it is out of
+    /// view or behind the camera.
+    pub fn shown_heights(&self, window: Vec2, scale_factor: f32) -> Vec<(PeerId, f32)> {
+        let camera = self.camera.single().ok();
+        self.panels
+            .iter()
+            .filter_map(|(panel, children)| {
+                let (participant, _) = self.participants.get(panel.participant).ok()?;
+                let screen = children
+                    .iter()
+                    .find_map(|child| self.screens.get(child).ok())?;
+                let corners = camera.and_then(|(camera, transform)| {
+                    screen_corners(camera, transform, screen, SCREEN_SIZE, scale_factor)
+                });
+                let height = corners.map_or(0.0, |corners| {
+                    let [x_min, y_min, x_max, y_max] = bounding_box(&corners);
+                    let inside_x = x_max.min(window.x) > x_min.max(0.0);
+                    let visible = y_max.min(window.y) - y_min.max(0.0);
+                    if inside_x { visible.max(0.0) } else { 0.0 }
+                });
+                Some((participant.peer_id.clone(), height))
+            })
+            .collect()
     }
 
     /// The corners of the shared screen on the wall in window pixels (as

@@ -490,6 +490,7 @@ impl Room {
             }),
             CallCommand::ListRooms => self.list_rooms(),
             CallCommand::SetPose(pose) => self.set_pose(pose),
+            CallCommand::ShowSizes(sizes) => self.shown_sizes(&sizes),
             CallCommand::SendChat { scope, text } => self.send_chat(scope, text),
             CallCommand::RaiseHand(raised) => self.raise_hand(raised),
             CallCommand::ShareScreen(target) => self.share_screen(target),

@@ -18,7 +18,36 @@ use super::{LinkState, Media, Room, RoomAction};
 use crate::call::PeerControl;
 use crate::rtc::{PeerConnectionState, Role};
 use crate::signaling::payload::SignalPayload;
-use crate::signaling::protocol::{ClientMessage, PeerId, PeerInfo};
+use crate::signaling::protocol::{ClientMessage, PeerId, PeerInfo, VideoLayer};
+
+/// The height on our screen, in pixels, up to which each smaller simulcast layer is
+/// enough (a 640x480 camera's layers are 120, 240 and 480 lines high); past the last,
+/// the whole picture.
+const LAYER_LIMITS: [(VideoLayer, f32); 2] =
+    [(VideoLayer::Small, 150.0), (VideoLayer::Medium, 300.0)];
+/// How far past a limit someone's size must go before we change layers, as a share of
+/// the limit: someone standing at the edge does not flip between two.
+const LAYER_MARGIN: f32 = 0.1;
+
+/// The layer that fits a person `pixels` high on our screen, with `current` kept while
+/// the size stays within [`LAYER_MARGIN`] of a limit.
+pub(super) fn layer_for_height(pixels: f32, current: VideoLayer) -> VideoLayer {
+    let fitting = |scale: f32| {
+        LAYER_LIMITS
+            .iter()
+            .find(|(_, limit)| pixels <= limit * scale)
+            .map_or(VideoLayer::Large, |(layer, _)| *layer)
+    };
+    let larger = fitting(1.0 + LAYER_MARGIN);
+    let smaller = fitting(1.0 - LAYER_MARGIN);
+    if larger > current {
+        larger
+    } else if smaller < current {
+        smaller
+    } else {
+        current
+    }
+}
 
 /// Which of a call's connections a peer connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +65,19 @@ pub enum Route {
 struct SfuStream {
     epoch: u64,
     state: PeerConnectionState,
+    /// The simulcast layer the server was told to forward on it (a downstream; the SFU
+    /// starts with the largest).
+    layer: VideoLayer,
+}
+
+impl SfuStream {
+    fn new(epoch: u64) -> Self {
+        Self {
+            epoch,
+            state: PeerConnectionState::New,
+            layer: VideoLayer::Large,
+        }
+    }
 }
 
 /// Our streams through the SFU while our room is on it.
@@ -45,6 +87,9 @@ pub(super) struct SfuLinks {
     downstreams: HashMap<PeerId, SfuStream>,
     /// The members that said the SFU brings them our media.
     carried_at: HashSet<PeerId>,
+    /// The simulcast layer of each member's camera that fits how large they appear on
+    /// our screen (the largest for those not told of).
+    wanted_layers: HashMap<PeerId, VideoLayer>,
     /// The room goes back to a mesh (`sfu_ended`): these streams close as the mesh
     /// takes over.
     ending: bool,
@@ -160,10 +205,7 @@ impl Room {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         let Some(sfu) = &mut self.sfu else { return };
-        sfu.upstream = Some(SfuStream {
-            epoch,
-            state: PeerConnectionState::New,
-        });
+        sfu.upstream = Some(SfuStream::new(epoch));
         self.act(RoomAction::OpenSfu { feed: None, epoch });
     }
 
@@ -227,13 +269,8 @@ impl Room {
                     return;
                 }
                 self.next_epoch += 1;
-                sfu.downstreams.insert(
-                    owner.clone(),
-                    SfuStream {
-                        epoch: next_epoch,
-                        state: PeerConnectionState::New,
-                    },
-                );
+                sfu.downstreams
+                    .insert(owner.clone(), SfuStream::new(next_epoch));
                 self.act(RoomAction::OpenSfu {
                     feed: feed.clone(),
                     epoch: next_epoch,
@@ -287,6 +324,7 @@ impl Room {
                     });
                 }
                 self.retire_mesh_when_carried(owner);
+                self.tell_layers();
             }
             (None, PeerConnectionState::Failed | PeerConnectionState::Closed)
                 if signaling_up && self.on_sfu() =>
@@ -306,6 +344,47 @@ impl Room {
                 tracing::info!(peer = %owner, "our stream of the peer from the SFU ended");
             }
             _ => {}
+        }
+    }
+
+    /// How large each person appears on our screen now (pixels high): on the SFU, we
+    /// ask for the layer of their camera that fits.
+    pub(super) fn shown_sizes(&mut self, sizes: &[(PeerId, f32)]) {
+        let Some(sfu) = &mut self.sfu else { return };
+        for (peer, pixels) in sizes {
+            let current = sfu
+                .wanted_layers
+                .get(peer)
+                .copied()
+                .unwrap_or(VideoLayer::Large);
+            sfu.wanted_layers
+                .insert(peer.clone(), layer_for_height(*pixels, current));
+        }
+        self.tell_layers();
+    }
+
+    /// Tells the server the layer we want of each member whose downstream is
+    /// connected, where that changed (`sfu_layer`).
+    fn tell_layers(&mut self) {
+        let Some(sfu) = &mut self.sfu else { return };
+        if sfu.ending {
+            return;
+        }
+        let mut changes = Vec::new();
+        for (owner, stream) in &mut sfu.downstreams {
+            let wanted = sfu
+                .wanted_layers
+                .get(owner)
+                .copied()
+                .unwrap_or(VideoLayer::Large);
+            if stream.state == PeerConnectionState::Connected && stream.layer != wanted {
+                stream.layer = wanted;
+                changes.push((owner.clone(), wanted));
+            }
+        }
+        changes.sort();
+        for (feed, layer) in changes {
+            self.send_signal(ClientMessage::SfuLayer { feed, layer });
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::signaling::ice_servers::IceServerUrl;
-use crate::signaling::protocol::{SpaceArea, SpacePerson};
+use crate::signaling::protocol::{SpaceArea, SpacePerson, VideoLayer};
 
 /// Our id: between the ids of `LOW` and `HIGH`, for the glare rule.
 const OURS: &str = "mmmmmmmmmm";
@@ -1391,6 +1391,63 @@ fn a_failed_stream_from_the_sfu_is_asked_for_again_and_the_fresh_offer_replaces_
         script.start,
     );
     assert!(!sent(&script.actions()).contains(&ClientMessage::SfuResubscribe { feed: id(LOW) }));
+}
+
+#[test]
+fn the_layer_of_someone_s_camera_follows_how_large_they_appear_with_a_margin_at_each_limit() {
+    use super::sfu::layer_for_height;
+    use VideoLayer::{Large, Medium, Small};
+    assert_eq!(layer_for_height(90.0, Large), Small);
+    assert_eq!(layer_for_height(520.0, Small), Large);
+    assert_eq!(layer_for_height(200.0, Small), Medium);
+    // Within 10 % of a limit (150 and 300 pixels) the layer stays as it is.
+    assert_eq!(layer_for_height(160.0, Small), Small);
+    assert_eq!(layer_for_height(140.0, Medium), Medium);
+    assert_eq!(layer_for_height(310.0, Medium), Medium);
+    assert_eq!(layer_for_height(290.0, Large), Large);
+    assert_eq!(layer_for_height(170.0, Small), Medium);
+    assert_eq!(layer_for_height(130.0, Medium), Small);
+    // Out of view: the smallest.
+    assert_eq!(layer_for_height(0.0, Large), Small);
+}
+
+#[test]
+fn on_the_sfu_each_connected_downstream_is_asked_for_the_layer_its_size_calls_for_once() {
+    let mut script = Script::in_call(&[LOW, HIGH]);
+    script.hear(ServerMessage::SfuStarted);
+    script.actions();
+    let sfu_offer = ServerMessage::SfuSignal {
+        feed: Some(id(LOW)),
+        data: serde_json::to_value(offer()).expect("a payload serializes"),
+    };
+    script.hear(sfu_offer);
+    let opened: Vec<u64> =
+        picked!(&script.actions(), RoomAction::OpenSfu { feed: Some(_), epoch } => *epoch);
+    let epoch = opened[0];
+    let show = |script: &mut Script, pixels: f32| {
+        let sizes = vec![(id(LOW), pixels), (id(HIGH), pixels)];
+        script
+            .room
+            .command(CallCommand::ShowSizes(sizes), script.start);
+        sent(&script.actions())
+    };
+    // Not connected yet: nothing is asked; once it connects, the small layer is.
+    assert!(show(&mut script, 90.0).is_empty());
+    script.room.sfu_state(
+        Some(&id(LOW)),
+        epoch,
+        PeerConnectionState::Connected,
+        script.start,
+    );
+    let layer = |layer| ClientMessage::SfuLayer {
+        feed: id(LOW),
+        layer,
+    };
+    assert!(sent(&script.actions()).contains(&layer(VideoLayer::Small)));
+    // The same size again asks nothing; walking up asks for the large layer (HIGH has
+    // no downstream: nothing about it).
+    assert!(show(&mut script, 95.0).is_empty());
+    assert_eq!(show(&mut script, 520.0), vec![layer(VideoLayer::Large)]);
 }
 
 #[test]
