@@ -14,7 +14,7 @@ use super::roster::Roster;
 use super::{CallError, CallEvent};
 use crate::config::ClientConfig;
 use crate::media::{FrameSender, ShareTarget};
-use crate::rtc::{IceTransportPolicy, Role, RtcConfig};
+use crate::rtc::{IceTransportPolicy, Role, RtcConfig, Sending};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{DisplayName, PeerId, Pose, RoomSummary};
 use crate::signaling::{LinkEvent, SignalingError, SignalingLink};
@@ -345,16 +345,21 @@ impl<A: Future<Output = Result<SignalingLink, SignalingError>> + Unpin> CallCore
                     let Some(self_id) = self.roster.self_id() else {
                         continue;
                     };
-                    // Our upstream carries the camera as simulcast; receivers pick a layer.
-                    let upstream = RtcConfig {
-                        simulcast: true,
+                    // Our upstream carries the camera as simulcast (receivers pick a
+                    // layer); a downstream only brings its member's media.
+                    let rtc = RtcConfig {
+                        sending: if feed.is_none() {
+                            Sending::Simulcast
+                        } else {
+                            Sending::Nothing
+                        },
                         ..self.rtc.clone()
                     };
                     let opening = SfuOpening {
                         feed: feed.as_ref(),
                         self_id: &self_id,
                         epoch,
-                        rtc: if feed.is_none() { &upstream } else { &self.rtc },
+                        rtc: &rtc,
                         frames: feed.as_ref().map(|owner| self.roster.frames(owner)),
                     };
                     if let Err(error) = media.open_sfu(opening).await {

@@ -197,6 +197,19 @@ pub struct FeedbackCounts {
     pub plis_received: u64,
 }
 
+/// What our side of a connection sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// Our camera and microphone (a connection of the mesh).
+    Media,
+    /// Our camera as simulcast, the whole picture and two smaller layers the receivers
+    /// choose from, and our microphone (the upstream to the SFU).
+    Simulcast,
+    /// Nothing: it only brings someone's media (a downstream from the SFU). Its
+    /// description still has our tracks, but nothing is written to them.
+    Nothing,
+}
+
 /// Settings for the peer connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtcConfig {
@@ -207,9 +220,8 @@ pub struct RtcConfig {
     /// Local UDP addresses to gather host candidates on. `0.0.0.0:0` means every non-loopback
     /// interface; loopback must be listed explicitly. Ignored by the browser backend.
     pub udp_bind: Vec<SocketAddr>,
-    /// Whether our camera goes out as simulcast, the full picture and two smaller layers
-    /// the receivers choose from: on the upstream to the SFU only.
-    pub simulcast: bool,
+    /// What our side of the connection sends.
+    pub sending: Sending,
 }
 
 impl Default for RtcConfig {
@@ -223,7 +235,7 @@ impl Default for RtcConfig {
                 SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
                 SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
             ],
-            simulcast: false,
+            sending: Sending::Media,
         }
     }
 }

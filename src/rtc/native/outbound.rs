@@ -331,15 +331,27 @@ impl OutboundStream {
 
     /// Sends the stream to `track` from now on, under `ssrc`.
     fn attach_sink(&self, track: Arc<TrackLocalStaticRTP>, ssrc: u32) -> Arc<Sink> {
-        let sink = Arc::new(Sink {
+        let sink = self.sink_on(track, ssrc);
+        lock(&self.sinks).push(Arc::clone(&sink));
+        sink
+    }
+
+    /// A copy of the stream for a connection that only receives: its track is
+    /// described, but nothing is written to it.
+    pub(super) fn unwritten_sink(&self) -> Arc<Sink> {
+        let track = Arc::new(TrackLocalStaticRTP::new(self.template.clone()));
+        self.sink_on(track, self.ssrc)
+    }
+
+    /// A sink writing to `track` under `ssrc`, not yet sent to.
+    fn sink_on(&self, track: Arc<TrackLocalStaticRTP>, ssrc: u32) -> Arc<Sink> {
+        Arc::new(Sink {
             id: self.next_sink_id.fetch_add(1, Ordering::Relaxed),
             track,
             ssrc,
             payload_type: OnceLock::new(),
             connected: AtomicBool::new(false),
-        });
-        lock(&self.sinks).push(Arc::clone(&sink));
-        sink
+        })
     }
 
     /// Stops sending to the sink `id`.

@@ -26,7 +26,9 @@ use super::receive::watch_keyframe_requests;
 use super::shared::{LocalSignal, Shared};
 use super::{lock, stack_error};
 use crate::rtc::ice::IceTransportPolicy;
-use crate::rtc::{MAX_EARLY_CANDIDATES, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError};
+use crate::rtc::{
+    MAX_EARLY_CANDIDATES, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, Sending,
+};
 use crate::signaling::ice_servers::IceServer;
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::Pose;
@@ -107,13 +109,18 @@ impl PeerSession {
         role: Role,
         events: UnboundedSender<PeerEvent>,
     ) -> Result<Self, RtcError> {
-        let (video_sink, reduced_sinks) = if config.simulcast {
-            let (full, reduced) = local.add_simulcast_sinks();
-            (full, Some(reduced))
-        } else {
-            (local.video.add_sink(), None)
+        let (video_sink, reduced_sinks, audio_sink) = match config.sending {
+            Sending::Media => (local.video.add_sink(), None, local.audio.add_sink()),
+            Sending::Simulcast => {
+                let (full, reduced) = local.add_simulcast_sinks();
+                (full, Some(reduced), local.audio.add_sink())
+            }
+            Sending::Nothing => (
+                local.video.unwritten_sink(),
+                None,
+                local.audio.unwritten_sink(),
+            ),
         };
-        let audio_sink = local.audio.add_sink();
         let shared = Arc::new(Shared {
             events,
             last_state: Mutex::new(None),
@@ -585,15 +592,16 @@ impl PeerSession {
                 Ok(parameters) => {
                     if let Some(codec) = parameters.rtp_parameters.codecs.first() {
                         let _ = sink.payload_type.set(codec.payload_type);
-                        // The smaller simulcast layers go on the camera's track.
-                        if Arc::ptr_eq(sink, &self.shared.sinks[0]) {
-                            for layer in self.shared.reduced_sinks.iter().flatten() {
-                                let _ = layer.payload_type.set(codec.payload_type);
-                            }
-                        }
                     }
                 }
                 Err(e) => tracing::warn!("no negotiated payload type: {e}"),
+            }
+        }
+        // The smaller simulcast layers go on the camera's track, with its payload type.
+        let camera = self.shared.sinks[0].payload_type.get();
+        if let (Some(layers), Some(payload_type)) = (&self.shared.reduced_sinks, camera) {
+            for layer in layers {
+                let _ = layer.payload_type.set(*payload_type);
             }
         }
     }
@@ -697,4 +705,28 @@ fn first_mid(description: &RTCSessionDescription) -> Option<String> {
         .media_descriptions
         .iter()
         .find_map(|m| m.attribute("mid").flatten().map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn janus_gets_the_camera_s_layers_as_an_ssrc_group_in_its_section_only() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=ssrc:1 cname:x\r\n\
+            a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=rid:x send\r\n";
+        let sent = simulcast_for_janus(offer, [1, 2, 3]);
+        assert_eq!(
+            sent,
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=ssrc:1 cname:x\r\n\
+             a=ssrc-group:SIM 1 2 3\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=rid:x send\r\n"
+        );
+        // The camera's section last: the group goes at the end.
+        let last = simulcast_for_janus("m=video 9 X 96\r\na=rid:q send\r\n", [4, 5, 6]);
+        assert_eq!(last, "m=video 9 X 96\r\na=ssrc-group:SIM 4 5 6\r\n");
+    }
 }
