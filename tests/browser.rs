@@ -446,7 +446,9 @@ fn two_tabs_and_a_native_bot_in_a_room_on_janus_see_each_other_through_it() {
         janus::JANUS_ADMIN_KEY,
     ]);
     let stats = artefacts().join("browser-sfu-bot.json");
-    let (bot, room) = hosting_bot(&address, &stats);
+    // The bot stands at the far end of the room with its back to the tabs, which arrive
+    // facing it: it sees neither, so it asks Janus for their smallest layers.
+    let (bot, room) = hosting_bot_from(meetspace(), &address, &stats, &["--at", "0,-7"]);
     let result = browser("mesh", &address, &room);
     both_tabs_see_both_others(&result);
     // The second tab's own figures (getStats) count the others' video as their cameras.
@@ -464,10 +466,28 @@ fn two_tabs_and_a_native_bot_in_a_room_on_janus_see_each_other_through_it() {
     assert_eq!(figures["sent"]["via"], "sfu", "{figures}");
     assert_eq!(figures["sent"]["upstreams"], 1, "{figures}");
     bot_decoded_both_tabs(&figures);
+    // Each tab publishes simulcast: the bot ends on a layer at most half as wide as the
+    // tab's camera (Chromium's fake one is 640x480, where it sends two of the three
+    // layers: the whole picture and the half one).
+    const TAB_CAMERA_WIDTH: u64 = 640;
+    for name in ["TabOne", "TabTwo"] {
+        let tab = peer(&figures, name);
+        let last = tab["size_changes"]
+            .as_array()
+            .and_then(|changes| changes.last())
+            .and_then(|change| change["width"].as_u64());
+        assert!(
+            last.is_some_and(|width| width * 2 <= TAB_CAMERA_WIDTH),
+            "the bot did not get a smaller layer of {name}: sizes {}",
+            tab["size_changes"]
+        );
+    }
     println!(
-        "through Janus: the bot decoded {} frames of TabOne and {} of TabTwo",
+        "through Janus: the bot decoded {} frames of TabOne and {} of TabTwo; sizes {} and {}",
         peer(&figures, "TabOne")["frames_decoded"],
         peer(&figures, "TabTwo")["frames_decoded"],
+        peer(&figures, "TabOne")["size_changes"],
+        peer(&figures, "TabTwo")["size_changes"],
     );
 }
 

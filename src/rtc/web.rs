@@ -17,7 +17,7 @@ use web_sys::{
     MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel,
     RtcDataChannelInit, RtcDataChannelState, RtcDataChannelType, RtcIceCandidateInit, RtcIceServer,
     RtcIceTransportPolicy, RtcPeerConnection, RtcPeerConnectionIceErrorEvent,
-    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiver,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpEncodingParameters, RtcRtpTransceiver,
     RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit,
     RtcSignalingState, RtcTrackEvent,
 };
@@ -25,9 +25,10 @@ use web_sys::{
 use super::ice::{CandidateKind, PairProtocol};
 use super::{
     CandidatePair, FeedbackCounts, IceTransportPolicy, MAX_EARLY_CANDIDATES, POSE_CHANNEL_ID,
-    POSE_CHANNEL_LABEL, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, TurnProblem,
+    POSE_CHANNEL_LABEL, PeerConnectionState, PeerEvent, Role, RtcConfig, RtcError, Sending,
+    TurnProblem,
 };
-use crate::media::ScreenStats;
+use crate::media::{ReducedLayer, ScreenStats};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::Pose;
 
@@ -169,10 +170,20 @@ impl PeerSession {
         let connection = RtcPeerConnection::new_with_configuration(&rtc_config)
             .map_err(stack_error("creating the peer connection"))?;
 
-        match local.stream() {
+        // A downstream from the SFU only receives.
+        let sent = local
+            .stream()
+            .filter(|_| config.sending != Sending::Nothing);
+        match sent {
             Some(stream) => {
                 for track in stream.get_tracks().iter() {
-                    connection.add_track_0(&track.unchecked_into(), stream);
+                    let track: MediaStreamTrack = track.unchecked_into();
+                    if config.sending == Sending::Simulcast && track.kind() == "video" {
+                        let init = simulcast_init(stream);
+                        connection.add_transceiver_with_media_stream_track_and_init(&track, &init);
+                    } else {
+                        connection.add_track_0(&track, stream);
+                    }
                 }
             }
             None => {
@@ -773,6 +784,30 @@ fn camera_mid(connection: &RtcPeerConnection) -> Option<String> {
 /// the camera's.
 fn is_screen(connection: &RtcPeerConnection, event: &RtcTrackEvent) -> bool {
     event.track().kind() == "video" && event.transceiver().mid() != camera_mid(connection)
+}
+
+/// How our camera goes on the SFU upstream: as simulcast, the whole picture and a half
+/// and a quarter of it (rids `f`, `h`, `q`, largest first: the order Janus takes rids
+/// in), sending with `stream`.
+fn simulcast_init(stream: &MediaStream) -> RtcRtpTransceiverInit {
+    let encodings = Array::new();
+    let full = RtcRtpEncodingParameters::new();
+    full.set_rid("f");
+    encodings.push(&full);
+    for layer in ReducedLayer::ALL.into_iter().rev() {
+        let encoding = RtcRtpEncodingParameters::new();
+        encoding.set_rid(match layer {
+            ReducedLayer::Half => "h",
+            ReducedLayer::Quarter => "q",
+        });
+        encoding.set_scale_resolution_down_by(layer.divisor() as f32);
+        encodings.push(&encoding);
+    }
+    let init = RtcRtpTransceiverInit::new();
+    init.set_direction(RtcRtpTransceiverDirection::Sendrecv);
+    init.set_streams(&Array::of1(stream));
+    init.set_send_encodings(&encodings);
+    init
 }
 
 /// The stream a `track` event delivers: its first stream, or the track alone wrapped
