@@ -644,6 +644,7 @@ async fn ten_bots_on_janus_each_decode_the_other_nine_for_30_s_sending_one_upstr
     .await;
     let decoded_then: Vec<HashMap<String, u64>> = all.iter().map(|bot| bot.decoded()).collect();
     let cpu_then: Vec<Duration> = all.iter().map(|bot| bot.cpu_time()).collect();
+    let encoded_then: Vec<(u64, u64)> = all.iter().map(|bot| encoded(bot)).collect();
     let started = Instant::now();
     while started.elapsed() < RUN {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -660,7 +661,21 @@ async fn ten_bots_on_janus_each_decode_the_other_nine_for_30_s_sending_one_upstr
     // Every bot went on decoding every other, at a third of their 15 fps at least (ten
     // bots fill two cores: about 11 fps each was seen).
     let least = (seconds * 15.0 / 3.0) as u64;
-    for ((bot, then), cpu_then) in all.iter().zip(&decoded_then).zip(&cpu_then) {
+    for (((bot, then), cpu_then), encoded_then) in all
+        .iter()
+        .zip(&decoded_then)
+        .zip(&cpu_then)
+        .zip(&encoded_then)
+    {
+        // Each frame is encoded once per layer: the whole picture, and the two smaller
+        // simulcast layers.
+        let (frames, layer_frames) = encoded(bot);
+        let (frames, layer_frames) = (frames - encoded_then.0, layer_frames - encoded_then.1);
+        assert!(
+            layer_frames.abs_diff(2 * frames) <= frames / 10,
+            "{} encoded {frames} frames and {layer_frames} of the smaller layers",
+            bot.stats.display()
+        );
         let now = bot.decoded();
         let gained: Vec<u64> = now
             .iter()
@@ -684,6 +699,14 @@ async fn ten_bots_on_janus_each_decode_the_other_nine_for_30_s_sending_one_upstr
             bot.stats.display()
         );
     }
+}
+
+/// The frames `bot` has encoded so far: of its camera's whole picture, and of its
+/// smaller simulcast layers.
+fn encoded(bot: &Bot) -> (u64, u64) {
+    let sent = &bot.figures()["sent"];
+    let count = |what: &str| sent[what].as_u64().unwrap_or(0);
+    (count("video_frames"), count("simulcast_frames"))
 }
 
 /// Waits until `bot` has decoded `frames` more of `peer` from now on, over connection
@@ -725,7 +748,8 @@ async fn rooms_on(janus: &JanusProcess) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rooms_spread_over_two_janus_instances_and_a_dead_ones_room_moves_to_the_other() {
+async fn six_rooms_spread_over_two_janus_instances_and_a_dead_ones_rooms_move_to_the_other() {
+    const ROOMS: usize = 6;
     let _alone = ONE_ROOM.lock().await;
     let first_janus = JanusProcess::start(2);
     let second_janus = first_janus.beside();
@@ -735,13 +759,15 @@ async fn rooms_spread_over_two_janus_instances_and_a_dead_ones_room_moves_to_the
         1,
     )
     .await;
-    // Two rooms, one after the other: each goes to the instance holding fewer. The
-    // bots' figures stay in the second's folder (the first's goes with it).
+    // Six rooms of two, one after the other: each goes to the instance holding fewer
+    // (the first on a tie), so the even ones to the first and the odd ones to the
+    // second. The bots' figures stay in the second's folder (the first's goes with it).
     let mut rooms = Vec::new();
-    for (host, guest) in [("One", "Two"), ("Three", "Four")] {
-        let (host, room) = Bot::start(&second_janus, &url, host, &["--create"]);
+    for index in 0..ROOMS {
+        let (host, guest) = (format!("Host{index}"), format!("Guest{index}"));
+        let (host, room) = Bot::start(&second_janus, &url, &host, &["--create"]);
         let room = room.expect("the room the bot made");
-        let (guest, _) = Bot::start(&second_janus, &url, guest, &["--room", &room]);
+        let (guest, _) = Bot::start(&second_janus, &url, &guest, &["--room", &room]);
         until_all(
             &[&host, &guest],
             Duration::from_secs(45),
@@ -754,28 +780,44 @@ async fn rooms_spread_over_two_janus_instances_and_a_dead_ones_room_moves_to_the
             },
         )
         .await;
-        rooms.push([host, guest]);
+        rooms.push((index, [host, guest]));
     }
     assert_eq!(
         (rooms_on(&first_janus).await, rooms_on(&second_janus).await),
-        (1, 1),
-        "one room on each instance"
+        (ROOMS / 2, ROOMS / 2),
+        "the rooms spread evenly over the two instances"
     );
-    let [moved, kept] = [&rooms[0], &rooms[1]];
-    let kept_gaps: Vec<HashMap<String, f64>> = kept.iter().map(Bot::shown_gaps).collect();
+    let (moved, kept): (Vec<_>, Vec<_>) = rooms.iter().partition(|(index, _)| index % 2 == 0);
+    let kept_bots: Vec<&Bot> = kept.iter().flat_map(|(_, bots)| bots).collect();
+    let kept_gaps: Vec<HashMap<String, f64>> =
+        kept_bots.iter().map(|bot| bot.shown_gaps()).collect();
 
-    // The first room's instance goes; its bots publish again, to the other.
+    // The first instance goes; its rooms' bots publish again, to the other.
     drop(first_janus);
     let killed = Instant::now();
     // What the figures say about the time before it (they lag up to 2 s) is not counted.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for (bot, peer) in [(&moved[0], "Two"), (&moved[1], "One")] {
-        until_decoding(bot, peer, 30, killed + Duration::from_secs(10)).await;
-    }
-    // Each one's longest still is the move's (the room was on the SFU from the start).
-    for bot in moved {
+    // All at once: each bot has 10 s from the kill to decode 30 frames afresh.
+    let deadline = killed + Duration::from_secs(10);
+    let watched: Vec<(&Bot, String)> = moved
+        .iter()
+        .flat_map(|(index, [host, guest])| {
+            [
+                (host, format!("Guest{index}")),
+                (guest, format!("Host{index}")),
+            ]
+        })
+        .collect();
+    futures_util::future::join_all(
+        watched
+            .iter()
+            .map(|(bot, peer)| until_decoding(bot, peer, 30, deadline)),
+    )
+    .await;
+    for (bot, _) in &watched {
+        // Its longest still is the move's (the room was on the SFU from the start).
         println!(
-            "{}: 30 more frames {:?} after its Janus went; longest stills {:.0?} ms",
+            "{}: 30 more frames by {:?} after its Janus went; longest stills {:.0?} ms",
             bot.stats.display(),
             killed.elapsed(),
             bot.shown_gaps()
@@ -783,16 +825,16 @@ async fn rooms_spread_over_two_janus_instances_and_a_dead_ones_room_moves_to_the
     }
     assert_eq!(
         rooms_on(&second_janus).await,
-        2,
-        "both rooms on the instance left"
+        ROOMS,
+        "every room on the instance left"
     );
-    // The other room, on the instance that stayed, saw nothing of it.
-    for (bot, before) in kept.iter().zip(&kept_gaps) {
+    // The other rooms, on the instance that stayed, saw nothing of it.
+    for (bot, before) in kept_bots.iter().zip(&kept_gaps) {
         for (name, gap) in bot.shown_gaps() {
             let grew = before.get(&name).is_none_or(|earlier| gap > *earlier);
             assert!(
                 !grew || gap < 500.0,
-                "{name} stood still {gap:.0} ms on {} while the other room moved",
+                "{name} stood still {gap:.0} ms on {} while the other rooms moved",
                 bot.stats.display()
             );
         }
