@@ -68,6 +68,19 @@ fn fake_frame(index: u32) -> Vec<u8> {
 /// What one member has received through the SFU: frame indices, by whose feed.
 type Received = Arc<Mutex<HashMap<PeerId, Vec<u32>>>>;
 
+/// The frame indices received from `feed` so far.
+fn frames_in(received: &Received, feed: &PeerId) -> Vec<u32> {
+    received
+        .lock()
+        .expect("no panic while holding the frames")
+        .get(feed)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The time between two frames of a member's shared screen.
+const SCREEN_FRAME_DURATION: Duration = Duration::from_millis(100);
+
 /// One member of a room on the SFU, as a client would be: its signaling connection,
 /// its upstream (once the room is on the SFU) and a downstream per other member.
 struct Member {
@@ -75,12 +88,16 @@ struct Member {
     outgoing: mpsc::UnboundedSender<ClientMessage>,
     /// Starts our upstream over (a fresh connection and offer, as after a failure).
     restart_upstream: mpsc::UnboundedSender<()>,
+    /// Starts (true) or stops sharing our screen on our upstream.
+    share_screen: mpsc::UnboundedSender<bool>,
     /// What the server said that the member's task did not handle itself.
     said: mpsc::UnboundedReceiver<ServerMessage>,
     received: Received,
+    /// The frame indices of the screens it received, by whose.
+    screens: Received,
     /// Downstreams the server has offered it so far.
     offers: Arc<AtomicUsize>,
-    tasks: [tokio::task::JoinHandle<()>; 2],
+    tasks: [tokio::task::JoinHandle<()>; 3],
 }
 
 impl Member {
@@ -92,28 +109,44 @@ impl Member {
         let (outgoing, to_send) = mpsc::unbounded_channel::<ClientMessage>();
         let (said_tx, mut said) = mpsc::unbounded_channel::<ServerMessage>();
         let (restart_upstream, restarts) = mpsc::unbounded_channel();
+        let (share_screen, shares) = mpsc::unbounded_channel();
         let resuming = matches!(first, ClientMessage::Resume { .. });
         outgoing.send(first).expect("the member's task runs");
         let received: Received = Arc::default();
+        let screens: Received = Arc::default();
         let offers = Arc::new(AtomicUsize::new(0));
         let media = LocalMedia::new().expect("local media");
         let task = MemberTask {
             rtc,
             to_send,
             restarts,
+            shares,
             outgoing: outgoing.clone(),
             said: said_tx,
             received: received.clone(),
+            screens: screens.clone(),
             offers: offers.clone(),
             media: media.clone(),
             resuming,
         };
         let member = tokio::spawn(run_member(socket, task));
         // Our camera: a numbered frame every 33 ms (sent once the upstream is up).
+        let camera_media = media.clone();
         let camera = tokio::spawn(async move {
             for index in 0.. {
-                let _ = media.write_video(&fake_frame(index), FRAME_DURATION).await;
+                let _ = camera_media
+                    .write_video(&fake_frame(index), FRAME_DURATION)
+                    .await;
                 tokio::time::sleep(FRAME_DURATION).await;
+            }
+        });
+        // Our screen: a numbered frame every 100 ms (sent while we share).
+        let screen = tokio::spawn(async move {
+            for index in 0.. {
+                let _ = media
+                    .write_screen(&fake_frame(index), SCREEN_FRAME_DURATION)
+                    .await;
+                tokio::time::sleep(SCREEN_FRAME_DURATION).await;
             }
         });
         let welcome = next_said(&mut said, "a welcome").await;
@@ -124,22 +157,24 @@ impl Member {
             peer_id: peer_id.clone(),
             outgoing,
             restart_upstream,
+            share_screen,
             said,
             received,
+            screens,
             offers,
-            tasks: [member, camera],
+            tasks: [member, camera, screen],
         };
         (member, welcome)
     }
 
     /// The frame indices received from `feed` so far.
     fn frames_from(&self, feed: &PeerId) -> Vec<u32> {
-        self.received
-            .lock()
-            .expect("no panic while holding the frames")
-            .get(feed)
-            .cloned()
-            .unwrap_or_default()
+        frames_in(&self.received, feed)
+    }
+
+    /// The frame indices of `feed`'s screen received so far.
+    fn screen_frames_from(&self, feed: &PeerId) -> Vec<u32> {
+        frames_in(&self.screens, feed)
     }
 }
 
@@ -166,11 +201,14 @@ struct MemberTask {
     to_send: mpsc::UnboundedReceiver<ClientMessage>,
     /// Requests to start our upstream over.
     restarts: mpsc::UnboundedReceiver<()>,
+    /// Requests to start or stop sharing our screen.
+    shares: mpsc::UnboundedReceiver<bool>,
     /// Where our connections' signals go out (into `to_send`).
     outgoing: mpsc::UnboundedSender<ClientMessage>,
     /// What the server said that the task does not handle itself.
     said: mpsc::UnboundedSender<ServerMessage>,
     received: Received,
+    screens: Received,
     /// Counts the downstreams the server offers.
     offers: Arc<AtomicUsize>,
     /// Our camera's stream.
@@ -192,9 +230,11 @@ async fn run_member(
         rtc,
         mut to_send,
         mut restarts,
+        mut shares,
         outgoing,
         said,
         received,
+        screens,
         offers,
         media,
         resuming,
@@ -227,6 +267,10 @@ async fn run_member(
         tokio::select! {
             Some(()) = restarts.recv() => {
                 streams.insert(None, open(None, &media, Role::Offerer).await);
+            }
+            Some(sharing) = shares.recv() => {
+                let upstream = streams.get(&None).expect("our upstream");
+                upstream.set_screen_shared(sharing).await.expect("the upstream carries the change");
             }
             message = to_send.recv() => {
                 let Some(message) = message else { break };
@@ -279,6 +323,13 @@ async fn run_member(
                     if let Some(feed) = feed {
                         let index = u32::from_be_bytes(data[1..5].try_into().expect("4 bytes"));
                         received.lock().expect("no panic while holding the frames")
+                            .entry(feed).or_default().push(index);
+                    }
+                }
+                PeerEvent::ScreenFrame { data, .. } => {
+                    if let Some(feed) = feed {
+                        let index = u32::from_be_bytes(data[1..5].try_into().expect("4 bytes"));
+                        screens.lock().expect("no panic while holding the frames")
                             .entry(feed).or_default().push(index);
                     }
                 }
@@ -470,6 +521,47 @@ async fn a_room_that_reaches_the_mesh_limit_moves_to_janus_and_everyone_sees_eve
     println!(
         "after sfu_resubscribe, 30 more frames of the first through a fresh stream within {:?}",
         asked.elapsed()
+    );
+
+    // The second shares its screen: its upstream renegotiates, and the first is offered
+    // its streams afresh, the screen among them.
+    let shared = Instant::now();
+    second
+        .share_screen
+        .send(true)
+        .expect("the second's task runs");
+    while first.screen_frames_from(&second.peer_id).len() < 10 {
+        assert!(
+            shared.elapsed() < Duration::from_secs(15),
+            "the first got {} frames of the second's screen",
+            first.screen_frames_from(&second.peer_id).len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = (
+        first.frames_from(&second.peer_id).len(),
+        first.screen_frames_from(&second.peer_id).len(),
+    );
+    println!(
+        "the first got the second's screen through Janus {:?} after it shared",
+        shared.elapsed()
+    );
+    // It stops: the screen stops coming, the camera goes on.
+    second
+        .share_screen
+        .send(false)
+        .expect("the second's task runs");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stopped = first.screen_frames_from(&second.peer_id).len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = (
+        first.frames_from(&second.peer_id).len(),
+        first.screen_frames_from(&second.peer_id).len(),
+    );
+    assert_eq!(now.1, stopped, "the screen goes on after the share stopped");
+    assert!(
+        now.0 >= seen.0 + 60,
+        "the second's camera stalled around its share: {seen:?} -> {now:?}"
     );
 }
 

@@ -396,9 +396,12 @@ impl NativeMedia {
             }
         }
         let sharing = call.screen.is_some();
-        for (peer, slot) in &call.peers {
+        // Each mesh connection, and our upstream to the SFU (the SFU offers it to everyone).
+        let upstream = call.sfu.get(&None).map(|slot| (None, slot));
+        let meshed = call.peers.iter().map(|(peer, slot)| (Some(peer), slot));
+        for (peer, slot) in meshed.chain(upstream) {
             if let Err(error) = slot.remote.session.set_screen_shared(sharing).await {
-                tracing::warn!(%peer, %error, "the connection cannot carry the change of share");
+                tracing::warn!(?peer, %error, "the connection cannot carry the change of share");
             }
         }
         roster.emit(CallEvent::OwnScreen(
@@ -657,6 +660,12 @@ impl CallMedia for NativeMedia {
         let Some(call) = &mut self.call else {
             return Ok(());
         };
+        if feed.is_none()
+            && call.screen.is_some()
+            && let Err(error) = remote.session.set_screen_shared(true).await
+        {
+            tracing::warn!(%error, "our screen cannot go on the new upstream");
+        }
         if let Some(stale) = call.sfu.insert(feed.cloned(), PeerSlot { remote, epoch }) {
             stale.remote.retire();
         }

@@ -262,7 +262,8 @@ impl BrowserMedia {
         let session = PeerSession::new(rtc, &call.local, role, events_tx)
             .await
             .map_err(|error| CallError::Media(error.to_string()))?;
-        if route == Route::Mesh
+        // A mesh connection and our upstream to the SFU carry our screen.
+        if route != Route::SfuDown
             && let Some((_, share)) = &call.screen
             && let Err(error) = session
                 .set_screen_shared(Some(share.stream().clone()))
@@ -364,9 +365,12 @@ impl BrowserMedia {
             .screen
             .as_ref()
             .map(|(_, share)| share.stream().clone());
-        for (peer, remote) in &call.peers {
+        // Each mesh connection, and our upstream to the SFU (the SFU offers it to everyone).
+        let upstream = call.sfu.get(&None).map(|remote| (None, remote));
+        let meshed = call.peers.iter().map(|(peer, remote)| (Some(peer), remote));
+        for (peer, remote) in meshed.chain(upstream) {
             if let Err(error) = remote.session.set_screen_shared(stream.clone()).await {
-                tracing::warn!(%peer, %error, "the connection cannot carry the change of share");
+                tracing::warn!(?peer, %error, "the connection cannot carry the change of share");
             }
         }
         roster.emit(CallEvent::OwnScreen(

@@ -564,7 +564,8 @@ impl SfuRoom {
         Ok(notices)
     }
 
-    /// Renegotiates `peer`'s upstream (a `reoffer`: its tracks changed).
+    /// Renegotiates `peer`'s upstream (a `reoffer`: its tracks changed), and offers the
+    /// others its streams afresh.
     async fn renegotiate(
         &mut self,
         room: &RoomId,
@@ -584,7 +585,20 @@ impl SfuRoom {
             .session
             .message(handle, json!({"request": "configure"}), offer)
             .await?;
-        tell_answer(room, peer, "configure", &reply, tell)
+        tell_answer(room, peer, "configure", &reply, tell)?;
+        // Janus does not add a stream the publisher added (its shared screen) to the
+        // subscriptions it has: each is made afresh, offering every stream there is now.
+        let mut viewers: Vec<PeerId> = self
+            .members
+            .iter()
+            .filter(|(_, member)| member.subscriptions.contains_key(peer))
+            .map(|(viewer, _)| viewer.clone())
+            .collect();
+        viewers.sort();
+        for viewer in viewers {
+            self.resubscribe(room, &viewer, peer, tell).await?;
+        }
+        Ok(())
     }
 
     /// `peer`'s upstream is up: subscribes it to every feed that is up, and everyone
