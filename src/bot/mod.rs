@@ -66,8 +66,7 @@ pub fn exit_code(error: &CallError) -> u8 {
         | CallError::AlreadyInCall
         | CallError::Media(_)
         | CallError::Device(_)
-        | CallError::DevicesUnavailable(_)
-        | CallError::ScreenNotCarried => EXIT_OTHER,
+        | CallError::DevicesUnavailable(_) => EXIT_OTHER,
     }
 }
 

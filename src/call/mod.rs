@@ -292,11 +292,6 @@ pub enum CallError {
         /// Whether a TURN server was configured.
         through_turn: bool,
     },
-    /// We share a screen in a room on the SFU, which does not carry screens yet.
-    #[error(
-        "nobody sees your shared screen: a room this large goes through the SFU, which does not carry screens yet"
-    )]
-    ScreenNotCarried,
 }
 
 impl CallError {
@@ -321,7 +316,6 @@ impl CallError {
             Self::DevicesUnavailable(_) => "devices_unavailable",
             Self::Turn(problem) => problem.kind(),
             Self::NoRoute { .. } => "ice_failed",
-            Self::ScreenNotCarried => "screen_not_carried",
         }
     }
 
@@ -374,10 +368,6 @@ impl CallError {
             Self::NoRoute { .. } => {
                 "firewalls or NATs on both sides block a direct path: use a TURN server \
                  reachable from both"
-            }
-            Self::ScreenNotCarried => {
-                "smaller rooms (below the server's --mesh-limit, 5 people by default) show \
-                 shared screens"
             }
         }
     }

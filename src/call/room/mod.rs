@@ -653,7 +653,6 @@ impl Room {
             (true, false, Some(target)) => {
                 self.share_granted = true;
                 self.act(RoomAction::ShareScreen(Some(target.clone())));
-                self.warn_screen_not_carried();
             }
             // We stopped while the claim was on its way.
             (true, false, None) => self.act(RoomAction::Send(ClientMessage::Share {
@@ -668,14 +667,6 @@ impl Room {
                 self.lose_wall(by);
             }
             _ => {}
-        }
-    }
-
-    /// Tells the user that nobody sees the screen we share, while our room is on the
-    /// SFU (which does not carry screens).
-    pub(super) fn warn_screen_not_carried(&mut self) {
-        if self.share_granted && self.on_sfu() {
-            self.emit(RoomEvent::Failed(CallError::ScreenNotCarried));
         }
     }
 

@@ -129,7 +129,6 @@ impl Room {
         if self.media == Media::On {
             self.publish();
         }
-        self.warn_screen_not_carried();
     }
 
     /// Whether our room is on the SFU (and not going back to a mesh).

@@ -1252,37 +1252,6 @@ fn news_of_the_space_reaches_the_app() {
 }
 
 #[test]
-fn sharing_in_a_room_on_the_sfu_says_that_nobody_sees_the_screen() {
-    let not_carried = |actions: &[RoomAction]| {
-        events(actions).contains(&RoomEvent::Failed(CallError::ScreenNotCarried))
-    };
-    // The room moves to the SFU while we share.
-    let mut script = Script::in_call(&[LOW]);
-    script.room.command(
-        CallCommand::ShareScreen(Some(ShareTarget::Screen(None))),
-        script.start,
-    );
-    script.hear(ServerMessage::Sharers {
-        peers: vec![id(OURS)],
-    });
-    assert!(!not_carried(&script.actions()), "a mesh carries the screen");
-    script.hear(ServerMessage::SfuStarted);
-    assert!(not_carried(&script.actions()));
-    // We share in a room on the SFU already.
-    let mut script = Script::in_call(&[LOW]);
-    script.hear(ServerMessage::SfuStarted);
-    script.actions();
-    script.room.command(
-        CallCommand::ShareScreen(Some(ShareTarget::Screen(None))),
-        script.start,
-    );
-    script.hear(ServerMessage::Sharers {
-        peers: vec![id(OURS)],
-    });
-    assert!(not_carried(&script.actions()));
-}
-
-#[test]
 fn a_share_waits_for_the_wall_and_stops_when_someone_takes_it_over() {
     let mut script = Script::in_call(&[LOW]);
     let screen = ShareTarget::Screen(None);
