@@ -41,6 +41,13 @@ const HALF_FRAME_RATE_BELOW_KBPS: u32 = 150;
 /// Relative change of the bitrate target below which the encoder is left alone.
 const RETUNE_STEP: f64 = 0.03;
 
+/// The lowest bitrate a smaller simulcast layer is given, in kbit/s.
+const MIN_LAYER_KBPS: u32 = 20;
+
+/// How much each frame moves the whole picture's average cost
+/// ([`VideoLoop::full_rate_kbps`]): about the last second at 30 fps.
+const FULL_RATE_WEIGHT: f64 = 0.05;
+
 /// Opus bitrate for voice.
 const OPUS_BITRATE_BPS: u32 = 32_000;
 
@@ -299,6 +306,7 @@ impl LocalSender {
             counters: counters.clone(),
             encoder,
             reduced: [None, None],
+            full_rate_kbps: None,
             bitrate_targets: bitrate_targets.clone(),
             source,
             period: Duration::from_secs(1) / settings.fps.max(1),
@@ -455,6 +463,8 @@ struct VideoLoop {
     /// The encoders of the smaller simulcast layers ([`ReducedLayer`] order), while a
     /// connection takes them.
     reduced: [Option<Vp8Encoder>; 2],
+    /// What the whole picture's frames have cost lately, in kbit/s (a moving average).
+    full_rate_kbps: Option<f64>,
     bitrate_targets: Arc<VideoBitrateTargets>,
     source: VideoSource,
     period: Duration,
@@ -530,6 +540,7 @@ impl VideoLoop {
             match encoded {
                 Ok(encoded) => {
                     for packet in encoded {
+                        self.note_full_rate(packet.data.len(), self.period * step);
                         self.sink.send_video(&packet.data, self.period * step);
                         self.counters.video_frames.fetch_add(1, Ordering::Relaxed);
                         if packet.keyframe {
@@ -543,6 +554,16 @@ impl VideoLoop {
             }
             self.encode_reduced_layers(&frame, captured, keyframe, self.period * step);
         }
+    }
+
+    /// Adds a frame of the whole picture, `bytes` long and lasting `duration`, to
+    /// [`Self::full_rate_kbps`].
+    fn note_full_rate(&mut self, bytes: usize, duration: Duration) {
+        let kbps = bytes as f64 * 8.0 / 1000.0 / duration.as_secs_f64().max(1e-3);
+        let average = self.full_rate_kbps.map_or(kbps, |average| {
+            average + FULL_RATE_WEIGHT * (kbps - average)
+        });
+        self.full_rate_kbps = Some(average);
     }
 
     /// Encodes and sends the smaller simulcast layers of `frame` while a connection
@@ -560,9 +581,16 @@ impl VideoLoop {
             return;
         }
         let full = self.encoder.config();
+        // A smaller layer gets its share of what the whole picture costs: of the
+        // encoder's target, or of less when the picture needs less (a still one).
+        let basis = self
+            .full_rate_kbps
+            .map_or(f64::from(full.bitrate_kbps), |rate| {
+                rate.min(f64::from(full.bitrate_kbps))
+            });
         for layer in ReducedLayer::ALL {
             let picture = frame.downscaled(layer.divisor());
-            let kbps = ((f64::from(full.bitrate_kbps) * layer.bitrate_share()) as u32).max(30);
+            let kbps = ((basis * layer.bitrate_share()) as u32).max(MIN_LAYER_KBPS);
             let slot = &mut self.reduced[layer as usize];
             let fits = slot.as_ref().is_some_and(|encoder| {
                 let config = encoder.config();
