@@ -4,6 +4,9 @@
 //! For each size N, N `meetspace bot`s (320x240 at 15 fps, VP8 and Opus) join one room
 //! of an in-process signaling server: once with a Janus of their own behind it (the
 //! tests' configuration, in a network namespace; every room moves to it at two people),
+//! once more on Janus standing 6 m from the middle of the room on a circle, each asking
+//! for the simulcast layers that fit how large the others appear to it (`spread`; the
+//! first run's bots stand nowhere, so they take the whole picture of everyone),
 //! and, up to the server's usual room capacity (8), once as a full mesh. When every bot
 //! decodes every other, SECONDS are measured and one row printed per room: each bot's
 //! CPU (mean and highest), the video it receives (kbit/s, and decoded fps per stream),
@@ -25,21 +28,47 @@ use meetspace::signaling::server::{DEFAULT_ROOM_CAPACITY, ServerLimits, Signalin
 /// How long the bots of one room may take until each decodes every other.
 const JOIN_LIMIT: Duration = Duration::from_secs(120);
 
+/// How far from the middle of the room the bots of a `spread` room stand, in metres.
+const SPREAD_RADIUS: f32 = 6.0;
+
 /// How the room's media goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
+    /// On Janus, everyone receiving everyone's whole picture.
     Sfu,
+    /// On Janus, the bots on a circle, each receiving the layers that fit.
+    Spread,
+    /// A full mesh.
     Mesh,
 }
 
 impl Route {
-    /// As the bots' figures say it (`sent.via`).
+    /// Its name in the table.
     fn name(self) -> &'static str {
         match self {
             Route::Sfu => "sfu",
+            Route::Spread => "spread",
             Route::Mesh => "mesh",
         }
     }
+
+    /// As the bots' figures say it (`sent.via`).
+    fn via(self) -> &'static str {
+        match self {
+            Route::Sfu | Route::Spread => "sfu",
+            Route::Mesh => "mesh",
+        }
+    }
+}
+
+/// Where bot `number` of `size` stands in a `spread` room (`--at`).
+fn spread_spot(number: usize, size: usize) -> String {
+    let angle = std::f32::consts::TAU * number as f32 / size as f32;
+    format!(
+        "{:.2},{:.2}",
+        SPREAD_RADIUS * angle.cos(),
+        SPREAD_RADIUS * angle.sin()
+    )
 }
 
 /// What a room of bots did while measured.
@@ -84,7 +113,7 @@ fn main() -> anyhow::Result<()> {
          CPU in % of one core"
     );
     println!(
-        "{:>3} {:>5} {:>17} {:>18} {:>11} {:>10} {:>19}",
+        "{:>3} {:>6} {:>17} {:>18} {:>11} {:>10} {:>19}",
         "N",
         "route",
         "bot CPU mean/max",
@@ -94,14 +123,14 @@ fn main() -> anyhow::Result<()> {
         "Janus CPU/stream"
     );
     for (index, &size) in sizes.iter().enumerate() {
-        for route in [Route::Sfu, Route::Mesh] {
+        for route in [Route::Sfu, Route::Spread, Route::Mesh] {
             if route == Route::Mesh && size > DEFAULT_ROOM_CAPACITY {
                 continue;
             }
             // A room that does not come together is reported, and the next one runs.
             match measure_room(&runtime, index, size, route, seconds) {
                 Ok(figures) => print_row(size, route, &figures),
-                Err(error) => println!("{size:>3} {:>5} not measured: {error:#}", route.name()),
+                Err(error) => println!("{size:>3} {:>6} not measured: {error:#}", route.name()),
             }
         }
     }
@@ -117,13 +146,13 @@ fn measure_room(
     route: Route,
     seconds: f64,
 ) -> anyhow::Result<RoomFigures> {
-    // Two namespaces per size (their subnets come from the number: below 60).
-    let namespace = index * 2 + usize::from(route == Route::Mesh);
+    // Three namespaces per size (their subnets come from the number: below 60).
+    let namespace = index * 3 + route as usize;
     let janus = JanusProcess::start(
         u8::try_from(namespace)
             .ok()
             .filter(|n| *n < 60)
-            .context("at most 30 sizes")?,
+            .context("at most 20 sizes")?,
     );
     let limits = ServerLimits {
         room_capacity: size.max(DEFAULT_ROOM_CAPACITY),
@@ -134,7 +163,7 @@ fn measure_room(
             .await
             .context("a port for the signaling server")?;
         let server = match route {
-            Route::Sfu => server.with_sfu(SfuSettings {
+            Route::Sfu | Route::Spread => server.with_sfu(SfuSettings {
                 instances: vec![janus.url()],
                 api_secret: Some(JANUS_API_SECRET.to_owned()),
                 admin_key: Some(JANUS_ADMIN_KEY.to_owned()),
@@ -146,13 +175,24 @@ fn measure_room(
         tokio::spawn(server.run());
         anyhow::Ok(url)
     })?;
-    let (first, room) = Bot::start(&janus, &url, "Bot0", &["--create"]);
+    let spot = |number: usize| match route {
+        Route::Spread => vec!["--at".to_owned(), spread_spot(number, size)],
+        Route::Sfu | Route::Mesh => Vec::new(),
+    };
+    let first_args: Vec<String> = ["--create".to_owned()].into_iter().chain(spot(0)).collect();
+    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let (first, room) = Bot::start(&janus, &url, "Bot0", &first_args);
     let room = room.context("the first bot made no room")?;
     let mut bots = vec![first];
     for number in 1..size {
-        bots.push(Bot::start(&janus, &url, &format!("Bot{number}"), &["--room", &room]).0);
+        let args: Vec<String> = ["--room".to_owned(), room.clone()]
+            .into_iter()
+            .chain(spot(number))
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        bots.push(Bot::start(&janus, &url, &format!("Bot{number}"), &args).0);
     }
-    let via = route.name();
+    let via = route.via();
     let started = Instant::now();
     while !bots.iter().all(|bot| {
         let decoded = bot.decoded();
@@ -219,7 +259,7 @@ fn measure_room(
         received_kbps,
         fps_per_stream: frames as f64 / elapsed / streams,
         upstreams,
-        janus_percent_per_stream: (route == Route::Sfu)
+        janus_percent_per_stream: (route != Route::Mesh)
             .then(|| 100.0 * janus_cpu.as_secs_f64() / elapsed / streams),
     };
     Ok(figures)
@@ -229,7 +269,7 @@ fn print_row(size: usize, route: Route, figures: &RoomFigures) {
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
     let max = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
     println!(
-        "{size:>3} {:>5} {:>11.0} / {:>3.0} {:>18.0} {:>11.1} {:>10} {:>19}",
+        "{size:>3} {:>6} {:>11.0} / {:>3.0} {:>18.0} {:>11.1} {:>10} {:>19}",
         route.name(),
         mean(&figures.cpu_percent),
         max(&figures.cpu_percent),
