@@ -375,6 +375,9 @@ pub struct Room {
     place: Option<Place>,
     /// Who was in the room when we were welcomed, until our media runs.
     arriving: Vec<PeerInfo>,
+    /// Who joined after our welcome while our media was starting: shown (and connected
+    /// to) once it runs.
+    joined_while_starting: Vec<PeerInfo>,
     peers: HashMap<PeerId, PeerSlot>,
     /// Peers we offered to ahead of their arrival (Firestore's 1:1 flow).
     awaited: HashSet<PeerId>,
@@ -416,6 +419,7 @@ impl Room {
             asked_title: None,
             place: None,
             arriving: Vec::new(),
+            joined_while_starting: Vec::new(),
             peers: HashMap::new(),
             awaited: HashSet::new(),
             members: HashMap::new(),
@@ -987,10 +991,15 @@ impl Room {
                     self.show_sfu_member(peer);
                 } else if self.media == Media::On {
                     self.add_peer(peer, Role::Answerer);
+                } else if self.media == Media::Starting {
+                    self.joined_while_starting.push(peer);
                 }
             }
             ServerMessage::PeerLeft { peer_id } => {
                 let member = self.members.remove(&peer_id).is_some();
+                for waiting in [&mut self.arriving, &mut self.joined_while_starting] {
+                    waiting.retain(|peer| peer.peer_id != peer_id);
+                }
                 self.poses.forget(&peer_id);
                 if let Some(lobby) = &mut self.lobby {
                     lobby.wanted.remove(&peer_id);
@@ -1274,13 +1283,23 @@ impl Room {
             self_id,
             peers,
         });
+        let late = std::mem::take(&mut self.joined_while_starting);
         if self.on_sfu() {
             // Nobody to offer to: the SFU brings everyone.
             self.publish();
+            for peer in late {
+                self.show_sfu_member(peer);
+            }
             return;
         }
         for peer in offer_to {
             self.connect(peer, Role::Offerer);
+        }
+        // Those who came while our media started may have offered to us in vain (we
+        // had no connection to them): we offer to them; if offers cross, the smaller
+        // id's is taken.
+        for peer in late {
+            self.add_peer(peer, Role::Offerer);
         }
     }
 
@@ -1682,6 +1701,7 @@ impl Room {
         self.place = None;
         self.reconnecting = None;
         self.arriving.clear();
+        self.joined_while_starting.clear();
         // Where we stood belongs to the place we leave.
         self.own_pose = None;
         self.poses = Poses::default();

@@ -1252,6 +1252,48 @@ fn news_of_the_space_reaches_the_app() {
 }
 
 #[test]
+fn someone_who_joins_while_our_media_starts_is_shown_and_connected_once_it_runs() {
+    // In a mesh: we offer to them (their offer to us, before our media ran, was lost).
+    let mut script = Script::welcomed(&[LOW]);
+    script.hear(ServerMessage::PeerJoined { peer: info(HIGH) });
+    script.hear(ServerMessage::PeerJoined {
+        peer: info("gggggggggg"),
+    });
+    script.hear(ServerMessage::PeerLeft {
+        peer_id: id("gggggggggg"),
+    });
+    assert!(
+        connects(&script.actions()).is_empty(),
+        "our media is not running yet"
+    );
+    script.room.media_started(false, script.start);
+    let actions = script.actions();
+    assert_eq!(
+        connects(&actions),
+        vec![
+            (id(LOW), Role::Offerer, false),
+            (id(HIGH), Role::Offerer, false)
+        ],
+        "{actions:?}"
+    );
+    assert!(actions.contains(&RoomAction::PeerJoined(info(HIGH))));
+
+    // On the SFU: shown, and the SFU brings their media.
+    let mut script = Script::welcomed(&[LOW]);
+    script.hear(ServerMessage::SfuStarted);
+    script.hear(ServerMessage::PeerJoined { peer: info(HIGH) });
+    script.actions();
+    script.room.media_started(false, script.start);
+    let actions = script.actions();
+    assert!(connects(&actions).is_empty(), "{actions:?}");
+    assert!(actions.contains(&RoomAction::PeerJoined(info(HIGH))));
+    assert!(actions.contains(&RoomAction::OpenSfu {
+        feed: None,
+        epoch: 0
+    }));
+}
+
+#[test]
 fn a_share_waits_for_the_wall_and_stops_when_someone_takes_it_over() {
     let mut script = Script::in_call(&[LOW]);
     let screen = ShareTarget::Screen(None);
