@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use serde::Serialize;
 
@@ -481,10 +482,7 @@ fn toggle_share(
 
 fn react_to_notices(
     mut bot: ResMut<Bot>,
-    report: Res<CallReport>,
-    space: Option<Res<SpaceReport>>,
-    walker: Option<Res<Walker>>,
-    sent: Res<SendStats>,
+    figures: BotFigures,
     mut notices: MessageReader<CallNotice>,
     mut exit: MessageWriter<AppExit>,
 ) {
@@ -504,14 +502,7 @@ fn react_to_notices(
             }
             CallNotice::Left if bot.joined_at.is_some() => {
                 if let Some(path) = &bot.stats_json
-                    && let Err(error) = write_stats(
-                        path,
-                        &sent,
-                        &report,
-                        &bot.shown_gaps,
-                        space.as_deref(),
-                        arrived(&walker),
-                    )
+                    && let Err(error) = figures.write(path, &bot.shown_gaps)
                 {
                     eprintln!("meetspace bot: {error:#}");
                     exit.write(AppExit::from_code(EXIT_OTHER));
@@ -540,10 +531,7 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 /// last write comes when the call ends).
 fn write_stats_during_call(
     mut bot: ResMut<Bot>,
-    report: Res<CallReport>,
-    space: Option<Res<SpaceReport>>,
-    walker: Option<Res<Walker>>,
-    sent: Res<SendStats>,
+    figures: BotFigures,
     screens: Query<&VideoFeed, With<SharedScreen>>,
     images: Res<Assets<Image>>,
 ) {
@@ -555,14 +543,7 @@ fn write_stats_during_call(
     }
     bot.stats_written_at = Some(Instant::now());
     if let Some(path) = &bot.stats_json
-        && let Err(error) = write_stats(
-            path,
-            &sent,
-            &report,
-            &bot.shown_gaps,
-            space.as_deref(),
-            arrived(&walker),
-        )
+        && let Err(error) = figures.write(path, &bot.shown_gaps)
     {
         warn!("{error:#}");
     }
@@ -599,11 +580,6 @@ fn note_shown_gaps(mut bot: ResMut<Bot>, feeds: Query<(&Participant, &VideoFeed)
         bot.shown_gaps
             .insert(participant.peer_id.clone(), feed.longest_gap);
     }
-}
-
-/// When a walking bot last reached a spot, in milliseconds since the UNIX epoch.
-fn arrived(walker: &Option<Res<Walker>>) -> Option<u64> {
-    walker.as_ref().and_then(|walker| walker.arrived_unix_ms())
 }
 
 /// One remote peer in the `--stats-json` file: who, and what we received from them.
@@ -649,44 +625,54 @@ struct BotStats<'a> {
     arrived_unix_ms: Option<u64>,
 }
 
-fn write_stats(
-    path: &Path,
-    sent: &SendStats,
-    report: &CallReport,
-    shown_gaps: &BTreeMap<PeerId, Duration>,
-    space: Option<&SpaceReport>,
-    arrived_unix_ms: Option<u64>,
-) -> anyhow::Result<()> {
-    let counters = &sent.0;
-    let stats = BotStats {
-        sent: SentStats {
-            video_frames: counters.video_frames.load(Ordering::Relaxed),
-            video_keyframes: counters.video_keyframes.load(Ordering::Relaxed),
-            video_target_kbps: counters.video_target_kbps.load(Ordering::Relaxed),
-            screen_frames: counters.screen_frames.load(Ordering::Relaxed),
-            via: if report.via_sfu { "sfu" } else { "mesh" },
-            upstreams: report.upstreams,
-            simulcast_frames: counters.simulcast_frames.load(Ordering::Relaxed),
-        },
-        peers: report
-            .peers
-            .iter()
-            .map(|(peer_id, (name, received))| PeerStats {
-                peer_id,
-                name,
-                longest_shown_gap_ms: shown_gaps
-                    .get(peer_id)
-                    .map(|gap| gap.as_secs_f64() * 1000.0),
-                received,
-            })
-            .collect(),
-        space,
-        arrived_unix_ms,
-    };
-    let json = serde_json::to_string_pretty(&stats)?;
-    // Whole files only: a reader never sees one half written.
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    std::fs::write(&partial, json).with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
+/// What the `--stats-json` file is made of.
+#[derive(SystemParam)]
+struct BotFigures<'w> {
+    sent: Res<'w, SendStats>,
+    report: Res<'w, CallReport>,
+    space: Option<Res<'w, SpaceReport>>,
+    walker: Option<Res<'w, Walker>>,
+}
+
+impl BotFigures<'_> {
+    /// Writes the `--stats-json` file to `path`, with the longest gap between frames
+    /// shown of each peer (`shown_gaps`).
+    fn write(&self, path: &Path, shown_gaps: &BTreeMap<PeerId, Duration>) -> anyhow::Result<()> {
+        let (counters, report) = (&self.sent.0, &*self.report);
+        let stats = BotStats {
+            sent: SentStats {
+                video_frames: counters.video_frames.load(Ordering::Relaxed),
+                video_keyframes: counters.video_keyframes.load(Ordering::Relaxed),
+                video_target_kbps: counters.video_target_kbps.load(Ordering::Relaxed),
+                screen_frames: counters.screen_frames.load(Ordering::Relaxed),
+                via: if report.via_sfu { "sfu" } else { "mesh" },
+                upstreams: report.upstreams,
+                simulcast_frames: counters.simulcast_frames.load(Ordering::Relaxed),
+            },
+            peers: report
+                .peers
+                .iter()
+                .map(|(peer_id, (name, received))| PeerStats {
+                    peer_id,
+                    name,
+                    longest_shown_gap_ms: shown_gaps
+                        .get(peer_id)
+                        .map(|gap| gap.as_secs_f64() * 1000.0),
+                    received,
+                })
+                .collect(),
+            space: self.space.as_deref(),
+            arrived_unix_ms: self
+                .walker
+                .as_ref()
+                .and_then(|walker| walker.arrived_unix_ms()),
+        };
+        let json = serde_json::to_string_pretty(&stats)?;
+        // Whole files only: a reader never sees one half written.
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        std::fs::write(&partial, json)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
+    }
 }
