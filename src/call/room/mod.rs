@@ -1295,11 +1295,10 @@ impl Room {
         for peer in offer_to {
             self.connect(peer, Role::Offerer);
         }
-        // Those who came while our media started may have offered to us in vain (we
-        // had no connection to them): we offer to them; if offers cross, the smaller
-        // id's is taken.
+        // Those who came while our media started offer to us, as to everyone there
+        // (one that came too early is made again when their attempt runs out).
         for peer in late {
-            self.add_peer(peer, Role::Offerer);
+            self.add_peer(peer, Role::Answerer);
         }
     }
 
@@ -1570,6 +1569,11 @@ impl Room {
         }
         let self_id = self.place.as_ref().map(|place| &place.self_id);
         let Some(slot) = self.peers.get(from) else {
+            if self.on_sfu() {
+                // The SFU brings it: no new mesh connection (nothing would retire it).
+                tracing::debug!(peer = %from, "a mesh offer in a room on the SFU");
+                return false;
+            }
             // A peer we dropped (its connection failed, or we thought it hung up) that
             // is still in the room starts over: it is shown again and answered.
             if let Some(name) = self.members.get(from) {
