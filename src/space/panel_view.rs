@@ -73,28 +73,37 @@ pub struct PanelView<'w, 's> {
 }
 
 impl PanelView<'_, '_> {
+    /// Every panel's participant, with its video feed and its screen's corners in
+    /// window pixels (`scale_factor` turns the camera's logical pixels into physical
+    /// ones; none when a corner is behind the camera).
+    fn panel_corners(
+        &self,
+        scale_factor: f32,
+    ) -> impl Iterator<Item = (&Participant, &VideoFeed, Option<[[f32; 2]; 4]>)> {
+        let camera = self.camera.single().ok();
+        self.panels.iter().filter_map(move |(panel, children)| {
+            let (participant, feed) = self.participants.get(panel.participant).ok()?;
+            let screen = children
+                .iter()
+                .find_map(|child| self.screens.get(child).ok())?;
+            let corners = camera.and_then(|(camera, transform)| {
+                screen_corners(camera, transform, screen, SCREEN_SIZE, scale_factor)
+            });
+            Some((participant, feed, corners))
+        })
+    }
+
     /// Every panel with its screen's place in window pixels (`scale_factor` turns the
     /// camera's logical pixels into physical ones), sorted by name.
     pub fn rects(&self, scale_factor: f32) -> Vec<PanelRect> {
-        let camera = self.camera.single().ok();
         let mut rects: Vec<PanelRect> = self
-            .panels
-            .iter()
-            .filter_map(|(panel, children)| {
-                let (participant, feed) = self.participants.get(panel.participant).ok()?;
-                let screen = children
-                    .iter()
-                    .find_map(|child| self.screens.get(child).ok())?;
-                let corners = camera.and_then(|(camera, transform)| {
-                    screen_corners(camera, transform, screen, SCREEN_SIZE, scale_factor)
-                });
-                Some(PanelRect {
-                    name: participant.name.as_str().to_owned(),
-                    peer_id: participant.peer_id.as_str().to_owned(),
-                    frames_shown: feed.frames_shown,
-                    rect: corners.as_ref().map(bounding_box),
-                    corners,
-                })
+            .panel_corners(scale_factor)
+            .map(|(participant, feed, corners)| PanelRect {
+                name: participant.name.as_str().to_owned(),
+                peer_id: participant.peer_id.as_str().to_owned(),
+                frames_shown: feed.frames_shown,
+                rect: corners.as_ref().map(bounding_box),
+                corners,
             })
             .collect();
         rects.sort_by(|a, b| a.name.cmp(&b.name));
@@ -105,24 +114,15 @@ impl PanelView<'_, '_> {
     /// `window` physical pixels: the part of it inside the window, 0 when it is out of
     /// view or behind the camera.
     pub fn shown_heights(&self, window: Vec2, scale_factor: f32) -> Vec<(PeerId, f32)> {
-        let camera = self.camera.single().ok();
-        self.panels
-            .iter()
-            .filter_map(|(panel, children)| {
-                let (participant, _) = self.participants.get(panel.participant).ok()?;
-                let screen = children
-                    .iter()
-                    .find_map(|child| self.screens.get(child).ok())?;
-                let corners = camera.and_then(|(camera, transform)| {
-                    screen_corners(camera, transform, screen, SCREEN_SIZE, scale_factor)
-                });
+        self.panel_corners(scale_factor)
+            .map(|(participant, _, corners)| {
                 let height = corners.map_or(0.0, |corners| {
                     let [x_min, y_min, x_max, y_max] = bounding_box(&corners);
                     let inside_x = x_max.min(window.x) > x_min.max(0.0);
                     let visible = y_max.min(window.y) - y_min.max(0.0);
                     if inside_x { visible.max(0.0) } else { 0.0 }
                 });
-                Some((participant.peer_id.clone(), height))
+                (participant.peer_id.clone(), height)
             })
             .collect()
     }
