@@ -13,7 +13,7 @@ mod janus;
 
 use futures_util::{SinkExt, StreamExt};
 use meetspace::rtc::native::{LocalMedia, PeerSession};
-use meetspace::rtc::{PeerEvent, Role, RtcConfig};
+use meetspace::rtc::{PeerEvent, Role, RtcConfig, Sending};
 use meetspace::signaling::payload::SignalPayload;
 use meetspace::signaling::protocol::{
     ClientMessage, DisplayName, ErrorCode, PeerId, ServerMessage,
@@ -240,13 +240,20 @@ async fn run_member(
     } = task;
     let (mut write, mut read) = socket.split();
     let (events_tx, mut events) = mpsc::unbounded_channel::<(Option<PeerId>, PeerEvent)>();
-    // Downstreams send nothing: their tracks are fed by a camera that never writes.
-    let silent = LocalMedia::new().expect("local media");
     let mut streams: HashMap<Option<PeerId>, Arc<PeerSession>> = HashMap::new();
-    let open = |feed: Option<PeerId>, local: &LocalMedia, role| {
+    let open = |feed: Option<PeerId>, role| {
         let events_tx = events_tx.clone();
-        let local = local.clone();
-        let rtc = rtc.clone();
+        let local = media.clone();
+        // A downstream sends nothing.
+        let sending = if feed.is_some() {
+            Sending::Nothing
+        } else {
+            Sending::Media
+        };
+        let rtc = RtcConfig {
+            sending,
+            ..rtc.clone()
+        };
         async move {
             let (tx, mut rx) = mpsc::unbounded_channel();
             let session = PeerSession::new(&rtc, &local, role, tx)
@@ -265,7 +272,7 @@ async fn run_member(
     loop {
         tokio::select! {
             Some(()) = restarts.recv() => {
-                streams.insert(None, open(None, &media, Role::Offerer).await);
+                streams.insert(None, open(None, Role::Offerer).await);
             }
             Some(sharing) = shares.recv() => {
                 let upstream = streams.get(&None).expect("our upstream");
@@ -286,7 +293,7 @@ async fn run_member(
                 match message {
                     ServerMessage::Welcome { sfu: true, .. } => {
                         if !resuming {
-                            streams.insert(None, open(None, &media, Role::Offerer).await);
+                            streams.insert(None, open(None, Role::Offerer).await);
                         }
                         let _ = said.send(message);
                     }
@@ -294,7 +301,7 @@ async fn run_member(
                         // Moved (again: the instance holding the room went): our streams
                         // through the SFU go, and we publish afresh.
                         streams.clear();
-                        streams.insert(None, open(None, &media, Role::Offerer).await);
+                        streams.insert(None, open(None, Role::Offerer).await);
                         let _ = said.send(message);
                     }
                     ServerMessage::SfuSignal { feed, data } => {
@@ -302,7 +309,7 @@ async fn run_member(
                             .expect("the server relays valid payloads");
                         if let (Some(owner), SignalPayload::Offer { .. }) = (&feed, &payload) {
                             offers.fetch_add(1, Ordering::Relaxed);
-                            let session = open(Some(owner.clone()), &silent, Role::Answerer).await;
+                            let session = open(Some(owner.clone()), Role::Answerer).await;
                             streams.insert(feed.clone(), session);
                         }
                         let session = streams.get(&feed).expect("a stream the server offered");
