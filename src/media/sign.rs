@@ -1,7 +1,7 @@
-//! Text on signs: lines of text rasterized on the CPU (with `ab_glyph` and bevy's
-//! built-in Fira Mono) into an RGBA image that a quad in the scene shows. The "3d"
-//! bevy feature set has no world-space text renderer, and a texture is all a sign
-//! needs. The same pixels make the placeholder video ([`super::placeholder`]).
+//! Text on signs: lines of text rasterized on the CPU (with `ab_glyph` and egui's
+//! built-in Hack font) into an RGBA image that a quad in the scene shows. The app
+//! builds without Bevy's text layout, and a texture is all a sign needs. The same
+//! pixels make the placeholder video ([`super::placeholder`]).
 
 use ab_glyph::{Font, FontRef, InvalidFont, PxScale, ScaleFont, point};
 use bevy::asset::RenderAssetUsages;
@@ -33,10 +33,10 @@ pub struct SignPainter {
 }
 
 impl SignPainter {
-    /// A painter using bevy's built-in font.
+    /// A painter using the built-in font.
     pub fn new() -> Result<Self, LabelError> {
         Ok(Self {
-            font: FontRef::try_from_slice(bevy::text::DEFAULT_FONT_DATA)?,
+            font: FontRef::try_from_slice(epaint_default_fonts::HACK_REGULAR)?,
         })
     }
 
