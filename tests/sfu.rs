@@ -756,9 +756,11 @@ async fn ten_bots_on_janus_each_decode_the_other_nine_for_30_s_sending_one_upstr
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    // Every bot went on decoding every other, at a third of their 15 fps at least (ten
-    // bots fill two cores: about 11 fps each was seen).
-    let least = (seconds * 15.0 / 3.0) as u64;
+    // Every bot went on decoding every other: on average at a third of their 15 fps at
+    // least, and none below 2 fps. Ten bots fill two cores: 8.4-13.8 fps on average was
+    // seen, and single streams as low as 3.7 fps on a fresh machine.
+    let least_mean = seconds * 15.0 / 3.0;
+    let least = (seconds * 2.0) as u64;
     for (((bot, then), cpu_then), encoded_then) in all
         .iter()
         .zip(&decoded_then)
@@ -791,6 +793,13 @@ async fn ten_bots_on_janus_each_decode_the_other_nine_for_30_s_sending_one_upstr
             1000.0 * cpu.as_secs_f64() / frames.max(1) as f64
         );
         assert_eq!(now.len(), BOTS - 1, "{} lost someone", bot.stats.display());
+        assert!(
+            frames as f64 / now.len() as f64 >= least_mean,
+            "{} decoded {frames} frames of {} others in {seconds:.0} s, fewer than {least_mean:.0} \
+             of each on average",
+            bot.stats.display(),
+            now.len()
+        );
         assert!(
             gained.iter().all(|n| *n >= least),
             "{} decoded fewer than {least} frames of someone in {seconds:.0} s: {now:?} (then {then:?})",
