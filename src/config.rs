@@ -573,6 +573,13 @@ pub struct BenchArgs {
     /// Frames per second.
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
+    /// What every client sends: `synthetic` (the stamped test pattern) or `file:PATH` (a
+    /// y4m file played in a loop; its own size wins over --width and --height).
+    #[arg(long, value_name = "SOURCE", default_value = "synthetic", value_parser = VideoInput::parse)]
+    pub video: VideoInput,
+    /// Highest VP8 bitrate every client sends, in kbit/s.
+    #[arg(long, default_value_t = 800, value_parser = clap::value_parser!(u32).range(50..=8000))]
+    pub video_kbps: u32,
     /// Measure the voice processing instead (echo cancellation, noise suppression,
     /// gain: CPU per 10 ms frame and the echo removed, on a synthetic voice and echo).
     #[arg(long, conflicts_with = "space")]

@@ -1,7 +1,8 @@
 //! `meetspace bench`: real calls between headless clients in this process, over an
-//! in-process signaling server on 127.0.0.1, with synthetic media. Prints join-to-first
-//! frame, glass-to-glass latency, received fps, CPU per received frame, memory per peer,
-//! and the encode cost per sender for meshes of several sizes. With `--voice-processing`,
+//! in-process signaling server on 127.0.0.1, with synthetic media or a y4m clip. Prints
+//! join-to-first frame, glass-to-glass latency, received fps, bitrate and size, CPU per
+//! received frame and stream, memory per peer, and the encode cost per sender for meshes
+//! of several sizes (`scripts/compare-chromium.py` sets these beside Chromium's). With `--voice-processing`,
 //! the cost and effect of the microphone's voice processing instead; with `--space`,
 //! crowds wandering the lobby ([`space`]).
 
@@ -19,7 +20,9 @@ use crate::config::{BenchArgs, ClientConfig};
 use crate::headless::headless_app;
 use crate::media::stats::{JoinTimeline, nearest_rank};
 use crate::media::voice_processing::{EchoPath, EchoReference, VoiceProcessor};
-use crate::media::{CallStats, SendSettings, SyntheticVoice, VoiceProcessing, rms_level};
+use crate::media::{
+    CallStats, SendSettings, SyntheticVoice, VideoInput, VoiceProcessing, rms_level,
+};
 use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::DisplayName;
 use crate::signaling::server::{ServerLimits, SignalingServer};
@@ -32,8 +35,14 @@ struct RunFigures {
     latency_p50_ms: Vec<f64>,
     latency_p95_ms: Vec<f64>,
     received_fps: Vec<f64>,
+    /// Each received stream's video bitrate, kbit/s.
+    received_kbps: Vec<f64>,
+    /// Each received stream's last picture size.
+    received_sizes: Vec<(u32, u32)>,
     frames_received: u64,
     cpu_seconds: f64,
+    /// The wall-clock time over which `cpu_seconds` was taken.
+    wall_seconds: f64,
     rss_growth_bytes: i64,
     encode_ms_per_frame: Vec<f64>,
     encoders: Vec<u64>,
@@ -58,23 +67,39 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("cannot start the signaling server")?;
     let url = server.url();
     runtime.handle().spawn(server.run());
+    if let VideoInput::Camera(_) = args.video {
+        bail!(
+            "the bench runs all its clients in one process, and they cannot share a camera: \
+             give it --video synthetic or --video file:PATH"
+        );
+    }
     let media = SendSettings {
         width: args.width,
         height: args.height,
         fps: args.fps,
+        video_kbps: args.video_kbps,
+        video_input: args.video.clone(),
         ..SendSettings::default()
     };
+    let size = match &media.video_input {
+        VideoInput::Synthetic => format!("{}x{}", media.width, media.height),
+        other => other.to_string(),
+    };
     println!(
-        "meetspace bench: {}x{}@{} VP8 {} kbit/s + Opus, {} s per run, {} runs per size, loopback",
-        media.width, media.height, media.fps, media.video_kbps, args.seconds, args.repeat
+        "meetspace bench: {size}@{} VP8 at most {} kbit/s + Opus, {} s per run, {} runs per size, \
+         loopback",
+        media.fps, media.video_kbps, args.seconds, args.repeat
     );
     println!(
-        "{:>4} {:>18} {:>18} {:>8} {:>14} {:>12} {:>16} {:>8}",
+        "{:>4} {:>18} {:>18} {:>8} {:>10} {:>9} {:>14} {:>11} {:>12} {:>16} {:>8}",
         "N",
         "first frame p50/95",
         "glass-glass p50/95",
         "rx fps",
+        "rx kbit/s",
+        "rx size",
         "CPU ms/rx fr",
+        "CPU/stream",
         "RSS MiB/peer",
         "encode ms/frame",
         "encoders"
@@ -99,6 +124,7 @@ fn run_once(
 ) -> anyhow::Result<RunFigures> {
     let rss_before = resident_bytes();
     let cpu_before = cpu_seconds();
+    let wall_before = Instant::now();
     let mut apps: Vec<App> = (0..peers)
         .map(|i| {
             let config = ClientConfig {
@@ -152,8 +178,11 @@ fn run_once(
         latency_p50_ms: Vec::new(),
         latency_p95_ms: Vec::new(),
         received_fps: Vec::new(),
+        received_kbps: Vec::new(),
+        received_sizes: Vec::new(),
         frames_received: 0,
         cpu_seconds: cpu_seconds() - cpu_before,
+        wall_seconds: wall_before.elapsed().as_secs_f64(),
         rss_growth_bytes: resident_bytes() - rss_before,
         encode_ms_per_frame: Vec::new(),
         encoders: Vec::new(),
@@ -180,6 +209,10 @@ fn add_peer(figures: &mut RunFigures, stats: &CallStats, elapsed: f64) {
     figures
         .received_fps
         .push(stats.frames_decoded as f64 / elapsed);
+    figures
+        .received_kbps
+        .push(stats.video_bytes_received as f64 * 8.0 / 1000.0 / elapsed);
+    figures.received_sizes.push((stats.width, stats.height));
     figures.first_frame_ms.extend(stats.first_frame_ms);
     figures.timelines.push(stats.join);
     figures.latency_p50_ms.extend(stats.latency_ms_p50);
@@ -215,9 +248,22 @@ fn print_row(peers: usize, runs: &[RunFigures]) {
     let p50s = all(|run| &run.latency_p50_ms);
     let p95s = all(|run| &run.latency_p95_ms);
     let fps = all(|run| &run.received_fps);
+    let kbps = all(|run| &run.received_kbps);
     let encode = all(|run| &run.encode_ms_per_frame);
     let frames: u64 = runs.iter().map(|run| run.frames_received).sum();
     let cpu: f64 = runs.iter().map(|run| run.cpu_seconds).sum();
+    let stream_seconds: f64 = runs
+        .iter()
+        .map(|run| run.wall_seconds * run.received_fps.len() as f64)
+        .sum();
+    let size = most_common(
+        runs.iter()
+            .flat_map(|run| run.received_sizes.iter().copied()),
+    )
+    .map_or_else(
+        || "-".to_owned(),
+        |(width, height)| format!("{width}x{height}"),
+    );
     let rss = runs
         .iter()
         .map(|run| run.rss_growth_bytes)
@@ -231,21 +277,30 @@ fn print_row(peers: usize, runs: &[RunFigures]) {
         .max()
         .copied()
         .unwrap_or(0);
+    // Frames from a file carry no capture stamps, so no glass-to-glass figure.
+    let glass_to_glass = if p50s.is_empty() {
+        "-".to_owned()
+    } else {
+        format!(
+            "{:.1}/{:.1} ms",
+            percentile(&p50s, 0.5),
+            percentile(&p95s, 0.95)
+        )
+    };
     println!(
-        "{:>4} {:>18} {:>18} {:>8.1} {:>14.2} {:>12.1} {:>16.2} {:>8}",
+        "{:>4} {:>18} {:>18} {:>8.1} {:>10.0} {:>9} {:>14.2} {:>10.1}% {:>12.1} {:>16.2} {:>8}",
         peers,
         format!(
             "{:.0}/{:.0} ms",
             percentile(&first, 0.5),
             percentile(&first, 0.95)
         ),
-        format!(
-            "{:.1}/{:.1} ms",
-            percentile(&p50s, 0.5),
-            percentile(&p95s, 0.95)
-        ),
+        glass_to_glass,
         mean(&fps),
+        mean(&kbps),
+        size,
         cpu * 1000.0 / frames.max(1) as f64,
+        cpu * 100.0 / stream_seconds.max(f64::MIN_POSITIVE),
         rss,
         mean(&encode),
         encoders,
@@ -272,6 +327,22 @@ fn print_row(peers: usize, runs: &[RunFigures]) {
         percentile(&first, 0.95)
     );
     println!("{line}");
+}
+
+/// The value seen most often (the first of equals).
+fn most_common<T: PartialEq + Copy>(values: impl Iterator<Item = T>) -> Option<T> {
+    let mut counts: Vec<(T, usize)> = Vec::new();
+    for value in values {
+        match counts.iter_mut().find(|(seen, _)| *seen == value) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((value, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .rev()
+        .max_by_key(|(_, count)| *count)
+        .map(|(value, _)| value)
 }
 
 fn mean(values: &[f64]) -> f64 {
