@@ -250,7 +250,6 @@ def run_meetspace(binary, clip, peers, kbps, seconds):
         "sizes": fields[5],
         "cpu_ms_per_frame": float(fields[6]),
         "cpu_per_stream": float(fields[7].rstrip("%")),
-        "encodes_per_frame": None,
     }
 
 
