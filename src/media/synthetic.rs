@@ -155,29 +155,23 @@ impl SyntheticVideo {
         let ramp_top = band + (((self.height - band) * 3 / 4) & !1);
         let bars_height = ramp_top - band;
 
-        // Colour bars under the band.
-        for row in band..ramp_top {
-            let luma = &mut y[row as usize * w..][..w];
-            for (x, px) in luma.iter_mut().enumerate() {
-                *px = BARS[x * BARS.len() / w][0];
-            }
+        // Colour bars under the band: one row of each plane worked out, then copied.
+        let bar_luma: Vec<u8> = (0..w).map(|x| BARS[x * BARS.len() / w][0]).collect();
+        let bar_u: Vec<u8> = (0..cw).map(|x| BARS[x * BARS.len() / cw][1]).collect();
+        let bar_v: Vec<u8> = (0..cw).map(|x| BARS[x * BARS.len() / cw][2]).collect();
+        for row in band as usize..ramp_top as usize {
+            y[row * w..][..w].copy_from_slice(&bar_luma);
         }
-        for row in band / 2..ramp_top / 2 {
-            let start = row as usize * cw;
-            for x in 0..cw {
-                let bar = BARS[x * BARS.len() / cw];
-                u[start + x] = bar[1];
-                v[start + x] = bar[2];
-            }
+        for row in band as usize / 2..ramp_top as usize / 2 {
+            u[row * cw..][..cw].copy_from_slice(&bar_u);
+            v[row * cw..][..cw].copy_from_slice(&bar_v);
         }
 
         // A horizontal luma ramp at the bottom, with neutral chroma.
-        for row in ramp_top..self.height {
-            let luma = &mut y[row as usize * w..][..w];
-            for (x, px) in luma.iter_mut().enumerate() {
-                // 16 + x * 219 / w stays within 16..=235.
-                *px = (16 + x * 219 / w) as u8;
-            }
+        // 16 + x * 219 / w stays within 16..=235.
+        let ramp: Vec<u8> = (0..w).map(|x| (16 + x * 219 / w) as u8).collect();
+        for row in ramp_top as usize..h {
+            y[row * w..][..w].copy_from_slice(&ramp);
         }
         u[ramp_top as usize / 2 * cw..].fill(CHROMA_NEUTRAL);
         v[ramp_top as usize / 2 * cw..].fill(CHROMA_NEUTRAL);

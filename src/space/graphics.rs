@@ -4,9 +4,16 @@
 //! multisampling, no lamps (the daylight and a brighter ambient light stay) and half the
 //! resolution ([`super::scene_image`]). The overlay's graphics setting (or `--graphics`,
 //! or `graphics=` in the page address) overrides the choice.
+//!
+//! A software renderer also runs every branch of a shader for every pixel, so the light
+//! profile swaps two shaders for cheaper ones with the same bindings: the standard
+//! material's (`light_standard.wgsl`: base colour, texture, Lambert light, emission,
+//! instead of Bevy's every texture slot, shadow cascades and clustered lights) and the
+//! overlay's (`light_egui.wgsl`: gamma 2 instead of the exact sRGB curve).
 
 use bevy::prelude::*;
 use bevy::render::renderer::RenderAdapterInfo;
+use bevy::shader::Shader;
 
 /// The graphics setting: picked from the renderer, or forced. Its names (`auto`,
 /// `full`, `light`) are clap's, for `--graphics` and `graphics=` in the page address
@@ -51,6 +58,84 @@ impl Graphics {
             (GraphicsChoice::Full, _) => "full (chosen)".to_owned(),
             (GraphicsChoice::Light, _) => "light (chosen)".to_owned(),
         }
+    }
+}
+
+/// Where Bevy keeps the standard material's fragment shader.
+const STANDARD_FRAGMENT_SHADER: &str = "embedded://bevy_pbr/render/pbr.wgsl";
+
+/// A shader the light profile replaces with a cheaper one of the same interface. The
+/// asset is replaced in place, so the renderer rebuilds the pipelines that use it, as
+/// it does for a reloaded shader.
+pub(super) struct ShaderSwap {
+    /// The shader asset (Bevy's or bevy_egui's).
+    handle: Handle<Shader>,
+    /// The light profile's replacement.
+    light: Shader,
+    /// The original, kept while the replacement is in place.
+    full: Option<Shader>,
+}
+
+impl ShaderSwap {
+    fn new(handle: Handle<Shader>, source: &'static str, path: &str) -> Self {
+        Self {
+            handle,
+            light: Shader::from_wgsl(source, path),
+            full: None,
+        }
+    }
+
+    /// Puts the replacement in place for the light profile, the original back otherwise.
+    fn apply(&mut self, light: bool, shaders: &mut Assets<Shader>) {
+        let replaced = match (light, self.full.take()) {
+            (true, None) => {
+                // The original loads at start-up; replaced once it is there.
+                let Some(full) = shaders.get(&self.handle).cloned() else {
+                    return;
+                };
+                self.full = Some(full);
+                shaders.insert(&self.handle, self.light.clone())
+            }
+            (false, Some(full)) => shaders.insert(&self.handle, full),
+            (_, full) => {
+                self.full = full;
+                return;
+            }
+        };
+        if let Err(error) = replaced {
+            warn!("graphics: a shader could not be swapped: {error}");
+        }
+    }
+}
+
+/// Swaps the standard material's and the overlay's shaders for the light profile's
+/// while the space is drawn light, and back (apps that render only).
+pub(super) fn swap_shaders(
+    graphics: Res<Graphics>,
+    asset_server: Option<Res<AssetServer>>,
+    shaders: Option<ResMut<Assets<Shader>>>,
+    mut swaps: Local<Vec<ShaderSwap>>,
+) {
+    let (Some(asset_server), Some(mut shaders)) = (asset_server, shaders) else {
+        return;
+    };
+    if swaps.is_empty() {
+        *swaps = vec![
+            ShaderSwap::new(
+                asset_server.load(STANDARD_FRAGMENT_SHADER),
+                include_str!("light_standard.wgsl"),
+                "meetspace/space/light_standard.wgsl",
+            ),
+            ShaderSwap::new(
+                bevy_egui::render::EGUI_SHADER_HANDLE,
+                include_str!("light_egui.wgsl"),
+                "meetspace/space/light_egui.wgsl",
+            ),
+        ];
+    }
+    let light = graphics.light();
+    for swap in swaps.iter_mut() {
+        swap.apply(light, &mut shaders);
     }
 }
 
@@ -211,5 +296,32 @@ mod tests {
             app.world().resource::<GlobalAmbientLight>().brightness,
             AMBIENT_FULL
         );
+    }
+
+    #[test]
+    fn the_light_profile_swaps_a_shader_in_place_and_back() {
+        let source = |shader: Option<&Shader>| match shader.map(|shader| &shader.source) {
+            Some(bevy::shader::Source::Wgsl(source)) => source.to_string(),
+            other => panic!("not a WGSL shader: {other:?}"),
+        };
+        let mut shaders = Assets::<Shader>::default();
+        let mut waiting = ShaderSwap::new(Handle::default(), "// light", "light.wgsl");
+        waiting.apply(true, &mut shaders);
+        assert!(
+            waiting.full.is_none(),
+            "nothing to swap before the original loads"
+        );
+
+        let handle = shaders.add(Shader::from_wgsl("// full", "full.wgsl"));
+        let mut swap = ShaderSwap::new(handle.clone(), "// light", "light.wgsl");
+        swap.apply(false, &mut shaders);
+        assert_eq!(source(shaders.get(&handle)), "// full");
+        swap.apply(true, &mut shaders);
+        assert_eq!(source(shaders.get(&handle)), "// light");
+        swap.apply(true, &mut shaders);
+        assert_eq!(source(shaders.get(&handle)), "// light");
+        swap.apply(false, &mut shaders);
+        assert_eq!(source(shaders.get(&handle)), "// full");
+        assert!(swap.full.is_none());
     }
 }

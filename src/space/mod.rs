@@ -189,6 +189,7 @@ impl Plugin for SpacePlugin {
                     (
                         graphics::note_renderer,
                         graphics::apply_graphics,
+                        graphics::swap_shaders,
                         scene_image::follow_window,
                     )
                         .chain(),
