@@ -28,25 +28,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# first_match FILE EXPR: the first line the sed expression EXPR prints from FILE,
+# waited for up to 10 s (empty if none came).
+first_match() {
+  local found=""
+  for _ in $(seq 100); do
+    found=$(sed -n "$2" "$1" | head -1)
+    [ -n "$found" ] && break
+    sleep 0.1
+  done
+  echo "$found"
+}
+
 "$meetspace" serve --listen 127.0.0.1:0 --web-root target/web 2>"$work/serve.log" &
 pids+=($!)
-address=""
-for _ in $(seq 100); do
-  address=$(sed -n 's|.*listening at ws://\([^/]*\)/ws.*|\1|p' "$work/serve.log" | head -1)
-  [ -n "$address" ] && break
-  sleep 0.1
-done
+address=$(first_match "$work/serve.log" 's|.*listening at ws://\([^/]*\)/ws.*|\1|p')
 [ -n "$address" ] || { cat "$work/serve.log" >&2; echo "browser-frame-rate: the server did not start" >&2; exit 1; }
 
 # The first bot makes the room and prints `room ID`; the others join it.
 "$meetspace" bot --signal "ws://$address" --create --name "Bot 1" --tone-hz 440 >"$work/first" 2>/dev/null &
 pids+=($!)
-room=""
-for _ in $(seq 100); do
-  room=$(sed -n 's/^room \(.*\)/\1/p' "$work/first" | head -1)
-  [ -n "$room" ] && break
-  sleep 0.1
-done
+room=$(first_match "$work/first" 's/^room \(.*\)/\1/p')
 [ -n "$room" ] || { echo "browser-frame-rate: the first bot made no room" >&2; exit 1; }
 for n in $(seq 2 "$bots"); do
   "$meetspace" bot --signal "ws://$address" --room "$room" --name "Bot $n" --tone-hz $((440 + 60 * n)) >/dev/null 2>&1 &

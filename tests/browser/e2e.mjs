@@ -25,6 +25,7 @@
 // every tab's console (timed from the start).
 
 import { chromium } from "playwright-core";
+import { CHROMIUM, COMMON_FLAGS } from "./chromium.mjs";
 import path from "node:path";
 import readline from "node:readline";
 
@@ -32,17 +33,8 @@ const [scenario, baseUrl, room, artefacts] = process.argv.slice(2);
 const TIMEOUT_MS = 150_000;
 
 const flags = [
-  "--headless",
-  "--no-sandbox",
-  "--use-fake-device-for-media-stream",
+  ...COMMON_FLAGS,
   "--allow-loopback-in-peer-connection",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  // WebGL2 without a GPU: ANGLE on SwiftShader (software).
-  "--use-angle=swiftshader",
-  "--enable-unsafe-swiftshader",
   // Remote voices play through WebAudio without a click first.
   "--autoplay-policy=no-user-gesture-required",
 ];
@@ -52,7 +44,7 @@ if (scenario !== "denied") flags.push("--use-fake-ui-for-media-stream");
 flags.push(`--unsafely-treat-insecure-origin-as-secure=${baseUrl}`);
 
 const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
+  executablePath: CHROMIUM,
   headless: true,
   args: flags,
 });

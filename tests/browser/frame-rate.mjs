@@ -9,6 +9,7 @@
 // page's console otherwise.
 
 import { chromium } from "playwright-core";
+import { CHROMIUM, COMMON_FLAGS } from "./chromium.mjs";
 
 const [baseUrl, room, peopleArg, secondsArg] = process.argv.slice(2);
 const people = Number(peopleArg);
@@ -16,21 +17,12 @@ const seconds = Number(secondsArg);
 const TIMEOUT_MS = 240_000;
 
 const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
+  executablePath: CHROMIUM,
   headless: true,
   args: [
-    "--headless",
-    "--no-sandbox",
-    "--use-fake-device-for-media-stream",
+    ...COMMON_FLAGS,
     "--use-fake-ui-for-media-stream",
     "--allow-loopback-in-peer-connection",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    // WebGL2 without a GPU: ANGLE on SwiftShader (software), as in tests/browser.rs.
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
     "--autoplay-policy=no-user-gesture-required",
   ],
 });

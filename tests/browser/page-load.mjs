@@ -14,27 +14,19 @@
 // Exits 1 with the reason and the page's console otherwise.
 
 import { chromium } from "playwright-core";
+import { CHROMIUM, COMMON_FLAGS } from "./chromium.mjs";
 
 const [baseUrl, profile, spki] = process.argv.slice(2);
 const TIMEOUT_MS = 180_000;
 
 // One profile for both visits: the second finds the first one's files in its cache.
 const context = await chromium.launchPersistentContext(profile, {
-  executablePath: "/usr/bin/chromium",
+  executablePath: CHROMIUM,
   headless: true,
   args: [
-    "--headless",
-    "--no-sandbox",
-    "--use-fake-device-for-media-stream",
+    ...COMMON_FLAGS,
     "--use-fake-ui-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
     `--ignore-certificate-errors-spki-list=${spki}`,
-    // WebGL2 without a GPU: ANGLE on SwiftShader (software), as in tests/browser.rs.
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
   ],
 });
 
