@@ -3,10 +3,10 @@
 //!
 //! Measured for SECS seconds, then printed to stdout:
 //! - frame time: the interval between frames (`Time<Real>`'s delta), median and p95;
-//! - the CPU-side copy: the time in [`show_newest_frames`], which copies each newly
+//! - the CPU-side copy: the time in [`show_newest_frames`], which puts each newly
 //!   decoded frame into its participant's `Image` (timed through [`VideoCopyTiming`]);
 //! - the render-side upload: the CPU time of Bevy's render world in asset extraction
-//!   (cloning changed assets, here the video images, into the render world) and in
+//!   (moving changed assets, here the video images, into the render world) and in
 //!   `prepare_assets::<GpuImage>` (writing them into GPU textures with
 //!   `Queue::write_texture`). The copy the GPU driver makes when the queue is submitted
 //!   is part of the frame time but not of these figures.

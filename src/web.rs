@@ -258,7 +258,6 @@ struct TestHooks {
 struct ScreenParts<'w, 's> {
     own: Res<'w, OwnScreen>,
     shared: Query<'w, 's, (&'static SharedScreen, &'static VideoFeed)>,
-    images: Res<'w, Assets<Image>>,
 }
 
 /// A screen someone shares, as this page receives it.
@@ -515,11 +514,7 @@ fn publish_test_hooks(
             .map(|(screen, feed)| ScreenHook {
                 peer_id: screen.peer_id.to_string(),
                 frames_drawn: feed.frames_shown,
-                size: feed
-                    .image
-                    .as_ref()
-                    .and_then(|image| screens.images.get(image))
-                    .map(|image| [image.width(), image.height()]),
+                size: feed.size.map(|size| [size.x, size.y]),
             })
             .collect(),
         wall: panels.wall_corners(1.0),

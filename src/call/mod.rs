@@ -510,8 +510,11 @@ pub struct SelfView;
 #[derive(Component, Debug)]
 pub struct VideoFeed {
     frames: FrameReceiver,
-    /// The image showing the newest frame, once one arrived.
+    /// The image showing the newest frame, once one arrived. An app that renders hands
+    /// its pixels to the render world, so read the picture's size from [`Self::size`].
     pub image: Option<Handle<Image>>,
+    /// The size of the newest frame, once one arrived.
+    pub size: Option<UVec2>,
     /// Frames written into the image so far.
     pub frames_shown: u64,
     /// The stamp of the frame now shown (synthetic senders stamp their frames).
@@ -528,6 +531,7 @@ impl VideoFeed {
         Self {
             frames,
             image: None,
+            size: None,
             frames_shown: 0,
             stamp: None,
             shown_at: None,
@@ -1145,8 +1149,11 @@ pub struct VideoCopyTiming {
     pub frames: u64,
 }
 
-/// Writes each participant's newest decoded frame into its image: at most one upload
-/// per new frame, and no allocation unless the frame size changed.
+/// Puts each participant's newest decoded frame into its image: the decoded pixels are
+/// moved, not copied, and the image is kept in the render world only
+/// ([`RenderAssetUsages::RENDER_WORLD`]), so Bevy moves them on to it instead of
+/// cloning them there (with many people that clone was a tenth of a software-rendered
+/// frame). The render world writes them into the same texture while the size stays.
 pub fn show_newest_frames(
     mut feeds: Query<&mut VideoFeed>,
     mut images: ResMut<Assets<Image>>,
@@ -1160,19 +1167,21 @@ pub fn show_newest_frames(
         let Some(frame) = feed.frames.try_iter().last() else {
             continue;
         };
-        let reused = feed
-            .image
-            .as_ref()
-            .and_then(|handle| images.get_mut(handle))
-            .is_some_and(|mut image| copy_into(&mut image, &frame));
         feed.frames_shown += 1;
         let now = bevy::platform::time::Instant::now();
         if let Some(before) = feed.shown_at.replace(now) {
             feed.longest_gap = feed.longest_gap.max(now.saturating_duration_since(before));
         }
         feed.stamp = frame.stamp;
-        if !reused {
-            feed.image = Some(images.add(image_of(frame)));
+        feed.size = Some(UVec2::new(frame.width, frame.height));
+        let image = image_of(frame);
+        match &feed.image {
+            Some(handle) => {
+                if let Err(error) = images.insert(handle, image) {
+                    warn!("a video frame was not shown: {error}");
+                }
+            }
+            None => feed.image = Some(images.add(image)),
         }
         copied += 1;
     }
@@ -1182,18 +1191,7 @@ pub fn show_newest_frames(
     }
 }
 
-/// Copies `frame` into `image` if it has the same size; false if it does not.
-fn copy_into(image: &mut Image, frame: &DecodedFrame) -> bool {
-    let same_size = image.width() == frame.width && image.height() == frame.height;
-    match &mut image.data {
-        Some(data) if same_size && data.len() == frame.rgba.len() => {
-            data.copy_from_slice(&frame.rgba);
-            true
-        }
-        _ => false,
-    }
-}
-
+/// An image of `frame`'s pixels, for the render world only.
 fn image_of(frame: DecodedFrame) -> Image {
     Image::new(
         Extent3d {
@@ -1204,7 +1202,7 @@ fn image_of(frame: DecodedFrame) -> Image {
         TextureDimension::D2,
         frame.rgba,
         TextureFormat::Rgba8UnormSrgb,
-        RenderAssetUsages::default(),
+        RenderAssetUsages::RENDER_WORLD,
     )
 }
 

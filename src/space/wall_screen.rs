@@ -68,25 +68,20 @@ pub(super) fn show_shared_screen(
     } = &mut builder;
     let shown = shared
         .iter()
-        .find_map(|(entity, screen, feed)| Some((entity, screen, feed.image.clone()?)));
+        .find_map(|(entity, screen, feed)| Some((entity, screen, feed.image.clone()?, feed.size?)));
     for (entity, wall, _) in &walls {
         if shown
             .as_ref()
-            .is_none_or(|(shared, _, _)| *shared != wall.shared)
+            .is_none_or(|(shared, _, _, _)| *shared != wall.shared)
         {
             commands.entity(wall.name_sign).despawn();
             commands.entity(entity).despawn();
         }
     }
-    let Some((entity, screen, image)) = shown else {
+    let Some((entity, screen, image, picture)) = shown else {
         return;
     };
-    let Some(size) = images
-        .get(&image)
-        .map(|picture| wall_screen_size(picture.width(), picture.height()))
-    else {
-        return;
-    };
+    let size = wall_screen_size(picture.x, picture.y);
     if let Some((_, wall, mut transform)) =
         walls.iter_mut().find(|(_, wall, _)| wall.shared == entity)
     {

@@ -15,24 +15,18 @@ pub(super) fn screen_window(
     mut toggles: ResMut<OverlayToggles>,
     shared: Query<(&SharedScreen, &VideoFeed)>,
     participants: Query<&Participant>,
-    images: Res<Assets<Image>>,
     mut actual_size: Local<bool>,
 ) -> Result {
     if !toggles.screen {
         return Ok(());
     }
-    let Some((screen, handle)) = shared
+    let Some((screen, handle, picture)) = shared
         .iter()
-        .find_map(|(screen, feed)| Some((screen, feed.image.clone()?)))
+        .find_map(|(screen, feed)| Some((screen, feed.image.clone()?, feed.size?)))
     else {
         return Ok(());
     };
-    let Some(size) = images
-        .get(&handle)
-        .map(|image| egui::vec2(image.width() as f32, image.height() as f32))
-    else {
-        return Ok(());
-    };
+    let size = egui::vec2(picture.x as f32, picture.y as f32);
     let name = participants
         .iter()
         .find(|participant| participant.peer_id == screen.peer_id)
