@@ -2,7 +2,7 @@
 // its six `pow` calls per pixel, which a software renderer computes in full for every
 // pixel of every glyph, replaced by a square root and a square (the sRGB curve
 // approximated as gamma 2). egui multiplies colours in gamma space, as its own
-// renderers do; the round trip through gamma stays exact for a plain texture.
+// renderers do; under a white vertex colour the texture comes through unchanged.
 struct Transform {
     scale: vec2<f32>,
     translation: vec2<f32>,
