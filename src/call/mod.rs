@@ -1143,9 +1143,9 @@ fn despawn_all(roster: &mut HashMap<PeerId, (Entity, DisplayName)>, commands: &m
 /// only while this resource exists (`--frame-stats` inserts it).
 #[derive(Resource, Debug, Clone, Copy, Default)]
 pub struct VideoCopyTiming {
-    /// Time spent copying frames into images.
+    /// Time spent putting frames into images.
     pub spent: std::time::Duration,
-    /// Frames copied.
+    /// Frames put into images.
     pub frames: u64,
 }
 

@@ -87,20 +87,17 @@ impl ShaderSwap {
 
     /// Puts the replacement in place for the light profile, the original back otherwise.
     fn apply(&mut self, light: bool, shaders: &mut Assets<Shader>) {
-        let replaced = match (light, self.full.take()) {
-            (true, None) => {
-                // The original loads at start-up; replaced once it is there.
-                let Some(full) = shaders.get(&self.handle).cloned() else {
-                    return;
-                };
-                self.full = Some(full);
-                shaders.insert(&self.handle, self.light.clone())
-            }
-            (false, Some(full)) => shaders.insert(&self.handle, full),
-            (_, full) => {
-                self.full = full;
+        let replaced = if light && self.full.is_none() {
+            // The original loads at start-up; replaced once it is there.
+            let Some(full) = shaders.get(&self.handle).cloned() else {
                 return;
-            }
+            };
+            self.full = Some(full);
+            shaders.insert(&self.handle, self.light.clone())
+        } else if !light && let Some(full) = self.full.take() {
+            shaders.insert(&self.handle, full)
+        } else {
+            return;
         };
         if let Err(error) = replaced {
             warn!("graphics: a shader could not be swapped: {error}");
