@@ -9,6 +9,7 @@
 pub mod space;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -425,7 +426,13 @@ fn voice_processing(seconds: f64) {
 
 /// CPU time (user + system) this process has used, from `/proc/self/stat`.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_seconds_in(Path::new("/proc/self/stat"))
+}
+
+/// CPU time (user + system) in a `/proc` stat file: a process's or one thread's
+/// (`/proc/self/task/TID/stat`); 0 when it cannot be read.
+fn cpu_seconds_in(stat: &Path) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(stat) else {
         return 0.0;
     };
     // Fields after the parenthesised command name; utime and stime are the 12th and

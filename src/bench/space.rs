@@ -8,6 +8,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,12 +24,11 @@ use crate::config::{ClientConfig, NearbySettings};
 use crate::media::SendSettings;
 use crate::media::stats::nearest_rank;
 use crate::rtc::PeerConnectionState;
-use crate::runtime::AsyncRuntime;
 use crate::signaling::protocol::{DisplayName, PeerId, Pose};
-use crate::signaling::server::{ServerLimits, SignalingServer};
+use crate::signaling::server::{ServerLimits, ServerMonitor, SignalingServer};
 use crate::space::LOBBY;
 
-use super::{cpu_seconds, pump};
+use super::{cpu_seconds, cpu_seconds_in, pump};
 
 /// How long a pair must stay due (within earshot, each among the other's nearest)
 /// before it counts as one that should be connected.
@@ -69,7 +70,9 @@ pub struct CrowdFigures {
     pub pose_latency_ms: Vec<f64>,
     /// Messages the server received and sent, per second.
     pub server_messages_per_sec: f64,
-    /// CPU time of this whole process per client, as a share of one core.
+    /// The signaling server's CPU time, as a share of one core.
+    pub server_cpu: f64,
+    /// CPU time of this process but the server's, per client, as a share of one core.
     pub cpu_per_client: f64,
 }
 
@@ -100,19 +103,20 @@ pub fn run(crowds: &[usize], seconds: f64) -> anyhow::Result<()> {
         nearby.max_connections
     );
     println!(
-        "{:>4} {:>14} {:>14} {:>22} {:>18} {:>12} {:>11}",
+        "{:>4} {:>14} {:>14} {:>22} {:>18} {:>12} {:>11} {:>11}",
         "N",
         "conns max/mean",
         "settled linked",
         "earshot->frame p50/95",
         "pose delay p50/95",
         "server msg/s",
+        "server CPU",
         "CPU/client"
     );
     for &people in crowds {
         let figures = wander(people, Duration::from_secs_f64(seconds))?;
         println!(
-            "{:>4} {:>14} {:>14} {:>22} {:>18} {:>12.0} {:>10.1}%",
+            "{:>4} {:>14} {:>14} {:>22} {:>18} {:>12.0} {:>10.1}% {:>10.1}%",
             people,
             format!(
                 "{}/{:.1}",
@@ -122,6 +126,7 @@ pub fn run(crowds: &[usize], seconds: f64) -> anyhow::Result<()> {
             p50_p95(&figures.first_frame_ms),
             p50_p95(&figures.pose_latency_ms),
             figures.server_messages_per_sec,
+            100.0 * figures.server_cpu,
             100.0 * figures.cpu_per_client
         );
     }
@@ -138,21 +143,12 @@ fn p50_p95(values: &[f64]) -> String {
 
 /// `people` bots wander one lobby for `length`: their figures.
 pub fn wander(people: usize, length: Duration) -> anyhow::Result<CrowdFigures> {
-    let runtime = AsyncRuntime::new().context("cannot start the network runtime")?;
     let limits = ServerLimits {
         lobby_capacity: ServerLimits::default().lobby_capacity.max(people),
         ..ServerLimits::default()
     };
-    let server = runtime
-        .handle()
-        .block_on(SignalingServer::bind(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            limits,
-        ))
-        .context("cannot start the signaling server")?;
-    let monitor = server.monitor();
-    let url = server.url();
-    runtime.handle().spawn(server.run());
+    let server = ServerThread::start(limits)?;
+    let url = server.url.clone();
 
     let mut crowd: Vec<App> = (0..people)
         .map(|index| {
@@ -177,7 +173,8 @@ pub fn wander(people: usize, length: Duration) -> anyhow::Result<CrowdFigures> {
     );
 
     let cpu_before = cpu_seconds();
-    let traffic_before = monitor.traffic();
+    let server_cpu_before = server.cpu_seconds();
+    let traffic_before = server.monitor.traffic();
     let started = Instant::now();
     let mut watch = PairWatch::default();
     let mut figures = CrowdFigures {
@@ -208,9 +205,11 @@ pub fn wander(people: usize, length: Duration) -> anyhow::Result<CrowdFigures> {
         figures.settled_pairs_connected += connected;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let traffic = monitor.traffic();
+    let traffic = server.monitor.traffic();
     figures.seconds = elapsed;
-    figures.cpu_per_client = (cpu_seconds() - cpu_before) / elapsed / people as f64;
+    let server_cpu = server.cpu_seconds() - server_cpu_before;
+    figures.server_cpu = server_cpu / elapsed;
+    figures.cpu_per_client = (cpu_seconds() - cpu_before - server_cpu) / elapsed / people as f64;
     figures.server_messages_per_sec =
         (traffic.received + traffic.sent - traffic_before.received - traffic_before.sent) as f64
             / elapsed;
@@ -227,6 +226,88 @@ pub fn wander(people: usize, length: Duration) -> anyhow::Result<CrowdFigures> {
     }
     drop(crowd);
     Ok(figures)
+}
+
+/// The signaling server on a thread of its own, with a runtime of its own, so that its
+/// CPU time is told apart from the clients'. Stopped when dropped.
+struct ServerThread {
+    url: String,
+    monitor: ServerMonitor,
+    /// The thread's `/proc` stat file.
+    stat: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Binds a server on a free port of 127.0.0.1 and runs it on a new thread.
+    fn start(limits: ServerLimits) -> anyhow::Result<Self> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("meetspace-signal".to_owned())
+            .spawn(move || {
+                let started = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the server's runtime")
+                    .and_then(|runtime| {
+                        let server = runtime
+                            .block_on(SignalingServer::bind(
+                                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                                limits,
+                            ))
+                            .context("cannot start the signaling server")?;
+                        let stat = std::fs::read_link("/proc/thread-self")
+                            .map(|task| PathBuf::from("/proc").join(task).join("stat"))
+                            .unwrap_or_default();
+                        Ok((runtime, server, stat))
+                    });
+                let (runtime, server) = match started {
+                    Ok((runtime, server, stat)) => {
+                        let _ = ready_tx.send(Ok((server.url(), server.monitor(), stat)));
+                        (runtime, server)
+                    }
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                runtime.block_on(async {
+                    tokio::select! {
+                        result = server.run() => if let Err(error) = result {
+                            warn!(%error, "the signaling server stopped");
+                        },
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .context("cannot start the server's thread")?;
+        let (url, monitor, stat) = ready_rx
+            .recv()
+            .context("the server's thread ended before it started")??;
+        Ok(Self {
+            url,
+            monitor,
+            stat,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// CPU time the server's thread has used.
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds_in(&self.stat)
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn self_id(app: &App) -> Option<PeerId> {
