@@ -470,10 +470,14 @@ fn three_clients_in_one_group_call() {
     });
     assert!(
         mesh,
-        "not every client received both others' video: A {:?} B {:?} C {:?}",
+        "not every client received both others' video: A {:?} B {:?} C {:?}; what each \
+         heard: A {:?} B {:?} C {:?}",
         participant_names(&mut a),
         participant_names(&mut b),
-        participant_names(&mut c)
+        participant_names(&mut c),
+        notices(&a),
+        notices(&b),
+        notices(&c)
     );
     let present = emulator.collection(project_id, &format!("calls/{room}/peers"));
     assert_eq!(present.len(), 3, "{present:?}");

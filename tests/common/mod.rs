@@ -97,6 +97,19 @@ impl TestServer {
     }
 }
 
+/// Sends the clients' log (the app's filter, or `RUST_LOG`) to the test's output, which
+/// the harness shows when the test fails: what a client warned of explains a failure
+/// seen only on CI. Set once per test binary; what a thread logs shows in the output of
+/// the test that started it.
+pub fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(meetspace::app::LOG_FILTER));
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// Every [`CallNotice`] an app has seen, in order.
 #[derive(Resource, Default)]
 pub struct NoticeLog(pub Vec<CallNotice>);
@@ -143,6 +156,7 @@ pub fn space_client(url: &str, name: &str) -> App {
 
 /// A headless client with the space and these settings.
 pub fn space_client_with(config: ClientConfig) -> App {
+    log_to_test_output();
     let mut app = headless_app(config);
     app.add_plugins(bevy::input::InputPlugin)
         .init_asset::<Mesh>()
@@ -171,6 +185,7 @@ pub fn lobby_bot_command(url: &str, name: &str) -> std::process::Command {
 
 /// A headless client with these settings.
 pub fn client_from(config: ClientConfig) -> App {
+    log_to_test_output();
     let mut app = headless_app(config);
     log_notices(&mut app);
     app.finish();

@@ -2,16 +2,30 @@
 //! Flutter layout's fields and candidate collections, or signal documents), and theirs
 //! read back as `signal` messages.
 
+use std::future::Future;
+use std::time::Duration;
+
+use firestore::errors::FirestoreError;
 use firestore::{FirestoreDb, FirestoreWritePrecondition};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::documents::{
-    Answer, CALLEE, CALLER, CandidateDoc, Description, NewCall, SIGNALS, SignalDoc, doc_id, peer,
+    Answer, CALLEE, CALLER, CandidateDoc, Description, NewCall, SIGNALS, SignalDoc, auto_id,
+    doc_id, peer,
 };
 use super::{CallStoreError, Part, Session};
 use crate::signaling::payload::SignalPayload;
 use crate::signaling::protocol::{ErrorCode, PeerId, ServerMessage};
+
+/// The waits before each new try of a write that failed in a way a retry may fix (the
+/// service unavailable, a request out of time): one lost write would otherwise end a
+/// call whose media works.
+const WRITE_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
 
 /// Where the caller's and callee's signals to each other go. The Flutter layout has one
 /// offer, one answer and their candidates: a connection started over (after it failed)
@@ -60,15 +74,17 @@ impl Session {
                         caller_name: call.name.to_string(),
                         mesh: true,
                     };
-                    let _: IgnoredAny = self
-                        .db
-                        .fluent()
-                        .insert()
-                        .into(self.layout.calls())
-                        .document_id(&call.id)
-                        .object(&doc)
-                        .execute()
-                        .await?;
+                    let db = &self.db;
+                    let calls = self.layout.calls();
+                    with_retries(&WRITE_RETRY_DELAYS, || {
+                        db.fluent()
+                            .insert()
+                            .into(calls)
+                            .document_id(&call.id)
+                            .object(&doc)
+                            .execute()
+                    })
+                    .await?;
                     call.exchange = Exchange::InLayout;
                     return Ok(());
                 }
@@ -80,17 +96,19 @@ impl Session {
                         },
                         callee_name: call.name.to_string(),
                     };
-                    let _: IgnoredAny = self
-                        .db
-                        .fluent()
-                        .update()
-                        .fields(["answer", "calleeName"])
-                        .in_col(self.layout.calls())
-                        .precondition(FirestoreWritePrecondition::Exists(true))
-                        .document_id(&call.id)
-                        .object(&doc)
-                        .execute()
-                        .await?;
+                    let db = &self.db;
+                    let calls = self.layout.calls();
+                    with_retries(&WRITE_RETRY_DELAYS, || {
+                        db.fluent()
+                            .update()
+                            .fields(["answer", "calleeName"])
+                            .in_col(calls)
+                            .precondition(FirestoreWritePrecondition::Exists(true))
+                            .document_id(&call.id)
+                            .object(&doc)
+                            .execute()
+                    })
+                    .await?;
                     call.exchange = Exchange::InLayout;
                     return Ok(());
                 }
@@ -133,16 +151,19 @@ impl Session {
                         sdp_mid,
                         sdp_mline_index: sdp_mline_index.map(i64::from),
                     };
-                    let _: IgnoredAny = self
-                        .db
-                        .fluent()
-                        .insert()
-                        .into(collection)
-                        .generate_document_id()
-                        .parent(call.path.as_ref())
-                        .object(&doc)
-                        .execute()
-                        .await?;
+                    // Chosen here, so that a retry makes the same document.
+                    let id = auto_id();
+                    let db = &self.db;
+                    with_retries(&WRITE_RETRY_DELAYS, || {
+                        db.fluent()
+                            .insert()
+                            .into(collection)
+                            .document_id(&id)
+                            .parent(call.path.as_ref())
+                            .object(&doc)
+                            .execute()
+                    })
+                    .await?;
                     return Ok(());
                 }
                 _ => {}
@@ -157,16 +178,19 @@ impl Session {
             to: to.to_string(),
             data: data.to_string(),
         };
-        let _: IgnoredAny = self
-            .db
-            .fluent()
-            .insert()
-            .into(SIGNALS)
-            .generate_document_id()
-            .parent(call.path.as_ref())
-            .object(&doc)
-            .execute()
-            .await?;
+        // Chosen here, so that a retry makes the same document.
+        let id = auto_id();
+        let db = &self.db;
+        with_retries(&WRITE_RETRY_DELAYS, || {
+            db.fluent()
+                .insert()
+                .into(SIGNALS)
+                .document_id(&id)
+                .parent(call.path.as_ref())
+                .object(&doc)
+                .execute()
+        })
+        .await?;
         Ok(())
     }
 
@@ -234,5 +258,120 @@ impl Session {
             self.deliver(ServerMessage::Signal { from, data });
         }
         Ok(())
+    }
+}
+
+/// Makes `write` (the same write each time, to the same document) until it lands, trying
+/// again after each of `delays` (in calls, [`WRITE_RETRY_DELAYS`]) while it fails in a
+/// way a retry may fix.
+/// A retried insert that finds its document made already counts as landed: the try before
+/// it did land, and only its answer was lost.
+async fn with_retries<W, F>(delays: &[Duration], mut write: W) -> Result<(), FirestoreError>
+where
+    W: FnMut() -> F,
+    F: Future<Output = Result<IgnoredAny, FirestoreError>>,
+{
+    let mut delays = delays.iter();
+    let mut retried = false;
+    loop {
+        match write().await {
+            Ok(_) => return Ok(()),
+            Err(FirestoreError::DataConflictError(_)) if retried => return Ok(()),
+            Err(FirestoreError::DatabaseError(error)) if error.retry_possible => {
+                let Some(delay) = delays.next() else {
+                    return Err(FirestoreError::DatabaseError(error));
+                };
+                tracing::warn!(%error, ?delay, "a Firestore write failed; trying again");
+                tokio::time::sleep(*delay).await;
+                retried = true;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use firestore::errors::{
+        FirestoreDataConflictError, FirestoreDatabaseError, FirestoreErrorPublicGenericDetails,
+    };
+
+    use super::*;
+
+    fn database_error(code: &str, retry_possible: bool) -> FirestoreError {
+        FirestoreError::DatabaseError(FirestoreDatabaseError::new(
+            FirestoreErrorPublicGenericDetails::new(code.into()),
+            format!("{code} from the test"),
+            retry_possible,
+        ))
+    }
+
+    fn conflict() -> FirestoreError {
+        FirestoreError::DataConflictError(FirestoreDataConflictError::new(
+            FirestoreErrorPublicGenericDetails::new("AlreadyExists".into()),
+            "the document exists".into(),
+        ))
+    }
+
+    /// The test's waits between tries: as many as in calls, shorter.
+    const DELAYS: [Duration; WRITE_RETRY_DELAYS.len()] = [Duration::from_millis(1); 3];
+
+    /// Runs `with_retries` over `answers` (one per try, in order); returns its outcome
+    /// and how many tries it made.
+    fn run(answers: Vec<Result<(), FirestoreError>>) -> (Result<(), FirestoreError>, usize) {
+        let answers = Mutex::new(answers.into_iter());
+        let tries = Mutex::new(0);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let outcome = runtime.block_on(with_retries(&WRITE_RETRY_DELAYS, || {
+            *tries.lock().unwrap() += 1;
+            let answer = answers.lock().unwrap().next().expect("no more tries");
+            async move { answer.map(|()| IgnoredAny) }
+        }));
+        (outcome, tries.into_inner().unwrap())
+    }
+
+    #[test]
+    fn a_write_that_fails_for_a_while_is_made_again_until_it_lands() {
+        let (outcome, tries) = run(vec![
+            Err(database_error("Unavailable", true)),
+            Err(database_error("DeadlineExceeded", true)),
+            Ok(()),
+        ]);
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(tries, 3);
+    }
+
+    #[test]
+    fn a_write_that_keeps_failing_gives_up_after_the_last_retry() {
+        let (outcome, tries) = run((0..4)
+            .map(|_| Err(database_error("Unavailable", true)))
+            .collect());
+        assert!(matches!(outcome, Err(FirestoreError::DatabaseError(_))));
+        assert_eq!(tries, 1 + WRITE_RETRY_DELAYS.len());
+    }
+
+    #[test]
+    fn a_write_a_retry_cannot_fix_fails_at_once() {
+        let (outcome, tries) = run(vec![Err(database_error("PermissionDenied", false))]);
+        assert!(matches!(outcome, Err(FirestoreError::DatabaseError(_))));
+        assert_eq!(tries, 1);
+    }
+
+    #[test]
+    fn an_insert_found_made_on_a_retry_has_landed_but_not_on_the_first_try() {
+        let (outcome, tries) = run(vec![
+            Err(database_error("Unavailable", true)),
+            Err(conflict()),
+        ]);
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(tries, 2);
+        let (outcome, tries) = run(vec![Err(conflict())]);
+        assert!(matches!(outcome, Err(FirestoreError::DataConflictError(_))));
+        assert_eq!(tries, 1);
     }
 }
