@@ -316,7 +316,8 @@ mod tests {
     }
 
     /// The test's waits between tries: as many as in calls, shorter.
-    const DELAYS: [Duration; WRITE_RETRY_DELAYS.len()] = [Duration::from_millis(1); 3];
+    const DELAYS: [Duration; WRITE_RETRY_DELAYS.len()] =
+        [Duration::from_millis(1); WRITE_RETRY_DELAYS.len()];
 
     /// Runs `with_retries` over `answers` (one per try, in order); returns its outcome
     /// and how many tries it made.
@@ -327,7 +328,7 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
-        let outcome = runtime.block_on(with_retries(&WRITE_RETRY_DELAYS, || {
+        let outcome = runtime.block_on(with_retries(&DELAYS, || {
             *tries.lock().unwrap() += 1;
             let answer = answers.lock().unwrap().next().expect("no more tries");
             async move { answer.map(|()| IgnoredAny) }
