@@ -188,10 +188,19 @@ fn room_full_for_the_joiner_past_capacity() {
     }
     let mut everyone: Vec<&mut bevy::prelude::App> = guests.iter_mut().collect();
     everyone.push(&mut host);
-    assert!(pump_until(&mut everyone, 5 * SECOND, |apps| {
+    let all_in = pump_until(&mut everyone, 5 * SECOND, |apps| {
         apps.iter_mut()
             .all(|app| participant_names(app).len() == capacity - 1)
-    }));
+    });
+    let seen: Vec<Vec<String>> = everyone
+        .iter_mut()
+        .map(|app| participant_names(app))
+        .collect();
+    let heard: Vec<&[CallNotice]> = everyone.iter().map(|app| notices(app)).collect();
+    assert!(
+        all_in,
+        "who each of G1, G2 and Host sees: {seen:?}; what each heard: {heard:?}"
+    );
 
     let mut late = client(&server.url, "Late");
     join_room(&mut late, &room);
@@ -241,6 +250,35 @@ fn a_signal_reaches_its_addressee_and_nobody_else() {
             a.recv().await,
             ServerMessage::Error { code: ErrorCode::PeerNotFound, .. }
         ));
+    });
+}
+
+#[test]
+fn two_joining_at_once_are_each_welcomed_before_hearing_of_the_other() {
+    let server = TestServer::start();
+    server.block_on(async {
+        // The race is between one join's welcome and the other's announcement: many
+        // rounds give it many chances (before the fix, a few in a hundred lost it).
+        for round in 0..200 {
+            let mut host = RawClient::connect(&server.url).await;
+            let mut x = RawClient::connect(&server.url).await;
+            let mut y = RawClient::connect(&server.url).await;
+            let (room, _) = host.create("Host").await;
+            let join = |name: &str| json!({"type": "join_room", "room": room, "name": name});
+            tokio::join!(x.send_json(join("X")), y.send_json(join("Y")));
+            for (me, other) in [(&mut x, "Y"), (&mut y, "X")] {
+                let ServerMessage::Welcome { peers, .. } = me.recv().await else {
+                    panic!("round {round}: a joiner heard something before its welcome");
+                };
+                let listed = peers.iter().any(|peer| peer.name.as_str() == other);
+                if !listed {
+                    assert!(
+                        matches!(me.recv().await, ServerMessage::PeerJoined { peer } if peer.name.as_str() == other),
+                        "round {round}: a joiner never heard of the other"
+                    );
+                }
+            }
+        }
     });
 }
 

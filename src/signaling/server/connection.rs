@@ -373,12 +373,17 @@ impl Connection {
                 None,
             ) => {
                 let created = self.state.with_hub(|hub| {
-                    hub.create(name.clone(), public_title, passcode, self.mailbox.clone())
+                    let created =
+                        hub.create(name.clone(), public_title, passcode, self.mailbox.clone());
+                    if let Ok((room, peer_id, resume_token)) = &created {
+                        self.welcome(hub, room, peer_id, Vec::new(), resume_token);
+                    }
+                    created
                 });
                 match created {
-                    Ok((room, peer_id, resume_token)) => {
+                    Ok((room, peer_id, _)) => {
                         tracing::info!(%room, peer = %peer_id, %name, "room created");
-                        self.welcome(room, peer_id, Vec::new(), resume_token);
+                        self.membership = Some((room, peer_id));
                     }
                     Err(code) => self.refuse(code, refusal_text(code, None, &self.state.limits)),
                 }
@@ -392,12 +397,17 @@ impl Connection {
                 None,
             ) => {
                 let joined = self.state.with_hub(|hub| {
-                    hub.join(&room, name.clone(), passcode.as_ref(), self.mailbox.clone())
+                    let joined =
+                        hub.join(&room, name.clone(), passcode.as_ref(), self.mailbox.clone());
+                    joined.map(|(peer_id, peers, resume_token)| {
+                        self.welcome(hub, &room, &peer_id, peers, &resume_token);
+                        peer_id
+                    })
                 });
                 match joined {
-                    Ok((peer_id, peers, resume_token)) => {
+                    Ok(peer_id) => {
                         tracing::info!(%room, peer = %peer_id, %name, "peer joined");
-                        self.welcome(room, peer_id, peers, resume_token);
+                        self.membership = Some((room, peer_id));
                     }
                     Err(code) => {
                         self.refuse(code, refusal_text(code, Some(&room), &self.state.limits))
@@ -422,13 +432,14 @@ impl Connection {
                     public_title,
                     passcode,
                 };
-                let resumed = self
-                    .state
-                    .with_hub(|hub| hub.resume(request, self.mailbox.clone()));
+                let resumed = self.state.with_hub(|hub| {
+                    let resumed = hub.resume(request, self.mailbox.clone());
+                    resumed.map(|peers| self.welcome(hub, &room, &peer_id, peers, &resume_token))
+                });
                 match resumed {
-                    Ok(peers) => {
+                    Ok(()) => {
                         tracing::info!(%room, peer = %peer_id, "peer resumed");
-                        self.welcome(room.clone(), peer_id.clone(), peers, resume_token);
+                        self.membership = Some((room.clone(), peer_id.clone()));
                         let moved = self
                             .state
                             .with_hub(|hub| hub.take_owed_sfu_start(&room, &peer_id));
@@ -564,28 +575,30 @@ impl Connection {
         );
     }
 
+    /// Welcomes this connection into `room`, from inside the hub's lock (`hub`) that
+    /// put it there: whatever the hub tells it next (someone who joins a moment later)
+    /// then comes after the welcome, which a client needs first.
     fn welcome(
-        &mut self,
-        room: RoomId,
-        peer_id: PeerId,
+        &self,
+        hub: &Hub<Mailbox>,
+        room: &RoomId,
+        peer_id: &PeerId,
         peers: Vec<PeerInfo>,
-        resume_token: ResumeToken,
+        resume_token: &ResumeToken,
     ) {
-        self.membership = Some((room.clone(), peer_id.clone()));
         let ice_servers = self
             .state
             .turn
             .iter()
-            .map(|turn| turn.issue(&peer_id, SystemTime::now()))
+            .map(|turn| turn.issue(peer_id, SystemTime::now()))
             .collect();
-        let sfu = self.state.hub().is_on_sfu(&room);
         self.reply(ServerMessage::Welcome {
-            room,
-            peer_id,
+            room: room.clone(),
+            peer_id: peer_id.clone(),
             peers,
-            resume_token,
+            resume_token: resume_token.clone(),
             ice_servers,
-            sfu,
+            sfu: hub.is_on_sfu(room),
         });
     }
 
