@@ -6,9 +6,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use firestore::errors::FirestoreError;
-use firestore::{FirestoreDb, FirestoreWritePrecondition};
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use firestore::{FirestoreDb, FirestoreWritePrecondition, ParentPathBuilder};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 
 use super::documents::{
     Answer, CALLEE, CALLER, CandidateDoc, Description, NewCall, SIGNALS, SignalDoc, auto_id,
@@ -151,19 +151,7 @@ impl Session {
                         sdp_mid,
                         sdp_mline_index: sdp_mline_index.map(i64::from),
                     };
-                    // Chosen here, so that a retry makes the same document.
-                    let id = auto_id();
-                    let db = &self.db;
-                    with_retries(&WRITE_RETRY_DELAYS, || {
-                        db.fluent()
-                            .insert()
-                            .into(collection)
-                            .document_id(&id)
-                            .parent(call.path.as_ref())
-                            .object(&doc)
-                            .execute()
-                    })
-                    .await?;
+                    insert_new(&self.db, collection, &call.path, &doc).await?;
                     return Ok(());
                 }
                 _ => {}
@@ -178,19 +166,7 @@ impl Session {
             to: to.to_string(),
             data: data.to_string(),
         };
-        // Chosen here, so that a retry makes the same document.
-        let id = auto_id();
-        let db = &self.db;
-        with_retries(&WRITE_RETRY_DELAYS, || {
-            db.fluent()
-                .insert()
-                .into(SIGNALS)
-                .document_id(&id)
-                .parent(call.path.as_ref())
-                .object(&doc)
-                .execute()
-        })
-        .await?;
+        insert_new(&self.db, SIGNALS, &call.path, &doc).await?;
         Ok(())
     }
 
@@ -259,6 +235,31 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Adds `doc` to the call's `collection` (under `path`) as a new document, made again
+/// while it fails in a way a retry may fix.
+async fn insert_new<T>(
+    db: &FirestoreDb,
+    collection: &str,
+    path: &ParentPathBuilder,
+    doc: &T,
+) -> Result<(), FirestoreError>
+where
+    T: Serialize + DeserializeOwned + Sync + Send,
+{
+    // Chosen here, so that a retry makes the same document.
+    let id = auto_id();
+    with_retries(&WRITE_RETRY_DELAYS, || {
+        db.fluent()
+            .insert()
+            .into(collection)
+            .document_id(&id)
+            .parent(path.as_ref())
+            .object(doc)
+            .execute()
+    })
+    .await
 }
 
 /// Makes `write` (the same write each time, to the same document) until it lands, trying
