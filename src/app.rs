@@ -33,6 +33,13 @@ use crate::ui::UiPlugin;
 pub const LOG_FILTER: &str = "warn,meetspace=info,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error,wgpu=error";
 
 #[cfg(not(target_arch = "wasm32"))]
+/// The log filter `RUST_LOG` gives, else [`LOG_FILTER`].
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LOG_FILTER))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 /// Exit code when no GPU adapter can be found.
 pub const EXIT_NO_GPU: i32 = 2;
 

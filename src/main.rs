@@ -51,10 +51,8 @@ fn main() -> ExitCode {
 #[cfg(not(target_arch = "wasm32"))]
 /// Logs to stderr, filtered by `RUST_LOG` (default: [`meetspace::app::LOG_FILTER`]).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(meetspace::app::LOG_FILTER));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(meetspace::app::log_filter())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -258,7 +258,7 @@ fn two_joining_at_once_are_each_welcomed_before_hearing_of_the_other() {
     let server = TestServer::start();
     server.block_on(async {
         // The race is between one join's welcome and the other's announcement: many
-        // rounds give it many chances (before the fix, a few in a hundred lost it).
+        // rounds give it many chances (before the fix, one of the first 15 lost it).
         for round in 0..200 {
             let mut host = RawClient::connect(&server.url).await;
             let mut x = RawClient::connect(&server.url).await;

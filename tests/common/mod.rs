@@ -102,10 +102,8 @@ impl TestServer {
 /// seen only on CI. Set once per test binary; what a thread logs shows in the output of
 /// the test that started it.
 pub fn log_to_test_output() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(meetspace::app::LOG_FILTER));
     let _already_set = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(meetspace::app::log_filter())
         .with_test_writer()
         .try_init();
 }
