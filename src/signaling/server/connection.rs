@@ -375,13 +375,13 @@ impl Connection {
                 let created = self.state.with_hub(|hub| {
                     let created =
                         hub.create(name.clone(), public_title, passcode, self.mailbox.clone());
-                    if let Ok((room, peer_id, resume_token)) = &created {
-                        self.welcome(hub, room, peer_id, Vec::new(), resume_token);
-                    }
-                    created
+                    created.map(|(room, peer_id, resume_token)| {
+                        self.welcome(hub, &room, &peer_id, Vec::new(), &resume_token);
+                        (room, peer_id)
+                    })
                 });
                 match created {
-                    Ok((room, peer_id, _)) => {
+                    Ok((room, peer_id)) => {
                         tracing::info!(%room, peer = %peer_id, %name, "room created");
                         self.membership = Some((room, peer_id));
                     }
