@@ -9,8 +9,9 @@
 //   SPKI_HASH: the base64 SHA-256 of the server certificate's public key, trusted
 // Prints a line per visit and one line `RESULT <json>`: for each visit the bytes that
 // came over the network (headers included), and the milliseconds from navigation to
-// the wasm downloaded, to the app started and to the lobby drawn (the app's first
-// frame in the lobby, which needs the signaling server's welcome).
+// the wasm asked for, to its first byte, to it downloaded, to the app started and to
+// the lobby drawn (the app's first frame in the lobby, which needs the signaling
+// server's welcome).
 // Exits 1 with the reason and the page's console otherwise.
 
 import { chromium } from "playwright-core";
@@ -65,6 +66,7 @@ try {
       ];
       const load = window.__meetspaceLoad;
       const marks = window.__pageLoadMarks;
+      const wasm = entries.find((entry) => entry.name.endsWith(".wasm"));
       return {
         bytes: entries.reduce((sum, entry) => sum + entry.transferSize, 0),
         files: entries.map((entry) => ({
@@ -72,6 +74,8 @@ try {
           bytes: entry.transferSize,
           unpacked: entry.decodedBodySize,
         })),
+        wasmRequestedMs: Math.round(wasm?.startTime ?? NaN),
+        wasmFirstByteMs: Math.round(wasm?.responseStart ?? NaN),
         downloadedMs: Math.round(load.downloadedMs),
         startedMs: Math.round(load.startedMs),
         firstFrameMs: Math.round(marks.firstFrameMs),
@@ -80,7 +84,8 @@ try {
     });
     console.log(
       `${name}: ${(figures.bytes / 1048576).toFixed(2)} MiB over the network; ` +
-        `wasm downloaded at ${figures.downloadedMs} ms, app started at ${figures.startedMs} ms, ` +
+        `wasm asked for at ${figures.wasmRequestedMs} ms, its first byte at ${figures.wasmFirstByteMs} ms, ` +
+        `downloaded at ${figures.downloadedMs} ms, app started at ${figures.startedMs} ms, ` +
         `first frame at ${figures.firstFrameMs} ms, in the lobby at ${figures.lobbyMs} ms`,
     );
     return figures;
