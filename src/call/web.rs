@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bevy::platform::time::Instant;
 use crossbeam_channel::Sender;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use web_sys::MediaStream;
 
 use super::executor::{CallCore, CallMedia, MediaStart, Opening, SfuOpening, report_rooms};
@@ -43,6 +43,24 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A reconnection attempt in flight: wait, then connect.
 type Attempt = Pin<Box<dyn Future<Output = Result<SignalingLink, SignalingError>>>>;
+
+/// The signaling connection opened as the page starts, before the room asks for one.
+type EarlyLink = oneshot::Receiver<Result<SignalingLink, SignalingError>>;
+
+/// Opens the signaling connection at once. Every page joins the lobby (or the room its
+/// address names) in its first frame, and a software renderer takes most of a second
+/// over each of the first frames, during which the page's event loop does nothing
+/// else: opened when asked for, the connection's handshakes (TCP, TLS, WebSocket) and
+/// then the join each waited for the end of a frame, and the page was in the lobby
+/// frames later.
+fn open_early_link(config: &ClientConfig) -> EarlyLink {
+    let (link_tx, link_rx) = oneshot::channel();
+    let signal = config.signal.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = link_tx.send(signaling::connect(&signal, None).await);
+    });
+    link_rx
+}
 
 /// Something one of the call's peer connections reported.
 struct PeerReport {
@@ -75,6 +93,7 @@ pub(super) async fn run(
         shares_started: 0,
         own_pose: Cell::new(None),
         call: None,
+        early_link: Some(open_early_link(&config)),
     };
     let mut core = CallCore::<Attempt>::new(&config, events);
     let mut stats_due = Instant::now();
@@ -218,6 +237,8 @@ struct BrowserMedia {
     /// Our pose as last told, for every connection's pose data channel.
     own_pose: Cell<Option<Pose>>,
     call: Option<ActiveCall>,
+    /// The connection opened at start, until the first join takes it.
+    early_link: Option<EarlyLink>,
 }
 
 impl BrowserMedia {
@@ -529,6 +550,14 @@ impl CallMedia for BrowserMedia {
     type Attempt = Attempt;
 
     async fn connect_signaling(&mut self) -> Result<SignalingLink, SignalingError> {
+        // The connection opened at start serves the first join, unless the server
+        // said something first (it had closed it, say): then a new one does.
+        if let Some(early) = self.early_link.take()
+            && let Ok(Ok(link)) = early.await
+            && link.incoming.is_empty()
+        {
+            return Ok(link);
+        }
         signaling::connect(&self.config.signal, None).await
     }
 
