@@ -51,7 +51,7 @@ pub use player::Player;
 pub use scene_image::WindowPresenter;
 pub use wall_screen::{WallScreen, wall_screen_center, wall_screen_size};
 
-use crate::call::{CallCommand, CallState};
+use crate::call::{CallCommand, CallState, CallSystems};
 use crate::media::SignPainter;
 
 /// The lobby's floor.
@@ -143,6 +143,10 @@ impl Plugin for SpacePlugin {
             .init_resource::<GlobalAmbientLight>()
             .insert_resource(ClearColor(Color::srgb(0.55, 0.62, 0.7)))
             .add_systems(
+                PreUpdate,
+                presence::enter_lobby.before(CallSystems::Commands),
+            )
+            .add_systems(
                 Startup,
                 (
                     lobby::build_lobby,
@@ -165,10 +169,7 @@ impl Plugin for SpacePlugin {
                     )
                         .chain(),
                     (refresh_public_rooms, lobby::show_public_rooms).chain(),
-                    (
-                        presence::enter_lobby,
-                        presence::tell_pose.after(player::walk),
-                    ),
+                    presence::tell_pose.after(player::walk),
                     (
                         panels::spawn_panels,
                         panels::despawn_panels,

@@ -29,15 +29,27 @@ pub(super) struct LobbyEntry {
 }
 
 /// Enters the lobby when the call is idle: with our pose first, so the others see us
-/// where we stand. A join asked for at start (`--room`, the demo, the page's `#room=`)
-/// goes first: the call takes its command in `PreUpdate`, before this runs.
+/// where we stand. Runs just before the call takes the frame's commands (in
+/// `PreUpdate`), so that the join goes out in the frame it is decided, not a frame later
+/// (on a software renderer the first frames take most of a second each). A join or
+/// room asked for meanwhile (`--room`, the demo, the page's `#room=`, the overlay) goes
+/// instead.
 pub(super) fn enter_lobby(
     state: Res<CallState>,
     config: Res<ClientConfig>,
     players: Query<(&Player, &Transform)>,
     mut entry: ResMut<LobbyEntry>,
-    mut commands: MessageWriter<CallCommand>,
+    mut commands: MessageMutator<CallCommand>,
 ) {
+    let room_asked = commands.read().any(|command| {
+        matches!(
+            command,
+            CallCommand::JoinRoom { .. } | CallCommand::CreateRoom { .. }
+        )
+    });
+    if room_asked {
+        return;
+    }
     let now = Instant::now();
     if state.in_lobby() {
         entry.retry = None;
@@ -126,5 +138,48 @@ pub(super) fn tell_pose(
         told.pose = Some(pose);
         told.at = Some(now);
         commands.write(CallCommand::SetPose(pose));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bevy::ecs::message::Messages;
+
+    use super::*;
+    use crate::signaling::protocol::DisplayName;
+
+    /// An idle call with the lobby entry, and what was asked before the frame.
+    fn frame_asking(before: Option<CallCommand>) -> Vec<CallCommand> {
+        let mut app = App::new();
+        let name = DisplayName::parse("Ada").expect("a valid name");
+        let signal = "ws://127.0.0.1:9/ws".parse().expect("a valid address");
+        app.add_message::<CallCommand>()
+            .init_resource::<CallState>()
+            .init_resource::<LobbyEntry>()
+            .insert_resource(ClientConfig::synthetic(signal, name))
+            .add_systems(PreUpdate, enter_lobby);
+        if let Some(command) = before {
+            app.world_mut().write_message(command);
+        }
+        app.update();
+        app.world_mut()
+            .resource_mut::<Messages<CallCommand>>()
+            .drain()
+            .collect()
+    }
+
+    #[test]
+    fn an_idle_call_enters_the_lobby_unless_a_room_was_asked_for() {
+        let name = DisplayName::parse("Ada").expect("a valid name");
+        let lobby = CallCommand::JoinRoom {
+            room: RoomId::lobby(),
+            name: name.clone(),
+        };
+        assert_eq!(frame_asking(None), vec![lobby]);
+        let room = CallCommand::JoinRoom {
+            room: RoomId::parse("k3m9px2q7rabcdefghjk").expect("a valid room id"),
+            name,
+        };
+        assert_eq!(frame_asking(Some(room.clone())), vec![room]);
     }
 }
