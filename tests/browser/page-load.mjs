@@ -37,15 +37,21 @@ try {
   page.on("console", (message) => consoleLines.push(`[${message.type()}] ${message.text()}`));
   page.on("pageerror", (error) => consoleLines.push(`[pageerror] ${error}`));
 
-  // Notes in the page when the app's first frame ran (its hooks appear) and when it
-  // was in the lobby, looking every 10 ms.
+  // Notes in the page when the app's first frame ran (its hooks appear), when each
+  // frame up to the lobby ran (the app replaces its hooks once a frame) and when it was
+  // in the lobby, looking every 10 ms.
   await context.addInitScript(() => {
-    const marks = {};
+    const marks = { frameMs: [] };
     window.__pageLoadMarks = marks;
+    let seen = null;
     const look = setInterval(() => {
       const hooks = window.__meetspace;
       if (!hooks) return;
       marks.firstFrameMs ??= performance.now();
+      if (hooks !== seen) {
+        seen = hooks;
+        marks.frameMs.push(Math.round(performance.now()));
+      }
       if (hooks.room === "lobby") {
         marks.lobbyMs = performance.now();
         clearInterval(look);
@@ -80,13 +86,15 @@ try {
         startedMs: Math.round(load.startedMs),
         firstFrameMs: Math.round(marks.firstFrameMs),
         lobbyMs: Math.round(marks.lobbyMs),
+        frameMs: marks.frameMs,
       };
     });
     console.log(
       `${name}: ${(figures.bytes / 1048576).toFixed(2)} MiB over the network; ` +
         `wasm asked for at ${figures.wasmRequestedMs} ms, its first byte at ${figures.wasmFirstByteMs} ms, ` +
         `downloaded at ${figures.downloadedMs} ms, app started at ${figures.startedMs} ms, ` +
-        `first frame at ${figures.firstFrameMs} ms, in the lobby at ${figures.lobbyMs} ms`,
+        `first frame at ${figures.firstFrameMs} ms, in the lobby at ${figures.lobbyMs} ms ` +
+        `(frames up to it at ${figures.frameMs.join(", ")} ms)`,
     );
     return figures;
   };
