@@ -550,13 +550,15 @@ impl CallMedia for BrowserMedia {
     type Attempt = Attempt;
 
     async fn connect_signaling(&mut self) -> Result<SignalingLink, SignalingError> {
-        // The connection opened at start serves the first join, unless the server
-        // said something first (it had closed it, say): then a new one does.
-        if let Some(early) = self.early_link.take()
-            && let Ok(Ok(link)) = early.await
-            && link.incoming.is_empty()
-        {
-            return Ok(link);
+        // The connection opened at start serves the first join, and its failure is
+        // the join's (a second attempt at once would fail alike). If the server said
+        // something on it first (it had closed it, say), a new one is opened.
+        if let Some(early) = self.early_link.take() {
+            match early.await {
+                Ok(Ok(link)) if link.incoming.is_empty() => return Ok(link),
+                Ok(Err(error)) => return Err(error),
+                Ok(Ok(_)) | Err(_) => {}
+            }
         }
         signaling::connect(&self.config.signal, None).await
     }
