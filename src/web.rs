@@ -37,6 +37,7 @@ use crate::space::{
     Graphics, GraphicsChoice, Location, Panel, PanelRect, PanelView, Player, SpatialAudio,
     roll_off_in,
 };
+use crate::ui::fonts::OverlayFonts;
 
 /// The id of the `<canvas>` in index.html that Bevy draws into.
 const CANVAS_SELECTOR: &str = "#meetspace";
@@ -251,6 +252,8 @@ struct TestHooks {
     errors: Vec<ErrorHook>,
     /// What the space draws and why, e.g. `light (software renderer: …)`.
     graphics: String,
+    /// The overlay has its emoji fonts (fetched as the app starts).
+    emoji_fonts: bool,
 }
 
 /// What the hooks read of shared screens: ours, and those others share.
@@ -442,11 +445,12 @@ fn publish_test_hooks(
     levels: (Res<OwnSpeakingLevel>, Res<MutedSpeakingLevel>),
     self_view: Query<&VideoFeed, With<SelfView>>,
     panels: PanelView,
-    (errors, space, graphics, screens): (
+    (errors, space, graphics, screens, fonts): (
         Res<RecentErrors>,
         Res<SpacePeople>,
         Res<Graphics>,
         ScreenParts,
+        Res<OverlayFonts>,
     ),
     mut installed: Local<bool>,
 ) {
@@ -520,6 +524,7 @@ fn publish_test_hooks(
         wall: panels.wall_corners(1.0),
         errors: errors.0.clone(),
         graphics: graphics.describe(),
+        emoji_fonts: fonts.has_emoji(),
     };
     let Ok(json) = serde_json::to_string(&hooks) else {
         return;

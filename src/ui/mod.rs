@@ -32,6 +32,7 @@ const MAX_TOASTS: usize = 5;
 
 mod chat;
 mod devices;
+pub(crate) mod fonts;
 mod graphics;
 mod screen;
 mod shortcuts;
@@ -52,7 +53,7 @@ pub struct UiPlugin;
 
 impl Plugin for UiPlugin {
     fn build(&self, app: &mut App) {
-        app.add_plugins(EguiPlugin::default())
+        app.add_plugins((EguiPlugin::default(), fonts::FontsPlugin))
             // The overlay is drawn by the camera that draws last on the window (the
             // space's own camera may draw into an image, see `space::scene_image`).
             .insert_resource(EguiGlobalSettings {
