@@ -47,7 +47,8 @@ type Attempt = Pin<Box<dyn Future<Output = Result<SignalingLink, SignalingError>
 /// The signaling connection opened as the page starts, before the room asks for one.
 type EarlyLink = oneshot::Receiver<Result<SignalingLink, SignalingError>>;
 
-/// Opens the signaling connection at once. Every page joins the lobby (or the room its
+/// Opens the signaling connection at once (or takes the one the page opened while the
+/// wasm downloaded, see `signaling::ws_web`). Every page joins the lobby (or the room its
 /// address names) in its first frame, and a software renderer takes most of a second
 /// over each of the first frames, during which the page's event loop does nothing
 /// else: opened when asked for, the connection's handshakes (TCP, TLS, WebSocket) and

@@ -3,22 +3,79 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use js_sys::{Array, Object, Reflect};
 use tokio::sync::{mpsc, oneshot};
-use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use super::link::{LinkEvent, SignalUrl, SignalingError, SignalingLink};
 use super::protocol::ServerMessage;
+
+/// Where web/index.html leaves the signaling connection it opens as the page loads:
+/// `{ socket, messages, closed }`.
+const PAGE_SOCKET: &str = "__meetspaceEarlySignal";
+
+/// Takes the connection the page opened while the wasm downloaded, if it goes to `url`
+/// and has not closed, with the messages that came on it so far. There is one: the
+/// first connection takes it, or closes it if it goes elsewhere (the address's
+/// `signal=` named another server). Opened by the app, a connection waits for the
+/// app's first frames, which a software renderer takes most of a second over each:
+/// the browser starts a new WebSocket's handshake only once the page's script is idle.
+fn take_page_socket(url: &SignalUrl) -> Option<(WebSocket, Vec<String>)> {
+    let window: Object = web_sys::window()?.unchecked_into();
+    let key = JsValue::from_str(PAGE_SOCKET);
+    let left = Reflect::get(&window, &key).ok()?;
+    if left.is_undefined() {
+        return None;
+    }
+    let _ = Reflect::delete_property(&window, &key);
+    let field = |name: &str| Reflect::get(&left, &JsValue::from_str(name)).ok();
+    let socket: WebSocket = field("socket")?.dyn_into().ok()?;
+    let closed = field("closed")?.as_bool() != Some(false);
+    if closed || socket.url() != url.0.as_str() || socket.ready_state() > WebSocket::OPEN {
+        let _ = socket.close();
+        return None;
+    }
+    let messages = field("messages")?.dyn_into::<Array>().ok()?;
+    Some((
+        socket,
+        messages.iter().filter_map(|m| m.as_string()).collect(),
+    ))
+}
+
+/// Hands a message the server sent on to the link.
+fn receive(received: &mpsc::UnboundedSender<LinkEvent>, text: &str) {
+    match serde_json::from_str::<ServerMessage>(text) {
+        Ok(message) => {
+            let _ = received.send(LinkEvent::Message(message));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "ignoring a signaling message we do not understand");
+        }
+    }
+}
 
 pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingError> {
     let unreachable = |reason: String| SignalingError::Unreachable {
         url: url.clone(),
         reason,
     };
-    let socket = WebSocket::new(url.0.as_str())
-        .map_err(|error| unreachable(crate::browser::describe(&error)))?;
+    let (socket, earlier) = match take_page_socket(url) {
+        Some(taken) => {
+            tracing::info!("signaling on the connection the page opened");
+            taken
+        }
+        None => (
+            WebSocket::new(url.0.as_str())
+                .map_err(|error| unreachable(crate::browser::describe(&error)))?,
+            Vec::new(),
+        ),
+    };
     let (received, incoming) = mpsc::unbounded_channel();
+    for text in &earlier {
+        receive(&received, text);
+    }
     let (opened_tx, opened) = oneshot::channel::<Result<(), String>>();
     let opened_tx = Rc::new(RefCell::new(Some(opened_tx)));
 
@@ -33,16 +90,8 @@ pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingE
     let on_message = {
         let received = received.clone();
         Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            let Some(text) = event.data().as_string() else {
-                return;
-            };
-            match serde_json::from_str::<ServerMessage>(&text) {
-                Ok(message) => {
-                    let _ = received.send(LinkEvent::Message(message));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "ignoring a signaling message we do not understand");
-                }
+            if let Some(text) = event.data().as_string() {
+                receive(&received, &text);
             }
         })
     };
@@ -68,6 +117,14 @@ pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingE
     socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
 
+    // The page's connection may be open already (and then fires no `open`). These
+    // handlers replaced the page's, and no event can come in between: events wait for
+    // the page's script to be idle.
+    if socket.ready_state() == WebSocket::OPEN
+        && let Some(tx) = opened_tx.borrow_mut().take()
+    {
+        let _ = tx.send(Ok(()));
+    }
     // The browser gives up on a connection by itself (and then fires `close`).
     match opened.await {
         Ok(Ok(())) => {}
