@@ -17,11 +17,12 @@ use super::protocol::ServerMessage;
 const PAGE_SOCKET: &str = "__meetspaceEarlySignal";
 
 /// Takes the connection the page opened while the wasm downloaded, if it goes to `url`
-/// and has not closed, with the messages that came on it so far. There is one: the
-/// first connection takes it, or closes it if it goes elsewhere (the address's
-/// `signal=` named another server). Opened by the app, a connection waits for the
-/// app's first frames, which a software renderer takes most of a second over each:
-/// the browser starts a new WebSocket's handshake only once the page's script is idle.
+/// and has not closed, with the messages that came on it so far. Only the app's first
+/// connection can: it takes the page's away, or closes it if it goes elsewhere (the
+/// address's `signal=` named another server). Opened by the app, a connection waits
+/// for the app's first frames, which a software renderer takes most of a second over
+/// each: the browser starts a new WebSocket's handshake only once the page's script is
+/// idle.
 fn take_page_socket(url: &SignalUrl) -> Option<(WebSocket, Vec<String>)> {
     let window: Object = web_sys::window()?.unchecked_into();
     let key = JsValue::from_str(PAGE_SOCKET);
