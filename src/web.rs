@@ -32,7 +32,7 @@ use crate::media::web::{
 use crate::media::web_playback::{OutputState, output_state};
 use crate::media::{CallStats, ShareTarget};
 use crate::signaling::protocol::{DisplayName, RoomId, SpaceArea};
-use crate::signaling::{SignalUrl, WS_PATH};
+use crate::signaling::{SignalUrl, WS_PATH, took_page_socket};
 use crate::space::{
     Graphics, GraphicsChoice, Location, Panel, PanelRect, PanelView, Player, SpatialAudio,
     roll_off_in,
@@ -254,6 +254,9 @@ struct TestHooks {
     graphics: String,
     /// The overlay has its emoji fonts (fetched as the app starts).
     emoji_fonts: bool,
+    /// The first signaling connection was the one the page opened while the wasm
+    /// downloaded.
+    signaling_from_page: bool,
 }
 
 /// What the hooks read of shared screens: ours, and those others share.
@@ -525,6 +528,7 @@ fn publish_test_hooks(
         errors: errors.0.clone(),
         graphics: graphics.describe(),
         emoji_fonts: fonts.has_emoji(),
+        signaling_from_page: took_page_socket(),
     };
     let Ok(json) = serde_json::to_string(&hooks) else {
         return;

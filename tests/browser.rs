@@ -313,8 +313,10 @@ fn a_browser_tab_and_a_native_bot_see_each_other() {
         .and_then(|panels| panels.iter().find(|panel| panel["name"] == "Bot"))
         .unwrap_or_else(|| panic!("no panel for the bot: {result}"));
     assert!(bot_panel["frames_shown"].as_u64() >= Some(30), "{result}");
-    // egui's emoji fonts came as files beside the page (the wasm has the text fonts only).
+    // egui's emoji fonts came as files beside the page (the wasm has the text fonts only),
+    // and the app signalled on the connection the page opened while the wasm downloaded.
     assert_eq!(result["hooks"]["emojiFonts"], true, "{result}");
+    assert_eq!(result["hooks"]["signalingFromPage"], true, "{result}");
     // The tab's own figures for the bot (getStats) and its speaking ring (an analyser on
     // the bot's voice: the bot's test tone).
     let seen = result["hooks"]["participants"]

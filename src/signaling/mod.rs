@@ -29,6 +29,8 @@ use thiserror::Error;
 
 pub use link::{LinkEvent, SignalUrl, SignalingError, SignalingLink};
 use protocol::{ClientMessage, RoomSummary, ServerMessage};
+#[cfg(target_arch = "wasm32")]
+pub use ws_web::took_page_socket;
 
 /// Scheme of Firestore signaling URLs.
 const FIRESTORE_SCHEME: &str = "firestore";

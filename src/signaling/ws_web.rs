@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use js_sys::{Array, Object, Reflect};
 use tokio::sync::{mpsc, oneshot};
@@ -15,6 +16,15 @@ use super::protocol::ServerMessage;
 /// Where web/index.html leaves the signaling connection it opens as the page loads:
 /// `{ socket, messages, closed }`.
 const PAGE_SOCKET: &str = "__meetspaceEarlySignal";
+
+/// Whether a connection took the page's.
+static TOOK_PAGE_SOCKET: AtomicBool = AtomicBool::new(false);
+
+/// Whether the app signals (or signalled) on the connection the page opened (for the
+/// test hooks: without it, the app still signals, only later).
+pub fn took_page_socket() -> bool {
+    TOOK_PAGE_SOCKET.load(Ordering::Relaxed)
+}
 
 /// Takes the connection the page opened while the wasm downloaded, if it goes to `url`
 /// and has not closed, with the messages that came on it so far. Only the app's first
@@ -64,7 +74,7 @@ pub(super) async fn connect(url: &SignalUrl) -> Result<SignalingLink, SignalingE
     };
     let (socket, earlier) = match take_page_socket(url) {
         Some(taken) => {
-            tracing::info!("signaling on the connection the page opened");
+            TOOK_PAGE_SOCKET.store(true, Ordering::Relaxed);
             taken
         }
         None => (
