@@ -3,7 +3,7 @@
 //! the text and Hack the figures; Noto Emoji and emoji-icon-font draw emoji.
 //!
 //! Natively all four are in the binary. The browser's wasm carries the two text fonts
-//! only: the emoji fonts are 0.7 MB (0.4 MB sent with brotli, an eighth of what a new
+//! only: the emoji fonts are 0.7 MB (0.4 MB sent with brotli, 8 % of what a new
 //! visitor downloads), and the overlay's own text needs neither. They are files beside
 //! the page (in `fonts/`, which `scripts/build-web.sh` fills), fetched as the
 //! app starts and added when both have arrived; until then an emoji shows as a box.
