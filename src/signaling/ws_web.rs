@@ -43,16 +43,25 @@ fn take_page_socket(url: &SignalUrl) -> Option<(WebSocket, Vec<String>)> {
     let _ = Reflect::delete_property(&window, &key);
     let field = |name: &str| Reflect::get(&left, &JsValue::from_str(name)).ok();
     let socket: WebSocket = field("socket")?.dyn_into().ok()?;
-    let closed = field("closed")?.as_bool() != Some(false);
-    if closed || socket.url() != url.0.as_str() || socket.ready_state() > WebSocket::OPEN {
-        let _ = socket.close();
-        return None;
+    let closed = field("closed").and_then(|closed| closed.as_bool()) != Some(false);
+    let messages = field("messages").and_then(|messages| messages.dyn_into::<Array>().ok());
+    match messages {
+        Some(messages)
+            if !closed
+                && socket.url() == url.0.as_str()
+                && socket.ready_state() <= WebSocket::OPEN =>
+        {
+            Some((
+                socket,
+                messages.iter().filter_map(|m| m.as_string()).collect(),
+            ))
+        }
+        // Not one the app can take: closed here, not left open beside the app's own.
+        _ => {
+            let _ = socket.close();
+            None
+        }
     }
-    let messages = field("messages")?.dyn_into::<Array>().ok()?;
-    Some((
-        socket,
-        messages.iter().filter_map(|m| m.as_string()).collect(),
-    ))
 }
 
 /// Hands a message the server sent on to the link.
