@@ -2,7 +2,7 @@
 //! and remote desktops, SwiftShader in a browser without a GPU) rasterises on the same
 //! CPU cores that encode and decode the call, so there the space is drawn light: no
 //! multisampling, no lamps (the daylight and a brighter ambient light stay) and half the
-//! resolution ([`super::scene_image`]). The overlay's graphics setting (or `--graphics`,
+//! resolution ([`super::reduced_resolution`]). The overlay's graphics setting (or `--graphics`,
 //! or `graphics=` in the page address) overrides the choice.
 //!
 //! A software renderer also runs every branch of a shader for every pixel, so the light

@@ -25,7 +25,7 @@ mod panel_view;
 mod panels;
 mod player;
 mod presence;
-mod scene_image;
+mod reduced_resolution;
 mod scenery;
 mod self_view;
 mod sign_material;
@@ -48,7 +48,6 @@ pub use overhead::{BUBBLE_SHOWN, Overhead, bubble_lines};
 pub use panel_view::{PanelRect, PanelView};
 pub use panels::{Panel, PanelParts, PanelScreen};
 pub use player::Player;
-pub use scene_image::WindowPresenter;
 pub use wall_screen::{WallScreen, wall_screen_center, wall_screen_size};
 
 use crate::call::{CallCommand, CallState, CallSystems};
@@ -132,7 +131,7 @@ impl Plugin for SpacePlugin {
             }
             Err(error) => warn!("signs will be blank: {error}"),
         }
-        scene_image::add_screen_material(app);
+        reduced_resolution::add_stretch_pass(app);
         app.init_resource::<Location>()
             .init_resource::<JoinByIdRequested>()
             .init_resource::<RoomView>()
@@ -152,7 +151,6 @@ impl Plugin for SpacePlugin {
                     lobby::build_lobby,
                     lobby::build_room,
                     player::spawn_player,
-                    scene_image::spawn_presenter,
                     panels::init_panel_kit,
                     overhead::init_overhead_kit,
                 ),
@@ -191,7 +189,7 @@ impl Plugin for SpacePlugin {
                         graphics::note_renderer,
                         graphics::apply_graphics,
                         graphics::swap_shaders,
-                        scene_image::follow_window,
+                        reduced_resolution::follow_window,
                     )
                         .chain(),
                 ),

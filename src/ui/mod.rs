@@ -11,6 +11,7 @@ use std::time::Duration;
 use bevy::ecs::system::SystemParam;
 use bevy::platform::time::Instant;
 use bevy::prelude::*;
+use bevy::window::PrimaryWindow;
 use bevy_egui::{
     EguiContexts, EguiGlobalSettings, EguiPlugin, EguiPrimaryContextPass, PrimaryEguiContext, egui,
 };
@@ -23,7 +24,7 @@ use crate::call::{
 use crate::config::ClientConfig;
 use crate::rtc::PeerConnectionState;
 use crate::signaling::protocol::{DisplayName, RoomId};
-use crate::space::{Graphics, JoinByIdRequested, RoomView, SpatialAudio, WindowPresenter};
+use crate::space::{Graphics, JoinByIdRequested, Player, RoomView, SpatialAudio};
 
 /// How long a toast stays on screen.
 const TOAST_LIFETIME: Duration = Duration::from_secs(6);
@@ -43,9 +44,15 @@ mod stats;
 /// Rooms remembered on the home panel.
 const MAX_RECENT_ROOMS: usize = 5;
 
-/// Gives the window's presenter camera the overlay.
-fn draw_overlay_with_presenter(presenter: On<Add, WindowPresenter>, mut commands: Commands) {
-    commands.entity(presenter.entity).insert(PrimaryEguiContext);
+/// Gives the player's camera the overlay, in apps with a window.
+fn draw_overlay_with_player(
+    player: On<Add, Player>,
+    window: Query<(), With<PrimaryWindow>>,
+    mut commands: Commands,
+) {
+    if !window.is_empty() {
+        commands.entity(player.entity).insert(PrimaryEguiContext);
+    }
 }
 
 /// The overlay: adds egui and the home / in-call panels, statistics, help and toasts.
@@ -54,13 +61,12 @@ pub struct UiPlugin;
 impl Plugin for UiPlugin {
     fn build(&self, app: &mut App) {
         app.add_plugins((EguiPlugin::default(), fonts::FontsPlugin))
-            // The overlay is drawn by the camera that draws last on the window (the
-            // space's own camera may draw into an image, see `space::scene_image`).
+            // The overlay is drawn by the player's camera, and only in apps with a window.
             .insert_resource(EguiGlobalSettings {
                 auto_create_primary_context: false,
                 ..default()
             })
-            .add_observer(draw_overlay_with_presenter)
+            .add_observer(draw_overlay_with_player)
             .init_resource::<Toasts>()
             .init_resource::<OverlayToggles>()
             .init_resource::<chat::ChatDraft>()
