@@ -73,11 +73,15 @@ pub(super) fn add_stretch_pass(app: &mut App) {
         return;
     }
     embedded_asset!(app, "stretch.wgsl");
+    // Loaded now rather than when the renderer starts: in a browser the load finishes
+    // between frames, and the space is drawn stretched from the first frame that can.
+    let shader = StretchShader(load_embedded_asset!(app, "stretch.wgsl"));
     app.add_plugins(ExtractComponentPlugin::<ReducedResolution>::default());
     let Some(render_app) = app.get_sub_app_mut(RenderApp) else {
         return;
     };
     render_app
+        .insert_resource(shader)
         .init_gpu_resource::<SpecializedRenderPipelines<StretchPipeline>>()
         .add_systems(RenderStartup, init_stretch_pipeline)
         .add_systems(
@@ -120,6 +124,10 @@ pub(super) fn follow_window(
     }
 }
 
+/// `stretch.wgsl`, in the render world.
+#[derive(Resource)]
+struct StretchShader(Handle<Shader>);
+
 /// The pipeline that stretches the drawn corner over the whole texture.
 #[derive(Resource)]
 struct StretchPipeline {
@@ -133,7 +141,7 @@ fn init_stretch_pipeline(
     mut commands: Commands,
     render_device: Res<RenderDevice>,
     fullscreen_shader: Res<FullscreenShader>,
-    asset_server: Res<AssetServer>,
+    shader: Res<StretchShader>,
 ) {
     let layout = BindGroupLayoutDescriptor::new(
         "stretch_space_layout",
@@ -154,7 +162,7 @@ fn init_stretch_pipeline(
         layout,
         sampler,
         fullscreen_shader: fullscreen_shader.clone(),
-        fragment_shader: load_embedded_asset!(asset_server.as_ref(), "stretch.wgsl"),
+        fragment_shader: shader.0.clone(),
     });
 }
 
