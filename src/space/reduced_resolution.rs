@@ -7,7 +7,8 @@
 //! of its texture (Bevy's [`MainPassResolutionOverride`], made for upscalers), and
 //! [`stretch_space`], a post-processing pass, samples that corner over the whole
 //! texture. Cursor rays, projected panel corners and screenshots see the window's
-//! coordinates either way.
+//! coordinates either way. Until the stretching pipeline is compiled, the space is
+//! drawn at full resolution, so no frame shows the corner alone.
 
 use bevy::asset::{embedded_asset, load_embedded_asset};
 use bevy::camera::MainPassResolutionOverride;
@@ -54,10 +55,10 @@ impl SyncComponent for ReducedResolution {
 impl ExtractComponent for ReducedResolution {
     type QueryData = &'static Self;
     type QueryFilter = With<Camera>;
-    type Out = (Self, MainPassResolutionOverride);
+    type Out = Self;
 
-    fn extract_component(reduced: QueryItem<'_, '_, Self::QueryData>) -> Option<Self::Out> {
-        Some((*reduced, MainPassResolutionOverride(reduced.size)))
+    fn extract_component(reduced: QueryItem<'_, '_, Self::QueryData>) -> Option<Self> {
+        Some(*reduced)
     }
 }
 
@@ -194,22 +195,54 @@ impl SpecializedRenderPipeline for StretchPipeline {
 #[derive(Component)]
 struct ViewStretchPipeline(CachedRenderPipelineId);
 
+/// A view drawn at a reduced resolution, with its stretching pipeline and its main
+/// pass's size as they are.
+type ReducedView = (
+    Entity,
+    &'static ExtractedView,
+    &'static ReducedResolution,
+    Option<&'static ViewStretchPipeline>,
+    Option<&'static MainPassResolutionOverride>,
+);
+
+/// Gives each view drawn at a reduced resolution its stretching pipeline and, once that
+/// is compiled, the main pass's reduced size.
 fn prepare_stretch_pipelines(
     mut commands: Commands,
     pipeline_cache: Res<PipelineCache>,
     mut pipelines: ResMut<SpecializedRenderPipelines<StretchPipeline>>,
     stretch: Res<StretchPipeline>,
-    views: Query<(Entity, &ExtractedView), With<ReducedResolution>>,
+    views: Query<ReducedView>,
 ) {
-    for (entity, view) in &views {
+    for (entity, view, reduced, current, current_size) in &views {
         let id = pipelines.specialize(&pipeline_cache, &stretch, view.target_format);
-        commands.entity(entity).insert(ViewStretchPipeline(id));
+        let mut view = commands.entity(entity);
+        if current.is_none_or(|current| current.0 != id) {
+            view.insert(ViewStretchPipeline(id));
+        }
+        let size = pipeline_cache
+            .get_render_pipeline(id)
+            .is_some()
+            .then_some(reduced.size);
+        match (size, current_size) {
+            (Some(size), Some(current)) if current.0 == size => {}
+            (Some(size), _) => {
+                view.insert(MainPassResolutionOverride(size));
+            }
+            (None, Some(_)) => {
+                view.remove::<MainPassResolutionOverride>();
+            }
+            (None, None) => {}
+        }
     }
 }
 
+/// A view whose main pass draws into the corner: its stretching pipeline is compiled.
+type StretchReady = (With<ReducedResolution>, With<MainPassResolutionOverride>);
+
 /// Samples the corner the main pass drew into over the whole of the view's texture.
 fn stretch_space(
-    view: ViewQuery<(&ViewTarget, &ViewStretchPipeline), With<ReducedResolution>>,
+    view: ViewQuery<(&ViewTarget, &ViewStretchPipeline), StretchReady>,
     stretch: Res<StretchPipeline>,
     pipeline_cache: Res<PipelineCache>,
     mut ctx: RenderContext,
