@@ -273,7 +273,11 @@ impl Builder<'_, '_> {
 /// and go on the back wall).
 pub(super) fn build_lobby(mut builder: Builder) {
     builder.enclosure(LOBBY, [150, 128, 104], Color::srgb(0.78, 0.74, 0.66));
-    let sky = scenery::sky(&mut builder.meshes, &mut builder.materials);
+    let sky = scenery::sky(
+        &mut builder.meshes,
+        &mut builder.materials,
+        &mut builder.images,
+    );
     builder.commands.spawn(sky);
     // Daylight from the open sky, without shadows (the software renderer's budget).
     builder.commands.spawn((

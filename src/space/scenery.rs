@@ -1,6 +1,10 @@
 //! Scenery made in code (no downloaded assets) and light enough for a software
 //! renderer: the lobby's sky, a dome coloured by height, and floor tiles, a small
-//! texture repeated across a floor.
+//! texture repeated across a floor. Both are textures on Bevy's standard material, so
+//! every surface of the space is drawn by one shader: a second one (vertex colours,
+//! as the sky had) was composed and compiled before the browser's first picture.
+
+use std::f32::consts::{FRAC_PI_2, PI};
 
 use bevy::asset::RenderAssetUsages;
 use bevy::image::{ImageAddressMode, ImageSampler, ImageSamplerDescriptor};
@@ -20,6 +24,8 @@ const BELOW: Vec3 = Vec3::new(0.32, 0.30, 0.28);
 const TILE_PIXELS: u32 = 64;
 /// Width of the grout between squares, pixels.
 const GROUT_PIXELS: u32 = 2;
+/// Rows of the sky's texture, from straight up to straight down.
+const SKY_ROWS: u32 = 64;
 
 /// The sky's colour (linear RGBA) in a direction `height` up from the horizon (-1
 /// straight down to 1 straight up).
@@ -32,32 +38,51 @@ fn sky_colour(height: f32) -> [f32; 4] {
     [colour.x, colour.y, colour.z, 1.0]
 }
 
-/// The lobby's sky: a sphere around it, seen from inside, its vertices coloured by
-/// height; drawn unlit, both faces.
+/// The sky's texture: one column, its rows the sky's colour from straight up (the top
+/// row) to straight down, as a UV sphere's texture coordinate runs from pole to pole.
+fn sky_texture() -> Image {
+    let data = (0..SKY_ROWS)
+        .flat_map(|row| {
+            let pole_to_pole = (row as f32 + 0.5) / SKY_ROWS as f32;
+            let [r, g, b, a] = sky_colour((pole_to_pole * PI).cos());
+            Color::linear_rgba(r, g, b, a).to_srgba().to_u8_array()
+        })
+        .collect();
+    let mut image = Image::new(
+        Extent3d {
+            width: 1,
+            height: SKY_ROWS,
+            depth_or_array_layers: 1,
+        },
+        TextureDimension::D2,
+        data,
+        TextureFormat::Rgba8UnormSrgb,
+        RenderAssetUsages::RENDER_WORLD,
+    );
+    image.sampler = ImageSampler::linear();
+    image
+}
+
+/// The lobby's sky: a sphere around it, seen from inside, coloured by height; drawn
+/// unlit, both faces. Bevy's UV sphere has its poles on Z: it is turned to have them
+/// on Y, up.
 pub(super) fn sky(
     meshes: &mut Assets<Mesh>,
     materials: &mut Assets<StandardMaterial>,
-) -> impl Bundle {
-    let mut mesh = Sphere::new(SKY_RADIUS).mesh().uv(32, 12);
-    let colours: Vec<[f32; 4]> = match mesh.attribute(Mesh::ATTRIBUTE_POSITION) {
-        Some(VertexAttributeValues::Float32x3(positions)) => positions
-            .iter()
-            .map(|p| sky_colour(p[1] / SKY_RADIUS))
-            .collect(),
-        _ => Vec::new(),
-    };
-    mesh.insert_attribute(Mesh::ATTRIBUTE_COLOR, colours);
+    images: &mut Assets<Image>,
+) -> (Mesh3d, MeshMaterial3d<StandardMaterial>, Transform) {
     let material = StandardMaterial {
         base_color: Color::WHITE,
+        base_color_texture: Some(images.add(sky_texture())),
         unlit: true,
         cull_mode: None,
         fog_enabled: false,
         ..default()
     };
     (
-        Mesh3d(meshes.add(mesh)),
+        Mesh3d(meshes.add(Sphere::new(SKY_RADIUS).mesh().uv(32, 12))),
         MeshMaterial3d(materials.add(material)),
-        Transform::default(),
+        Transform::from_rotation(Quat::from_rotation_x(-FRAC_PI_2)),
     )
 }
 
@@ -124,6 +149,59 @@ mod tests {
         assert!(blueness(1.0) > blueness(0.5));
         assert!(blueness(0.5) > blueness(0.0));
         assert_eq!(sky_colour(0.0), [HORIZON.x, HORIZON.y, HORIZON.z, 1.0]);
+    }
+
+    #[test]
+    fn the_sky_texture_runs_from_zenith_to_below_and_the_dome_stands_upright() {
+        let image = sky_texture();
+        let row = |row: u32| {
+            let at = (row * 4) as usize;
+            image.data.as_ref().unwrap()[at..at + 4].to_vec()
+        };
+        let srgb = |colour: Vec3| {
+            Color::linear_rgb(colour.x, colour.y, colour.z)
+                .to_srgba()
+                .to_u8_array()
+        };
+        let close = |a: Vec<u8>, b: [u8; 4]| a.iter().zip(b).all(|(a, b)| a.abs_diff(b) <= 6);
+        assert!(close(row(0), srgb(ZENITH)), "top row {:?}", row(0));
+        assert!(
+            close(row(SKY_ROWS - 1), srgb(BELOW)),
+            "bottom row {:?}",
+            row(SKY_ROWS - 1)
+        );
+        let palest = (0..SKY_ROWS)
+            .max_by_key(|&r| row(r)[..3].iter().map(|&c| u32::from(c)).sum::<u32>())
+            .unwrap();
+        assert!(
+            (SKY_ROWS / 2 - 1..=SKY_ROWS / 2).contains(&palest),
+            "the horizon is in the middle, not at row {palest}"
+        );
+
+        // The first row of the sphere's texture coordinates (v = 0) is its top.
+        let mut meshes = Assets::<Mesh>::default();
+        let mut materials = Assets::<StandardMaterial>::default();
+        let mut images = Assets::<Image>::default();
+        let (Mesh3d(mesh), _, transform) = sky(&mut meshes, &mut materials, &mut images);
+        let mesh = meshes.get(&mesh).unwrap();
+        let (
+            Some(VertexAttributeValues::Float32x3(positions)),
+            Some(VertexAttributeValues::Float32x2(uvs)),
+        ) = (
+            mesh.attribute(Mesh::ATTRIBUTE_POSITION),
+            mesh.attribute(Mesh::ATTRIBUTE_UV_0),
+        )
+        else {
+            panic!("a sky without positions or texture coordinates");
+        };
+        for (position, uv) in positions.iter().zip(uvs) {
+            let height = transform.transform_point(Vec3::from(*position)).y / SKY_RADIUS;
+            assert!(
+                (height - (uv[1] * PI).cos()).abs() < 1e-4,
+                "v {} at height {height}",
+                uv[1]
+            );
+        }
     }
 
     #[test]
