@@ -8,8 +8,8 @@
 //
 // It does not import `bevy_pbr::pbr_functions` either: that module brings Bevy's whole
 // lighting (shadows, clustered lights, light probes, transmission) for the composer to
-// put together before the first frame, which in the browser is a tenth of a second
-// before the page shows the space. The three small steps it took from there are below.
+// put together before the space is first drawn, about 70 ms of the browser's frame
+// that first draws it. The three small steps it took from there are below.
 #import bevy_pbr::{
     forward_io::{VertexOutput, FragmentOutput},
     mesh_bindings::mesh,
