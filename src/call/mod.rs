@@ -24,15 +24,14 @@ pub use space_people::{AreaPeople, SpaceNews, SpacePeople};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bevy::asset::RenderAssetUsages;
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
-use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::config::ClientConfig;
+use crate::media::convert::rgba_image;
 use crate::media::{
     AudioInput, CallStats, DecodedFrame, DeviceChoice, FrameReceiver, Mixer, SendCounters,
     ShareSource, ShareTarget, Stamp, VideoInput, VoiceProcessing, frame_channel,
@@ -1151,7 +1150,7 @@ pub struct VideoCopyTiming {
 
 /// Puts each participant's newest decoded frame into its image: the decoded pixels are
 /// moved, not copied, and the image is kept in the render world only
-/// ([`RenderAssetUsages::RENDER_WORLD`]), so Bevy moves them on to it instead of
+/// ([`bevy::asset::RenderAssetUsages::RENDER_WORLD`]), so Bevy moves them on to it instead of
 /// cloning them there (with many people that clone was a tenth of a software-rendered
 /// frame). The render world writes them into the same texture while the size stays.
 pub fn show_newest_frames(
@@ -1193,17 +1192,7 @@ pub fn show_newest_frames(
 
 /// An image of `frame`'s pixels, for the render world only.
 fn image_of(frame: DecodedFrame) -> Image {
-    Image::new(
-        Extent3d {
-            width: frame.width,
-            height: frame.height,
-            depth_or_array_layers: 1,
-        },
-        TextureDimension::D2,
-        frame.rgba,
-        TextureFormat::Rgba8UnormSrgb,
-        RenderAssetUsages::RENDER_WORLD,
-    )
+    rgba_image(frame.width, frame.height, frame.rgba)
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! Colour conversion for display: I420 (what decoders produce) to RGBA (what a Bevy
 //! `Image` holds), through the SIMD `yuv` crate.
 
+use bevy::asset::RenderAssetUsages;
+use bevy::image::Image;
+use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use yuv::{YuvPlanarImage, YuvRange, YuvStandardMatrix};
 
 use super::error::FrameError;
@@ -8,6 +11,22 @@ use super::frame::VideoFrame;
 
 /// Bytes per RGBA pixel.
 pub const RGBA_BYTES: usize = 4;
+
+/// A Bevy image of `rgba` (`width` x `height` sRGB pixels, row by row), kept in the
+/// render world only.
+pub fn rgba_image(width: u32, height: u32, rgba: Vec<u8>) -> Image {
+    Image::new(
+        Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        },
+        TextureDimension::D2,
+        rgba,
+        TextureFormat::Rgba8UnormSrgb,
+        RenderAssetUsages::RENDER_WORLD,
+    )
+}
 
 /// Converts `frame` (BT.601, limited range, as VP8 codes it) into `rgba`, resizing the
 /// buffer only when the frame size changed.

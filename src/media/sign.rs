@@ -4,10 +4,10 @@
 //! pixels make the placeholder video ([`super::placeholder`]).
 
 use ab_glyph::{Font, FontRef, InvalidFont, PxScale, ScaleFont, point};
-use bevy::asset::RenderAssetUsages;
 use bevy::prelude::*;
-use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use thiserror::Error;
+
+use super::convert::rgba_image;
 
 /// Why the sign painter could not be made.
 #[derive(Debug, Error)]
@@ -42,17 +42,7 @@ impl SignPainter {
 
     /// `lines` centred in a `width` x `height` image, each line as large as fits.
     pub fn image(&self, lines: &[&str], width: u32, height: u32, style: SignStyle) -> Image {
-        Image::new(
-            Extent3d {
-                width,
-                height,
-                depth_or_array_layers: 1,
-            },
-            TextureDimension::D2,
-            self.rgba(lines, width, height, style),
-            TextureFormat::Rgba8UnormSrgb,
-            RenderAssetUsages::RENDER_WORLD,
-        )
+        rgba_image(width, height, self.rgba(lines, width, height, style))
     }
 
     /// The pixels of [`SignPainter::image`], row by row, 4 bytes each.

@@ -6,11 +6,11 @@
 
 use std::f32::consts::{FRAC_PI_2, PI};
 
-use bevy::asset::RenderAssetUsages;
 use bevy::image::{ImageAddressMode, ImageSampler, ImageSamplerDescriptor};
 use bevy::mesh::VertexAttributeValues;
 use bevy::prelude::*;
-use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
+
+use crate::media::convert::rgba_image;
 
 /// Radius of the sky dome around the lobby, metres.
 const SKY_RADIUS: f32 = 150.0;
@@ -48,17 +48,7 @@ fn sky_texture() -> Image {
             Color::linear_rgba(r, g, b, a).to_srgba().to_u8_array()
         })
         .collect();
-    let mut image = Image::new(
-        Extent3d {
-            width: 1,
-            height: SKY_ROWS,
-            depth_or_array_layers: 1,
-        },
-        TextureDimension::D2,
-        data,
-        TextureFormat::Rgba8UnormSrgb,
-        RenderAssetUsages::RENDER_WORLD,
-    );
+    let mut image = rgba_image(1, SKY_ROWS, data);
     image.sampler = ImageSampler::linear();
     image
 }
@@ -104,17 +94,7 @@ pub(super) fn tile_texture(colour: [u8; 3]) -> Image {
             data.extend_from_slice(&[r, g, b, 255]);
         }
     }
-    let mut image = Image::new(
-        Extent3d {
-            width: TILE_PIXELS,
-            height: TILE_PIXELS,
-            depth_or_array_layers: 1,
-        },
-        TextureDimension::D2,
-        data,
-        TextureFormat::Rgba8UnormSrgb,
-        RenderAssetUsages::RENDER_WORLD,
-    );
+    let mut image = rgba_image(TILE_PIXELS, TILE_PIXELS, data);
     image.sampler = ImageSampler::Descriptor(ImageSamplerDescriptor {
         address_mode_u: ImageAddressMode::Repeat,
         address_mode_v: ImageAddressMode::Repeat,
