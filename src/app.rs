@@ -25,12 +25,14 @@ use crate::signaling::protocol::DisplayName;
 use crate::signaling::protocol::RoomId;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::signaling::server::{ServerLimits, SignalingServer};
-use crate::space::{Graphics, GraphicsChoice, SpacePlugin};
+use crate::space::{Graphics, GraphicsChoice, SpacePlugin, ToneMappingTablePlugin};
 use crate::ui::UiPlugin;
 
 /// Default log filter: our own news, everyone's warnings, minus the WebRTC stack's
-/// chatter about candidate pairs and server names that a user cannot act on.
-pub const LOG_FILTER: &str = "warn,meetspace=info,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error,wgpu=error";
+/// chatter about candidate pairs and server names that a user cannot act on, and
+/// minus Bevy's tone mapping's error that its tables' feature is off (the space gives
+/// it the table it uses, see `space::tone_mapping`).
+pub const LOG_FILTER: &str = "warn,meetspace=info,rtc_ice=error,rtc_dtls=error,rtc::peer_connection::handler=error,wgpu=error,bevy_core_pipeline::tonemapping=off";
 
 #[cfg(not(target_arch = "wasm32"))]
 /// The log filter `RUST_LOG` gives, else [`LOG_FILTER`].
@@ -149,18 +151,20 @@ pub fn add_client(
             });
         });
     }
-    app.add_plugins(
-        DefaultPlugins
-            .set(WindowPlugin {
-                primary_window: Some(window),
-                ..default()
-            })
-            .set(bevy::log::LogPlugin {
-                filter: LOG_FILTER.to_owned(),
-                ..default()
-            }),
-    )
-    .add_plugins((CallPlugin::new(config), UiPlugin, SpacePlugin));
+    // Before Bevy's plugins, whose tone mapping then takes the table it gives.
+    app.add_plugins(ToneMappingTablePlugin)
+        .add_plugins(
+            DefaultPlugins
+                .set(WindowPlugin {
+                    primary_window: Some(window),
+                    ..default()
+                })
+                .set(bevy::log::LogPlugin {
+                    filter: LOG_FILTER.to_owned(),
+                    ..default()
+                }),
+        )
+        .add_plugins((CallPlugin::new(config), UiPlugin, SpacePlugin));
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -29,6 +29,7 @@ mod reduced_resolution;
 mod scenery;
 mod self_view;
 mod sign_material;
+mod tone_mapping;
 mod wall_screen;
 
 use std::time::Duration;
@@ -48,6 +49,7 @@ pub use overhead::{BUBBLE_SHOWN, Overhead, bubble_lines};
 pub use panel_view::{PanelRect, PanelView};
 pub use panels::{Panel, PanelParts, PanelScreen};
 pub use player::Player;
+pub use tone_mapping::ToneMappingTablePlugin;
 pub use wall_screen::{WallScreen, wall_screen_center, wall_screen_size};
 
 use crate::call::{CallCommand, CallState, CallSystems};
