@@ -151,7 +151,9 @@ impl Builder<'_, '_> {
             Color::srgb(0.15, 0.15, 0.17),
             Transform::from_xyz(spot.x, 1.1, spot.y),
         );
-        let bulb = self.meshes.add(Sphere::new(0.16));
+        // A few hundred triangles: Bevy's default sphere has 20 480, which a software
+        // renderer sets up one by one however few pixels they cover.
+        let bulb = self.meshes.add(Sphere::new(0.16).mesh().uv(16, 8));
         let glow = self.materials.add(StandardMaterial {
             base_color: Color::srgb(1.0, 0.9, 0.7),
             emissive: LinearRgba::new(4.0, 3.2, 2.0, 0.0),

@@ -162,7 +162,8 @@ pub(super) fn init_panel_kit(
         ring: meshes.add(Torus::new(0.85, 0.95)),
         mic_badge: meshes.add(Capsule3d::new(0.05, 0.1)),
         camera_badge: meshes.add(Cuboid::new(0.16, 0.11, 0.06)),
-        dot: meshes.add(Sphere::new(0.06)),
+        // Not Bevy's default sphere, 20 480 triangles for a few pixels.
+        dot: meshes.add(Sphere::new(0.06).mesh().uv(12, 6)),
         body: meshes.add(body_capsule()),
         nose: meshes.add(Cuboid::new(0.3, 0.2, 0.3)),
         dark: materials.add(StandardMaterial {
