@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 use crate::config::ClientConfig;
 use crate::media::convert::rgba_image;
 use crate::media::{
-    AudioInput, CallStats, DecodedFrame, DeviceChoice, FrameReceiver, Mixer, SendCounters,
-    ShareSource, ShareTarget, Stamp, VideoInput, VoiceProcessing, frame_channel,
+    AudioInput, CallStats, DeviceChoice, FrameReceiver, Mixer, SendCounters, ShareSource,
+    ShareTarget, Stamp, VideoInput, VoiceProcessing, frame_channel,
 };
 use crate::rtc::{PeerConnectionState, TurnProblem};
 #[cfg(not(target_arch = "wasm32"))]
@@ -1173,7 +1173,7 @@ pub fn show_newest_frames(
         }
         feed.stamp = frame.stamp;
         feed.size = Some(UVec2::new(frame.width, frame.height));
-        let image = image_of(frame);
+        let image = rgba_image(frame.width, frame.height, frame.rgba);
         match &feed.image {
             Some(handle) => {
                 if let Err(error) = images.insert(handle, image) {
@@ -1188,11 +1188,6 @@ pub fn show_newest_frames(
         timing.spent += started.elapsed();
         timing.frames += copied;
     }
-}
-
-/// An image of `frame`'s pixels, for the render world only.
-fn image_of(frame: DecodedFrame) -> Image {
-    rgba_image(frame.width, frame.height, frame.rgba)
 }
 
 #[cfg(test)]
